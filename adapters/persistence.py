@@ -1,0 +1,170 @@
+"""``ZHANGBEN_DATABASE_URL`` → the ``eventsourcing`` library's settings.
+
+One URL configures the store.  What we always set, and why
+(see ``shared/eventsourcing-notes.md``):
+
+- ``POSTGRES_LOCK_TIMEOUT``: the library's default waits forever for the
+  events table's EXCLUSIVE lock; one stuck writer would stall every writer.
+- ``POSTGRES_ENABLE_DB_FUNCTIONS=n``: the plpgsql insert path skips that
+  lock and readers tailing the log then miss events.
+- ``CREATE_TABLE``: only ``zhangben db init`` creates tables; workers start
+  with ``n`` because concurrent DDL at start-up crashes
+  (``tuple concurrently updated``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
+
+DEFAULT_DATABASE_URL = "sqlite:///var/zhangben.db"
+ENV_PREFIX = "LEDGER_"  # the Application's name, upper-cased: prefixed keys win
+
+
+class PersistenceError(Exception):
+    """A store that cannot be used; the message is safe to show (no password)."""
+
+
+class DatabaseUrlError(PersistenceError):
+    pass
+
+
+class DatabaseUnavailable(PersistenceError):
+    pass
+
+
+class DatabaseNotInitialised(PersistenceError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoreUrl:
+    """A parsed database URL; ``str()`` never shows the password."""
+
+    kind: str  # "sqlite" | "postgres" | "memory"
+    raw: str
+    path: str = ""
+    host: str = ""
+    port: int = 5432
+    user: str = ""
+    password: str = ""
+    dbname: str = ""
+
+    def __str__(self) -> str:
+        return redact(self.raw)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0]
+    return parts._replace(netloc=f"{userinfo}:***@{netloc[1]}").geturl()
+
+
+def parse_url(url: str) -> StoreUrl:
+    """Parse a database URL, or raise ``DatabaseUrlError`` naming it (redacted)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise DatabaseUrlError(f"malformed database URL {redact(url)!r}: {exc}") from None
+    if parts.scheme == "memory":
+        return StoreUrl(kind="memory", raw=url)
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)
+        if parts.netloc or not path.startswith("/") or path == "/":
+            raise DatabaseUrlError(
+                f"malformed SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        return StoreUrl(kind="sqlite", raw=url, path=path[1:])
+    if parts.scheme in ("postgresql", "postgres"):
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            raise DatabaseUrlError(f"malformed database URL {redact(url)!r}: bad port") from None
+        query = parse_qs(parts.query)
+        host = parts.hostname or query.get("host", [""])[0]
+        dbname = unquote(parts.path.lstrip("/"))
+        if not host or not dbname or not parts.username:
+            raise DatabaseUrlError(
+                f"incomplete PostgreSQL URL {redact(url)!r}: need postgresql://user:password@host:port/dbname"
+            )
+        return StoreUrl(
+            kind="postgres",
+            raw=url,
+            host=host,
+            port=port,
+            user=unquote(parts.username),
+            password=unquote(parts.password or ""),
+            dbname=dbname,
+        )
+    raise DatabaseUrlError(
+        f"unsupported database URL {redact(url)!r}: use sqlite:///path or postgresql://user:pass@host/db"
+    )
+
+
+def event_store_env(store: StoreUrl, *, create_tables: bool) -> dict[str, str]:
+    """The library's settings for ``store``, prefixed for the ``Ledger`` application."""
+    env: dict[str, str] = {"CREATE_TABLE": "y" if create_tables else "n"}
+    if store.kind == "memory":
+        env["PERSISTENCE_MODULE"] = "eventsourcing.popo"
+    elif store.kind == "sqlite":
+        env |= {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": store.path,
+            "SQLITE_LOCK_TIMEOUT": "10",
+        }
+    else:
+        env |= {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_HOST": store.host,
+            "POSTGRES_PORT": str(store.port),
+            "POSTGRES_USER": store.user,
+            "POSTGRES_PASSWORD": store.password,
+            "POSTGRES_DBNAME": store.dbname,
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "16",
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        }
+    return {ENV_PREFIX + key: value for key, value in env.items()}
+
+
+def check_reachable(store: StoreUrl) -> None:
+    """Fail fast, in one line, when the store cannot be opened.
+
+    The library retries connection errors for tens of seconds before it
+    gives up; a user who mistyped a host deserves an answer sooner.
+    """
+    if store.kind == "memory":
+        return
+    if store.kind == "sqlite":
+        path = Path(store.path)
+        if store.path != ":memory:":
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sqlite3.connect(path).close()
+            except (OSError, sqlite3.Error) as exc:
+                raise DatabaseUnavailable(f"cannot open database {store}: {exc}") from None
+        return
+    try:
+        psycopg.connect(
+            host=store.host,
+            port=store.port,
+            user=store.user,
+            password=store.password,
+            dbname=store.dbname,
+            connect_timeout=5,
+        ).close()
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if store.password:
+            reason = reason.replace(store.password, "***")
+        raise DatabaseUnavailable(f"cannot reach database {store}: {reason}") from None

@@ -1,0 +1,364 @@
+"""The merchant's business order: what is owed, what was taken, what went back.
+
+An order is paid by exactly one payment attempt.  Every other success WeChat
+reports for it (a duplicate, a payment after close) is still recorded — the
+money was taken — and puts the order in ``NEEDS_REVIEW`` for a person.
+Refunds are reserved here, in the order's own event stream, so optimistic
+concurrency on the order is what keeps the refund total within what was paid.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain import ids
+from domain.errors import InvalidTransition, RefundConflict, RefundExceedsPaid, RefundLimitReached
+from domain.status import OrderStatus as S
+from domain.transitions import guard
+
+# WeChat Pay accepts at most 50 partial refunds for one transaction
+# (spec §4.5); one order is paid by one transaction, so 50 per order.
+MAX_REFUNDS_PER_ORDER = 50
+
+# Reasons an order needs a person's review.
+DUPLICATE_PAYMENT = "duplicate_payment"
+AMOUNT_MISMATCH = "amount_mismatch"
+PAID_AFTER_CLOSE = "paid_after_close"
+
+RESERVED, SUCCEEDED, RELEASED = "RESERVED", "SUCCESS", "RELEASED"
+
+RULES: dict[str, frozenset[S]] = {
+    "start a payment attempt": frozenset({S.CREATED, S.PAYING, S.EXPIRED}),
+    "close": frozenset({S.CREATED, S.PAYING, S.EXPIRED}),
+    "expire": frozenset({S.CREATED, S.PAYING}),
+    "request a refund": frozenset({S.PAID, S.PARTIALLY_REFUNDED, S.NEEDS_REVIEW}),
+    "resolve a review": frozenset({S.NEEDS_REVIEW}),
+}
+
+
+class Order(Aggregate):
+    TOPIC = "zhangben.Order"
+
+    class Created(Aggregate.Created):
+        TOPIC = "zhangben.Order.Created"
+        mchid: str
+        merchant_order_no: str
+        amount_fen: int
+        description: str
+        channel: str
+        payer_openid: str | None
+        expire_seconds: int
+        attach: str | None
+        created_at: datetime
+
+    class AttemptStarted(Aggregate.Event):
+        TOPIC = "zhangben.Order.AttemptStarted"
+        out_trade_no: str
+        channel: str
+        payer_openid: str | None
+        expire_at: datetime
+
+        def apply(self, order: Order) -> None:
+            order.attempts.append(self.out_trade_no)
+            order.channel = self.channel
+            order.payer_openid = self.payer_openid
+            order.expire_at = self.expire_at
+            order.status = S.PAYING
+
+    class Paid(Aggregate.Event):
+        TOPIC = "zhangben.Order.Paid"
+        out_trade_no: str
+        transaction_id: str
+        total_fen: int
+        success_time: datetime
+
+        def apply(self, order: Order) -> None:
+            order.captured[self.out_trade_no] = self.total_fen
+            order.transactions[self.out_trade_no] = self.transaction_id
+            order.paid_out_trade_no = self.out_trade_no
+            order.paid_fen = self.total_fen
+            order.paid_at = self.success_time
+            order.status = order.settled_status()
+
+    class NeedsReview(Aggregate.Event):
+        TOPIC = "zhangben.Order.NeedsReview"
+        reason: str
+        out_trade_no: str
+        transaction_id: str
+        total_fen: int
+        detail: str
+
+        def apply(self, order: Order) -> None:
+            order.captured.setdefault(self.out_trade_no, self.total_fen)
+            order.transactions.setdefault(self.out_trade_no, self.transaction_id)
+            order.review_reasons.append(self.reason)
+            order.status = S.NEEDS_REVIEW
+
+    class ReviewResolved(Aggregate.Event):
+        TOPIC = "zhangben.Order.ReviewResolved"
+        note: str
+        resolved_at: datetime
+
+        def apply(self, order: Order) -> None:
+            order.review_reasons.clear()
+            order.status = order.settled_status()
+
+    class RefundRequested(Aggregate.Event):
+        TOPIC = "zhangben.Order.RefundRequested"
+        out_refund_no: str
+        out_trade_no: str
+        amount_fen: int
+
+        def apply(self, order: Order) -> None:
+            order.refunds[self.out_refund_no] = {
+                "out_trade_no": self.out_trade_no,
+                "amount_fen": self.amount_fen,
+                "state": RESERVED,
+            }
+
+    class Refunded(Aggregate.Event):
+        TOPIC = "zhangben.Order.Refunded"
+        out_refund_no: str
+        amount_fen: int
+        success_time: datetime
+
+        def apply(self, order: Order) -> None:
+            order.refunds[self.out_refund_no]["state"] = SUCCEEDED
+            order.status = order.settled_status()
+
+    class RefundReleased(Aggregate.Event):
+        TOPIC = "zhangben.Order.RefundReleased"
+        out_refund_no: str
+        reason: str
+
+        def apply(self, order: Order) -> None:
+            order.refunds[self.out_refund_no]["state"] = RELEASED
+            order.status = order.settled_status()
+
+    class Closed(Aggregate.Event):
+        TOPIC = "zhangben.Order.Closed"
+        closed_at: datetime
+        reason: str
+
+        def apply(self, order: Order) -> None:
+            order.closed_at = self.closed_at
+            order.status = S.CLOSED
+
+    class Expired(Aggregate.Event):
+        TOPIC = "zhangben.Order.Expired"
+        expired_at: datetime
+
+        def apply(self, order: Order) -> None:
+            order.expired_at = self.expired_at
+            order.status = S.EXPIRED
+
+    @staticmethod
+    def create_id(mchid: str, merchant_order_no: str) -> UUID:
+        return ids.order_id(mchid, merchant_order_no)
+
+    def __init__(
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        amount_fen: int,
+        description: str,
+        channel: str,
+        payer_openid: str | None,
+        expire_seconds: int,
+        attach: str | None,
+        created_at: datetime,
+    ) -> None:
+        self.mchid = mchid
+        self.merchant_order_no = merchant_order_no
+        self.amount_fen = amount_fen
+        self.description = description
+        self.channel = channel
+        self.payer_openid = payer_openid
+        self.expire_seconds = expire_seconds
+        self.attach = attach
+        self.created_at = created_at
+        # The creation body, kept apart from what later attempts change:
+        # the idempotency check compares a repeated create against it.
+        self.terms: dict[str, Any] = {
+            "amount_fen": amount_fen,
+            "description": description,
+            "channel": channel,
+            "payer_openid": payer_openid,
+            "expire_seconds": expire_seconds,
+            "attach": attach,
+        }
+        self.status = S.CREATED
+        self.attempts: list[str] = []
+        self.expire_at: datetime | None = None
+        self.captured: dict[str, int] = {}
+        self.transactions: dict[str, str] = {}
+        self.paid_out_trade_no: str | None = None
+        self.paid_fen = 0
+        self.paid_at: datetime | None = None
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.review_reasons: list[str] = []
+        self.closed_at: datetime | None = None
+        self.expired_at: datetime | None = None
+
+    # -- derived figures -------------------------------------------------
+
+    @property
+    def refunded_fen(self) -> int:
+        return sum(r["amount_fen"] for r in self.refunds.values() if r["state"] == SUCCEEDED)
+
+    @property
+    def taken_fen(self) -> int:
+        """Everything WeChat reported as taken for this order, duplicates included."""
+        return sum(self.captured.values())
+
+    def committed_fen(self, out_trade_no: str) -> int:
+        """Refunds of one payment that are done or may still go out."""
+        return sum(
+            r["amount_fen"]
+            for r in self.refunds.values()
+            if r["out_trade_no"] == out_trade_no and r["state"] != RELEASED
+        )
+
+    def refundable_fen(self, out_trade_no: str) -> int:
+        return self.captured.get(out_trade_no, 0) - self.committed_fen(out_trade_no)
+
+    def settled_status(self) -> S:
+        """The status that the money says, once nothing needs a person."""
+        if self.review_reasons:
+            return S.NEEDS_REVIEW
+        refunded = sum(
+            r["amount_fen"]
+            for r in self.refunds.values()
+            if r["state"] == SUCCEEDED and r["out_trade_no"] == self.paid_out_trade_no
+        )
+        if refunded == 0:
+            return S.PAID
+        return S.REFUNDED if refunded >= self.paid_fen else S.PARTIALLY_REFUNDED
+
+    @property
+    def is_paid(self) -> bool:
+        return self.paid_out_trade_no is not None
+
+    def _guard(self, command: str) -> None:
+        guard(RULES, "order", self.merchant_order_no, command, self.status)
+
+    # -- commands ----------------------------------------------------------
+
+    def next_out_trade_no(self) -> str:
+        return ids.out_trade_no_for(self.id, len(self.attempts) + 1)
+
+    def start_attempt(
+        self, out_trade_no: str, channel: str, payer_openid: str | None, expire_at: datetime
+    ) -> None:
+        self._guard("start a payment attempt")
+        self.trigger_event(
+            self.AttemptStarted,
+            out_trade_no=out_trade_no,
+            channel=channel,
+            payer_openid=payer_openid,
+            expire_at=expire_at,
+        )
+
+    def record_payment(
+        self, out_trade_no: str, transaction_id: str, total_fen: int, success_time: datetime
+    ) -> None:
+        """Record money WeChat took for one of this order's attempts.
+
+        Never refused: a success after close, a second success, or a total
+        that differs from the order amount is kept and flagged for review.
+        """
+        if out_trade_no in self.captured:
+            return
+        if self.is_paid:
+            self._review(DUPLICATE_PAYMENT, out_trade_no, transaction_id, total_fen,
+                         f"order already paid by {self.paid_out_trade_no}")
+            return
+        was_closed = self.status is S.CLOSED
+        self.trigger_event(
+            self.Paid,
+            out_trade_no=out_trade_no,
+            transaction_id=transaction_id,
+            total_fen=total_fen,
+            success_time=success_time,
+        )
+        if total_fen != self.amount_fen:
+            self._review(AMOUNT_MISMATCH, out_trade_no, transaction_id, total_fen,
+                         f"paid {total_fen} fen for an order of {self.amount_fen} fen")
+        if was_closed:
+            self._review(PAID_AFTER_CLOSE, out_trade_no, transaction_id, total_fen,
+                         "payment succeeded after the order was closed")
+
+    def _review(
+        self, reason: str, out_trade_no: str, transaction_id: str, total_fen: int, detail: str
+    ) -> None:
+        self.trigger_event(
+            self.NeedsReview,
+            reason=reason,
+            out_trade_no=out_trade_no,
+            transaction_id=transaction_id,
+            total_fen=total_fen,
+            detail=detail,
+        )
+
+    def resolve_review(self, note: str, resolved_at: datetime) -> None:
+        self._guard("resolve a review")
+        self.trigger_event(self.ReviewResolved, note=note, resolved_at=resolved_at)
+
+    def reserve_refund(self, out_refund_no: str, out_trade_no: str, amount_fen: int) -> None:
+        """Set aside ``amount_fen`` of one payment for a refund, or refuse."""
+        existing = self.refunds.get(out_refund_no)
+        if existing is not None:
+            if existing["amount_fen"] == amount_fen and existing["out_trade_no"] == out_trade_no:
+                return
+            raise RefundConflict(
+                f"refund {out_refund_no!r} was already requested with different terms"
+            )
+        self._guard("request a refund")
+        if len(self.refunds) >= MAX_REFUNDS_PER_ORDER:
+            raise RefundLimitReached(MAX_REFUNDS_PER_ORDER)
+        refundable = self.refundable_fen(out_trade_no)
+        if amount_fen > refundable:
+            raise RefundExceedsPaid(amount_fen, refundable)
+        self.trigger_event(
+            self.RefundRequested,
+            out_refund_no=out_refund_no,
+            out_trade_no=out_trade_no,
+            amount_fen=amount_fen,
+        )
+
+    def settle_refund(self, out_refund_no: str, success_time: datetime) -> None:
+        refund = self.refunds[out_refund_no]
+        if refund["state"] == SUCCEEDED:
+            return
+        if refund["state"] == RELEASED:
+            raise InvalidTransition("refund", out_refund_no, "record a success", "CLOSED")
+        self.trigger_event(
+            self.Refunded,
+            out_refund_no=out_refund_no,
+            amount_fen=refund["amount_fen"],
+            success_time=success_time,
+        )
+
+    def release_refund(self, out_refund_no: str, reason: str) -> None:
+        state = self.refunds[out_refund_no]["state"]
+        if state == RELEASED:
+            return
+        if state == SUCCEEDED:
+            raise InvalidTransition("refund", out_refund_no, "release", "SUCCESS")
+        self.trigger_event(self.RefundReleased, out_refund_no=out_refund_no, reason=reason)
+
+    def close(self, closed_at: datetime, reason: str) -> None:
+        if self.status is S.CLOSED:
+            return
+        self._guard("close")
+        self.trigger_event(self.Closed, closed_at=closed_at, reason=reason)
+
+    def expire(self, expired_at: datetime) -> None:
+        if self.status is S.EXPIRED:
+            return
+        self._guard("expire")
+        self.trigger_event(self.Expired, expired_at=expired_at)

@@ -1,0 +1,251 @@
+"""One payment attempt at WeChat: one ``out_trade_no``.
+
+WeChat is the authority on whether money moved.  So ``mark_paid`` is
+accepted from every status but ``PAID`` — a success after local close or
+expiry is still money taken — and only WeChat's own word (a verified
+notification or an active query) ever reaches it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain import ids
+from domain.errors import TransactionConflict
+from domain.status import PaymentStatus as S
+from domain.transitions import guard
+
+RULES: dict[str, frozenset[S]] = {
+    "record a prepay": frozenset({S.CREATED, S.PREPAID}),
+    "mark failed": frozenset({S.CREATED, S.PREPAID}),
+    "close": frozenset({S.CREATED, S.PREPAID, S.FAILED}),
+    "expire": frozenset({S.CREATED, S.PREPAID}),
+    "mark paid": frozenset({S.CREATED, S.PREPAID, S.FAILED, S.CLOSED, S.EXPIRED}),
+}
+
+OPEN = frozenset({S.CREATED, S.PREPAID})
+
+
+class Payment(Aggregate):
+    TOPIC = "zhangben.Payment"
+
+    class Created(Aggregate.Created):
+        TOPIC = "zhangben.Payment.Created"
+        out_trade_no: str
+        order_id: UUID
+        mchid: str
+        merchant_order_no: str
+        attempt: int
+        amount_fen: int
+        description: str
+        channel: str
+        payer_openid: str | None
+        expire_at: datetime
+
+    class Prepaid(Aggregate.Event):
+        TOPIC = "zhangben.Payment.Prepaid"
+        prepay_id: str | None
+        code_url: str | None
+        h5_url: str | None
+        prepaid_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            payment.prepay_id = self.prepay_id
+            payment.code_url = self.code_url
+            payment.h5_url = self.h5_url
+            payment.status = S.PREPAID
+
+    class Notified(Aggregate.Event):
+        """A verified notification, kept whole: raw headers, raw body, decrypted resource."""
+
+        TOPIC = "zhangben.Payment.Notified"
+        notification_id: str
+        event_type: str
+        headers: dict[str, str]
+        body: str
+        resource: dict[str, Any]
+        received_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            payment.notification_ids.append(self.notification_id)
+
+    class Paid(Aggregate.Event):
+        TOPIC = "zhangben.Payment.Paid"
+        transaction_id: str
+        total_fen: int
+        payer_total_fen: int
+        success_time: datetime
+        source: str
+
+        def apply(self, payment: Payment) -> None:
+            payment.transaction_id = self.transaction_id
+            payment.total_fen = self.total_fen
+            payment.payer_total_fen = self.payer_total_fen
+            payment.success_time = self.success_time
+            payment.status = S.PAID
+
+    class AmountMismatched(Aggregate.Event):
+        TOPIC = "zhangben.Payment.AmountMismatched"
+        expected_fen: int
+        total_fen: int
+
+        def apply(self, payment: Payment) -> None:
+            payment.amount_mismatch = True
+
+    class Failed(Aggregate.Event):
+        TOPIC = "zhangben.Payment.Failed"
+        trade_state: str
+        reason: str
+        failed_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            payment.trade_state = self.trade_state
+            payment.status = S.FAILED
+
+    class Closed(Aggregate.Event):
+        TOPIC = "zhangben.Payment.Closed"
+        closed_at: datetime
+        reason: str
+
+        def apply(self, payment: Payment) -> None:
+            payment.status = S.CLOSED
+
+    class Expired(Aggregate.Event):
+        TOPIC = "zhangben.Payment.Expired"
+        expired_at: datetime
+
+        def apply(self, payment: Payment) -> None:
+            payment.status = S.EXPIRED
+
+    @staticmethod
+    def create_id(out_trade_no: str) -> UUID:
+        return ids.payment_id(out_trade_no)
+
+    def __init__(
+        self,
+        out_trade_no: str,
+        order_id: UUID,
+        mchid: str,
+        merchant_order_no: str,
+        attempt: int,
+        amount_fen: int,
+        description: str,
+        channel: str,
+        payer_openid: str | None,
+        expire_at: datetime,
+    ) -> None:
+        self.out_trade_no = out_trade_no
+        self.order_id = order_id
+        self.mchid = mchid
+        self.merchant_order_no = merchant_order_no
+        self.attempt = attempt
+        self.amount_fen = amount_fen
+        self.description = description
+        self.channel = channel
+        self.payer_openid = payer_openid
+        self.expire_at = expire_at
+        self.status = S.CREATED
+        self.prepay_id: str | None = None
+        self.code_url: str | None = None
+        self.h5_url: str | None = None
+        self.notification_ids: list[str] = []
+        self.transaction_id: str | None = None
+        self.total_fen: int | None = None
+        self.payer_total_fen: int | None = None
+        self.success_time: datetime | None = None
+        self.amount_mismatch = False
+        self.trade_state: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """WeChat may still take money for this attempt without surprising anyone."""
+        return self.status in OPEN
+
+    def _guard(self, command: str) -> None:
+        guard(RULES, "payment", self.out_trade_no, command, self.status)
+
+    def record_prepay(
+        self, prepay_id: str | None, code_url: str | None, h5_url: str | None, prepaid_at: datetime
+    ) -> None:
+        if self.status is S.PREPAID and (prepay_id, code_url, h5_url) == (
+            self.prepay_id, self.code_url, self.h5_url
+        ):
+            return
+        self._guard("record a prepay")
+        self.trigger_event(
+            self.Prepaid, prepay_id=prepay_id, code_url=code_url, h5_url=h5_url, prepaid_at=prepaid_at
+        )
+
+    def record_notification(
+        self,
+        notification_id: str,
+        event_type: str,
+        headers: dict[str, str],
+        body: str,
+        resource: dict[str, Any],
+        received_at: datetime,
+    ) -> bool:
+        """Keep a notification once per WeChat notification id; say whether it was new."""
+        if notification_id in self.notification_ids:
+            return False
+        self.trigger_event(
+            self.Notified,
+            notification_id=notification_id,
+            event_type=event_type,
+            headers=dict(headers),
+            body=body,
+            resource=dict(resource),
+            received_at=received_at,
+        )
+        return True
+
+    def mark_paid(
+        self,
+        transaction_id: str,
+        total_fen: int,
+        payer_total_fen: int,
+        success_time: datetime,
+        source: str,
+    ) -> bool:
+        """Record WeChat's success; say whether it changed anything."""
+        if self.status is S.PAID:
+            if transaction_id == self.transaction_id:
+                return False
+            raise TransactionConflict(
+                f"payment {self.out_trade_no!r} is already paid by transaction "
+                f"{self.transaction_id}, not {transaction_id}"
+            )
+        self._guard("mark paid")
+        self.trigger_event(
+            self.Paid,
+            transaction_id=transaction_id,
+            total_fen=total_fen,
+            payer_total_fen=payer_total_fen,
+            success_time=success_time,
+            source=source,
+        )
+        if total_fen != self.amount_fen:
+            self.trigger_event(self.AmountMismatched, expected_fen=self.amount_fen, total_fen=total_fen)
+        return True
+
+    def mark_failed(self, trade_state: str, reason: str, failed_at: datetime) -> None:
+        if self.status is S.FAILED:
+            return
+        self._guard("mark failed")
+        self.trigger_event(self.Failed, trade_state=trade_state, reason=reason, failed_at=failed_at)
+
+    def close(self, closed_at: datetime, reason: str) -> None:
+        if self.status is S.CLOSED:
+            return
+        self._guard("close")
+        self.trigger_event(self.Closed, closed_at=closed_at, reason=reason)
+
+    def expire(self, expired_at: datetime) -> None:
+        if self.status is S.EXPIRED:
+            return
+        self._guard("expire")
+        self.trigger_event(self.Expired, expired_at=expired_at)

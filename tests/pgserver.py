@@ -1,0 +1,118 @@
+"""A throwaway PostgreSQL cluster for the test session.
+
+Started from the PostgreSQL binaries on the machine, in a temporary
+directory, on a free loopback port; removed at the end.  ``initdb``
+refuses to run as root, so when the tests run as root the cluster is made
+and run by the ``postgres`` user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+USER = "zhangben"
+PASSWORD = "test-only-password"
+
+
+class PostgresUnavailable(RuntimeError):
+    pass
+
+
+def find_bindir() -> Path:
+    explicit = os.environ.get("ZHANGBEN_PG_BINDIR")
+    candidates = [explicit] if explicit else []
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(str(Path(on_path).parent))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
+            return Path(candidate)
+    raise PostgresUnavailable(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: install PostgreSQL 15 "
+        "(Debian: apt-get install postgresql-15) or set ZHANGBEN_PG_BINDIR"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ThrowawayPostgres:
+    def __init__(self) -> None:
+        self.bindir = find_bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="zhangben-pg-"))
+        self.datadir = self.root / "data"
+        self.port = free_port()
+        self.run_as: str | None = None
+        if os.geteuid() == 0:
+            self.run_as = "postgres"
+            entry = pwd.getpwnam("postgres")
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        self._counter = 0
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            user=self.run_as,
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+        )
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+    def start(self) -> None:
+        pwfile = self.root / "pw"
+        pwfile.write_text(PASSWORD)
+        if self.run_as:
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        self._run(
+            "initdb", "-D", str(self.datadir), "-U", USER, f"--pwfile={pwfile}",
+            "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync",
+        )
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run("pg_ctl", "-D", str(self.datadir), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url("postgres"), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, prefix: str = "t") -> str:
+        """A fresh, empty database; returns its URL."""
+        self._counter += 1
+        name = f"{prefix}_{os.getpid()}_{self._counter}"
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop")
+        except PostgresUnavailable:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,175 @@
+"""The ``zhangben`` command.
+
+Every user mistake ends in one line on standard error and a non-zero exit;
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from adapters.persistence import PersistenceError
+from domain.errors import LedgerError, OrderNotFound
+from zhangben.clock import BEIJING
+from zhangben.history import HistoryEvent
+from zhangben.ledger import Ledger, open_ledger
+from zhangben.settings import Settings, SettingsError, load_settings
+
+
+class UsageError(Exception):
+    """Bad command-line input that argparse itself cannot see."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except (UsageError, SettingsError, PersistenceError, LedgerError) as exc:
+        print(f"zhangben: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zhangben",
+        description="zhangben (账本): an event-sourced payment ledger for WeChat Pay.",
+        epilog="Settings: ZHANGBEN_CONFIG (default ./zhangben.toml), ZHANGBEN_DATABASE_URL "
+        "(default sqlite:///var/zhangben.db).",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    db = commands.add_parser("db", help="the event store's tables")
+    db_commands = db.add_subparsers(title="db commands", metavar="COMMAND")
+    db_init = db_commands.add_parser("init", help="create the event store tables once, before workers start")
+    db_init.set_defaults(handler=cmd_db_init)
+
+    history = commands.add_parser("history", help="an order's full event history and its state")
+    history.add_argument("merchant_order_no", metavar="MERCHANT_ORDER_NO")
+    history.add_argument("--merchant", metavar="MCHID", help="the merchant (mchid, or sub_mchid of a sub-merchant)")
+    history.add_argument(
+        "--as-of",
+        metavar="ISO8601",
+        help="show the history up to, and the state at, this moment (no offset = Beijing time)",
+    )
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.set_defaults(handler=cmd_history)
+    return parser
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    ledger = open_ledger(settings.database_url, create_tables=True)
+    ledger.close()
+    print(f"event store ready: {_redacted(settings.database_url)}")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    from adapters.persistence import redact
+
+    return redact(url)
+
+
+def parse_moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--as-of {text!r} is not an ISO 8601 date-time (e.g. 2026-11-22T10:00:00+08:00)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=BEIJING)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    as_of = parse_moment(args.as_of) if args.as_of else None
+    ledger = open_ledger(settings.database_url)
+    try:
+        mchid = _find_merchant(ledger, settings, args.merchant, args.merchant_order_no)
+        events = ledger.order_history(mchid, args.merchant_order_no, as_of)
+        if as_of is None:
+            state = ledger.order_view(mchid, args.merchant_order_no)
+        else:
+            state = ledger.order_state_as_of(mchid, args.merchant_order_no, as_of)
+    finally:
+        ledger.close()
+    if args.json:
+        payload = {
+            "merchant": mchid,
+            "merchant_order_no": args.merchant_order_no,
+            "as_of": as_of.isoformat() if as_of else None,
+            "events": [e.as_json() for e in events],
+            "state": state,
+        }
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        print(format_history(mchid, args.merchant_order_no, as_of, events, state))
+    return 0
+
+
+def _find_merchant(ledger: Ledger, settings: Settings, merchant: str | None, order_no: str) -> str:
+    """The merchant named, or the one configured merchant that has this order."""
+    if merchant:
+        return merchant
+    candidates = settings.merchant_ids()
+    if not candidates:
+        raise UsageError("no merchant configured: pass --merchant MCHID")
+    found = []
+    for mchid in candidates:
+        try:
+            ledger.get_order(mchid, order_no)
+        except OrderNotFound:
+            continue
+        found.append(mchid)
+    if not found:
+        raise OrderNotFound(", ".join(candidates), order_no)
+    if len(found) > 1:
+        raise UsageError(f"order {order_no!r} exists for merchants {', '.join(found)}: pass --merchant")
+    return found[0]
+
+
+_SUMMARY_FIELDS = (
+    "amount_fen", "total_fen", "channel", "out_trade_no", "transaction_id", "out_refund_no",
+    "reason", "event_type", "notification_id", "trade_state", "refund_id", "expected_fen",
+)
+
+
+def _summary(event: HistoryEvent) -> str:
+    parts = [f"{k}={event.data[k]}" for k in _SUMMARY_FIELDS if event.data.get(k) not in (None, "")]
+    return " ".join(parts)
+
+
+def format_history(
+    mchid: str, order_no: str, as_of: datetime | None, events: list[HistoryEvent], state: dict[str, Any]
+) -> str:
+    when = f"as of {as_of.isoformat()}" if as_of else "now"
+    lines = [f"order {order_no} (merchant {mchid}), {len(events)} events, {when}", ""]
+    lines.append(f"{'time (UTC)':<27} {'aggregate':<9} {'v':>3}  {'event':<16} details")
+    for event in events:
+        stamp = event.timestamp.astimezone().strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
+        lines.append(f"{stamp:<27} {event.aggregate:<9} {event.version:>3}  {event.type:<16} {_summary(event)}")
+    lines += [
+        "",
+        f"status {state['status']}  amount {state['amount_fen']} fen  paid {state['paid_fen']} fen  "
+        f"refunded {state['refunded_fen']} fen",
+    ]
+    for payment in state["payments"]:
+        lines.append(f"  payment {payment['out_trade_no']} {payment['status']} {payment['transaction_id'] or ''}".rstrip())
+    for refund in state["refunds"]:
+        lines.append(f"  refund {refund['out_refund_no']} {refund['status']} {refund['amount_fen']} fen")
+    if state["review_reasons"]:
+        lines.append(f"  needs review: {', '.join(state['review_reasons'])}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

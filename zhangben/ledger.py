@@ -1,0 +1,504 @@
+"""The ledger application: one method per use case, idempotent by construction.
+
+Each command loads what it needs, asks the aggregates to decide, and saves
+every changed aggregate in one ``save()`` — one database transaction.  Two
+processes racing on the same command collide on the event store's primary
+key (``IntegrityError``); the command is then re-run on fresh state, where
+the idempotency checks make the loser a no-op.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from adapters import persistence
+from domain import ids
+from domain.errors import (
+    ConcurrencyConflict,
+    InvalidInput,
+    InvalidTransition,
+    OrderConflict,
+    OrderNotFound,
+    PaymentNotFound,
+    RefundConflict,
+    RefundNotFound,
+    TransactionConflict,
+)
+from domain.index import TransactionIndex
+from domain.money import require_fen
+from domain.order import Order
+from domain.payment import Payment
+from domain.refund import Refund
+from domain.status import CHANNELS_NEEDING_OPENID, Channel, OrderStatus, RefundStatus
+from zhangben.clock import Clock, system_clock
+from zhangben.history import HistoryEvent, history_events, version_at
+from zhangben.views import order_view
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_CONFLICT_ATTEMPTS = 8
+MIN_EXPIRE_SECONDS, MAX_EXPIRE_SECONDS = 60, 7200
+MAX_ATTEMPTS_PER_ORDER = 99  # the out_trade_no has two digits for it
+
+
+def retry_on_conflict(command: Callable[P, R]) -> Callable[P, R]:
+    """Re-run a whole command on fresh state after an optimistic-concurrency loss."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, MAX_CONFLICT_ATTEMPTS + 1):
+            try:
+                return command(*args, **kwargs)
+            except IntegrityError:
+                if attempt == MAX_CONFLICT_ATTEMPTS:
+                    break
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise ConcurrencyConflict(
+            f"{command.__name__}: still conflicting after {MAX_CONFLICT_ATTEMPTS} attempts; retry later"
+        )
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    """What recording a payment success changed."""
+
+    payment: Payment
+    order: Order
+    changed: bool
+
+
+class Ledger(Application[UUID]):
+    name = "Ledger"  # pinned: the name sets the table names and the env prefix
+
+    def __init__(self, env: dict[str, str] | None = None, clock: Clock = system_clock) -> None:
+        super().__init__(env)
+        self.clock = clock
+
+    # -- loading -------------------------------------------------------------
+
+    def get_order(self, mchid: str, merchant_order_no: str) -> Order:
+        try:
+            return self.repository.get(ids.order_id(mchid, merchant_order_no))
+        except AggregateNotFoundError:
+            raise OrderNotFound(mchid, merchant_order_no) from None
+
+    def get_payment(self, out_trade_no: str) -> Payment:
+        try:
+            return self.repository.get(ids.payment_id(out_trade_no))
+        except AggregateNotFoundError:
+            raise PaymentNotFound(out_trade_no) from None
+
+    def get_refund(self, mchid: str, out_refund_no: str) -> Refund:
+        try:
+            return self.repository.get(ids.refund_id(mchid, out_refund_no))
+        except AggregateNotFoundError:
+            raise RefundNotFound(out_refund_no) from None
+
+    def _load_optional(self, aggregate_id: UUID) -> Any:
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+
+    # -- orders and payment attempts ------------------------------------------
+
+    @retry_on_conflict
+    def create_order(
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        amount_fen: int,
+        description: str,
+        channel: str,
+        payer_openid: str | None = None,
+        expire_seconds: int = 900,
+        attach: str | None = None,
+    ) -> tuple[Order, Payment]:
+        """Create an order and its first payment attempt, or return the existing pair.
+
+        The merchant order number is the idempotency key: the same number with
+        the same terms returns what exists; with different terms it is a conflict.
+        """
+        terms = _order_terms(amount_fen, description, channel, payer_openid, expire_seconds, attach)
+        _require_order_no(merchant_order_no)
+        existing = self._load_optional(ids.order_id(mchid, merchant_order_no))
+        if existing is not None:
+            if existing.terms != terms:
+                raise OrderConflict(
+                    f"order {merchant_order_no!r} already exists with different terms"
+                )
+            return existing, self.get_payment(existing.attempts[0])
+        now = self.clock()
+        order = Order(mchid=mchid, merchant_order_no=merchant_order_no, created_at=now, **terms)
+        payment = self._new_attempt(order, channel, payer_openid, now)
+        self.save(order, payment)
+        return order, payment
+
+    @retry_on_conflict
+    def start_payment(
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        channel: str | None = None,
+        payer_openid: str | None = None,
+    ) -> Payment:
+        """A new payment attempt with a new ``out_trade_no`` for an unpaid order."""
+        order = self.get_order(mchid, merchant_order_no)
+        channel = channel or order.channel
+        if payer_openid is None and channel == order.channel:
+            payer_openid = order.payer_openid
+        _check_channel(channel, payer_openid)
+        if len(order.attempts) >= MAX_ATTEMPTS_PER_ORDER:
+            raise InvalidInput("payments", f"order {merchant_order_no!r} has too many payment attempts")
+        payment = self._new_attempt(order, channel, payer_openid, self.clock())
+        self.save(order, payment)
+        return payment
+
+    def _new_attempt(self, order: Order, channel: str, payer_openid: str | None, now: datetime) -> Payment:
+        out_trade_no = order.next_out_trade_no()
+        expire_at = now + timedelta(seconds=order.expire_seconds)
+        order.start_attempt(out_trade_no, channel, payer_openid, expire_at)
+        return Payment(
+            out_trade_no=out_trade_no,
+            order_id=order.id,
+            mchid=order.mchid,
+            merchant_order_no=order.merchant_order_no,
+            attempt=len(order.attempts),
+            amount_fen=order.amount_fen,
+            description=order.description,
+            channel=channel,
+            payer_openid=payer_openid,
+            expire_at=expire_at,
+        )
+
+    @retry_on_conflict
+    def record_prepay(
+        self,
+        out_trade_no: str,
+        prepay_id: str | None = None,
+        code_url: str | None = None,
+        h5_url: str | None = None,
+    ) -> Payment:
+        payment = self.get_payment(out_trade_no)
+        payment.record_prepay(prepay_id, code_url, h5_url, self.clock())
+        self.save(payment)
+        return payment
+
+    @retry_on_conflict
+    def record_notification(
+        self,
+        out_trade_no: str,
+        notification_id: str,
+        event_type: str,
+        headers: dict[str, str],
+        body: str,
+        resource: dict[str, Any],
+    ) -> bool:
+        """Keep a verified notification whole, once per WeChat notification id."""
+        payment = self.get_payment(out_trade_no)
+        new = payment.record_notification(
+            notification_id, event_type, headers, body, resource, self.clock()
+        )
+        if new:
+            self.save(payment)
+        return new
+
+    @retry_on_conflict
+    def record_payment_success(
+        self,
+        out_trade_no: str,
+        transaction_id: str,
+        total_fen: int,
+        payer_total_fen: int,
+        success_time: datetime,
+        source: str,
+    ) -> PaymentOutcome:
+        """Record WeChat's word that money was taken (from a notification or a query).
+
+        The ``TransactionIndex`` saved alongside makes one ``transaction_id``
+        impossible to record twice, across processes.
+        """
+        require_fen(total_fen, "total_fen")
+        require_fen(payer_total_fen, "payer_total_fen", allow_zero=True)
+        payment = self.get_payment(out_trade_no)
+        index = self._load_optional(ids.transaction_index_id(transaction_id))
+        if index is not None and index.out_trade_no != out_trade_no:
+            raise TransactionConflict(
+                f"transaction {transaction_id} is already recorded for {index.out_trade_no}"
+            )
+        order: Order = self.repository.get(payment.order_id)
+        if not payment.mark_paid(transaction_id, total_fen, payer_total_fen, success_time, source):
+            return PaymentOutcome(payment, order, changed=False)
+        order.record_payment(out_trade_no, transaction_id, total_fen, success_time)
+        self.save(payment, order, TransactionIndex(transaction_id=transaction_id, out_trade_no=out_trade_no))
+        return PaymentOutcome(payment, order, changed=True)
+
+    @retry_on_conflict
+    def record_payment_failure(self, out_trade_no: str, trade_state: str, reason: str) -> Payment:
+        payment = self.get_payment(out_trade_no)
+        payment.mark_failed(trade_state, reason, self.clock())
+        self.save(payment)
+        return payment
+
+    @retry_on_conflict
+    def close_payment(self, out_trade_no: str, reason: str) -> Payment:
+        """One attempt closed (at WeChat first, by the caller); the order stays open."""
+        payment = self.get_payment(out_trade_no)
+        payment.close(self.clock(), reason)
+        self.save(payment)
+        return payment
+
+    @retry_on_conflict
+    def close_order(self, mchid: str, merchant_order_no: str, reason: str = "closed by merchant") -> Order:
+        """Close an unpaid order and every attempt still open (closed at WeChat first)."""
+        order = self.get_order(mchid, merchant_order_no)
+        now = self.clock()
+        order.close(now, reason)
+        open_payments = [p for p in self._payments(order) if p.is_open]
+        for payment in open_payments:
+            payment.close(now, reason)
+        self.save(order, *open_payments)
+        return order
+
+    @retry_on_conflict
+    def expire_payment(self, out_trade_no: str) -> Payment:
+        """An attempt ran out of time; the order expires when no attempt is open."""
+        payment = self.get_payment(out_trade_no)
+        now = self.clock()
+        payment.expire(now)
+        order: Order = self.repository.get(payment.order_id)
+        others_open = any(p.is_open for p in self._payments(order) if p.out_trade_no != out_trade_no)
+        changed: list[Aggregate] = [payment]
+        if not others_open and order.status in (OrderStatus.CREATED, OrderStatus.PAYING):
+            order.expire(now)
+            changed.append(order)
+        self.save(*changed)
+        return payment
+
+    @retry_on_conflict
+    def resolve_review(self, mchid: str, merchant_order_no: str, note: str) -> Order:
+        order = self.get_order(mchid, merchant_order_no)
+        order.resolve_review(note, self.clock())
+        self.save(order)
+        return order
+
+    def _payments(self, order: Order) -> list[Payment]:
+        return [self.get_payment(otn) for otn in order.attempts]
+
+    # -- refunds ---------------------------------------------------------------
+
+    @retry_on_conflict
+    def request_refund(
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        out_refund_no: str,
+        amount_fen: int,
+        reason: str = "",
+        out_trade_no: str | None = None,
+    ) -> Refund:
+        """Reserve a refund on the order; idempotent by ``out_refund_no``.
+
+        The reservation is an event on the order, so two concurrent refunds
+        cannot together exceed what was paid: one of them loses the race on
+        the order's version and is re-checked.
+        """
+        require_fen(amount_fen, "amount_fen")
+        _require_refund_no(out_refund_no)
+        order = self.get_order(mchid, merchant_order_no)
+        existing = self._load_optional(ids.refund_id(mchid, out_refund_no))
+        if existing is not None:
+            if existing.order_id != order.id or existing.amount_fen != amount_fen:
+                raise RefundConflict(f"refund {out_refund_no!r} already exists with different terms")
+            return existing
+        target = out_trade_no or order.paid_out_trade_no
+        if target is None or target not in order.captured:
+            raise InvalidTransition("order", merchant_order_no, "request a refund", order.status.value)
+        order.reserve_refund(out_refund_no, target, amount_fen)
+        refund = Refund(
+            out_refund_no=out_refund_no,
+            mchid=mchid,
+            order_id=order.id,
+            merchant_order_no=merchant_order_no,
+            out_trade_no=target,
+            transaction_id=order.transactions[target],
+            amount_fen=amount_fen,
+            total_fen=order.captured[target],
+            reason=reason,
+            requested_at=self.clock(),
+        )
+        self.save(order, refund)
+        return refund
+
+    @retry_on_conflict
+    def record_refund_result(
+        self,
+        mchid: str,
+        out_refund_no: str,
+        status: str,
+        refund_id: str = "",
+        success_time: datetime | None = None,
+        user_received_account: str = "",
+    ) -> Refund:
+        """Apply WeChat's word on a refund: PROCESSING, SUCCESS, CLOSED or ABNORMAL."""
+        refund = self.get_refund(mchid, out_refund_no)
+        order: Order = self.repository.get(refund.order_id)
+        now = self.clock()
+        if status == RefundStatus.PROCESSING:
+            refund.submit(refund_id, now)
+        elif status == RefundStatus.SUCCESS:
+            if refund.succeed(refund_id, success_time or now, user_received_account):
+                order.settle_refund(out_refund_no, success_time or now)
+        elif status == RefundStatus.CLOSED:
+            if refund.close(refund_id, now):
+                order.release_refund(out_refund_no, "closed by WeChat")
+        elif status == RefundStatus.ABNORMAL:
+            refund.mark_abnormal(refund_id, now)
+        else:
+            raise InvalidInput("status", f"unknown refund status {status!r}")
+        self.save(refund, order)
+        return refund
+
+    # -- reads for people --------------------------------------------------------
+
+    def order_view(self, mchid: str, merchant_order_no: str) -> dict[str, Any]:
+        order = self.get_order(mchid, merchant_order_no)
+        return order_view(order, self._payments(order), self._refunds(order))
+
+    def _refunds(self, order: Order) -> list[Refund]:
+        return [self.get_refund(order.mchid, no) for no in order.refunds]
+
+    def _related_ids(self, order: Order) -> list[UUID]:
+        return [
+            order.id,
+            *(ids.payment_id(otn) for otn in order.attempts),
+            *(ids.refund_id(order.mchid, no) for no in order.refunds),
+        ]
+
+    def order_history(
+        self, mchid: str, merchant_order_no: str, as_of: datetime | None = None
+    ) -> list[HistoryEvent]:
+        """Every event of the order, its payments and its refunds, oldest first."""
+        order = self.get_order(mchid, merchant_order_no)
+        streams = [list(self.repository.event_store.get(i)) for i in self._related_ids(order)]
+        return history_events(streams, as_of)
+
+    def order_state_as_of(self, mchid: str, merchant_order_no: str, as_of: datetime) -> dict[str, Any]:
+        """The order view as it stood at ``as_of``, rebuilt from the events alone."""
+        order_now = self.get_order(mchid, merchant_order_no)
+        versions = {
+            i: version_at(self.repository.event_store.get(i), as_of) for i in self._related_ids(order_now)
+        }
+        if versions[order_now.id] is None:
+            raise OrderNotFound(mchid, merchant_order_no)
+        order: Order = self.repository.get(order_now.id, version=versions[order_now.id])
+        payments = [self._at(ids.payment_id(o), versions) for o in order.attempts]
+        refunds = [self._at(ids.refund_id(mchid, no), versions) for no in order.refunds]
+        return order_view(order, _present(payments), _present(refunds))
+
+    def _at(self, aggregate_id: UUID, versions: dict[UUID, int | None]) -> Any:
+        version = versions.get(aggregate_id)
+        return None if version is None else self.repository.get(aggregate_id, version=version)
+
+
+def _present(items: Iterable[Any]) -> list[Any]:
+    return [item for item in items if item is not None]
+
+
+def _order_terms(
+    amount_fen: int,
+    description: str,
+    channel: str,
+    payer_openid: str | None,
+    expire_seconds: int,
+    attach: str | None,
+) -> dict[str, Any]:
+    require_fen(amount_fen, "amount_fen")
+    if not isinstance(description, str) or not description.strip():
+        raise InvalidInput("description", "description must be a non-empty string")
+    if len(description.encode()) > 127:
+        raise InvalidInput("description", "description is longer than WeChat's 127 bytes")
+    _check_channel(channel, payer_openid)
+    if isinstance(expire_seconds, bool) or not isinstance(expire_seconds, int) or not (
+        MIN_EXPIRE_SECONDS <= expire_seconds <= MAX_EXPIRE_SECONDS
+    ):
+        raise InvalidInput(
+            "expire_seconds", f"expire_seconds must be an integer from {MIN_EXPIRE_SECONDS} to {MAX_EXPIRE_SECONDS}"
+        )
+    if attach is not None and len(attach.encode()) > 128:
+        raise InvalidInput("attach", "attach is longer than WeChat's 128 bytes")
+    return {
+        "amount_fen": amount_fen,
+        "description": description,
+        "channel": channel,
+        "payer_openid": payer_openid,
+        "expire_seconds": expire_seconds,
+        "attach": attach,
+    }
+
+
+def _check_channel(channel: str, payer_openid: str | None) -> None:
+    if channel not in set(Channel):
+        raise InvalidInput("channel", f"channel must be one of {', '.join(c.value for c in Channel)}")
+    if channel in CHANNELS_NEEDING_OPENID and not payer_openid:
+        raise InvalidInput("payer_openid", f"payer_openid is required for the {channel} channel")
+
+
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-|*@")
+
+
+def _require_order_no(value: str) -> None:
+    _require_key(value, "merchant_order_no", 1, 64)
+
+
+def _require_refund_no(value: str) -> None:
+    _require_key(value, "out_refund_no", 1, 64)
+
+
+def _require_key(value: object, field: str, min_len: int, max_len: int) -> None:
+    """Keys travel in URLs and to WeChat: WeChat's charset, sane lengths."""
+    if not isinstance(value, str) or not (min_len <= len(value) <= max_len) or not set(value) <= _KEY_CHARS:
+        raise InvalidInput(
+            field, f"{field} must be {min_len}-{max_len} characters of letters, digits and _-|*@"
+        )
+
+
+def open_ledger(
+    database_url: str = persistence.DEFAULT_DATABASE_URL,
+    *,
+    create_tables: bool = False,
+    clock: Clock = system_clock,
+) -> Ledger:
+    """Open the ledger on ``database_url``, failing in one clear line if it cannot."""
+    store = persistence.parse_url(database_url)
+    persistence.check_reachable(store)
+    ledger = Ledger(env=persistence.event_store_env(store, create_tables=create_tables), clock=clock)
+    try:
+        ledger.recorder.max_notification_id()
+    except Exception as exc:  # the library wraps driver errors in its own types
+        ledger.close()
+        if _is_missing_table(exc):
+            raise persistence.DatabaseNotInitialised(
+                f"database {store} has no ledger tables: run `zhangben db init` first"
+            ) from None
+        raise persistence.DatabaseUnavailable(f"cannot use database {store}: {exc}") from None
+    return ledger
+
+
+def _is_missing_table(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "no such table" in text or "does not exist" in text

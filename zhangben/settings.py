@@ -1,0 +1,62 @@
+"""Settings: ``zhangben.toml`` (path in ``ZHANGBEN_CONFIG``), overridden by the environment.
+
+Only what every command needs lives here; the WeChat Pay merchant settings
+(secrets read from files) are loaded and validated by the adapter.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.persistence import DEFAULT_DATABASE_URL
+
+DEFAULT_CONFIG = "zhangben.toml"
+DEFAULT_WECHATPAY_BASE_URL = "https://api.mch.weixin.qq.com"
+
+
+class SettingsError(Exception):
+    """A configuration that cannot be used; the message names the file and the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path
+    database_url: str = DEFAULT_DATABASE_URL
+    wechatpay_base_url: str = DEFAULT_WECHATPAY_BASE_URL
+    merchants: list[dict[str, Any]] = field(default_factory=list)
+
+    def merchant_ids(self) -> list[str]:
+        """The ids orders are kept under: ``sub_mchid`` for a partner's sub-merchant, else ``mchid``."""
+        return [str(m.get("sub_mchid") or m.get("mchid")) for m in self.merchants]
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    path = Path(env.get("ZHANGBEN_CONFIG", DEFAULT_CONFIG))
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    elif "ZHANGBEN_CONFIG" in env:
+        raise SettingsError(f"ZHANGBEN_CONFIG names {path}, which does not exist")
+    merchants = data.get("merchants", [])
+    if not isinstance(merchants, list) or not all(isinstance(m, dict) for m in merchants):
+        raise SettingsError(f"{path}: `merchants` must be a list of [[merchants]] tables")
+    for i, merchant in enumerate(merchants):
+        if not merchant.get("mchid"):
+            raise SettingsError(f"{path}: [[merchants]] number {i + 1} has no mchid")
+    return Settings(
+        config_path=path,
+        database_url=env.get("ZHANGBEN_DATABASE_URL") or data.get("database_url") or DEFAULT_DATABASE_URL,
+        wechatpay_base_url=env.get("ZHANGBEN_WECHATPAY_BASE_URL")
+        or data.get("wechatpay_base_url")
+        or DEFAULT_WECHATPAY_BASE_URL,
+        merchants=merchants,
+    )
