@@ -51,7 +51,8 @@ def free_port() -> int:
 
 
 class ThrowawayPostgres:
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable  # benchmarks want real fsyncs; tests want speed
         self.bindir = find_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="zhangben-pg-"))
         self.datadir = self.root / "data"
@@ -84,10 +85,9 @@ class ThrowawayPostgres:
             "initdb", "-D", str(self.datadir), "-U", USER, f"--pwfile={pwfile}",
             "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync",
         )
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.datadir), "-o", options, "-l", str(self.root / "log"), "-w", "start")
         deadline = time.monotonic() + 30
         while True:
