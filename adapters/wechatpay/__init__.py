@@ -1,0 +1,1 @@
+"""WeChat Pay: signing, verification, encryption (and, as it lands, the client)."""
