@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from adapters.persistence import PersistenceError
@@ -64,7 +66,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     history.set_defaults(handler=cmd_history)
+
+    keys = commands.add_parser("keys", help="development keys")
+    keys_commands = keys.add_subparsers(title="keys commands", metavar="COMMAND")
+    keys_init = keys_commands.add_parser("init", help="write a development keyset and a matching zhangben.toml")
+    keys_init.add_argument("--dir", default="var/keys", help="where the key files go (default var/keys)")
+    keys_init.add_argument("--config", default=None, help="the config file to write (default $ZHANGBEN_CONFIG or zhangben.toml)")
+    keys_init.add_argument("--ledger-url", default="http://127.0.0.1:8000", help="base of the notify_urls")
+    keys_init.add_argument("--sandbox-url", default="http://127.0.0.1:8900", help="the WeChat Pay base URL to use")
+    keys_init.set_defaults(handler=cmd_keys_init)
+
+    sandbox = commands.add_parser("sandbox", help="run the local WeChat Pay sandbox")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8900)
+    sandbox.set_defaults(handler=cmd_sandbox)
     return parser
+
+
+def _config_path(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("ZHANGBEN_CONFIG", "zhangben.toml"))
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from sandbox.keyset import init_keyset
+
+    for line in init_keyset(Path(args.dir), _config_path(args.config), args.ledger_url.rstrip("/"),
+                            args.sandbox_url.rstrip("/")):
+        print(line)
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from sandbox.app import Sandbox, build_app
+    from sandbox.config import SandboxConfigError, load_sandbox_config
+
+    try:
+        config = load_sandbox_config(_config_path())
+    except SandboxConfigError as exc:
+        raise UsageError(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print(f"WeChat Pay sandbox on http://{args.host}:{args.port} (mode {config.mode}, "
+          f"{len(config.merchants)} merchants, state in {config.database})", flush=True)
+    uvicorn.run(build_app(Sandbox(config)), host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:

@@ -1,0 +1,117 @@
+"""What the sandbox knows: merchants (from their certificates and keys) and its own platform keys."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from adapters.wechatpay.signing import certificate_serial, load_private_key, load_public_key
+
+
+class SandboxConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class SandboxMerchant:
+    """A merchant account as WeChat Pay holds it (a service provider's, in partner mode)."""
+
+    mchid: str
+    appids: frozenset[str]
+    cert_serial: str
+    public_key: rsa.RSAPublicKey
+    apiv3_key: bytes
+    v2_key: str
+    sub_merchants: dict[str, str] = field(default_factory=dict)  # sub_mchid → sub_appid
+    appsecrets: dict[str, str] = field(default_factory=dict)  # appid → appsecret
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    merchants: dict[str, SandboxMerchant]
+    platform_key: rsa.RSAPrivateKey
+    platform_cert_pem: bytes
+    platform_serial: str
+    public_key_id: str
+    public_key_private: rsa.RSAPrivateKey
+    mode: str
+    database: Path
+
+    def merchant_for_appid(self, appid: str) -> tuple[SandboxMerchant, str] | None:
+        for merchant in self.merchants.values():
+            if appid in merchant.appsecrets:
+                return merchant, merchant.appsecrets[appid]
+        return None
+
+
+def _read(base: Path, table: dict[str, Any], key: str, where: str) -> bytes:
+    value = table.get(key)
+    if not value:
+        raise SandboxConfigError(f"{where}: `{key}` is not set")
+    path = Path(value) if Path(value).is_absolute() else base / value
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SandboxConfigError(f"{where}: `{key}` = {path}: {exc.strerror}") from None
+
+
+def load_sandbox_config(config_path: Path) -> SandboxConfig:
+    try:
+        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SandboxConfigError(f"{config_path} not found: run `zhangben keys init` first") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SandboxConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    base = config_path.parent
+    sandbox = data.get("sandbox")
+    if not isinstance(sandbox, dict):
+        raise SandboxConfigError(f"{config_path}: no [sandbox] table (the sandbox's own keys)")
+    merchants: dict[str, SandboxMerchant] = {}
+    for i, table in enumerate(data.get("merchants", [])):
+        where = f"{config_path} [[merchants]] {i + 1}"
+        mchid = str(table.get("sp_mchid") or table.get("mchid") or "")
+        if not mchid:
+            raise SandboxConfigError(f"{where}: no mchid")
+        cert = _read(base, table, "cert_file", where)
+        appid = str(table.get("sp_appid") or table.get("appid") or "")
+        secret = _read(base, table, "appsecret_file", where).decode().strip() if table.get("appsecret_file") else ""
+        existing = merchants.get(mchid)
+        subs = dict(existing.sub_merchants) if existing else {}
+        secrets_by_app = dict(existing.appsecrets) if existing else {}
+        appids = set(existing.appids) if existing else set()
+        appids.add(appid)
+        secrets_by_app[appid] = secret
+        if table.get("sub_mchid"):
+            subs[str(table["sub_mchid"])] = str(table.get("sub_appid") or "")
+            if table.get("sub_appid"):
+                secrets_by_app[str(table["sub_appid"])] = secret
+        merchants[mchid] = SandboxMerchant(
+            mchid=mchid,
+            appids=frozenset(appids),
+            cert_serial=certificate_serial(cert),
+            public_key=load_public_key(cert),
+            apiv3_key=_read(base, table, "apiv3_key_file", where).strip(),
+            v2_key=_read(base, table, "v2_key_file", where).decode().strip() if table.get("v2_key_file") else "",
+            sub_merchants=subs,
+            appsecrets=secrets_by_app,
+        )
+    mode = sandbox.get("mode", "both")
+    if mode not in ("public_key", "certificate", "both"):
+        raise SandboxConfigError(f"{config_path} [sandbox]: mode must be public_key, certificate or both")
+    where = f"{config_path} [sandbox]"
+    cert_pem = _read(base, sandbox, "platform_cert_file", where)
+    database = Path(sandbox.get("database", "var/sandbox.db"))
+    return SandboxConfig(
+        merchants=merchants,
+        platform_key=load_private_key(_read(base, sandbox, "platform_private_key_file", where)),
+        platform_cert_pem=cert_pem,
+        platform_serial=certificate_serial(cert_pem),
+        public_key_id=str(sandbox.get("public_key_id", "")),
+        public_key_private=load_private_key(_read(base, sandbox, "public_key_private_key_file", where)),
+        mode=mode,
+        database=database if database.is_absolute() else base / database,
+    )

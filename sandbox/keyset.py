@@ -1,0 +1,179 @@
+"""``zhangben keys init``: a development keyset and the ``zhangben.toml`` that uses it.
+
+Everything WeChat Pay would hand a merchant is generated here, with the same
+shapes: RSA-2048 merchant API keys with a certificate and its serial, 32-byte
+APIv3 keys, 32-character v2 keys, an appsecret; and for the sandbox, the
+platform key with its certificate and a separate "WeChat Pay public key"
+with a ``PUB_KEY_ID_…`` id.  Files are written 0600; existing files are kept,
+so running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from adapters.wechatpay.signing import certificate_serial
+
+
+@dataclass(frozen=True)
+class DemoMerchant:
+    label: str
+    mchid: str
+    appid: str
+    mode: str
+    api: str
+    sub_mchid: str = ""
+    sub_appid: str = ""
+
+
+DIRECT = DemoMerchant("direct", "1900000001", "wxd678efh567hg6787", "direct", "v3")
+PARTNER = DemoMerchant("partner", "1900000100", "wx8888888888888888", "partner", "v3", "1900000109", "wxd9b1c2e3f4a5b6c7")
+V2 = DemoMerchant("v2", "1900000002", "wxd930ea5d5a258f4f", "direct", "v2")
+MERCHANTS = (DIRECT, PARTNER, V2)
+PUBLIC_KEY_ID = "PUB_KEY_ID_0119000000012026112200000001"
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 unless it exists (then leave it alone)."""
+    if path.exists():
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _rsa_key(path: Path) -> rsa.RSAPrivateKey:
+    if not path.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _write_secret(path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ))
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(loaded, rsa.RSAPrivateKey)
+    return loaded
+
+
+def _certificate(path: Path, key: rsa.RSAPrivateKey, common_name: str, years: int = 5) -> str:
+    """A self-signed certificate for ``key``; returns its serial as WeChat writes it."""
+    if not path.exists():
+        now = datetime.now(UTC)
+        name = x509.Name([
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zhangben sandbox"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(int.from_bytes(secrets.token_bytes(8), "big") | (1 << 63))
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=365 * years))
+            .sign(key, hashes.SHA256())
+        )
+        _write_secret(path, cert.public_bytes(serialization.Encoding.PEM))
+    return certificate_serial(path.read_bytes())
+
+
+def _random_text(path: Path, length: int, alphabet: str) -> None:
+    _write_secret(path, "".join(secrets.choice(alphabet) for _ in range(length)).encode())
+
+
+ALNUM = string.ascii_letters + string.digits
+
+
+def init_keyset(keys_dir: Path, config_path: Path, ledger_url: str, sandbox_url: str) -> list[str]:
+    """Write the keyset and, if absent, the config; return what was done, line by line."""
+    done: list[str] = []
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(keys_dir, 0o700)
+    merchant_tables = []
+    for merchant in MERCHANTS:
+        folder = keys_dir / merchant.mchid
+        key = _rsa_key(folder / "apiclient_key.pem")
+        serial = _certificate(folder / "apiclient_cert.pem", key, f"{merchant.mchid} merchant API certificate")
+        _random_text(folder / "apiv3_key", 32, ALNUM)
+        _random_text(folder / "v2_key", 32, ALNUM)
+        _random_text(folder / "appsecret", 32, string.hexdigits.lower()[:16])
+        merchant_tables.append(_merchant_toml(merchant, folder, serial, keys_dir, ledger_url))
+        done.append(f"merchant {merchant.mchid} ({merchant.label}): key, certificate {serial}, APIv3 key, v2 key")
+    platform = keys_dir / "wechatpay"
+    platform_key = _rsa_key(platform / "platform_key.pem")
+    platform_serial = _certificate(platform / "platform_cert.pem", platform_key, "Tenpay.com Root CA (sandbox)")
+    pub_private = _rsa_key(platform / "pub_key_private.pem")
+    pub_path = platform / "pub_key.pem"
+    _write_secret(pub_path, pub_private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ))
+    done.append(f"sandbox platform certificate {platform_serial}, WeChat Pay public key {PUBLIC_KEY_ID}")
+    if config_path.exists():
+        done.append(f"{config_path} exists: left as it is")
+    else:
+        config_path.write_text(_config_toml(merchant_tables, keys_dir, sandbox_url), encoding="utf-8")
+        done.append(f"wrote {config_path}")
+    return done
+
+
+def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: Path, ledger_url: str) -> str:
+    notify = f"{ledger_url}/wechatpay/{merchant.api}/notify"
+    lines = [
+        "[[merchants]]",
+        f'name = "{merchant.label}"',
+        f'mchid = "{merchant.mchid}"',
+        f'appid = "{merchant.appid}"',
+        f'mode = "{merchant.mode}"',
+        f'api = "{merchant.api}"',
+        f'notify_url = "{notify}"',
+    ]
+    if merchant.mode == "partner":
+        lines += [
+            f'sp_mchid = "{merchant.mchid}"', f'sp_appid = "{merchant.appid}"',
+            f'sub_mchid = "{merchant.sub_mchid}"', f'sub_appid = "{merchant.sub_appid}"',
+        ]
+    lines += [
+        f'private_key_file = "{folder / "apiclient_key.pem"}"',
+        f'cert_file = "{folder / "apiclient_cert.pem"}"',
+        f'cert_serial_no = "{serial}"',
+        f'apiv3_key_file = "{folder / "apiv3_key"}"',
+        f'platform_public_key_file = "{keys_dir / "wechatpay" / "pub_key.pem"}"',
+        f'public_key_id = "{PUBLIC_KEY_ID}"',
+        f'v2_key_file = "{folder / "v2_key"}"',
+        'v2_sign_type = "HMAC-SHA256"',
+        f'client_cert_file = "{folder / "apiclient_cert.pem"}"',
+        f'client_key_file = "{folder / "apiclient_key.pem"}"',
+        f'appsecret_file = "{folder / "appsecret"}"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str) -> str:
+    platform = keys_dir / "wechatpay"
+    return "\n".join([
+        "# zhangben development configuration, written by `zhangben keys init`.",
+        "# Secrets live in the files named here (mode 0600), never in this file.",
+        'database_url = "sqlite:///var/zhangben.db"',
+        f'wechatpay_base_url = "{sandbox_url}"',
+        "",
+        *merchant_tables,
+        "# Read by the sandbox only; absent in production.",
+        "[sandbox]",
+        f'platform_private_key_file = "{platform / "platform_key.pem"}"',
+        f'platform_cert_file = "{platform / "platform_cert.pem"}"',
+        f'public_key_id = "{PUBLIC_KEY_ID}"',
+        f'public_key_private_key_file = "{platform / "pub_key_private.pem"}"',
+        'mode = "both"',
+        'database = "var/sandbox.db"',
+        "",
+    ])

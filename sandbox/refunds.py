@@ -1,0 +1,181 @@
+"""Refunds as WeChat Pay runs them: PROCESSING, then SUCCESS, CLOSED or ABNORMAL (spec §4.5, §3.4)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from sandbox.clock import BEIJING, SandboxClock, rfc3339
+from sandbox.config import SandboxMerchant
+from sandbox.errors import WechatError, param_error
+from sandbox.store import SandboxStore
+from sandbox.transactions import Transactions
+from sandbox.validation import check_amount, check_notify_url, check_out_refund_no
+
+MAX_REFUNDS = 50
+
+
+def refund_key(mchid: str, sub_mchid: str, out_refund_no: str) -> str:
+    return f"{mchid}|{sub_mchid}|{out_refund_no}"
+
+
+class Refunds:
+    def __init__(self, store: SandboxStore, clock: SandboxClock, transactions: Transactions) -> None:
+        self.store = store
+        self.clock = clock
+        self.transactions = transactions
+
+    def create(
+        self, merchant: SandboxMerchant, body: dict[str, Any], faults: dict[str, Any], time_factor: float
+    ) -> dict[str, Any]:
+        sub_mchid = body.get("sub_mchid") or ""
+        if sub_mchid and sub_mchid not in merchant.sub_merchants:
+            raise WechatError(400, "MCH_NOT_EXISTS", "特约商户号不存在")
+        out_refund_no = check_out_refund_no(body.get("out_refund_no"))
+        amount = body.get("amount")
+        if not isinstance(amount, dict):
+            raise param_error("amount", "amount 必填")
+        refund_fen = check_amount(amount.get("refund"), "amount/refund")
+        total_fen = check_amount(amount.get("total"), "amount/total")
+        if body.get("notify_url") is not None:
+            check_notify_url(body["notify_url"])
+        with self.store.transaction():
+            txn = self._paid_transaction(merchant, sub_mchid, body)
+            key = refund_key(merchant.mchid, sub_mchid, out_refund_no)
+            existing = self.store.get("refund", key)
+            if existing is not None:
+                # The same out_refund_no refunds once: a retry gets the same refund.
+                if existing["out_trade_no"] != txn["out_trade_no"] or existing["refund"] != refund_fen:
+                    raise WechatError(400, "INVALID_REQUEST", "商户退款单号已被使用，且请求参数与原退款单不一致")
+                return existing
+            if total_fen != txn["total"]:
+                raise WechatError(400, "INVALID_REQUEST", "订单金额与原订单金额不一致")
+            refunds = [r for r in self.store.all("refund") if r["txn_key"] == txn["key"]]
+            if len(refunds) >= MAX_REFUNDS:
+                raise WechatError(400, "INVALID_REQUEST", f"单笔订单最多退款{MAX_REFUNDS}次")
+            committed = sum(r["refund"] for r in refunds if r["status"] != "CLOSED")
+            if refund_fen > txn["total"] - committed:
+                raise WechatError(400, "INVALID_REQUEST", "申请退款金额超过订单可退金额")
+            balance = faults.get("refund_balance_fen")
+            if balance is not None and refund_fen > int(balance):
+                raise WechatError(403, "NOT_ENOUGH", "基本账户余额不足，请充值后重新发起")
+            now = self.clock.now()
+            refund = {
+                "key": key,
+                "txn_key": txn["key"],
+                "mchid": merchant.mchid,
+                "sub_mchid": sub_mchid,
+                "refund_id": "50" + now.astimezone(BEIJING).strftime("%Y%m%d") + f"{secrets.randbelow(10**19):019d}",
+                "out_refund_no": out_refund_no,
+                "transaction_id": txn["transaction_id"],
+                "out_trade_no": txn["out_trade_no"],
+                "reason": body.get("reason", ""),
+                "notify_url": body.get("notify_url") or txn["notify_url"],
+                "status": "PROCESSING",
+                "create_time": rfc3339(now),
+                "success_time": None,
+                "refund": refund_fen,
+                "total": txn["total"],
+                "payer_total": txn["payer_total"],
+                # where the refund goes next, and when (real seconds, scaled like notifications)
+                "next_status": faults.get("refund_result", "SUCCESS"),
+                "settle_at": time.time() + float(faults.get("refund_delay_seconds", 1.0)) / time_factor,
+            }
+            self.store.put("refund", key, refund)
+            self.store.alias("refund", f"orn:{out_refund_no}", key)
+            txn["state"] = "REFUND"
+            self.store.put("transaction", txn["key"], txn)
+        return refund
+
+    def _paid_transaction(self, merchant: SandboxMerchant, sub_mchid: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if body.get("transaction_id"):
+                txn = self.transactions.find_by_id(merchant, sub_mchid, str(body["transaction_id"]))
+            elif body.get("out_trade_no"):
+                txn = self.transactions.find(merchant, sub_mchid, str(body["out_trade_no"]))
+            else:
+                raise param_error("out_trade_no", "transaction_id 和 out_trade_no 必须二选一")
+        except WechatError as exc:
+            if exc.code == "ORDER_NOT_EXIST":
+                raise WechatError(404, "RESOURCE_NOT_EXISTS", "订单不存在") from None
+            raise
+        if txn["state"] not in ("SUCCESS", "REFUND"):
+            raise WechatError(404, "RESOURCE_NOT_EXISTS", "订单未支付，不能退款")
+        return txn
+
+    def find(self, merchant: SandboxMerchant, sub_mchid: str, out_refund_no: str) -> dict[str, Any]:
+        refund = self.store.get("refund", refund_key(merchant.mchid, sub_mchid, out_refund_no))
+        if refund is None:
+            raise WechatError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+        return refund
+
+    def settle(self, refund: dict[str, Any], status: str) -> dict[str, Any]:
+        """Move a refund to its result; ABNORMAL may still end SUCCESS or CLOSED later."""
+        refund["status"] = status
+        if status == "SUCCESS":
+            refund["success_time"] = rfc3339(self.clock.now())
+            refund["user_received_account"] = "支付用户零钱"
+        refund["settle_at"] = None
+        self.store.put("refund", refund["key"], refund)
+        return refund
+
+    def due(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [
+            r for r in self.store.all("refund")
+            if r["status"] == "PROCESSING" and r.get("settle_at") and r["settle_at"] <= now
+            and r["next_status"] != "PROCESSING"
+        ]
+
+
+def refund_json(refund: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "refund_id": refund["refund_id"],
+        "out_refund_no": refund["out_refund_no"],
+        "transaction_id": refund["transaction_id"],
+        "out_trade_no": refund["out_trade_no"],
+        "channel": "ORIGINAL",
+        "user_received_account": refund.get("user_received_account", "支付用户零钱"),
+        "create_time": refund["create_time"],
+        "status": refund["status"],
+        "funds_account": "AVAILABLE",
+        "amount": {
+            "total": refund["total"],
+            "refund": refund["refund"],
+            "payer_total": refund["payer_total"],
+            "payer_refund": refund["refund"],
+            "settlement_refund": refund["refund"],
+            "settlement_total": refund["total"],
+            "discount_refund": 0,
+            "currency": "CNY",
+            "from": [],
+        },
+        "promotion_detail": [],
+    }
+    if refund["success_time"]:
+        body["success_time"] = refund["success_time"]
+    return body
+
+
+def refund_notice_json(refund: dict[str, Any]) -> dict[str, Any]:
+    """The decrypted resource of a ``REFUND.*`` notification (spec §3.4)."""
+    ids = (
+        {"sp_mchid": refund["mchid"], "sub_mchid": refund["sub_mchid"]}
+        if refund["sub_mchid"] else {"mchid": refund["mchid"]}
+    )
+    body = ids | {
+        "transaction_id": refund["transaction_id"],
+        "out_trade_no": refund["out_trade_no"],
+        "refund_id": refund["refund_id"],
+        "out_refund_no": refund["out_refund_no"],
+        "refund_status": refund["status"],
+        "user_received_account": refund.get("user_received_account", "支付用户零钱"),
+        "amount": {
+            "total": refund["total"], "refund": refund["refund"],
+            "payer_total": refund["payer_total"], "payer_refund": refund["refund"],
+        },
+    }
+    if refund["success_time"]:
+        body["success_time"] = refund["success_time"]
+    return body

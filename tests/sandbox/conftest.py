@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from sandbox.app import Sandbox, build_app
+from sandbox.config import SandboxConfig, load_sandbox_config
+from sandbox.keyset import DIRECT, PARTNER, PUBLIC_KEY_ID, init_keyset
+from tests.spec_merchant import NotifyReceiver, SpecMerchant
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RunningSandbox:
+    """A sandbox on a real loopback port, in this process."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.sandbox = Sandbox(config)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(build_app(self.sandbox), host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("sandbox did not start")
+            time.sleep(0.01)
+        self.control = httpx.Client(base_url=self.url, timeout=10)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+        self.control.close()
+        self.sandbox.store.close()
+
+
+@pytest.fixture
+def keyset(tmp_path: Path) -> Path:
+    init_keyset(tmp_path / "keys", tmp_path / "zhangben.toml", "http://127.0.0.1:8000", "http://127.0.0.1:8900")
+    return tmp_path
+
+
+@pytest.fixture
+def start_sandbox(keyset: Path) -> Iterator[Callable[..., RunningSandbox]]:
+    running: list[RunningSandbox] = []
+
+    def start(mode: str = "both", database: str = "sandbox.db") -> RunningSandbox:
+        config = dataclasses.replace(load_sandbox_config(keyset / "zhangben.toml"), mode=mode,
+                                     database=keyset / database)
+        server = RunningSandbox(config)
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()
+
+
+@pytest.fixture
+def sandbox(start_sandbox: Callable[..., RunningSandbox]) -> RunningSandbox:
+    return start_sandbox()
+
+
+@pytest.fixture
+def receiver() -> Iterator[NotifyReceiver]:
+    r = NotifyReceiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def merchant(sandbox: RunningSandbox, keyset: Path) -> SpecMerchant:
+    m = SpecMerchant.from_files(sandbox.url, keyset / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
+    m.send_serial = PUBLIC_KEY_ID
+    return m
+
+
+@pytest.fixture
+def partner(sandbox: RunningSandbox, keyset: Path) -> SpecMerchant:
+    m = SpecMerchant.from_files(sandbox.url, keyset / "keys", PARTNER.mchid, PUBLIC_KEY_ID)
+    m.send_serial = PUBLIC_KEY_ID
+    return m
