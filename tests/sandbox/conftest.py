@@ -48,19 +48,21 @@ class RunningSandbox:
         self.sandbox.store.close()
 
 
-@pytest.fixture
-def keyset(tmp_path: Path) -> Path:
-    init_keyset(tmp_path / "keys", tmp_path / "zhangben.toml", "http://127.0.0.1:8000", "http://127.0.0.1:8900")
-    return tmp_path
+@pytest.fixture(scope="session")
+def keyset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One keyset for the session (RSA key generation is the slow part); state is per test."""
+    root = tmp_path_factory.mktemp("keyset")
+    init_keyset(root / "keys", root / "zhangben.toml", "http://127.0.0.1:8000", "http://127.0.0.1:8900")
+    return root
 
 
 @pytest.fixture
-def start_sandbox(keyset: Path) -> Iterator[Callable[..., RunningSandbox]]:
+def start_sandbox(keyset: Path, tmp_path: Path) -> Iterator[Callable[..., RunningSandbox]]:
     running: list[RunningSandbox] = []
 
     def start(mode: str = "both", database: str = "sandbox.db") -> RunningSandbox:
         config = dataclasses.replace(load_sandbox_config(keyset / "zhangben.toml"), mode=mode,
-                                     database=keyset / database)
+                                     database=tmp_path / database)
         server = RunningSandbox(config)
         running.append(server)
         return server
