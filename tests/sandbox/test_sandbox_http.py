@@ -374,3 +374,23 @@ def test_a_restart_loses_nothing(start_sandbox: Any, keyset: Path) -> None:
     merchant = SpecMerchant.from_files(second.url, keyset / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
     assert merchant.call("GET", f"/v3/pay/transactions/out-trade-no/PERSIST001?mchid={merchant.mchid}").status_code == 200
     assert second.control.get("/sandbox/clock").json()["offset_seconds"] == 3600
+
+
+def test_certificate_mode_signs_with_the_platform_certificate(start_sandbox: Any, keyset: Path) -> None:
+    server = start_sandbox(mode="certificate", database="cert.db")
+    receiver = NotifyReceiver()
+    try:
+        merchant = SpecMerchant.from_files(server.url, keyset / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
+        merchant.send_serial = PUBLIC_KEY_ID  # asking for the public key changes nothing in this mode
+        enc = merchant.call("GET", "/v3/certificates").json()["data"][0]
+        pem = AESGCM(merchant.apiv3_key).decrypt(enc["encrypt_certificate"]["nonce"].encode(),
+                                                 base64.b64decode(enc["encrypt_certificate"]["ciphertext"]), b"certificate")
+        merchant.platform_keys = {enc["serial_no"]: x509.load_pem_x509_certificate(pem).public_key()}
+        answer = merchant.call("POST", NATIVE, native_order(merchant, receiver.url, "CERT000001"))
+        assert answer.headers["Wechatpay-Serial"] == enc["serial_no"] and merchant.verified(answer)
+        server.control.post("/sandbox/pay", json={"out_trade_no": "CERT000001"})
+        notice = receiver.wait_for(1)[0]
+        assert notice.headers["Wechatpay-Serial"] == enc["serial_no"]
+        assert verify_signed(merchant.platform_keys, notice.headers, notice.body)
+    finally:
+        receiver.close()
