@@ -10,6 +10,7 @@ refused.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -87,6 +88,20 @@ class Refund(Aggregate):
             refund.refund_id = self.refund_id or refund.refund_id
             refund.status = S.ABNORMAL
 
+    class Notified(Aggregate.Event):
+        """A verified refund notification, kept whole for audit."""
+
+        TOPIC = "zhangben.Refund.Notified"
+        notification_id: str
+        event_type: str
+        headers: dict[str, str]
+        body: str
+        resource: dict[str, Any]
+        received_at: datetime
+
+        def apply(self, refund: Refund) -> None:
+            refund.notification_ids.append(self.notification_id)
+
     @staticmethod
     def create_id(mchid: str, out_refund_no: str) -> UUID:
         return ids.refund_id(mchid, out_refund_no)
@@ -118,6 +133,7 @@ class Refund(Aggregate):
         self.status = S.REQUESTED
         self.refund_id: str | None = None
         self.success_time: datetime | None = None
+        self.notification_ids: list[str] = []
 
     @property
     def is_final(self) -> bool:
@@ -125,6 +141,17 @@ class Refund(Aggregate):
 
     def _guard(self, command: str) -> None:
         guard(RULES, "refund", self.out_refund_no, command, self.status)
+
+    def record_notification(
+        self, notification_id: str, event_type: str, headers: dict[str, str], body: str,
+        resource: dict[str, Any], received_at: datetime,
+    ) -> bool:
+        """Keep a notification once per WeChat notification id; say whether it was new."""
+        if notification_id in self.notification_ids:
+            return False
+        self.trigger_event(self.Notified, notification_id=notification_id, event_type=event_type,
+                           headers=dict(headers), body=body, resource=dict(resource), received_at=received_at)
+        return True
 
     def submit(self, refund_id: str, submitted_at: datetime) -> None:
         """WeChat accepted the refund; a late acknowledgement after a result is stale."""

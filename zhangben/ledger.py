@@ -35,6 +35,7 @@ from domain.errors import (
     RefundNotFound,
     TransactionConflict,
 )
+from domain.audit import RefusedCallback
 from domain.index import TransactionIndex
 from domain.money import require_fen
 from domain.order import Order
@@ -372,6 +373,42 @@ class Ledger(Application[UUID]):
             raise InvalidInput("status", f"unknown refund status {status!r}")
         self.save(refund, order)
         return refund
+
+    @retry_on_conflict
+    def record_refund_notification(
+        self,
+        mchid: str,
+        out_refund_no: str,
+        notification_id: str,
+        event_type: str,
+        headers: dict[str, str],
+        body: str,
+        resource: dict[str, Any],
+    ) -> bool:
+        refund = self.get_refund(mchid, out_refund_no)
+        new = refund.record_notification(notification_id, event_type, headers, body, resource, self.clock())
+        if new:
+            self.save(refund)
+        return new
+
+    # -- audit --------------------------------------------------------------------
+
+    def record_refused_callback(
+        self, path: str, remote: str, headers: dict[str, str], body: str, reason: str
+    ) -> RefusedCallback:
+        """Keep a refused callback whole: who sent it, when, why it was refused, what it said."""
+        refused = RefusedCallback(path=path, remote=remote, headers=dict(headers), body=body, reason=reason,
+                                  received_at=self.clock())
+        try:
+            self.save(refused)
+        except IntegrityError:
+            pass  # the very same refusal at the very same instant: already kept
+        return refused
+
+    def refused_callbacks(self, limit: int = 1000) -> list[RefusedCallback]:
+        topic = RefusedCallback.Created.TOPIC
+        notifications = self.recorder.select_notifications(1, limit, topics=[topic])
+        return [self.repository.get(n.originator_id) for n in notifications]
 
     # -- reads for people --------------------------------------------------------
 

@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from adapters.wechatpay.errors import SignatureError
+
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
 SIGNTEST_PREFIX = "WECHATPAY/SIGNTEST/"
 TIMESTAMP_WINDOW_SECONDS = 300
 
-
-class SignatureError(Exception):
-    """A signature, key or ciphertext that does not check out."""
+__all__ = ["SignatureError"]  # re-exported: callers of the pure functions catch it from here
 
 
 def new_nonce() -> str:

@@ -18,6 +18,7 @@ from domain.errors import (
     RefundExceedsPaid,
     TransactionConflict,
 )
+from domain.audit import RefusedCallback
 from domain.index import TransactionIndex
 from domain.order import Order
 from domain.payment import Payment
@@ -145,7 +146,7 @@ def test_one_transaction_id_cannot_pay_two_attempts(ledger: Ledger) -> None:
 
 def _every_event_class() -> set[type]:
     classes = set()
-    for aggregate in (Order, Payment, Refund, TransactionIndex):
+    for aggregate in (Order, Payment, Refund, TransactionIndex, RefusedCallback):
         for value in vars(aggregate).values():
             if isinstance(value, type) and value.__name__ != "Event" and getattr(value, "TOPIC", None):
                 classes.add(value)
@@ -165,7 +166,11 @@ def _drive_through_every_event(ledger: Ledger, clock: FakeClock) -> None:
     ledger.request_refund(MCHID, "H-1", "H-R1", 100)
     ledger.record_refund_result(MCHID, "H-R1", "PROCESSING", "503-1")
     ledger.record_refund_result(MCHID, "H-R1", "ABNORMAL", "503-1")
+    ledger.record_refund_notification(MCHID, "H-R1", "n-10", "REFUND.SUCCESS", {"Request-ID": "r"}, "{}",
+                                      {"refund_status": "SUCCESS"})
     ledger.record_refund_result(MCHID, "H-R1", "SUCCESS", "503-1", clock(), "招商银行信用卡0403")
+    ledger.record_refused_callback("/wechatpay/v3/notify", "127.0.0.1", {"Wechatpay-Signature": "x"}, "{}",
+                                   "Wechatpay-Signature does not verify")
     ledger.request_refund(MCHID, "H-1", "H-R2", 100)
     ledger.record_refund_result(MCHID, "H-R2", "CLOSED", "503-2")
     _, p2 = ledger.create_order(MCHID, "H-2", 1000, "tea", "native")

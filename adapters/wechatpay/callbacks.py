@@ -1,0 +1,173 @@
+"""Callbacks in three small steps (STYLE.md): verify and decrypt, translate, (the application) applies.
+
+A query answer is translated by the same functions as a notification, so the
+two can never disagree about what they change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from adapters.wechatpay import signing
+from adapters.wechatpay.config import Merchant
+from adapters.wechatpay.errors import SignatureError, WechatPayError
+from adapters.wechatpay.platform import PlatformKeys
+
+
+class CallbackRejected(WechatPayError):
+    """A callback that verified but cannot be accepted (wrong merchant, malformed content)."""
+
+
+@dataclass(frozen=True)
+class VerifiedNotification:
+    id: str
+    event_type: str
+    resource: dict[str, Any]
+    merchant: Merchant
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass(frozen=True)
+class TransactionNotice:
+    """WeChat's word on one payment attempt, from a notification or a query."""
+
+    out_trade_no: str
+    trade_state: str
+    transaction_id: str | None
+    total_fen: int | None
+    payer_total_fen: int | None
+    success_time: datetime | None
+    trade_state_desc: str
+
+    @property
+    def took_money(self) -> bool:
+        """SUCCESS, or REFUND (paid, then refunded): either way money was taken."""
+        return self.trade_state in ("SUCCESS", "REFUND")
+
+
+@dataclass(frozen=True)
+class RefundNotice:
+    out_refund_no: str
+    out_trade_no: str
+    refund_id: str
+    status: str
+    refund_fen: int | None
+    success_time: datetime | None
+    user_received_account: str
+
+
+def open_notification(
+    headers: Mapping[str, str], body: bytes, merchants: Mapping[str, Merchant], keys: Mapping[str, PlatformKeys],
+    now: float | None = None,
+) -> VerifiedNotification:
+    """Verify the signature over the raw body, then decrypt with the merchant's APIv3 key.
+
+    The envelope does not say whose it is: the merchant is the one whose keys
+    verify the signature and whose APIv3 key decrypts the resource.
+    """
+    errors: list[str] = []
+    try:
+        envelope = json.loads(body)
+        resource = envelope["resource"]
+        notification_id, event_type = str(envelope["id"]), str(envelope["event_type"])
+        nonce, ad, ciphertext = resource["nonce"], resource.get("associated_data", ""), resource["ciphertext"]
+    except (ValueError, KeyError, TypeError):
+        envelope = None
+    for mchid, merchant in merchants.items():
+        try:
+            keys[mchid].verify(headers, body, now)
+        except SignatureError as exc:
+            errors.append(str(exc))
+            continue
+        if envelope is None:
+            raise CallbackRejected("notification body is not WeChat Pay's JSON envelope")
+        try:
+            plaintext = signing.aead_decrypt(merchant.apiv3_key, nonce, ad, ciphertext)
+        except SignatureError as exc:
+            errors.append(str(exc))
+            continue
+        try:
+            decrypted = json.loads(plaintext)
+        except ValueError:
+            raise CallbackRejected("decrypted resource is not JSON") from None
+        check_merchant(decrypted, merchant)
+        return VerifiedNotification(
+            id=notification_id, event_type=event_type, resource=decrypted, merchant=merchant,
+            headers=dict(headers), body=body.decode("utf-8", errors="replace"),
+        )
+    reason = errors[0] if errors else "no merchant configured"
+    if any("probe" in e for e in errors):
+        reason = next(e for e in errors if "probe" in e)
+    raise SignatureError(reason)
+
+
+def check_merchant(resource: Mapping[str, Any], merchant: Merchant) -> None:
+    """The resource must be this merchant's: mchid/appid, or sp_mchid/sub_mchid (spec §3.3)."""
+    if merchant.is_partner:
+        if resource.get("sp_mchid") != merchant.account_mchid or resource.get("sub_mchid") != merchant.sub_mchid:
+            raise CallbackRejected("sp_mchid/sub_mchid do not match the configured merchant")
+        appid = resource.get("sp_appid")
+    else:
+        if resource.get("mchid") != merchant.account_mchid:
+            raise CallbackRejected("mchid does not match the configured merchant")
+        appid = resource.get("appid")
+    if appid is not None and appid != merchant.appid:
+        raise CallbackRejected("appid does not match the configured merchant")
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise CallbackRejected(f"not an RFC3339 time: {value!r}") from None
+
+
+def _fen(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CallbackRejected(f"{field} is not an integer number of fen")
+    return value
+
+
+def transaction_notice(resource: Mapping[str, Any]) -> TransactionNotice:
+    try:
+        out_trade_no, trade_state = str(resource["out_trade_no"]), str(resource["trade_state"])
+    except KeyError as missing:
+        raise CallbackRejected(f"transaction has no {missing.args[0]}") from None
+    amount = resource.get("amount") or {}
+    notice = TransactionNotice(
+        out_trade_no=out_trade_no,
+        trade_state=trade_state,
+        transaction_id=resource.get("transaction_id"),
+        total_fen=_fen(amount.get("total"), "amount.total"),
+        payer_total_fen=_fen(amount.get("payer_total"), "amount.payer_total"),
+        success_time=_time(resource.get("success_time")),
+        trade_state_desc=str(resource.get("trade_state_desc", "")),
+    )
+    if notice.took_money and not (notice.transaction_id and notice.total_fen and notice.success_time):
+        raise CallbackRejected("a paid transaction without transaction_id, amount.total or success_time")
+    return notice
+
+
+def refund_notice(resource: Mapping[str, Any]) -> RefundNotice:
+    status = resource.get("refund_status") or resource.get("status")
+    try:
+        return RefundNotice(
+            out_refund_no=str(resource["out_refund_no"]),
+            out_trade_no=str(resource.get("out_trade_no", "")),
+            refund_id=str(resource.get("refund_id", "")),
+            status=str(status),
+            refund_fen=_fen((resource.get("amount") or {}).get("refund"), "amount.refund"),
+            success_time=_time(resource.get("success_time")),
+            user_received_account=str(resource.get("user_received_account", "")),
+        )
+    except KeyError as missing:
+        raise CallbackRejected(f"refund has no {missing.args[0]}") from None

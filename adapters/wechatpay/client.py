@@ -1,0 +1,302 @@
+"""The ledger's only door to WeChat Pay v3 (spec §1, §4).
+
+Every request is signed; every answer is verified over its raw bytes before
+anything in it is believed.  Only what WeChat says may be retried is retried
+— 5xx, timeouts, ``FREQUENCY_LIMITED`` — with the same body (so the same
+``out_trade_no`` / ``out_refund_no``), fresh signatures, backoff, a bounded
+number of times.  No database transaction is ever open across these calls:
+the application records before and after, never during.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import partial
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+
+from adapters.wechatpay import signing
+from adapters.wechatpay.config import Merchant
+from adapters.wechatpay.errors import (
+    MerchantConfigError,
+    SignatureError,
+    WechatPayBusinessError,
+    WechatPayError,
+    WechatPayNotFound,
+    WechatPayRateLimited,
+    WechatPayUnavailable,
+)
+from adapters.wechatpay.platform import PlatformCertificate, PlatformKeys, decrypt_certificates
+
+ENDPOINTS = {"native": "native", "jsapi": "jsapi", "miniprogram": "jsapi", "app": "app", "h5": "h5"}
+NOT_RETRYABLE_5XX = ("OPENID_MISMATCH", "INVALID_TRANSACTIONID")
+BEIJING_OFFSET = "+08:00"
+
+
+@dataclass(frozen=True)
+class PrepayResult:
+    """What the payer's side needs, by channel."""
+
+    prepay_id: str | None = None
+    code_url: str | None = None
+    h5_url: str | None = None
+    pay_params: dict[str, str] | None = None
+    app_params: dict[str, str] | None = None
+
+
+@dataclass
+class CallStats:
+    """WeChat calls by outcome code, for metrics and for tests that count attempts."""
+
+    by_code: dict[str, int] = field(default_factory=dict)
+
+    def count(self, code: str) -> None:
+        self.by_code[code] = self.by_code.get(code, 0) + 1
+
+
+def rfc3339_beijing(moment: datetime) -> str:
+    """``time_expire`` as WeChat wants it: seconds, ``+08:00`` (spec §4.2)."""
+    from datetime import timedelta, timezone
+
+    return moment.astimezone(timezone(timedelta(hours=8))).replace(microsecond=0).isoformat()
+
+
+class WechatPayClient:
+    def __init__(
+        self,
+        base_url: str,
+        merchants: dict[str, Merchant],
+        *,
+        http: httpx.Client | None = None,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.merchants = merchants
+        self.http = http or httpx.Client(
+            timeout=httpx.Timeout(10.0, connect=3.0), limits=httpx.Limits(max_connections=50)
+        )
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.sleep = sleep
+        self.stats = CallStats()
+        self.keys: dict[str, PlatformKeys] = {}
+        for mchid, merchant in merchants.items():
+            known = {merchant.public_key_id: merchant.platform_public_key} if merchant.platform_public_key else {}
+            self.keys[mchid] = PlatformKeys(known, downloader=partial(self.download_certificates, merchant))
+
+    def merchant(self, mchid: str) -> Merchant:
+        try:
+            return self.merchants[mchid]
+        except KeyError:
+            raise MerchantConfigError(f"merchant {mchid} is not configured") from None
+
+    def close_http(self) -> None:
+        self.http.close()
+
+    # -- the one way to call WeChat ------------------------------------------------
+
+    def call(self, merchant: Merchant, method: str, path: str, body: dict[str, Any] | None = None,
+             *, verify: bool = True) -> httpx.Response:
+        raw = b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        url = path if path.startswith("http") else self.base_url + path
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self._send(merchant, method, url, raw)
+                if verify:
+                    self.keys[merchant.mchid].verify(response.headers, response.content)
+                self.stats.count(str(response.status_code))
+                return response
+            except (WechatPayUnavailable, WechatPayRateLimited) as error:
+                self.stats.count(error.code or "UNAVAILABLE")
+                if attempt == self.max_attempts or error.is_code(*NOT_RETRYABLE_5XX):
+                    raise
+                self.sleep(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
+            except WechatPayError as error:
+                self.stats.count(error.code or type(error).__name__)
+                raise
+        raise AssertionError("unreachable")
+
+    def _send(self, merchant: Merchant, method: str, url: str, raw: bytes) -> httpx.Response:
+        parts = urlsplit(url)
+        canonical = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": "zhangben/0.1 (+httpx)",
+            "Authorization": signing.build_authorization(
+                merchant.account_mchid, merchant.cert_serial_no, merchant.private_key, method, canonical, raw,
+                str(int(time.time())), signing.new_nonce(),
+            ),
+        }
+        if raw:
+            headers["Content-Type"] = "application/json"
+        if merchant.public_key_id:
+            # asks WeChat to sign its answer with the public key (spec §2.3, §9.4)
+            headers["Wechatpay-Serial"] = merchant.public_key_id
+        try:
+            response = self.http.request(method, url, content=raw, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise WechatPayUnavailable(f"WeChat Pay timed out: {type(exc).__name__}", code="TIMEOUT") from None
+        except httpx.TransportError as exc:
+            raise WechatPayUnavailable(f"WeChat Pay unreachable: {exc}", code="UNREACHABLE") from None
+        if response.is_success:
+            return response
+        raise error_for(response)
+
+    # -- payments --------------------------------------------------------------------
+
+    def prepay(
+        self, merchant: Merchant, channel: str, out_trade_no: str, description: str, total_fen: int,
+        time_expire: datetime, attach: str | None = None, payer_openid: str | None = None,
+        client_ip: str = "127.0.0.1",
+    ) -> PrepayResult:
+        body: dict[str, Any] = self._ids(merchant) | {
+            "description": description,
+            "out_trade_no": out_trade_no,
+            "time_expire": rfc3339_beijing(time_expire),
+            "notify_url": merchant.notify_url,
+            "amount": {"total": total_fen, "currency": "CNY"},
+        }
+        if attach:
+            body["attach"] = attach
+        if channel in ("jsapi", "miniprogram"):
+            body["payer"] = self._payer(merchant, payer_openid or "")
+        if channel == "h5":
+            body["scene_info"] = {"payer_client_ip": client_ip, "h5_info": {"type": "Wap"}}
+        prefix = "/v3/pay/partner/transactions/" if merchant.is_partner else "/v3/pay/transactions/"
+        answer = self.call(merchant, "POST", prefix + ENDPOINTS[channel], body).json()
+        if channel == "native":
+            return PrepayResult(code_url=answer["code_url"])
+        if channel == "h5":
+            return PrepayResult(h5_url=answer["h5_url"])
+        prepay_id = answer["prepay_id"]
+        if channel == "app":
+            return PrepayResult(prepay_id=prepay_id, app_params=app_params(merchant, prepay_id))
+        return PrepayResult(prepay_id=prepay_id, pay_params=pay_params(merchant, prepay_id))
+
+    def _ids(self, merchant: Merchant) -> dict[str, str]:
+        if not merchant.is_partner:
+            return {"appid": merchant.appid, "mchid": merchant.account_mchid}
+        ids = {"sp_appid": merchant.appid, "sp_mchid": merchant.account_mchid, "sub_mchid": merchant.sub_mchid}
+        if merchant.sub_appid:
+            ids["sub_appid"] = merchant.sub_appid
+        return ids
+
+    @staticmethod
+    def _payer(merchant: Merchant, openid: str) -> dict[str, str]:
+        if not merchant.is_partner:
+            return {"openid": openid}
+        # A sub-merchant's own app (sub_appid) knows its payers by sub_openid.
+        return {"sub_openid": openid} if merchant.sub_appid else {"sp_openid": openid}
+
+    def _query_string(self, merchant: Merchant) -> str:
+        if merchant.is_partner:
+            return urlencode({"sp_mchid": merchant.account_mchid, "sub_mchid": merchant.sub_mchid})
+        return urlencode({"mchid": merchant.account_mchid})
+
+    def query(self, merchant: Merchant, out_trade_no: str) -> dict[str, Any]:
+        prefix = "/v3/pay/partner/transactions" if merchant.is_partner else "/v3/pay/transactions"
+        return self.call(merchant, "GET", f"{prefix}/out-trade-no/{out_trade_no}?{self._query_string(merchant)}").json()
+
+    def close(self, merchant: Merchant, out_trade_no: str) -> None:
+        prefix = "/v3/pay/partner/transactions" if merchant.is_partner else "/v3/pay/transactions"
+        body = ({"sp_mchid": merchant.account_mchid, "sub_mchid": merchant.sub_mchid} if merchant.is_partner
+                else {"mchid": merchant.account_mchid})
+        self.call(merchant, "POST", f"{prefix}/out-trade-no/{out_trade_no}/close", body)
+
+    # -- refunds -----------------------------------------------------------------------
+
+    def refund(self, merchant: Merchant, out_trade_no: str, out_refund_no: str, refund_fen: int, total_fen: int,
+               reason: str = "") -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "out_trade_no": out_trade_no,
+            "out_refund_no": out_refund_no,
+            "notify_url": merchant.notify_url,
+            "amount": {"refund": refund_fen, "total": total_fen, "currency": "CNY"},
+        }
+        if reason:
+            body["reason"] = reason[:80]
+        if merchant.is_partner:
+            body["sub_mchid"] = merchant.sub_mchid
+        return self.call(merchant, "POST", "/v3/refund/domestic/refunds", body).json()
+
+    def query_refund(self, merchant: Merchant, out_refund_no: str) -> dict[str, Any]:
+        query = f"?{urlencode({'sub_mchid': merchant.sub_mchid})}" if merchant.is_partner else ""
+        return self.call(merchant, "GET", f"/v3/refund/domestic/refunds/{out_refund_no}{query}").json()
+
+    # -- bills and certificates ------------------------------------------------------------
+
+    def trade_bill(self, merchant: Merchant, bill_date: date, gzip_file: bool = True) -> bytes:
+        """The day's trade bill, downloaded and checked against WeChat's SHA1 (spec §4.7)."""
+        params = {"bill_date": bill_date.isoformat(), "bill_type": "ALL"}
+        if gzip_file:
+            params["tar_type"] = "GZIP"
+        if merchant.is_partner:
+            params["sub_mchid"] = merchant.sub_mchid
+        ticket = self.call(merchant, "GET", f"/v3/bill/tradebill?{urlencode(params)}").json()
+        # The file itself carries no signature; its SHA1 from the signed answer vouches for it.
+        content = self.call(merchant, "GET", ticket["download_url"], verify=False).content
+        if gzip_file:
+            content = gzip.decompress(content)
+        if hashlib.sha1(content).hexdigest() != str(ticket["hash_value"]).lower():  # noqa: S324 — WeChat's choice
+            raise SignatureError("bill file does not match the SHA1 WeChat Pay gave for it")
+        return content
+
+    def download_certificates(self, merchant: Merchant) -> list[PlatformCertificate]:
+        """Certificate mode: fetch, decrypt, then check the answer with what it delivered."""
+        response = self.call(merchant, "GET", "/v3/certificates", verify=False)
+        certificates = decrypt_certificates(response.json(), merchant.apiv3_key)
+        known = {merchant.public_key_id: merchant.platform_public_key} if merchant.platform_public_key else {}
+        PlatformKeys(known | {c.serial_no: c.public_key for c in certificates}).verify(
+            response.headers, response.content
+        )
+        return certificates
+
+
+def error_for(response: httpx.Response) -> WechatPayError:
+    try:
+        payload = response.json()
+        code, message = str(payload.get("code", "")), str(payload.get("message", ""))
+    except ValueError:
+        code, message = "", response.text[:200]
+    text = f"WeChat Pay answered {response.status_code} {code}: {message}".strip()
+    status = response.status_code
+    if status == 401:
+        return SignatureError(text, code=code or "SIGN_ERROR", status=status)
+    if status == 404:
+        return WechatPayNotFound(text, code=code, status=status)
+    if status == 429:
+        return WechatPayRateLimited(text, code=code or "FREQUENCY_LIMITED", status=status)
+    if status >= 500:
+        return WechatPayUnavailable(text, code=code or "SYSTEM_ERROR", status=status)
+    return WechatPayBusinessError(text, code=code, status=status)
+
+
+def pay_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
+    """``wx.requestPayment`` / JSAPI parameters; the appId must be the one the openid belongs to."""
+    appid = merchant.sub_appid if merchant.is_partner and merchant.sub_appid else merchant.appid
+    timestamp, nonce, package = str(int(time.time())), signing.new_nonce(), f"prepay_id={prepay_id}"
+    return {
+        "appId": appid, "timeStamp": timestamp, "nonceStr": nonce, "package": package, "signType": "RSA",
+        "paySign": signing.jsapi_pay_sign(merchant.private_key, appid, timestamp, nonce, package),
+    }
+
+
+def app_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
+    appid = merchant.sub_appid if merchant.is_partner and merchant.sub_appid else merchant.appid
+    timestamp, nonce = str(int(time.time())), signing.new_nonce()
+    return {
+        "appid": appid, "partnerid": merchant.mchid, "prepayid": prepay_id, "package": "Sign=WXPay",
+        "noncestr": nonce, "timestamp": timestamp,
+        "sign": signing.app_pay_sign(merchant.private_key, appid, timestamp, nonce, prepay_id),
+    }

@@ -1,0 +1,110 @@
+"""WeChat Pay's keys, chosen by ``Wechatpay-Serial`` (spec §2.3).
+
+A ``PUB_KEY_ID_…`` serial names the WeChat Pay public key from the config;
+any other serial names a platform certificate, downloaded from
+``/v3/certificates`` and decrypted with the APIv3 key.  Several certificates
+live side by side during a rotation, so they are kept per serial, and an
+unknown serial triggers one refresh before it is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from adapters.wechatpay import signing
+from adapters.wechatpay.errors import SignatureError, WechatPayError
+
+# At most one certificate download per this many seconds on unknown serials:
+# a flood of forged serials must not become a flood of calls to WeChat.
+REFRESH_COOLDOWN_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class PlatformCertificate:
+    serial_no: str
+    public_key: rsa.RSAPublicKey
+    expire_time: datetime
+
+
+Downloader = Callable[[], list[PlatformCertificate]]
+
+
+class PlatformKeys:
+    def __init__(self, public_keys: Mapping[str, rsa.RSAPublicKey], downloader: Downloader | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._keys: dict[str, rsa.RSAPublicKey] = dict(public_keys)
+        self._certificates: dict[str, PlatformCertificate] = {}
+        self._downloader = downloader
+        self._monotonic = monotonic
+        self._last_refresh = -REFRESH_COOLDOWN_SECONDS
+        self._lock = threading.Lock()
+
+    @property
+    def certificates(self) -> list[PlatformCertificate]:
+        return list(self._certificates.values())
+
+    def refresh(self) -> list[PlatformCertificate]:
+        """Download the platform certificates now (certificate mode); keep older ones too."""
+        if self._downloader is None:
+            return []
+        with self._lock:
+            self._last_refresh = self._monotonic()
+            certificates = self._downloader()
+            for cert in certificates:
+                self._certificates[cert.serial_no] = cert
+                self._keys[cert.serial_no] = cert.public_key
+        return certificates
+
+    def key_for(self, serial: str) -> rsa.RSAPublicKey:
+        key = self._keys.get(serial)
+        if key is None and self._downloader is not None and not serial.startswith("PUB_KEY_ID_"):
+            if self._monotonic() - self._last_refresh >= REFRESH_COOLDOWN_SECONDS:
+                try:
+                    self.refresh()
+                except WechatPayError as exc:  # e.g. 404 in public-key mode: the serial stays unknown
+                    raise SignatureError(f"unknown Wechatpay-Serial {serial!r} ({exc})") from None
+                key = self._keys.get(serial)
+        if key is None:
+            raise SignatureError(f"unknown Wechatpay-Serial {serial!r}")
+        return key
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> None:
+        """Check a signed response or callback over its raw bytes, or raise ``SignatureError``."""
+        lower = {k.lower(): v for k, v in headers.items()}
+        if lower.get("wechatpay-signature-type", signing.SCHEMA) != signing.SCHEMA:
+            raise SignatureError("unsupported Wechatpay-Signature-Type")
+        timestamp, nonce = lower.get("wechatpay-timestamp", ""), lower.get("wechatpay-nonce", "")
+        signature, serial = lower.get("wechatpay-signature", ""), lower.get("wechatpay-serial", "")
+        if not (timestamp and nonce and signature and serial):
+            raise SignatureError("missing Wechatpay-* signature headers")
+        if signature.startswith(signing.SIGNTEST_PREFIX):
+            raise SignatureError("WeChat Pay signature probe (WECHATPAY/SIGNTEST), refused as it must be")
+        if not timestamp.isdigit() or abs((now if now is not None else time.time()) - int(timestamp)) > \
+                signing.TIMESTAMP_WINDOW_SECONDS:
+            raise SignatureError("Wechatpay-Timestamp is more than 5 minutes away")
+        if not signing.verify(self.key_for(serial), signing.response_message(timestamp, nonce, body), signature):
+            raise SignatureError("Wechatpay-Signature does not verify")
+
+
+def decrypt_certificates(payload: dict, apiv3_key: bytes) -> list[PlatformCertificate]:
+    """The ``/v3/certificates`` answer, decrypted (spec §2.3)."""
+    result = []
+    for item in payload.get("data", []):
+        enc = item["encrypt_certificate"]
+        pem = signing.aead_decrypt(apiv3_key, enc["nonce"], enc.get("associated_data", ""), enc["ciphertext"])
+        cert = x509.load_pem_x509_certificate(pem)
+        public_key = cert.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise SignatureError("platform certificate without an RSA key")
+        serial = format(cert.serial_number, "X")
+        if serial != str(item.get("serial_no", "")).upper():
+            raise SignatureError("platform certificate serial does not match its listing")
+        result.append(PlatformCertificate(serial, public_key, cert.not_valid_after_utc))
+    return result

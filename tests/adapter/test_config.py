@@ -1,0 +1,78 @@
+"""Merchant configuration: every mistake is a startup error naming the setting and the file, never the secret."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.wechatpay.config import load_merchants
+from adapters.wechatpay.errors import MerchantConfigError
+from sandbox.keyset import DIRECT, init_keyset
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    root = tmp_path_factory.mktemp("cfg")
+    init_keyset(root / "keys", root / "zhangben.toml", "http://l", "http://s")
+    return root / "zhangben.toml", tomllib.loads((root / "zhangben.toml").read_text())["merchants"]
+
+
+def test_the_generated_config_loads(config: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, tables = config
+    merchants = load_merchants(tables, path)
+    assert set(merchants) == {"1900000001", "1900000109"}  # v2 merchants are not v3 merchants
+    partner = merchants["1900000109"]
+    assert partner.is_partner and partner.account_mchid == "1900000100"
+    assert "BEGIN" not in repr(partner)
+
+
+def _with(tables: list[dict[str, Any]], **change: str) -> list[dict[str, Any]]:
+    return [tables[0] | change]
+
+
+def test_group_readable_secret(config: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
+    path, tables = config
+    leaky = tmp_path / "apiv3_key"
+    leaky.write_bytes(b"k" * 32)
+    os.chmod(leaky, 0o640)
+    with pytest.raises(MerchantConfigError) as info:
+        load_merchants(_with(tables, apiv3_key_file=str(leaky)), path)
+    assert "apiv3_key_file" in str(info.value) and str(leaky) in str(info.value)
+    assert "chmod 600" in str(info.value) and "kkkk" not in str(info.value)
+
+
+def test_missing_file(config: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, tables = config
+    with pytest.raises(MerchantConfigError, match="private_key_file.*does not exist"):
+        load_merchants(_with(tables, private_key_file="/nonexistent/key.pem"), path)
+
+
+def test_malformed_key(config: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
+    path, tables = config
+    bad = tmp_path / "key.pem"
+    bad.write_text("-----BEGIN PRIVATE KEY-----\nsecretstuff\n-----END PRIVATE KEY-----\n")
+    os.chmod(bad, 0o600)
+    with pytest.raises(MerchantConfigError) as info:
+        load_merchants(_with(tables, private_key_file=str(bad)), path)
+    assert "not an RSA private key" in str(info.value) and "secretstuff" not in str(info.value)
+
+
+def test_apiv3_key_of_the_wrong_length(config: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
+    path, tables = config
+    short = tmp_path / "apiv3"
+    short.write_bytes(b"0123456789abcdef0123456789abcdef0123456789")  # a pasted 40-character key (spec §9.9)
+    os.chmod(short, 0o600)
+    with pytest.raises(MerchantConfigError) as info:
+        load_merchants(_with(tables, apiv3_key_file=str(short)), path)
+    assert "32-byte" in str(info.value) and "42 bytes" in str(info.value) and "0123456789" not in str(info.value)
+
+
+def test_public_key_needs_its_id(config: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, tables = config
+    with pytest.raises(MerchantConfigError, match="PUB_KEY_ID_"):
+        load_merchants(_with(tables, public_key_id="7132D72A03E9"), path)
+    assert DIRECT.mchid in load_merchants(tables, path)

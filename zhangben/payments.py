@@ -1,0 +1,293 @@
+"""The use cases that need WeChat Pay, wired end to end.
+
+The rule for every one of them: record what we intend, call WeChat with no
+database transaction open, record what WeChat said.  A notification and a
+query answer go through the same translation (``apply_transaction``), so
+they can never disagree about what they change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.wechatpay.callbacks import (
+    CallbackRejected,
+    RefundNotice,
+    TransactionNotice,
+    open_notification,
+    refund_notice,
+    transaction_notice,
+)
+from adapters.wechatpay.client import PrepayResult, WechatPayClient, app_params, pay_params
+from adapters.wechatpay.config import Merchant
+from adapters.wechatpay.errors import (
+    SignatureError,
+    WechatPayBusinessError,
+    WechatPayNotFound,
+    WechatPayRateLimited,
+    WechatPayUnavailable,
+)
+from domain.errors import InvalidTransition, PaymentNotFound, RefundNotFound
+from domain.order import RULES as ORDER_RULES
+from domain.order import Order
+from domain.payment import Payment
+from domain.refund import Refund
+from domain.status import PaymentStatus, RefundStatus
+from domain.transitions import guard
+from zhangben.ledger import Ledger, PaymentOutcome
+
+log = logging.getLogger("zhangben.payments")
+
+NOTIFY_PATH = "/wechatpay/v3/notify"
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A payment attempt and what the payer's side needs to pay it."""
+
+    payment: Payment
+    prepay: PrepayResult | None
+
+    def view(self) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "out_trade_no": self.payment.out_trade_no,
+            "status": self.payment.status.value,
+            "channel": self.payment.channel,
+            "expire_at": self.payment.expire_at.isoformat(),
+        }
+        if self.prepay is not None:
+            for key in ("code_url", "h5_url", "pay_params", "app_params"):
+                value = getattr(self.prepay, key)
+                if value is not None:
+                    view[key] = value
+        return view
+
+
+@dataclass(frozen=True)
+class NotificationOutcome:
+    event_type: str
+    out_trade_no: str
+    changed: bool
+
+
+class PaymentService:
+    def __init__(self, ledger: Ledger, client: WechatPayClient) -> None:
+        self.ledger = ledger
+        self.client = client
+
+    @property
+    def merchants(self) -> Mapping[str, Merchant]:
+        return self.client.merchants
+
+    # -- orders and attempts ---------------------------------------------------------
+
+    def create_order(
+        self, mchid: str, merchant_order_no: str, amount_fen: int, description: str, channel: str,
+        payer_openid: str | None = None, expire_seconds: int = 900, attach: str | None = None,
+        client_ip: str = "127.0.0.1",
+    ) -> tuple[Order, Checkout]:
+        """Create (or find again) the order, then prepay its attempt at WeChat."""
+        merchant = self.client.merchant(mchid)
+        order, payment = self.ledger.create_order(
+            mchid, merchant_order_no, amount_fen, description, channel, payer_openid, expire_seconds, attach
+        )
+        current = self.ledger.get_payment(order.attempts[-1]) if order.attempts[-1] != payment.out_trade_no else payment
+        return order, self._checkout(merchant, order, current, client_ip)
+
+    def new_payment(
+        self, mchid: str, merchant_order_no: str, channel: str | None = None, payer_openid: str | None = None,
+        client_ip: str = "127.0.0.1",
+    ) -> Checkout:
+        """A fresh attempt (new ``out_trade_no``); the open ones are closed at WeChat first."""
+        merchant = self.client.merchant(mchid)
+        order = self.ledger.get_order(mchid, merchant_order_no)
+        guard(ORDER_RULES, "order", merchant_order_no, "start a payment attempt", order.status)
+        if self._close_open_attempts(merchant, order, "replaced by a new payment attempt"):
+            order = self.ledger.get_order(mchid, merchant_order_no)
+            raise InvalidTransition("order", merchant_order_no, "start a payment attempt", order.status.value)
+        payment = self.ledger.start_payment(mchid, merchant_order_no, channel, payer_openid)
+        return self._checkout(merchant, self.ledger.get_order(mchid, merchant_order_no), payment, client_ip)
+
+    def _checkout(self, merchant: Merchant, order: Order, payment: Payment, client_ip: str) -> Checkout:
+        if payment.status is PaymentStatus.PREPAID:
+            return Checkout(payment, self._stored_prepay(merchant, payment))
+        if payment.status is not PaymentStatus.CREATED:
+            return Checkout(payment, None)
+        result = self.client.prepay(
+            merchant, payment.channel, payment.out_trade_no, payment.description, payment.amount_fen,
+            payment.expire_at, order.attach, payment.payer_openid, client_ip,
+        )
+        payment = self.ledger.record_prepay(payment.out_trade_no, result.prepay_id, result.code_url, result.h5_url)
+        return Checkout(payment, result)
+
+    @staticmethod
+    def _stored_prepay(merchant: Merchant, payment: Payment) -> PrepayResult:
+        """A repeated request gets what was prepaid; the client-side signatures are made afresh."""
+        if payment.channel in ("jsapi", "miniprogram") and payment.prepay_id:
+            return PrepayResult(prepay_id=payment.prepay_id, pay_params=pay_params(merchant, payment.prepay_id))
+        if payment.channel == "app" and payment.prepay_id:
+            return PrepayResult(prepay_id=payment.prepay_id, app_params=app_params(merchant, payment.prepay_id))
+        return PrepayResult(prepay_id=payment.prepay_id, code_url=payment.code_url, h5_url=payment.h5_url)
+
+    def close_order(self, mchid: str, merchant_order_no: str) -> Order:
+        """Close at WeChat, then in the ledger; if WeChat says it was paid, record that instead."""
+        merchant = self.client.merchant(mchid)
+        order = self.ledger.get_order(mchid, merchant_order_no)
+        if order.status.value == "CLOSED":
+            return order
+        guard(ORDER_RULES, "order", merchant_order_no, "close", order.status)
+        if self._close_open_attempts(merchant, order, "closed by merchant"):
+            order = self.ledger.get_order(mchid, merchant_order_no)
+            raise InvalidTransition("order", merchant_order_no, "close", order.status.value)
+        return self.ledger.close_order(mchid, merchant_order_no)
+
+    def _close_open_attempts(self, merchant: Merchant, order: Order, reason: str) -> bool:
+        """Close every open attempt at WeChat; True if one of them turned out to be paid."""
+        paid = False
+        for out_trade_no in order.attempts:
+            payment = self.ledger.get_payment(out_trade_no)
+            if not payment.is_open:
+                continue
+            try:
+                self.client.close(merchant, out_trade_no)
+            except WechatPayNotFound:
+                pass  # never reached WeChat: nothing there to close
+            except WechatPayBusinessError as exc:
+                if exc.is_code("ORDERPAID"):
+                    self.sync_payment(merchant, out_trade_no)
+                    paid = True
+                    continue
+                if not exc.is_code("ORDER_CLOSED"):
+                    raise
+            self.ledger.close_payment(out_trade_no, reason)
+        return paid
+
+    # -- what WeChat says about payments ----------------------------------------------------
+
+    def sync(self, mchid: str, merchant_order_no: str) -> dict[str, Any]:
+        """"I have paid": ask WeChat about every attempt not known to be paid, and apply the answers."""
+        merchant = self.client.merchant(mchid)
+        order = self.ledger.get_order(mchid, merchant_order_no)
+        for out_trade_no in order.attempts:
+            if self.ledger.get_payment(out_trade_no).status is not PaymentStatus.PAID:
+                self.sync_payment(merchant, out_trade_no)
+        return self.ledger.order_view(mchid, merchant_order_no)
+
+    def sync_payment(self, merchant: Merchant, out_trade_no: str) -> PaymentOutcome | None:
+        try:
+            answer = self.client.query(merchant, out_trade_no)
+        except WechatPayNotFound:
+            return None  # WeChat never saw this attempt
+        return self.apply_transaction(transaction_notice(answer), "query")
+
+    def apply_transaction(self, notice: TransactionNotice, source: str) -> PaymentOutcome | None:
+        """The one translation of WeChat's word on a payment into ledger commands."""
+        if notice.took_money:
+            assert notice.transaction_id and notice.total_fen and notice.success_time
+            return self.ledger.record_payment_success(
+                notice.out_trade_no, notice.transaction_id, notice.total_fen,
+                notice.payer_total_fen if notice.payer_total_fen is not None else notice.total_fen,
+                notice.success_time, source,
+            )
+        payment = self.ledger.get_payment(notice.out_trade_no)
+        if notice.trade_state == "CLOSED" and payment.is_open:
+            self.ledger.close_payment(notice.out_trade_no, "closed at WeChat")
+        elif notice.trade_state == "PAYERROR" and payment.is_open:
+            self.ledger.record_payment_failure(notice.out_trade_no, "PAYERROR", notice.trade_state_desc)
+        return None
+
+    # -- callbacks --------------------------------------------------------------------------
+
+    def handle_notification(
+        self, headers: Mapping[str, str], body: bytes, *, path: str = NOTIFY_PATH, remote: str = ""
+    ) -> NotificationOutcome:
+        """Verify, decrypt, record the raw notification, apply — or refuse and record the refusal.
+
+        Returns only after the events are stored: the caller may then tell
+        WeChat "success".
+        """
+        try:
+            return self._apply_notification(headers, body)
+        except (SignatureError, CallbackRejected) as exc:
+            self.ledger.record_refused_callback(path, remote, dict(headers), body.decode("utf-8", "replace"), str(exc))
+            log.warning("refused a callback from %s: %s", remote or "?", exc)
+            raise
+
+    def _apply_notification(self, headers: Mapping[str, str], body: bytes) -> NotificationOutcome:
+        verified = open_notification(headers, body, self.merchants, self.client.keys)
+        mchid = verified.merchant.mchid
+        if verified.event_type == "TRANSACTION.SUCCESS":
+            notice = transaction_notice(verified.resource)
+            try:
+                payment = self.ledger.get_payment(notice.out_trade_no)
+            except PaymentNotFound:
+                raise CallbackRejected(f"unknown out_trade_no {notice.out_trade_no}") from None
+            if payment.mchid != mchid:
+                raise CallbackRejected(f"out_trade_no {notice.out_trade_no} belongs to another merchant")
+            if not notice.took_money:
+                raise CallbackRejected(f"TRANSACTION.SUCCESS with trade_state {notice.trade_state}")
+            new = self.ledger.record_notification(
+                notice.out_trade_no, verified.id, verified.event_type, verified.headers, verified.body,
+                verified.resource,
+            )
+            outcome = self.apply_transaction(notice, "notification")
+            return NotificationOutcome(verified.event_type, notice.out_trade_no, new or bool(outcome and outcome.changed))
+        if verified.event_type.startswith("REFUND."):
+            refund = refund_notice(verified.resource)
+            try:
+                self.ledger.record_refund_notification(
+                    mchid, refund.out_refund_no, verified.id, verified.event_type, verified.headers, verified.body,
+                    verified.resource,
+                )
+            except RefundNotFound:
+                raise CallbackRejected(f"unknown out_refund_no {refund.out_refund_no}") from None
+            self.apply_refund(mchid, refund)
+            return NotificationOutcome(verified.event_type, refund.out_trade_no, True)
+        raise CallbackRejected(f"unexpected event_type {verified.event_type}")
+
+    # -- refunds ------------------------------------------------------------------------------
+
+    def refund(
+        self, mchid: str, merchant_order_no: str, out_refund_no: str, amount_fen: int, reason: str = ""
+    ) -> Refund:
+        """Reserve the refund in the ledger (durably), then ask WeChat, then record its answer."""
+        self.client.merchant(mchid)
+        refund = self.ledger.request_refund(mchid, merchant_order_no, out_refund_no, amount_fen, reason)
+        if refund.status is not RefundStatus.REQUESTED:
+            return refund
+        return self.submit_refund(mchid, out_refund_no)
+
+    def submit_refund(self, mchid: str, out_refund_no: str) -> Refund:
+        merchant = self.client.merchant(mchid)
+        refund = self.ledger.get_refund(mchid, out_refund_no)
+        try:
+            answer = self.client.refund(merchant, refund.out_trade_no, out_refund_no, refund.amount_fen,
+                                        refund.total_fen, refund.reason)
+        except (WechatPayUnavailable, WechatPayRateLimited) as exc:
+            # Still REQUESTED: the refund follow-up submits it again, with the same out_refund_no.
+            log.warning("refund %s not submitted yet: %s", out_refund_no, exc)
+            return refund
+        except WechatPayBusinessError as exc:
+            # WeChat will never make this refund: free the reserved amount, then tell the caller.
+            log.warning("refund %s refused by WeChat: %s", out_refund_no, exc)
+            self.ledger.record_refund_result(mchid, out_refund_no, "CLOSED")
+            raise
+        return self.apply_refund(mchid, refund_notice(answer))
+
+    def sync_refund(self, mchid: str, out_refund_no: str) -> Refund:
+        merchant = self.client.merchant(mchid)
+        refund = self.ledger.get_refund(mchid, out_refund_no)
+        try:
+            answer = self.client.query_refund(merchant, out_refund_no)
+        except WechatPayNotFound:
+            return self.submit_refund(mchid, out_refund_no) if refund.status is RefundStatus.REQUESTED else refund
+        return self.apply_refund(mchid, refund_notice(answer))
+
+    def apply_refund(self, mchid: str, notice: RefundNotice) -> Refund:
+        return self.ledger.record_refund_result(
+            mchid, notice.out_refund_no, notice.status, notice.refund_id, notice.success_time,
+            notice.user_received_account,
+        )
