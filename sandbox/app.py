@@ -61,7 +61,8 @@ class Sandbox:
         self.clock = SandboxClock(self.store)
         self.transactions = Transactions(config, self.store, self.clock)
         self.refunds = Refunds(self.store, self.clock, self.transactions)
-        self.notifier = Notifier(config, self.store, self.clock)
+        self.notifier = Notifier(config, self.store, self.clock,
+                                 certificate=lambda: (self.certificates()[-1][0], self.certificates()[-1][2]))
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
 
@@ -175,20 +176,57 @@ class Sandbox:
         asked = request.headers.get("wechatpay-serial", "")
         if mode == "public_key" or (mode == "both" and asked.startswith("PUB_KEY_ID_")):
             return self.config.public_key_private, self.config.public_key_id
-        return self.config.platform_key, self.config.platform_serial
+        key, _, serial = self.certificates()[-1]
+        return key, serial
 
     def apply_endpoint_faults(self, path: str) -> None:
         endpoints = self.faults().get("endpoints") or {}
         matches = [p for p in endpoints if path.startswith(p)]
         if not matches:
             return
-        fault = endpoints[max(matches, key=len)]
+        prefix = max(matches, key=len)
+        fault = endpoints[prefix]
         if fault.get("latency_ms"):
             time.sleep(float(fault["latency_ms"]) / 1000)
+        if "count" in fault and not self._take_one(prefix):
+            return
         if random.random() < float(fault.get("error_rate", 0)):
             code = fault.get("error_code", "SYSTEM_ERROR")
             status, message = FAULT_STATUS.get(code, (500, "系统繁忙,请稍后重试"))
             raise WechatError(status, code, message)
+
+
+    def _take_one(self, prefix: str) -> bool:
+        """A fault with a ``count`` fires that many times, then is gone."""
+        with self.store.transaction():
+            faults = self.faults()
+            fault = faults.get("endpoints", {}).get(prefix)
+            if not fault or int(fault.get("count", 0)) <= 0:
+                return False
+            fault["count"] = int(fault["count"]) - 1
+            self.store.put("kv", "faults", faults)
+            return True
+
+    # -- platform certificates (several live at once during a rotation) ----------------------
+
+    def certificates(self) -> list[tuple[Any, bytes, str]]:
+        """(private key, certificate PEM, serial), oldest first; the newest signs."""
+        rotated = [
+            (signing.load_private_key(base64.b64decode(c["key"])), base64.b64decode(c["cert"]), c["serial"])
+            for c in (self.store.get("kv", "rotated_certificates") or {}).get("items", [])
+        ]
+        return [(self.config.platform_key, self.config.platform_cert_pem, self.config.platform_serial), *rotated]
+
+    def rotate_certificate(self) -> str:
+        from sandbox.keyset import new_certificate
+
+        key_pem, cert_pem, serial = new_certificate("Tenpay.com Root CA (sandbox, rotated)")
+        with self.store.transaction():
+            items = (self.store.get("kv", "rotated_certificates") or {}).get("items", [])
+            items.append({"key": base64.b64encode(key_pem).decode(), "cert": base64.b64encode(cert_pem).decode(),
+                          "serial": serial})
+            self.store.put("kv", "rotated_certificates", {"items": items})
+        return serial
 
 
 def _check_faults(update: dict[str, Any]) -> None:
@@ -204,6 +242,9 @@ def _check_faults(update: dict[str, Any]) -> None:
     if not isinstance(endpoints, dict) or not all(isinstance(v, dict) for v in endpoints.values()):
         raise param_error("endpoints", "endpoints maps a path prefix to {error_rate, latency_ms, error_code}")
     for prefix, fault in endpoints.items():
+        count = fault.get("count", 0)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise param_error(f"endpoints/{prefix}/count", "count must be a non-negative integer")
         rate = fault.get("error_rate", 0)
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
             raise param_error(f"endpoints/{prefix}/error_rate", "error_rate must be from 0 to 1")
@@ -346,18 +387,20 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
             raise WechatError(404, "RESOURCE_NOT_EXISTS", "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。")
         from cryptography import x509
 
-        cert = x509.load_pem_x509_certificate(sandbox.config.platform_cert_pem)
-        nonce = secrets.token_hex(6)
-        return 200, {"data": [{
-            "serial_no": sandbox.config.platform_serial,
-            "effective_time": rfc3339(cert.not_valid_before_utc),
-            "expire_time": rfc3339(cert.not_valid_after_utc),
-            "encrypt_certificate": {
-                "algorithm": "AEAD_AES_256_GCM", "nonce": nonce, "associated_data": "certificate",
-                "ciphertext": signing.aead_encrypt(merchant.apiv3_key, nonce, "certificate",
-                                                   sandbox.config.platform_cert_pem),
-            },
-        }]}
+        data = []
+        for _, pem, serial in sandbox.certificates():
+            cert = x509.load_pem_x509_certificate(pem)
+            nonce = secrets.token_hex(6)
+            data.append({
+                "serial_no": serial,
+                "effective_time": rfc3339(cert.not_valid_before_utc),
+                "expire_time": rfc3339(cert.not_valid_after_utc),
+                "encrypt_certificate": {
+                    "algorithm": "AEAD_AES_256_GCM", "nonce": nonce, "associated_data": "certificate",
+                    "ciphertext": signing.aead_encrypt(merchant.apiv3_key, nonce, "certificate", pem),
+                },
+            })
+        return 200, {"data": data}
 
     # -- mini-program login (api.weixin.qq.com, plain JSON, errcodes) --------------------------
 
@@ -449,6 +492,11 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
             raise WechatError(409, "INVALID_REQUEST", f"refund is already {refund['status']}")
         return refund_json(await asyncio.to_thread(sandbox.settle_refund, refund, status))
 
+    async def sandbox_rotate(request: Request) -> Any:
+        """A new platform certificate, served beside the old ones and signing from now on."""
+        serial = await asyncio.to_thread(sandbox.rotate_certificate)
+        return {"serial_no": serial, "live": [c[2] for c in sandbox.certificates()]}
+
     async def sandbox_wx_login(request: Request) -> Any:
         """Plays ``wx.login`` in a mini-program: a single-use code, valid five minutes."""
         data = await control_json(request)
@@ -494,6 +542,7 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
         Route("/sandbox/clock", control(sandbox_clock), methods=["GET", "POST"]),
         Route("/sandbox/refunds/{out_refund_no}", control(sandbox_refund), methods=["POST"]),
         Route("/sandbox/wx-login", control(sandbox_wx_login), methods=["POST"]),
+        Route("/sandbox/certificates/rotate", control(sandbox_rotate), methods=["POST"]),
     ]
     async def log_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         request.state.request_id = str(uuid.uuid4())

@@ -64,27 +64,40 @@ def _rsa_key(path: Path) -> rsa.RSAPrivateKey:
     return loaded
 
 
-def _certificate(path: Path, key: rsa.RSAPrivateKey, common_name: str, years: int = 5) -> str:
+def _self_signed(key: rsa.RSAPrivateKey, common_name: str, years: int = 5) -> bytes:
+    now = datetime.now(UTC)
+    name = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zhangben sandbox"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(int.from_bytes(secrets.token_bytes(8), "big") | (1 << 63))
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365 * years))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _certificate(path: Path, key: rsa.RSAPrivateKey, common_name: str) -> str:
     """A self-signed certificate for ``key``; returns its serial as WeChat writes it."""
     if not path.exists():
-        now = datetime.now(UTC)
-        name = x509.Name([
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zhangben sandbox"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(int.from_bytes(secrets.token_bytes(8), "big") | (1 << 63))
-            .not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=365 * years))
-            .sign(key, hashes.SHA256())
-        )
-        _write_secret(path, cert.public_bytes(serialization.Encoding.PEM))
+        _write_secret(path, _self_signed(key, common_name))
     return certificate_serial(path.read_bytes())
+
+
+def new_certificate(common_name: str) -> tuple[bytes, bytes, str]:
+    """A fresh key and self-signed certificate in memory: (key PEM, certificate PEM, serial)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert_pem = _self_signed(key, common_name)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem, cert_pem, certificate_serial(cert_pem)
 
 
 def _random_text(path: Path, length: int, alphabet: str) -> None:

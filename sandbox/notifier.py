@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -34,8 +35,10 @@ SUMMARIES = {
 
 
 class Notifier:
-    def __init__(self, config: SandboxConfig, store: SandboxStore, clock: SandboxClock) -> None:
+    def __init__(self, config: SandboxConfig, store: SandboxStore, clock: SandboxClock,
+                 certificate: Callable[[], tuple[Any, str]] | None = None) -> None:
         self.config = config
+        self._certificate = certificate or (lambda: (config.platform_key, config.platform_serial))
         self.store = store
         self.clock = clock
         self.http = httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0))
@@ -86,7 +89,7 @@ class Notifier:
         """The five ``Wechatpay-*`` headers, signed with the key the sandbox's mode names."""
         timestamp, nonce = str(int(time.time())), signing.new_nonce()
         if self.config.mode == "certificate":
-            key, serial = self.config.platform_key, self.config.platform_serial
+            key, serial = self._certificate()
         else:
             key, serial = self.config.public_key_private, self.config.public_key_id
         signature = signing.sign(key, signing.response_message(timestamp, nonce, body))

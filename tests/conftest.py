@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, settings
 
 from tests.pgserver import PostgresUnavailable, ThrowawayPostgres
 
+pytest_plugins = ["tests.fixtures_sandbox"]
+
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

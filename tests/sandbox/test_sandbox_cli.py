@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
-from tests.sandbox.conftest import free_port
+from tests.fixtures_sandbox import free_port
 from tests.spec_merchant import SpecMerchant
 
 

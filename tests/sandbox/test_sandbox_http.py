@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sandbox.keyset import DIRECT, PARTNER, PUBLIC_KEY_ID, init_keyset
-from tests.sandbox.conftest import RunningSandbox
+from tests.fixtures_sandbox import RunningSandbox
 from tests.spec_merchant import NotifyReceiver, SpecMerchant, verify_signed
 
 NATIVE = "/v3/pay/transactions/native"

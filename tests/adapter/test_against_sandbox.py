@@ -1,0 +1,258 @@
+"""The adapter and the payment use cases over real HTTP against the sandbox."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from adapters.wechatpay import signing
+from adapters.wechatpay.callbacks import CallbackRejected
+from adapters.wechatpay.errors import SignatureError, WechatPayBusinessError
+from domain.errors import InvalidTransition
+from sandbox.keyset import DIRECT, PARTNER
+from tests.adapter.conftest import Wired
+
+MERCHANTS = [DIRECT.mchid, PARTNER.sub_mchid]
+
+
+def status(wired: Wired, mchid: str, no: str) -> str:
+    return wired.ledger.order_view(mchid, no)["status"]
+
+
+def check_pay_sign(wired: Wired, mchid: str, params: dict[str, str]) -> None:
+    merchant = wired.client.merchant(mchid)
+    message = f"{params['appId']}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n".encode()
+    merchant.private_key.public_key().verify(base64.b64decode(params["paySign"]), message, padding.PKCS1v15(),
+                                             hashes.SHA256())
+
+
+@pytest.mark.parametrize("mchid", MERCHANTS)
+@pytest.mark.parametrize("channel", ["native", "jsapi", "miniprogram", "app", "h5"])
+def test_every_channel_prepays_direct_and_partner(wired: Wired, mchid: str, channel: str) -> None:
+    openid = "oPayer123" if channel in ("jsapi", "miniprogram") else None
+    order, checkout = wired.service.create_order(mchid, f"CH-{channel}", 990, "奶茶", channel, openid)
+    view = checkout.view()
+    assert view["status"] == "PREPAID" and view["out_trade_no"] == order.attempts[0]
+    if channel == "native":
+        assert view["code_url"].startswith("weixin://wxpay/bizpayurl?pr=")
+    elif channel == "h5":
+        assert view["h5_url"].startswith("https://wx.tenpay.com/")
+    elif channel == "app":
+        assert view["app_params"]["package"] == "Sign=WXPay" and view["app_params"]["prepayid"].startswith("wx")
+    else:
+        params = view["pay_params"]
+        assert params["signType"] == "RSA" and params["package"].startswith("prepay_id=wx")
+        expected_app = PARTNER.sub_appid if mchid == PARTNER.sub_mchid else DIRECT.appid
+        assert params["appId"] == expected_app
+        check_pay_sign(wired, mchid, params)
+    # the same request again: the same attempt, nothing new at WeChat or in the ledger
+    again_order, again = wired.service.create_order(mchid, f"CH-{channel}", 990, "奶茶", channel, openid)
+    assert again.payment.out_trade_no == checkout.payment.out_trade_no
+    assert (again.view().get("code_url"), again.view().get("h5_url")) == (view.get("code_url"), view.get("h5_url"))
+
+
+@pytest.mark.parametrize("mchid", MERCHANTS)
+def test_pay_notify_refund_cycle(wired: Wired, mchid: str) -> None:
+    order, checkout = wired.service.create_order(mchid, "CYCLE-1", 1000, "奶茶", "native")
+    wired.pay(checkout.payment.out_trade_no)
+    wired.wait_until(lambda: status(wired, mchid, "CYCLE-1") == "PAID")
+    refund = wired.service.refund(mchid, "CYCLE-1", "CYCLE-1-R1", 300, "少糖")
+    assert refund.status.value == "PROCESSING"
+    wired.wait_until(lambda: wired.ledger.get_refund(mchid, "CYCLE-1-R1").status.value == "SUCCESS")
+    view = wired.ledger.order_view(mchid, "CYCLE-1")
+    assert (view["status"], view["paid_fen"], view["refunded_fen"]) == ("PARTIALLY_REFUNDED", 1000, 300)
+    kinds = [(e.aggregate, e.type) for e in wired.ledger.order_history(mchid, "CYCLE-1")]
+    for expected in [("Payment", "Prepaid"), ("Payment", "Notified"), ("Payment", "Paid"), ("Order", "Paid"),
+                     ("Refund", "Submitted"), ("Refund", "Notified"), ("Refund", "Succeeded"), ("Order", "Refunded")]:
+        assert expected in kinds
+    notified = next(e for e in wired.ledger.order_history(mchid, "CYCLE-1") if e.type == "Notified")
+    assert notified.data["headers"]["Wechatpay-Signature"] and json.loads(notified.data["body"])["resource"]
+    assert notified.data["resource"]["trade_state"] == "SUCCESS"
+    assert set(wired.endpoint.answers) == {204}
+
+
+def test_duplicates_change_the_ledger_once(wired: Wired) -> None:
+    wired.faults(notifications="duplicate", duplicate_count=5)
+    _, checkout = wired.service.create_order(DIRECT.mchid, "DUP-1", 500, "tea", "native")
+    wired.pay(checkout.payment.out_trade_no)
+    wired.wait_until(lambda: len(wired.endpoint.answers) == 5)
+    assert set(wired.endpoint.answers) == {204}
+    kinds = [e.type for e in wired.ledger.order_history(DIRECT.mchid, "DUP-1")]
+    assert kinds.count("Paid") == 2 and kinds.count("Notified") == 1  # Payment.Paid + Order.Paid
+
+
+def test_a_dropped_notification_is_healed_by_sync(wired: Wired) -> None:
+    wired.faults(notifications="drop")
+    _, checkout = wired.service.create_order(DIRECT.mchid, "DROP-1", 500, "tea", "native")
+    wired.pay(checkout.payment.out_trade_no)
+    time.sleep(0.3)
+    assert status(wired, DIRECT.mchid, "DROP-1") == "PAYING"
+    assert wired.service.sync(DIRECT.mchid, "DROP-1")["status"] == "PAID"
+    paid = [e for e in wired.ledger.order_history(DIRECT.mchid, "DROP-1") if e.aggregate == "Payment" and e.type == "Paid"]
+    assert paid[0].data["source"] == "query"
+
+
+def test_closing_a_paid_order_records_the_payment_instead(wired: Wired) -> None:
+    wired.faults(notifications="drop")
+    _, checkout = wired.service.create_order(DIRECT.mchid, "CLOSE-1", 500, "tea", "native")
+    wired.pay(checkout.payment.out_trade_no)
+    with pytest.raises(InvalidTransition):
+        wired.service.close_order(DIRECT.mchid, "CLOSE-1")
+    assert status(wired, DIRECT.mchid, "CLOSE-1") == "PAID"
+
+
+def test_closing_an_unpaid_order_closes_it_at_wechat(wired: Wired) -> None:
+    _, checkout = wired.service.create_order(DIRECT.mchid, "CLOSE-2", 500, "tea", "native")
+    assert wired.service.close_order(DIRECT.mchid, "CLOSE-2").status.value == "CLOSED"
+    merchant = wired.client.merchant(DIRECT.mchid)
+    assert wired.client.query(merchant, checkout.payment.out_trade_no)["trade_state"] == "CLOSED"
+    assert wired.service.close_order(DIRECT.mchid, "CLOSE-2").status.value == "CLOSED"  # idempotent
+
+
+def test_a_new_attempt_closes_the_previous_one_first(wired: Wired) -> None:
+    _, first = wired.service.create_order(DIRECT.mchid, "AGAIN-1", 500, "tea", "native")
+    second = wired.service.new_payment(DIRECT.mchid, "AGAIN-1", "jsapi", "oPayer9")
+    assert second.payment.out_trade_no != first.payment.out_trade_no and "pay_params" in second.view()
+    merchant = wired.client.merchant(DIRECT.mchid)
+    assert wired.client.query(merchant, first.payment.out_trade_no)["trade_state"] == "CLOSED"
+    assert wired.ledger.get_payment(first.payment.out_trade_no).status.value == "CLOSED"
+    wired.pay(second.payment.out_trade_no)
+    wired.wait_until(lambda: status(wired, DIRECT.mchid, "AGAIN-1") == "PAID")
+    with pytest.raises(InvalidTransition):
+        wired.service.new_payment(DIRECT.mchid, "AGAIN-1")
+
+
+def test_a_refund_wechat_refuses_frees_the_reservation(wired: Wired) -> None:
+    _, checkout = wired.service.create_order(DIRECT.mchid, "NE-1", 500, "tea", "native")
+    wired.pay(checkout.payment.out_trade_no)
+    wired.wait_until(lambda: status(wired, DIRECT.mchid, "NE-1") == "PAID")
+    wired.faults(refund_balance_fen=0)
+    with pytest.raises(WechatPayBusinessError) as info:
+        wired.service.refund(DIRECT.mchid, "NE-1", "NE-1-R1", 500)
+    assert info.value.is_code("NOT_ENOUGH")
+    assert wired.ledger.get_refund(DIRECT.mchid, "NE-1-R1").status.value == "CLOSED"
+    wired.faults(reset=True)
+    assert wired.service.refund(DIRECT.mchid, "NE-1", "NE-1-R2", 500).status.value == "PROCESSING"
+
+
+def test_injected_errors_and_latency_are_retried_with_the_same_identifiers(wired: Wired) -> None:
+    wired.faults(endpoints={"/v3/pay/transactions/native": {"error_rate": 1, "error_code": "SYSTEM_ERROR", "count": 2,
+                                                           "latency_ms": 100}})
+    _, checkout = wired.service.create_order(DIRECT.mchid, "FLAKY-1", 500, "tea", "native")
+    assert checkout.view()["code_url"]
+    assert wired.client.stats.by_code.get("SYSTEM_ERROR") == 2 and len(wired.sleeps) == 2
+    wired.faults(reset=True, endpoints={"/v3/pay/transactions/out-trade-no": {"error_rate": 1, "count": 1,
+                                                                              "error_code": "FREQUENCY_LIMITED"}})
+    assert wired.service.sync(DIRECT.mchid, "FLAKY-1")["status"] == "PAYING"
+    assert wired.client.stats.by_code.get("FREQUENCY_LIMITED") == 1 and len(wired.sleeps) == 3
+    # one order at WeChat: the retries re-sent the same out_trade_no with the same body
+    transactions = [t for t in wired.sandbox.sandbox.store.all("transaction") if t["out_trade_no"] == checkout.payment.out_trade_no]
+    assert len(transactions) == 1
+
+
+def test_certificate_mode_downloads_certificates_and_follows_a_rotation(wire: Any) -> None:
+    wired = wire(mode="certificate", public_key=False)
+    _, checkout = wired.service.create_order(DIRECT.mchid, "CERT-1", 500, "tea", "native")
+    keys = wired.client.keys[DIRECT.mchid]
+    first = {c.serial_no for c in keys.certificates}
+    assert len(first) == 1
+    rotated = wired.sandbox.control.post("/sandbox/certificates/rotate").json()
+    assert len(rotated["live"]) == 2
+    keys._last_refresh = -1e9  # noqa: SLF001 — the cool-down is for floods, not for this test
+    wired.pay(checkout.payment.out_trade_no)  # the notification is signed with the new certificate
+    wired.wait_until(lambda: status(wired, DIRECT.mchid, "CERT-1") == "PAID")
+    assert {c.serial_no for c in keys.certificates} == set(rotated["live"])
+
+
+def test_public_key_mode(wire: Any) -> None:
+    wired = wire(mode="public_key")
+    _, checkout = wired.service.create_order(DIRECT.mchid, "PK-1", 500, "tea", "native")
+    wired.pay(checkout.payment.out_trade_no)
+    wired.wait_until(lambda: status(wired, DIRECT.mchid, "PK-1") == "PAID")
+    assert wired.client.keys[DIRECT.mchid].certificates == []
+
+
+# -- refused callbacks: forged, stale, probe, tampered, wrong merchant, unknown order -----------------
+
+def _captured(wired: Wired, no: str) -> tuple[dict[str, str], bytes]:
+    """A real notification as WeChat sent it, taken from the payment's Notified event."""
+    event = next(e for e in wired.ledger.order_history(DIRECT.mchid, no) if e.type == "Notified")
+    return dict(event.data["headers"]), event.data["body"].encode()
+
+
+def _sign(wired: Wired, headers: dict[str, str], body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    platform = wired.sandbox.sandbox.config
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    nonce = signing.new_nonce()
+    return headers | {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": nonce, "Wechatpay-Serial": platform.public_key_id,
+                      "Wechatpay-Signature": signing.sign(platform.public_key_private, signing.response_message(ts, nonce, body))}
+
+
+def _tamper(body: bytes) -> bytes:
+    envelope = json.loads(body)
+    ct = envelope["resource"]["ciphertext"]
+    envelope["resource"]["ciphertext"] = ("A" if ct[0] != "A" else "B") + ct[1:]
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def test_bad_callbacks_are_refused_recorded_and_change_nothing(wired: Wired) -> None:
+    _, checkout = wired.service.create_order(DIRECT.mchid, "BAD-1", 500, "tea", "native")
+    wired.pay(checkout.payment.out_trade_no)
+    wired.wait_until(lambda: status(wired, DIRECT.mchid, "BAD-1") == "PAID")
+    headers, body = _captured(wired, "BAD-1")
+    merchant_key = wired.client.merchant(DIRECT.mchid).private_key
+    forged = headers | {"Wechatpay-Timestamp": str(int(time.time())),
+                        "Wechatpay-Signature": signing.sign(merchant_key, signing.response_message(str(int(time.time())), headers["Wechatpay-Nonce"], body))}
+    cases: list[tuple[str, dict[str, str], bytes, type]] = [
+        ("forged", forged, body, SignatureError),
+        ("stale", _sign(wired, headers, body, int(time.time()) - 301), body, SignatureError),
+        ("probe", headers | {"Wechatpay-Signature": "WECHATPAY/SIGNTEST/abc"}, body, SignatureError),
+        ("tampered", _sign(wired, headers, _tamper(body)), _tamper(body), SignatureError),
+        ("junk", _sign(wired, headers, b"not json"), b"not json", CallbackRejected),
+    ]
+    before = wired.ledger.recorder.max_notification_id()
+    for name, bad_headers, bad_body, error in cases:
+        with pytest.raises(error):
+            wired.service.handle_notification(bad_headers, bad_body, remote="203.0.113.9")
+    refused = wired.ledger.refused_callbacks()
+    assert len(refused) == len(cases)
+    assert all(r.remote == "203.0.113.9" and r.path == "/wechatpay/v3/notify" and r.reason for r in refused)
+    assert "SIGNTEST" in refused[2].reason
+    positions = wired.ledger.recorder.select_notifications(before + 1, 100)
+    assert {n.topic for n in positions} == {"zhangben.RefusedCallback.Created"}  # nothing else changed
+
+
+def _resource_callback(wired: Wired, resource: dict[str, Any]) -> tuple[dict[str, str], bytes]:
+    merchant = wired.client.merchant(DIRECT.mchid)
+    nonce = "0123456789ab"
+    envelope = {"id": "EV-test", "create_time": "2026-11-22T10:00:00+08:00", "resource_type": "encrypt-resource",
+                "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
+                "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM", "nonce": nonce,
+                             "associated_data": "transaction",
+                             "ciphertext": signing.aead_encrypt(merchant.apiv3_key, nonce, "transaction",
+                                                                json.dumps(resource).encode())}}
+    body = json.dumps(envelope).encode()
+    return _sign(wired, {"Wechatpay-Signature-Type": signing.SCHEMA}, body), body
+
+
+def test_wrong_merchant_unknown_order_and_amount_mismatch(wired: Wired) -> None:
+    _, checkout = wired.service.create_order(DIRECT.mchid, "AMT-1", 500, "tea", "native")
+    otn = checkout.payment.out_trade_no
+    paid = {"mchid": DIRECT.mchid, "appid": DIRECT.appid, "out_trade_no": otn, "transaction_id": "4200000000000000000000000001",
+            "trade_type": "NATIVE", "trade_state": "SUCCESS", "success_time": "2026-11-22T10:00:00+08:00",
+            "amount": {"total": 499, "payer_total": 499, "currency": "CNY"}}
+    with pytest.raises(CallbackRejected, match="mchid"):
+        wired.service.handle_notification(*_resource_callback(wired, paid | {"mchid": "1999999999"}))
+    with pytest.raises(CallbackRejected, match="unknown out_trade_no"):
+        wired.service.handle_notification(*_resource_callback(wired, paid | {"out_trade_no": "zbUNKNOWN000000000000000001"}))
+    assert status(wired, DIRECT.mchid, "AMT-1") == "PAYING"
+    wired.service.handle_notification(*_resource_callback(wired, paid))
+    view = wired.ledger.order_view(DIRECT.mchid, "AMT-1")
+    assert view["status"] == "NEEDS_REVIEW" and view["review_reasons"] == ["amount_mismatch"] and view["paid_fen"] == 499
+    assert len(wired.ledger.refused_callbacks()) == 2
