@@ -74,6 +74,17 @@ def retry_on_conflict(command: Callable[P, R]) -> Callable[P, R]:
 
 
 @dataclass(frozen=True)
+class RawNotification:
+    """A verified notification as it arrived, to be kept whole."""
+
+    id: str
+    event_type: str
+    headers: dict[str, str]
+    body: str
+    resource: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class PaymentOutcome:
     """What recording a payment success changed."""
 
@@ -227,15 +238,25 @@ class Ledger(Application[UUID]):
         payer_total_fen: int,
         success_time: datetime,
         source: str,
+        notification: RawNotification | None = None,
     ) -> PaymentOutcome:
         """Record WeChat's word that money was taken (from a notification or a query).
 
         The ``TransactionIndex`` saved alongside makes one ``transaction_id``
-        impossible to record twice, across processes.
+        impossible to record twice, across processes.  A notification is kept
+        (``Payment.Notified``) in the same transaction as what it caused.
         """
         require_fen(total_fen, "total_fen")
         require_fen(payer_total_fen, "payer_total_fen", allow_zero=True)
         payment = self.get_payment(out_trade_no)
+        noted = notification is not None and payment.record_notification(
+            notification.id, notification.event_type, notification.headers, notification.body,
+            notification.resource, self.clock(),
+        )
+        if payment.transaction_id == transaction_id:  # already recorded: at most keep the notification
+            if noted:
+                self.save(payment)
+            return PaymentOutcome(payment, self.repository.get(payment.order_id), changed=noted)
         index = self._load_optional(ids.transaction_index_id(transaction_id))
         if index is not None and index.out_trade_no != out_trade_no:
             raise TransactionConflict(

@@ -37,7 +37,7 @@ from domain.payment import Payment
 from domain.refund import Refund
 from domain.status import PaymentStatus, RefundStatus
 from domain.transitions import guard
-from zhangben.ledger import Ledger, PaymentOutcome
+from zhangben.ledger import Ledger, PaymentOutcome, RawNotification
 
 log = logging.getLogger("zhangben.payments")
 
@@ -183,14 +183,16 @@ class PaymentService:
             return None  # WeChat never saw this attempt
         return self.apply_transaction(transaction_notice(answer), "query")
 
-    def apply_transaction(self, notice: TransactionNotice, source: str) -> PaymentOutcome | None:
+    def apply_transaction(
+        self, notice: TransactionNotice, source: str, notification: RawNotification | None = None
+    ) -> PaymentOutcome | None:
         """The one translation of WeChat's word on a payment into ledger commands."""
         if notice.took_money:
             assert notice.transaction_id and notice.total_fen and notice.success_time
             return self.ledger.record_payment_success(
                 notice.out_trade_no, notice.transaction_id, notice.total_fen,
                 notice.payer_total_fen if notice.payer_total_fen is not None else notice.total_fen,
-                notice.success_time, source,
+                notice.success_time, source, notification,
             )
         payment = self.ledger.get_payment(notice.out_trade_no)
         if notice.trade_state == "CLOSED" and payment.is_open:
@@ -229,12 +231,9 @@ class PaymentService:
                 raise CallbackRejected(f"out_trade_no {notice.out_trade_no} belongs to another merchant")
             if not notice.took_money:
                 raise CallbackRejected(f"TRANSACTION.SUCCESS with trade_state {notice.trade_state}")
-            new = self.ledger.record_notification(
-                notice.out_trade_no, verified.id, verified.event_type, verified.headers, verified.body,
-                verified.resource,
-            )
-            outcome = self.apply_transaction(notice, "notification")
-            return NotificationOutcome(verified.event_type, notice.out_trade_no, new or bool(outcome and outcome.changed))
+            raw = RawNotification(verified.id, verified.event_type, verified.headers, verified.body, verified.resource)
+            outcome = self.apply_transaction(notice, "notification", raw)
+            return NotificationOutcome(verified.event_type, notice.out_trade_no, bool(outcome and outcome.changed))
         if verified.event_type.startswith("REFUND."):
             refund = refund_notice(verified.resource)
             try:
