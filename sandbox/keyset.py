@@ -178,6 +178,7 @@ def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str) -
         "# Secrets live in the files named here (mode 0600), never in this file.",
         'database_url = "sqlite:///var/zhangben.db"',
         f'wechatpay_base_url = "{sandbox_url}"',
+        f'wechat_api_base_url = "{sandbox_url}"  # the sandbox serves jscode2session too',
         "",
         *merchant_tables,
         "# Read by the sandbox only; absent in production.",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.persistence import PersistenceError
+from adapters.wechatpay.errors import MerchantConfigError
 from domain.errors import LedgerError, OrderNotFound
 from zhangben.clock import BEIJING
 from zhangben.history import HistoryEvent
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (UsageError, SettingsError, PersistenceError, LedgerError) as exc:
+    except (UsageError, SettingsError, PersistenceError, LedgerError, MerchantConfigError) as exc:
         print(f"zhangben: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
@@ -76,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     keys_init.add_argument("--sandbox-url", default="http://127.0.0.1:8900", help="the WeChat Pay base URL to use")
     keys_init.set_defaults(handler=cmd_keys_init)
 
+    serve = commands.add_parser("serve", help="run the ledger's HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (PostgreSQL only for more than 1)")
+    serve.add_argument("--no-projections", action="store_true", help="do not run the projections in this process")
+    serve.set_defaults(handler=cmd_serve)
+
+    apikey = commands.add_parser("apikey", help="API keys")
+    apikey_commands = apikey.add_subparsers(title="apikey commands", metavar="COMMAND")
+    apikey_create = apikey_commands.add_parser("create", help="print a new API key once (only its hash is stored)")
+    apikey_create.add_argument("--merchant", required=True, metavar="MCHID")
+    apikey_create.add_argument("--role", required=True, choices=["merchant", "auditor", "finance"])
+    apikey_create.set_defaults(handler=cmd_apikey_create)
+
     sandbox = commands.add_parser("sandbox", help="run the local WeChat Pay sandbox")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8900)
@@ -94,6 +109,29 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
                             args.sandbox_url.rstrip("/")):
         print(line)
     return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    from zhangben.apikeys import issue
+
+    settings = load_settings()
+    known = settings.merchant_ids()
+    if known and args.merchant not in known:
+        raise UsageError(f"merchant {args.merchant} is not in {settings.config_path} (known: {', '.join(known)})")
+    ledger = open_ledger(settings.database_url)
+    try:
+        key, record = issue(args.merchant, args.role, ledger.clock())
+        ledger.save(record)
+    finally:
+        ledger.close()
+    print(key)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from api.serve import serve
+
+    return serve(args.host, args.port, args.workers, projections=not args.no_projections)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -116,9 +154,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
+    from zhangben.wiring import init_database
+
     settings = load_settings()
-    ledger = open_ledger(settings.database_url, create_tables=True)
-    ledger.close()
+    init_database(settings)
     print(f"event store ready: {_redacted(settings.database_url)}")
     return 0
 

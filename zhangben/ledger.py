@@ -437,6 +437,10 @@ class Ledger(Application[UUID]):
         order = self.get_order(mchid, merchant_order_no)
         return order_view(order, self._payments(order), self._refunds(order))
 
+    def order_view_by_id(self, order_id: UUID) -> dict[str, Any]:
+        order: Order = self.repository.get(order_id)
+        return order_view(order, self._payments(order), self._refunds(order))
+
     def _refunds(self, order: Order) -> list[Refund]:
         return [self.get_refund(order.mchid, no) for no in order.refunds]
 

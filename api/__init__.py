@@ -1,0 +1,1 @@
+"""The HTTP service: merchant API, WeChat callbacks, audit, operations."""

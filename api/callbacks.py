@@ -1,0 +1,51 @@
+"""``POST /wechatpay/v3/notify``: verify, decrypt, apply — "success" only once stored (contract §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from adapters.wechatpay.callbacks import CallbackRejected
+from adapters.wechatpay.errors import SignatureError
+from api.deps import runtime
+
+router = APIRouter(tags=["wechatpay"])
+log = logging.getLogger("zhangben.callbacks")
+
+# WeChat waits five seconds for the answer (spec §3.5); past this we say FAIL so it retries.
+ANSWER_BUDGET_SECONDS = 4.5
+
+
+def _fail(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"code": "FAIL", "message": message}, status_code=status)
+
+
+@router.post("/wechatpay/v3/notify", status_code=204, include_in_schema=False)
+async def notify(request: Request) -> Response:
+    rt = runtime(request)
+    body = await request.body()
+    remote = request.client.host if request.client else ""
+    metrics = request.app.state.metrics
+    work = asyncio.to_thread(rt.service.handle_notification, dict(request.headers), body,
+                             path=request.url.path, remote=remote)
+    try:
+        await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
+    except SignatureError as exc:
+        metrics.callbacks.labels("refused_signature").inc()
+        return _fail(401, f"签名验证失败: {exc}")
+    except CallbackRejected as exc:
+        metrics.callbacks.labels("refused_content").inc()
+        return _fail(400, f"通知内容无法接受: {exc}")
+    except TimeoutError:
+        metrics.callbacks.labels("timeout").inc()
+        log.warning("callback took longer than %.1fs; WeChat will retry", ANSWER_BUDGET_SECONDS)
+        return _fail(503, "处理超时，请重试")
+    except Exception:  # noqa: BLE001 — never a traceback to WeChat; it retries on 5xx
+        metrics.callbacks.labels("error").inc()
+        log.exception("callback failed")
+        return _fail(500, "处理失败，请重试")
+    metrics.callbacks.labels("accepted").inc()
+    return Response(status_code=204)

@@ -1,0 +1,44 @@
+"""Structured JSON logs, one object per line, with the request id; secrets and openids never appear."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+from datetime import UTC, datetime
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+_OPENID = re.compile(r"\bo[A-Za-z0-9_-]{20,}\b")
+
+
+def mask_openid(text: str) -> str:
+    """``oUpF8uMuAJO_M2pxb1Q9zNjWeS6o`` → ``oUpF…S6o``: enough to correlate, not to identify."""
+    return _OPENID.sub(lambda m: m.group(0)[:4] + "…" + m.group(0)[-3:], text)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": mask_openid(record.getMessage()),
+        }
+        if request_id.get():
+            entry["request_id"] = request_id.get()
+        for key in ("method", "route", "status", "duration_ms", "error_id"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = mask_openid(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("uvicorn.access").disabled = True  # our own access line carries the request id

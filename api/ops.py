@@ -1,0 +1,76 @@
+"""Operations: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from api.deps import runtime
+from zhangben.wiring import Runtime
+
+router = APIRouter(include_in_schema=False)
+MAX_READY_LAG_EVENTS = 1000
+
+
+class Metrics:
+    """This process's metrics (one registry per app, so tests may build several)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("zhangben_http_requests", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("zhangben_http_request_seconds", "HTTP request latency", ["route"],
+                                 registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.callbacks = Counter("zhangben_callbacks", "WeChat callbacks by result", ["result"], registry=self.registry)
+        self.registry.register(_LedgerCollector(rt))
+
+
+class _LedgerCollector(Collector):
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[Any]:
+        calls = CounterMetricFamily("zhangben_wechatpay_calls", "WeChat Pay calls by answer code", labels=["code"])
+        for code, count in sorted(self.rt.client.stats.by_code.items()):
+            calls.add_metric([code], count)
+        yield calls
+        orders = GaugeMetricFamily("zhangben_orders", "Orders by status (status view)", labels=["status"])
+        lag = GaugeMetricFamily("zhangben_projection_lag_events", "Events not yet in the view", labels=["projection"])
+        try:
+            for status, count in sorted(self.rt.orders.counts_by_status().items()):
+                orders.add_metric([status], count)
+            lag.add_metric(["order_status"], self.rt.orders.lag())
+        except Exception:  # noqa: BLE001 — a scrape must not fail because the database blinked
+            pass
+        yield orders
+        yield lag
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> JSONResponse:
+    rt = runtime(request)
+    try:
+        rt.ledger.recorder.max_notification_id()
+        lag = rt.orders.lag()
+    except Exception as exc:  # noqa: BLE001 — not ready, and say why
+        return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+    ready = lag <= MAX_READY_LAG_EVENTS
+    return JSONResponse({"status": "ready" if ready else "lagging", "projection_lag_events": lag},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

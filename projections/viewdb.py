@@ -1,0 +1,69 @@
+"""The database the read models live in: the event store's own (SQLite file or PostgreSQL).
+
+A thin layer so each projection writes one SQL dialect: ``?`` placeholders,
+``ON CONFLICT … DO UPDATE``; PostgreSQL gets ``%s`` instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from adapters.persistence import StoreUrl
+
+
+class ViewDatabase:
+    def __init__(self, store: StoreUrl) -> None:
+        self.kind = store.kind
+        self._lock = threading.RLock()
+        if store.kind == "postgres":
+            self._pg = psycopg.connect(host=store.host, port=store.port, user=store.user, password=store.password,
+                                       dbname=store.dbname, connect_timeout=5, autocommit=True)
+        else:
+            path = ":memory:" if store.kind == "memory" else store.path
+            self._sqlite = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            if path != ":memory:":
+                self._sqlite.execute("PRAGMA journal_mode=WAL")
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.kind == "postgres" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if self.kind == "postgres":
+                cursor = self._pg.execute(self._sql(sql), params)  # type: ignore[arg-type]
+                return cursor.fetchall() if cursor.description else []
+            return self._sqlite.execute(sql, params).fetchall()
+
+    def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._lock:
+            if self.kind == "postgres":
+                return self._pg.execute(self._sql(sql), params).rowcount  # type: ignore[arg-type]
+            return self._sqlite.execute(sql, params).rowcount
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self.kind == "postgres":
+                with self._pg.transaction():
+                    yield
+                return
+            self._sqlite.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._sqlite.execute("ROLLBACK")
+                raise
+            self._sqlite.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            if self.kind == "postgres":
+                self._pg.close()
+            else:
+                self._sqlite.close()
