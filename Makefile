@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/zhangben serve
+	$(BIN)/python -m zhangben.devserve
 
 demo: $(STAMP)
 	$(BIN)/zhangben demo
