@@ -1,0 +1,234 @@
+"""Every endpoint and status of contract §4, through HTTP against ``zhangben serve`` (SQLite; PostgreSQL × 2 workers)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.keyset import DIRECT
+from tests.api.conftest import Deployment
+
+PROBLEM = "application/problem+json"
+
+
+def order_body(no: str, **change: Any) -> dict[str, Any]:
+    return {"merchant_order_no": no, "amount_fen": 1000, "description": "奶茶", "channel": "native"} | change
+
+
+def is_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert {"type", "title", "status", "detail"} <= set(body) and body["status"] == status
+    return body
+
+
+def test_create_is_idempotent_and_conflicts_on_a_different_body(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        first = http.post("/v1/orders", json=order_body("API-C1"))
+        assert first.status_code == 201
+        order = first.json()
+        assert order["status"] == "PAYING" and order["amount_fen"] == 1000 and order["version"] >= 3
+        assert order["payment"]["code_url"].startswith("weixin://") and order["payment"]["expire_at"]
+        again = http.post("/v1/orders", json=order_body("API-C1"))
+        assert again.status_code == 200 and again.json()["payment"] == order["payment"]
+        is_problem(http.post("/v1/orders", json=order_body("API-C1", amount_fen=999)), 409)
+
+
+def test_idempotency_key(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        headers = {"Idempotency-Key": "key-API-I1"}
+        assert http.post("/v1/orders", json=order_body("API-I1"), headers=headers).status_code == 201
+        assert http.post("/v1/orders", json=order_body("API-I1"), headers=headers).status_code == 200
+        is_problem(http.post("/v1/orders", json=order_body("API-I2"), headers=headers), 409)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"amount_fen": 10.5}, "amount_fen"), ({"amount_fen": "1000"}, "amount_fen"), ({"amount_fen": 0}, "amount_fen"),
+    ({"amount_fen": -1}, "amount_fen"), ({"amount_fen": None}, "amount_fen"), ({"amount_fen": True}, "amount_fen"),
+    ({"channel": "alipay"}, "channel"), ({"expire_seconds": 30}, "expire_seconds"),
+    ({"merchant_order_no": "has space"}, "merchant_order_no"), ({"channel": "jsapi"}, "payer_openid"),
+])
+def test_bad_input_is_a_422_naming_the_field(deployment: Deployment, change: dict[str, Any], field: str) -> None:
+    body = order_body("API-V1", **change)
+    if change.get("amount_fen") is None and "amount_fen" in change:
+        del body["amount_fen"]
+    with deployment.client() as http:
+        problem = is_problem(http.post("/v1/orders", json=body), 422)
+        assert problem["field"] == field
+        is_problem(http.get("/v1/orders/API-V1"), 404)  # nothing was created
+
+
+def test_keys_and_roles(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        http.post("/v1/orders", json=order_body("API-R1"))
+    with deployment.client(role="") as anonymous:
+        is_problem(anonymous.get("/v1/orders/API-R1"), 401)
+        is_problem(anonymous.get("/v1/orders/API-R1", headers={"Authorization": "Bearer zb_0000000000000000_x"}), 401)
+    with deployment.client("auditor") as auditor:
+        is_problem(auditor.get("/v1/orders/API-R1"), 403)
+    with deployment.client("finance") as finance:
+        is_problem(finance.post("/v1/orders", json=order_body("API-R2")), 403)
+    with deployment.client("partner") as other_merchant:
+        is_problem(other_merchant.get("/v1/orders/API-R1"), 404)  # exactly as for an order that does not exist
+        is_problem(other_merchant.get("/v1/orders/NO-SUCH-ORDER"), 404)
+
+
+def test_pay_watch_and_long_poll(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        created = http.post("/v1/orders", json=order_body("API-P1")).json()
+        version = created["version"]
+        seen: list[dict[str, Any]] = []
+
+        def long_poll() -> None:
+            seen.append(http.get("/v1/orders/API-P1", params={"wait": 10, "after_version": version}).json())
+
+        poller = threading.Thread(target=long_poll)
+        poller.start()
+        time.sleep(0.3)
+        deployment.pay(created["payment"]["out_trade_no"])
+        poller.join(timeout=15)
+        assert seen and seen[0]["version"] > version
+        view = deployment.wait_status("API-P1", "PAID")
+        assert view["paid_fen"] == 1000 and view["payments"][0]["transaction_id"].startswith("42")
+        assert view["paid_at"]
+
+
+def test_sse_sees_paying_then_paid_within_a_second(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        created = http.post("/v1/orders", json=order_body("API-S1")).json()
+        events: list[tuple[float, dict[str, Any]]] = []
+
+        def listen() -> None:
+            with httpx.Client(base_url=deployment.ledger, headers=http.headers, timeout=30) as stream_http, \
+                    stream_http.stream("GET", "/v1/orders/API-S1/stream") as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        events.append((time.monotonic(), json.loads(line[6:])))
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        deadline = time.monotonic() + 10
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.02)
+        paid_at = time.monotonic()
+        deployment.pay(created["payment"]["out_trade_no"])
+        listener.join(timeout=15)
+        assert not listener.is_alive(), "the stream did not end at a final state"
+        statuses = [e[1]["status"] for e in events]
+        assert statuses[0] == "PAYING" and statuses[-1] == "PAID"
+        assert events[-1][0] - paid_at < 1.0
+
+
+def test_list_filters_and_cursor(deployment: Deployment) -> None:
+    with deployment.client("partner") as http:  # its own merchant: a clean list
+        for i in range(3):
+            assert http.post("/v1/orders", json=order_body(f"API-L{i}")).status_code == 201
+        page = http.get("/v1/orders", params={"limit": 2}).json()
+        assert [o["merchant_order_no"] for o in page["orders"]] == ["API-L2", "API-L1"] and page["next_cursor"]
+        rest = http.get("/v1/orders", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+        assert [o["merchant_order_no"] for o in rest["orders"]] == ["API-L0"] and rest["next_cursor"] is None
+        assert http.get("/v1/orders", params={"status": "PAID"}).json()["orders"] == []
+        assert len(http.get("/v1/orders", params={"status": "PAYING"}).json()["orders"]) == 3
+        future = http.get("/v1/orders", params={"created_from": "2099-01-01T00:00:00+08:00"}).json()
+        assert future["orders"] == []
+        assert len(http.get("/v1/orders", params={"created_to": "2099-01-01T00:00:00+08:00"}).json()["orders"]) == 3
+        is_problem(http.get("/v1/orders", params={"status": "SHIPPED"}), 422)
+        is_problem(http.get("/v1/orders", params={"cursor": "bm9wZQ"}), 422)
+        is_problem(http.get("/v1/orders", params={"limit": 0}), 422)
+
+
+def test_sync_heals_a_dropped_notification(deployment: Deployment) -> None:
+    deployment.faults(notifications="drop")
+    try:
+        with deployment.client() as http:
+            created = http.post("/v1/orders", json=order_body("API-Y1")).json()
+            deployment.pay(created["payment"]["out_trade_no"])
+            time.sleep(0.3)
+            assert http.get("/v1/orders/API-Y1").json()["status"] == "PAYING"
+            assert http.post("/v1/orders/API-Y1/sync").json()["status"] == "PAID"
+    finally:
+        deployment.faults(reset=True)
+
+
+def test_close_and_new_attempts(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        http.post("/v1/orders", json=order_body("API-X1"))
+        assert http.post("/v1/orders/API-X1/close").json()["status"] == "CLOSED"
+        is_problem(http.post("/v1/orders/API-X1/payments", json={}), 409)
+        created = http.post("/v1/orders", json=order_body("API-X2")).json()
+        again = http.post("/v1/orders/API-X2/payments", json={"channel": "jsapi", "payer_openid": "oPayerX2"})
+        assert again.status_code == 201
+        attempt = again.json()["payment"]
+        assert attempt["out_trade_no"] != created["payment"]["out_trade_no"] and attempt["pay_params"]["paySign"]
+        deployment.pay(attempt["out_trade_no"])
+        deployment.wait_status("API-X2", "PAID")
+        is_problem(http.post("/v1/orders/API-X2/close"), 409)
+        is_problem(http.post("/v1/orders/API-X2/payments", json={}), 409)
+
+
+def test_refunds(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        created = http.post("/v1/orders", json=order_body("API-F1")).json()
+        deployment.pay(created["payment"]["out_trade_no"])
+        deployment.wait_status("API-F1", "PAID")
+        refund = http.post("/v1/orders/API-F1/refunds", json={"out_refund_no": "API-F1-R1", "amount_fen": 400})
+        assert refund.status_code == 202 and refund.json()["status"] == "PROCESSING"
+        again = http.post("/v1/orders/API-F1/refunds", json={"out_refund_no": "API-F1-R1", "amount_fen": 400})
+        assert again.status_code == 202 and again.json()["refund_id"] == refund.json()["refund_id"]
+        is_problem(http.post("/v1/orders/API-F1/refunds", json={"amount_fen": 601}), 409)
+        is_problem(http.post("/v1/orders/API-F1/refunds", json={"amount_fen": 1.5}), 422)
+        generated = http.post("/v1/orders/API-F1/refunds", json={"amount_fen": 600}).json()
+        assert generated["out_refund_no"]
+        deadline = time.monotonic() + 10
+        while http.get(f"/v1/refunds/{generated['out_refund_no']}").json()["status"] != "SUCCESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        deployment.wait_status("API-F1", "REFUNDED")
+        is_problem(http.get("/v1/refunds/NO-SUCH-REFUND"), 404)
+
+
+def test_miniprogram_login(deployment: Deployment) -> None:
+    code = httpx.post(f"{deployment.sandbox}/sandbox/wx-login", json={"appid": DIRECT.appid, "openid": "oMiniApi1"}).json()["code"]
+    with deployment.client() as http:
+        answer = http.post("/v1/wechat/miniprogram/login", json={"code": code})
+        assert answer.status_code == 200 and answer.json() == {"openid": "oMiniApi1"}
+        is_problem(http.post("/v1/wechat/miniprogram/login", json={"code": code}), 409)  # single use
+        is_problem(http.post("/v1/wechat/miniprogram/login", json={}), 422)
+
+
+def test_audit_history(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        created = http.post("/v1/orders", json=order_body("API-A1")).json()
+        time.sleep(0.05)
+        before_payment = datetime.now(UTC).isoformat()
+        time.sleep(0.05)
+        deployment.pay(created["payment"]["out_trade_no"])
+        deployment.wait_status("API-A1", "PAID")
+    with deployment.client("auditor") as auditor:
+        history = auditor.get("/v1/audit/orders/API-A1/history").json()
+        kinds = [(e["aggregate"], e["type"]) for e in history["events"]]
+        assert ("Payment", "Notified") in kinds and ("Order", "Paid") in kinds and history["state"]["status"] == "PAID"
+        assert all({"aggregate", "id", "type", "version", "timestamp", "data"} <= set(e) for e in history["events"])
+        past = auditor.get("/v1/audit/orders/API-A1/history", params={"as_of": before_payment}).json()
+        assert past["state"]["status"] == "PAYING" and ("Order", "Paid") not in [(e["aggregate"], e["type"]) for e in past["events"]]
+    with deployment.client() as merchant:
+        is_problem(merchant.get("/v1/audit/orders/API-A1/history"), 403)
+
+
+def test_operations(deployment: Deployment) -> None:
+    with httpx.Client(base_url=deployment.ledger) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        ready = http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        text = http.get("/metrics").text
+        assert "zhangben_http_requests_total" in text and "zhangben_orders" in text
+        assert http.get("/openapi.json").json()["info"]["title"] == "zhangben"
+        assert http.get("/docs").status_code == 200
