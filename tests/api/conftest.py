@@ -25,6 +25,7 @@ class Deployment:
     ledger: str
     sandbox: str
     keys: dict[str, str]
+    database_url: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def client(self, role: str = "merchant") -> httpx.Client:
@@ -84,7 +85,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     keys = {role: _cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role, env=env, cwd=root)
             for role in ("merchant", "auditor", "finance")}
     keys["partner"] = _cli("apikey", "create", "--merchant", PARTNER.sub_mchid, "--role", "merchant", env=env, cwd=root)
-    deployment = Deployment(root, ledger, sandbox, keys)
+    deployment = Deployment(root, ledger, sandbox, keys, url)
     log = open(root / "processes.log", "wb")  # noqa: SIM115 — closed with the processes
     python = [sys.executable, "-m", "zhangben.cli"]
     sandbox_process = subprocess.Popen([*python, "sandbox", "--port", str(sandbox_port)], env=env, cwd=root,
