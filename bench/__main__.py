@@ -13,6 +13,7 @@ import platform
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable
@@ -135,6 +136,54 @@ def payment_service(ledger: Ledger, keys_root: Path) -> PaymentService:
     return PaymentService(ledger, WechatPayClient("http://127.0.0.1:9", merchants))
 
 
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def api_latencies(server: ThrowawayPostgres, count: int, threads: int = 4) -> dict[str, list[float]]:
+    """A short load through HTTP against ``zhangben serve`` (2 workers, PostgreSQL): create, then callbacks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.deploy import deploy
+    from tests.spec_wechat import SpecWechat, paid_resource
+
+    samples: dict[str, list[float]] = {"create": [], "callback": []}
+    with tempfile.TemporaryDirectory() as tmp, deploy(Path(tmp), server.create_database("api"), workers=2) as d:
+        d.faults(notifications="drop")  # callbacks come from the load below, not from the sandbox
+        wechat = SpecWechat.from_keyset(Path(tmp) / "keys", MCHID, PUBLIC_KEY_ID)
+        local = threading.local()
+
+        def http() -> httpx.Client:
+            if not hasattr(local, "client"):
+                local.client = d.client()
+            return local.client
+
+        def create(i: int) -> str:
+            start = time.perf_counter()
+            answer = http().post("/v1/orders", json={"merchant_order_no": f"LAT{i}", "amount_fen": 1000,
+                                                     "description": "bench", "channel": "native"})
+            samples["create"].append(time.perf_counter() - start)
+            assert answer.status_code == 201, answer.text
+            return answer.json()["payment"]["out_trade_no"]
+
+        def callback(item: tuple[int, str]) -> None:
+            i, otn = item
+            body = wechat.body("TRANSACTION.SUCCESS", paid_resource(MCHID, DIRECT.appid, otn, 1000, f"42LAT{i:020d}"))
+            headers = wechat.headers(body)
+            start = time.perf_counter()
+            answer = http().post("/wechatpay/v3/notify", content=body, headers=headers)
+            samples["callback"].append(time.perf_counter() - start)
+            assert answer.status_code == 204, answer.text
+
+        with ThreadPoolExecutor(threads) as pool:
+            out_trade_nos = list(pool.map(create, range(count)))
+            list(pool.map(callback, enumerate(out_trade_nos)))
+    return samples
+
+
 def replay(ledger: Ledger) -> tuple[int, float]:
     start = time.perf_counter()
     position, total = 0, 0
@@ -207,6 +256,10 @@ def main() -> int:
             record("callbacks ingested (verify, decrypt, apply) /s",
                    timed(len(callbacks), lambda i: service.handle_notification(*callbacks[i])), "callbacks/s",
                    "raw 1-row INSERT txn /s", raw)
+        latencies = api_latencies(server, min(n, 400))
+        for name, values in latencies.items():
+            record(f"{name} through HTTP p50 (4 threads, 2 workers)", percentile(values, 0.5) * 1000, "ms")
+            record(f"{name} through HTTP p99 (4 threads, 2 workers)", percentile(values, 0.99) * 1000, "ms")
         events, replay_rate = replay(ledger)
         record(f"replay {events} events (decode) /s", replay_rate, "events/s", "raw SELECT scan /s", raw_pg_scan(url))
         ledger.close()

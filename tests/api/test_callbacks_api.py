@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
-from tests.api.conftest import Deployment
+from tests.deploy import Deployment
 from tests.spec_wechat import SpecWechat, paid_resource
 from zhangben.ledger import open_ledger
 

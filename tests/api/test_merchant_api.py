@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from sandbox.keyset import DIRECT
-from tests.api.conftest import Deployment
+from tests.deploy import Deployment
 
 PROBLEM = "application/problem+json"
 
