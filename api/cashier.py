@@ -1,0 +1,108 @@
+"""``GET /pay/{out_trade_no}``: the PC cashier page (contract §4).
+
+A payer has no API key, so these routes are public and show only what the
+payer needs: what is being paid, the QR code, the countdown, the live status.
+The "I have paid" button asks WeChat (never trusts the page); a refreshed QR
+is a new payment attempt for the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import segno
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
+
+from api.deps import runtime
+from domain.errors import PaymentNotFound
+from domain.money import fen_to_yuan
+from domain.payment import Payment
+from zhangben.wiring import Runtime
+
+router = APIRouter(tags=["cashier"], include_in_schema=False)
+TEMPLATE = (Path(__file__).parent / "templates" / "cashier.html").read_text(encoding="utf-8")
+STATUS_TEXTS = {
+    "CREATED": "等待支付", "PAYING": "请使用微信扫一扫付款", "PAID": "支付成功", "PARTIALLY_REFUNDED": "支付成功（部分退款）",
+    "REFUNDED": "已退款", "CLOSED": "订单已关闭", "EXPIRED": "二维码已过期，请刷新", "NEEDS_REVIEW": "支付已收到，正在核对",
+}
+SYNC_INTERVAL_SECONDS = 3.0  # "I have paid" may not hammer WeChat
+_last_sync: dict[str, float] = {}
+_sync_lock = threading.Lock()
+
+
+def _payment(rt: Runtime, out_trade_no: str) -> Payment:
+    try:
+        return rt.ledger.get_payment(out_trade_no)
+    except PaymentNotFound:
+        raise HTTPException(404, "no such payment") from None
+
+
+def _status(rt: Runtime, payment: Payment) -> dict[str, Any]:
+    view = rt.ledger.order_view(payment.mchid, payment.merchant_order_no)
+    return {"status": view["status"], "version": view["version"], "expire_at": payment.expire_at.isoformat()}
+
+
+@router.get("/pay/{out_trade_no}", response_class=HTMLResponse)
+def cashier_page(out_trade_no: str, request: Request) -> HTMLResponse:
+    rt = runtime(request)
+    payment = _payment(rt, out_trade_no)
+    state = _status(rt, payment)
+    qr = segno.make(payment.code_url, error="m").svg_inline(border=2, omitsize=True) if payment.code_url else ""
+    page = TEMPLATE.format(
+        description=html.escape(payment.description),
+        amount_yuan=fen_to_yuan(payment.amount_fen),
+        qr_svg=qr,
+        out_trade_no=html.escape(payment.out_trade_no),
+        merchant_order_no=html.escape(payment.merchant_order_no),
+        version=state["version"],
+        expire_at=html.escape(state["expire_at"]),
+        status=state["status"],
+        status_text=STATUS_TEXTS.get(state["status"], state["status"]),
+        status_texts=json.dumps(STATUS_TEXTS, ensure_ascii=False),
+    )
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/pay/{out_trade_no}/status")
+async def cashier_status(out_trade_no: str, request: Request, wait: Annotated[int, Query(ge=0, le=30)] = 0,
+                         after_version: Annotated[int, Query(ge=0)] | None = None) -> dict[str, Any]:
+    rt = runtime(request)
+    payment = await asyncio.to_thread(_payment, rt, out_trade_no)
+    state = await asyncio.to_thread(_status, rt, payment)
+    deadline = time.monotonic() + wait
+    while after_version is not None and state["version"] <= after_version and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        state = await asyncio.to_thread(_status, rt, payment)
+    return state
+
+
+@router.post("/pay/{out_trade_no}/sync")
+def cashier_sync(out_trade_no: str, request: Request) -> dict[str, Any]:
+    rt = runtime(request)
+    payment = _payment(rt, out_trade_no)
+    with _sync_lock:
+        recent = time.monotonic() - _last_sync.get(out_trade_no, -1e9) < SYNC_INTERVAL_SECONDS
+        if not recent:
+            _last_sync[out_trade_no] = time.monotonic()
+    if not recent:
+        rt.service.sync(payment.mchid, payment.merchant_order_no)
+    return _status(rt, payment)
+
+
+@router.post("/pay/{out_trade_no}/refresh")
+def cashier_refresh(out_trade_no: str, request: Request) -> dict[str, Any]:
+    """A new QR code once this one has expired: a new attempt of the same order."""
+    rt = runtime(request)
+    payment = _payment(rt, out_trade_no)
+    if datetime.now(UTC) < payment.expire_at:
+        raise HTTPException(409, "this QR code has not expired yet")
+    checkout = rt.service.new_payment(payment.mchid, payment.merchant_order_no, "native")
+    return {"out_trade_no": checkout.payment.out_trade_no}
