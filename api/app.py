@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from api import audit, callbacks, cashier, errors, logs, merchant, ops
+from api import audit, callbacks, cashier, errors, finance, logs, merchant, ops
 from zhangben.settings import load_settings
 from zhangben.wiring import Runtime, build_runtime
 
@@ -37,7 +37,7 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
     app = FastAPI(title="zhangben", version="0.1.0", lifespan=lifespan,
                   description="An event-sourced payment ledger for WeChat Pay. Money is always integer fen.")
     errors.install(app)
-    for module in (merchant, audit, callbacks, cashier, ops):
+    for module in (merchant, audit, finance, callbacks, cashier, ops):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -73,7 +73,7 @@ def _await_projection(request: Request, rt: Runtime) -> None:
     it is brief (the projection follows the log within tens of milliseconds).
     """
     if getattr(request.app.state, "projection_running", False):
-        rt.orders.wait_for(rt.ledger.recorder.max_notification_id() or 0, timeout=1.0)
+        rt.followers["order_status"].wait_for(rt.ledger.recorder.max_notification_id() or 0, timeout=1.0)
 
 
 @router.post("/orders", status_code=201, summary="Create an order with its first payment")

@@ -46,7 +46,8 @@ class _LedgerCollector(Collector):
         try:
             for status, count in sorted(self.rt.orders.counts_by_status().items()):
                 orders.add_metric([status], count)
-            lag.add_metric(["order_status"], self.rt.orders.lag())
+            for name, follower in self.rt.followers.items():
+                lag.add_metric([name], follower.lag())
         except Exception:  # noqa: BLE001 — a scrape must not fail because the database blinked
             pass
         yield orders
@@ -63,11 +64,11 @@ def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
     try:
         rt.ledger.recorder.max_notification_id()
-        lag = rt.orders.lag()
+        lags = {name: follower.lag() for name, follower in rt.followers.items()}
     except Exception as exc:  # noqa: BLE001 — not ready, and say why
         return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
-    ready = lag <= MAX_READY_LAG_EVENTS
-    return JSONResponse({"status": "ready" if ready else "lagging", "projection_lag_events": lag},
+    ready = max(lags.values(), default=0) <= MAX_READY_LAG_EVENTS
+    return JSONResponse({"status": "ready" if ready else "lagging", "projection_lag_events": lags},
                         status_code=200 if ready else 503)
 
 

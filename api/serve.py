@@ -10,7 +10,7 @@ from uvicorn.supervisors import Multiprocess
 
 from adapters.persistence import parse_url
 from api import logs
-from projections.order_status import ProjectionRunner
+from projections.core import Runner
 from zhangben.settings import load_settings
 from zhangben.wiring import build_runtime, init_database
 
@@ -26,7 +26,7 @@ def serve(host: str, port: int, workers: int, *, projections: bool = True) -> in
         raise UsageError("SQLite serves one worker process; use PostgreSQL for --workers N")
     init_database(settings)  # once, here: workers never run DDL
     runtime = build_runtime(settings)  # also checks every merchant's configuration before serving
-    runner = ProjectionRunner(runtime.orders) if projections else None
+    runner = Runner(list(runtime.followers.values())) if projections else None
     if runner:
         runner.start()
     os.environ["ZHANGBEN_PROJECTIONS_RUNNING"] = "1" if projections else "0"

@@ -1,31 +1,21 @@
-"""The order status view: one row per order, what the list endpoint filters and pages on.
-
-Each batch of events names the orders it touched; each touched order's row is
-rewritten from the order's aggregates, and the batch's position is stored in
-the same transaction.  Rewriting a whole row is idempotent, so a batch that
-runs twice after a crash changes nothing; the position guard (it only moves
-forward) stops two runners from interleaving.
-"""
+"""The order status view: one row per order, what the list endpoint filters and pages on."""
 
 from __future__ import annotations
 
 import base64
 import json
-import logging
-import threading
-import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import Notification
+
 from projections.viewdb import ViewDatabase
 from zhangben.ledger import Ledger
 
-log = logging.getLogger("zhangben.projections")
-
 NAME = "order_status"
 DDL = [
-    "CREATE TABLE IF NOT EXISTS projection_tracking (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS order_status (order_id TEXT PRIMARY KEY, mchid TEXT NOT NULL, "
     "merchant_order_no TEXT NOT NULL, status TEXT NOT NULL, amount_fen BIGINT NOT NULL, paid_fen BIGINT NOT NULL, "
     "refunded_fen BIGINT NOT NULL, created_at TEXT NOT NULL, version BIGINT NOT NULL, view TEXT NOT NULL)",
@@ -38,7 +28,6 @@ UPSERT = (
     "status = excluded.status, paid_fen = excluded.paid_fen, refunded_fen = excluded.refunded_fen, "
     "version = excluded.version, view = excluded.view"
 )
-BATCH = 500
 
 
 def sortable(moment: datetime) -> str:
@@ -47,6 +36,12 @@ def sortable(moment: datetime) -> str:
 
 
 class OrderStatusView:
+    """Each batch names the orders it touched; each touched order's row is rewritten whole
+    from its aggregates.  Rewriting a row is idempotent, so replaying a batch changes nothing."""
+
+    name = NAME
+    tables = ("order_status",)
+
     def __init__(self, ledger: Ledger, db: ViewDatabase) -> None:
         self.ledger = ledger
         self.db = db
@@ -55,15 +50,6 @@ class OrderStatusView:
     def create_tables(self) -> None:
         for statement in DDL:
             self.db.execute(statement)
-        self.db.execute("INSERT INTO projection_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
-                        (NAME,))
-
-    # -- following the log ---------------------------------------------------------------
-
-    @property
-    def position(self) -> int:
-        rows = self.db.execute("SELECT position FROM projection_tracking WHERE name = ?", (NAME,))
-        return int(rows[0][0]) if rows else 0
 
     def _order_id(self, topic: str, originator_id: UUID) -> UUID | None:
         if topic.startswith("zhangben.Order."):
@@ -74,49 +60,23 @@ class OrderStatusView:
             return self._order_of[originator_id]
         return None
 
-    def process_batch(self, limit: int = BATCH) -> int:
-        """Apply the next batch of events; returns how many were read."""
-        start = self.position
-        notifications = self.ledger.recorder.select_notifications(start, limit, inclusive_of_start=False)
-        if not notifications:
-            return 0
+    def prepare(self, notifications: Sequence[Notification]) -> list[tuple[Any, ...]]:
         touched: dict[UUID, None] = {}
         for n in notifications:
             order_id = self._order_id(n.topic, n.originator_id)
             if order_id is not None:
                 touched[order_id] = None
-        rows = [self._row(self.ledger.order_view_by_id(order_id), order_id) for order_id in touched]
-        with self.db.transaction():
-            moved = self.db.rowcount("UPDATE projection_tracking SET position = ? WHERE name = ? AND position = ?",
-                                     (notifications[-1].id, NAME, start))
-            if moved != 1:
-                raise RuntimeError("another runner moved the order_status position; this batch is discarded")
-            for row in rows:
-                self.db.execute(UPSERT, row)
-        return len(notifications)
+        return [self._row(self.ledger.order_view_by_id(order_id), order_id) for order_id in touched]
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        for row in rows:
+            self.db.execute(UPSERT, row)
 
     @staticmethod
     def _row(view: dict[str, Any], order_id: UUID) -> tuple[Any, ...]:
         return (str(order_id), view["mchid"], view["merchant_order_no"], view["status"], view["amount_fen"],
                 view["paid_fen"], view["refunded_fen"], sortable(datetime.fromisoformat(view["created_at"])),
                 view["version"], json.dumps(view, ensure_ascii=False))
-
-    def catch_up(self) -> int:
-        total = 0
-        while (count := self.process_batch()) > 0:
-            total += count
-        return total
-
-    def wait_for(self, position: int, timeout: float = 1.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.position < position:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
-
-    def lag(self) -> int:
-        return max(0, (self.ledger.recorder.max_notification_id() or 0) - self.position)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -164,36 +124,3 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     except (ValueError, UnicodeDecodeError):
         raise CursorError("cursor is not one this API gave out") from None
     return created, order_id
-
-
-class ProjectionRunner:
-    """Runs a view in a thread, restarted after an error with backoff (the error logged and counted)."""
-
-    def __init__(self, view: OrderStatusView, poll_seconds: float = 0.05) -> None:
-        self.view = view
-        self.poll_seconds = poll_seconds
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"projection-{NAME}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                if self.view.process_batch() == 0:
-                    self._stop.wait(self.poll_seconds)
-                backoff = 0.1
-            except Exception:  # noqa: BLE001 — supervised: log, count, back off, carry on
-                self.errors += 1
-                log.exception("projection %s failed; retrying in %.1fs", NAME, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)

@@ -40,6 +40,14 @@ class ViewDatabase:
                 return cursor.fetchall() if cursor.description else []
             return self._sqlite.execute(sql, params).fetchall()
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._lock:
+            if self.kind == "postgres":
+                with self._pg.cursor() as cursor:
+                    cursor.executemany(self._sql(sql), rows)  # type: ignore[arg-type]
+            else:
+                self._sqlite.executemany(sql, rows)
+
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lock:
             if self.kind == "postgres":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.persistence import PersistenceError
-from adapters.wechatpay.errors import MerchantConfigError
+from adapters.wechatpay.errors import MerchantConfigError, WechatPayError
 from domain.errors import LedgerError, OrderNotFound
 from zhangben.clock import BEIJING
 from zhangben.history import HistoryEvent
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (UsageError, SettingsError, PersistenceError, LedgerError, MerchantConfigError) as exc:
+    except (UsageError, SettingsError, PersistenceError, LedgerError, MerchantConfigError, WechatPayError) as exc:
         print(f"zhangben: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_create.add_argument("--merchant", required=True, metavar="MCHID")
     apikey_create.add_argument("--role", required=True, choices=["merchant", "auditor", "finance"])
     apikey_create.set_defaults(handler=cmd_apikey_create)
+
+    from zhangben.cli_finance import add_commands
+
+    add_commands(commands)
 
     sandbox = commands.add_parser("sandbox", help="run the local WeChat Pay sandbox")
     sandbox.add_argument("--host", default="127.0.0.1")

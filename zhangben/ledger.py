@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
@@ -36,6 +36,7 @@ from domain.errors import (
     TransactionConflict,
 )
 from domain.audit import RefusedCallback
+from domain.bill import DailyBill
 from domain.index import TransactionIndex
 from domain.money import require_fen
 from domain.order import Order
@@ -411,6 +412,18 @@ class Ledger(Application[UUID]):
         if new:
             self.save(refund)
         return new
+
+    # -- bills ----------------------------------------------------------------------
+
+    @retry_on_conflict
+    def record_bill_import(self, mchid: str, bill_date: date, lines: int, settled_fen: int, refunded_fen: int,
+                           fee_fen: int, sha1: str) -> DailyBill:
+        """The day's bill was imported: the journal takes its fee and settlement from this event."""
+        bill = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))
+        bill = bill or DailyBill(mchid=mchid, bill_date=bill_date.isoformat())
+        bill.record_import(lines, settled_fen, refunded_fen, fee_fen, sha1, self.clock())
+        self.save(bill)
+        return bill
 
     # -- audit --------------------------------------------------------------------
 

@@ -13,22 +13,15 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from adapters.persistence import parse_url
 from fastapi.testclient import TestClient
 
-from adapters.wechatpay.client import WechatPayClient
-from adapters.wechatpay.config import load_merchants
 from api.app import create_app
-from projections.order_status import OrderStatusView
-from projections.viewdb import ViewDatabase
 from sandbox.config import load_sandbox_config
 from sandbox.keyset import DIRECT
 from tests.fixtures_sandbox import RunningSandbox
 from zhangben.apikeys import issue
-from zhangben.ledger import open_ledger
-from zhangben.payments import PaymentService
 from zhangben.settings import Settings
-from zhangben.wiring import Runtime
+from zhangben.wiring import build_runtime, init_database
 
 KEY: dict[str, str] = {}
 
@@ -38,14 +31,12 @@ def fuzz_app(keyset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = tmp_path_factory.mktemp("fuzz")
     sandbox = RunningSandbox(dataclasses.replace(load_sandbox_config(keyset / "zhangben.toml"), database=root / "sandbox.db"))
     url = f"sqlite:///{root}/ledger.db"
-    ledger = open_ledger(url, create_tables=True)
-    orders = OrderStatusView(ledger, ViewDatabase(parse_url(url)))
-    orders.create_tables()
-    tables = tomllib.loads((keyset / "zhangben.toml").read_text())["merchants"]
-    client = WechatPayClient(sandbox.url, load_merchants(tables, keyset / "zhangben.toml"))
     settings_ = Settings(config_path=keyset / "zhangben.toml", database_url=url, wechatpay_base_url=sandbox.url,
-                         wechat_api_base_url=sandbox.url)
-    runtime = Runtime(settings_, ledger, client, PaymentService(ledger, client), orders)
+                         wechat_api_base_url=sandbox.url,
+                         merchants=tomllib.loads((keyset / "zhangben.toml").read_text())["merchants"])
+    init_database(settings_)
+    runtime = build_runtime(settings_)
+    ledger = runtime.ledger
     key, record = issue(DIRECT.mchid, "merchant", ledger.clock())
     ledger.save(record)
     KEY["merchant"] = key

@@ -1,0 +1,147 @@
+"""Following the event log, exactly once, on SQLite and PostgreSQL alike.
+
+SQLite has no subscriptions, so every store is followed the same way: read
+the next page of the notification log after the projection's position, let
+the projection prepare its rows (reads happen outside the write
+transaction), then write the rows and the new position in one transaction.
+The position only moves forward from where this batch started, so a crash at
+any point loses nothing and doubles nothing: the batch is simply done again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from eventsourcing.persistence import Notification
+
+from projections.viewdb import ViewDatabase
+from zhangben.ledger import Ledger
+
+log = logging.getLogger("zhangben.projections")
+
+TRACKING_DDL = "CREATE TABLE IF NOT EXISTS projection_tracking (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+BATCH = 500
+
+
+class Projection(Protocol):
+    name: str
+    tables: Sequence[str]
+
+    def create_tables(self) -> None: ...
+
+    def prepare(self, notifications: Sequence[Notification]) -> Any:
+        """Read what the batch needs; no writes."""
+
+    def write(self, prepared: Any) -> None:
+        """Write the batch's rows (called inside the batch's transaction)."""
+
+
+class PositionMoved(RuntimeError):
+    """Another runner advanced this projection: this batch is discarded, nothing is lost."""
+
+
+class Follower:
+    """One projection following one ledger's log."""
+
+    def __init__(self, ledger: Ledger, db: ViewDatabase, projection: Projection) -> None:
+        self.ledger = ledger
+        self.db = db
+        self.projection = projection
+
+    def create_tables(self) -> None:
+        self.db.execute(TRACKING_DDL)
+        self.db.execute("INSERT INTO projection_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
+                        (self.projection.name,))
+        self.projection.create_tables()
+
+    @property
+    def position(self) -> int:
+        rows = self.db.execute("SELECT position FROM projection_tracking WHERE name = ?", (self.projection.name,))
+        return int(rows[0][0]) if rows else 0
+
+    def process_batch(self, limit: int = BATCH) -> int:
+        start = self.position
+        notifications = self.ledger.recorder.select_notifications(start, limit, inclusive_of_start=False)
+        if not notifications:
+            return 0
+        prepared = self.projection.prepare(notifications)
+        with self.db.transaction():
+            moved = self.db.rowcount(
+                "UPDATE projection_tracking SET position = ? WHERE name = ? AND position = ?",
+                (notifications[-1].id, self.projection.name, start),
+            )
+            if moved != 1:
+                raise PositionMoved(f"{self.projection.name}: position moved by another runner")
+            self.projection.write(prepared)
+        return len(notifications)
+
+    def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
+        total = 0
+        while (count := self.process_batch()) > 0:
+            total += count
+            if progress:
+                progress(total)
+        return total
+
+    def lag(self) -> int:
+        return max(0, (self.ledger.recorder.max_notification_id() or 0) - self.position)
+
+    def wait_for(self, position: int, timeout: float = 1.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.position < position:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
+        """Drop the projection's rows and replay the whole log into it."""
+        with self.db.transaction():
+            for table in self.projection.tables:
+                self.db.execute(f"DELETE FROM {table}")  # noqa: S608 — table names are the projection's own
+            self.db.execute("UPDATE projection_tracking SET position = 0 WHERE name = ?", (self.projection.name,))
+        return self.catch_up(progress)
+
+
+class Runner:
+    """Runs followers in a thread, supervised: an error is logged and counted, then retried with backoff."""
+
+    def __init__(self, followers: Sequence[Follower], poll_seconds: float = 0.05) -> None:
+        self.followers = list(followers)
+        self.poll_seconds = poll_seconds
+        self.errors: dict[str, int] = {f.projection.name: 0 for f in self.followers}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="projections", daemon=True)
+        self._thread.start()
+
+    def run(self) -> None:
+        backoff = {f.projection.name: 0.1 for f in self.followers}
+        retry_at = {f.projection.name: 0.0 for f in self.followers}
+        while not self._stop.is_set():
+            busy = False
+            for follower in self.followers:
+                name = follower.projection.name
+                if time.monotonic() < retry_at[name]:
+                    continue
+                try:
+                    busy = follower.process_batch() > 0 or busy
+                    backoff[name] = 0.1
+                except Exception:  # noqa: BLE001 — supervised: log, count, back off, carry on
+                    self.errors[name] += 1
+                    log.exception("projection %s failed; retrying in %.1fs", name, backoff[name])
+                    retry_at[name] = time.monotonic() + backoff[name]
+                    backoff[name] = min(backoff[name] * 2, 10.0)
+            if not busy:
+                self._stop.wait(self.poll_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)

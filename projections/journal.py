@@ -1,0 +1,202 @@
+"""The double-entry journal, in fen, one balanced set of lines per money event.
+
+| event | debit | credit |
+|---|---|---|
+| ``Payment.Paid`` (every payment WeChat took, duplicates too) | wechat_clearing | merchant_sales |
+| ``Order.Refunded`` (a refund succeeded) | refunds | wechat_clearing |
+| ``DailyBill.Imported``: the day's fee (the bill's own rate) | wechat_fees | wechat_clearing |
+| ``DailyBill.Imported``: settlement, dated T+1 | bank | wechat_clearing |
+
+Each line carries its event's position in the log (``event_ref``) and the
+business reference (``out_trade_no``, ``out_refund_no``, ``bill:…``).  Lines
+are keyed by (event, line), so replaying a batch inserts nothing twice; a
+re-imported bill replaces the day's fee and settlement lines.
+
+It also keeps ``ledger_money``: one row per payment taken and refund made,
+by ``transaction_id`` / ``out_refund_no`` — what reconciliation matches the
+bill against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Notification
+
+from projections.viewdb import ViewDatabase
+from zhangben.clock import BEIJING
+from zhangben.ledger import Ledger
+
+NAME = "journal"
+ACCOUNTS = ("wechat_clearing", "merchant_sales", "refunds", "wechat_fees", "bank")
+TOPICS = ("zhangben.Payment.Paid", "zhangben.Order.Refunded", "zhangben.DailyBill.Imported")
+DDL = [
+    "CREATE TABLE IF NOT EXISTS journal_lines (event_ref BIGINT NOT NULL, line_no INTEGER NOT NULL, "
+    "mchid TEXT NOT NULL, day TEXT NOT NULL, account TEXT NOT NULL, debit_fen BIGINT NOT NULL, "
+    "credit_fen BIGINT NOT NULL, reference TEXT NOT NULL, PRIMARY KEY (event_ref, line_no))",
+    "CREATE INDEX IF NOT EXISTS journal_by_day ON journal_lines (mchid, day)",
+    "CREATE INDEX IF NOT EXISTS journal_by_reference ON journal_lines (reference)",
+    "CREATE TABLE IF NOT EXISTS ledger_money (kind TEXT NOT NULL, key TEXT NOT NULL, mchid TEXT NOT NULL, "
+    "day TEXT NOT NULL, out_trade_no TEXT NOT NULL, amount_fen BIGINT NOT NULL, event_ref BIGINT NOT NULL, "
+    "PRIMARY KEY (kind, key))",
+    "CREATE INDEX IF NOT EXISTS ledger_money_by_day ON ledger_money (mchid, day)",
+]
+
+
+@dataclass(frozen=True)
+class Line:
+    event_ref: int
+    line_no: int
+    mchid: str
+    day: str
+    account: str
+    debit_fen: int
+    credit_fen: int
+    reference: str
+
+
+@dataclass(frozen=True)
+class Money:
+    kind: str  # "payment" | "refund"
+    key: str  # transaction_id | out_refund_no
+    mchid: str
+    day: str
+    out_trade_no: str
+    amount_fen: int
+    event_ref: int
+
+
+@dataclass
+class Batch:
+    lines: list[Line]
+    money: list[Money]
+    replaced_references: list[str]
+
+
+def beijing_day(moment: datetime) -> str:
+    return moment.astimezone(BEIJING).date().isoformat()
+
+
+def pair(ref: int, mchid: str, day: str, debit: str, credit: str, fen: int, reference: str, first: int = 0) -> list[Line]:
+    """One balanced movement: the same fen out of one account and into another."""
+    return [Line(ref, first, mchid, day, debit, fen, 0, reference),
+            Line(ref, first + 1, mchid, day, credit, 0, fen, reference)]
+
+
+def payment_lines(ref: int, mchid: str, out_trade_no: str, transaction_id: str, total_fen: int,
+                  success_time: datetime) -> tuple[list[Line], Money]:
+    day = beijing_day(success_time)
+    return (pair(ref, mchid, day, "wechat_clearing", "merchant_sales", total_fen, out_trade_no),
+            Money("payment", transaction_id, mchid, day, out_trade_no, total_fen, ref))
+
+
+def refund_lines(ref: int, mchid: str, out_trade_no: str, out_refund_no: str, amount_fen: int,
+                 success_time: datetime) -> tuple[list[Line], Money]:
+    day = beijing_day(success_time)
+    return (pair(ref, mchid, day, "refunds", "wechat_clearing", amount_fen, out_refund_no),
+            Money("refund", out_refund_no, mchid, day, out_trade_no, amount_fen, ref))
+
+
+def bill_lines(ref: int, mchid: str, bill_date: date, settled_fen: int, refunded_fen: int, fee_fen: int) -> list[Line]:
+    """Fee on the bill's day; the net settled to the bank the next day (T+1)."""
+    reference = bill_reference(mchid, bill_date)
+    lines = []
+    if fee_fen:
+        lines += pair(ref, mchid, bill_date.isoformat(), "wechat_fees", "wechat_clearing", fee_fen, reference)
+    net = settled_fen - refunded_fen - fee_fen
+    if net > 0:
+        lines += pair(ref, mchid, (bill_date + timedelta(days=1)).isoformat(), "bank", "wechat_clearing", net,
+                      reference, first=2)
+    elif net < 0:  # more refunded than taken that day: the bank pays WeChat back
+        lines += pair(ref, mchid, (bill_date + timedelta(days=1)).isoformat(), "wechat_clearing", "bank", -net,
+                      reference, first=2)
+    return lines
+
+
+def bill_reference(mchid: str, bill_date: date) -> str:
+    return f"bill:{mchid}:{bill_date.isoformat()}"
+
+
+class Journal:
+    name = NAME
+    tables = ("journal_lines", "ledger_money")
+
+    def __init__(self, ledger: Ledger, db: ViewDatabase) -> None:
+        self.ledger = ledger
+        self.db = db
+        self._cache: dict[UUID, Any] = {}
+
+    def create_tables(self) -> None:
+        for statement in DDL:
+            self.db.execute(statement)
+
+    def _aggregate(self, aggregate_id: UUID) -> Any:
+        if aggregate_id not in self._cache:
+            self._cache[aggregate_id] = self.ledger.repository.get(aggregate_id)
+        return self._cache[aggregate_id]
+
+    def prepare(self, notifications: Sequence[Notification]) -> Batch:
+        batch = Batch([], [], [])
+        for n in notifications:
+            if n.topic not in TOPICS:
+                continue
+            event = self.ledger.mapper.to_domain_event(n)
+            if n.topic == "zhangben.Payment.Paid":
+                payment = self._aggregate(n.originator_id)
+                lines, money = payment_lines(n.id, payment.mchid, payment.out_trade_no, event.transaction_id,
+                                             event.total_fen, event.success_time)
+            elif n.topic == "zhangben.Order.Refunded":
+                order = self._aggregate(n.originator_id)
+                refund = self.ledger.get_refund(order.mchid, event.out_refund_no)
+                lines, money = refund_lines(n.id, order.mchid, refund.out_trade_no, event.out_refund_no,
+                                            event.amount_fen, event.success_time)
+            else:
+                bill = self._aggregate(n.originator_id)
+                batch.replaced_references.append(bill_reference(bill.mchid, bill.day))
+                batch.lines += bill_lines(n.id, bill.mchid, bill.day, event.settled_fen, event.refunded_fen,
+                                          event.fee_fen)
+                continue
+            batch.lines += lines
+            batch.money.append(money)
+        return batch
+
+    def write(self, batch: Batch) -> None:
+        for reference in batch.replaced_references:
+            self.db.execute("DELETE FROM journal_lines WHERE reference = ?", (reference,))
+        for line in batch.lines:
+            self.db.execute(
+                "INSERT INTO journal_lines (event_ref, line_no, mchid, day, account, debit_fen, credit_fen, reference)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_ref, line_no) DO NOTHING",
+                (line.event_ref, line.line_no, line.mchid, line.day, line.account, line.debit_fen, line.credit_fen,
+                 line.reference),
+            )
+        for m in batch.money:
+            self.db.execute(
+                "INSERT INTO ledger_money (kind, key, mchid, day, out_trade_no, amount_fen, event_ref) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO NOTHING",
+                (m.kind, m.key, m.mchid, m.day, m.out_trade_no, m.amount_fen, m.event_ref),
+            )
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def lines(self, mchid: str, day_from: date, day_to: date) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT day, account, debit_fen, credit_fen, reference, event_ref FROM journal_lines "
+            "WHERE mchid = ? AND day >= ? AND day <= ? ORDER BY day, event_ref, line_no",
+            (mchid, day_from.isoformat(), day_to.isoformat()))
+        return [{"date": r[0], "account": r[1], "debit_fen": int(r[2]), "credit_fen": int(r[3]), "reference": r[4],
+                 "event": int(r[5])} for r in rows]
+
+    def trial_balance(self, mchid: str, day_from: date, day_to: date) -> dict[str, Any]:
+        rows = self.db.execute(
+            "SELECT account, SUM(debit_fen), SUM(credit_fen) FROM journal_lines WHERE mchid = ? AND day >= ? "
+            "AND day <= ? GROUP BY account ORDER BY account", (mchid, day_from.isoformat(), day_to.isoformat()))
+        accounts = {r[0]: {"debit_fen": int(r[1]), "credit_fen": int(r[2])} for r in rows}
+        return {"debit_fen": sum(a["debit_fen"] for a in accounts.values()),
+                "credit_fen": sum(a["credit_fen"] for a in accounts.values()), "accounts": accounts}
+
+

@@ -1,0 +1,252 @@
+"""``zhangben reconcile``, ``zhangben export``, ``zhangben projections``: the finance and operations commands."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from zhangben.settings import load_settings
+
+PROJECTIONS = ("order_status", "journal")
+
+
+class Progress:
+    """A one-line progress counter on standard error (long work shows progress)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.shown = False
+
+    def __call__(self, count: int) -> None:
+        if sys.stderr.isatty() or count % 50000 == 0 or not self.shown:
+            print(f"\r{self.label}: {count:,}", end="", file=sys.stderr, flush=True)
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
+def _date(text: str, flag: str) -> date:
+    from zhangben.cli import UsageError
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _merchants(settings: Any, explicit: str | None) -> list[str]:
+    """The merchant named, or every v3 merchant configured."""
+    from zhangben.cli import UsageError
+
+    v3 = [str(m.get("sub_mchid") or m.get("mchid")) for m in settings.merchants if m.get("api", "v3") == "v3"]
+    if explicit:
+        if v3 and explicit not in v3:
+            raise UsageError(f"merchant {explicit} is not a v3 merchant of {settings.config_path}")
+        return [explicit]
+    if not v3:
+        raise UsageError(f"no v3 merchant in {settings.config_path}: pass --merchant MCHID")
+    return v3
+
+
+def _runtime() -> Any:
+    from zhangben.wiring import build_runtime, init_database
+
+    settings = load_settings()
+    init_database(settings)
+    return build_runtime(settings)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from adapters.wechatpay.bills import BillFormatError
+    from adapters.wechatpay.errors import WechatPayBusinessError
+    from projections.reconciliation import BillMismatch
+    from zhangben.cli import UsageError
+    from zhangben.finance import Finance
+
+    bill_date = _date(args.date, "--date")
+    content = None
+    if args.bill:
+        try:
+            content = Path(args.bill).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--bill {args.bill}: {exc.strerror}") from None
+    rt = _runtime()
+    differences = 0
+    try:
+        merchants = _merchants(rt.settings, args.merchant)
+        if content is not None and len(merchants) > 1:
+            raise UsageError("--bill is one merchant's file: pass --merchant MCHID too")
+        for mchid in merchants:
+            progress = Progress(f"importing merchant {mchid}'s {bill_date} bill")
+            try:
+                report = Finance(rt).import_bill(mchid, bill_date, content, progress)
+            except WechatPayBusinessError as exc:
+                if not exc.is_code("NO_STATEMENT_EXIST"):
+                    raise
+                progress.done()
+                print(f"{bill_date} merchant {mchid}: no bill from WeChat (no trades that day, or not ready before 10:00)")
+                continue
+            except (BillFormatError, BillMismatch) as exc:
+                raise UsageError(f"the bill cannot be read: {exc}") from None
+            progress.done()
+            differences += len(report["differences"])
+            _print_report(bill_date, mchid, report)
+    finally:
+        rt.close()
+    return 0 if not differences else 3
+
+
+def _print_report(bill_date: date, mchid: str, report: dict[str, Any]) -> None:
+    imported = report["imported"]
+    print(f"{bill_date} merchant {mchid}: {imported['lines']} bill lines, settled {imported['settled_fen']} fen, "
+          f"refunded {imported['refunded_fen']} fen, fee {imported['fee_fen']} fen")
+    print(f"  matched {report['matched']}, differences {len(report['differences'])}"
+          + (f", healed by query: {', '.join(report['healed'])}" if report["healed"] else ""))
+    for difference in report["differences"]:
+        print(f"  {difference['kind']:<18} {difference['of']:<8} out_trade_no={difference['out_trade_no']} "
+              f"transaction_id={difference['transaction_id'] or '-'} out_refund_no={difference['out_refund_no'] or '-'} "
+              f"bill={difference['bill_fen']} ledger={difference['ledger_fen']}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from zhangben.finance import JOURNAL_COLUMNS, RECONCILIATION_COLUMNS, Finance, export, write_export
+
+    day_from = _date(args.date, "--date")
+    day_to = _date(args.to, "--to") if args.to else day_from
+    rt = _runtime()
+    rows: list[dict[str, Any]] = []
+    try:
+        finance = Finance(rt)
+        for mchid in _merchants(rt.settings, args.merchant):
+            if args.what == "reconciliation":
+                day = day_from
+                while day <= day_to:
+                    report = finance.report(mchid, day)
+                    if report["bill_imported"]:  # without WeChat's bill there is nothing to compare
+                        rows += [d | {"mchid": mchid, "date": day.isoformat()} for d in report["differences"]]
+                    day += timedelta(days=1)
+                columns = ["mchid", "date", *RECONCILIATION_COLUMNS]
+            elif args.what == "journal":
+                rows += [line | {"mchid": mchid} for line in finance.journal_report(mchid, day_from, day_to)["lines"]]
+                columns = ["mchid", *JOURNAL_COLUMNS]
+            else:
+                rows += _orders(rt, mchid, day_from, day_to)
+                columns = ["mchid", "merchant_order_no", "status", "amount_fen", "paid_fen", "refunded_fen",
+                           "created_at", "paid_at"]
+        write_export(Path(args.out), export(args.what, args.format, {}, columns, rows))
+    finally:
+        rt.close()
+    print(f"wrote {len(rows)} rows to {args.out}")
+    return 0
+
+
+def _orders(rt: Any, mchid: str, day_from: date, day_to: date) -> list[dict[str, Any]]:
+    from datetime import datetime, time as dtime
+
+    from zhangben.clock import BEIJING
+
+    rt.followers["order_status"].catch_up()
+    start = datetime.combine(day_from, dtime.min, BEIJING)
+    end = datetime.combine(day_to + timedelta(days=1), dtime.min, BEIJING)
+    rows, cursor = [], None
+    while True:
+        page, cursor = rt.orders.list(mchid, None, start, end, 100, cursor)
+        rows += page
+        if cursor is None:
+            return rows
+
+
+def cmd_projections_status(args: argparse.Namespace) -> int:
+    rt = _runtime()
+    try:
+        head = rt.ledger.recorder.max_notification_id() or 0
+        print(f"event log head: {head}")
+        print(f"{'projection':<14} {'position':>10} {'lag (events)':>13} {'lag (seconds)':>14}")
+        for name, follower in rt.followers.items():
+            position = follower.position
+            seconds = _lag_seconds(rt, position, head)
+            print(f"{name:<14} {position:>10} {head - position:>13} {seconds:>14}")
+    finally:
+        rt.close()
+    return 0
+
+
+def _lag_seconds(rt: Any, position: int, head: int) -> str:
+    """How old the oldest event not yet in the view is."""
+    if position >= head:
+        return "0"
+    pending = rt.ledger.recorder.select_notifications(position, 1, inclusive_of_start=False)
+    if not pending:
+        return "0"
+    from datetime import UTC, datetime
+
+    event = rt.ledger.mapper.to_domain_event(pending[0])
+    return f"{(datetime.now(UTC) - event.timestamp).total_seconds():.1f}"
+
+
+def cmd_projections_rebuild(args: argparse.Namespace) -> int:
+    rt = _runtime()
+    try:
+        for name in [args.name] if args.name else list(rt.followers):
+            progress = Progress(f"rebuilding {name}")
+            start = time.perf_counter()
+            count = rt.followers[name].rebuild(progress)
+            progress.done()
+            elapsed = time.perf_counter() - start
+            rate = count / elapsed if elapsed else 0
+            print(f"{name}: replayed {count} events in {elapsed:.1f}s ({rate:,.0f} events/s)")
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_projections_run(args: argparse.Namespace) -> int:
+    """A projection in its own process (scale-out); run ``serve --no-projections`` beside it."""
+    from projections.core import Runner
+
+    rt = _runtime()
+    runner = Runner([rt.followers[args.name]])
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    print(f"projection {args.name} following the log from position {rt.followers[args.name].position}", flush=True)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rt.close()
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    reconcile = commands.add_parser("reconcile", help="import a day's WeChat trade bill and reconcile it")
+    reconcile.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the bill's day (Beijing time)")
+    reconcile.add_argument("--bill", metavar="FILE", help="read the bill from a file instead of downloading it")
+    reconcile.add_argument("--merchant", metavar="MCHID")
+    reconcile.set_defaults(handler=cmd_reconcile)
+
+    exp = commands.add_parser("export", help="finance exports")
+    exp.add_argument("what", choices=["reconciliation", "journal", "orders"])
+    exp.add_argument("--date", required=True, metavar="YYYY-MM-DD")
+    exp.add_argument("--to", metavar="YYYY-MM-DD")
+    exp.add_argument("--format", required=True, choices=["csv", "xlsx"])
+    exp.add_argument("--out", required=True, metavar="FILE")
+    exp.add_argument("--merchant", metavar="MCHID")
+    exp.set_defaults(handler=cmd_export)
+
+    projections = commands.add_parser("projections", help="the read models")
+    sub = projections.add_subparsers(title="projections commands", metavar="COMMAND")
+    status = sub.add_parser("status", help="each projection's position and lag")
+    status.set_defaults(handler=cmd_projections_status)
+    rebuild = sub.add_parser("rebuild", help="drop a projection and replay the log into it")
+    rebuild.add_argument("name", nargs="?", choices=PROJECTIONS)
+    rebuild.set_defaults(handler=cmd_projections_rebuild)
+    run = sub.add_parser("run", help="run one projection in this process")
+    run.add_argument("name", choices=PROJECTIONS)
+    run.set_defaults(handler=cmd_projections_run)
