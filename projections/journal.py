@@ -105,8 +105,10 @@ def bill_lines(ref: int, mchid: str, bill_date: date, settled_fen: int, refunded
     """Fee on the bill's day; the net settled to the bank the next day (T+1)."""
     reference = bill_reference(mchid, bill_date)
     lines = []
-    if fee_fen:
+    if fee_fen > 0:
         lines += pair(ref, mchid, bill_date.isoformat(), "wechat_fees", "wechat_clearing", fee_fen, reference)
+    elif fee_fen < 0:  # refunds return their fee: a day of refunds only has a negative fee total
+        lines += pair(ref, mchid, bill_date.isoformat(), "wechat_clearing", "wechat_fees", -fee_fen, reference)
     net = settled_fen - refunded_fen - fee_fen
     if net > 0:
         lines += pair(ref, mchid, (bill_date + timedelta(days=1)).isoformat(), "bank", "wechat_clearing", net,
@@ -156,7 +158,10 @@ class Journal:
                                             event.amount_fen, event.success_time)
             else:
                 bill = self._aggregate(n.originator_id)
-                batch.replaced_references.append(bill_reference(bill.mchid, bill.day))
+                reference = bill_reference(bill.mchid, bill.day)
+                # the latest import of a day replaces earlier ones, in this batch as in the table
+                batch.lines = [line for line in batch.lines if line.reference != reference]
+                batch.replaced_references.append(reference)
                 batch.lines += bill_lines(n.id, bill.mchid, bill.day, event.settled_fen, event.refunded_fen,
                                           event.fee_fen)
                 continue

@@ -1,0 +1,138 @@
+"""Projections: incremental equals rebuilt, on both stores; exactly once through SIGKILLs on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pgserver import ThrowawayPostgres
+from zhangben.ledger import Ledger
+from zhangben.settings import Settings, load_settings
+from zhangben.wiring import Runtime, build_runtime, init_database
+
+MCHID = "1900000001"
+
+
+@pytest.fixture
+def runtime(database_url: str, keyset: Path) -> Iterator[Runtime]:
+    settings = load_settings({"ZHANGBEN_CONFIG": str(keyset / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": database_url})
+    init_database(settings)
+    rt = build_runtime(settings)
+    yield rt
+    rt.close()
+
+
+def some_history(ledger: Ledger, prefix: str, count: int) -> None:
+    now = datetime.now(UTC)
+    for i in range(count):
+        _, payment = ledger.create_order(MCHID, f"{prefix}{i}", 1000 + i, "tea", "native")
+        if i % 4 == 3:
+            continue
+        ledger.record_payment_success(payment.out_trade_no, f"42{prefix}{i}", 1000 + i, 1000 + i, now, "query")
+        if i % 3 == 0:
+            ledger.request_refund(MCHID, f"{prefix}{i}", f"{prefix}R{i}", 100)
+            ledger.record_refund_result(MCHID, f"{prefix}R{i}", "SUCCESS", "503", now)
+    ledger.record_bill_import(MCHID, date(2026, 11, 22), 10, 5000, 300, 30, "sha1")
+
+
+def snapshot(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "order_status": sorted(tuple(r) for r in rt.db.execute(
+            "SELECT order_id, status, amount_fen, paid_fen, refunded_fen, version, view FROM order_status")),
+        "journal_lines": sorted(tuple(r) for r in rt.db.execute("SELECT * FROM journal_lines")),
+        "ledger_money": sorted(tuple(r) for r in rt.db.execute("SELECT * FROM ledger_money")),
+    }
+
+
+def test_rebuild_equals_incremental(runtime: Runtime) -> None:
+    some_history(runtime.ledger, "RB", 12)
+    for follower in runtime.followers.values():
+        while follower.process_batch(limit=3):  # small batches: many transactions, many positions
+            pass
+    incremental = snapshot(runtime)
+    assert len(incremental["order_status"]) == 12 and incremental["journal_lines"]
+    counts: list[int] = []
+    for follower in runtime.followers.values():
+        follower.rebuild(progress=counts.append)
+    assert snapshot(runtime) == incremental
+    assert counts and counts[-1] == runtime.ledger.recorder.max_notification_id()
+    # and the journal balances
+    balance = runtime.journal.trial_balance(MCHID, date(2000, 1, 1), date(2100, 1, 1))
+    assert balance["debit_fen"] == balance["credit_fen"] > 0
+
+
+def test_a_second_runner_cannot_double_a_batch(runtime: Runtime) -> None:
+    some_history(runtime.ledger, "TW", 3)
+    follower = runtime.followers["journal"]
+    prepared_at = follower.position
+    notifications = runtime.ledger.recorder.select_notifications(prepared_at, 500, inclusive_of_start=False)
+    follower.catch_up()  # another runner got there first
+    before = snapshot(runtime)
+    with pytest.raises(RuntimeError):
+        prepared = follower.projection.prepare(notifications)
+        with runtime.db.transaction():
+            moved = runtime.db.rowcount("UPDATE projection_tracking SET position = ? WHERE name = ? AND position = ?",
+                                        (notifications[-1].id, "journal", prepared_at))
+            if moved != 1:
+                raise RuntimeError("position moved")
+            follower.projection.write(prepared)
+    assert snapshot(runtime) == before
+
+
+@pytest.mark.postgres
+def test_exactly_once_through_sigkills(postgres: ThrowawayPostgres, keyset: Path, tmp_path: Path) -> None:
+    url = postgres.create_database("kill")
+    env = {**os.environ, "ZHANGBEN_CONFIG": str(keyset / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": url}
+    settings: Settings = load_settings(env)
+    init_database(settings)
+    rt = build_runtime(settings)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write_events() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                some_history(rt.ledger, f"K{i}-", 2)
+                i += 1
+        except BaseException as exc:  # noqa: BLE001 — reported below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write_events)
+    writer.start()
+    rng = random.Random(20261122)
+    kills = 0
+    try:
+        for _ in range(10):
+            runners = [subprocess.Popen([sys.executable, "-m", "zhangben.cli", "projections", "run", name], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       for name in ("journal", "order_status")]
+            time.sleep(rng.uniform(0.4, 1.2))
+            for runner in runners:
+                runner.send_signal(signal.SIGKILL)
+                runner.wait()
+                kills += 1
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors, errors
+    assert kills == 20
+    for follower in rt.followers.values():
+        assert follower.position > 0  # the killed runners did make progress
+        follower.catch_up()
+    incremental = snapshot(rt)
+    for follower in rt.followers.values():
+        follower.rebuild()
+    assert snapshot(rt) == incremental
+    rt.close()
