@@ -54,9 +54,10 @@ class SpecWechat:
                 "Wechatpay-Signature": base64.b64encode(signature).decode()}
 
 
-def paid_resource(mchid: str, appid: str, out_trade_no: str, total: int, transaction_id: str) -> dict[str, Any]:
+def paid_resource(mchid: str, appid: str, out_trade_no: str, total: int, transaction_id: str,
+                  success_time: str = "2026-11-22T10:00:00+08:00") -> dict[str, Any]:
     """§3.3, direct mode."""
     return {"mchid": mchid, "appid": appid, "out_trade_no": out_trade_no, "transaction_id": transaction_id,
             "trade_type": "NATIVE", "trade_state": "SUCCESS", "trade_state_desc": "支付成功", "bank_type": "OTHERS",
-            "attach": "", "success_time": "2026-11-22T10:00:00+08:00", "payer": {"openid": "oSpecPayer"},
+            "attach": "", "success_time": success_time, "payer": {"openid": "oSpecPayer"},
             "amount": {"total": total, "payer_total": total, "currency": "CNY", "payer_currency": "CNY"}}
