@@ -24,6 +24,7 @@ from uuid import uuid4
 
 import psycopg
 
+from adapters.persistence import parse_url
 from adapters.wechatpay import signing
 from adapters.wechatpay.callbacks import open_notification
 from adapters.wechatpay.client import WechatPayClient
@@ -32,6 +33,8 @@ from sandbox.keyset import DIRECT, PUBLIC_KEY_ID, init_keyset
 from tests.pgserver import ThrowawayPostgres
 from zhangben.ledger import Ledger, open_ledger
 from zhangben.payments import PaymentService
+from zhangben.settings import Settings
+from zhangben.wiring import init_database
 
 MCHID = "1900000001"
 PAYLOAD = b"x" * 300  # about the size of a stored Order.Created
@@ -184,6 +187,24 @@ def api_latencies(server: ThrowawayPostgres, count: int, threads: int = 4) -> di
     return samples
 
 
+def _followers(ledger: Ledger, url: str) -> dict[str, Any]:
+    from projections.core import Follower
+    from projections.journal import Journal
+    from projections.order_status import OrderStatusView
+    from projections.viewdb import ViewDatabase
+
+    db = ViewDatabase(parse_url(url))
+    return {p.name: Follower(ledger, db, p) for p in (OrderStatusView(ledger, db), Journal(ledger, db))}
+
+
+def bill_import(url: str, lines: int) -> dict[str, Any]:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "bench.bill_import", url, str(lines)], capture_output=True, text=True,
+                         check=True, timeout=1800)
+    return json.loads(out.stdout)
+
+
 def replay(ledger: Ledger) -> tuple[int, float]:
     start = time.perf_counter()
     position, total = 0, 0
@@ -218,6 +239,7 @@ def raw_pg_scan(url: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--orders", type=int, default=2000, help="orders per measurement")
+    parser.add_argument("--bill-lines", type=int, default=1_000_000, help="lines of the generated bill to import")
     args = parser.parse_args()
     n = args.orders
     rows: list[dict[str, Any]] = []
@@ -260,6 +282,14 @@ def main() -> int:
         for name, values in latencies.items():
             record(f"{name} through HTTP p50 (4 threads, 2 workers)", percentile(values, 0.5) * 1000, "ms")
             record(f"{name} through HTTP p99 (4 threads, 2 workers)", percentile(values, 0.99) * 1000, "ms")
+        rt_settings = Settings(config_path=Path("zhangben.toml"), database_url=url)
+        init_database(rt_settings)
+        followers = {name: follower for name, follower in _followers(ledger, url).items()}
+        for name, follower in followers.items():
+            start = time.perf_counter()
+            count = follower.rebuild()
+            record(f"rebuild {name} ({count} events) /s", rate(count, time.perf_counter() - start), "events/s",
+                   "raw SELECT scan /s", raw_pg_scan(url))
         events, replay_rate = replay(ledger)
         record(f"replay {events} events (decode) /s", replay_rate, "events/s", "raw SELECT scan /s", raw_pg_scan(url))
         ledger.close()
@@ -273,6 +303,12 @@ def main() -> int:
             record("record payment success /s", pay_orders(ledger, "S", n), "payments/s",
                    "raw 1-row INSERT txn /s", raw_sqlite)
             ledger.close()
+        print(f"Reconciliation: import of a generated bill of {args.bill_lines:,} lines (fresh process):")
+        for label, url in (("PostgreSQL", server.create_database("bill")), ("SQLite", None)):
+            with tempfile.TemporaryDirectory() as tmp:
+                result = bill_import(url or f"sqlite:///{tmp}/bill.db", args.bill_lines)
+            record(f"{label}: bill import {result['lines']:,} lines", result["seconds"], "s")
+            record(f"{label}: bill import peak RSS", result["peak_rss_mib"], "MiB")
     finally:
         server.stop()
     out = Path(__file__).with_name("results.json")
