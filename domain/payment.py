@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain import ids
+from domain.notification import NotificationKept, keep_notification
 from domain.errors import TransactionConflict
 from domain.status import PaymentStatus as S
 from domain.transitions import guard
@@ -59,19 +60,10 @@ class Payment(Aggregate):
             payment.h5_url = self.h5_url
             payment.status = S.PREPAID
 
-    class Notified(Aggregate.Event):
+    class Notified(NotificationKept):
         """A verified notification, kept whole: raw headers, raw body, decrypted resource."""
 
         TOPIC = "zhangben.Payment.Notified"
-        notification_id: str
-        event_type: str
-        headers: dict[str, str]
-        body: str
-        resource: dict[str, Any]
-        received_at: datetime
-
-        def apply(self, payment: Payment) -> None:
-            payment.notification_ids.append(self.notification_id)
 
     class Paid(Aggregate.Event):
         TOPIC = "zhangben.Payment.Paid"
@@ -181,27 +173,12 @@ class Payment(Aggregate):
         )
 
     def record_notification(
-        self,
-        notification_id: str,
-        event_type: str,
-        headers: dict[str, str],
-        body: str,
-        resource: dict[str, Any],
-        received_at: datetime,
+        self, notification_id: str, event_type: str, headers: dict[str, str], body: str,
+        resource: dict[str, Any], received_at: datetime,
     ) -> bool:
         """Keep a notification once per WeChat notification id; say whether it was new."""
-        if notification_id in self.notification_ids:
-            return False
-        self.trigger_event(
-            self.Notified,
-            notification_id=notification_id,
-            event_type=event_type,
-            headers=dict(headers),
-            body=body,
-            resource=dict(resource),
-            received_at=received_at,
-        )
-        return True
+        return keep_notification(self, self.Notified, notification_id, event_type, headers, body, resource,
+                                 received_at)
 
     def mark_paid(
         self,

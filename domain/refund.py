@@ -16,6 +16,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain import ids
+from domain.notification import NotificationKept, keep_notification
 from domain.status import RefundStatus as S
 from domain.transitions import guard
 
@@ -88,19 +89,10 @@ class Refund(Aggregate):
             refund.refund_id = self.refund_id or refund.refund_id
             refund.status = S.ABNORMAL
 
-    class Notified(Aggregate.Event):
-        """A verified refund notification, kept whole for audit."""
+    class Notified(NotificationKept):
+        """A verified notification, kept whole: raw headers, raw body, decrypted resource."""
 
         TOPIC = "zhangben.Refund.Notified"
-        notification_id: str
-        event_type: str
-        headers: dict[str, str]
-        body: str
-        resource: dict[str, Any]
-        received_at: datetime
-
-        def apply(self, refund: Refund) -> None:
-            refund.notification_ids.append(self.notification_id)
 
     @staticmethod
     def create_id(mchid: str, out_refund_no: str) -> UUID:
@@ -147,11 +139,8 @@ class Refund(Aggregate):
         resource: dict[str, Any], received_at: datetime,
     ) -> bool:
         """Keep a notification once per WeChat notification id; say whether it was new."""
-        if notification_id in self.notification_ids:
-            return False
-        self.trigger_event(self.Notified, notification_id=notification_id, event_type=event_type,
-                           headers=dict(headers), body=body, resource=dict(resource), received_at=received_at)
-        return True
+        return keep_notification(self, self.Notified, notification_id, event_type, headers, body, resource,
+                                 received_at)
 
     def submit(self, refund_id: str, submitted_at: datetime) -> None:
         """WeChat accepted the refund; a late acknowledgement after a result is stale."""
