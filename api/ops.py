@@ -52,6 +52,36 @@ class _LedgerCollector(Collector):
             pass
         yield orders
         yield lag
+        yield from self._scheduler()
+        yield from self._money_alerts()
+
+    def _scheduler(self) -> Iterator[Any]:
+        from scheduler.leases import Leases
+
+        runs = CounterMetricFamily("zhangben_job_runs", "Scheduled job runs", labels=["job"])
+        failures = CounterMetricFamily("zhangben_job_failures", "Scheduled job failures", labels=["job"])
+        duration = GaugeMetricFamily("zhangben_job_last_duration_seconds", "Last run's duration", labels=["job"])
+        try:
+            for state in Leases(self.rt.db).states():
+                runs.add_metric([state.name], state.runs)
+                failures.add_metric([state.name], state.failures)
+                duration.add_metric([state.name], (state.last_duration_ms or 0) / 1000)
+        except Exception:  # noqa: BLE001 — no scheduler tables yet: no job metrics
+            pass
+        yield from (runs, failures, duration)
+
+    def _money_alerts(self) -> Iterator[Any]:
+        differences = GaugeMetricFamily("zhangben_reconciliation_differences",
+                                        "Differences in each merchant's latest reconciled day", labels=["mchid", "date"])
+        abnormal = GaugeMetricFamily("zhangben_refunds_abnormal", "Refunds ABNORMAL at WeChat, waiting for a person")
+        try:
+            for mchid, day, _, count in self.rt.reconciliation.latest_results():
+                differences.add_metric([mchid, day], count)
+            abnormal.add_metric([], sum(1 for o in self.rt.orders.orders_with_open_refunds()
+                                        for r in o["refunds"] if r["status"] == "ABNORMAL"))
+        except Exception:  # noqa: BLE001 — a scrape must not fail because the database blinked
+            pass
+        yield from (differences, abnormal)
 
 
 @router.get("/healthz")

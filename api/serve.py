@@ -16,7 +16,7 @@ from zhangben.wiring import build_runtime, init_database
 
 
 
-def serve(host: str, port: int, workers: int, *, projections: bool = True) -> int:
+def serve(host: str, port: int, workers: int, *, projections: bool = True, scheduler: bool = True) -> int:
     from zhangben.cli import UsageError
 
     settings = load_settings()
@@ -29,6 +29,14 @@ def serve(host: str, port: int, workers: int, *, projections: bool = True) -> in
     runner = Runner(list(runtime.followers.values())) if projections else None
     if runner:
         runner.start()
+    jobs = None
+    if scheduler:
+        from scheduler.runner import Scheduler
+        from zhangben.clock import system_clock
+
+        jobs = Scheduler(build_runtime(settings), system_clock)
+        jobs.create_tables()
+        jobs.start()
     os.environ["ZHANGBEN_PROJECTIONS_RUNNING"] = "1" if projections else "0"
     logs.configure()
     print(f"zhangben ledger on http://{host}:{port} (API docs: http://{host}:{port}/docs, {workers} worker(s))",
@@ -36,6 +44,9 @@ def serve(host: str, port: int, workers: int, *, projections: bool = True) -> in
     try:
         run_workers(host, port, workers)
     finally:
+        if jobs:
+            jobs.stop()
+            jobs.rt.close()
         if runner:
             runner.stop()
         runtime.close()

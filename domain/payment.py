@@ -46,6 +46,7 @@ class Payment(Aggregate):
         channel: str
         payer_openid: str | None
         expire_at: datetime
+        created_at: datetime
 
     class Prepaid(Aggregate.Event):
         TOPIC = "zhangben.Payment.Prepaid"
@@ -129,6 +130,7 @@ class Payment(Aggregate):
         channel: str,
         payer_openid: str | None,
         expire_at: datetime,
+        created_at: datetime,
     ) -> None:
         self.out_trade_no = out_trade_no
         self.order_id = order_id
@@ -140,6 +142,7 @@ class Payment(Aggregate):
         self.channel = channel
         self.payer_openid = payer_openid
         self.expire_at = expire_at
+        self.created_at = created_at
         self.status = S.CREATED
         self.prepay_id: str | None = None
         self.code_url: str | None = None

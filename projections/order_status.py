@@ -18,15 +18,17 @@ NAME = "order_status"
 DDL = [
     "CREATE TABLE IF NOT EXISTS order_status (order_id TEXT PRIMARY KEY, mchid TEXT NOT NULL, "
     "merchant_order_no TEXT NOT NULL, status TEXT NOT NULL, amount_fen BIGINT NOT NULL, paid_fen BIGINT NOT NULL, "
-    "refunded_fen BIGINT NOT NULL, created_at TEXT NOT NULL, version BIGINT NOT NULL, view TEXT NOT NULL)",
+    "refunded_fen BIGINT NOT NULL, created_at TEXT NOT NULL, version BIGINT NOT NULL, view TEXT NOT NULL, "
+    "open_refunds BIGINT NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS order_status_open_refunds ON order_status (open_refunds)",
     "CREATE INDEX IF NOT EXISTS order_status_by_created ON order_status (mchid, created_at, order_id)",
     "CREATE INDEX IF NOT EXISTS order_status_by_status ON order_status (mchid, status, created_at)",
 ]
 UPSERT = (
     "INSERT INTO order_status (order_id, mchid, merchant_order_no, status, amount_fen, paid_fen, refunded_fen, "
-    "created_at, version, view) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO UPDATE SET "
-    "status = excluded.status, paid_fen = excluded.paid_fen, refunded_fen = excluded.refunded_fen, "
-    "version = excluded.version, view = excluded.view"
+    "created_at, version, view, open_refunds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) "
+    "DO UPDATE SET status = excluded.status, paid_fen = excluded.paid_fen, refunded_fen = excluded.refunded_fen, "
+    "version = excluded.version, view = excluded.view, open_refunds = excluded.open_refunds"
 )
 
 
@@ -76,7 +78,8 @@ class OrderStatusView:
     def _row(view: dict[str, Any], order_id: UUID) -> tuple[Any, ...]:
         return (str(order_id), view["mchid"], view["merchant_order_no"], view["status"], view["amount_fen"],
                 view["paid_fen"], view["refunded_fen"], sortable(datetime.fromisoformat(view["created_at"])),
-                view["version"], json.dumps(view, ensure_ascii=False))
+                view["version"], json.dumps(view, ensure_ascii=False),
+                sum(1 for r in view["refunds"] if r["status"] in ("PROCESSING", "ABNORMAL")))
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -104,6 +107,15 @@ class OrderStatusView:
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1][1], page[-1][2]) if len(rows) > limit else None
         return [json.loads(r[0]) for r in page], next_cursor
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        """Orders a payment may still arrive for: what the expiry and query jobs look at."""
+        return [json.loads(r[0]) for r in self.db.execute(
+            "SELECT view FROM order_status WHERE status IN ('CREATED', 'PAYING') ORDER BY created_at")]
+
+    def orders_with_open_refunds(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self.db.execute(
+            "SELECT view FROM order_status WHERE open_refunds > 0 ORDER BY created_at")]
 
     def counts_by_status(self) -> dict[str, int]:
         return {str(s): int(c) for s, c in self.db.execute("SELECT status, COUNT(*) FROM order_status GROUP BY status")}

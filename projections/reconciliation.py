@@ -28,6 +28,8 @@ DDL = [
     "trade_time TEXT NOT NULL, PRIMARY KEY (mchid, bill_date, line_no))",
     "CREATE INDEX IF NOT EXISTS bill_lines_by_transaction ON bill_lines (transaction_id)",
     "CREATE INDEX IF NOT EXISTS bill_lines_by_refund ON bill_lines (out_refund_no)",
+    "CREATE TABLE IF NOT EXISTS reconciliation_runs (mchid TEXT NOT NULL, bill_date TEXT NOT NULL, "
+    "matched BIGINT NOT NULL, differences BIGINT NOT NULL, PRIMARY KEY (mchid, bill_date))",
 ]
 INSERT = ("INSERT INTO bill_lines (mchid, bill_date, line_no, trade_state, transaction_id, out_trade_no, out_refund_no, "
           "refund_id, settled_fen, refund_fen, fee_mfen, trade_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -88,6 +90,18 @@ class Reconciliation:
         if progress:
             progress(count)
         return ImportResult(count, settled, refunded, fen_from_mfen(fee_mfen))
+
+    def record_result(self, mchid: str, bill_date: date, matched: int, differences: int) -> None:
+        self.db.execute(
+            "INSERT INTO reconciliation_runs (mchid, bill_date, matched, differences) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (mchid, bill_date) DO UPDATE SET matched = excluded.matched, differences = excluded.differences",
+            (mchid, bill_date.isoformat(), matched, differences))
+
+    def latest_results(self) -> list[tuple[str, str, int, int]]:
+        """Each merchant's most recent reconciled day: (mchid, date, matched, differences)."""
+        return [(r[0], r[1], int(r[2]), int(r[3])) for r in self.db.execute(
+            "SELECT r.mchid, r.bill_date, r.matched, r.differences FROM reconciliation_runs r WHERE r.bill_date = "
+            "(SELECT MAX(bill_date) FROM reconciliation_runs x WHERE x.mchid = r.mchid)")]
 
     def has_bill(self, mchid: str, bill_date: date) -> bool:
         return bool(self.db.execute("SELECT 1 FROM bill_lines WHERE mchid = ? AND bill_date = ? LIMIT 1",

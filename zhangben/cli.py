@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (PostgreSQL only for more than 1)")
     serve.add_argument("--no-projections", action="store_true", help="do not run the projections in this process")
+    serve.add_argument("--no-scheduler", action="store_true", help="do not run the scheduled jobs in this process")
     serve.set_defaults(handler=cmd_serve)
 
     apikey = commands.add_parser("apikey", help="API keys")
@@ -91,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_create.add_argument("--role", required=True, choices=["merchant", "auditor", "finance"])
     apikey_create.set_defaults(handler=cmd_apikey_create)
 
+    from scheduler.cli import add_commands as add_scheduler_commands
     from zhangben.cli_finance import add_commands
 
     add_commands(commands)
+    add_scheduler_commands(commands)
 
     sandbox = commands.add_parser("sandbox", help="run the local WeChat Pay sandbox")
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -135,7 +138,8 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.serve import serve
 
-    return serve(args.host, args.port, args.workers, projections=not args.no_projections)
+    return serve(args.host, args.port, args.workers, projections=not args.no_projections,
+                 scheduler=not args.no_scheduler)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.errors import RefundNotFound
-from projections.core import Follower
+from projections.core import Follower, PositionMoved
 from projections.journal import Journal
 from projections.reconciliation import KINDS, Reconciliation
 
@@ -45,7 +45,7 @@ class Finance:
             return
         try:
             self.journal_follower.catch_up()
-        except RuntimeError:
+        except PositionMoved:
             self.journal_follower.wait_for(target, timeout=5)
 
     def import_bill(self, mchid: str, bill_date: date, content: bytes | None = None,
@@ -62,6 +62,7 @@ class Finance:
         if healed:
             report = self.report(mchid, bill_date)
         report["found"] = found  # what the first comparison showed, before the ledger healed itself
+        self.reconciliation.record_result(mchid, bill_date, report["matched"], len(report["differences"]))
         report["healed"] = healed
         report["imported"] = {"lines": result.lines, "settled_fen": result.settled_fen,
                               "refunded_fen": result.refunded_fen, "fee_fen": result.fee_fen}

@@ -196,6 +196,7 @@ class Ledger(Application[UUID]):
             channel=channel,
             payer_openid=payer_openid,
             expire_at=expire_at,
+            created_at=now,
         )
 
     @retry_on_conflict

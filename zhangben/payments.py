@@ -165,6 +165,24 @@ class PaymentService:
             self.ledger.close_payment(out_trade_no, reason)
         return paid
 
+    def expire_attempt(self, mchid: str, out_trade_no: str) -> Payment:
+        """Close a timed-out attempt at WeChat, then record it expired — or paid, if WeChat says so."""
+        merchant = self.client.merchant(mchid)
+        payment = self.ledger.get_payment(out_trade_no)
+        if not payment.is_open:
+            return payment
+        try:
+            self.client.close(merchant, out_trade_no)
+        except WechatPayNotFound:
+            pass  # never reached WeChat
+        except WechatPayBusinessError as exc:
+            if exc.is_code("ORDERPAID"):
+                self.sync_payment(merchant, out_trade_no)  # paid in its last second: a payment, not an expiry
+                return self.ledger.get_payment(out_trade_no)
+            if not exc.is_code("ORDER_CLOSED"):
+                raise
+        return self.ledger.expire_payment(out_trade_no)
+
     # -- what WeChat says about payments ----------------------------------------------------
 
     def sync(self, mchid: str, merchant_order_no: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ def refund_view(refund: Refund) -> dict[str, Any]:
         "refund_id": refund.refund_id,
         "reason": refund.reason,
         "requested_at": _iso(refund.requested_at),
+        "mchid": refund.mchid,
         "success_time": _iso(refund.success_time),
     }
 
@@ -44,6 +45,7 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "channel": payment.channel,
         "amount_fen": payment.amount_fen,
         "paid_fen": payment.total_fen,
+        "created_at": _iso(payment.created_at),
         "expire_at": _iso(payment.expire_at),
     }
 

@@ -51,6 +51,9 @@ def init_database(settings: Settings) -> None:
         for follower in followers.values():
             follower.create_tables()
         reconciliation.create_tables()
+        from scheduler.leases import Leases
+
+        Leases(db).create_tables()
     finally:
         db.close()
         ledger.close()

@@ -50,7 +50,7 @@ def new_payment(amount_fen: int = 1000) -> Payment:
     return Payment(
         out_trade_no="zb0001", order_id=uuid4(), mchid="1900000001", merchant_order_no="A1", attempt=1,
         amount_fen=amount_fen, description="tea", channel="native", payer_openid=None,
-        expire_at=T0 + timedelta(minutes=15),
+        expire_at=T0 + timedelta(minutes=15), created_at=T0,
     )
 
 

@@ -1,0 +1,1 @@
+"""The jobs that find out what WeChat never tells: expiry, missing notifications, refunds, bills, certificates."""

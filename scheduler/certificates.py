@@ -1,0 +1,31 @@
+"""Platform certificates (certificate mode): refreshed every 12 hours; one expiring within 7 days is warned about."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from adapters.wechatpay.errors import WechatPayError
+
+log = logging.getLogger("zhangben.scheduler")
+WARN_BEFORE = timedelta(days=7)
+
+
+def run(rt: Any, leases: Any, now: datetime) -> dict[str, int]:
+    refreshed = expiring = 0
+    for mchid, merchant in rt.client.merchants.items():
+        if merchant.platform_public_key is not None:
+            continue  # public-key mode: nothing to download, the key does not expire
+        try:
+            certificates = rt.client.keys[mchid].refresh()
+        except WechatPayError as exc:
+            log.warning("platform certificates for %s could not be refreshed: %s", mchid, exc)
+            raise
+        refreshed += len(certificates)
+        for cert in certificates:
+            if cert.expire_time - now < WARN_BEFORE:
+                expiring += 1
+                log.warning("platform certificate %s of %s expires at %s: WeChat should have issued a new one",
+                            cert.serial_no, mchid, cert.expire_time.isoformat())
+    return {"refreshed": refreshed, "expiring": expiring}

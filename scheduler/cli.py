@@ -1,0 +1,58 @@
+"""``zhangben scheduler run`` (the jobs alone) and ``zhangben scheduler status``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from typing import Any
+
+from zhangben.clock import system_clock
+
+
+def cmd_scheduler_status(args: argparse.Namespace) -> int:
+    from scheduler.runner import Scheduler
+    from zhangben.cli_finance import _runtime
+
+    rt = _runtime()
+    try:
+        scheduler = Scheduler(rt, system_clock)
+        scheduler.create_tables()
+        print(f"{'job':<20} {'last run (UTC)':<28} {'result':<7} {'next run (UTC)':<28} {'runs':>5} {'failed':>6}")
+        for s in scheduler.leases.states():
+            print(f"{s.name:<20} {s.last_finished_at or '-':<28} {s.last_status or '-':<7} {s.next_run_at:<28} "
+                  f"{s.runs:>5} {s.failures:>6}" + (f"  {s.last_error}" if s.last_error else ""))
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_scheduler_run(args: argparse.Namespace) -> int:
+    from scheduler.runner import Scheduler
+    from zhangben.cli_finance import _runtime
+
+    rt = _runtime()
+    scheduler = Scheduler(rt, system_clock)
+    scheduler.create_tables()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("scheduler running (Ctrl-C stops it)", flush=True)
+    scheduler.start(tick_seconds=args.tick)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.stop()
+        rt.close()
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    parser = commands.add_parser("scheduler", help="the jobs: expiry, compensating queries, refunds, bills, certificates")
+    sub = parser.add_subparsers(title="scheduler commands", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the jobs in this process (serve runs them too unless --no-scheduler)")
+    run.add_argument("--tick", type=float, default=5.0, help="seconds between looks at what is due")
+    run.set_defaults(handler=cmd_scheduler_run)
+    status = sub.add_parser("status", help="each job's last and next run")
+    status.set_defaults(handler=cmd_scheduler_status)

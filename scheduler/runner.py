@@ -1,0 +1,102 @@
+"""Runs each job when it is due, once per due time across every scheduler process.
+
+APScheduler only ticks; what is due, and who runs it, is decided by the
+lease rows in the database (``scheduler.leases``), so several ``serve``
+processes on one PostgreSQL never run a job twice at once.  A job that fails
+is recorded and retried at its next due time; the others carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from projections.core import PositionMoved
+from scheduler import bills, certificates, compensating, expiry, refunds
+from scheduler.leases import Leases
+from zhangben.clock import Clock
+
+log = logging.getLogger("zhangben.scheduler")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    every: timedelta
+    run: Callable[[Any, Leases, datetime], dict[str, int]]
+
+
+JOBS = (
+    Job("compensating_query", timedelta(seconds=30), compensating.run),
+    Job("expiry", timedelta(seconds=30), expiry.run),
+    Job("refund_follow_up", timedelta(seconds=60), refunds.run),
+    Job("daily_bill", timedelta(minutes=10), bills.run),
+    Job("certificates", timedelta(hours=12), certificates.run),
+)
+
+
+class Scheduler:
+    def __init__(self, runtime: Any, clock: Clock, jobs: tuple[Job, ...] = JOBS) -> None:
+        self.rt = runtime
+        self.clock = clock
+        self.jobs = jobs
+        self.leases = Leases(runtime.db)
+        self._ticker: BackgroundScheduler | None = None
+
+    def create_tables(self) -> None:
+        self.leases.create_tables()
+        now = self.clock()
+        for job in self.jobs:
+            self.leases.register(job.name, now)
+
+    def run_due(self) -> dict[str, dict[str, int] | str]:
+        """Run every job that is due now and not held elsewhere; returns what each did."""
+        results: dict[str, dict[str, int] | str] = {}
+        for job in self.jobs:
+            now = self.clock()
+            if not self.leases.take(job.name, now):
+                continue
+            started = time.perf_counter()
+            error = None
+            try:
+                self._current_view()
+                results[job.name] = job.run(self.rt, self.leases, now)
+            except Exception as exc:  # noqa: BLE001 — one failing job must not stop the others
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                results[job.name] = f"failed: {error}"
+                log.warning("job %s failed: %s", job.name, error)
+            finally:
+                self.leases.finish(job.name, self.clock(), now + job.every, error,
+                                   int((time.perf_counter() - started) * 1000))
+        return results
+
+    def _current_view(self) -> None:
+        """Work from a view that includes everything recorded so far (another process may be moving it)."""
+        follower = self.rt.followers["order_status"]
+        try:
+            follower.catch_up()
+        except PositionMoved:
+            follower.wait_for(self.rt.ledger.recorder.max_notification_id() or 0, timeout=5)
+
+    def start(self, tick_seconds: float = 5.0) -> None:
+        self._ticker = BackgroundScheduler(daemon=True)
+        self._ticker.add_job(self._tick, "interval", seconds=tick_seconds, max_instances=1, coalesce=True,
+                             next_run_time=datetime.now())
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        try:
+            for name, result in self.run_due().items():
+                log.info("job %s: %s", name, result)
+        except Exception:  # noqa: BLE001 — the ticker itself must survive a database blip
+            log.exception("scheduler tick failed")
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.shutdown(wait=False)

@@ -1,0 +1,208 @@
+"""The jobs with the sandbox and a fake clock."""
+
+from __future__ import annotations
+
+import threading
+import tomllib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.keyset import DIRECT
+from scheduler.runner import JOBS, Scheduler
+from tests.conftest import FakeClock
+from tests.fixtures_sandbox import RunningSandbox
+from tests.pgserver import ThrowawayPostgres
+from zhangben.clock import BEIJING
+from zhangben.settings import Settings
+from zhangben.wiring import Runtime, build_runtime, init_database
+
+JOB = {job.name: job for job in JOBS}
+
+
+class World:
+    def __init__(self, sandbox: RunningSandbox, rt: Runtime, clock: FakeClock) -> None:
+        self.sandbox, self.rt, self.clock = sandbox, rt, clock
+
+    def scheduler(self, *names: str) -> Scheduler:
+        jobs = tuple(JOB[n] for n in names) if names else JOBS
+        scheduler = Scheduler(self.rt, self.clock, jobs)
+        scheduler.create_tables()
+        return scheduler
+
+    def order(self, no: str, amount: int = 1000, expire_seconds: int = 900) -> str:
+        _, checkout = self.rt.service.create_order(DIRECT.mchid, no, amount, "tea", "native",
+                                                   expire_seconds=expire_seconds)
+        return checkout.payment.out_trade_no
+
+    def pay(self, out_trade_no: str) -> dict[str, Any]:
+        answer = self.sandbox.control.post("/sandbox/pay", json={"out_trade_no": out_trade_no})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def status(self, no: str) -> str:
+        return self.rt.ledger.order_view(DIRECT.mchid, no)["status"]
+
+    def faults(self, **faults: Any) -> None:
+        assert self.sandbox.control.post("/sandbox/faults", json=faults).status_code == 200
+
+
+def make_world(sandbox: RunningSandbox, keyset: Path, database_url: str, clock: FakeClock) -> Runtime:
+    settings = Settings(config_path=keyset / "zhangben.toml", database_url=database_url,
+                        wechatpay_base_url=sandbox.url, wechat_api_base_url=sandbox.url,
+                        merchants=tomllib.loads((keyset / "zhangben.toml").read_text())["merchants"])
+    init_database(settings)
+    rt = build_runtime(settings, clock=clock)
+    rt.client.sleep = lambda seconds: None  # retries without waiting: the fake clock is the test's time
+    return rt
+
+
+@pytest.fixture
+def world(start_sandbox: Callable[..., RunningSandbox], keyset: Path, tmp_path: Path) -> Iterator[World]:
+    sandbox = start_sandbox()
+    clock = FakeClock(datetime.now(UTC))
+    rt = make_world(sandbox, keyset, f"sqlite:///{tmp_path}/ledger.db", clock)
+    w = World(sandbox, rt, clock)
+    w.faults(notifications="drop")  # WeChat's notifications never arrive: the jobs must find out
+    yield w
+    rt.close()
+
+
+def test_a_dropped_notification_is_healed_by_the_compensating_query(world: World) -> None:
+    otn = world.order("J-Q1")
+    world.pay(otn)
+    scheduler = world.scheduler("compensating_query")
+    assert scheduler.run_due()["compensating_query"] == {"queried": 0, "paid": 0}  # not due: 1 minute after creation
+    world.clock.advance(seconds=61)
+    assert scheduler.run_due()["compensating_query"] == {"queried": 1, "paid": 1}
+    assert world.status("J-Q1") == "PAID"
+    paid = [e for e in world.rt.ledger.order_history(DIRECT.mchid, "J-Q1") if e.type == "Paid" and e.aggregate == "Payment"]
+    assert paid[0].data["source"] == "query"
+
+
+def test_the_backoff_schedule_and_its_outer_bound(world: World) -> None:
+    world.order("J-Q2", expire_seconds=60)
+    scheduler = world.scheduler("compensating_query")
+    queried = 0
+    for _ in range(8 * 60):  # eight hours, a minute at a time
+        world.clock.advance(minutes=1)
+        result = scheduler.run_due().get("compensating_query")
+        queried += result["queried"] if isinstance(result, dict) else 0
+    # 1, 3, 10, 30 min, 1 h, then hourly up to 4 h after expiry (2 h, 3 h, 4 h)
+    assert queried == 8
+
+
+def test_an_unpaid_attempt_expires_and_is_closed_at_wechat(world: World) -> None:
+    otn = world.order("J-E1", expire_seconds=60)
+    scheduler = world.scheduler("expiry")
+    world.clock.advance(seconds=90)
+    assert scheduler.run_due()["expiry"] == {"expired": 0, "paid": 0}  # within the grace
+    world.clock.advance(seconds=40)
+    assert scheduler.run_due()["expiry"] == {"expired": 1, "paid": 0}
+    assert world.status("J-E1") == "EXPIRED"
+    assert world.rt.client.query(world.rt.client.merchant(DIRECT.mchid), otn)["trade_state"] == "CLOSED"
+
+
+def test_paid_in_the_last_second_ends_paid_not_expired(world: World) -> None:
+    otn = world.order("J-E2", expire_seconds=60)
+    world.pay(otn)  # at WeChat, just in time; the notification is lost
+    world.clock.advance(seconds=125)
+    assert world.scheduler("expiry").run_due()["expiry"] == {"expired": 0, "paid": 1}
+    assert world.status("J-E2") == "PAID"
+
+
+def test_a_processing_refund_ends_success(world: World) -> None:
+    otn = world.order("J-R1")
+    world.pay(otn)
+    world.rt.service.sync(DIRECT.mchid, "J-R1")
+    refund = world.rt.service.refund(DIRECT.mchid, "J-R1", "J-R1-R", 400)
+    assert refund.status.value == "PROCESSING"
+    import time as real_time
+
+    real_time.sleep(1.3)  # the sandbox finishes it; its notification is dropped
+    scheduler = world.scheduler("refund_follow_up")
+    world.clock.advance(seconds=61)
+    assert scheduler.run_due()["refund_follow_up"]["settled"] == 1
+    assert world.rt.ledger.get_refund(DIRECT.mchid, "J-R1-R").status.value == "SUCCESS"
+    assert world.status("J-R1") == "PARTIALLY_REFUNDED"
+
+
+def test_yesterdays_bill_is_reconciled_at_ten(world: World) -> None:
+    day = datetime.fromisoformat(world.sandbox.control.get("/sandbox/clock").json()["now"]).date()
+    for i in range(3):
+        otn = world.order(f"J-B{i}", 1000 + i)
+        world.pay(otn)
+        world.rt.service.sync(DIRECT.mchid, f"J-B{i}")
+    scheduler = world.scheduler("daily_bill")
+    next_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), BEIJING)
+    world.clock.now = (next_day + timedelta(hours=9, minutes=59)).astimezone(UTC)
+    assert scheduler.run_due()["daily_bill"] == {"imported": 0, "not_ready": 0, "differences": 0}
+    sandbox_now = datetime.fromisoformat(world.sandbox.control.get("/sandbox/clock").json()["now"])
+    world.sandbox.control.post("/sandbox/clock", json={
+        "advance_seconds": (next_day + timedelta(hours=10, minutes=10) - sandbox_now).total_seconds()})
+    world.clock.advance(minutes=11)
+    result = scheduler.run_due()["daily_bill"]
+    assert result["imported"] == 1 and result["differences"] == 0
+    report = world.rt.reconciliation.latest_results()
+    assert (DIRECT.mchid, day.isoformat(), 3, 0) in report
+    world.clock.advance(minutes=11)
+    assert scheduler.run_due()["daily_bill"]["imported"] == 0  # done for that day
+
+
+def test_wechat_failing_for_a_while_delays_but_breaks_nothing(world: World) -> None:
+    otn = world.order("J-F1")
+    world.pay(otn)
+    world.faults(notifications="drop", endpoints={
+        "/v3/pay/transactions/out-trade-no": {"error_rate": 1, "error_code": "SYSTEM_ERROR", "count": 8}})
+    scheduler = world.scheduler("compensating_query", "expiry")
+    world.clock.advance(seconds=61)
+    results = scheduler.run_due()
+    assert str(results["compensating_query"]).startswith("failed")
+    assert world.status("J-F1") == "PAYING"
+    states = {s.name: s for s in scheduler.leases.states()}
+    assert states["compensating_query"].failures == 1 and states["expiry"].failures == 0  # the others carried on
+    world.clock.advance(seconds=31)
+    assert str(scheduler.run_due()["compensating_query"]).startswith("failed")  # 8 errors = 2 runs of 4 attempts
+    world.clock.advance(seconds=31)
+    assert scheduler.run_due()["compensating_query"] == {"queried": 1, "paid": 1}
+    assert world.status("J-F1") == "PAID"
+    states = {s.name: s for s in scheduler.leases.states()}
+    assert (states["compensating_query"].runs, states["compensating_query"].failures) == (3, 2)
+
+
+@pytest.mark.postgres
+def test_two_schedulers_on_one_postgres_run_each_job_once_per_due_time(
+    start_sandbox: Callable[..., RunningSandbox], keyset: Path, postgres: ThrowawayPostgres
+) -> None:
+    sandbox = start_sandbox()
+    url = postgres.create_database("sched")
+    clock = FakeClock(datetime.now(UTC))
+    first, second = make_world(sandbox, keyset, url, clock), make_world(sandbox, keyset, url, clock)
+    sandbox.control.post("/sandbox/faults", json={"notifications": "drop"})
+    for i in range(4):
+        _, checkout = first.service.create_order(DIRECT.mchid, f"J-2S{i}", 1000, "tea", "native")
+    schedulers = [Scheduler(rt, clock, JOBS) for rt in (first, second)]
+    for s in schedulers:
+        s.create_tables()
+    calls_before = sum(rt.client.stats.by_code.get("200", 0) for rt in (first, second))
+    clock.advance(seconds=61)
+    barrier = threading.Barrier(2)
+
+    def run(s: Scheduler) -> None:
+        barrier.wait()
+        s.run_due()
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in schedulers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    states = {s.name: s for s in schedulers[0].leases.states()}
+    assert all(state.runs == 1 for state in states.values()), states
+    calls = sum(rt.client.stats.by_code.get("200", 0) for rt in (first, second)) - calls_before
+    assert calls == 4  # one query per open attempt, not two
+    for rt in (first, second):
+        rt.close()
