@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys_init.add_argument("--sandbox-url", default="http://127.0.0.1:8900", help="the WeChat Pay base URL to use")
     keys_init.set_defaults(handler=cmd_keys_init)
 
+    demo = commands.add_parser("demo", help="the end-to-end tour (contract §7): every step printed, exit 0 if all held")
+    demo.set_defaults(handler=lambda args: __import__("zhangben.demo", fromlist=["main"]).main())
+
     serve = commands.add_parser("serve", help="run the ledger's HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)

@@ -1,0 +1,353 @@
+"""``make demo`` / ``zhangben demo``: the tour of contract §7, every step printed as it happens.
+
+It runs its own WeChat Pay sandbox and ledger (``zhangben serve``) as
+processes on free ports, in a scratch directory, talks to them over HTTP
+like any merchant would, and moves time forward (for expiry, the
+compensating query and the next day's bill) with an offset clock.  It exits
+0 only if every step held.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import segno
+
+from sandbox.keyset import DIRECT, PARTNER, init_keyset
+from scheduler.runner import JOBS, Scheduler
+from zhangben.clock import BEIJING
+from zhangben.finance import Finance
+from zhangben.settings import Settings
+from zhangben.wiring import Runtime, build_runtime
+
+GREEN, RED, BOLD, DIM, RESET = ("\033[32m", "\033[31m", "\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() \
+    else ("", "", "", "", "")
+
+
+class StepFailed(Exception):
+    pass
+
+
+class OffsetClock:
+    """Real time, plus however far the tour has jumped ahead."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def jump(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        raise StepFailed(what)
+    print(f"    {GREEN}✓{RESET} {what}")
+
+
+def say(text: str) -> None:
+    print(f"    {text}")
+
+
+class Tour:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ledger_port, self.sandbox_port = free_port(), free_port()
+        self.ledger = f"http://127.0.0.1:{self.ledger_port}"
+        self.sandbox = f"http://127.0.0.1:{self.sandbox_port}"
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.clock = OffsetClock()
+        self.rt: Runtime | None = None
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        init_keyset(self.root / "keys", self.root / "zhangben.toml", self.ledger, self.sandbox)
+        self.env = {**os.environ, "ZHANGBEN_CONFIG": str(self.root / "zhangben.toml"),
+                    "ZHANGBEN_DATABASE_URL": f"sqlite:///{self.root}/ledger.db"}
+        self._cli("db", "init")
+        self.key = self._cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant")
+        self.auditor = self._cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "auditor")
+        log = open(self.root / "servers.log", "wb")  # noqa: SIM115 — lives as long as the servers
+        python = [sys.executable, "-m", "zhangben.cli"]
+        self.processes.append(subprocess.Popen([*python, "sandbox", "--port", str(self.sandbox_port)], env=self.env,
+                                               cwd=self.root, stdout=log, stderr=subprocess.STDOUT))
+        self._wait(f"{self.sandbox}/sandbox/clock")
+        self.processes.append(subprocess.Popen([*python, "serve", "--port", str(self.ledger_port), "--no-scheduler"],
+                                               env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT))
+        self._wait(f"{self.ledger}/healthz")
+        settings = Settings(config_path=self.root / "zhangben.toml", database_url=self.env["ZHANGBEN_DATABASE_URL"],
+                            wechatpay_base_url=self.sandbox, wechat_api_base_url=self.sandbox,
+                            merchants=tomllib.loads((self.root / "zhangben.toml").read_text())["merchants"])
+        self.rt = build_runtime(settings, clock=self.clock)
+        self.jobs = Scheduler(self.rt, self.clock, JOBS)
+        self.jobs.create_tables()
+        self.http = httpx.Client(base_url=self.ledger, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+        self.control = httpx.Client(base_url=self.sandbox, timeout=30)
+
+    def _cli(self, *args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "zhangben.cli", *args], env=self.env, cwd=self.root,
+                                capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise StepFailed(f"zhangben {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def _wait(self, url: str) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise StepFailed(f"{url} did not start (see {self.root}/servers.log)") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.rt:
+            self.rt.close()
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def create(self, no: str, amount: int, channel: str = "native", **extra: Any) -> dict[str, Any]:
+        answer = self.http.post("/v1/orders", json={"merchant_order_no": no, "amount_fen": amount,
+                                                    "description": "奶茶", "channel": channel} | extra)
+        if answer.status_code != 201:
+            raise StepFailed(f"create {no}: {answer.status_code} {answer.text}")
+        return answer.json()
+
+    def pay(self, **how: Any) -> dict[str, Any]:
+        answer = self.control.post("/sandbox/pay", json=how)
+        if answer.status_code != 200:
+            raise StepFailed(f"sandbox pay: {answer.text}")
+        return answer.json()
+
+    def faults(self, **faults: Any) -> None:
+        self.control.post("/sandbox/faults", json={"reset": True} | faults)
+
+    def order(self, no: str) -> dict[str, Any]:
+        return self.http.get(f"/v1/orders/{no}").json()
+
+    def wait_status(self, no: str, status: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while (view := self.order(no))["status"] != status and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return view
+
+    def run_job(self, name: str) -> Any:
+        result = self.jobs.run_due().get(name)
+        return result
+
+    # -- the tour ---------------------------------------------------------------------------------
+
+    def native_paid_by_scan(self) -> None:
+        order = self.create("TOUR-1", 1000)
+        code_url = order["payment"]["code_url"]
+        say(f"POST /v1/orders → 201, status {order['status']}, out_trade_no {order['payment']['out_trade_no']}")
+        say(f"code_url {code_url}, shown to the payer as:")
+        segno.make(code_url, error="m").terminal(compact=True, border=1)
+        self.pay(code_url=code_url, openid="oTourPayer")
+        say("the payer scans and pays in the sandbox; WeChat notifies the ledger")
+        check(self.wait_status("TOUR-1", "PAID")["paid_fen"] == 1000, "order TOUR-1 is PAID, 1000 fen")
+
+    def miniprogram(self) -> None:
+        code = self.control.post("/sandbox/wx-login", json={"appid": DIRECT.appid, "openid": "oMiniTour"}).json()["code"]
+        login = self.http.post("/v1/wechat/miniprogram/login", json={"code": code}).json()
+        say(f"wx.login code → POST /v1/wechat/miniprogram/login → openid {login.get('openid')} (no session key returned)")
+        order = self.create("TOUR-2", 1990, "miniprogram", payer_openid=login["openid"])
+        params = order["payment"]["pay_params"]
+        say("pay_params for wx.requestPayment: " + json.dumps({k: (v if k != "paySign" else v[:24] + "…")
+                                                                for k, v in params.items()}, ensure_ascii=False))
+        check(login == {"openid": "oMiniTour"} and params["signType"] == "RSA" and
+              params["package"].startswith("prepay_id=") and params["appId"] == DIRECT.appid,
+              "mini-program order TOUR-2 has signed pay_params")
+
+    def three_deliveries_one_change(self) -> None:
+        self.faults(notifications="duplicate", duplicate_count=3)
+        order = self.create("TOUR-3", 500)
+        self.pay(out_trade_no=order["payment"]["out_trade_no"])
+        self.wait_status("TOUR-3", "PAID")
+        time.sleep(0.3)
+        log = [d for d in self.control.get("/sandbox/notifications").json()["deliveries"]
+               if d["out_trade_no"] == order["payment"]["out_trade_no"]]
+        say(f"the sandbox delivered the notification {len(log)} times: statuses {[d['status'] for d in log]}")
+        events = self.auditor_history("TOUR-3")
+        paid = [e for e in events if e["type"] == "Paid"]
+        check(len(log) == 3 and len(paid) == 2, "three deliveries, one Payment.Paid and one Order.Paid")
+        self.faults()
+
+    def dropped_and_healed(self) -> None:
+        self.faults(notifications="drop")
+        order = self.create("TOUR-4", 800)
+        self.pay(out_trade_no=order["payment"]["out_trade_no"])
+        time.sleep(0.3)
+        say(f"paid at WeChat, notification dropped: the ledger says {self.order('TOUR-4')['status']}")
+        self.clock.jump(seconds=61)
+        say(f"a minute later the compensating query runs: {self.run_job('compensating_query')}")
+        check(self.order("TOUR-4")["status"] == "PAID", "order TOUR-4 is PAID, found by the query")
+        self.faults()
+
+    def expires_and_closed(self) -> None:
+        order = self.create("TOUR-5", 300, expire_seconds=60)
+        self.clock.jump(seconds=125)
+        say(f"two minutes pass unpaid; the expiry job runs: {self.run_job('expiry')}")
+        at_wechat = self.rt.client.query(self.rt.client.merchant(DIRECT.mchid), order["payment"]["out_trade_no"])
+        check(self.order("TOUR-5")["status"] == "EXPIRED" and at_wechat["trade_state"] == "CLOSED",
+              "order TOUR-5 is EXPIRED in the ledger and CLOSED at WeChat")
+
+    def refunds(self) -> None:
+        answer = self.http.post("/v1/orders/TOUR-1/refunds", json={"out_refund_no": "TOUR-1-R1", "amount_fen": 300})
+        say(f"partial refund of 300 fen on TOUR-1 → {answer.status_code} {answer.json()['status']}")
+        partial = self.wait_status("TOUR-1", "PARTIALLY_REFUNDED")
+        self.http.post("/v1/orders/TOUR-3/refunds", json={"out_refund_no": "TOUR-3-R1", "amount_fen": 500})
+        full = self.wait_status("TOUR-3", "REFUNDED")
+        over = self.http.post("/v1/orders/TOUR-3/refunds", json={"amount_fen": 1})
+        say(f"refunding TOUR-3 once more → {over.status_code} ({over.json()['detail']})")
+        check(partial["refunded_fen"] == 300 and full["refunded_fen"] == 500 and over.status_code == 409,
+              "TOUR-1 PARTIALLY_REFUNDED (300 of 1000), TOUR-3 REFUNDED, over-refund refused")
+
+    def late_payment(self) -> None:
+        order = self.create("TOUR-6", 700, expire_seconds=60)
+        otn = order["payment"]["out_trade_no"]
+        self.rt.ledger.expire_payment(otn)
+        say(f"the ledger expires TOUR-6 locally: {self.order('TOUR-6')['status']}")
+        self.pay(out_trade_no=otn, late=True)
+        say("WeChat does not always enforce time_expire: the payer pays anyway, and WeChat notifies")
+        check(self.wait_status("TOUR-6", "PAID")["paid_fen"] == 700, "the late payment is recorded: TOUR-6 is PAID")
+
+    def bill_reconciled(self) -> None:
+        self.stranger_payment()
+        now = datetime.fromisoformat(self.control.get("/sandbox/clock").json()["now"])
+        self.day = now.astimezone(BEIJING).date()
+        ten = datetime.combine(self.day + timedelta(days=1), datetime.min.time(), BEIJING) + timedelta(hours=10, minutes=1)
+        self.control.post("/sandbox/clock", json={"advance_seconds": (ten - now).total_seconds()})
+        self.clock.offset = ten - datetime.now(UTC)
+        say(f"the clocks move to {ten.isoformat()}: the daily bill job runs")
+        result = self.run_job("daily_bill")
+        say(f"daily_bill: {result}")
+        report = Finance(self.rt).report(DIRECT.mchid, self.day)
+        say(f"merchant {DIRECT.mchid}, {self.day}: matched {report['matched']}, differences {len(report['differences'])}")
+        check(report["bill_imported"] and report["matched"] >= 6 and report["differences"] == [],
+              f"{self.day}'s bill downloaded and reconciled with zero differences")
+
+    def stranger_payment(self) -> None:
+        """Seed one difference: WeChat takes money for the sub-merchant that the ledger never saw.
+
+        The order is made at WeChat directly (another system with the same merchant keys), so the
+        ledger records nothing; its notification is dropped.
+        """
+        assert self.rt is not None
+        self.faults(notifications="drop")
+        merchant = self.rt.client.merchant(PARTNER.sub_mchid)
+        self.rt.client.prepay(merchant, "native", "STRANGER01", "门店收银", 1500, datetime.now(UTC) + timedelta(minutes=30))
+        self.pay(out_trade_no="STRANGER01")
+        say(f"(seeded for step 9: sub-merchant {PARTNER.sub_mchid} was paid 1500 fen at WeChat for STRANGER01, "
+            "an order made outside the ledger)")
+        self.faults()
+
+    def seeded_difference(self) -> None:
+        report = Finance(self.rt).report(PARTNER.sub_mchid, self.day)
+        for d in report["differences"]:
+            say(f"{d['kind']}: out_trade_no {d['out_trade_no']}, transaction {d['transaction_id']}, "
+                f"bill {d['bill_fen']} fen, ledger {d['ledger_fen']}")
+        check([(d["kind"], d["out_trade_no"]) for d in report["differences"]] == [("missing_in_ledger", "STRANGER01")],
+              "the seeded difference is found: money WeChat took that the ledger never saw")
+
+    def trial_balance(self) -> None:
+        journal = Finance(self.rt).journal_report(DIRECT.mchid, self.day, self.day + timedelta(days=1))
+        balance = journal["trial_balance"]
+        for account, sums in balance["accounts"].items():
+            say(f"{account:<16} debit {sums['debit_fen']:>6} fen   credit {sums['credit_fen']:>6} fen")
+        check(balance["debit_fen"] == balance["credit_fen"],
+              f"trial balance: {balance['debit_fen']} = {balance['credit_fen']} fen, zero to the fen")
+
+    def history_as_of(self) -> None:
+        events = self.auditor_history("TOUR-1")
+        refund_at = next(e["timestamp"] for e in events if e["type"] == "RefundRequested")
+        moment = (datetime.fromisoformat(refund_at) - timedelta(milliseconds=1)).isoformat()
+        past = httpx.get(f"{self.ledger}/v1/audit/orders/TOUR-1/history", params={"as_of": moment},
+                         headers={"Authorization": f"Bearer {self.auditor}"}).json()
+        say(f"TOUR-1 has {len(events)} events; as of {moment} there were {len(past['events'])}:")
+        for e in past["events"]:
+            say(f"  {DIM}{e['timestamp'][11:23]}{RESET} {e['aggregate']:<8} {e['type']}")
+        check(past["state"]["status"] == "PAID" and self.order("TOUR-1")["status"] == "PARTIALLY_REFUNDED",
+              "replayed as of that moment it was PAID; now it is PARTIALLY_REFUNDED")
+
+    def auditor_history(self, no: str) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.ledger}/v1/audit/orders/{no}/history",
+                         headers={"Authorization": f"Bearer {self.auditor}"}).json()["events"]
+
+
+STEPS: list[tuple[str, Callable[[Tour], None]]] = [
+    ("A Native order, paid by scan", Tour.native_paid_by_scan),
+    ("A mini-program order and its pay_params", Tour.miniprogram),
+    ("A notification delivered three times changes the ledger once", Tour.three_deliveries_one_change),
+    ("A notification that never arrives, healed by the compensating query", Tour.dropped_and_healed),
+    ("An order that expires and is closed", Tour.expires_and_closed),
+    ("A partial and a full refund", Tour.refunds),
+    ("A late payment after local expiry", Tour.late_payment),
+    ("The day's bill, downloaded and reconciled", Tour.bill_reconciled),
+    ("One seeded difference, found", Tour.seeded_difference),
+    ("The journal's trial balance", Tour.trial_balance),
+    ("An order's history, replayed as of a past moment", Tour.history_as_of),
+]
+
+
+def main() -> int:
+    logging.getLogger("zhangben").setLevel(logging.ERROR)  # the tour says what happens itself
+    print(f"{BOLD}zhangben — the tour{RESET}")
+    with tempfile.TemporaryDirectory(prefix="zhangben-demo-") as tmp:
+        tour = Tour(Path(tmp))
+        try:
+            tour.start()
+        except StepFailed as exc:
+            print(f"{RED}could not start: {exc}{RESET}")
+            return 1
+        print(f"{DIM}ledger {tour.ledger}, WeChat Pay sandbox {tour.sandbox}, working in {tmp}{RESET}\n")
+        held = 0
+        try:
+            for number, (title, step) in enumerate(STEPS, start=1):
+                print(f"{BOLD}{number:>2}. {title}{RESET}")
+                try:
+                    step(tour)
+                    held += 1
+                except (StepFailed, httpx.HTTPError, KeyError) as exc:
+                    print(f"    {RED}✗ {exc}{RESET}")
+                print()
+        finally:
+            tour.stop()
+    ok = held == len(STEPS)
+    print(f"{BOLD}{GREEN if ok else RED}{held} of {len(STEPS)} steps held{RESET}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
