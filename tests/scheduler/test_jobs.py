@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import threading
+import json
+import logging
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +15,7 @@ from typing import Any
 import pytest
 
 from sandbox.keyset import DIRECT
+from scheduler.leases import Leases
 from scheduler.runner import JOBS, Scheduler
 from tests.conftest import FakeClock
 from tests.fixtures_sandbox import RunningSandbox
@@ -174,35 +178,29 @@ def test_wechat_failing_for_a_while_delays_but_breaks_nothing(world: World) -> N
 
 
 @pytest.mark.postgres
-def test_two_schedulers_on_one_postgres_run_each_job_once_per_due_time(
-    start_sandbox: Callable[..., RunningSandbox], keyset: Path, postgres: ThrowawayPostgres
+def test_two_scheduler_processes_on_one_postgres_run_each_job_once_per_due_time(
+    start_sandbox: Callable[..., RunningSandbox], keyset: Path, postgres: ThrowawayPostgres,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     sandbox = start_sandbox()
     url = postgres.create_database("sched")
     clock = FakeClock(datetime.now(UTC))
-    first, second = make_world(sandbox, keyset, url, clock), make_world(sandbox, keyset, url, clock)
+    rt = make_world(sandbox, keyset, url, clock)
     sandbox.control.post("/sandbox/faults", json={"notifications": "drop"})
     for i in range(4):
-        _, checkout = first.service.create_order(DIRECT.mchid, f"J-2S{i}", 1000, "tea", "native")
-    schedulers = [Scheduler(rt, clock, JOBS) for rt in (first, second)]
-    for s in schedulers:
-        s.create_tables()
-    calls_before = sum(rt.client.stats.by_code.get("200", 0) for rt in (first, second))
-    clock.advance(seconds=61)
-    barrier = threading.Barrier(2)
-
-    def run(s: Scheduler) -> None:
-        barrier.wait()
-        s.run_due()
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in schedulers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    states = {s.name: s for s in schedulers[0].leases.states()}
+        rt.service.create_order(DIRECT.mchid, f"J-2S{i}", 1000, "tea", "native")
+    Scheduler(rt, clock, JOBS).create_tables()
+    rt.followers["order_status"].catch_up()
+    due = (clock.now + timedelta(seconds=61)).isoformat()
+    caplog.set_level(logging.INFO, logger="zhangben.sandbox")
+    command = [sys.executable, "-m", "tests.scheduler.run_once", str(keyset / "zhangben.toml"), url, sandbox.url, due]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    states = {s.name: s for s in Leases(rt.db).states()}
     assert all(state.runs == 1 for state in states.values()), states
-    calls = sum(rt.client.stats.by_code.get("200", 0) for rt in (first, second)) - calls_before
-    assert calls == 4  # one query per open attempt, not two
-    for rt in (first, second):
-        rt.close()
+    queries = [r for r in caplog.records if "GET /v3/pay/transactions/out-trade-no/" in r.getMessage()]
+    assert len(queries) == 4  # one compensating query per open attempt, not one per process
+    ran = [json.loads(out) for out, _ in outputs]
+    assert sum(1 for r in ran if "compensating_query" in r) == 1
+    rt.close()
