@@ -35,7 +35,7 @@ def serve(host: str, port: int, workers: int, *, projections: bool = True, sched
         from zhangben.clock import system_clock
 
         jobs = Scheduler(build_runtime(settings), system_clock)
-        jobs.create_tables()
+        jobs.register_jobs()  # the tables were made by init_database above
         jobs.start()
     os.environ["ZHANGBEN_PROJECTIONS_RUNNING"] = "1" if projections else "0"
     logs.configure()

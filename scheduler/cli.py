@@ -31,9 +31,9 @@ def cmd_scheduler_run(args: argparse.Namespace) -> int:
     from scheduler.runner import Scheduler
     from zhangben.cli_finance import _runtime
 
-    rt = _runtime()
+    rt = _runtime(create_tables=False)  # several schedulers may start at once: DDL is `zhangben db init`'s
     scheduler = Scheduler(rt, system_clock)
-    scheduler.create_tables()
+    scheduler.register_jobs()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("scheduler running (Ctrl-C stops it)", flush=True)

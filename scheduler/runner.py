@@ -51,6 +51,10 @@ class Scheduler:
 
     def create_tables(self) -> None:
         self.leases.create_tables()
+        self.register_jobs()
+
+    def register_jobs(self) -> None:
+        """Add this scheduler's jobs to the lease table (no DDL: safe from many processes at once)."""
         now = self.clock()
         for job in self.jobs:
             self.leases.register(job.name, now)

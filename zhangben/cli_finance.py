@@ -55,11 +55,13 @@ def _merchants(settings: Any, explicit: str | None) -> list[str]:
     return v3
 
 
-def _runtime() -> Any:
+def _runtime(*, create_tables: bool = True) -> Any:
+    """The runtime for one command; long-running workers pass ``create_tables=False`` (no DDL, ever)."""
     from zhangben.wiring import build_runtime, init_database
 
     settings = load_settings()
-    init_database(settings)
+    if create_tables:
+        init_database(settings)
     return build_runtime(settings)
 
 
@@ -211,7 +213,7 @@ def cmd_projections_run(args: argparse.Namespace) -> int:
     """A projection in its own process (scale-out); run ``serve --no-projections`` beside it."""
     from projections.core import Runner
 
-    rt = _runtime()
+    rt = _runtime(create_tables=False)  # several runners may start at once: DDL is `zhangben db init`'s
     runner = Runner([rt.followers[args.name]])
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     print(f"projection {args.name} following the log from position {rt.followers[args.name].position}", flush=True)
