@@ -35,7 +35,7 @@ def reconciliation(who: Clerk, rt: Rt, date: date, format: Format = "json") -> A
     if format == "json":
         return report
     return _file("reconciliation", format, str(date),
-                 export("reconciliation", format, report, RECONCILIATION_COLUMNS, report["differences"]))
+                 export("reconciliation", format, RECONCILIATION_COLUMNS, report["differences"]))
 
 
 @router.get("/journal", summary="The double-entry journal and its trial balance")
@@ -46,7 +46,7 @@ def journal(who: Clerk, rt: Rt, to: date, from_: Annotated[date, Query(alias="fr
     report = Finance(rt).journal_report(who.mchid, from_, to)
     if format == "json":
         return report
-    return _file("journal", format, f"{from_}_{to}", export("journal", format, report, JOURNAL_COLUMNS, report["lines"]))
+    return _file("journal", format, f"{from_}_{to}", export("journal", format, JOURNAL_COLUMNS, report["lines"]))
 
 
 @router.post("/bills/{bill_date}/import", summary="Download the day's bill from WeChat and reconcile it")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.keyset import DIRECT, PARTNER, init_keyset
-from tests.fixtures_sandbox import free_port
+from sandbox.keyset import DIRECT, PARTNER
+from zhangben.stack import running_stack
 
 
 @dataclass
@@ -51,58 +49,14 @@ class Deployment:
                 time.sleep(0.05)
 
 
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "zhangben.cli", *args], env=env, cwd=cwd, capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def _wait(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not start") from None
-            time.sleep(0.1)
-
-
 @contextmanager
 def deploy(root: Path, database_url: str, workers: int = 1) -> Iterator[Deployment]:
     """``zhangben sandbox`` and ``zhangben serve`` as processes on free ports, with keys for every role."""
-    ledger_port, sandbox_port = free_port(), free_port()
-    ledger, sandbox = f"http://127.0.0.1:{ledger_port}", f"http://127.0.0.1:{sandbox_port}"
-    init_keyset(root / "keys", root / "zhangben.toml", ledger, sandbox)
-    env = {**os.environ, "ZHANGBEN_CONFIG": str(root / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": database_url}
-    _cli("db", "init", env=env, cwd=root)
-    keys = {role: _cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role, env=env, cwd=root)
-            for role in ("merchant", "auditor", "finance")}
-    keys["partner"] = _cli("apikey", "create", "--merchant", PARTNER.sub_mchid, "--role", "merchant", env=env, cwd=root)
-    deployment = Deployment(root, ledger, sandbox, keys, database_url)
-    log = open(root / "processes.log", "wb")  # noqa: SIM115 — closed with the processes
-    python = [sys.executable, "-m", "zhangben.cli"]
-    sandbox_process = subprocess.Popen([*python, "sandbox", "--port", str(sandbox_port)], env=env, cwd=root,
-                                       stdout=log, stderr=subprocess.STDOUT)
-    deployment.processes.append(sandbox_process)
-    try:
-        _wait(f"{sandbox}/sandbox/clock", sandbox_process)
-        serve = subprocess.Popen([*python, "serve", "--port", str(ledger_port), "--workers", str(workers)], env=env,
-                                 cwd=root, stdout=log, stderr=subprocess.STDOUT)
-        deployment.processes.append(serve)
-        _wait(f"{ledger}/healthz", serve)
-        yield deployment
-    finally:
-        for process in deployment.processes:
-            process.terminate()
-        for process in deployment.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        log.close()
+    with running_stack(root, database_url, workers=workers) as stack:
+        keys = {role: stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role)
+                for role in ("merchant", "auditor", "finance")}
+        keys["partner"] = stack.cli("apikey", "create", "--merchant", PARTNER.sub_mchid, "--role", "merchant")
+        yield Deployment(root, stack.ledger, stack.sandbox, keys, database_url, stack.processes)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,12 +14,7 @@ from sandbox.app import Sandbox, build_app
 from sandbox.config import SandboxConfig, load_sandbox_config
 from sandbox.keyset import DIRECT, PARTNER, PUBLIC_KEY_ID, init_keyset
 from tests.spec_merchant import NotifyReceiver, SpecMerchant
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from zhangben.stack import free_port
 
 
 class RunningSandbox:

@@ -142,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 rows += _orders(rt, mchid, day_from, day_to)
                 columns = ["mchid", "merchant_order_no", "status", "amount_fen", "paid_fen", "refunded_fen",
                            "created_at", "paid_at"]
-        write_export(Path(args.out), export(args.what, args.format, {}, columns, rows))
+        write_export(Path(args.out), export(args.what, args.format, columns, rows))
     finally:
         rt.close()
     print(f"wrote {len(rows)} rows to {args.out}")

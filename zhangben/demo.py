@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,11 +23,12 @@ from typing import Any
 import httpx
 import segno
 
-from sandbox.keyset import DIRECT, PARTNER, init_keyset
+from sandbox.keyset import DIRECT, PARTNER
 from scheduler.runner import JOBS, Scheduler
 from zhangben.clock import BEIJING
 from zhangben.finance import Finance
 from zhangben.settings import Settings
+from zhangben.stack import Stack, StackError, running_stack
 from zhangben.wiring import Runtime, build_runtime
 
 GREEN, RED, BOLD, DIM, RESET = ("\033[32m", "\033[31m", "\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() \
@@ -54,12 +52,6 @@ class OffsetClock:
         self.offset += timedelta(**delta)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def check(condition: bool, what: str) -> None:
     if not condition:
         raise StepFailed(what)
@@ -71,69 +63,28 @@ def say(text: str) -> None:
 
 
 class Tour:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.ledger_port, self.sandbox_port = free_port(), free_port()
-        self.ledger = f"http://127.0.0.1:{self.ledger_port}"
-        self.sandbox = f"http://127.0.0.1:{self.sandbox_port}"
-        self.processes: list[subprocess.Popen[bytes]] = []
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.ledger, self.sandbox = stack.ledger, stack.sandbox
         self.clock = OffsetClock()
         self.rt: Runtime | None = None
 
-    # -- set-up -----------------------------------------------------------------------------
-
     def start(self) -> None:
-        init_keyset(self.root / "keys", self.root / "zhangben.toml", self.ledger, self.sandbox)
-        self.env = {**os.environ, "ZHANGBEN_CONFIG": str(self.root / "zhangben.toml"),
-                    "ZHANGBEN_DATABASE_URL": f"sqlite:///{self.root}/ledger.db"}
-        self._cli("db", "init")
-        self.key = self._cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant")
-        self.auditor = self._cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "auditor")
-        log = open(self.root / "servers.log", "wb")  # noqa: SIM115 — lives as long as the servers
-        python = [sys.executable, "-m", "zhangben.cli"]
-        self.processes.append(subprocess.Popen([*python, "sandbox", "--port", str(self.sandbox_port)], env=self.env,
-                                               cwd=self.root, stdout=log, stderr=subprocess.STDOUT))
-        self._wait(f"{self.sandbox}/sandbox/clock")
-        self.processes.append(subprocess.Popen([*python, "serve", "--port", str(self.ledger_port), "--no-scheduler"],
-                                               env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT))
-        self._wait(f"{self.ledger}/healthz")
-        settings = Settings(config_path=self.root / "zhangben.toml", database_url=self.env["ZHANGBEN_DATABASE_URL"],
+        self.key = self.stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant")
+        self.auditor = self.stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "auditor")
+        root = self.stack.root
+        settings = Settings(config_path=root / "zhangben.toml", database_url=self.stack.database_url,
                             wechatpay_base_url=self.sandbox, wechat_api_base_url=self.sandbox,
-                            merchants=tomllib.loads((self.root / "zhangben.toml").read_text())["merchants"])
+                            merchants=tomllib.loads((root / "zhangben.toml").read_text())["merchants"])
         self.rt = build_runtime(settings, clock=self.clock)
         self.jobs = Scheduler(self.rt, self.clock, JOBS)
-        self.jobs.create_tables()
+        self.jobs.register_jobs()
         self.http = httpx.Client(base_url=self.ledger, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
         self.control = httpx.Client(base_url=self.sandbox, timeout=30)
-
-    def _cli(self, *args: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "zhangben.cli", *args], env=self.env, cwd=self.root,
-                                capture_output=True, text=True, timeout=60)
-        if result.returncode != 0:
-            raise StepFailed(f"zhangben {' '.join(args)}: {result.stderr.strip()}")
-        return result.stdout.strip()
-
-    def _wait(self, url: str) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                return
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise StepFailed(f"{url} did not start (see {self.root}/servers.log)") from None
-                time.sleep(0.1)
 
     def stop(self) -> None:
         if self.rt:
             self.rt.close()
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -325,25 +276,30 @@ def main() -> int:
     logging.getLogger("zhangben").setLevel(logging.ERROR)  # the tour says what happens itself
     print(f"{BOLD}zhangben — the tour{RESET}")
     with tempfile.TemporaryDirectory(prefix="zhangben-demo-") as tmp:
-        tour = Tour(Path(tmp))
         try:
-            tour.start()
-        except StepFailed as exc:
+            with running_stack(Path(tmp), f"sqlite:///{tmp}/ledger.db", serve_args=("--no-scheduler",)) as stack:
+                return run_tour(stack)
+        except StackError as exc:
             print(f"{RED}could not start: {exc}{RESET}")
             return 1
-        print(f"{DIM}ledger {tour.ledger}, WeChat Pay sandbox {tour.sandbox}, working in {tmp}{RESET}\n")
-        held = 0
-        try:
-            for number, (title, step) in enumerate(STEPS, start=1):
-                print(f"{BOLD}{number:>2}. {title}{RESET}")
-                try:
-                    step(tour)
-                    held += 1
-                except (StepFailed, httpx.HTTPError, KeyError) as exc:
-                    print(f"    {RED}✗ {exc}{RESET}")
-                print()
-        finally:
-            tour.stop()
+
+
+def run_tour(stack: Stack) -> int:
+    tour = Tour(stack)
+    tour.start()
+    print(f"{DIM}ledger {tour.ledger}, WeChat Pay sandbox {tour.sandbox}, working in {stack.root}{RESET}\n")
+    held = 0
+    try:
+        for number, (title, step) in enumerate(STEPS, start=1):
+            print(f"{BOLD}{number:>2}. {title}{RESET}")
+            try:
+                step(tour)
+                held += 1
+            except (StepFailed, httpx.HTTPError, KeyError) as exc:
+                print(f"    {RED}✗ {exc}{RESET}")
+            print()
+    finally:
+        tour.stop()
     ok = held == len(STEPS)
     print(f"{BOLD}{GREEN if ok else RED}{held} of {len(STEPS)} steps held{RESET}")
     return 0 if ok else 1

@@ -141,7 +141,7 @@ def to_xlsx(sheet: str, columns: list[str], rows: Iterable[dict[str, Any]]) -> b
     return out.getvalue()
 
 
-def export(kind: str, fmt: str, report: dict[str, Any], columns: list[str], rows: list[dict[str, Any]]) -> bytes:
+def export(kind: str, fmt: str, columns: list[str], rows: list[dict[str, Any]]) -> bytes:
     if fmt == "csv":
         return to_csv(columns, rows)
     if fmt == "xlsx":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from openpyxl import load_workbook
 
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID

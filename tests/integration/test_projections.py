@@ -118,13 +118,15 @@ def test_exactly_once_through_sigkills(postgres: ThrowawayPostgres, keyset: Path
             runners = [subprocess.Popen([sys.executable, "-m", "zhangben.cli", "projections", "run", name], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                        for name in ("journal", "order_status")]
-            for runner in runners:  # started and following the log: the kill lands mid-work
-                assert runner.stdout is not None and "following the log" in runner.stdout.readline()
-            time.sleep(rng.uniform(0.05, 0.6))
-            for runner in runners:
-                runner.send_signal(signal.SIGKILL)
-                runner.wait()
-                kills += 1
+            try:
+                for runner in runners:  # started and following the log: the kill lands mid-work
+                    assert runner.stdout is not None and "following the log" in runner.stdout.readline()
+                time.sleep(rng.uniform(0.05, 0.6))
+            finally:
+                for runner in runners:
+                    runner.send_signal(signal.SIGKILL)
+                    runner.wait()
+                    kills += 1
     finally:
         stop.set()
         writer.join()
