@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import httpx
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -101,7 +103,7 @@ def create_order(body: CreateOrder, who: Merchant, rt: Rt, request: Request, res
 def _idempotency(rt: Runtime, mchid: str, key: str) -> IdempotencyKey | None:
     try:
         return rt.ledger.repository.get(IdempotencyKey.create_id(mchid, key))
-    except Exception:  # noqa: BLE001 — AggregateNotFoundError: an unused key
+    except AggregateNotFoundError:  # an unused key
         return None
 
 
@@ -110,7 +112,7 @@ def _remember(rt: Runtime, mchid: str, key: str, digest: str, merchant_order_no:
         try:
             rt.ledger.save(IdempotencyKey(mchid=mchid, key=key, body_digest=digest,
                                           merchant_order_no=merchant_order_no))
-        except Exception:  # noqa: BLE001 — IntegrityError: a concurrent twin recorded it first
+        except IntegrityError:  # a concurrent twin recorded it first
             pass
 
 

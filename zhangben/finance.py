@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from domain.errors import RefundNotFound
+from domain.errors import PaymentNotFound, RefundNotFound
 from projections.core import Follower, PositionMoved
 from projections.journal import Journal
 from projections.reconciliation import KINDS, Reconciliation
@@ -78,7 +78,7 @@ class Finance:
             if difference["kind"] == "missing_in_ledger" and difference["of"] == "payment":
                 try:
                     self.rt.ledger.get_payment(difference["out_trade_no"])
-                except Exception:  # noqa: BLE001 — not ours at all: a person must look (it stays a difference)
+                except PaymentNotFound:  # not ours at all: a person must look (it stays a difference)
                     continue
                 outcome = self.rt.service.sync_payment(merchant, difference["out_trade_no"])
                 if outcome is not None and outcome.changed:

@@ -91,10 +91,11 @@ class PaymentService:
     ) -> tuple[Order, Checkout]:
         """Create (or find again) the order, then prepay its attempt at WeChat."""
         merchant = self.client.merchant(mchid)
-        order, payment = self.ledger.create_order(
+        order, first = self.ledger.create_order(
             mchid, merchant_order_no, amount_fen, description, channel, payer_openid, expire_seconds, attach
         )
-        current = self.ledger.get_payment(order.attempts[-1]) if order.attempts[-1] != payment.out_trade_no else payment
+        # A repeated create answers with the order's current attempt (a new one may have replaced the first).
+        current = first if order.attempts[-1] == first.out_trade_no else self.ledger.get_payment(order.attempts[-1])
         return order, self._checkout(merchant, order, current, client_ip)
 
     def new_payment(
