@@ -12,12 +12,12 @@ from adapters.persistence import parse_url
 from api import logs
 from projections.core import Runner
 from zhangben.settings import load_settings
+from zhangben.usage import UsageError
 from zhangben.wiring import build_runtime, init_database
 
 
 
 def serve(host: str, port: int, workers: int, *, projections: bool = True, scheduler: bool = True) -> int:
-    from zhangben.cli import UsageError
 
     settings = load_settings()
     if workers < 1:
@@ -68,8 +68,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        from zhangben.cli import UsageError
-
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     sock.set_inheritable(True)

@@ -22,10 +22,7 @@ from zhangben.clock import BEIJING
 from zhangben.history import HistoryEvent
 from zhangben.ledger import Ledger, open_ledger
 from zhangben.settings import Settings, SettingsError, load_settings
-
-
-class UsageError(Exception):
-    """Bad command-line input that argparse itself cannot see."""
+from zhangben.usage import UsageError
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zhangben.settings import load_settings
+from zhangben.usage import UsageError
 
 PROJECTIONS = ("order_status", "journal")
 
@@ -33,7 +34,6 @@ class Progress:
 
 
 def _date(text: str, flag: str) -> date:
-    from zhangben.cli import UsageError
 
     try:
         return date.fromisoformat(text)
@@ -43,7 +43,6 @@ def _date(text: str, flag: str) -> date:
 
 def _merchants(settings: Any, explicit: str | None) -> list[str]:
     """The merchant named, or every v3 merchant configured."""
-    from zhangben.cli import UsageError
 
     v3 = [str(m.get("sub_mchid") or m.get("mchid")) for m in settings.merchants if m.get("api", "v3") == "v3"]
     if explicit:
@@ -69,7 +68,6 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from adapters.wechatpay.bills import BillFormatError
     from adapters.wechatpay.errors import WechatPayBusinessError
     from projections.reconciliation import BillMismatch
-    from zhangben.cli import UsageError
     from zhangben.finance import Finance
 
     bill_date = _date(args.date, "--date")
