@@ -70,6 +70,8 @@ zhangben is running
 Create an order (Native QR):
   curl -s {ledger}/v1/orders -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
        -d '{{"merchant_order_no": "A1001", "amount_fen": 1000, "description": "奶茶", "channel": "native"}}'
+Show the PC cashier page (QR code, countdown, live status) for the out_trade_no in the answer:
+  {ledger}/pay/<out_trade_no>
 Pay it in the sandbox (use the code_url or the out_trade_no from the answer):
   curl -s {sandbox}/sandbox/pay -d '{{"code_url": "weixin://wxpay/bizpayurl?pr=..."}}'
 Watch it:
