@@ -87,6 +87,16 @@ class Follower:
                 progress(total)
         return total
 
+    def bring_up_to_date(self, timeout: float = 5.0) -> None:
+        """Include everything recorded so far: catch up here, or wait for the runner elsewhere that is."""
+        target = self.ledger.recorder.max_notification_id() or 0
+        if self.position >= target:
+            return
+        try:
+            self.catch_up()
+        except PositionMoved:
+            self.wait_for(target, timeout)
+
     def lag(self) -> int:
         return max(0, (self.ledger.recorder.max_notification_id() or 0) - self.position)
 

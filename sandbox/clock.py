@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
+from adapters.wechatpay.beijing import BEIJING, rfc3339
 from sandbox.store import SandboxStore
 
-BEIJING = timezone(timedelta(hours=8))
+__all__ = ["BEIJING", "SandboxClock", "rfc3339"]
 
 
 class SandboxClock:
@@ -24,8 +25,3 @@ class SandboxClock:
         with self._store.transaction():
             self._store.put("kv", "clock", {"offset_seconds": self.offset_seconds + seconds})
         return self.now()
-
-
-def rfc3339(moment: datetime) -> str:
-    """WeChat's time format: Beijing time, seconds, ``+08:00``."""
-    return moment.astimezone(BEIJING).replace(microsecond=0).isoformat()

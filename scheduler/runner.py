@@ -17,7 +17,6 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from projections.core import PositionMoved
 from scheduler import bills, certificates, compensating, expiry, refunds
 from scheduler.leases import Leases
 from zhangben.clock import Clock
@@ -69,7 +68,7 @@ class Scheduler:
             started = time.perf_counter()
             error = None
             try:
-                self._current_view()
+                self.rt.followers["order_status"].bring_up_to_date()  # work from a current view
                 results[job.name] = job.run(self.rt, self.leases, now)
             except Exception as exc:  # noqa: BLE001 — one failing job must not stop the others
                 error = f"{type(exc).__name__}: {exc}"[:500]
@@ -79,14 +78,6 @@ class Scheduler:
                 self.leases.finish(job.name, self.clock(), now + job.every, error,
                                    int((time.perf_counter() - started) * 1000))
         return results
-
-    def _current_view(self) -> None:
-        """Work from a view that includes everything recorded so far (another process may be moving it)."""
-        follower = self.rt.followers["order_status"]
-        try:
-            follower.catch_up()
-        except PositionMoved:
-            follower.wait_for(self.rt.ledger.recorder.max_notification_id() or 0, timeout=5)
 
     def start(self, tick_seconds: float = 5.0) -> None:
         self._ticker = BackgroundScheduler(daemon=True)

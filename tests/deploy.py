@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,17 +13,14 @@ import httpx
 import pytest
 
 from sandbox.keyset import DIRECT, PARTNER
-from zhangben.stack import running_stack
+from zhangben.stack import Stack, running_stack
 
 
 @dataclass
-class Deployment:
-    root: Path
-    ledger: str
-    sandbox: str
-    keys: dict[str, str]
-    database_url: str
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+class Deployment(Stack):
+    """A running stack, with an API key for every role."""
+
+    keys: dict[str, str] = field(default_factory=dict)
 
     def client(self, role: str = "merchant") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.keys[role]}"} if role else {}
@@ -56,7 +52,7 @@ def deploy(root: Path, database_url: str, workers: int = 1) -> Iterator[Deployme
         keys = {role: stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role)
                 for role in ("merchant", "auditor", "finance")}
         keys["partner"] = stack.cli("apikey", "create", "--merchant", PARTNER.sub_mchid, "--role", "merchant")
-        yield Deployment(root, stack.ledger, stack.sandbox, keys, database_url, stack.processes)
+        yield Deployment(**vars(stack), keys=keys)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

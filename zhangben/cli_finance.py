@@ -43,8 +43,7 @@ def _date(text: str, flag: str) -> date:
 
 def _merchants(settings: Any, explicit: str | None) -> list[str]:
     """The merchant named, or every v3 merchant configured."""
-
-    v3 = [str(m.get("sub_mchid") or m.get("mchid")) for m in settings.merchants if m.get("api", "v3") == "v3"]
+    v3 = settings.merchant_ids(api="v3")
     if explicit:
         if v3 and explicit not in v3:
             raise UsageError(f"merchant {explicit} is not a v3 merchant of {settings.config_path}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
+
+from adapters.wechatpay.beijing import BEIJING
+
+__all__ = ["BEIJING", "Clock", "system_clock"]
 
 Clock = Callable[[], datetime]
-
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
 def system_clock() -> datetime:

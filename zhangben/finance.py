@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.errors import PaymentNotFound, RefundNotFound
-from projections.core import Follower, PositionMoved
+from projections.core import Follower
 from projections.journal import Journal
 from projections.reconciliation import KINDS, Reconciliation
 
@@ -37,16 +37,6 @@ class Finance:
     @property
     def journal_follower(self) -> Follower:
         return self.rt.followers["journal"]
-
-    def _catch_up_journal(self) -> None:
-        """Bring the journal up to the log before reading it (a runner elsewhere may be doing the same)."""
-        target = self.rt.ledger.recorder.max_notification_id() or 0
-        if self.journal_follower.wait_for(target, timeout=0.5):
-            return
-        try:
-            self.journal_follower.catch_up()
-        except PositionMoved:
-            self.journal_follower.wait_for(target, timeout=5)
 
     def import_bill(self, mchid: str, bill_date: date, content: bytes | None = None,
                     progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -92,7 +82,7 @@ class Finance:
         return healed
 
     def report(self, mchid: str, bill_date: date) -> dict[str, Any]:
-        self._catch_up_journal()
+        self.journal_follower.bring_up_to_date()
 
         def known(out_refund_no: str) -> bool:
             try:
@@ -107,7 +97,7 @@ class Finance:
         return report
 
     def journal_report(self, mchid: str, day_from: date, day_to: date) -> dict[str, Any]:
-        self._catch_up_journal()
+        self.journal_follower.bring_up_to_date()
         return {"from": day_from.isoformat(), "to": day_to.isoformat(),
                 "lines": self.journal.lines(mchid, day_from, day_to),
                 "trial_balance": self.journal.trial_balance(mchid, day_from, day_to)}

@@ -223,13 +223,9 @@ class Ledger(Application[UUID]):
         resource: dict[str, Any],
     ) -> bool:
         """Keep a verified notification whole, once per WeChat notification id."""
-        payment = self.get_payment(out_trade_no)
-        new = payment.record_notification(
-            notification_id, event_type, headers, body, resource, self.clock()
+        return self._keep_and_save(
+            self.get_payment(out_trade_no), RawNotification(notification_id, event_type, headers, body, resource)
         )
-        if new:
-            self.save(payment)
-        return new
 
     @retry_on_conflict
     def record_payment_success(
@@ -241,20 +237,21 @@ class Ledger(Application[UUID]):
         success_time: datetime,
         source: str,
         notification: RawNotification | None = None,
+        mchid: str | None = None,
     ) -> PaymentOutcome:
         """Record WeChat's word that money was taken (from a notification or a query).
 
         The ``TransactionIndex`` saved alongside makes one ``transaction_id``
         impossible to record twice, across processes.  A notification is kept
-        (``Payment.Notified``) in the same transaction as what it caused.
+        (``Payment.Notified``) in the same transaction as what it caused.  With
+        ``mchid``, another merchant's payment is not found, as everywhere else.
         """
         require_fen(total_fen, "total_fen")
         require_fen(payer_total_fen, "payer_total_fen", allow_zero=True)
         payment = self.get_payment(out_trade_no)
-        noted = notification is not None and payment.record_notification(
-            notification.id, notification.event_type, notification.headers, notification.body,
-            notification.resource, self.clock(),
-        )
+        if mchid is not None and payment.mchid != mchid:
+            raise PaymentNotFound(out_trade_no)
+        noted = notification is not None and self._keep(payment, notification)
         if payment.transaction_id == transaction_id:  # already recorded: at most keep the notification
             if noted:
                 self.save(payment)
@@ -408,10 +405,17 @@ class Ledger(Application[UUID]):
         body: str,
         resource: dict[str, Any],
     ) -> bool:
-        refund = self.get_refund(mchid, out_refund_no)
-        new = refund.record_notification(notification_id, event_type, headers, body, resource, self.clock())
+        return self._keep_and_save(
+            self.get_refund(mchid, out_refund_no), RawNotification(notification_id, event_type, headers, body, resource)
+        )
+
+    def _keep(self, aggregate: Payment | Refund, raw: RawNotification) -> bool:
+        return aggregate.record_notification(raw.id, raw.event_type, raw.headers, raw.body, raw.resource, self.clock())
+
+    def _keep_and_save(self, aggregate: Payment | Refund, raw: RawNotification) -> bool:
+        new = self._keep(aggregate, raw)
         if new:
-            self.save(refund)
+            self.save(aggregate)
         return new
 
     # -- bills ----------------------------------------------------------------------

@@ -35,7 +35,7 @@ from domain.order import RULES as ORDER_RULES
 from domain.order import Order
 from domain.payment import Payment
 from domain.refund import Refund
-from domain.status import PaymentStatus, RefundStatus
+from domain.status import OrderStatus, PaymentStatus, RefundStatus
 from domain.transitions import guard
 from zhangben.ledger import Ledger, PaymentOutcome, RawNotification
 
@@ -137,7 +137,7 @@ class PaymentService:
         """Close at WeChat, then in the ledger; if WeChat says it was paid, record that instead."""
         merchant = self.client.merchant(mchid)
         order = self.ledger.get_order(mchid, merchant_order_no)
-        if order.status.value == "CLOSED":
+        if order.status is OrderStatus.CLOSED:
             return order
         guard(ORDER_RULES, "order", merchant_order_no, "close", order.status)
         if self._close_open_attempts(merchant, order, "closed by merchant"):
@@ -203,7 +203,8 @@ class PaymentService:
         return self.apply_transaction(transaction_notice(answer), "query")
 
     def apply_transaction(
-        self, notice: TransactionNotice, source: str, notification: RawNotification | None = None
+        self, notice: TransactionNotice, source: str, notification: RawNotification | None = None,
+        mchid: str | None = None,
     ) -> PaymentOutcome | None:
         """The one translation of WeChat's word on a payment into ledger commands."""
         if notice.took_money:
@@ -211,7 +212,7 @@ class PaymentService:
             return self.ledger.record_payment_success(
                 notice.out_trade_no, notice.transaction_id, notice.total_fen,
                 notice.payer_total_fen if notice.payer_total_fen is not None else notice.total_fen,
-                notice.success_time, source, notification,
+                notice.success_time, source, notification, mchid,
             )
         payment = self.ledger.get_payment(notice.out_trade_no)
         if notice.trade_state == "CLOSED" and payment.is_open:
@@ -242,16 +243,13 @@ class PaymentService:
         mchid = verified.merchant.mchid
         if verified.event_type == "TRANSACTION.SUCCESS":
             notice = transaction_notice(verified.resource)
-            try:
-                payment = self.ledger.get_payment(notice.out_trade_no)
-            except PaymentNotFound:
-                raise CallbackRejected(f"unknown out_trade_no {notice.out_trade_no}") from None
-            if payment.mchid != mchid:
-                raise CallbackRejected(f"out_trade_no {notice.out_trade_no} belongs to another merchant")
             if not notice.took_money:
                 raise CallbackRejected(f"TRANSACTION.SUCCESS with trade_state {notice.trade_state}")
             raw = RawNotification(verified.id, verified.event_type, verified.headers, verified.body, verified.resource)
-            outcome = self.apply_transaction(notice, "notification", raw)
+            try:  # one load of the payment: the command checks that it is this merchant's
+                outcome = self.apply_transaction(notice, "notification", raw, mchid)
+            except PaymentNotFound:
+                raise CallbackRejected(f"unknown out_trade_no {notice.out_trade_no} for merchant {mchid}") from None
             return NotificationOutcome(verified.event_type, notice.out_trade_no, bool(outcome and outcome.changed))
         if verified.event_type.startswith("REFUND."):
             refund = refund_notice(verified.resource)

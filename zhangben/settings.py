@@ -32,9 +32,13 @@ class Settings:
     wechat_api_base_url: str = DEFAULT_WECHAT_API_BASE_URL
     merchants: list[dict[str, Any]] = field(default_factory=list)
 
-    def merchant_ids(self) -> list[str]:
-        """The ids orders are kept under: ``sub_mchid`` for a partner's sub-merchant, else ``mchid``."""
-        return [str(m.get("sub_mchid") or m.get("mchid")) for m in self.merchants]
+    def merchant_ids(self, api: str | None = None) -> list[str]:
+        """The ids orders are kept under: ``sub_mchid`` for a partner's sub-merchant, else ``mchid``.
+
+        ``api="v3"`` keeps only the merchants on that API.
+        """
+        return [str(m.get("sub_mchid") or m.get("mchid")) for m in self.merchants
+                if api is None or m.get("api", "v3") == api]
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

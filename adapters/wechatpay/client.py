@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from adapters.wechatpay import signing
+from adapters.wechatpay.beijing import rfc3339
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
     MerchantConfigError,
@@ -39,7 +40,6 @@ from adapters.wechatpay.platform import PlatformCertificate, PlatformKeys, decry
 
 ENDPOINTS = {"native": "native", "jsapi": "jsapi", "miniprogram": "jsapi", "app": "app", "h5": "h5"}
 NOT_RETRYABLE_5XX = ("OPENID_MISMATCH", "INVALID_TRANSACTIONID")
-BEIJING_OFFSET = "+08:00"
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,6 @@ class CallStats:
 
     def count(self, code: str) -> None:
         self.by_code[code] = self.by_code.get(code, 0) + 1
-
-
-def rfc3339_beijing(moment: datetime) -> str:
-    """``time_expire`` as WeChat wants it: seconds, ``+08:00`` (spec §4.2)."""
-    from datetime import timedelta, timezone
-
-    return moment.astimezone(timezone(timedelta(hours=8))).replace(microsecond=0).isoformat()
 
 
 class WechatPayClient:
@@ -163,7 +156,7 @@ class WechatPayClient:
         body: dict[str, Any] = self._ids(merchant) | {
             "description": description,
             "out_trade_no": out_trade_no,
-            "time_expire": rfc3339_beijing(time_expire),
+            "time_expire": rfc3339(time_expire),
             "notify_url": merchant.notify_url,
             "amount": {"total": total_fen, "currency": "CNY"},
         }
