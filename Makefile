@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/python -m zhangben.devserve
+	$(BIN)/python -m zhangben.launch
 
 demo: $(STAMP)
 	$(BIN)/zhangben demo

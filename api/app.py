@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from api import audit, callbacks, cashier, errors, finance, logs, merchant, ops
-from zhangben.settings import load_settings
-from zhangben.wiring import Runtime, build_runtime
+from bootstrap.settings import load_settings
+from bootstrap.wiring import Runtime, build_runtime
 
 log = logging.getLogger("zhangben.http")
 
@@ -34,8 +34,12 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         if owned:
             app.state.runtime.close()
 
-    app = FastAPI(title="zhangben", version="0.1.0", lifespan=lifespan,
-                  description="An event-sourced payment ledger for WeChat Pay. Money is always integer fen.")
+    app = FastAPI(
+        title="zhangben",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="An event-sourced payment ledger for WeChat Pay. Money is always integer fen.",
+    )
     errors.install(app)
     for module in (merchant, audit, finance, callbacks, cashier, ops):
         app.include_router(module.router)
@@ -57,9 +61,18 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
             metrics.requests.labels(request.method, path, str(response.status_code)).inc()
             metrics.latency.labels(path).observe(elapsed)
         response.headers["X-Request-ID"] = rid
-        log.info("%s %s %d", request.method, path, response.status_code,
-                 extra={"method": request.method, "route": path, "status": response.status_code,
-                        "duration_ms": round(elapsed * 1000, 1)})
+        log.info(
+            "%s %s %d",
+            request.method,
+            path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "route": path,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 1),
+            },
+        )
         return response
 
     return app

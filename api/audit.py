@@ -8,19 +8,35 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 
 from api.deps import role, runtime
-from zhangben.apikeys import Principal
-from zhangben.wiring import Runtime
+from api.models import History
+from bootstrap.wiring import Runtime
+from domain.apikey import Principal
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
-@router.get("/orders/{merchant_order_no}/history")
-def history(merchant_order_no: str, who: Annotated[Principal, Depends(role("auditor"))],
-            rt: Annotated[Runtime, Depends(runtime)], as_of: datetime | None = None) -> dict[str, Any]:
+@router.get(
+    "/orders/{merchant_order_no}/history",
+    response_model=History,
+    summary="Every event of an order up to as_of, and its state then",
+)
+def history(
+    merchant_order_no: str,
+    who: Annotated[Principal, Depends(role("auditor"))],
+    rt: Annotated[Runtime, Depends(runtime)],
+    as_of: datetime | None = None,
+) -> dict[str, Any]:
     if as_of is not None and as_of.tzinfo is None:
         raise HTTPException(422, "as_of needs a UTC offset, e.g. 2026-11-22T10:00:00+08:00")
     events = rt.ledger.order_history(who.mchid, merchant_order_no, as_of)
-    state = (rt.ledger.order_state_as_of(who.mchid, merchant_order_no, as_of) if as_of
-             else rt.ledger.order_view(who.mchid, merchant_order_no))
-    return {"merchant_order_no": merchant_order_no, "as_of": as_of.isoformat() if as_of else None,
-            "events": [e.as_json() for e in events], "state": state}
+    state = (
+        rt.ledger.order_state_as_of(who.mchid, merchant_order_no, as_of)
+        if as_of
+        else rt.ledger.order_view(who.mchid, merchant_order_no)
+    )
+    return {
+        "merchant_order_no": merchant_order_no,
+        "as_of": as_of.isoformat() if as_of else None,
+        "events": [e.as_json() for e in events],
+        "state": state,
+    }

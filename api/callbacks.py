@@ -11,11 +11,13 @@ from fastapi.responses import JSONResponse
 from adapters.wechatpay.callbacks import CallbackRejected
 from adapters.wechatpay.errors import SignatureError
 from api.deps import runtime
+from application.callbacks import CallbackRefused
 
 router = APIRouter(tags=["wechatpay"])
 log = logging.getLogger("zhangben.callbacks")
 
-# WeChat waits five seconds for the answer (spec §3.5); past this we say FAIL so it retries.
+# WeChat waits five seconds for the answer (https://pay.weixin.qq.com/doc/v3/merchant/4012791861);
+# past this we say FAIL so it retries.
 ANSWER_BUDGET_SECONDS = 4.5
 
 
@@ -29,21 +31,20 @@ async def notify(request: Request) -> Response:
     body = await request.body()
     remote = request.client.host if request.client else ""
     metrics = request.app.state.metrics
-    work = asyncio.to_thread(rt.service.handle_notification, dict(request.headers), body,
-                             path=request.url.path, remote=remote)
+    work = asyncio.to_thread(rt.callbacks.handle, dict(request.headers), body, path=request.url.path, remote=remote)
     try:
         await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
     except SignatureError as exc:
         metrics.callbacks.labels("refused_signature").inc()
         return _fail(401, f"签名验证失败: {exc}")
-    except CallbackRejected as exc:
+    except (CallbackRejected, CallbackRefused) as exc:
         metrics.callbacks.labels("refused_content").inc()
         return _fail(400, f"通知内容无法接受: {exc}")
     except TimeoutError:
         metrics.callbacks.labels("timeout").inc()
         log.warning("callback took longer than %.1fs; WeChat will retry", ANSWER_BUDGET_SECONDS)
         return _fail(503, "处理超时，请重试")
-    except Exception:  # noqa: BLE001 — never a traceback to WeChat; it retries on 5xx
+    except Exception:  # never a traceback to WeChat; it retries on 5xx
         metrics.callbacks.labels("error").inc()
         log.exception("callback failed")
         return _fail(500, "处理失败，请重试")

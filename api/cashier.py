@@ -22,16 +22,22 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from api.deps import runtime
+from bootstrap.wiring import Runtime
 from domain.errors import PaymentNotFound
 from domain.money import fen_to_yuan
 from domain.payment import Payment
-from zhangben.wiring import Runtime
 
 router = APIRouter(tags=["cashier"], include_in_schema=False)
 TEMPLATE = (Path(__file__).parent / "templates" / "cashier.html").read_text(encoding="utf-8")
 STATUS_TEXTS = {
-    "CREATED": "等待支付", "PAYING": "请使用微信扫一扫付款", "PAID": "支付成功", "PARTIALLY_REFUNDED": "支付成功（部分退款）",
-    "REFUNDED": "已退款", "CLOSED": "订单已关闭", "EXPIRED": "二维码已过期，请刷新", "NEEDS_REVIEW": "支付已收到，正在核对",
+    "CREATED": "等待支付",
+    "PAYING": "请使用微信扫一扫付款",
+    "PAID": "支付成功",
+    "PARTIALLY_REFUNDED": "支付成功（部分退款）",
+    "REFUNDED": "已退款",
+    "CLOSED": "订单已关闭",
+    "EXPIRED": "二维码已过期，请刷新",
+    "NEEDS_REVIEW": "支付已收到，正在核对",
 }
 SYNC_INTERVAL_SECONDS = 3.0  # "I have paid" may not hammer WeChat
 _last_sync: dict[str, float] = {}
@@ -72,8 +78,12 @@ def cashier_page(out_trade_no: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/pay/{out_trade_no}/status")
-async def cashier_status(out_trade_no: str, request: Request, wait: Annotated[int, Query(ge=0, le=30)] = 0,
-                         after_version: Annotated[int, Query(ge=0)] | None = None) -> dict[str, Any]:
+async def cashier_status(
+    out_trade_no: str,
+    request: Request,
+    wait: Annotated[int, Query(ge=0, le=30)] = 0,
+    after_version: Annotated[int, Query(ge=0)] | None = None,
+) -> dict[str, Any]:
     rt = runtime(request)
     payment = await asyncio.to_thread(_payment, rt, out_trade_no)
     state = await asyncio.to_thread(_status, rt, payment)

@@ -1,33 +1,39 @@
-"""What every route needs: the process's runtime, and who is calling."""
+"""What every route needs: the process's runtime, and who is calling (``Authorization: Bearer``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from zhangben.apikeys import Principal, authenticate
-from zhangben.wiring import Runtime
+from bootstrap.wiring import Runtime
+from domain.apikey import Principal
+
+# Shown in /openapi.json as the "bearer" security scheme; the 401 below is ours, not FastAPI's.
+bearer = HTTPBearer(auto_error=False, description="an API key from `zhangben apikey create`")
 
 
 def runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
-
-
-def principal(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
     rt: Runtime = request.app.state.runtime
-    found = authenticate(rt.ledger.repository.get, key.strip()) if scheme.lower() == "bearer" else None
+    return rt
+
+
+def principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    found = runtime(request).ledger.authenticate(credentials.credentials.strip()) if credentials else None
     if found is None:
-        raise HTTPException(401, "a valid API key is required: Authorization: Bearer <key>",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "a valid API key is required: Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"}
+        )
     request.state.principal = found
     return found
 
 
 def role(*allowed: str) -> Callable[[Principal], Principal]:
-    def check(who: Principal = Depends(principal)) -> Principal:
+    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if who.role not in allowed:
             raise HTTPException(403, f"this API key's role ({who.role}) may not do this; needs {' or '.join(allowed)}")
         return who

@@ -34,8 +34,9 @@ TYPE_BASE = "https://zhangben.dev/problems/"
 
 def problem(status: int, title: str, detail: str, kind: str, **extra: Any) -> JSONResponse:
     body = {"type": TYPE_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM,
-                        headers={"Retry-After": "1"} if status == 503 else None)
+    return JSONResponse(
+        body, status_code=status, media_type=PROBLEM, headers={"Retry-After": "1"} if status == 503 else None
+    )
 
 
 def _field(location: tuple[Any, ...]) -> str:
@@ -48,8 +49,14 @@ def install(app: FastAPI) -> None:
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
-        return problem(422, "Invalid request", f"{first['field']}: {first['message']}", "validation",
-                       field=first["field"], errors=errors)
+        return problem(
+            422,
+            "Invalid request",
+            f"{first['field']}: {first['message']}",
+            "validation",
+            field=first["field"],
+            errors=errors,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

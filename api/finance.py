@@ -7,51 +7,67 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
+from adapters.exports import export
 from adapters.wechatpay.bills import BillFormatError
 from api.deps import role, runtime
-from projections.reconciliation import BillMismatch
-from zhangben.apikeys import Principal
-from zhangben.finance import JOURNAL_COLUMNS, RECONCILIATION_COLUMNS, Finance, export
-from zhangben.wiring import Runtime
+from api.models import BillImport, JournalReport, ReconciliationReport
+from application.finance import JOURNAL_COLUMNS, RECONCILIATION_COLUMNS
+from bootstrap.wiring import Runtime
+from domain.apikey import Principal
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"])
 Clerk = Annotated[Principal, Depends(role("finance"))]
 Rt = Annotated[Runtime, Depends(runtime)]
 Format = Literal["json", "csv", "xlsx"]
-MEDIA = {"csv": "text/csv; charset=utf-8",
-         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+MEDIA = {"csv": "text/csv; charset=utf-8", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
 def _file(kind: str, fmt: str, name: str, content: bytes) -> Response:
-    return Response(content, media_type=MEDIA[fmt],
-                    headers={"Content-Disposition": f'attachment; filename="{kind}-{name}.{fmt}"'})
+    return Response(
+        content, media_type=MEDIA[fmt], headers={"Content-Disposition": f'attachment; filename="{kind}-{name}.{fmt}"'}
+    )
 
 
-@router.get("/reconciliation", summary="A day's reconciliation against WeChat's bill")
+@router.get(
+    "/reconciliation",
+    summary="A day's reconciliation against WeChat's bill",
+    responses={200: {"model": ReconciliationReport, "content": {MEDIA["csv"]: {}, MEDIA["xlsx"]: {}}}},
+)
 def reconciliation(who: Clerk, rt: Rt, date: date, format: Format = "json") -> Any:  # noqa: A002
-    report = Finance(rt).report(who.mchid, date)
+    report = rt.finance.report(who.mchid, date)
     if not report["bill_imported"]:
         raise HTTPException(404, f"no bill imported for {date}: POST /v1/finance/bills/{date}/import first")
     if format == "json":
         return report
-    return _file("reconciliation", format, str(date),
-                 export("reconciliation", format, RECONCILIATION_COLUMNS, report["differences"]))
+    return _file(
+        "reconciliation",
+        format,
+        str(date),
+        export("reconciliation", format, RECONCILIATION_COLUMNS, report["differences"]),
+    )
 
 
-@router.get("/journal", summary="The double-entry journal and its trial balance")
-def journal(who: Clerk, rt: Rt, to: date, from_: Annotated[date, Query(alias="from")],
-            format: Format = "json") -> Any:  # noqa: A002
+@router.get(
+    "/journal",
+    summary="The double-entry journal and its trial balance",
+    responses={200: {"model": JournalReport, "content": {MEDIA["csv"]: {}, MEDIA["xlsx"]: {}}}},
+)
+def journal(who: Clerk, rt: Rt, to: date, from_: Annotated[date, Query(alias="from")], format: Format = "json") -> Any:  # noqa: A002
     if to < from_:
         raise HTTPException(422, "to is before from")
-    report = Finance(rt).journal_report(who.mchid, from_, to)
+    report = rt.finance.journal_report(who.mchid, from_, to)
     if format == "json":
         return report
     return _file("journal", format, f"{from_}_{to}", export("journal", format, JOURNAL_COLUMNS, report["lines"]))
 
 
-@router.post("/bills/{bill_date}/import", summary="Download the day's bill from WeChat and reconcile it")
-def import_bill(bill_date: date, who: Clerk, rt: Rt) -> dict[str, Any]:
+@router.post(
+    "/bills/{bill_date}/import",
+    response_model=BillImport,
+    summary="Download the day's bill from WeChat and reconcile it",
+)
+def import_bill(bill_date: date, who: Clerk, rt: Rt) -> Any:
     try:
-        return Finance(rt).import_bill(who.mchid, bill_date)
-    except (BillFormatError, BillMismatch) as exc:
+        return rt.finance.import_bill(who.mchid, bill_date)
+    except BillFormatError as exc:  # BillMismatch too: a damaged file
         raise HTTPException(502, f"WeChat's bill could not be read: {exc}") from None

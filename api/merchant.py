@@ -8,60 +8,35 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import httpx
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from api.deps import role, runtime
-from domain.errors import OrderConflict, OrderNotFound
+from api.models import (
+    CreateOrder,
+    CreateRefund,
+    MiniProgramLogin,
+    MiniProgramSession,
+    NewPayment,
+    OrderList,
+    OrderView,
+    OrderWithPayment,
+    RefundView,
+)
+from application.views import refund_view
+from bootstrap.wiring import Runtime
+from domain.apikey import Principal
+from domain.limits import IDEMPOTENCY_KEY_MAX_CHARS
 from domain.status import OrderStatus
-from zhangben.apikeys import Principal
-from zhangben.idempotency import IdempotencyKey, body_digest
-from zhangben.views import refund_view
-from zhangben.wiring import Runtime
 
 router = APIRouter(prefix="/v1", tags=["merchant"])
 Merchant = Annotated[Principal, Depends(role("merchant"))]
 Rt = Annotated[Runtime, Depends(runtime)]
-Channel = Literal["native", "jsapi", "miniprogram", "app", "h5"]
-OrderNo = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-|*@]+$")]
-Fen = Annotated[StrictInt, Field(gt=0, le=10**12, description="integer number of fen (分)")]
 # After these nobody waits on the payer any more: the live stream ends.
 SETTLED = {"PAID", "PARTIALLY_REFUNDED", "REFUNDED", "CLOSED", "EXPIRED", "NEEDS_REVIEW"}
-
-
-class CreateOrder(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    merchant_order_no: OrderNo
-    amount_fen: Fen
-    description: Annotated[StrictStr, Field(min_length=1, max_length=127)]
-    channel: Channel
-    payer_openid: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
-    expire_seconds: Annotated[StrictInt, Field(ge=60, le=7200)] = 900
-    attach: Annotated[StrictStr, Field(max_length=128)] | None = None
-
-
-class NewPayment(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    channel: Channel | None = None
-    payer_openid: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
-
-
-class CreateRefund(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    out_refund_no: OrderNo | None = None
-    amount_fen: Fen
-    reason: Annotated[StrictStr, Field(max_length=80)] = ""
-
-
-class MiniProgramLogin(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    code: Annotated[StrictStr, Field(min_length=1, max_length=128)]
 
 
 def _client_ip(request: Request) -> str:
@@ -75,60 +50,69 @@ def _await_projection(request: Request, rt: Runtime) -> None:
     it is brief (the projection follows the log within tens of milliseconds).
     """
     if getattr(request.app.state, "projection_running", False):
-        rt.followers["order_status"].wait_for(rt.ledger.recorder.max_notification_id() or 0, timeout=1.0)
+        follower = rt.followers["order_status"]
+        follower.wait_for(follower.log.head(), timeout=1.0)
 
 
-@router.post("/orders", status_code=201, summary="Create an order with its first payment")
-def create_order(body: CreateOrder, who: Merchant, rt: Rt, request: Request, response: Response,
-                 idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> dict[str, Any]:
-    digest = body_digest(body.model_dump())
-    if idempotency_key:
-        known = _idempotency(rt, who.mchid, idempotency_key)
-        if known is not None and known.body_digest != digest:
-            raise OrderConflict(f"Idempotency-Key {idempotency_key!r} was used with a different body")
-    try:
-        rt.ledger.get_order(who.mchid, body.merchant_order_no)
-        response.status_code = 200  # the same request again: the same answer
-    except OrderNotFound:
-        pass
-    order, checkout = rt.service.create_order(
-        who.mchid, body.merchant_order_no, body.amount_fen, body.description, body.channel, body.payer_openid,
-        body.expire_seconds, body.attach, _client_ip(request),
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=OrderWithPayment,
+    summary="Create an order with its first payment",
+    responses={200: {"model": OrderWithPayment, "description": "the same request again: the same answer"}},
+)
+def create_order(
+    body: CreateOrder,
+    who: Merchant,
+    rt: Rt,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX_CHARS)] = None,
+) -> dict[str, Any]:
+    answer = rt.service.open_order(
+        who.mchid,
+        body.merchant_order_no,
+        body.amount_fen,
+        body.description,
+        body.channel,
+        body.payer_openid,
+        body.expire_seconds,
+        body.attach,
+        _client_ip(request),
+        idempotency_key or None,
     )
-    if idempotency_key:
-        _remember(rt, who.mchid, idempotency_key, digest, body.merchant_order_no)
-    return rt.ledger.order_view(who.mchid, order.merchant_order_no) | {"payment": checkout.view()}
+    if not answer.created:
+        response.status_code = 200  # the same request again: the same answer
+    return answer.as_json()
 
 
-def _idempotency(rt: Runtime, mchid: str, key: str) -> IdempotencyKey | None:
-    try:
-        return rt.ledger.repository.get(IdempotencyKey.create_id(mchid, key))
-    except AggregateNotFoundError:  # an unused key
-        return None
-
-
-def _remember(rt: Runtime, mchid: str, key: str, digest: str, merchant_order_no: str) -> None:
-    if _idempotency(rt, mchid, key) is None:
-        try:
-            rt.ledger.save(IdempotencyKey(mchid=mchid, key=key, body_digest=digest,
-                                          merchant_order_no=merchant_order_no))
-        except IntegrityError:  # a concurrent twin recorded it first
-            pass
-
-
-@router.post("/orders/{merchant_order_no}/payments", status_code=201, summary="A new payment attempt")
-def new_payment(merchant_order_no: str, who: Merchant, rt: Rt, request: Request,
-                body: NewPayment | None = None) -> dict[str, Any]:
+@router.post(
+    "/orders/{merchant_order_no}/payments",
+    status_code=201,
+    response_model=OrderWithPayment,
+    summary="A new payment attempt",
+)
+def new_payment(
+    merchant_order_no: str, who: Merchant, rt: Rt, request: Request, body: NewPayment | None = None
+) -> dict[str, Any]:
     body = body or NewPayment()
-    checkout = rt.service.new_payment(who.mchid, merchant_order_no, body.channel, body.payer_openid,
-                                      _client_ip(request))
-    return rt.ledger.order_view(who.mchid, merchant_order_no) | {"payment": checkout.view()}
+    return rt.service.open_attempt(
+        who.mchid, merchant_order_no, body.channel, body.payer_openid, _client_ip(request)
+    ).as_json()
 
 
-@router.get("/orders/{merchant_order_no}", summary="The order view (long-poll with wait and after_version)")
-async def get_order(merchant_order_no: str, who: Merchant, rt: Rt,
-                    wait: Annotated[int, Query(ge=0, le=30)] = 0,
-                    after_version: Annotated[int, Query(ge=0)] | None = None) -> dict[str, Any]:
+@router.get(
+    "/orders/{merchant_order_no}",
+    response_model=OrderView,
+    summary="The order view (long-poll with wait and after_version)",
+)
+async def get_order(
+    merchant_order_no: str,
+    who: Merchant,
+    rt: Rt,
+    wait: Annotated[int, Query(ge=0, le=30)] = 0,
+    after_version: Annotated[int, Query(ge=0)] | None = None,
+) -> Any:
     view = await asyncio.to_thread(rt.ledger.order_view, who.mchid, merchant_order_no)
     deadline = time.monotonic() + wait
     while after_version is not None and view["version"] <= after_version and time.monotonic() < deadline:
@@ -137,21 +121,30 @@ async def get_order(merchant_order_no: str, who: Merchant, rt: Rt,
     return view
 
 
-@router.get("/orders", summary="List orders, newest first")
-def list_orders(who: Merchant, rt: Rt, request: Request, status: OrderStatus | None = None, created_from: datetime | None = None,
-                created_to: datetime | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                cursor: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
+@router.get("/orders", response_model=OrderList, summary="List orders, newest first")
+def list_orders(
+    who: Merchant,
+    rt: Rt,
+    request: Request,
+    status: OrderStatus | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
     for name, value in (("created_from", created_from), ("created_to", created_to)):
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-22T00:00:00+08:00")
     _await_projection(request, rt)
-    orders, next_cursor = rt.orders.list(who.mchid, status.value if status else None, created_from, created_to,
-                                         limit, cursor)
+    orders, next_cursor = rt.orders.list(
+        who.mchid, status.value if status else None, created_from, created_to, limit, cursor
+    )
     return {"orders": orders, "next_cursor": next_cursor}
 
 
-@router.get("/orders/{merchant_order_no}/stream", summary="Live status as Server-Sent Events",
-            response_class=StreamingResponse)
+@router.get(
+    "/orders/{merchant_order_no}/stream", summary="Live status as Server-Sent Events", response_class=StreamingResponse
+)
 async def stream(merchant_order_no: str, who: Merchant, rt: Rt) -> StreamingResponse:
     first = await asyncio.to_thread(rt.ledger.order_view, who.mchid, merchant_order_no)
 
@@ -170,43 +163,60 @@ async def stream(merchant_order_no: str, who: Merchant, rt: Rt) -> StreamingResp
             quiet += 0.2
             view = await asyncio.to_thread(rt.ledger.order_view, who.mchid, merchant_order_no)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
-@router.post("/orders/{merchant_order_no}/sync", summary="Ask WeChat now (\"I have paid\")")
-def sync(merchant_order_no: str, who: Merchant, rt: Rt) -> dict[str, Any]:
+@router.post("/orders/{merchant_order_no}/sync", response_model=OrderView, summary='Ask WeChat now ("I have paid")')
+def sync(merchant_order_no: str, who: Merchant, rt: Rt) -> Any:
     return rt.service.sync(who.mchid, merchant_order_no)
 
 
-@router.post("/orders/{merchant_order_no}/close", summary="Close an unpaid order at WeChat and in the ledger")
-def close(merchant_order_no: str, who: Merchant, rt: Rt) -> dict[str, Any]:
-    rt.service.close_order(who.mchid, merchant_order_no)
-    return rt.ledger.order_view(who.mchid, merchant_order_no)
+@router.post(
+    "/orders/{merchant_order_no}/close",
+    response_model=OrderView,
+    summary="Close an unpaid order at WeChat and in the ledger",
+)
+def close(merchant_order_no: str, who: Merchant, rt: Rt) -> Any:
+    return rt.ledger.view_of(rt.service.close_order(who.mchid, merchant_order_no))
 
 
-@router.post("/orders/{merchant_order_no}/refunds", status_code=202, summary="Refund part or all of a payment")
-def create_refund(merchant_order_no: str, body: CreateRefund, who: Merchant, rt: Rt) -> dict[str, Any]:
+@router.post(
+    "/orders/{merchant_order_no}/refunds",
+    status_code=202,
+    response_model=RefundView,
+    summary="Refund part or all of a payment",
+)
+def create_refund(merchant_order_no: str, body: CreateRefund, who: Merchant, rt: Rt) -> Any:
     out_refund_no = body.out_refund_no or f"RF{secrets.token_hex(12)}"
     refund = rt.service.refund(who.mchid, merchant_order_no, out_refund_no, body.amount_fen, body.reason)
     return refund_view(refund)
 
 
-@router.get("/refunds/{out_refund_no}", summary="The refund view")
-def get_refund(out_refund_no: str, who: Merchant, rt: Rt) -> dict[str, Any]:
+@router.get("/refunds/{out_refund_no}", response_model=RefundView, summary="The refund view")
+def get_refund(out_refund_no: str, who: Merchant, rt: Rt) -> Any:
     return refund_view(rt.ledger.get_refund(who.mchid, out_refund_no))
 
 
-@router.post("/wechat/miniprogram/login", summary="Mini-program login: code → openid")
-def miniprogram_login(body: MiniProgramLogin, who: Merchant, rt: Rt, request: Request) -> dict[str, Any]:
+@router.post(
+    "/wechat/miniprogram/login", response_model=MiniProgramSession, summary="Mini-program login: code → openid"
+)
+def miniprogram_login(body: MiniProgramLogin, who: Merchant, rt: Rt, request: Request) -> Any:
     merchant = rt.client.merchant(who.mchid)
     appid = merchant.sub_appid or merchant.appid
     if not merchant.appsecret:
         raise HTTPException(409, "no appsecret_file is configured for this merchant")
     try:
-        answer = rt.client.http.get(f"{rt.settings.wechat_api_base_url}/sns/jscode2session", params={
-            "appid": appid, "secret": merchant.appsecret, "js_code": body.code, "grant_type": "authorization_code",
-        }).json()
+        answer = rt.client.http.get(
+            f"{rt.settings.wechat_api_base_url}/sns/jscode2session",
+            params={
+                "appid": appid,
+                "secret": merchant.appsecret,
+                "js_code": body.code,
+                "grant_type": "authorization_code",
+            },
+        ).json()
     except (httpx.HTTPError, ValueError):
         raise HTTPException(503, "WeChat login is unreachable; try again") from None
     errcode = int(answer.get("errcode") or 0)

@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from api.deps import runtime
-from zhangben.wiring import Runtime
+from bootstrap.wiring import Runtime
 
 router = APIRouter(include_in_schema=False)
 MAX_READY_LAG_EVENTS = 1000
@@ -23,11 +23,16 @@ class Metrics:
 
     def __init__(self, rt: Runtime) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("zhangben_http_requests", "HTTP requests", ["method", "route", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("zhangben_http_request_seconds", "HTTP request latency", ["route"],
-                                 registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.requests = Counter(
+            "zhangben_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "zhangben_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.callbacks = Counter("zhangben_callbacks", "WeChat callbacks by result", ["result"], registry=self.registry)
         self.registry.register(_LedgerCollector(rt))
 
@@ -48,7 +53,7 @@ class _LedgerCollector(Collector):
                 orders.add_metric([status], count)
             for name, follower in self.rt.followers.items():
                 lag.add_metric([name], follower.lag())
-        except Exception:  # noqa: BLE001 — a scrape must not fail because the database blinked
+        except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked
             pass
         yield orders
         yield lag
@@ -56,30 +61,38 @@ class _LedgerCollector(Collector):
         yield from self._money_alerts()
 
     def _scheduler(self) -> Iterator[Any]:
-        from scheduler.leases import Leases
-
         runs = CounterMetricFamily("zhangben_job_runs", "Scheduled job runs", labels=["job"])
         failures = CounterMetricFamily("zhangben_job_failures", "Scheduled job failures", labels=["job"])
         duration = GaugeMetricFamily("zhangben_job_last_duration_seconds", "Last run's duration", labels=["job"])
         try:
-            for state in Leases(self.rt.db).states():
+            for state in self.rt.leases.states():
                 runs.add_metric([state.name], state.runs)
                 failures.add_metric([state.name], state.failures)
                 duration.add_metric([state.name], (state.last_duration_ms or 0) / 1000)
-        except Exception:  # noqa: BLE001 — no scheduler tables yet: no job metrics
+        except Exception:  # noqa: BLE001, S110 — no scheduler tables yet: no job metrics
             pass
         yield from (runs, failures, duration)
 
     def _money_alerts(self) -> Iterator[Any]:
-        differences = GaugeMetricFamily("zhangben_reconciliation_differences",
-                                        "Differences in each merchant's latest reconciled day", labels=["mchid", "date"])
+        differences = GaugeMetricFamily(
+            "zhangben_reconciliation_differences",
+            "Differences in each merchant's latest reconciled day",
+            labels=["mchid", "date"],
+        )
         abnormal = GaugeMetricFamily("zhangben_refunds_abnormal", "Refunds ABNORMAL at WeChat, waiting for a person")
         try:
             for mchid, day, _, count in self.rt.reconciliation.latest_results():
                 differences.add_metric([mchid, day], count)
-            abnormal.add_metric([], sum(1 for o in self.rt.orders.orders_with_open_refunds()
-                                        for r in o["refunds"] if r["status"] == "ABNORMAL"))
-        except Exception:  # noqa: BLE001 — a scrape must not fail because the database blinked
+            abnormal.add_metric(
+                [],
+                sum(
+                    1
+                    for o in self.rt.orders.orders_with_open_refunds()
+                    for r in o["refunds"]
+                    if r["status"] == "ABNORMAL"
+                ),
+            )
+        except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked
             pass
         yield from (differences, abnormal)
 
@@ -93,13 +106,14 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
     try:
-        rt.ledger.recorder.max_notification_id()
+        rt.ledger.recorder.max_notification_id()  # the database answers
         lags = {name: follower.lag() for name, follower in rt.followers.items()}
     except Exception as exc:  # noqa: BLE001 — not ready, and say why
         return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
     ready = max(lags.values(), default=0) <= MAX_READY_LAG_EVENTS
-    return JSONResponse({"status": "ready" if ready else "lagging", "projection_lag_events": lags},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "lagging", "projection_lag_events": lags}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics")

@@ -25,16 +25,19 @@ from uuid import uuid4
 import psycopg
 
 from adapters.persistence import parse_url
+from adapters.viewdb import ViewDatabase
 from adapters.wechatpay import signing
 from adapters.wechatpay.callbacks import open_notification
 from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.config import load_merchants
+from application.callbacks import Callbacks
+from application.ledger import Ledger
+from application.payments import PaymentService
+from bootstrap.settings import Settings
+from bootstrap.wiring import build_views, init_database, open_ledger
+from projections.core import Follower
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID, init_keyset
 from tests.pgserver import ThrowawayPostgres
-from zhangben.ledger import Ledger, open_ledger
-from zhangben.payments import PaymentService
-from zhangben.settings import Settings
-from zhangben.wiring import init_database
 
 MCHID = "1900000001"
 PAYLOAD = b"x" * 300  # about the size of a stored Order.Created
@@ -114,21 +117,41 @@ def callback_bodies(ledger: Ledger, keys_root: Path, prefix: str, count: int) ->
     callbacks = []
     for i in range(count):
         _, payment = ledger.create_order(MCHID, f"{prefix}{i}", 1000, "bench", "native")
-        resource = {"mchid": MCHID, "appid": DIRECT.appid, "out_trade_no": payment.out_trade_no,
-                    "transaction_id": f"42{prefix}{i:020d}", "trade_type": "NATIVE", "trade_state": "SUCCESS",
-                    "success_time": "2026-11-22T10:00:00+08:00",
-                    "amount": {"total": 1000, "payer_total": 1000, "currency": "CNY", "payer_currency": "CNY"}}
+        resource = {
+            "mchid": MCHID,
+            "appid": DIRECT.appid,
+            "out_trade_no": payment.out_trade_no,
+            "transaction_id": f"42{prefix}{i:020d}",
+            "trade_type": "NATIVE",
+            "trade_state": "SUCCESS",
+            "success_time": "2026-11-22T10:00:00+08:00",
+            "amount": {"total": 1000, "payer_total": 1000, "currency": "CNY", "payer_currency": "CNY"},
+        }
         nonce = signing.new_nonce()[:12]
-        body = json.dumps({"id": str(uuid4()), "create_time": "2026-11-22T10:00:01+08:00", "resource_type": "encrypt-resource",
-                           "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
-                           "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM", "nonce": nonce,
-                                        "associated_data": "transaction",
-                                        "ciphertext": signing.aead_encrypt(apiv3_key, nonce, "transaction",
-                                                                           json.dumps(resource).encode())}}).encode()
+        body = json.dumps(
+            {
+                "id": str(uuid4()),
+                "create_time": "2026-11-22T10:00:01+08:00",
+                "resource_type": "encrypt-resource",
+                "event_type": "TRANSACTION.SUCCESS",
+                "summary": "支付成功",
+                "resource": {
+                    "original_type": "transaction",
+                    "algorithm": "AEAD_AES_256_GCM",
+                    "nonce": nonce,
+                    "associated_data": "transaction",
+                    "ciphertext": signing.aead_encrypt(apiv3_key, nonce, "transaction", json.dumps(resource).encode()),
+                },
+            }
+        ).encode()
         ts, n = str(int(time.time())), signing.new_nonce()
-        headers = {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": n, "Wechatpay-Serial": PUBLIC_KEY_ID,
-                   "Wechatpay-Signature-Type": signing.SCHEMA,
-                   "Wechatpay-Signature": signing.sign(platform, signing.response_message(ts, n, body))}
+        headers = {
+            "Wechatpay-Timestamp": ts,
+            "Wechatpay-Nonce": n,
+            "Wechatpay-Serial": PUBLIC_KEY_ID,
+            "Wechatpay-Signature-Type": signing.SCHEMA,
+            "Wechatpay-Signature": signing.sign(platform, signing.response_message(ts, n, body)),
+        }
         callbacks.append((headers, body))
     return callbacks
 
@@ -166,8 +189,10 @@ def api_latencies(server: ThrowawayPostgres, count: int, threads: int = 4) -> di
 
         def create(i: int) -> str:
             start = time.perf_counter()
-            answer = http().post("/v1/orders", json={"merchant_order_no": f"LAT{i}", "amount_fen": 1000,
-                                                     "description": "bench", "channel": "native"})
+            answer = http().post(
+                "/v1/orders",
+                json={"merchant_order_no": f"LAT{i}", "amount_fen": 1000, "description": "bench", "channel": "native"},
+            )
             samples["create"].append(time.perf_counter() - start)
             assert answer.status_code == 201, answer.text
             return answer.json()["payment"]["out_trade_no"]
@@ -187,21 +212,20 @@ def api_latencies(server: ThrowawayPostgres, count: int, threads: int = 4) -> di
     return samples
 
 
-def _followers(ledger: Ledger, url: str) -> dict[str, Any]:
-    from projections.core import Follower
-    from projections.journal import Journal
-    from projections.order_status import OrderStatusView
-    from projections.viewdb import ViewDatabase
-
-    db = ViewDatabase(parse_url(url))
-    return {p.name: Follower(ledger, db, p) for p in (OrderStatusView(ledger, db), Journal(ledger, db))}
+def _followers(ledger: Ledger, url: str) -> dict[str, Follower]:
+    return build_views(ledger, ViewDatabase(parse_url(url))).followers
 
 
 def bill_import(url: str, lines: int) -> dict[str, Any]:
     import subprocess
 
-    out = subprocess.run([sys.executable, "-m", "bench.bill_import", url, str(lines)], capture_output=True, text=True,
-                         check=True, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bill_import", url, str(lines)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
     return json.loads(out.stdout)
 
 
@@ -248,7 +272,11 @@ def main() -> int:
         row: dict[str, Any] = {"figure": name, "value": round(value, 1), "unit": unit}
         line = f"  {name:<48} {value:>10.0f} {unit:<12}"
         if baseline is not None:
-            row |= {"baseline": baseline_name, "baseline_value": round(baseline, 1), "ratio": round(value / baseline, 3)}
+            row |= {
+                "baseline": baseline_name,
+                "baseline_value": round(baseline, 1),
+                "ratio": round(value / baseline, 3),
+            }
             line += f" {baseline_name:<26} {baseline:>8.0f}  ratio {value / baseline:.2f}"
         rows.append(row)
         print(line, flush=True)
@@ -261,23 +289,35 @@ def main() -> int:
         raw = raw_pg_inserts(server.create_database("raw"), n)
         url = server.create_database("bench")
         ledger = open_ledger(url, create_tables=True)
-        record("create order (Order+Payment, 1 txn) /s", create_orders(ledger, "P", n), "orders/s",
-               "raw 1-row INSERT txn /s", raw)
+        record(
+            "create order (Order+Payment, 1 txn) /s",
+            create_orders(ledger, "P", n),
+            "orders/s",
+            "raw 1-row INSERT txn /s",
+            raw,
+        )
         record("record payment success /s", pay_orders(ledger, "P", n), "payments/s", "raw 1-row INSERT txn /s", raw)
         with tempfile.TemporaryDirectory() as keys_dir:
             keys_root = Path(keys_dir)
-            init_keyset(keys_root / "keys", keys_root / "zhangben.toml", "http://127.0.0.1:8000", "http://127.0.0.1:8900")
+            init_keyset(
+                keys_root / "keys", keys_root / "zhangben.toml", "http://127.0.0.1:8000", "http://127.0.0.1:8900"
+            )
             service = payment_service(ledger, keys_root)
             callbacks = callback_bodies(ledger, keys_root, "CB", n)
             merchants, keys = service.merchants, service.client.keys
+            callbacks_app = Callbacks(service.ledger, service)
             start = time.perf_counter()
             for headers, body in callbacks:
                 open_notification(headers, body, merchants, keys)
             per_callback_us = (time.perf_counter() - start) / len(callbacks) * 1e6
             record("verify + decrypt one callback (CPU only)", per_callback_us, "µs")
-            record("callbacks ingested (verify, decrypt, apply) /s",
-                   timed(len(callbacks), lambda i: service.handle_notification(*callbacks[i])), "callbacks/s",
-                   "raw 1-row INSERT txn /s", raw)
+            record(
+                "callbacks ingested (verify, decrypt, apply) /s",
+                timed(len(callbacks), lambda i: callbacks_app.handle(*callbacks[i])),
+                "callbacks/s",
+                "raw 1-row INSERT txn /s",
+                raw,
+            )
         latencies = api_latencies(server, min(n, 400))
         for name, values in latencies.items():
             record(f"{name} through HTTP p50 (4 threads, 2 workers)", percentile(values, 0.5) * 1000, "ms")
@@ -288,8 +328,13 @@ def main() -> int:
         for name, follower in followers.items():
             start = time.perf_counter()
             count = follower.rebuild()
-            record(f"rebuild {name} ({count} events) /s", rate(count, time.perf_counter() - start), "events/s",
-                   "raw SELECT scan /s", raw_pg_scan(url))
+            record(
+                f"rebuild {name} ({count} events) /s",
+                rate(count, time.perf_counter() - start),
+                "events/s",
+                "raw SELECT scan /s",
+                raw_pg_scan(url),
+            )
         events, replay_rate = replay(ledger)
         record(f"replay {events} events (decode) /s", replay_rate, "events/s", "raw SELECT scan /s", raw_pg_scan(url))
         ledger.close()
@@ -298,10 +343,20 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             raw_sqlite = raw_sqlite_inserts(Path(tmp) / "raw.db", n)
             ledger = open_ledger(f"sqlite:///{tmp}/bench.db", create_tables=True)
-            record("create order (Order+Payment, 1 txn) /s", create_orders(ledger, "S", n), "orders/s",
-                   "raw 1-row INSERT txn /s", raw_sqlite)
-            record("record payment success /s", pay_orders(ledger, "S", n), "payments/s",
-                   "raw 1-row INSERT txn /s", raw_sqlite)
+            record(
+                "create order (Order+Payment, 1 txn) /s",
+                create_orders(ledger, "S", n),
+                "orders/s",
+                "raw 1-row INSERT txn /s",
+                raw_sqlite,
+            )
+            record(
+                "record payment success /s",
+                pay_orders(ledger, "S", n),
+                "payments/s",
+                "raw 1-row INSERT txn /s",
+                raw_sqlite,
+            )
             ledger.close()
         print(f"Reconciliation: import of a generated bill of {args.bill_lines:,} lines (fresh process):")
         for label, url in (("PostgreSQL", server.create_database("bill")), ("SQLite", None)):
@@ -312,8 +367,18 @@ def main() -> int:
     finally:
         server.stop()
     out = Path(__file__).with_name("results.json")
-    out.write_text(json.dumps({"when": datetime.now(UTC).isoformat(), "orders": n, "machine": platform.machine(),
-                               "python": sys.version.split()[0], "figures": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(),
+                "orders": n,
+                "machine": platform.machine(),
+                "python": sys.version.split()[0],
+                "figures": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"written: {out}")
     return 0
 

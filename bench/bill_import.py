@@ -11,8 +11,8 @@ from datetime import date
 from pathlib import Path
 
 from adapters.persistence import parse_url
+from adapters.viewdb import ViewDatabase
 from projections.reconciliation import Reconciliation
-from projections.viewdb import ViewDatabase
 from sandbox.bills import HEADER, SUMMARY_HEADER
 
 
@@ -21,9 +21,11 @@ def write_bill(path: Path, lines: int) -> None:
     with path.open("w", encoding="utf-8", newline="") as out:
         out.write(HEADER + "\r\n")
         for i in range(lines):
-            out.write(f"`2026-11-22 10:00:00,`wxd678efh567hg6787,`1900000001,`0,`,`42{i:026d},`zb{i:026d},`oPayer,"
-                      f"`NATIVE,`SUCCESS,`OTHERS,`CNY,`10.00,`0.00,`0,`0,`0.00,`0.00,`,`,`goods,`,`0.06000,`0.60%,"
-                      f"`10.00,`0.00,`\r\n")
+            out.write(
+                f"`2026-11-22 10:00:00,`wxd678efh567hg6787,`1900000001,`0,`,`42{i:026d},`zb{i:026d},`oPayer,"
+                f"`NATIVE,`SUCCESS,`OTHERS,`CNY,`10.00,`0.00,`0,`0,`0.00,`0.00,`,`,`goods,`,`0.06000,`0.60%,"
+                f"`10.00,`0.00,`\r\n"
+            )
         out.write(SUMMARY_HEADER + "\r\n")
         out.write(f"`{lines},`{lines * 10}.00,`0.00,`0.00,`{lines * 6 / 100:.5f},`{lines * 10}.00,`0.00\r\n")
 
@@ -43,8 +45,16 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         db.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"lines": result.lines, "seconds": round(elapsed, 2), "peak_rss_mib": round(peak / 1024, 1),
-                      "rss_before_mib": round(rss_before / 1024, 1)}))
+    print(
+        json.dumps(
+            {
+                "lines": result.lines,
+                "seconds": round(elapsed, 2),
+                "peak_rss_mib": round(peak / 1024, 1),
+                "rss_before_mib": round(rss_before / 1024, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ class RefusedCallback(Aggregate):
         digest = hashlib.sha256(body.encode()).hexdigest()
         return uuid5(NAMESPACE, f"refused/{path}/{received_at.isoformat()}/{digest}/{reason}")
 
-    def __init__(self, path: str, remote: str, headers: dict[str, str], body: str, reason: str,
-                 received_at: datetime) -> None:
+    def __init__(
+        self, path: str, remote: str, headers: dict[str, str], body: str, reason: str, received_at: datetime
+    ) -> None:
         self.path = path
         self.remote = remote
         self.headers = headers

@@ -13,6 +13,9 @@ from eventsourcing.domain import Aggregate
 
 from domain.ids import NAMESPACE
 
+# What a reconciliation can find between a day's bill and the ledger (contract §4, /v1/finance/reconciliation).
+DIFFERENCE_KINDS = ("missing_in_ledger", "missing_in_bill", "amount_mismatch", "status_mismatch")
+
 
 class DailyBill(Aggregate):
     TOPIC = "zhangben.DailyBill"
@@ -43,10 +46,18 @@ class DailyBill(Aggregate):
         self.bill_date = bill_date
         self.imports = 0
 
-    def record_import(self, lines: int, settled_fen: int, refunded_fen: int, fee_fen: int, sha1: str,
-                      imported_at: datetime) -> None:
-        self.trigger_event(self.Imported, lines=lines, settled_fen=settled_fen, refunded_fen=refunded_fen,
-                           fee_fen=fee_fen, sha1=sha1, imported_at=imported_at)
+    def record_import(
+        self, lines: int, settled_fen: int, refunded_fen: int, fee_fen: int, sha1: str, imported_at: datetime
+    ) -> None:
+        self.trigger_event(
+            self.Imported,
+            lines=lines,
+            settled_fen=settled_fen,
+            refunded_fen=refunded_fen,
+            fee_fen=fee_fen,
+            sha1=sha1,
+            imported_at=imported_at,
+        )
 
     @property
     def day(self) -> date:

@@ -66,9 +66,7 @@ class InvalidTransition(Conflict):
 
 class RefundExceedsPaid(Conflict):
     def __init__(self, requested_fen: int, refundable_fen: int) -> None:
-        super().__init__(
-            f"refund of {requested_fen} fen exceeds what is left to refund ({refundable_fen} fen)"
-        )
+        super().__init__(f"refund of {requested_fen} fen exceeds what is left to refund ({refundable_fen} fen)")
         self.requested_fen = requested_fen
         self.refundable_fen = refundable_fen
 

@@ -1,17 +1,34 @@
 """A verified WeChat notification, kept whole (raw headers, raw body, decrypted resource), once per id.
 
-Payments and refunds both keep theirs; this is the one definition of how.
+``Notification`` is the one record of a kept notification: the WeChat
+adapter builds it after verifying and decrypting, the application hands it
+to the aggregate, and ``Notified`` (the base of ``Payment.Notified`` and
+``Refund.Notified``) stores its fields.  Keeping raw callbacks for audit is
+rule 5 of the project; the id is WeChat's notification id, so a redelivery
+stores nothing (https://pay.weixin.qq.com/doc/v3/merchant/4012791861).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from eventsourcing.domain import Aggregate
 
 
-class NotificationKept(Aggregate.Event):
+@dataclass(frozen=True)
+class Notification:
+    """What WeChat sent, as it arrived: its id and type, the raw headers and body, the decrypted resource."""
+
+    id: str
+    event_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    resource: dict[str, Any] = field(default_factory=dict)
+
+
+class Notified(Aggregate.Event):
     """Base of ``Payment.Notified`` and ``Refund.Notified`` (each pins its own topic)."""
 
     notification_id: str
@@ -21,23 +38,32 @@ class NotificationKept(Aggregate.Event):
     resource: dict[str, Any]
     received_at: datetime
 
-    def apply(self, aggregate: Any) -> None:
+    def apply(self, aggregate: KeepsNotifications) -> None:
         aggregate.notification_ids.append(self.notification_id)
 
 
 class KeepsNotifications(Protocol):
     notification_ids: list[str]
 
-    def trigger_event(self, event_class: Any, **kwargs: Any) -> None: ...
+    def trigger_event(self, event_class: type[Aggregate.Event], **kwargs: Any) -> None: ...
 
 
 def keep_notification(
-    aggregate: KeepsNotifications, event_class: type[NotificationKept], notification_id: str, event_type: str,
-    headers: dict[str, str], body: str, resource: dict[str, Any], received_at: datetime,
+    aggregate: KeepsNotifications,
+    event_class: type[Notified],
+    notification: Notification,
+    received_at: datetime,
 ) -> bool:
     """Trigger ``event_class`` unless this notification id was kept already; say whether it was new."""
-    if notification_id in aggregate.notification_ids:
+    if notification.id in aggregate.notification_ids:
         return False
-    aggregate.trigger_event(event_class, notification_id=notification_id, event_type=event_type,
-                            headers=dict(headers), body=body, resource=dict(resource), received_at=received_at)
+    aggregate.trigger_event(
+        event_class,
+        notification_id=notification.id,
+        event_type=notification.event_type,
+        headers=dict(notification.headers),
+        body=notification.body,
+        resource=dict(notification.resource),
+        received_at=received_at,
+    )
     return True

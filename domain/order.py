@@ -251,9 +251,7 @@ class Order(Aggregate):
     def next_out_trade_no(self) -> str:
         return ids.out_trade_no_for(self.id, len(self.attempts) + 1)
 
-    def start_attempt(
-        self, out_trade_no: str, channel: str, payer_openid: str | None, expire_at: datetime
-    ) -> None:
+    def start_attempt(self, out_trade_no: str, channel: str, payer_openid: str | None, expire_at: datetime) -> None:
         self._guard("start a payment attempt")
         self.trigger_event(
             self.AttemptStarted,
@@ -263,9 +261,7 @@ class Order(Aggregate):
             expire_at=expire_at,
         )
 
-    def record_payment(
-        self, out_trade_no: str, transaction_id: str, total_fen: int, success_time: datetime
-    ) -> None:
+    def record_payment(self, out_trade_no: str, transaction_id: str, total_fen: int, success_time: datetime) -> None:
         """Record money WeChat took for one of this order's attempts.
 
         Never refused: a success after close, a second success, or a total
@@ -274,8 +270,13 @@ class Order(Aggregate):
         if out_trade_no in self.captured:
             return
         if self.is_paid:
-            self._review(DUPLICATE_PAYMENT, out_trade_no, transaction_id, total_fen,
-                         f"order already paid by {self.paid_out_trade_no}")
+            self._review(
+                DUPLICATE_PAYMENT,
+                out_trade_no,
+                transaction_id,
+                total_fen,
+                f"order already paid by {self.paid_out_trade_no}",
+            )
             return
         was_closed = self.status is S.CLOSED
         self.trigger_event(
@@ -286,15 +287,23 @@ class Order(Aggregate):
             success_time=success_time,
         )
         if total_fen != self.amount_fen:
-            self._review(AMOUNT_MISMATCH, out_trade_no, transaction_id, total_fen,
-                         f"paid {total_fen} fen for an order of {self.amount_fen} fen")
+            self._review(
+                AMOUNT_MISMATCH,
+                out_trade_no,
+                transaction_id,
+                total_fen,
+                f"paid {total_fen} fen for an order of {self.amount_fen} fen",
+            )
         if was_closed:
-            self._review(PAID_AFTER_CLOSE, out_trade_no, transaction_id, total_fen,
-                         "payment succeeded after the order was closed")
+            self._review(
+                PAID_AFTER_CLOSE,
+                out_trade_no,
+                transaction_id,
+                total_fen,
+                "payment succeeded after the order was closed",
+            )
 
-    def _review(
-        self, reason: str, out_trade_no: str, transaction_id: str, total_fen: int, detail: str
-    ) -> None:
+    def _review(self, reason: str, out_trade_no: str, transaction_id: str, total_fen: int, detail: str) -> None:
         self.trigger_event(
             self.NeedsReview,
             reason=reason,
@@ -314,9 +323,7 @@ class Order(Aggregate):
         if existing is not None:
             if existing["amount_fen"] == amount_fen and existing["out_trade_no"] == out_trade_no:
                 return
-            raise RefundConflict(
-                f"refund {out_refund_no!r} was already requested with different terms"
-            )
+            raise RefundConflict(f"refund {out_refund_no!r} was already requested with different terms")
         self._guard("request a refund")
         if len(self.refunds) >= MAX_REFUNDS_PER_ORDER:
             raise RefundLimitReached(MAX_REFUNDS_PER_ORDER)

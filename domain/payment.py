@@ -9,14 +9,14 @@ notification or an active query) ever reaches it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain import ids
-from domain.notification import NotificationKept, keep_notification
+from domain import notification as kept
 from domain.errors import TransactionConflict
+from domain.notification import Notification, keep_notification
 from domain.status import PaymentStatus as S
 from domain.transitions import guard
 
@@ -61,7 +61,7 @@ class Payment(Aggregate):
             payment.h5_url = self.h5_url
             payment.status = S.PREPAID
 
-    class Notified(NotificationKept):
+    class Notified(kept.Notified):
         """A verified notification, kept whole: raw headers, raw body, decrypted resource."""
 
         TOPIC = "zhangben.Payment.Notified"
@@ -166,22 +166,14 @@ class Payment(Aggregate):
     def record_prepay(
         self, prepay_id: str | None, code_url: str | None, h5_url: str | None, prepaid_at: datetime
     ) -> None:
-        if self.status is S.PREPAID and (prepay_id, code_url, h5_url) == (
-            self.prepay_id, self.code_url, self.h5_url
-        ):
+        if self.status is S.PREPAID and (prepay_id, code_url, h5_url) == (self.prepay_id, self.code_url, self.h5_url):
             return
         self._guard("record a prepay")
-        self.trigger_event(
-            self.Prepaid, prepay_id=prepay_id, code_url=code_url, h5_url=h5_url, prepaid_at=prepaid_at
-        )
+        self.trigger_event(self.Prepaid, prepay_id=prepay_id, code_url=code_url, h5_url=h5_url, prepaid_at=prepaid_at)
 
-    def record_notification(
-        self, notification_id: str, event_type: str, headers: dict[str, str], body: str,
-        resource: dict[str, Any], received_at: datetime,
-    ) -> bool:
+    def record_notification(self, notification: Notification, received_at: datetime) -> bool:
         """Keep a notification once per WeChat notification id; say whether it was new."""
-        return keep_notification(self, self.Notified, notification_id, event_type, headers, body, resource,
-                                 received_at)
+        return keep_notification(self, self.Notified, notification, received_at)
 
     def mark_paid(
         self,

@@ -10,13 +10,13 @@ refused.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from domain import ids
-from domain.notification import NotificationKept, keep_notification
+from domain import notification as kept
+from domain.notification import Notification, keep_notification
 from domain.status import RefundStatus as S
 from domain.transitions import guard
 
@@ -89,7 +89,7 @@ class Refund(Aggregate):
             refund.refund_id = self.refund_id or refund.refund_id
             refund.status = S.ABNORMAL
 
-    class Notified(NotificationKept):
+    class Notified(kept.Notified):
         """A verified notification, kept whole: raw headers, raw body, decrypted resource."""
 
         TOPIC = "zhangben.Refund.Notified"
@@ -134,13 +134,9 @@ class Refund(Aggregate):
     def _guard(self, command: str) -> None:
         guard(RULES, "refund", self.out_refund_no, command, self.status)
 
-    def record_notification(
-        self, notification_id: str, event_type: str, headers: dict[str, str], body: str,
-        resource: dict[str, Any], received_at: datetime,
-    ) -> bool:
+    def record_notification(self, notification: Notification, received_at: datetime) -> bool:
         """Keep a notification once per WeChat notification id; say whether it was new."""
-        return keep_notification(self, self.Notified, notification_id, event_type, headers, body, resource,
-                                 received_at)
+        return keep_notification(self, self.Notified, notification, received_at)
 
     def submit(self, refund_id: str, submitted_at: datetime) -> None:
         """WeChat accepted the refund; a late acknowledgement after a result is stale."""

@@ -14,17 +14,35 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
+from uuid import UUID
 
-from eventsourcing.persistence import Notification
+from eventsourcing.application import Repository
+from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
-from projections.viewdb import ViewDatabase
-from zhangben.ledger import Ledger
+from adapters.viewdb import ViewDatabase
 
 log = logging.getLogger("zhangben.projections")
 
 TRACKING_DDL = "CREATE TABLE IF NOT EXISTS projection_tracking (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 BATCH = 500
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """The ledger's event log as a projection reads it, handed over by ``bootstrap``.
+
+    ``recorder`` pages through the log, ``mapper`` turns a stored record into
+    its domain event, ``repository`` loads an aggregate by id.
+    """
+
+    recorder: ApplicationRecorder
+    mapper: Mapper[UUID]
+    repository: Repository[UUID]
+
+    def head(self) -> int:
+        return self.recorder.max_notification_id() or 0
 
 
 class Projection(Protocol):
@@ -47,15 +65,17 @@ class PositionMoved(RuntimeError):
 class Follower:
     """One projection following one ledger's log."""
 
-    def __init__(self, ledger: Ledger, db: ViewDatabase, projection: Projection) -> None:
-        self.ledger = ledger
+    def __init__(self, log: EventLog, db: ViewDatabase, projection: Projection) -> None:
+        self.log = log
         self.db = db
         self.projection = projection
 
     def create_tables(self) -> None:
         self.db.execute(TRACKING_DDL)
-        self.db.execute("INSERT INTO projection_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
-                        (self.projection.name,))
+        self.db.execute(
+            "INSERT INTO projection_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
+            (self.projection.name,),
+        )
         self.projection.create_tables()
 
     @property
@@ -65,7 +85,7 @@ class Follower:
 
     def process_batch(self, limit: int = BATCH) -> int:
         start = self.position
-        notifications = self.ledger.recorder.select_notifications(start, limit, inclusive_of_start=False)
+        notifications = self.log.recorder.select_notifications(start, limit, inclusive_of_start=False)
         if not notifications:
             return 0
         prepared = self.projection.prepare(notifications)
@@ -89,7 +109,7 @@ class Follower:
 
     def bring_up_to_date(self, timeout: float = 5.0) -> None:
         """Include everything recorded so far: catch up here, or wait for the runner elsewhere that is."""
-        target = self.ledger.recorder.max_notification_id() or 0
+        target = self.log.head()
         if self.position >= target:
             return
         try:
@@ -98,7 +118,7 @@ class Follower:
             self.wait_for(target, timeout)
 
     def lag(self) -> int:
-        return max(0, (self.ledger.recorder.max_notification_id() or 0) - self.position)
+        return max(0, self.log.head() - self.position)
 
     def wait_for(self, position: int, timeout: float = 1.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -143,7 +163,7 @@ class Runner:
                 try:
                     busy = follower.process_batch() > 0 or busy
                     backoff[name] = 0.1
-                except Exception:  # noqa: BLE001 — supervised: log, count, back off, carry on
+                except Exception:  # supervised: log, count, back off, carry on
                     self.errors[name] += 1
                     log.exception("projection %s failed; retrying in %.1fs", name, backoff[name])
                     retry_at[name] = time.monotonic() + backoff[name]

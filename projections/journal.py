@@ -27,9 +27,10 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
-from projections.viewdb import ViewDatabase
-from zhangben.clock import BEIJING
-from zhangben.ledger import Ledger
+from adapters.viewdb import ViewDatabase
+from adapters.wechatpay.beijing import BEIJING
+from domain import ids
+from projections.core import EventLog
 
 NAME = "journal"
 ACCOUNTS = ("wechat_clearing", "merchant_sales", "refunds", "wechat_fees", "bank")
@@ -81,24 +82,34 @@ def beijing_day(moment: datetime) -> str:
     return moment.astimezone(BEIJING).date().isoformat()
 
 
-def pair(ref: int, mchid: str, day: str, debit: str, credit: str, fen: int, reference: str, first: int = 0) -> list[Line]:
+def pair(
+    ref: int, mchid: str, day: str, debit: str, credit: str, fen: int, reference: str, first: int = 0
+) -> list[Line]:
     """One balanced movement: the same fen out of one account and into another."""
-    return [Line(ref, first, mchid, day, debit, fen, 0, reference),
-            Line(ref, first + 1, mchid, day, credit, 0, fen, reference)]
+    return [
+        Line(ref, first, mchid, day, debit, fen, 0, reference),
+        Line(ref, first + 1, mchid, day, credit, 0, fen, reference),
+    ]
 
 
-def payment_lines(ref: int, mchid: str, out_trade_no: str, transaction_id: str, total_fen: int,
-                  success_time: datetime) -> tuple[list[Line], Money]:
+def payment_lines(
+    ref: int, mchid: str, out_trade_no: str, transaction_id: str, total_fen: int, success_time: datetime
+) -> tuple[list[Line], Money]:
     day = beijing_day(success_time)
-    return (pair(ref, mchid, day, "wechat_clearing", "merchant_sales", total_fen, out_trade_no),
-            Money("payment", transaction_id, mchid, day, out_trade_no, total_fen, ref))
+    return (
+        pair(ref, mchid, day, "wechat_clearing", "merchant_sales", total_fen, out_trade_no),
+        Money("payment", transaction_id, mchid, day, out_trade_no, total_fen, ref),
+    )
 
 
-def refund_lines(ref: int, mchid: str, out_trade_no: str, out_refund_no: str, amount_fen: int,
-                 success_time: datetime) -> tuple[list[Line], Money]:
+def refund_lines(
+    ref: int, mchid: str, out_trade_no: str, out_refund_no: str, amount_fen: int, success_time: datetime
+) -> tuple[list[Line], Money]:
     day = beijing_day(success_time)
-    return (pair(ref, mchid, day, "refunds", "wechat_clearing", amount_fen, out_refund_no),
-            Money("refund", out_refund_no, mchid, day, out_trade_no, amount_fen, ref))
+    return (
+        pair(ref, mchid, day, "refunds", "wechat_clearing", amount_fen, out_refund_no),
+        Money("refund", out_refund_no, mchid, day, out_trade_no, amount_fen, ref),
+    )
 
 
 def bill_lines(ref: int, mchid: str, bill_date: date, settled_fen: int, refunded_fen: int, fee_fen: int) -> list[Line]:
@@ -111,11 +122,13 @@ def bill_lines(ref: int, mchid: str, bill_date: date, settled_fen: int, refunded
         lines += pair(ref, mchid, bill_date.isoformat(), "wechat_clearing", "wechat_fees", -fee_fen, reference)
     net = settled_fen - refunded_fen - fee_fen
     if net > 0:
-        lines += pair(ref, mchid, (bill_date + timedelta(days=1)).isoformat(), "bank", "wechat_clearing", net,
-                      reference, first=2)
+        lines += pair(
+            ref, mchid, (bill_date + timedelta(days=1)).isoformat(), "bank", "wechat_clearing", net, reference, first=2
+        )
     elif net < 0:  # more refunded than taken that day: the bank pays WeChat back
-        lines += pair(ref, mchid, (bill_date + timedelta(days=1)).isoformat(), "wechat_clearing", "bank", -net,
-                      reference, first=2)
+        lines += pair(
+            ref, mchid, (bill_date + timedelta(days=1)).isoformat(), "wechat_clearing", "bank", -net, reference, first=2
+        )
     return lines
 
 
@@ -127,8 +140,8 @@ class Journal:
     name = NAME
     tables = ("journal_lines", "ledger_money")
 
-    def __init__(self, ledger: Ledger, db: ViewDatabase) -> None:
-        self.ledger = ledger
+    def __init__(self, log: EventLog, db: ViewDatabase) -> None:
+        self.log = log
         self.db = db
         self._cache: dict[UUID, Any] = {}
 
@@ -138,7 +151,7 @@ class Journal:
 
     def _aggregate(self, aggregate_id: UUID) -> Any:
         if aggregate_id not in self._cache:
-            self._cache[aggregate_id] = self.ledger.repository.get(aggregate_id)
+            self._cache[aggregate_id] = self.log.repository.get(aggregate_id)
         return self._cache[aggregate_id]
 
     def prepare(self, notifications: Sequence[Notification]) -> Batch:
@@ -146,24 +159,27 @@ class Journal:
         for n in notifications:
             if n.topic not in TOPICS:
                 continue
-            event = self.ledger.mapper.to_domain_event(n)
+            event: Any = self.log.mapper.to_domain_event(n)
             if n.topic == "zhangben.Payment.Paid":
                 payment = self._aggregate(n.originator_id)
-                lines, money = payment_lines(n.id, payment.mchid, payment.out_trade_no, event.transaction_id,
-                                             event.total_fen, event.success_time)
+                lines, money = payment_lines(
+                    n.id, payment.mchid, payment.out_trade_no, event.transaction_id, event.total_fen, event.success_time
+                )
             elif n.topic == "zhangben.Order.Refunded":
                 order = self._aggregate(n.originator_id)
-                refund = self.ledger.get_refund(order.mchid, event.out_refund_no)
-                lines, money = refund_lines(n.id, order.mchid, refund.out_trade_no, event.out_refund_no,
-                                            event.amount_fen, event.success_time)
+                refund = self._aggregate(ids.refund_id(order.mchid, event.out_refund_no))
+                lines, money = refund_lines(
+                    n.id, order.mchid, refund.out_trade_no, event.out_refund_no, event.amount_fen, event.success_time
+                )
             else:
                 bill = self._aggregate(n.originator_id)
                 reference = bill_reference(bill.mchid, bill.day)
                 # the latest import of a day replaces earlier ones, in this batch as in the table
                 batch.lines = [line for line in batch.lines if line.reference != reference]
                 batch.replaced_references.append(reference)
-                batch.lines += bill_lines(n.id, bill.mchid, bill.day, event.settled_fen, event.refunded_fen,
-                                          event.fee_fen)
+                batch.lines += bill_lines(
+                    n.id, bill.mchid, bill.day, event.settled_fen, event.refunded_fen, event.fee_fen
+                )
                 continue
             batch.lines += lines
             batch.money.append(money)
@@ -176,8 +192,16 @@ class Journal:
             self.db.execute(
                 "INSERT INTO journal_lines (event_ref, line_no, mchid, day, account, debit_fen, credit_fen, reference)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_ref, line_no) DO NOTHING",
-                (line.event_ref, line.line_no, line.mchid, line.day, line.account, line.debit_fen, line.credit_fen,
-                 line.reference),
+                (
+                    line.event_ref,
+                    line.line_no,
+                    line.mchid,
+                    line.day,
+                    line.account,
+                    line.debit_fen,
+                    line.credit_fen,
+                    line.reference,
+                ),
             )
         for m in batch.money:
             self.db.execute(
@@ -192,16 +216,29 @@ class Journal:
         rows = self.db.execute(
             "SELECT day, account, debit_fen, credit_fen, reference, event_ref FROM journal_lines "
             "WHERE mchid = ? AND day >= ? AND day <= ? ORDER BY day, event_ref, line_no",
-            (mchid, day_from.isoformat(), day_to.isoformat()))
-        return [{"date": r[0], "account": r[1], "debit_fen": int(r[2]), "credit_fen": int(r[3]), "reference": r[4],
-                 "event": int(r[5])} for r in rows]
+            (mchid, day_from.isoformat(), day_to.isoformat()),
+        )
+        return [
+            {
+                "date": r[0],
+                "account": r[1],
+                "debit_fen": int(r[2]),
+                "credit_fen": int(r[3]),
+                "reference": r[4],
+                "event": int(r[5]),
+            }
+            for r in rows
+        ]
 
     def trial_balance(self, mchid: str, day_from: date, day_to: date) -> dict[str, Any]:
         rows = self.db.execute(
             "SELECT account, SUM(debit_fen), SUM(credit_fen) FROM journal_lines WHERE mchid = ? AND day >= ? "
-            "AND day <= ? GROUP BY account ORDER BY account", (mchid, day_from.isoformat(), day_to.isoformat()))
+            "AND day <= ? GROUP BY account ORDER BY account",
+            (mchid, day_from.isoformat(), day_to.isoformat()),
+        )
         accounts = {r[0]: {"debit_fen": int(r[1]), "credit_fen": int(r[2])} for r in rows}
-        return {"debit_fen": sum(a["debit_fen"] for a in accounts.values()),
-                "credit_fen": sum(a["credit_fen"] for a in accounts.values()), "accounts": accounts}
-
-
+        return {
+            "debit_fen": sum(a["debit_fen"] for a in accounts.values()),
+            "credit_fen": sum(a["credit_fen"] for a in accounts.values()),
+            "accounts": accounts,
+        }

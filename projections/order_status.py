@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
-from projections.viewdb import ViewDatabase
-from zhangben.ledger import Ledger
+from adapters.viewdb import ViewDatabase, sortable
+from projections.core import EventLog
+
+# The order view of one order, computed from its aggregates (``application.views``, handed over by bootstrap).
+ViewOf = Callable[[UUID], Mapping[str, Any]]
 
 NAME = "order_status"
 DDL = [
@@ -32,11 +35,6 @@ UPSERT = (
 )
 
 
-def sortable(moment: datetime) -> str:
-    """UTC with fixed width, so text order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class OrderStatusView:
     """Each batch names the orders it touched; each touched order's row is rewritten whole
     from its aggregates.  Rewriting a row is idempotent, so replaying a batch changes nothing."""
@@ -44,9 +42,10 @@ class OrderStatusView:
     name = NAME
     tables = ("order_status",)
 
-    def __init__(self, ledger: Ledger, db: ViewDatabase) -> None:
-        self.ledger = ledger
+    def __init__(self, log: EventLog, db: ViewDatabase, view_of: ViewOf) -> None:
+        self.log = log
         self.db = db
+        self.view_of = view_of
         self._order_of: dict[UUID, UUID] = {}  # payment or refund id → order id
 
     def create_tables(self) -> None:
@@ -58,7 +57,7 @@ class OrderStatusView:
             return originator_id
         if topic.startswith(("zhangben.Payment.", "zhangben.Refund.")):
             if originator_id not in self._order_of:
-                self._order_of[originator_id] = self.ledger.repository.get(originator_id).order_id
+                self._order_of[originator_id] = self.log.repository.get(originator_id).order_id
             return self._order_of[originator_id]
         return None
 
@@ -68,24 +67,39 @@ class OrderStatusView:
             order_id = self._order_id(n.topic, n.originator_id)
             if order_id is not None:
                 touched[order_id] = None
-        return [self._row(self.ledger.order_view_by_id(order_id), order_id) for order_id in touched]
+        return [self._row(self.view_of(order_id), order_id) for order_id in touched]
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         for row in rows:
             self.db.execute(UPSERT, row)
 
     @staticmethod
-    def _row(view: dict[str, Any], order_id: UUID) -> tuple[Any, ...]:
-        return (str(order_id), view["mchid"], view["merchant_order_no"], view["status"], view["amount_fen"],
-                view["paid_fen"], view["refunded_fen"], sortable(datetime.fromisoformat(view["created_at"])),
-                view["version"], json.dumps(view, ensure_ascii=False),
-                sum(1 for r in view["refunds"] if r["status"] in ("PROCESSING", "ABNORMAL")))
+    def _row(view: Mapping[str, Any], order_id: UUID) -> tuple[Any, ...]:
+        return (
+            str(order_id),
+            view["mchid"],
+            view["merchant_order_no"],
+            view["status"],
+            view["amount_fen"],
+            view["paid_fen"],
+            view["refunded_fen"],
+            sortable(datetime.fromisoformat(view["created_at"])),
+            view["version"],
+            json.dumps(view, ensure_ascii=False),
+            sum(1 for r in view["refunds"] if r["status"] in ("PROCESSING", "ABNORMAL")),
+        )
 
     # -- queries ---------------------------------------------------------------------------
 
-    def list(self, mchid: str, status: str | None = None, created_from: datetime | None = None,
-             created_to: datetime | None = None, limit: int = 20, cursor: str | None = None,
-             ) -> tuple[list[dict[str, Any]], str | None]:
+    def list(
+        self,
+        mchid: str,
+        status: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first; the cursor is the last row's (created_at, order_id)."""
         where, params = ["mchid = ?"], [mchid]
         if status:
@@ -103,19 +117,27 @@ class OrderStatusView:
             params += [created, created, order_id]
         rows = self.db.execute(
             f"SELECT view, created_at, order_id FROM order_status WHERE {' AND '.join(where)} "  # noqa: S608 — fixed fragments
-            "ORDER BY created_at DESC, order_id DESC LIMIT ?", (*params, limit + 1))
+            "ORDER BY created_at DESC, order_id DESC LIMIT ?",
+            (*params, limit + 1),
+        )
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1][1], page[-1][2]) if len(rows) > limit else None
         return [json.loads(r[0]) for r in page], next_cursor
 
     def open_orders(self) -> list[dict[str, Any]]:
         """Orders a payment may still arrive for: what the expiry and query jobs look at."""
-        return [json.loads(r[0]) for r in self.db.execute(
-            "SELECT view FROM order_status WHERE status IN ('CREATED', 'PAYING') ORDER BY created_at")]
+        return [
+            json.loads(r[0])
+            for r in self.db.execute(
+                "SELECT view FROM order_status WHERE status IN ('CREATED', 'PAYING') ORDER BY created_at"
+            )
+        ]
 
     def orders_with_open_refunds(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self.db.execute(
-            "SELECT view FROM order_status WHERE open_refunds > 0 ORDER BY created_at")]
+        return [
+            json.loads(r[0])
+            for r in self.db.execute("SELECT view FROM order_status WHERE open_refunds > 0 ORDER BY created_at")
+        ]
 
     def counts_by_status(self) -> dict[str, int]:
         return {str(s): int(c) for s, c in self.db.execute("SELECT status, COUNT(*) FROM order_status GROUP BY status")}

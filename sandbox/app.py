@@ -45,8 +45,15 @@ log = logging.getLogger("zhangben.sandbox")
 Handler = Callable[[Request, SandboxMerchant, bytes], Awaitable[tuple[int, Any]]]
 CHANNELS = ("jsapi", "native", "app", "h5")
 FAULT_KEYS = {
-    "notifications", "duplicate_count", "notification_delay_seconds", "signtest_probe", "endpoints",
-    "time_factor", "refund_result", "refund_delay_seconds", "refund_balance_fen",
+    "notifications",
+    "duplicate_count",
+    "notification_delay_seconds",
+    "signtest_probe",
+    "endpoints",
+    "time_factor",
+    "refund_result",
+    "refund_delay_seconds",
+    "refund_balance_fen",
 }
 
 
@@ -61,8 +68,9 @@ class Sandbox:
         self.clock = SandboxClock(self.store)
         self.transactions = Transactions(config, self.store, self.clock)
         self.refunds = Refunds(self.store, self.clock, self.transactions)
-        self.notifier = Notifier(config, self.store, self.clock,
-                                 certificate=lambda: (self.certificates()[-1][0], self.certificates()[-1][2]))
+        self.notifier = Notifier(
+            config, self.store, self.clock, certificate=lambda: (self.certificates()[-1][0], self.certificates()[-1][2])
+        )
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
 
@@ -91,16 +99,26 @@ class Sandbox:
 
     def notify_payment(self, txn: dict[str, Any]) -> None:
         self.notifier.enqueue(
-            txn["mchid"], txn["notify_url"], "TRANSACTION.SUCCESS", "transaction", transaction_json(txn),
-            {"out_trade_no": txn["out_trade_no"]}, self.faults(),
+            txn["mchid"],
+            txn["notify_url"],
+            "TRANSACTION.SUCCESS",
+            "transaction",
+            transaction_json(txn),
+            {"out_trade_no": txn["out_trade_no"]},
+            self.faults(),
         )
 
     def settle_refund(self, refund: dict[str, Any], status: str) -> dict[str, Any]:
         with self.store.transaction():
             refund = self.refunds.settle(refund, status)
             self.notifier.enqueue(
-                refund["mchid"], refund["notify_url"], f"REFUND.{status}", "refund", refund_notice_json(refund),
-                {"out_trade_no": refund["out_trade_no"], "out_refund_no": refund["out_refund_no"]}, self.faults(),
+                refund["mchid"],
+                refund["notify_url"],
+                f"REFUND.{status}",
+                "refund",
+                refund_notice_json(refund),
+                {"out_trade_no": refund["out_trade_no"], "out_refund_no": refund["out_refund_no"]},
+                self.faults(),
             )
         return refund
 
@@ -117,7 +135,7 @@ class Sandbox:
                 for refund in self.refunds.due():
                     self.settle_refund(refund, refund["next_status"])
                 self.notifier.tick()
-            except Exception:  # noqa: BLE001 — keep the sandbox alive; the log says what broke
+            except Exception:  # keep the sandbox alive; the log says what broke
                 log.exception("sandbox worker")
 
     def stop(self) -> None:
@@ -133,26 +151,38 @@ class Sandbox:
         try:
             auth = signing.parse_authorization(header)
         except signing.SignatureError:
-            raise WechatError(401, "SIGN_ERROR", "Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》") from None
+            raise WechatError(
+                401, "SIGN_ERROR", "Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》"
+            ) from None
         merchant = self.config.merchants.get(auth.mchid)
         if merchant is None:
             raise WechatError(400, "MCH_NOT_EXISTS", "商户号不存在")
         if auth.serial_no.upper() != merchant.cert_serial:
             raise WechatError(401, "SIGN_ERROR", "商户证书序列号有误。")
-        if not (auth.timestamp.isdigit() and len(auth.timestamp) == 10) or abs(
-            time.time() - int(auth.timestamp)
-        ) > signing.TIMESTAMP_WINDOW_SECONDS:
+        if (
+            not (auth.timestamp.isdigit() and len(auth.timestamp) == 10)
+            or abs(time.time() - int(auth.timestamp)) > signing.TIMESTAMP_WINDOW_SECONDS
+        ):
             raise WechatError(401, "SIGN_ERROR", "Http头Authorization中的timestamp与发起请求的时间不得超过5分钟")
         url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         message = signing.request_message(request.method, url, auth.timestamp, auth.nonce_str, body)
         if not signing.verify(merchant.public_key, message, auth.signature):
-            raise WechatError(401, "SIGN_ERROR", "签名错误,请检查后再试", {
-                "detail": {"issue": "sign not match"}, "field": "signature", "location": "authorization",
-                "sign_information": {
-                    "method": request.method, "sign_message_length": len(message),
-                    "truncated_sign_message": message[:64].decode(errors="replace"), "url": url,
+            raise WechatError(
+                401,
+                "SIGN_ERROR",
+                "签名错误,请检查后再试",
+                {
+                    "detail": {"issue": "sign not match"},
+                    "field": "signature",
+                    "location": "authorization",
+                    "sign_information": {
+                        "method": request.method,
+                        "sign_message_length": len(message),
+                        "truncated_sign_message": message[:64].decode(errors="replace"),
+                        "url": url,
+                    },
                 },
-            })
+            )
         return merchant
 
     def signed(self, request: Request, status: int, payload: Any) -> Response:
@@ -195,7 +225,6 @@ class Sandbox:
             status, message = FAULT_STATUS.get(code, (500, "系统繁忙,请稍后重试"))
             raise WechatError(status, code, message)
 
-
     def _take_one(self, prefix: str) -> bool:
         """A fault with a ``count`` fires that many times, then is gone."""
         with self.store.transaction():
@@ -223,8 +252,13 @@ class Sandbox:
         key_pem, cert_pem, serial = new_certificate("Tenpay.com Root CA (sandbox, rotated)")
         with self.store.transaction():
             items = (self.store.get("kv", "rotated_certificates") or {}).get("items", [])
-            items.append({"key": base64.b64encode(key_pem).decode(), "cert": base64.b64encode(cert_pem).decode(),
-                          "serial": serial})
+            items.append(
+                {
+                    "key": base64.b64encode(key_pem).decode(),
+                    "cert": base64.b64encode(cert_pem).decode(),
+                    "serial": serial,
+                }
+            )
             self.store.put("kv", "rotated_certificates", {"items": items})
         return serial
 
@@ -235,8 +269,12 @@ def _check_faults(update: dict[str, Any]) -> None:
     if "refund_result" in update and update["refund_result"] not in ("SUCCESS", "CLOSED", "ABNORMAL", "PROCESSING"):
         raise param_error("refund_result", "refund_result must be SUCCESS, CLOSED, ABNORMAL or PROCESSING")
     for key in ("time_factor", "duplicate_count", "notification_delay_seconds", "refund_delay_seconds"):
-        if key in update and (isinstance(update[key], bool) or not isinstance(update[key], int | float)
-                              or update[key] < 0 or (key == "time_factor" and update[key] == 0)):
+        if key in update and (
+            isinstance(update[key], bool)
+            or not isinstance(update[key], int | float)
+            or update[key] < 0
+            or (key == "time_factor" and update[key] == 0)
+        ):
             raise param_error(key, f"{key} must be a non-negative number")
     endpoints = update.get("endpoints", {})
     if not isinstance(endpoints, dict) or not all(isinstance(v, dict) for v in endpoints.values()):
@@ -261,8 +299,9 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
                 await asyncio.to_thread(sandbox.apply_endpoint_faults, request.url.path)
                 status, payload = await handler(request, merchant, body)
             except WechatError as exc:
-                return JSONResponse(exc.body(), status_code=exc.status,
-                                    headers={"Request-ID": request.state.request_id})
+                return JSONResponse(
+                    exc.body(), status_code=exc.status, headers={"Request-ID": request.state.request_id}
+                )
             if isinstance(payload, Response):
                 return payload
             return sandbox.signed(request, status, payload)
@@ -298,6 +337,7 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
                 raise WechatError(404, "NOT_FOUND", "请求的资源不存在")
             data = json_body(body)
             return 200, await asyncio.to_thread(sandbox.transactions.prepay, merchant, channel, partner, data)
+
         return handler
 
     def query(partner: bool, by_id: bool) -> Handler:
@@ -308,6 +348,7 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
             else:
                 txn = sandbox.transactions.find(merchant, sub, request.path_params["out_trade_no"])
             return 200, transaction_json(txn)
+
         return handler
 
     def close(partner: bool) -> Handler:
@@ -323,6 +364,7 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
                 sub = ""
             await asyncio.to_thread(sandbox.transactions.close, merchant, sub, request.path_params["out_trade_no"])
             return 204, None
+
         return handler
 
     async def create_refund(request: Request, merchant: SandboxMerchant, body: bytes) -> tuple[int, Any]:
@@ -354,8 +396,11 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
         if now < ready_at:
             raise WechatError(400, "NO_STATEMENT_EXIST", "账单尚未生成，请于次日10点后下载")
         sub = query.get("sub_mchid", "")
-        transactions = [t for t in sandbox.store.all("transaction")
-                        if t["mchid"] == merchant.mchid and (not sub or t["sub_mchid"] == sub)]
+        transactions = [
+            t
+            for t in sandbox.store.all("transaction")
+            if t["mchid"] == merchant.mchid and (not sub or t["sub_mchid"] == sub)
+        ]
         keys = {t["key"] for t in transactions}
         refunds = [r for r in sandbox.store.all("refund") if r["txn_key"] in keys]
         rows = bill_rows(bill_date, transactions, refunds, bill_type)
@@ -363,13 +408,22 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
             raise WechatError(400, "NO_STATEMENT_EXIST", "当日无交易，账单不存在")
         content = render_bill(rows)
         token = secrets.token_urlsafe(24)
-        sandbox.store.put("bill_token", token, {
-            "mchid": merchant.mchid, "content": base64.b64encode(content).decode(), "tar_type": tar_type,
-            "expires_at": time.time() + 300,
-        })
+        sandbox.store.put(
+            "bill_token",
+            token,
+            {
+                "mchid": merchant.mchid,
+                "content": base64.b64encode(content).decode(),
+                "tar_type": tar_type,
+                "expires_at": time.time() + 300,
+            },
+        )
         base = str(request.base_url).rstrip("/")
-        return 200, {"hash_type": "SHA1", "hash_value": hashlib.sha1(content).hexdigest(),  # noqa: S324 — WeChat's choice
-                     "download_url": f"{base}/v3/billdownload/file?token={token}"}
+        return 200, {
+            "hash_type": "SHA1",
+            "hash_value": hashlib.sha1(content).hexdigest(),  # noqa: S324 — WeChat's choice
+            "download_url": f"{base}/v3/billdownload/file?token={token}",
+        }
 
     async def download_bill(request: Request, merchant: SandboxMerchant, body: bytes) -> tuple[int, Any]:
         ticket = sandbox.store.get("bill_token", request.query_params.get("token", ""))
@@ -379,27 +433,34 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
         if ticket["tar_type"] == "GZIP":
             content = gzip.compress(content)
         # Bill downloads are the one 2xx answer WeChat does not sign (spec §4.7).
-        return 200, Response(content, media_type="application/octet-stream",
-                             headers={"Request-ID": request.state.request_id})
+        return 200, Response(
+            content, media_type="application/octet-stream", headers={"Request-ID": request.state.request_id}
+        )
 
     async def certificates(request: Request, merchant: SandboxMerchant, body: bytes) -> tuple[int, Any]:
         if sandbox.config.mode == "public_key":
-            raise WechatError(404, "RESOURCE_NOT_EXISTS", "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。")
+            raise WechatError(
+                404, "RESOURCE_NOT_EXISTS", "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。"
+            )
         from cryptography import x509
 
         data = []
         for _, pem, serial in sandbox.certificates():
             cert = x509.load_pem_x509_certificate(pem)
             nonce = secrets.token_hex(6)
-            data.append({
-                "serial_no": serial,
-                "effective_time": rfc3339(cert.not_valid_before_utc),
-                "expire_time": rfc3339(cert.not_valid_after_utc),
-                "encrypt_certificate": {
-                    "algorithm": "AEAD_AES_256_GCM", "nonce": nonce, "associated_data": "certificate",
-                    "ciphertext": signing.aead_encrypt(merchant.apiv3_key, nonce, "certificate", pem),
-                },
-            })
+            data.append(
+                {
+                    "serial_no": serial,
+                    "effective_time": rfc3339(cert.not_valid_before_utc),
+                    "expire_time": rfc3339(cert.not_valid_after_utc),
+                    "encrypt_certificate": {
+                        "algorithm": "AEAD_AES_256_GCM",
+                        "nonce": nonce,
+                        "associated_data": "certificate",
+                        "ciphertext": signing.aead_encrypt(merchant.apiv3_key, nonce, "certificate", pem),
+                    },
+                }
+            )
         return 200, {"data": data}
 
     # -- mini-program login (api.weixin.qq.com, plain JSON, errcodes) --------------------------
@@ -443,6 +504,7 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
                 return JSONResponse(await handler(request))
             except WechatError as exc:
                 return JSONResponse(exc.body(), status_code=exc.status)
+
         return endpoint
 
     async def sandbox_pay(request: Request) -> Any:
@@ -456,8 +518,13 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
                 raise param_error(field, f"{field} must be an integer number of fen", data[field])
         txn = sandbox.transactions.find_for_payer(data.get("out_trade_no"), data.get("code_url"))
         txn = await asyncio.to_thread(
-            sandbox.transactions.pay, txn["key"], result, openid, data.get("payer_total_fen"),
-            data.get("total_fen"), bool(data.get("late", False)),
+            sandbox.transactions.pay,
+            txn["key"],
+            result,
+            openid,
+            data.get("payer_total_fen"),
+            data.get("total_fen"),
+            bool(data.get("late", False)),
         )
         if txn["state"] == "SUCCESS":
             sandbox.notify_payment(txn)
@@ -478,8 +545,11 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
                 raise param_error("advance_seconds", "advance_seconds must be a non-negative number", seconds)
             sandbox.clock.advance(seconds)
         now = sandbox.clock.now()
-        return {"now": rfc3339(now), "offset_seconds": sandbox.clock.offset_seconds,
-                "beijing_date": str(now.astimezone(BEIJING).date())}
+        return {
+            "now": rfc3339(now),
+            "offset_seconds": sandbox.clock.offset_seconds,
+            "beijing_date": str(now.astimezone(BEIJING).date()),
+        }
 
     async def sandbox_refund(request: Request) -> Any:
         status = (await control_json(request)).get("status", "SUCCESS")
@@ -504,13 +574,18 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
         if sandbox.config.merchant_for_appid(appid) is None:
             raise param_error("appid", "unknown appid", appid)
         code = secrets.token_urlsafe(24)
-        sandbox.store.put("wxcode", code, {
-            "appid": appid,
-            "openid": data.get("openid") or "o" + hashlib.sha256(f"{appid}{secrets.token_hex(4)}".encode()).hexdigest()[:27],
-            "session_key": base64.b64encode(secrets.token_bytes(16)).decode(),
-            "expires_at": rfc3339(sandbox.clock.now() + timedelta(minutes=5)),
-            "used": False,
-        })
+        sandbox.store.put(
+            "wxcode",
+            code,
+            {
+                "appid": appid,
+                "openid": data.get("openid")
+                or "o" + hashlib.sha256(f"{appid}{secrets.token_hex(4)}".encode()).hexdigest()[:27],
+                "session_key": base64.b64encode(secrets.token_bytes(16)).decode(),
+                "expires_at": rfc3339(sandbox.clock.now() + timedelta(minutes=5)),
+                "used": False,
+            },
+        )
         return {"code": code}
 
     @asynccontextmanager
@@ -544,13 +619,20 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
         Route("/sandbox/wx-login", control(sandbox_wx_login), methods=["POST"]),
         Route("/sandbox/certificates/rotate", control(sandbox_rotate), methods=["POST"]),
     ]
+
     async def log_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         request.state.request_id = str(uuid.uuid4())
         start = time.perf_counter()
         response = await call_next(request)
-        log.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code,
-                 (time.perf_counter() - start) * 1000)
+        log.info(
+            "%s %s %d %.1fms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            (time.perf_counter() - start) * 1000,
+        )
         return response
 
-    return Starlette(routes=routes, lifespan=lifespan,
-                     middleware=[Middleware(BaseHTTPMiddleware, dispatch=log_requests)])
+    return Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(BaseHTTPMiddleware, dispatch=log_requests)]
+    )

@@ -52,24 +52,85 @@ def bill_rows(
             if t.get("success_time") and _day(t["success_time"]) == bill_date:
                 total = t["reported_total"]
                 fee = fee_yuan(total)
-                rows.append((t["success_time"], [
-                    _stamp(t["success_time"]), t["appid"], t["mchid"], t["sub_mchid"] or "0", "",
-                    t["transaction_id"], t["out_trade_no"], t["openid"], t["trade_type"], "SUCCESS", "OTHERS", "CNY",
-                    fen_to_yuan(total), "0.00", "0", "0", "0.00", "0.00", "", "", t["description"], t["attach"],
-                    f"{fee:.5f}", FEE_RATE_TEXT, fen_to_yuan(total), "0.00", "",
-                ], total, 0, fee))
+                rows.append(
+                    (
+                        t["success_time"],
+                        [
+                            _stamp(t["success_time"]),
+                            t["appid"],
+                            t["mchid"],
+                            t["sub_mchid"] or "0",
+                            "",
+                            t["transaction_id"],
+                            t["out_trade_no"],
+                            t["openid"],
+                            t["trade_type"],
+                            "SUCCESS",
+                            "OTHERS",
+                            "CNY",
+                            fen_to_yuan(total),
+                            "0.00",
+                            "0",
+                            "0",
+                            "0.00",
+                            "0.00",
+                            "",
+                            "",
+                            t["description"],
+                            t["attach"],
+                            f"{fee:.5f}",
+                            FEE_RATE_TEXT,
+                            fen_to_yuan(total),
+                            "0.00",
+                            "",
+                        ],
+                        total,
+                        0,
+                        fee,
+                    )
+                )
     if bill_type in ("ALL", "REFUND"):
         for r in refunds:
             if r["status"] == "SUCCESS" and _day(r["success_time"]) == bill_date:
                 t = by_key[r["txn_key"]]
                 fee = -fee_yuan(r["refund"])
-                rows.append((r["success_time"], [
-                    _stamp(r["success_time"]), t["appid"], t["mchid"], t["sub_mchid"] or "0", "",
-                    t["transaction_id"], t["out_trade_no"], t["openid"], t["trade_type"], "REFUND", "OTHERS", "CNY",
-                    "0.00", "0.00", r["refund_id"], r["out_refund_no"], fen_to_yuan(r["refund"]), "0.00", "ORIGINAL",
-                    "SUCCESS", t["description"], t["attach"], f"{fee:.5f}", FEE_RATE_TEXT, "0.00",
-                    fen_to_yuan(r["refund"]), "",
-                ], 0, r["refund"], fee))
+                rows.append(
+                    (
+                        r["success_time"],
+                        [
+                            _stamp(r["success_time"]),
+                            t["appid"],
+                            t["mchid"],
+                            t["sub_mchid"] or "0",
+                            "",
+                            t["transaction_id"],
+                            t["out_trade_no"],
+                            t["openid"],
+                            t["trade_type"],
+                            "REFUND",
+                            "OTHERS",
+                            "CNY",
+                            "0.00",
+                            "0.00",
+                            r["refund_id"],
+                            r["out_refund_no"],
+                            fen_to_yuan(r["refund"]),
+                            "0.00",
+                            "ORIGINAL",
+                            "SUCCESS",
+                            t["description"],
+                            t["attach"],
+                            f"{fee:.5f}",
+                            FEE_RATE_TEXT,
+                            "0.00",
+                            fen_to_yuan(r["refund"]),
+                            "",
+                        ],
+                        0,
+                        r["refund"],
+                        fee,
+                    )
+                )
     rows.sort(key=lambda row: row[0])
     return rows
 
@@ -78,8 +139,20 @@ def render_bill(rows: list[tuple[str, list[str], int, int, Decimal]]) -> bytes:
     settled = sum(r[2] for r in rows)
     refunded = sum(r[3] for r in rows)
     fees = sum((r[4] for r in rows), Decimal("0"))
-    lines = [HEADER, *(_line(r[1]) for r in rows), SUMMARY_HEADER, _line([
-        str(len(rows)), fen_to_yuan(settled), fen_to_yuan(refunded), "0.00", f"{fees:.5f}",
-        fen_to_yuan(settled), fen_to_yuan(refunded),
-    ])]
+    lines = [
+        HEADER,
+        *(_line(r[1]) for r in rows),
+        SUMMARY_HEADER,
+        _line(
+            [
+                str(len(rows)),
+                fen_to_yuan(settled),
+                fen_to_yuan(refunded),
+                "0.00",
+                f"{fees:.5f}",
+                fen_to_yuan(settled),
+                fen_to_yuan(refunded),
+            ]
+        ),
+    ]
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")

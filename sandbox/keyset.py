@@ -37,7 +37,9 @@ class DemoMerchant:
 
 
 DIRECT = DemoMerchant("direct", "1900000001", "wxd678efh567hg6787", "direct", "v3")
-PARTNER = DemoMerchant("partner", "1900000100", "wx8888888888888888", "partner", "v3", "1900000109", "wxd9b1c2e3f4a5b6c7")
+PARTNER = DemoMerchant(
+    "partner", "1900000100", "wx8888888888888888", "partner", "v3", "1900000109", "wxd9b1c2e3f4a5b6c7"
+)
 V2 = DemoMerchant("v2", "1900000002", "wxd930ea5d5a258f4f", "direct", "v2")
 MERCHANTS = (DIRECT, PARTNER, V2)
 PUBLIC_KEY_ID = "PUB_KEY_ID_0119000000012026112200000001"
@@ -56,9 +58,12 @@ def _write_secret(path: Path, data: bytes) -> None:
 def _rsa_key(path: Path) -> rsa.RSAPrivateKey:
     if not path.exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        _write_secret(path, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ))
+        _write_secret(
+            path,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     assert isinstance(loaded, rsa.RSAPrivateKey)
     return loaded
@@ -66,11 +71,13 @@ def _rsa_key(path: Path) -> rsa.RSAPrivateKey:
 
 def _self_signed(key: rsa.RSAPrivateKey, common_name: str, years: int = 5) -> bytes:
     now = datetime.now(UTC)
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zhangben sandbox"),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zhangben sandbox"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -95,8 +102,9 @@ def new_certificate(common_name: str) -> tuple[bytes, bytes, str]:
     """A fresh key and self-signed certificate in memory: (key PEM, certificate PEM, serial)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     cert_pem = _self_signed(key, common_name)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return key_pem, cert_pem, certificate_serial(cert_pem)
 
 
@@ -127,9 +135,12 @@ def init_keyset(keys_dir: Path, config_path: Path, ledger_url: str, sandbox_url:
     platform_serial = _certificate(platform / "platform_cert.pem", platform_key, "Tenpay.com Root CA (sandbox)")
     pub_private = _rsa_key(platform / "pub_key_private.pem")
     pub_path = platform / "pub_key.pem"
-    _write_secret(pub_path, pub_private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ))
+    _write_secret(
+        pub_path,
+        pub_private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
     done.append(f"sandbox platform certificate {platform_serial}, WeChat Pay public key {PUBLIC_KEY_ID}")
     if config_path.exists():
         done.append(f"{config_path} exists: left as it is")
@@ -152,8 +163,10 @@ def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
     ]
     if merchant.mode == "partner":
         lines += [
-            f'sp_mchid = "{merchant.mchid}"', f'sp_appid = "{merchant.appid}"',
-            f'sub_mchid = "{merchant.sub_mchid}"', f'sub_appid = "{merchant.sub_appid}"',
+            f'sp_mchid = "{merchant.mchid}"',
+            f'sp_appid = "{merchant.appid}"',
+            f'sub_mchid = "{merchant.sub_mchid}"',
+            f'sub_appid = "{merchant.sub_appid}"',
         ]
     lines += [
         f'private_key_file = "{folder / "apiclient_key.pem"}"',
@@ -173,21 +186,23 @@ def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
 
 def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str) -> str:
     platform = keys_dir / "wechatpay"
-    return "\n".join([
-        "# zhangben development configuration, written by `zhangben keys init`.",
-        "# Secrets live in the files named here (mode 0600), never in this file.",
-        'database_url = "sqlite:///var/zhangben.db"',
-        f'wechatpay_base_url = "{sandbox_url}"',
-        f'wechat_api_base_url = "{sandbox_url}"  # the sandbox serves jscode2session too',
-        "",
-        *merchant_tables,
-        "# Read by the sandbox only; absent in production.",
-        "[sandbox]",
-        f'platform_private_key_file = "{platform / "platform_key.pem"}"',
-        f'platform_cert_file = "{platform / "platform_cert.pem"}"',
-        f'public_key_id = "{PUBLIC_KEY_ID}"',
-        f'public_key_private_key_file = "{platform / "pub_key_private.pem"}"',
-        'mode = "both"',
-        'database = "var/sandbox.db"',
-        "",
-    ])
+    return "\n".join(
+        [
+            "# zhangben development configuration, written by `zhangben keys init`.",
+            "# Secrets live in the files named here (mode 0600), never in this file.",
+            'database_url = "sqlite:///var/zhangben.db"',
+            f'wechatpay_base_url = "{sandbox_url}"',
+            f'wechat_api_base_url = "{sandbox_url}"  # the sandbox serves jscode2session too',
+            "",
+            *merchant_tables,
+            "# Read by the sandbox only; absent in production.",
+            "[sandbox]",
+            f'platform_private_key_file = "{platform / "platform_key.pem"}"',
+            f'platform_cert_file = "{platform / "platform_cert.pem"}"',
+            f'public_key_id = "{PUBLIC_KEY_ID}"',
+            f'public_key_private_key_file = "{platform / "pub_key_private.pem"}"',
+            'mode = "both"',
+            'database = "var/sandbox.db"',
+            "",
+        ]
+    )

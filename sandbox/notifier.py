@@ -13,8 +13,8 @@ import secrets
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -29,14 +29,21 @@ log = logging.getLogger("zhangben.sandbox")
 # The gaps between attempts: 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h — 24h4m in all.
 RETRY_GAPS = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
 SUMMARIES = {
-    "TRANSACTION.SUCCESS": "支付成功", "REFUND.SUCCESS": "退款成功",
-    "REFUND.ABNORMAL": "退款异常", "REFUND.CLOSED": "退款关闭",
+    "TRANSACTION.SUCCESS": "支付成功",
+    "REFUND.SUCCESS": "退款成功",
+    "REFUND.ABNORMAL": "退款异常",
+    "REFUND.CLOSED": "退款关闭",
 }
 
 
 class Notifier:
-    def __init__(self, config: SandboxConfig, store: SandboxStore, clock: SandboxClock,
-                 certificate: Callable[[], tuple[Any, str]] | None = None) -> None:
+    def __init__(
+        self,
+        config: SandboxConfig,
+        store: SandboxStore,
+        clock: SandboxClock,
+        certificate: Callable[[], tuple[Any, str]] | None = None,
+    ) -> None:
         self.config = config
         self._certificate = certificate or (lambda: (config.platform_key, config.platform_serial))
         self.store = store
@@ -47,8 +54,14 @@ class Notifier:
         self._lock = threading.Lock()
 
     def enqueue(
-        self, mchid: str, url: str, event_type: str, original_type: str, resource: dict[str, Any],
-        keys: dict[str, str], faults: dict[str, Any],
+        self,
+        mchid: str,
+        url: str,
+        event_type: str,
+        original_type: str,
+        resource: dict[str, Any],
+        keys: dict[str, str],
+        faults: dict[str, Any],
     ) -> None:
         """Encrypt once (the body is the same on every retry) and queue the first attempt."""
         nonce = secrets.token_urlsafe(9)[:12]
@@ -123,7 +136,7 @@ class Notifier:
     def _attempt(self, record: dict[str, Any]) -> None:
         try:
             self._deliver(record)
-        except Exception:  # noqa: BLE001 — a delivery bug must not stop the loop
+        except Exception:  # a delivery bug must not stop the loop
             log.exception("notification %s: delivery failed", record["id"])
         finally:
             with self._lock:
@@ -139,8 +152,11 @@ class Notifier:
         if record["probe"] and attempt == 1:
             self._log(record, attempt, self._post(record["url"], body, probe=True), probe=True)
         copies = record["copies"] if attempt == 1 else 1
-        statuses = list(self.pool.map(lambda _: self._post(record["url"], body), range(copies))) if copies > 1 \
+        statuses = (
+            list(self.pool.map(lambda _: self._post(record["url"], body), range(copies)))
+            if copies > 1
             else [self._post(record["url"], body)]
+        )
         for status in statuses:
             self._log(record, attempt, status)
         delivered = any(s is not None and 200 <= s < 300 for s in statuses)
@@ -173,8 +189,14 @@ class Notifier:
             **flags,
         }
         self.store.log_delivery(entry)
-        log.info("notify %s %s attempt %d -> %s%s", record["event_type"], record["keys"], attempt, status,
-                 " (probe)" if flags.get("probe") else " (dropped)" if flags.get("dropped") else "")
+        log.info(
+            "notify %s %s attempt %d -> %s%s",
+            record["event_type"],
+            record["keys"],
+            attempt,
+            status,
+            " (probe)" if flags.get("probe") else " (dropped)" if flags.get("dropped") else "",
+        )
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -123,8 +123,11 @@ class Refunds:
     def due(self) -> list[dict[str, Any]]:
         now = time.time()
         return [
-            r for r in self.store.all("refund")
-            if r["status"] == "PROCESSING" and r.get("settle_at") and r["settle_at"] <= now
+            r
+            for r in self.store.all("refund")
+            if r["status"] == "PROCESSING"
+            and r.get("settle_at")
+            and r["settle_at"] <= now
             and r["next_status"] != "PROCESSING"
         ]
 
@@ -162,7 +165,8 @@ def refund_notice_json(refund: dict[str, Any]) -> dict[str, Any]:
     """The decrypted resource of a ``REFUND.*`` notification (spec §3.4)."""
     ids = (
         {"sp_mchid": refund["mchid"], "sub_mchid": refund["sub_mchid"]}
-        if refund["sub_mchid"] else {"mchid": refund["mchid"]}
+        if refund["sub_mchid"]
+        else {"mchid": refund["mchid"]}
     )
     body = ids | {
         "transaction_id": refund["transaction_id"],
@@ -172,8 +176,10 @@ def refund_notice_json(refund: dict[str, Any]) -> dict[str, Any]:
         "refund_status": refund["status"],
         "user_received_account": refund.get("user_received_account", "支付用户零钱"),
         "amount": {
-            "total": refund["total"], "refund": refund["refund"],
-            "payer_total": refund["payer_total"], "payer_refund": refund["refund"],
+            "total": refund["total"],
+            "refund": refund["refund"],
+            "payer_total": refund["payer_total"],
+            "payer_refund": refund["refund"],
         },
     }
     if refund["success_time"]:

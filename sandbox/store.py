@@ -61,9 +61,7 @@ class SandboxStore:
 
     def alias(self, kind: str, alias: str, key: str) -> None:
         with self.lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO aliases (kind, alias, key) VALUES (?, ?, ?)", (kind, alias, key)
-            )
+            self._conn.execute("INSERT OR REPLACE INTO aliases (kind, alias, key) VALUES (?, ?, ?)", (kind, alias, key))
 
     def by_alias(self, kind: str, alias: str) -> dict[str, Any] | None:
         with self.lock:

@@ -20,7 +20,10 @@ from sandbox.validation import (
 
 TRADE_TYPES = {"jsapi": "JSAPI", "native": "NATIVE", "app": "APP", "h5": "MWEB"}
 STATE_DESC = {
-    "NOTPAY": "订单未支付", "SUCCESS": "支付成功", "CLOSED": "订单已关闭", "REFUND": "订单发生过退款",
+    "NOTPAY": "订单未支付",
+    "SUCCESS": "支付成功",
+    "CLOSED": "订单已关闭",
+    "REFUND": "订单发生过退款",
     "PAYERROR": "支付失败，请重新下单支付",
 }
 # Without time_expire an unpaid order can be paid for 7 days (spec §4.2).
@@ -119,9 +122,12 @@ class Transactions:
         openid_field, openid = self._check_payer(channel, partner, body)
         if channel == "h5":
             scene = body.get("scene_info") or {}
-            if not isinstance(scene, dict) or not scene.get("payer_client_ip") or not isinstance(
-                scene.get("h5_info"), dict
-            ) or not scene["h5_info"].get("type"):
+            if (
+                not isinstance(scene, dict)
+                or not scene.get("payer_client_ip")
+                or not isinstance(scene.get("h5_info"), dict)
+                or not scene["h5_info"].get("type")
+            ):
                 raise param_error("scene_info", "H5支付必须传 scene_info.payer_client_ip 和 scene_info.h5_info.type")
         now = self.clock.now()
         # WeChat moves an expiry earlier than one minute from now to one minute from now.
@@ -196,7 +202,12 @@ class Transactions:
             self.store.put("transaction", txn["key"], txn)
 
     def pay(
-        self, txn_key: str, result: str, openid: str, payer_total: int | None, total_override: int | None,
+        self,
+        txn_key: str,
+        result: str,
+        openid: str,
+        payer_total: int | None,
+        total_override: int | None,
         late: bool,
     ) -> dict[str, Any]:
         """The payer pays (or fails to).  Returns the updated transaction."""
@@ -209,12 +220,14 @@ class Transactions:
                 raise WechatError(409, "ORDER_CLOSED", "订单已关闭")
             now = self.clock.now()
             if not late and now > datetime.fromisoformat(txn["time_expire"]):
-                raise WechatError(409, "ORDER_EXPIRED", "订单已过期 (pass \"late\": true to pay anyway)")
+                raise WechatError(409, "ORDER_EXPIRED", '订单已过期 (pass "late": true to pay anyway)')
             if result == "PAYERROR":
                 txn["state"] = "PAYERROR"
             else:
                 txn["state"] = "SUCCESS"
-                txn["transaction_id"] = "42" + now.astimezone(BEIJING).strftime("%Y%m%d") + f"{secrets.randbelow(10**18):018d}"
+                txn["transaction_id"] = (
+                    "42" + now.astimezone(BEIJING).strftime("%Y%m%d") + f"{secrets.randbelow(10**18):018d}"
+                )
                 txn["success_time"] = rfc3339(now)
                 txn["payer_total"] = payer_total if payer_total is not None else txn["total"]
                 txn["reported_total"] = total_override if total_override is not None else txn["total"]

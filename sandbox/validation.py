@@ -21,21 +21,32 @@ def require_str(body: dict[str, Any], field: str, max_len: int, *, path: str = "
     if not isinstance(value, str) or not value:
         raise param_error(name, f"输入源“/body/{name}”映射到字段“{name}”必填性规则校验失败，此字段为必填项")
     if len(value) > max_len:
-        raise param_error(name, f"输入源“/body/{name}”映射到字段“{name}”字符串规则校验失败，字节数 {len(value)}，大于最大值 {max_len}", value)
+        raise param_error(
+            name,
+            f"输入源“/body/{name}”映射到字段“{name}”字符串规则校验失败，字节数 {len(value)}，大于最大值 {max_len}",
+            value,
+        )
     return value
 
 
 def check_out_trade_no(value: Any) -> str:
     if not isinstance(value, str) or not OUT_TRADE_NO.fullmatch(value):
-        raise param_error("out_trade_no", "输入源“/body/out_trade_no”映射到字段“商户订单号”字符串规则校验失败，"
-                          "长度6-32，只能是数字、大小写字母_-|*", value)
+        raise param_error(
+            "out_trade_no",
+            "输入源“/body/out_trade_no”映射到字段“商户订单号”字符串规则校验失败，长度6-32，只能是数字、大小写字母_-|*",
+            value,
+        )
     return value
 
 
 def check_out_refund_no(value: Any) -> str:
     if not isinstance(value, str) or not OUT_REFUND_NO.fullmatch(value):
-        raise param_error("out_refund_no", "输入源“/body/out_refund_no”映射到字段“商户退款单号”字符串规则校验失败，"
-                          "长度1-64，只能是数字、大小写字母_-|*@", value)
+        raise param_error(
+            "out_refund_no",
+            "输入源“/body/out_refund_no”映射到字段“商户退款单号”字符串规则校验失败，"
+            "长度1-64，只能是数字、大小写字母_-|*@",
+            value,
+        )
     return value
 
 
@@ -44,8 +55,11 @@ def check_time_expire(value: Any) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str) or not RFC3339.fullmatch(value):
-        error = param_error("time_expire", "输入源“/body/time_expire”映射到值字段“交易结束时间”字符串规则校验失败，"
-                            "字符串必须是符合 RFC3339 日期时间格式")
+        error = param_error(
+            "time_expire",
+            "输入源“/body/time_expire”映射到值字段“交易结束时间”字符串规则校验失败，"
+            "字符串必须是符合 RFC3339 日期时间格式",
+        )
         error.detail = {"location": "body", "value": value}
         raise error
     return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
+from adapters.leases import Leases
+from adapters.wechatpay.beijing import BEIJING
 from adapters.wechatpay.errors import WechatPayBusinessError
-from zhangben.clock import BEIJING
-from zhangben.finance import Finance
+from bootstrap.wiring import Runtime
 
 log = logging.getLogger("zhangben.scheduler")
 READY_HOUR = 10
 
 
-def run(rt: Any, leases: Any, now: datetime) -> dict[str, int]:
+def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     local = now.astimezone(BEIJING)
     if local.hour < READY_HOUR:
         return {"imported": 0, "not_ready": 0, "differences": 0}
@@ -31,7 +31,7 @@ def run(rt: Any, leases: Any, now: datetime) -> dict[str, int]:
         if rt.reconciliation.has_bill(mchid, day):
             continue
         try:
-            report = Finance(rt).import_bill(mchid, day)
+            report = rt.finance.import_bill(mchid, day)
         except WechatPayBusinessError as exc:
             if not exc.is_code("NO_STATEMENT_EXIST"):
                 raise
@@ -41,6 +41,11 @@ def run(rt: Any, leases: Any, now: datetime) -> dict[str, int]:
         imported += 1
         differences += len(report["differences"])
         if report["differences"]:
-            log.warning("reconciliation of %s on %s: %d differences (%s)", mchid, day, len(report["differences"]),
-                        report["counts"])
+            log.warning(
+                "reconciliation of %s on %s: %d differences (%s)",
+                mchid,
+                day,
+                len(report["differences"]),
+                report["counts"],
+            )
     return {"imported": imported, "not_ready": not_ready, "differences": differences}

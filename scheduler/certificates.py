@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
+from adapters.leases import Leases
 from adapters.wechatpay.errors import WechatPayError
+from bootstrap.wiring import Runtime
 
 log = logging.getLogger("zhangben.scheduler")
 WARN_BEFORE = timedelta(days=7)
 
 
-def run(rt: Any, leases: Any, now: datetime) -> dict[str, int]:
+def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     refreshed = expiring = 0
     for mchid, merchant in rt.client.merchants.items():
         if merchant.platform_public_key is not None:
@@ -26,6 +27,10 @@ def run(rt: Any, leases: Any, now: datetime) -> dict[str, int]:
         for cert in certificates:
             if cert.expire_time - now < WARN_BEFORE:
                 expiring += 1
-                log.warning("platform certificate %s of %s expires at %s: WeChat should have issued a new one",
-                            cert.serial_no, mchid, cert.expire_time.isoformat())
+                log.warning(
+                    "platform certificate %s of %s expires at %s: WeChat should have issued a new one",
+                    cert.serial_no,
+                    mchid,
+                    cert.expire_time.isoformat(),
+                )
     return {"refreshed": refreshed, "expiring": expiring}

@@ -10,7 +10,9 @@ as a notification would have recorded it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+
+from adapters.leases import Leases
+from bootstrap.wiring import Runtime
 
 OFFSETS = [timedelta(minutes=m) for m in (1, 3, 10, 30, 60)]
 HOURLY = timedelta(hours=1)
@@ -23,7 +25,7 @@ def due_at(created_at: datetime, checks: int) -> datetime:
     return created_at + OFFSETS[-1] + HOURLY * (checks - len(OFFSETS) + 1)
 
 
-def run(rt: Any, leases: Any, now: datetime) -> dict[str, int]:
+def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     queried = paid = 0
     for order in rt.orders.open_orders():
         for payment in order["payments"]:

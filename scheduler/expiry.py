@@ -8,12 +8,14 @@ still be paid (the ledger decides that when the last open attempt expires).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+
+from adapters.leases import Leases
+from bootstrap.wiring import Runtime
 
 GRACE = timedelta(seconds=60)
 
 
-def run(rt: Any, leases: Any, now: datetime) -> dict[str, int]:
+def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     expired = paid = 0
     for order in rt.orders.open_orders():
         for payment in order["payments"]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+
+from adapters.leases import Leases
+from bootstrap.wiring import Runtime
 
 log = logging.getLogger("zhangben.scheduler")
 OFFSETS = [timedelta(minutes=m) for m in (1, 2, 5, 10, 30, 60)]
@@ -24,7 +26,7 @@ def due_at(requested_at: datetime, checks: int, abnormal: bool) -> datetime:
     return requested_at + OFFSETS[-1] + HOURLY * (checks - len(OFFSETS) + 1)
 
 
-def run(rt: Any, leases: Any, now: datetime) -> dict[str, int]:
+def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     queried = settled = abnormal = 0
     for order in rt.orders.orders_with_open_refunds():
         for refund in order["refunds"]:

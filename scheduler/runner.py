@@ -1,7 +1,7 @@
 """Runs each job when it is due, once per due time across every scheduler process.
 
 APScheduler only ticks; what is due, and who runs it, is decided by the
-lease rows in the database (``scheduler.leases``), so several ``serve``
+lease rows in the database (``adapters.leases``), so several ``serve``
 processes on one PostgreSQL never run a job twice at once.  A job that fails
 is recorded and retried at its next due time; the others carry on.
 """
@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from adapters.leases import Leases
+from application.ledger import Clock
+from bootstrap.wiring import Runtime
 from scheduler import bills, certificates, compensating, expiry, refunds
-from scheduler.leases import Leases
-from zhangben.clock import Clock
 
 log = logging.getLogger("zhangben.scheduler")
 
@@ -28,7 +28,7 @@ log = logging.getLogger("zhangben.scheduler")
 class Job:
     name: str
     every: timedelta
-    run: Callable[[Any, Leases, datetime], dict[str, int]]
+    run: Callable[[Runtime, Leases, datetime], dict[str, int]]
 
 
 JOBS = (
@@ -41,11 +41,11 @@ JOBS = (
 
 
 class Scheduler:
-    def __init__(self, runtime: Any, clock: Clock, jobs: tuple[Job, ...] = JOBS) -> None:
+    def __init__(self, runtime: Runtime, clock: Clock, jobs: tuple[Job, ...] = JOBS) -> None:
         self.rt = runtime
         self.clock = clock
         self.jobs = jobs
-        self.leases = Leases(runtime.db)
+        self.leases = runtime.leases
         self._ticker: BackgroundScheduler | None = None
 
     def create_tables(self) -> None:
@@ -75,21 +75,23 @@ class Scheduler:
                 results[job.name] = f"failed: {error}"
                 log.warning("job %s failed: %s", job.name, error)
             finally:
-                self.leases.finish(job.name, self.clock(), now + job.every, error,
-                                   int((time.perf_counter() - started) * 1000))
+                self.leases.finish(
+                    job.name, self.clock(), now + job.every, error, int((time.perf_counter() - started) * 1000)
+                )
         return results
 
     def start(self, tick_seconds: float = 5.0) -> None:
         self._ticker = BackgroundScheduler(daemon=True)
-        self._ticker.add_job(self._tick, "interval", seconds=tick_seconds, max_instances=1, coalesce=True,
-                             next_run_time=datetime.now())
+        self._ticker.add_job(
+            self._tick, "interval", seconds=tick_seconds, max_instances=1, coalesce=True, next_run_time=datetime.now()
+        )
         self._ticker.start()
 
     def _tick(self) -> None:
         try:
             for name, result in self.run_due().items():
                 log.info("job %s: %s", name, result)
-        except Exception:  # noqa: BLE001 — the ticker itself must survive a database blip
+        except Exception:  # the ticker itself must survive a database blip
             log.exception("scheduler tick failed")
 
     def stop(self) -> None:

@@ -12,9 +12,7 @@ from tests.pgserver import PostgresUnavailable, ThrowawayPostgres
 
 pytest_plugins = ["tests.fixtures_sandbox"]
 
-settings.register_profile(
-    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from sandbox.keyset import DIRECT, PARTNER
-from zhangben.stack import Stack, running_stack
+from zhangben.launch import Stack, running_stack
 
 
 @dataclass
@@ -49,8 +49,10 @@ class Deployment(Stack):
 def deploy(root: Path, database_url: str, workers: int = 1) -> Iterator[Deployment]:
     """``zhangben sandbox`` and ``zhangben serve`` as processes on free ports, with keys for every role."""
     with running_stack(root, database_url, workers=workers) as stack:
-        keys = {role: stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role)
-                for role in ("merchant", "auditor", "finance")}
+        keys = {
+            role: stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role)
+            for role in ("merchant", "auditor", "finance")
+        }
         keys["partner"] = stack.cli("apikey", "create", "--merchant", PARTNER.sub_mchid, "--role", "merchant")
         yield Deployment(**vars(stack), keys=keys)
 

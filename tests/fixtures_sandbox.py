@@ -14,7 +14,7 @@ from sandbox.app import Sandbox, build_app
 from sandbox.config import SandboxConfig, load_sandbox_config
 from sandbox.keyset import DIRECT, PARTNER, PUBLIC_KEY_ID, init_keyset
 from tests.spec_merchant import NotifyReceiver, SpecMerchant
-from zhangben.stack import free_port
+from zhangben.launch import free_port
 
 
 class RunningSandbox:
@@ -24,8 +24,11 @@ class RunningSandbox:
         self.sandbox = Sandbox(config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(build_app(self.sandbox), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                build_app(self.sandbox), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
@@ -55,8 +58,9 @@ def start_sandbox(keyset: Path, tmp_path: Path) -> Iterator[Callable[..., Runnin
     running: list[RunningSandbox] = []
 
     def start(mode: str = "both", database: str = "sandbox.db") -> RunningSandbox:
-        config = dataclasses.replace(load_sandbox_config(keyset / "zhangben.toml"), mode=mode,
-                                     database=tmp_path / database)
+        config = dataclasses.replace(
+            load_sandbox_config(keyset / "zhangben.toml"), mode=mode, database=tmp_path / database
+        )
         server = RunningSandbox(config)
         running.append(server)
         return server

@@ -82,8 +82,18 @@ class ThrowawayPostgres:
             entry = pwd.getpwnam(self.run_as)
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
         self._run(
-            "initdb", "-D", str(self.datadir), "-U", USER, f"--pwfile={pwfile}",
-            "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync",
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "-A",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
         )
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300"
         if not self.durable:

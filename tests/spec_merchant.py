@@ -43,7 +43,9 @@ class SpecMerchant:
         cert = x509.load_pem_x509_certificate((keys / mchid / "apiclient_cert.pem").read_bytes())
         pub = serialization.load_pem_public_key((keys / "wechatpay" / "pub_key.pem").read_bytes())
         return cls(
-            base_url=base_url, mchid=mchid, serial_no=format(cert.serial_number, "X"),
+            base_url=base_url,
+            mchid=mchid,
+            serial_no=format(cert.serial_number, "X"),
             private_key_pem=(keys / mchid / "apiclient_key.pem").read_bytes(),
             apiv3_key=(keys / mchid / "apiv3_key").read_bytes().strip(),
             platform_keys={public_key_id: pub},
@@ -54,14 +56,26 @@ class SpecMerchant:
         nonce = secrets.token_hex(16).upper()
         message = f"{method}\n{url}\n{ts}\n{nonce}\n".encode() + body + b"\n"
         signature = base64.b64encode(self._key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
-        return (f'WECHATPAY2-SHA256-RSA2048 mchid="{self.mchid}",nonce_str="{nonce}",'
-                f'signature="{signature}",timestamp="{ts}",serial_no="{self.serial_no}"')
+        return (
+            f'WECHATPAY2-SHA256-RSA2048 mchid="{self.mchid}",nonce_str="{nonce}",'
+            f'signature="{signature}",timestamp="{ts}",serial_no="{self.serial_no}"'
+        )
 
-    def call(self, method: str, url: str, payload: Any = None, *, timestamp: int | None = None,
-             authorization: str | None = None, raw: bytes | None = None) -> httpx.Response:
+    def call(
+        self,
+        method: str,
+        url: str,
+        payload: Any = None,
+        *,
+        timestamp: int | None = None,
+        authorization: str | None = None,
+        raw: bytes | None = None,
+    ) -> httpx.Response:
         body = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
-        headers = {"Accept": "application/json",
-                   "Authorization": authorization or self.authorization(method, url, body, timestamp)}
+        headers = {
+            "Accept": "application/json",
+            "Authorization": authorization or self.authorization(method, url, body, timestamp),
+        }
         if body:
             headers["Content-Type"] = "application/json"
         if self.send_serial:
@@ -111,7 +125,7 @@ class NotifyReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._lock:
                     receiver.received.append(Received(dict(self.headers), body))

@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from adapters.persistence import PersistenceError
+import uvicorn
+
+from adapters.persistence import PersistenceError, redact
+from adapters.wechatpay.beijing import BEIJING
 from adapters.wechatpay.errors import MerchantConfigError, WechatPayError
+from application.history import HistoryEvent
+from application.ledger import Ledger
+from application.views import OrderView
+from bootstrap.settings import Settings, SettingsError, load_settings
+from bootstrap.wiring import init_database, open_ledger
+from domain.apikey import ROLES
 from domain.errors import LedgerError, OrderNotFound
-from zhangben.clock import BEIJING
-from zhangben.history import HistoryEvent
-from zhangben.ledger import Ledger, open_ledger
-from zhangben.settings import Settings, SettingsError, load_settings
+from sandbox.app import Sandbox, build_app
+from sandbox.config import SandboxConfigError, load_sandbox_config
+from sandbox.keyset import init_keyset
+from zhangben import cli_finance, cli_scheduler, demo
+from zhangben.serve import serve
 from zhangben.usage import UsageError
 
 
@@ -69,13 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(title="keys commands", metavar="COMMAND")
     keys_init = keys_commands.add_parser("init", help="write a development keyset and a matching zhangben.toml")
     keys_init.add_argument("--dir", default="var/keys", help="where the key files go (default var/keys)")
-    keys_init.add_argument("--config", default=None, help="the config file to write (default $ZHANGBEN_CONFIG or zhangben.toml)")
+    keys_init.add_argument(
+        "--config", default=None, help="the config file to write (default $ZHANGBEN_CONFIG or zhangben.toml)"
+    )
     keys_init.add_argument("--ledger-url", default="http://127.0.0.1:8000", help="base of the notify_urls")
     keys_init.add_argument("--sandbox-url", default="http://127.0.0.1:8900", help="the WeChat Pay base URL to use")
     keys_init.set_defaults(handler=cmd_keys_init)
 
-    demo = commands.add_parser("demo", help="the end-to-end tour (contract §7): every step printed, exit 0 if all held")
-    demo.set_defaults(handler=lambda args: __import__("zhangben.demo", fromlist=["main"]).main())
+    tour = commands.add_parser("demo", help="the end-to-end tour (contract §7): every step printed, exit 0 if all held")
+    tour.set_defaults(handler=lambda args: demo.main())
 
     serve = commands.add_parser("serve", help="run the ledger's HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
@@ -89,14 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_commands = apikey.add_subparsers(title="apikey commands", metavar="COMMAND")
     apikey_create = apikey_commands.add_parser("create", help="print a new API key once (only its hash is stored)")
     apikey_create.add_argument("--merchant", required=True, metavar="MCHID")
-    apikey_create.add_argument("--role", required=True, choices=["merchant", "auditor", "finance"])
+    apikey_create.add_argument("--role", required=True, choices=ROLES)
     apikey_create.set_defaults(handler=cmd_apikey_create)
 
-    from scheduler.cli import add_commands as add_scheduler_commands
-    from zhangben.cli_finance import add_commands
-
-    add_commands(commands)
-    add_scheduler_commands(commands)
+    cli_finance.add_commands(commands)
+    cli_scheduler.add_commands(commands)
 
     sandbox = commands.add_parser("sandbox", help="run the local WeChat Pay sandbox")
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -110,25 +119,21 @@ def _config_path(explicit: str | None = None) -> Path:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from sandbox.keyset import init_keyset
-
-    for line in init_keyset(Path(args.dir), _config_path(args.config), args.ledger_url.rstrip("/"),
-                            args.sandbox_url.rstrip("/")):
+    for line in init_keyset(
+        Path(args.dir), _config_path(args.config), args.ledger_url.rstrip("/"), args.sandbox_url.rstrip("/")
+    ):
         print(line)
     return 0
 
 
 def cmd_apikey_create(args: argparse.Namespace) -> int:
-    from zhangben.apikeys import issue
-
     settings = load_settings()
     known = settings.merchant_ids()
     if known and args.merchant not in known:
         raise UsageError(f"merchant {args.merchant} is not in {settings.config_path} (known: {', '.join(known)})")
     ledger = open_ledger(settings.database_url)
     try:
-        key, record = issue(args.merchant, args.role, ledger.clock())
-        ledger.save(record)
+        key = ledger.issue_api_key(args.merchant, args.role)
     finally:
         ledger.close()
     print(key)
@@ -136,44 +141,31 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from api.serve import serve
-
-    return serve(args.host, args.port, args.workers, projections=not args.no_projections,
-                 scheduler=not args.no_scheduler)
+    return serve(
+        args.host, args.port, args.workers, projections=not args.no_projections, scheduler=not args.no_scheduler
+    )
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    import logging
-
-    import uvicorn
-
-    from sandbox.app import Sandbox, build_app
-    from sandbox.config import SandboxConfigError, load_sandbox_config
-
     try:
         config = load_sandbox_config(_config_path())
     except SandboxConfigError as exc:
         raise UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    print(f"WeChat Pay sandbox on http://{args.host}:{args.port} (mode {config.mode}, "
-          f"{len(config.merchants)} merchants, state in {config.database})", flush=True)
+    print(
+        f"WeChat Pay sandbox on http://{args.host}:{args.port} (mode {config.mode}, "
+        f"{len(config.merchants)} merchants, state in {config.database})",
+        flush=True,
+    )
     uvicorn.run(build_app(Sandbox(config)), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
-    from zhangben.wiring import init_database
-
     settings = load_settings()
     init_database(settings)
-    print(f"event store ready: {_redacted(settings.database_url)}")
+    print(f"event store ready: {redact(settings.database_url)}")
     return 0
-
-
-def _redacted(url: str) -> str:
-    from adapters.persistence import redact
-
-    return redact(url)
 
 
 def parse_moment(text: str) -> datetime:
@@ -233,8 +225,18 @@ def _find_merchant(ledger: Ledger, settings: Settings, merchant: str | None, ord
 
 
 _SUMMARY_FIELDS = (
-    "amount_fen", "total_fen", "channel", "out_trade_no", "transaction_id", "out_refund_no",
-    "reason", "event_type", "notification_id", "trade_state", "refund_id", "expected_fen",
+    "amount_fen",
+    "total_fen",
+    "channel",
+    "out_trade_no",
+    "transaction_id",
+    "out_refund_no",
+    "reason",
+    "event_type",
+    "notification_id",
+    "trade_state",
+    "refund_id",
+    "expected_fen",
 )
 
 
@@ -244,7 +246,7 @@ def _summary(event: HistoryEvent) -> str:
 
 
 def format_history(
-    mchid: str, order_no: str, as_of: datetime | None, events: list[HistoryEvent], state: dict[str, Any]
+    mchid: str, order_no: str, as_of: datetime | None, events: list[HistoryEvent], state: OrderView
 ) -> str:
     when = f"as of {as_of.isoformat()}" if as_of else "now"
     lines = [f"order {order_no} (merchant {mchid}), {len(events)} events, {when}", ""]
@@ -258,7 +260,9 @@ def format_history(
         f"refunded {state['refunded_fen']} fen",
     ]
     for payment in state["payments"]:
-        lines.append(f"  payment {payment['out_trade_no']} {payment['status']} {payment['transaction_id'] or ''}".rstrip())
+        lines.append(
+            f"  payment {payment['out_trade_no']} {payment['status']} {payment['transaction_id'] or ''}".rstrip()
+        )
     for refund in state["refunds"]:
         lines.append(f"  refund {refund['out_refund_no']} {refund['status']} {refund['amount_fen']} fen")
     if state["review_reasons"]:

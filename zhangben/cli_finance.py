@@ -6,11 +6,19 @@ import argparse
 import signal
 import sys
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
-from zhangben.settings import load_settings
+from adapters.exports import export, write_export
+from adapters.wechatpay.beijing import BEIJING
+from adapters.wechatpay.bills import BillFormatError
+from adapters.wechatpay.errors import WechatPayBusinessError
+from application.finance import JOURNAL_COLUMNS, RECONCILIATION_COLUMNS
+from bootstrap.settings import Settings, load_settings
+from bootstrap.wiring import Runtime, build_runtime, init_database
+from projections.core import Runner
 from zhangben.usage import UsageError
 
 PROJECTIONS = ("order_status", "journal")
@@ -34,14 +42,13 @@ class Progress:
 
 
 def _date(text: str, flag: str) -> date:
-
     try:
         return date.fromisoformat(text)
     except ValueError:
         raise UsageError(f"{flag} {text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _merchants(settings: Any, explicit: str | None) -> list[str]:
+def _merchants(settings: Settings, explicit: str | None) -> list[str]:
     """The merchant named, or every v3 merchant configured."""
     v3 = settings.merchant_ids(api="v3")
     if explicit:
@@ -53,10 +60,8 @@ def _merchants(settings: Any, explicit: str | None) -> list[str]:
     return v3
 
 
-def _runtime(*, create_tables: bool = True) -> Any:
+def command_runtime(*, create_tables: bool = True) -> Runtime:
     """The runtime for one command; long-running workers pass ``create_tables=False`` (no DDL, ever)."""
-    from zhangben.wiring import build_runtime, init_database
-
     settings = load_settings()
     if create_tables:
         init_database(settings)
@@ -64,11 +69,6 @@ def _runtime(*, create_tables: bool = True) -> Any:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from adapters.wechatpay.bills import BillFormatError
-    from adapters.wechatpay.errors import WechatPayBusinessError
-    from projections.reconciliation import BillMismatch
-    from zhangben.finance import Finance
-
     bill_date = _date(args.date, "--date")
     content = None
     if args.bill:
@@ -76,7 +76,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             content = Path(args.bill).read_bytes()
         except OSError as exc:
             raise UsageError(f"--bill {args.bill}: {exc.strerror}") from None
-    rt = _runtime()
+    rt = command_runtime()
     differences = 0
     try:
         merchants = _merchants(rt.settings, args.merchant)
@@ -85,14 +85,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         for mchid in merchants:
             progress = Progress(f"importing merchant {mchid}'s {bill_date} bill")
             try:
-                report = Finance(rt).import_bill(mchid, bill_date, content, progress)
+                report = rt.finance.import_bill(mchid, bill_date, content, progress)
             except WechatPayBusinessError as exc:
                 if not exc.is_code("NO_STATEMENT_EXIST"):
                     raise
                 progress.done()
-                print(f"{bill_date} merchant {mchid}: no bill from WeChat (no trades that day, or not ready before 10:00)")
+                print(
+                    f"{bill_date} merchant {mchid}: no bill from WeChat (no trades that day, or not ready before 10:00)"
+                )
                 continue
-            except (BillFormatError, BillMismatch) as exc:
+            except BillFormatError as exc:  # BillMismatch too: a damaged file
                 raise UsageError(f"the bill cannot be read: {exc}") from None
             progress.done()
             differences += len(report["differences"])
@@ -104,25 +106,29 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def _print_report(bill_date: date, mchid: str, report: dict[str, Any]) -> None:
     imported = report["imported"]
-    print(f"{bill_date} merchant {mchid}: {imported['lines']} bill lines, settled {imported['settled_fen']} fen, "
-          f"refunded {imported['refunded_fen']} fen, fee {imported['fee_fen']} fen")
-    print(f"  matched {report['matched']}, differences {len(report['differences'])}"
-          + (f", healed by query: {', '.join(report['healed'])}" if report["healed"] else ""))
+    print(
+        f"{bill_date} merchant {mchid}: {imported['lines']} bill lines, settled {imported['settled_fen']} fen, "
+        f"refunded {imported['refunded_fen']} fen, fee {imported['fee_fen']} fen"
+    )
+    print(
+        f"  matched {report['matched']}, differences {len(report['differences'])}"
+        + (f", healed by query: {', '.join(report['healed'])}" if report["healed"] else "")
+    )
     for difference in report["differences"]:
-        print(f"  {difference['kind']:<18} {difference['of']:<8} out_trade_no={difference['out_trade_no']} "
-              f"transaction_id={difference['transaction_id'] or '-'} out_refund_no={difference['out_refund_no'] or '-'} "
-              f"bill={difference['bill_fen']} ledger={difference['ledger_fen']}")
+        print(
+            f"  {difference['kind']:<18} {difference['of']:<8} out_trade_no={difference['out_trade_no']} "
+            f"transaction_id={difference['transaction_id'] or '-'} out_refund_no={difference['out_refund_no'] or '-'} "
+            f"bill={difference['bill_fen']} ledger={difference['ledger_fen']}"
+        )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from zhangben.finance import JOURNAL_COLUMNS, RECONCILIATION_COLUMNS, Finance, export, write_export
-
     day_from = _date(args.date, "--date")
     day_to = _date(args.to, "--to") if args.to else day_from
-    rt = _runtime()
+    rt = command_runtime()
     rows: list[dict[str, Any]] = []
     try:
-        finance = Finance(rt)
+        finance = rt.finance
         for mchid in _merchants(rt.settings, args.merchant):
             if args.what == "reconciliation":
                 day = day_from
@@ -137,8 +143,16 @@ def cmd_export(args: argparse.Namespace) -> int:
                 columns = ["mchid", *JOURNAL_COLUMNS]
             else:
                 rows += _orders(rt, mchid, day_from, day_to)
-                columns = ["mchid", "merchant_order_no", "status", "amount_fen", "paid_fen", "refunded_fen",
-                           "created_at", "paid_at"]
+                columns = [
+                    "mchid",
+                    "merchant_order_no",
+                    "status",
+                    "amount_fen",
+                    "paid_fen",
+                    "refunded_fen",
+                    "created_at",
+                    "paid_at",
+                ]
         write_export(Path(args.out), export(args.what, args.format, columns, rows))
     finally:
         rt.close()
@@ -146,11 +160,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _orders(rt: Any, mchid: str, day_from: date, day_to: date) -> list[dict[str, Any]]:
-    from datetime import datetime, time as dtime
-
-    from zhangben.clock import BEIJING
-
+def _orders(rt: Runtime, mchid: str, day_from: date, day_to: date) -> list[dict[str, Any]]:
     rt.followers["order_status"].catch_up()
     start = datetime.combine(day_from, dtime.min, BEIJING)
     end = datetime.combine(day_to + timedelta(days=1), dtime.min, BEIJING)
@@ -163,7 +173,7 @@ def _orders(rt: Any, mchid: str, day_from: date, day_to: date) -> list[dict[str,
 
 
 def cmd_projections_status(args: argparse.Namespace) -> int:
-    rt = _runtime()
+    rt = command_runtime()
     try:
         head = rt.ledger.recorder.max_notification_id() or 0
         print(f"event log head: {head}")
@@ -177,21 +187,19 @@ def cmd_projections_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lag_seconds(rt: Any, position: int, head: int) -> str:
+def _lag_seconds(rt: Runtime, position: int, head: int) -> str:
     """How old the oldest event not yet in the view is."""
     if position >= head:
         return "0"
     pending = rt.ledger.recorder.select_notifications(position, 1, inclusive_of_start=False)
     if not pending:
         return "0"
-    from datetime import UTC, datetime
-
     event = rt.ledger.mapper.to_domain_event(pending[0])
     return f"{(datetime.now(UTC) - event.timestamp).total_seconds():.1f}"
 
 
 def cmd_projections_rebuild(args: argparse.Namespace) -> int:
-    rt = _runtime()
+    rt = command_runtime()
     try:
         for name in [args.name] if args.name else list(rt.followers):
             progress = Progress(f"rebuilding {name}")
@@ -208,9 +216,7 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_projections_run(args: argparse.Namespace) -> int:
     """A projection in its own process (scale-out); run ``serve --no-projections`` beside it."""
-    from projections.core import Runner
-
-    rt = _runtime(create_tables=False)  # several runners may start at once: DDL is `zhangben db init`'s
+    rt = command_runtime(create_tables=False)  # several runners may start at once: DDL is `zhangben db init`'s
     runner = Runner([rt.followers[args.name]])
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     print(f"projection {args.name} following the log from position {rt.followers[args.name].position}", flush=True)
@@ -223,7 +229,7 @@ def cmd_projections_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: Any) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reconcile = commands.add_parser("reconcile", help="import a day's WeChat trade bill and reconcile it")
     reconcile.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the bill's day (Beijing time)")
     reconcile.add_argument("--bill", metavar="FILE", help="read the bill from a file instead of downloading it")

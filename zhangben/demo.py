@@ -23,16 +23,16 @@ from typing import Any
 import httpx
 import segno
 
+from adapters.wechatpay.beijing import BEIJING
+from bootstrap.settings import Settings
+from bootstrap.wiring import Runtime, build_runtime
 from sandbox.keyset import DIRECT, PARTNER
 from scheduler.runner import JOBS, Scheduler
-from zhangben.clock import BEIJING
-from zhangben.finance import Finance
-from zhangben.settings import Settings
-from zhangben.stack import Stack, StackError, running_stack
-from zhangben.wiring import Runtime, build_runtime
+from zhangben.launch import Stack, StackError, running_stack
 
-GREEN, RED, BOLD, DIM, RESET = ("\033[32m", "\033[31m", "\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() \
-    else ("", "", "", "", "")
+GREEN, RED, BOLD, DIM, RESET = (
+    ("\033[32m", "\033[31m", "\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "", "", "")
+)
 
 
 class StepFailed(Exception):
@@ -73,9 +73,13 @@ class Tour:
         self.key = self.stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant")
         self.auditor = self.stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "auditor")
         root = self.stack.root
-        settings = Settings(config_path=root / "zhangben.toml", database_url=self.stack.database_url,
-                            wechatpay_base_url=self.sandbox, wechat_api_base_url=self.sandbox,
-                            merchants=tomllib.loads((root / "zhangben.toml").read_text())["merchants"])
+        settings = Settings(
+            config_path=root / "zhangben.toml",
+            database_url=self.stack.database_url,
+            wechatpay_base_url=self.sandbox,
+            wechat_api_base_url=self.sandbox,
+            merchants=tomllib.loads((root / "zhangben.toml").read_text())["merchants"],
+        )
         self.rt = build_runtime(settings, clock=self.clock)
         self.jobs = Scheduler(self.rt, self.clock, JOBS)
         self.jobs.register_jobs()
@@ -89,8 +93,10 @@ class Tour:
     # -- helpers ------------------------------------------------------------------------------
 
     def create(self, no: str, amount: int, channel: str = "native", **extra: Any) -> dict[str, Any]:
-        answer = self.http.post("/v1/orders", json={"merchant_order_no": no, "amount_fen": amount,
-                                                    "description": "奶茶", "channel": channel} | extra)
+        answer = self.http.post(
+            "/v1/orders",
+            json={"merchant_order_no": no, "amount_fen": amount, "description": "奶茶", "channel": channel} | extra,
+        )
         if answer.status_code != 201:
             raise StepFailed(f"create {no}: {answer.status_code} {answer.text}")
         return answer.json()
@@ -130,16 +136,26 @@ class Tour:
         check(self.wait_status("TOUR-1", "PAID")["paid_fen"] == 1000, "order TOUR-1 is PAID, 1000 fen")
 
     def miniprogram(self) -> None:
-        code = self.control.post("/sandbox/wx-login", json={"appid": DIRECT.appid, "openid": "oMiniTour"}).json()["code"]
+        code = self.control.post("/sandbox/wx-login", json={"appid": DIRECT.appid, "openid": "oMiniTour"}).json()[
+            "code"
+        ]
         login = self.http.post("/v1/wechat/miniprogram/login", json={"code": code}).json()
-        say(f"wx.login code → POST /v1/wechat/miniprogram/login → openid {login.get('openid')} (no session key returned)")
+        say(
+            f"wx.login code → POST /v1/wechat/miniprogram/login → openid {login.get('openid')} (no session key returned)"
+        )
         order = self.create("TOUR-2", 1990, "miniprogram", payer_openid=login["openid"])
         params = order["payment"]["pay_params"]
-        say("pay_params for wx.requestPayment: " + json.dumps({k: (v if k != "paySign" else v[:24] + "…")
-                                                                for k, v in params.items()}, ensure_ascii=False))
-        check(login == {"openid": "oMiniTour"} and params["signType"] == "RSA" and
-              params["package"].startswith("prepay_id=") and params["appId"] == DIRECT.appid,
-              "mini-program order TOUR-2 has signed pay_params")
+        say(
+            "pay_params for wx.requestPayment: "
+            + json.dumps({k: (v if k != "paySign" else v[:24] + "…") for k, v in params.items()}, ensure_ascii=False)
+        )
+        check(
+            login == {"openid": "oMiniTour"}
+            and params["signType"] == "RSA"
+            and params["package"].startswith("prepay_id=")
+            and params["appId"] == DIRECT.appid,
+            "mini-program order TOUR-2 has signed pay_params",
+        )
 
     def three_deliveries_one_change(self) -> None:
         self.faults(notifications="duplicate", duplicate_count=3)
@@ -147,8 +163,11 @@ class Tour:
         self.pay(out_trade_no=order["payment"]["out_trade_no"])
         self.wait_status("TOUR-3", "PAID")
         time.sleep(0.3)
-        log = [d for d in self.control.get("/sandbox/notifications").json()["deliveries"]
-               if d["out_trade_no"] == order["payment"]["out_trade_no"]]
+        log = [
+            d
+            for d in self.control.get("/sandbox/notifications").json()["deliveries"]
+            if d["out_trade_no"] == order["payment"]["out_trade_no"]
+        ]
         say(f"the sandbox delivered the notification {len(log)} times: statuses {[d['status'] for d in log]}")
         events = self.auditor_history("TOUR-3")
         paid = [e for e in events if e["type"] == "Paid"]
@@ -171,8 +190,10 @@ class Tour:
         self.clock.jump(seconds=125)
         say(f"two minutes pass unpaid; the expiry job runs: {self.run_job('expiry')}")
         at_wechat = self.rt.client.query(self.rt.client.merchant(DIRECT.mchid), order["payment"]["out_trade_no"])
-        check(self.order("TOUR-5")["status"] == "EXPIRED" and at_wechat["trade_state"] == "CLOSED",
-              "order TOUR-5 is EXPIRED in the ledger and CLOSED at WeChat")
+        check(
+            self.order("TOUR-5")["status"] == "EXPIRED" and at_wechat["trade_state"] == "CLOSED",
+            "order TOUR-5 is EXPIRED in the ledger and CLOSED at WeChat",
+        )
 
     def refunds(self) -> None:
         answer = self.http.post("/v1/orders/TOUR-1/refunds", json={"out_refund_no": "TOUR-1-R1", "amount_fen": 300})
@@ -182,8 +203,10 @@ class Tour:
         full = self.wait_status("TOUR-3", "REFUNDED")
         over = self.http.post("/v1/orders/TOUR-3/refunds", json={"amount_fen": 1})
         say(f"refunding TOUR-3 once more → {over.status_code} ({over.json()['detail']})")
-        check(partial["refunded_fen"] == 300 and full["refunded_fen"] == 500 and over.status_code == 409,
-              "TOUR-1 PARTIALLY_REFUNDED (300 of 1000), TOUR-3 REFUNDED, over-refund refused")
+        check(
+            partial["refunded_fen"] == 300 and full["refunded_fen"] == 500 and over.status_code == 409,
+            "TOUR-1 PARTIALLY_REFUNDED (300 of 1000), TOUR-3 REFUNDED, over-refund refused",
+        )
 
     def late_payment(self) -> None:
         order = self.create("TOUR-6", 700, expire_seconds=60)
@@ -198,16 +221,22 @@ class Tour:
         self.stranger_payment()
         now = datetime.fromisoformat(self.control.get("/sandbox/clock").json()["now"])
         self.day = now.astimezone(BEIJING).date()
-        ten = datetime.combine(self.day + timedelta(days=1), datetime.min.time(), BEIJING) + timedelta(hours=10, minutes=1)
+        ten = datetime.combine(self.day + timedelta(days=1), datetime.min.time(), BEIJING) + timedelta(
+            hours=10, minutes=1
+        )
         self.control.post("/sandbox/clock", json={"advance_seconds": (ten - now).total_seconds()})
         self.clock.offset = ten - datetime.now(UTC)
         say(f"the clocks move to {ten.isoformat()}: the daily bill job runs")
         result = self.run_job("daily_bill")
         say(f"daily_bill: {result}")
-        report = Finance(self.rt).report(DIRECT.mchid, self.day)
-        say(f"merchant {DIRECT.mchid}, {self.day}: matched {report['matched']}, differences {len(report['differences'])}")
-        check(report["bill_imported"] and report["matched"] >= 6 and report["differences"] == [],
-              f"{self.day}'s bill downloaded and reconciled with zero differences")
+        report = self.rt.finance.report(DIRECT.mchid, self.day)
+        say(
+            f"merchant {DIRECT.mchid}, {self.day}: matched {report['matched']}, differences {len(report['differences'])}"
+        )
+        check(
+            report["bill_imported"] and report["matched"] >= 6 and report["differences"] == [],
+            f"{self.day}'s bill downloaded and reconciled with zero differences",
+        )
 
     def stranger_payment(self) -> None:
         """Seed one difference: WeChat takes money for the sub-merchant that the ledger never saw.
@@ -218,43 +247,59 @@ class Tour:
         assert self.rt is not None
         self.faults(notifications="drop")
         merchant = self.rt.client.merchant(PARTNER.sub_mchid)
-        self.rt.client.prepay(merchant, "native", "STRANGER01", "门店收银", 1500, datetime.now(UTC) + timedelta(minutes=30))
+        self.rt.client.prepay(
+            merchant, "native", "STRANGER01", "门店收银", 1500, datetime.now(UTC) + timedelta(minutes=30)
+        )
         self.pay(out_trade_no="STRANGER01")
-        say(f"(seeded for step 9: sub-merchant {PARTNER.sub_mchid} was paid 1500 fen at WeChat for STRANGER01, "
-            "an order made outside the ledger)")
+        say(
+            f"(seeded for step 9: sub-merchant {PARTNER.sub_mchid} was paid 1500 fen at WeChat for STRANGER01, "
+            "an order made outside the ledger)"
+        )
         self.faults()
 
     def seeded_difference(self) -> None:
-        report = Finance(self.rt).report(PARTNER.sub_mchid, self.day)
+        report = self.rt.finance.report(PARTNER.sub_mchid, self.day)
         for d in report["differences"]:
-            say(f"{d['kind']}: out_trade_no {d['out_trade_no']}, transaction {d['transaction_id']}, "
-                f"bill {d['bill_fen']} fen, ledger {d['ledger_fen']}")
-        check([(d["kind"], d["out_trade_no"]) for d in report["differences"]] == [("missing_in_ledger", "STRANGER01")],
-              "the seeded difference is found: money WeChat took that the ledger never saw")
+            say(
+                f"{d['kind']}: out_trade_no {d['out_trade_no']}, transaction {d['transaction_id']}, "
+                f"bill {d['bill_fen']} fen, ledger {d['ledger_fen']}"
+            )
+        check(
+            [(d["kind"], d["out_trade_no"]) for d in report["differences"]] == [("missing_in_ledger", "STRANGER01")],
+            "the seeded difference is found: money WeChat took that the ledger never saw",
+        )
 
     def trial_balance(self) -> None:
-        journal = Finance(self.rt).journal_report(DIRECT.mchid, self.day, self.day + timedelta(days=1))
+        journal = self.rt.finance.journal_report(DIRECT.mchid, self.day, self.day + timedelta(days=1))
         balance = journal["trial_balance"]
         for account, sums in balance["accounts"].items():
             say(f"{account:<16} debit {sums['debit_fen']:>6} fen   credit {sums['credit_fen']:>6} fen")
-        check(balance["debit_fen"] == balance["credit_fen"],
-              f"trial balance: {balance['debit_fen']} = {balance['credit_fen']} fen, zero to the fen")
+        check(
+            balance["debit_fen"] == balance["credit_fen"],
+            f"trial balance: {balance['debit_fen']} = {balance['credit_fen']} fen, zero to the fen",
+        )
 
     def history_as_of(self) -> None:
         events = self.auditor_history("TOUR-1")
         refund_at = next(e["timestamp"] for e in events if e["type"] == "RefundRequested")
         moment = (datetime.fromisoformat(refund_at) - timedelta(milliseconds=1)).isoformat()
-        past = httpx.get(f"{self.ledger}/v1/audit/orders/TOUR-1/history", params={"as_of": moment},
-                         headers={"Authorization": f"Bearer {self.auditor}"}).json()
+        past = httpx.get(
+            f"{self.ledger}/v1/audit/orders/TOUR-1/history",
+            params={"as_of": moment},
+            headers={"Authorization": f"Bearer {self.auditor}"},
+        ).json()
         say(f"TOUR-1 has {len(events)} events; as of {moment} there were {len(past['events'])}:")
         for e in past["events"]:
             say(f"  {DIM}{e['timestamp'][11:23]}{RESET} {e['aggregate']:<8} {e['type']}")
-        check(past["state"]["status"] == "PAID" and self.order("TOUR-1")["status"] == "PARTIALLY_REFUNDED",
-              "replayed as of that moment it was PAID; now it is PARTIALLY_REFUNDED")
+        check(
+            past["state"]["status"] == "PAID" and self.order("TOUR-1")["status"] == "PARTIALLY_REFUNDED",
+            "replayed as of that moment it was PAID; now it is PARTIALLY_REFUNDED",
+        )
 
     def auditor_history(self, no: str) -> list[dict[str, Any]]:
-        return httpx.get(f"{self.ledger}/v1/audit/orders/{no}/history",
-                         headers={"Authorization": f"Bearer {self.auditor}"}).json()["events"]
+        return httpx.get(
+            f"{self.ledger}/v1/audit/orders/{no}/history", headers={"Authorization": f"Bearer {self.auditor}"}
+        ).json()["events"]
 
 
 STEPS: list[tuple[str, Callable[[Tour], None]]] = [

@@ -21,7 +21,11 @@ SUMMARY_FIRST_COLUMN = "总交易单数"
 
 
 class BillFormatError(ValueError):
-    pass
+    """A bill that is not WeChat's trade bill format."""
+
+
+class BillMismatch(BillFormatError):
+    """The bill's summary disagrees with its own lines: a damaged file, not a reconciliation result."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,17 @@ def parse_bill(lines: Iterable[str]) -> Iterator[BillLine | BillSummary]:
     if not header or header[0] != "交易时间":
         raise BillFormatError("not a WeChat trade bill (first column is not 交易时间)")
     idx = {
-        "time": _col(header, "交易时间"), "mchid": _col(header, "商户号"), "sub": _col(header, "特约商户号", "子商户号"),
-        "txn": _col(header, "微信订单号"), "otn": _col(header, "商户订单号"), "state": _col(header, "交易状态"),
-        "settled": _col(header, "应结订单金额", "总金额"), "refund_id": _col(header, "微信退款单号"),
-        "orn": _col(header, "商户退款单号"), "refund": _col(header, "退款金额"), "rstatus": _col(header, "退款状态"),
+        "time": _col(header, "交易时间"),
+        "mchid": _col(header, "商户号"),
+        "sub": _col(header, "特约商户号", "子商户号"),
+        "txn": _col(header, "微信订单号"),
+        "otn": _col(header, "商户订单号"),
+        "state": _col(header, "交易状态"),
+        "settled": _col(header, "应结订单金额", "总金额"),
+        "refund_id": _col(header, "微信退款单号"),
+        "orn": _col(header, "商户退款单号"),
+        "refund": _col(header, "退款金额"),
+        "rstatus": _col(header, "退款状态"),
         "fee": _col(header, "手续费"),
     }
     for number, row in enumerate(rows, start=2):
@@ -105,12 +116,17 @@ def parse_bill(lines: Iterable[str]) -> Iterator[BillLine | BillSummary]:
         try:
             f = [_clean(v) for v in row]
             yield BillLine(
-                trade_time=f[idx["time"]], mchid=f[idx["mchid"]], sub_mchid="" if f[idx["sub"]] == "0" else f[idx["sub"]],
-                transaction_id=f[idx["txn"]], out_trade_no=f[idx["otn"]], trade_state=f[idx["state"]],
+                trade_time=f[idx["time"]],
+                mchid=f[idx["mchid"]],
+                sub_mchid="" if f[idx["sub"]] == "0" else f[idx["sub"]],
+                transaction_id=f[idx["txn"]],
+                out_trade_no=f[idx["otn"]],
+                trade_state=f[idx["state"]],
                 settled_fen=yuan_to_fen(f[idx["settled"]], "应结订单金额"),
                 refund_id="" if f[idx["refund_id"]] == "0" else f[idx["refund_id"]],
                 out_refund_no="" if f[idx["orn"]] == "0" else f[idx["orn"]],
-                refund_fen=yuan_to_fen(f[idx["refund"]], "退款金额"), refund_status=f[idx["rstatus"]],
+                refund_fen=yuan_to_fen(f[idx["refund"]], "退款金额"),
+                refund_status=f[idx["rstatus"]],
                 fee_mfen=fee_mfen(f[idx["fee"]]),
             )
         except (IndexError, ValueError) as exc:

@@ -1,13 +1,19 @@
-"""Callbacks in three small steps (STYLE.md): verify and decrypt, translate, (the application) applies.
+"""Callbacks in three small steps: verify and decrypt, translate into one typed notice, (the application) applies.
 
-A query answer is translated by the same functions as a notification, so the
-two can never disagree about what they change.
+``read_callback`` does the adapter's two: the signature over the raw body
+(https://pay.weixin.qq.com/doc/v3/merchant/4012365342), the AES-256-GCM
+resource (https://pay.weixin.qq.com/doc/v3/merchant/4012071382), then the
+resource as a ``TransactionNotice`` or ``RefundNotice``.  A query answer is
+translated by the same functions as a notification, so the two can never
+disagree about what they change.  What may be refused here is what this
+layer can see: a bad signature (``SignatureError``), content that is not
+WeChat's (``CallbackRejected``); whether the order exists is the application's.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,20 +22,11 @@ from adapters.wechatpay import signing
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import SignatureError, WechatPayError
 from adapters.wechatpay.platform import PlatformKeys
+from domain.notification import Notification
 
 
 class CallbackRejected(WechatPayError):
     """A callback that verified but cannot be accepted (wrong merchant, malformed content)."""
-
-
-@dataclass(frozen=True)
-class VerifiedNotification:
-    id: str
-    event_type: str
-    resource: dict[str, Any]
-    merchant: Merchant
-    headers: dict[str, str]
-    body: str
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,8 @@ class TransactionNotice:
 
 @dataclass(frozen=True)
 class RefundNotice:
+    """WeChat's word on one refund, from a notification or a query."""
+
     out_refund_no: str
     out_trade_no: str
     refund_id: str
@@ -61,10 +60,26 @@ class RefundNotice:
     user_received_account: str
 
 
+@dataclass(frozen=True)
+class Callback:
+    """A verified callback: whose it is, the notification to keep whole, and what it says."""
+
+    merchant: Merchant
+    notification: Notification
+    notice: TransactionNotice | RefundNotice
+
+    @property
+    def event_type(self) -> str:
+        return self.notification.event_type
+
+
 def open_notification(
-    headers: Mapping[str, str], body: bytes, merchants: Mapping[str, Merchant], keys: Mapping[str, PlatformKeys],
+    headers: Mapping[str, str],
+    body: bytes,
+    merchants: Mapping[str, Merchant],
+    keys: Mapping[str, PlatformKeys],
     now: float | None = None,
-) -> VerifiedNotification:
+) -> tuple[Merchant, Notification]:
     """Verify the signature over the raw body, then decrypt with the merchant's APIv3 key.
 
     The envelope does not say whose it is: the merchant is the one whose keys
@@ -95,10 +110,15 @@ def open_notification(
             decrypted = json.loads(plaintext)
         except ValueError:
             raise CallbackRejected("decrypted resource is not JSON") from None
+        if not isinstance(decrypted, dict):
+            raise CallbackRejected("decrypted resource is not a JSON object")
         check_merchant(decrypted, merchant)
-        return VerifiedNotification(
-            id=notification_id, event_type=event_type, resource=decrypted, merchant=merchant,
-            headers=dict(headers), body=body.decode("utf-8", errors="replace"),
+        return merchant, Notification(
+            id=notification_id,
+            event_type=event_type,
+            headers=dict(headers),
+            body=body.decode("utf-8", errors="replace"),
+            resource=decrypted,
         )
     reason = errors[0] if errors else "no merchant configured"
     if any("probe" in e for e in errors):
@@ -171,3 +191,36 @@ def refund_notice(resource: Mapping[str, Any]) -> RefundNotice:
         )
     except KeyError as missing:
         raise CallbackRejected(f"refund has no {missing.args[0]}") from None
+
+
+def paid_transaction_notice(resource: Mapping[str, Any]) -> TransactionNotice:
+    """``TRANSACTION.SUCCESS`` is only ever sent for money taken; anything else is not WeChat's."""
+    notice = transaction_notice(resource)
+    if not notice.took_money:
+        raise CallbackRejected(f"TRANSACTION.SUCCESS with trade_state {notice.trade_state}")
+    return notice
+
+
+# The notification types WeChat Pay v3 sends the ledger, and how each resource is read
+# (https://pay.weixin.qq.com/doc/v3/merchant/4012791861, https://pay.weixin.qq.com/doc/v3/merchant/4012791865).
+TRANSLATIONS: dict[str, Callable[[Mapping[str, Any]], TransactionNotice | RefundNotice]] = {
+    "TRANSACTION.SUCCESS": paid_transaction_notice,
+    "REFUND.SUCCESS": refund_notice,
+    "REFUND.ABNORMAL": refund_notice,
+    "REFUND.CLOSED": refund_notice,
+}
+
+
+def read_callback(
+    headers: Mapping[str, str],
+    body: bytes,
+    merchants: Mapping[str, Merchant],
+    keys: Mapping[str, PlatformKeys],
+    now: float | None = None,
+) -> Callback:
+    """Verify, decrypt and translate one v3 notification into one typed notice."""
+    merchant, notification = open_notification(headers, body, merchants, keys, now)
+    translate = TRANSLATIONS.get(notification.event_type)
+    if translate is None:
+        raise CallbackRejected(f"unexpected event_type {notification.event_type}")
+    return Callback(merchant, notification, translate(notification.resource))

@@ -99,8 +99,9 @@ class WechatPayClient:
 
     # -- the one way to call WeChat ------------------------------------------------
 
-    def call(self, merchant: Merchant, method: str, path: str, body: dict[str, Any] | None = None,
-             *, verify: bool = True) -> httpx.Response:
+    def call(
+        self, merchant: Merchant, method: str, path: str, body: dict[str, Any] | None = None, *, verify: bool = True
+    ) -> httpx.Response:
         raw = b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         url = path if path.startswith("http") else self.base_url + path
         for attempt in range(1, self.max_attempts + 1):
@@ -114,7 +115,7 @@ class WechatPayClient:
                 self.stats.count(error.code or "UNAVAILABLE")
                 if attempt == self.max_attempts or error.is_code(*NOT_RETRYABLE_5XX):
                     raise
-                self.sleep(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
+                self.sleep(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))  # noqa: S311 — jitter
             except WechatPayError as error:
                 self.stats.count(error.code or type(error).__name__)
                 raise
@@ -127,8 +128,14 @@ class WechatPayClient:
             "Accept": "application/json",
             "User-Agent": "zhangben/0.1 (+httpx)",
             "Authorization": signing.build_authorization(
-                merchant.account_mchid, merchant.cert_serial_no, merchant.private_key, method, canonical, raw,
-                str(int(time.time())), signing.new_nonce(),
+                merchant.account_mchid,
+                merchant.cert_serial_no,
+                merchant.private_key,
+                method,
+                canonical,
+                raw,
+                str(int(time.time())),
+                signing.new_nonce(),
             ),
         }
         if raw:
@@ -149,8 +156,15 @@ class WechatPayClient:
     # -- payments --------------------------------------------------------------------
 
     def prepay(
-        self, merchant: Merchant, channel: str, out_trade_no: str, description: str, total_fen: int,
-        time_expire: datetime, attach: str | None = None, payer_openid: str | None = None,
+        self,
+        merchant: Merchant,
+        channel: str,
+        out_trade_no: str,
+        description: str,
+        total_fen: int,
+        time_expire: datetime,
+        attach: str | None = None,
+        payer_openid: str | None = None,
         client_ip: str = "127.0.0.1",
     ) -> PrepayResult:
         body: dict[str, Any] = self._ids(merchant) | {
@@ -203,14 +217,24 @@ class WechatPayClient:
 
     def close(self, merchant: Merchant, out_trade_no: str) -> None:
         prefix = "/v3/pay/partner/transactions" if merchant.is_partner else "/v3/pay/transactions"
-        body = ({"sp_mchid": merchant.account_mchid, "sub_mchid": merchant.sub_mchid} if merchant.is_partner
-                else {"mchid": merchant.account_mchid})
+        body = (
+            {"sp_mchid": merchant.account_mchid, "sub_mchid": merchant.sub_mchid}
+            if merchant.is_partner
+            else {"mchid": merchant.account_mchid}
+        )
         self.call(merchant, "POST", f"{prefix}/out-trade-no/{out_trade_no}/close", body)
 
     # -- refunds -----------------------------------------------------------------------
 
-    def refund(self, merchant: Merchant, out_trade_no: str, out_refund_no: str, refund_fen: int, total_fen: int,
-               reason: str = "") -> dict[str, Any]:
+    def refund(
+        self,
+        merchant: Merchant,
+        out_trade_no: str,
+        out_refund_no: str,
+        refund_fen: int,
+        total_fen: int,
+        reason: str = "",
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "out_trade_no": out_trade_no,
             "out_refund_no": out_refund_no,
@@ -280,7 +304,11 @@ def pay_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
     appid = merchant.sub_appid if merchant.is_partner and merchant.sub_appid else merchant.appid
     timestamp, nonce, package = str(int(time.time())), signing.new_nonce(), f"prepay_id={prepay_id}"
     return {
-        "appId": appid, "timeStamp": timestamp, "nonceStr": nonce, "package": package, "signType": "RSA",
+        "appId": appid,
+        "timeStamp": timestamp,
+        "nonceStr": nonce,
+        "package": package,
+        "signType": "RSA",
         "paySign": signing.jsapi_pay_sign(merchant.private_key, appid, timestamp, nonce, package),
     }
 
@@ -289,7 +317,11 @@ def app_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
     appid = merchant.sub_appid if merchant.is_partner and merchant.sub_appid else merchant.appid
     timestamp, nonce = str(int(time.time())), signing.new_nonce()
     return {
-        "appid": appid, "partnerid": merchant.mchid, "prepayid": prepay_id, "package": "Sign=WXPay",
-        "noncestr": nonce, "timestamp": timestamp,
+        "appid": appid,
+        "partnerid": merchant.mchid,
+        "prepayid": prepay_id,
+        "package": "Sign=WXPay",
+        "noncestr": nonce,
+        "timestamp": timestamp,
         "sign": signing.app_pay_sign(merchant.private_key, appid, timestamp, nonce, prepay_id),
     }

@@ -62,9 +62,7 @@ def _secret_path(base: Path, table: dict[str, Any], key: str, where: str) -> Pat
     except OSError as exc:
         raise MerchantConfigError(f"{where}: `{key}` = {path}: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise MerchantConfigError(
-            f"{where}: `{key}` = {path} is readable by group or others; run `chmod 600 {path}`"
-        )
+        raise MerchantConfigError(f"{where}: `{key}` = {path} is readable by group or others; run `chmod 600 {path}`")
     return path
 
 
@@ -79,7 +77,7 @@ def _read_secret(base: Path, table: dict[str, Any], key: str, where: str) -> byt
 def load_merchant(table: dict[str, Any], base: Path, where: str) -> Merchant:
     mode = table.get("mode", "direct")
     if mode not in ("direct", "partner"):
-        raise MerchantConfigError(f"{where}: `mode` must be \"direct\" or \"partner\"")
+        raise MerchantConfigError(f'{where}: `mode` must be "direct" or "partner"')
     account = str(table.get("sp_mchid") or table.get("mchid") or "")
     appid = str(table.get("sp_appid") or table.get("appid") or "")
     if not account or not appid:

@@ -37,8 +37,12 @@ Downloader = Callable[[], list[PlatformCertificate]]
 
 
 class PlatformKeys:
-    def __init__(self, public_keys: Mapping[str, rsa.RSAPublicKey], downloader: Downloader | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        public_keys: Mapping[str, rsa.RSAPublicKey],
+        downloader: Downloader | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._keys: dict[str, rsa.RSAPublicKey] = dict(public_keys)
         self._certificates: dict[str, PlatformCertificate] = {}
         self._downloader = downloader
@@ -64,13 +68,17 @@ class PlatformKeys:
 
     def key_for(self, serial: str) -> rsa.RSAPublicKey:
         key = self._keys.get(serial)
-        if key is None and self._downloader is not None and not serial.startswith("PUB_KEY_ID_"):
-            if self._monotonic() - self._last_refresh >= REFRESH_COOLDOWN_SECONDS:
-                try:
-                    self.refresh()
-                except WechatPayError as exc:  # e.g. 404 in public-key mode: the serial stays unknown
-                    raise SignatureError(f"unknown Wechatpay-Serial {serial!r} ({exc})") from None
-                key = self._keys.get(serial)
+        if (
+            key is None
+            and self._downloader is not None
+            and not serial.startswith("PUB_KEY_ID_")
+            and self._monotonic() - self._last_refresh >= REFRESH_COOLDOWN_SECONDS
+        ):
+            try:
+                self.refresh()
+            except WechatPayError as exc:  # e.g. 404 in public-key mode: the serial stays unknown
+                raise SignatureError(f"unknown Wechatpay-Serial {serial!r} ({exc})") from None
+            key = self._keys.get(serial)
         if key is None:
             raise SignatureError(f"unknown Wechatpay-Serial {serial!r}")
         return key
@@ -86,8 +94,10 @@ class PlatformKeys:
             raise SignatureError("missing Wechatpay-* signature headers")
         if signature.startswith(signing.SIGNTEST_PREFIX):
             raise SignatureError("WeChat Pay signature probe (WECHATPAY/SIGNTEST), refused as it must be")
-        if not timestamp.isdigit() or abs((now if now is not None else time.time()) - int(timestamp)) > \
-                signing.TIMESTAMP_WINDOW_SECONDS:
+        if (
+            not timestamp.isdigit()
+            or abs((now if now is not None else time.time()) - int(timestamp)) > signing.TIMESTAMP_WINDOW_SECONDS
+        ):
             raise SignatureError("Wechatpay-Timestamp is more than 5 minutes away")
         if not signing.verify(self.key_for(serial), signing.response_message(timestamp, nonce, body), signature):
             raise SignatureError("Wechatpay-Signature does not verify")

@@ -121,7 +121,7 @@ def parse_authorization(header: str) -> Authorization:
     for part in rest.split(","):
         match = _PAIR.fullmatch(part)
         if not match:
-            raise SignatureError("Authorization is not five key=\"value\" pairs")
+            raise SignatureError('Authorization is not five key="value" pairs')
         pairs[match.group(1)] = match.group(2)
     try:
         return Authorization(**{k: pairs[k] for k in ("mchid", "nonce_str", "signature", "timestamp", "serial_no")})

@@ -16,29 +16,31 @@ from adapters.wechatpay.callbacks import CallbackRejected
 from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.config import load_merchants
 from adapters.wechatpay.errors import SignatureError
+from application.callbacks import CallbackRefused, Callbacks
+from application.ledger import Ledger
+from application.payments import PaymentService
+from bootstrap.wiring import open_ledger
 from tests.fixtures_sandbox import RunningSandbox
-from zhangben.ledger import Ledger, open_ledger
-from zhangben.payments import PaymentService
 
 
 class NotifyEndpoint:
     """The ledger's notify URL, reduced to what the adapter needs: verify, apply, answer."""
 
     def __init__(self) -> None:
-        self.service: PaymentService | None = None
+        self.callbacks: Callbacks | None = None
         self.answers: list[int] = []
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                assert endpoint.service is not None
+                assert endpoint.callbacks is not None
                 try:
-                    endpoint.service.handle_notification(dict(self.headers), body, remote=self.client_address[0])
+                    endpoint.callbacks.handle(dict(self.headers), body, remote=self.client_address[0])
                     status, payload = 204, b""
                 except SignatureError as exc:
                     status, payload = 401, json.dumps({"code": "FAIL", "message": str(exc)}).encode()
-                except CallbackRejected as exc:
+                except (CallbackRejected, CallbackRefused) as exc:
                     status, payload = 400, json.dumps({"code": "FAIL", "message": str(exc)}).encode()
                 endpoint.answers.append(status)
                 self.send_response(status)
@@ -60,6 +62,7 @@ class Wired:
     ledger: Ledger
     client: WechatPayClient
     service: PaymentService
+    callbacks: Callbacks
     endpoint: NotifyEndpoint
     sleeps: list[float]
 
@@ -88,15 +91,19 @@ def wire(start_sandbox: Callable[..., RunningSandbox], keyset: Path, tmp_path: P
         endpoint = NotifyEndpoint()
         tables = tomllib.loads((keyset / "zhangben.toml").read_text())["merchants"]
         if not public_key:  # certificate mode: no public key configured, certificates downloaded
-            tables = [{k: v for k, v in t.items() if k not in ("platform_public_key_file", "public_key_id")} for t in tables]
-        merchants = {k: dataclasses.replace(m, notify_url=endpoint.url)
-                     for k, m in load_merchants(tables, keyset / "zhangben.toml").items()}
+            tables = [
+                {k: v for k, v in t.items() if k not in ("platform_public_key_file", "public_key_id")} for t in tables
+            ]
+        merchants = {
+            k: dataclasses.replace(m, notify_url=endpoint.url)
+            for k, m in load_merchants(tables, keyset / "zhangben.toml").items()
+        }
         sleeps: list[float] = []
         client = WechatPayClient(sandbox.url, merchants, sleep=sleeps.append)
         ledger = open_ledger(f"sqlite:///{tmp_path}/ledger-{len(built)}.db", create_tables=True)
         service = PaymentService(ledger, client)
-        endpoint.service = service
-        wired = Wired(sandbox, ledger, client, service, endpoint, sleeps)
+        endpoint.callbacks = Callbacks(ledger, service)
+        wired = Wired(sandbox, ledger, client, service, endpoint.callbacks, endpoint, sleeps)
         built.append(wired)
         return wired
 

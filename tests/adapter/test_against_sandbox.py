@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from adapters.wechatpay import signing
 from adapters.wechatpay.callbacks import CallbackRejected
 from adapters.wechatpay.errors import SignatureError, WechatPayBusinessError
+from application.callbacks import CallbackRefused
 from domain.errors import InvalidTransition
 from sandbox.keyset import DIRECT, PARTNER
 from tests.adapter.conftest import Wired
@@ -28,8 +29,9 @@ def status(wired: Wired, mchid: str, no: str) -> str:
 def check_pay_sign(wired: Wired, mchid: str, params: dict[str, str]) -> None:
     merchant = wired.client.merchant(mchid)
     message = f"{params['appId']}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n".encode()
-    merchant.private_key.public_key().verify(base64.b64decode(params["paySign"]), message, padding.PKCS1v15(),
-                                             hashes.SHA256())
+    merchant.private_key.public_key().verify(
+        base64.b64decode(params["paySign"]), message, padding.PKCS1v15(), hashes.SHA256()
+    )
 
 
 @pytest.mark.parametrize("mchid", MERCHANTS)
@@ -68,8 +70,16 @@ def test_pay_notify_refund_cycle(wired: Wired, mchid: str) -> None:
     view = wired.ledger.order_view(mchid, "CYCLE-1")
     assert (view["status"], view["paid_fen"], view["refunded_fen"]) == ("PARTIALLY_REFUNDED", 1000, 300)
     kinds = [(e.aggregate, e.type) for e in wired.ledger.order_history(mchid, "CYCLE-1")]
-    for expected in [("Payment", "Prepaid"), ("Payment", "Notified"), ("Payment", "Paid"), ("Order", "Paid"),
-                     ("Refund", "Submitted"), ("Refund", "Notified"), ("Refund", "Succeeded"), ("Order", "Refunded")]:
+    for expected in [
+        ("Payment", "Prepaid"),
+        ("Payment", "Notified"),
+        ("Payment", "Paid"),
+        ("Order", "Paid"),
+        ("Refund", "Submitted"),
+        ("Refund", "Notified"),
+        ("Refund", "Succeeded"),
+        ("Order", "Refunded"),
+    ]:
         assert expected in kinds
     notified = next(e for e in wired.ledger.order_history(mchid, "CYCLE-1") if e.type == "Notified")
     assert notified.data["headers"]["Wechatpay-Signature"] and json.loads(notified.data["body"])["resource"]
@@ -94,7 +104,9 @@ def test_a_dropped_notification_is_healed_by_sync(wired: Wired) -> None:
     time.sleep(0.3)
     assert status(wired, DIRECT.mchid, "DROP-1") == "PAYING"
     assert wired.service.sync(DIRECT.mchid, "DROP-1")["status"] == "PAID"
-    paid = [e for e in wired.ledger.order_history(DIRECT.mchid, "DROP-1") if e.aggregate == "Payment" and e.type == "Paid"]
+    paid = [
+        e for e in wired.ledger.order_history(DIRECT.mchid, "DROP-1") if e.aggregate == "Payment" and e.type == "Paid"
+    ]
     assert paid[0].data["source"] == "query"
 
 
@@ -142,17 +154,31 @@ def test_a_refund_wechat_refuses_frees_the_reservation(wired: Wired) -> None:
 
 
 def test_injected_errors_and_latency_are_retried_with_the_same_identifiers(wired: Wired) -> None:
-    wired.faults(endpoints={"/v3/pay/transactions/native": {"error_rate": 1, "error_code": "SYSTEM_ERROR", "count": 2,
-                                                           "latency_ms": 100}})
+    wired.faults(
+        endpoints={
+            "/v3/pay/transactions/native": {
+                "error_rate": 1,
+                "error_code": "SYSTEM_ERROR",
+                "count": 2,
+                "latency_ms": 100,
+            }
+        }
+    )
     _, checkout = wired.service.create_order(DIRECT.mchid, "FLAKY-1", 500, "tea", "native")
     assert checkout.view()["code_url"]
     assert wired.client.stats.by_code.get("SYSTEM_ERROR") == 2 and len(wired.sleeps) == 2
-    wired.faults(reset=True, endpoints={"/v3/pay/transactions/out-trade-no": {"error_rate": 1, "count": 1,
-                                                                              "error_code": "FREQUENCY_LIMITED"}})
+    wired.faults(
+        reset=True,
+        endpoints={
+            "/v3/pay/transactions/out-trade-no": {"error_rate": 1, "count": 1, "error_code": "FREQUENCY_LIMITED"}
+        },
+    )
     assert wired.service.sync(DIRECT.mchid, "FLAKY-1")["status"] == "PAYING"
     assert wired.client.stats.by_code.get("FREQUENCY_LIMITED") == 1 and len(wired.sleeps) == 3
     # one order at WeChat: the retries re-sent the same out_trade_no with the same body
-    transactions = [t for t in wired.sandbox.sandbox.store.all("transaction") if t["out_trade_no"] == checkout.payment.out_trade_no]
+    transactions = [
+        t for t in wired.sandbox.sandbox.store.all("transaction") if t["out_trade_no"] == checkout.payment.out_trade_no
+    ]
     assert len(transactions) == 1
 
 
@@ -164,7 +190,7 @@ def test_certificate_mode_downloads_certificates_and_follows_a_rotation(wire: An
     assert len(first) == 1
     rotated = wired.sandbox.control.post("/sandbox/certificates/rotate").json()
     assert len(rotated["live"]) == 2
-    keys._last_refresh = -1e9  # noqa: SLF001 — the cool-down is for floods, not for this test
+    keys._last_refresh = -1e9  # the cool-down is for floods, not for this test
     wired.pay(checkout.payment.out_trade_no)  # the notification is signed with the new certificate
     wired.wait_until(lambda: status(wired, DIRECT.mchid, "CERT-1") == "PAID")
     assert {c.serial_no for c in keys.certificates} == set(rotated["live"])
@@ -180,6 +206,7 @@ def test_public_key_mode(wire: Any) -> None:
 
 # -- refused callbacks: forged, stale, probe, tampered, wrong merchant, unknown order -----------------
 
+
 def _captured(wired: Wired, no: str) -> tuple[dict[str, str], bytes]:
     """A real notification as WeChat sent it, taken from the payment's Notified event."""
     event = next(e for e in wired.ledger.order_history(DIRECT.mchid, no) if e.type == "Notified")
@@ -190,8 +217,12 @@ def _sign(wired: Wired, headers: dict[str, str], body: bytes, timestamp: int | N
     platform = wired.sandbox.sandbox.config
     ts = str(timestamp if timestamp is not None else int(time.time()))
     nonce = signing.new_nonce()
-    return headers | {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": nonce, "Wechatpay-Serial": platform.public_key_id,
-                      "Wechatpay-Signature": signing.sign(platform.public_key_private, signing.response_message(ts, nonce, body))}
+    return headers | {
+        "Wechatpay-Timestamp": ts,
+        "Wechatpay-Nonce": nonce,
+        "Wechatpay-Serial": platform.public_key_id,
+        "Wechatpay-Signature": signing.sign(platform.public_key_private, signing.response_message(ts, nonce, body)),
+    }
 
 
 def _tamper(body: bytes) -> bytes:
@@ -207,8 +238,12 @@ def test_bad_callbacks_are_refused_recorded_and_change_nothing(wired: Wired) -> 
     wired.wait_until(lambda: status(wired, DIRECT.mchid, "BAD-1") == "PAID")
     headers, body = _captured(wired, "BAD-1")
     merchant_key = wired.client.merchant(DIRECT.mchid).private_key
-    forged = headers | {"Wechatpay-Timestamp": str(int(time.time())),
-                        "Wechatpay-Signature": signing.sign(merchant_key, signing.response_message(str(int(time.time())), headers["Wechatpay-Nonce"], body))}
+    forged = headers | {
+        "Wechatpay-Timestamp": str(int(time.time())),
+        "Wechatpay-Signature": signing.sign(
+            merchant_key, signing.response_message(str(int(time.time())), headers["Wechatpay-Nonce"], body)
+        ),
+    }
     cases: list[tuple[str, dict[str, str], bytes, type]] = [
         ("forged", forged, body, SignatureError),
         ("stale", _sign(wired, headers, body, int(time.time()) - 301), body, SignatureError),
@@ -217,9 +252,9 @@ def test_bad_callbacks_are_refused_recorded_and_change_nothing(wired: Wired) -> 
         ("junk", _sign(wired, headers, b"not json"), b"not json", CallbackRejected),
     ]
     before = wired.ledger.recorder.max_notification_id()
-    for name, bad_headers, bad_body, error in cases:
+    for _name, bad_headers, bad_body, error in cases:
         with pytest.raises(error):
-            wired.service.handle_notification(bad_headers, bad_body, remote="203.0.113.9")
+            wired.callbacks.handle(bad_headers, bad_body, remote="203.0.113.9")
     refused = wired.ledger.refused_callbacks()
     assert len(refused) == len(cases)
     assert all(r.remote == "203.0.113.9" and r.path == "/wechatpay/v3/notify" and r.reason for r in refused)
@@ -231,12 +266,20 @@ def test_bad_callbacks_are_refused_recorded_and_change_nothing(wired: Wired) -> 
 def _resource_callback(wired: Wired, resource: dict[str, Any]) -> tuple[dict[str, str], bytes]:
     merchant = wired.client.merchant(DIRECT.mchid)
     nonce = "0123456789ab"
-    envelope = {"id": "EV-test", "create_time": "2026-11-22T10:00:00+08:00", "resource_type": "encrypt-resource",
-                "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
-                "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM", "nonce": nonce,
-                             "associated_data": "transaction",
-                             "ciphertext": signing.aead_encrypt(merchant.apiv3_key, nonce, "transaction",
-                                                                json.dumps(resource).encode())}}
+    envelope = {
+        "id": "EV-test",
+        "create_time": "2026-11-22T10:00:00+08:00",
+        "resource_type": "encrypt-resource",
+        "event_type": "TRANSACTION.SUCCESS",
+        "summary": "支付成功",
+        "resource": {
+            "original_type": "transaction",
+            "algorithm": "AEAD_AES_256_GCM",
+            "nonce": nonce,
+            "associated_data": "transaction",
+            "ciphertext": signing.aead_encrypt(merchant.apiv3_key, nonce, "transaction", json.dumps(resource).encode()),
+        },
+    }
     body = json.dumps(envelope).encode()
     return _sign(wired, {"Wechatpay-Signature-Type": signing.SCHEMA}, body), body
 
@@ -244,15 +287,24 @@ def _resource_callback(wired: Wired, resource: dict[str, Any]) -> tuple[dict[str
 def test_wrong_merchant_unknown_order_and_amount_mismatch(wired: Wired) -> None:
     _, checkout = wired.service.create_order(DIRECT.mchid, "AMT-1", 500, "tea", "native")
     otn = checkout.payment.out_trade_no
-    paid = {"mchid": DIRECT.mchid, "appid": DIRECT.appid, "out_trade_no": otn, "transaction_id": "4200000000000000000000000001",
-            "trade_type": "NATIVE", "trade_state": "SUCCESS", "success_time": "2026-11-22T10:00:00+08:00",
-            "amount": {"total": 499, "payer_total": 499, "currency": "CNY"}}
+    paid = {
+        "mchid": DIRECT.mchid,
+        "appid": DIRECT.appid,
+        "out_trade_no": otn,
+        "transaction_id": "4200000000000000000000000001",
+        "trade_type": "NATIVE",
+        "trade_state": "SUCCESS",
+        "success_time": "2026-11-22T10:00:00+08:00",
+        "amount": {"total": 499, "payer_total": 499, "currency": "CNY"},
+    }
     with pytest.raises(CallbackRejected, match="mchid"):
-        wired.service.handle_notification(*_resource_callback(wired, paid | {"mchid": "1999999999"}))
-    with pytest.raises(CallbackRejected, match="unknown out_trade_no"):
-        wired.service.handle_notification(*_resource_callback(wired, paid | {"out_trade_no": "zbUNKNOWN000000000000000001"}))
+        wired.callbacks.handle(*_resource_callback(wired, paid | {"mchid": "1999999999"}))
+    with pytest.raises(CallbackRefused, match="unknown out_trade_no"):
+        wired.callbacks.handle(*_resource_callback(wired, paid | {"out_trade_no": "zbUNKNOWN000000000000000001"}))
     assert status(wired, DIRECT.mchid, "AMT-1") == "PAYING"
-    wired.service.handle_notification(*_resource_callback(wired, paid))
+    wired.callbacks.handle(*_resource_callback(wired, paid))
     view = wired.ledger.order_view(DIRECT.mchid, "AMT-1")
-    assert view["status"] == "NEEDS_REVIEW" and view["review_reasons"] == ["amount_mismatch"] and view["paid_fen"] == 499
+    assert (
+        view["status"] == "NEEDS_REVIEW" and view["review_reasons"] == ["amount_mismatch"] and view["paid_fen"] == 499
+    )
     assert len(wired.ledger.refused_callbacks()) == 2

@@ -50,17 +50,28 @@ class FakeWechat:
         headers = {}
         if 200 <= status < 300:
             ts, nonce = str(int(time.time())), signing.new_nonce()
-            headers = {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": nonce, "Wechatpay-Serial": self.serial,
-                       "Wechatpay-Signature-Type": signing.SCHEMA,
-                       "Wechatpay-Signature": signing.sign(self.key, signing.response_message(ts, nonce, body))}
+            headers = {
+                "Wechatpay-Timestamp": ts,
+                "Wechatpay-Nonce": nonce,
+                "Wechatpay-Serial": self.serial,
+                "Wechatpay-Signature-Type": signing.SCHEMA,
+                "Wechatpay-Signature": signing.sign(self.key, signing.response_message(ts, nonce, body)),
+            }
         return httpx.Response(status, content=body, headers=headers)
 
 
-def client_for(keys: tuple[dict[str, Merchant], Path], script: list[tuple[int, dict | None]]) -> tuple[WechatPayClient, FakeWechat, list[float]]:
+def client_for(
+    keys: tuple[dict[str, Merchant], Path], script: list[tuple[int, dict | None]]
+) -> tuple[WechatPayClient, FakeWechat, list[float]]:
     fake = FakeWechat(keys[1], script)
     sleeps: list[float] = []
-    client = WechatPayClient("https://api.mch.weixin.qq.com", keys[0], http=httpx.Client(transport=httpx.MockTransport(fake)),
-                             max_attempts=4, sleep=sleeps.append)
+    client = WechatPayClient(
+        "https://api.mch.weixin.qq.com",
+        keys[0],
+        http=httpx.Client(transport=httpx.MockTransport(fake)),
+        max_attempts=4,
+        sleep=sleeps.append,
+    )
     return client, fake, sleeps
 
 
@@ -68,13 +79,18 @@ def query(client: WechatPayClient) -> Callable[[], object]:
     return lambda: client.query(client.merchant(DIRECT.mchid), "ZB0000000001")
 
 
-@pytest.mark.parametrize(("status", "code", "error"), [
-    (500, "SYSTEM_ERROR", WechatPayUnavailable),
-    (500, "SYSTEMERROR", WechatPayUnavailable),
-    (502, "BANK_ERROR", WechatPayUnavailable),
-    (429, "FREQUENCY_LIMITED", WechatPayRateLimited),
-])
-def test_retryable_errors_are_retried_with_the_same_body_then_surface(keys, status: int, code: str, error: type) -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [
+        (500, "SYSTEM_ERROR", WechatPayUnavailable),
+        (500, "SYSTEMERROR", WechatPayUnavailable),
+        (502, "BANK_ERROR", WechatPayUnavailable),
+        (429, "FREQUENCY_LIMITED", WechatPayRateLimited),
+    ],
+)
+def test_retryable_errors_are_retried_with_the_same_body_then_surface(
+    keys, status: int, code: str, error: type
+) -> None:
     client, fake, sleeps = client_for(keys, [(status, {"code": code, "message": "busy"})])
     merchant = client.merchant(DIRECT.mchid)
     with pytest.raises(error) as info:
@@ -86,18 +102,21 @@ def test_retryable_errors_are_retried_with_the_same_body_then_surface(keys, stat
     assert len(sleeps) == 3 and sleeps[0] < sleeps[1] < sleeps[2]  # backoff
 
 
-@pytest.mark.parametrize(("status", "code", "error"), [
-    (400, "PARAM_ERROR", WechatPayBusinessError),
-    (400, "ORDER_CLOSED", WechatPayBusinessError),
-    (403, "ORDERPAID", WechatPayBusinessError),
-    (403, "OUT_TRADE_NO_USED", WechatPayBusinessError),
-    (403, "NOT_ENOUGH", WechatPayBusinessError),
-    (404, "ORDER_NOT_EXIST", WechatPayNotFound),
-    (404, "RESOURCE_NOT_EXISTS", WechatPayNotFound),
-    (401, "SIGN_ERROR", SignatureError),
-    (500, "OPENID_MISMATCH", WechatPayUnavailable),
-    (500, "INVALID_TRANSACTIONID", WechatPayUnavailable),
-])
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [
+        (400, "PARAM_ERROR", WechatPayBusinessError),
+        (400, "ORDER_CLOSED", WechatPayBusinessError),
+        (403, "ORDERPAID", WechatPayBusinessError),
+        (403, "OUT_TRADE_NO_USED", WechatPayBusinessError),
+        (403, "NOT_ENOUGH", WechatPayBusinessError),
+        (404, "ORDER_NOT_EXIST", WechatPayNotFound),
+        (404, "RESOURCE_NOT_EXISTS", WechatPayNotFound),
+        (401, "SIGN_ERROR", SignatureError),
+        (500, "OPENID_MISMATCH", WechatPayUnavailable),
+        (500, "INVALID_TRANSACTIONID", WechatPayUnavailable),
+    ],
+)
 def test_refusals_are_not_retried(keys, status: int, code: str, error: type) -> None:
     client, fake, sleeps = client_for(keys, [(status, {"code": code, "message": "no"})])
     with pytest.raises(error) as info:
@@ -127,8 +146,9 @@ def test_requests_are_signed_as_the_spec_says(keys) -> None:
     request = fake.requests[0]
     auth = signing.parse_authorization(request.headers["Authorization"])
     assert auth.mchid == DIRECT.mchid and auth.serial_no == merchant.cert_serial_no
-    message = signing.request_message("POST", "/v3/pay/transactions/out-trade-no/ZB0000000001/close",
-                                      auth.timestamp, auth.nonce_str, request.content)
+    message = signing.request_message(
+        "POST", "/v3/pay/transactions/out-trade-no/ZB0000000001/close", auth.timestamp, auth.nonce_str, request.content
+    )
     assert signing.verify(merchant.private_key.public_key(), message, auth.signature)
     assert request.headers["Wechatpay-Serial"] == merchant.public_key_id
     assert json.loads(request.content) == {"mchid": DIRECT.mchid}

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from bootstrap.wiring import open_ledger
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment
 from tests.spec_wechat import SpecWechat, paid_resource
-from zhangben.ledger import open_ledger
 
 NOTIFY = "/wechatpay/v3/notify"
 
@@ -27,8 +27,10 @@ def wechat(deployment: Deployment) -> SpecWechat:
 def new_order(deployment: Deployment, no: str, amount: int = 1000) -> str:
     deployment.faults(notifications="drop")  # only our signer speaks for WeChat here
     with deployment.client() as http:
-        created = http.post("/v1/orders", json={"merchant_order_no": no, "amount_fen": amount,
-                                                "description": "奶茶", "channel": "native"})
+        created = http.post(
+            "/v1/orders",
+            json={"merchant_order_no": no, "amount_fen": amount, "description": "奶茶", "channel": "native"},
+        )
         assert created.status_code == 201, created.text
         return created.json()["payment"]["out_trade_no"]
 
@@ -53,7 +55,9 @@ def order(deployment: Deployment, no: str) -> dict[str, Any]:
 
 def test_a_valid_callback_is_acknowledged_after_it_is_stored(deployment: Deployment, wechat: SpecWechat) -> None:
     otn = new_order(deployment, "CB-OK")
-    body = wechat.body("TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1000, "4200000000000000000000000011"))
+    body = wechat.body(
+        "TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1000, "4200000000000000000000000011")
+    )
     answer = post(deployment, body, wechat.headers(body))
     assert answer.status_code == 204 and answer.content == b""
     view = order(deployment, "CB-OK")  # stored before the 204: no waiting needed
@@ -62,7 +66,9 @@ def test_a_valid_callback_is_acknowledged_after_it_is_stored(deployment: Deploym
 
 def test_twenty_concurrent_duplicates_change_the_ledger_once(deployment: Deployment, wechat: SpecWechat) -> None:
     otn = new_order(deployment, "CB-DUP")
-    body = wechat.body("TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1000, "4200000000000000000000000012"))
+    body = wechat.body(
+        "TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1000, "4200000000000000000000000012")
+    )
     headers = wechat.headers(body)
     barrier, statuses = threading.Barrier(20), []
 
@@ -92,11 +98,19 @@ def _tampered(body: bytes) -> bytes:
 
 def test_bad_callbacks_are_refused_recorded_and_change_nothing(deployment: Deployment, wechat: SpecWechat) -> None:
     otn = new_order(deployment, "CB-BAD")
-    good = wechat.body("TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1000, "4200000000000000000000000013"))
+    good = wechat.body(
+        "TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1000, "4200000000000000000000000013")
+    )
     merchant_key = serialization.load_pem_private_key(
-        (deployment.root / "keys" / DIRECT.mchid / "apiclient_key.pem").read_bytes(), password=None)
-    unknown = wechat.body("TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, "zbUNKNOWN0000000000000000001", 1000, "4200000000000000000000000014"))
-    wrong_mchid = wechat.body("TRANSACTION.SUCCESS", paid_resource("1999999999", DIRECT.appid, otn, 1000, "4200000000000000000000000015"))
+        (deployment.root / "keys" / DIRECT.mchid / "apiclient_key.pem").read_bytes(), password=None
+    )
+    unknown = wechat.body(
+        "TRANSACTION.SUCCESS",
+        paid_resource(DIRECT.mchid, DIRECT.appid, "zbUNKNOWN0000000000000000001", 1000, "4200000000000000000000000014"),
+    )
+    wrong_mchid = wechat.body(
+        "TRANSACTION.SUCCESS", paid_resource("1999999999", DIRECT.appid, otn, 1000, "4200000000000000000000000015")
+    )
     probe_headers = wechat.headers(good) | {"Wechatpay-Signature": "WECHATPAY/SIGNTEST/9NJCZyEkV0PY7ynKqAW6zY3C"}
     cases = [
         ("forged signature", good, wechat.headers(good, key=merchant_key), 401),
@@ -129,7 +143,9 @@ def test_junk_bodies_are_4xx_never_5xx(deployment: Deployment, wechat: SpecWecha
 
 def test_an_amount_mismatch_needs_review(deployment: Deployment, wechat: SpecWechat) -> None:
     otn = new_order(deployment, "CB-AMT", amount=1000)
-    body = wechat.body("TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1, "4200000000000000000000000016"))
+    body = wechat.body(
+        "TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1, "4200000000000000000000000016")
+    )
     assert post(deployment, body, wechat.headers(body)).status_code == 204
     view = order(deployment, "CB-AMT")
     assert view["status"] == "NEEDS_REVIEW" and view["review_reasons"] == ["amount_mismatch"] and view["paid_fen"] == 1

@@ -14,15 +14,25 @@ from playwright.sync_api import Browser, sync_playwright
 from tests.deploy import Deployment
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--disable-quic", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not shutil.which("chromium"):
-        pytest.fail("Chromium is not installed: `make test` installs Debian's chromium when run as root; "
-                    "otherwise apt-get install chromium", pytrace=False)
+        pytest.fail(
+            "Chromium is not installed: `make test` installs Debian's chromium when run as root; "
+            "otherwise apt-get install chromium",
+            pytrace=False,
+        )
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield instance
@@ -31,8 +41,10 @@ def browser() -> Iterator[Browser]:
 
 def native_order(deployment: Deployment, no: str, **extra: Any) -> str:
     with deployment.client() as http:
-        created = http.post("/v1/orders", json={"merchant_order_no": no, "amount_fen": 1234, "description": "奶茶两杯",
-                                                "channel": "native"} | extra)
+        created = http.post(
+            "/v1/orders",
+            json={"merchant_order_no": no, "amount_fen": 1234, "description": "奶茶两杯", "channel": "native"} | extra,
+        )
         assert created.status_code == 201, created.text
         return created.json()["payment"]["out_trade_no"]
 

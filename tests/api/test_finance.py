@@ -19,10 +19,19 @@ from tests.spec_wechat import SpecWechat, paid_resource
 
 
 def cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ZHANGBEN_CONFIG": str(deployment.root / "zhangben.toml"),
-           "ZHANGBEN_DATABASE_URL": deployment.database_url}
-    return subprocess.run([sys.executable, "-m", "zhangben.cli", *args], env=env, cwd=deployment.root,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "ZHANGBEN_CONFIG": str(deployment.root / "zhangben.toml"),
+        "ZHANGBEN_DATABASE_URL": deployment.database_url,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "zhangben.cli", *args],
+        env=env,
+        cwd=deployment.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def sandbox_day(deployment: Deployment) -> date:
@@ -38,8 +47,10 @@ def to_next_day_ten(deployment: Deployment, day: date) -> None:
 
 def order(deployment: Deployment, no: str, amount: int) -> str:
     with deployment.client() as http:
-        created = http.post("/v1/orders", json={"merchant_order_no": no, "amount_fen": amount, "description": "对账",
-                                                "channel": "native"})
+        created = http.post(
+            "/v1/orders",
+            json={"merchant_order_no": no, "amount_fen": amount, "description": "对账", "channel": "native"},
+        )
         assert created.status_code == 201, created.text
         return created.json()["payment"]["out_trade_no"]
 
@@ -63,34 +74,61 @@ def test_a_day_reconciles_then_each_difference_is_found(deployment: Deployment) 
         for no, amount in (("REC-1", 6000), ("REC-2", 1300), ("REC-3", 990)):
             deployment.pay(order(deployment, no, amount))
             wait(lambda no=no: status(deployment, no) == "PAID")
-        assert http.post("/v1/orders/REC-1/refunds", json={"out_refund_no": "REC-1-R", "amount_fen": 2000}).status_code == 202
-        assert http.post("/v1/orders/REC-3/refunds", json={"out_refund_no": "REC-3-R", "amount_fen": 990}).status_code == 202
+        assert (
+            http.post("/v1/orders/REC-1/refunds", json={"out_refund_no": "REC-1-R", "amount_fen": 2000}).status_code
+            == 202
+        )
+        assert (
+            http.post("/v1/orders/REC-3/refunds", json={"out_refund_no": "REC-3-R", "amount_fen": 990}).status_code
+            == 202
+        )
         wait(lambda: status(deployment, "REC-1") == "PARTIALLY_REFUNDED" and status(deployment, "REC-3") == "REFUNDED")
     to_next_day_ten(deployment, day)
     result = cli(deployment, "reconcile", "--date", day.isoformat(), "--merchant", DIRECT.mchid)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "differences 0" in result.stdout and "5 bill lines" in result.stdout
 
-    with httpx.Client(base_url=deployment.ledger, headers={"Authorization": f"Bearer {deployment.keys['finance']}"}) as fin:
+    with httpx.Client(
+        base_url=deployment.ledger, headers={"Authorization": f"Bearer {deployment.keys['finance']}"}
+    ) as fin:
         report = fin.get("/v1/finance/reconciliation", params={"date": day.isoformat()}).json()
         assert (report["matched"], report["differences"]) == (5, [])
-        journal = fin.get("/v1/finance/journal", params={"from": day.isoformat(),
-                                                          "to": (day + timedelta(days=1)).isoformat()}).json()
+        journal = fin.get(
+            "/v1/finance/journal", params={"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
+        ).json()
         balance = journal["trial_balance"]
         assert balance["debit_fen"] == balance["credit_fen"]
-        assert balance["accounts"]["wechat_clearing"]["debit_fen"] == balance["accounts"]["wechat_clearing"]["credit_fen"]
+        assert (
+            balance["accounts"]["wechat_clearing"]["debit_fen"] == balance["accounts"]["wechat_clearing"]["credit_fen"]
+        )
         bank = balance["accounts"]["bank"]["debit_fen"]
         fees = balance["accounts"]["wechat_fees"]["debit_fen"]
         assert bank + fees == 6000 + 1300 + 990 - 2000 - 990
-        csv_file = fin.get("/v1/finance/journal", params={"from": day.isoformat(), "to": day.isoformat(), "format": "csv"})
+        csv_file = fin.get(
+            "/v1/finance/journal", params={"from": day.isoformat(), "to": day.isoformat(), "format": "csv"}
+        )
         assert csv_file.content.startswith("\ufeff".encode()) and b"merchant_sales" in csv_file.content
         assert fin.get("/v1/finance/reconciliation", params={"date": "2001-01-01"}).status_code == 404
     with deployment.client() as merchant:
         assert merchant.get("/v1/finance/reconciliation", params={"date": day.isoformat()}).status_code == 403
 
     export = deployment.root / "r.xlsx"
-    assert cli(deployment, "export", "journal", "--date", day.isoformat(), "--format", "xlsx", "--out", str(export),
-               "--merchant", DIRECT.mchid).returncode == 0
+    assert (
+        cli(
+            deployment,
+            "export",
+            "journal",
+            "--date",
+            day.isoformat(),
+            "--format",
+            "xlsx",
+            "--out",
+            str(export),
+            "--merchant",
+            DIRECT.mchid,
+        ).returncode
+        == 0
+    )
     rows = list(load_workbook(export).active.values)
     assert rows[0][:3] == ("mchid", "date", "account") and len(rows) > 10
 
@@ -106,34 +144,63 @@ def test_every_kind_of_difference(deployment: Deployment) -> None:
         heal = order(deployment, "DIF-HEAL", 500)
         deployment.pay(heal)
         # missing_in_ledger, for a person: an order the ledger never made (paid at WeChat directly)
-        stranger.call("POST", "/v3/pay/transactions/native", {
-            "appid": DIRECT.appid, "mchid": DIRECT.mchid, "description": "x", "out_trade_no": "STRANGER001",
-            "notify_url": "https://m.example/n", "amount": {"total": 700}})
+        stranger.call(
+            "POST",
+            "/v3/pay/transactions/native",
+            {
+                "appid": DIRECT.appid,
+                "mchid": DIRECT.mchid,
+                "description": "x",
+                "out_trade_no": "STRANGER001",
+                "notify_url": "https://m.example/n",
+                "amount": {"total": 700},
+            },
+        )
         deployment.pay("STRANGER001")
         # missing_in_bill: the ledger was told of a payment WeChat never made
         ghost = order(deployment, "DIF-GHOST", 800)
         on_the_day = f"{day.isoformat()}T12:00:00+08:00"
-        body = wechat.body("TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, ghost, 800,
-                                                                "4200000000000000000000000099", on_the_day))
-        assert httpx.post(deployment.ledger + "/wechatpay/v3/notify", content=body, headers=wechat.headers(body)).status_code == 204
+        body = wechat.body(
+            "TRANSACTION.SUCCESS",
+            paid_resource(DIRECT.mchid, DIRECT.appid, ghost, 800, "4200000000000000000000000099", on_the_day),
+        )
+        assert (
+            httpx.post(
+                deployment.ledger + "/wechatpay/v3/notify", content=body, headers=wechat.headers(body)
+            ).status_code
+            == 204
+        )
         # amount_mismatch: the ledger recorded another amount for WeChat's transaction
         odd = order(deployment, "DIF-AMT", 900)
         paid = deployment.pay(odd)
-        body = wechat.body("TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, odd, 899,
-                                                                paid["transaction_id"], paid["success_time"]))
-        assert httpx.post(deployment.ledger + "/wechatpay/v3/notify", content=body, headers=wechat.headers(body)).status_code == 204
+        body = wechat.body(
+            "TRANSACTION.SUCCESS",
+            paid_resource(DIRECT.mchid, DIRECT.appid, odd, 899, paid["transaction_id"], paid["success_time"]),
+        )
+        assert (
+            httpx.post(
+                deployment.ledger + "/wechatpay/v3/notify", content=body, headers=wechat.headers(body)
+            ).status_code
+            == 204
+        )
         # status_mismatch: WeChat finished the refund, the ledger has not heard
         refunded = order(deployment, "DIF-REF", 600)
         deployment.pay(refunded)
         with deployment.client() as http:
             http.post("/v1/orders/DIF-REF/sync")
-            assert http.post("/v1/orders/DIF-REF/refunds", json={"out_refund_no": "DIF-REF-R", "amount_fen": 600}).status_code == 202
+            assert (
+                http.post(
+                    "/v1/orders/DIF-REF/refunds", json={"out_refund_no": "DIF-REF-R", "amount_fen": 600}
+                ).status_code
+                == 202
+            )
         time.sleep(1.5)  # the sandbox finishes the refund; its notification is dropped
     finally:
         deployment.faults(reset=True)
     to_next_day_ten(deployment, day)
-    with httpx.Client(base_url=deployment.ledger, headers={"Authorization": f"Bearer {deployment.keys['finance']}"},
-                      timeout=60) as fin:
+    with httpx.Client(
+        base_url=deployment.ledger, headers={"Authorization": f"Bearer {deployment.keys['finance']}"}, timeout=60
+    ) as fin:
         report = fin.post(f"/v1/finance/bills/{day.isoformat()}/import").json()
     found = {(d["kind"], d["out_trade_no"]) for d in report["found"]}
     assert ("missing_in_ledger", heal) in found

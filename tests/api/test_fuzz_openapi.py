@@ -10,18 +10,17 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from fastapi.testclient import TestClient
-
 from api.app import create_app
+from application.apikeys import issue
+from bootstrap.settings import Settings
+from bootstrap.wiring import build_runtime, init_database
 from sandbox.config import load_sandbox_config
 from sandbox.keyset import DIRECT
 from tests.fixtures_sandbox import RunningSandbox
-from zhangben.apikeys import issue
-from zhangben.settings import Settings
-from zhangben.wiring import build_runtime, init_database
 
 KEY: dict[str, str] = {}
 
@@ -29,11 +28,17 @@ KEY: dict[str, str] = {}
 @pytest.fixture(scope="module")
 def fuzz_app(keyset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("fuzz")
-    sandbox = RunningSandbox(dataclasses.replace(load_sandbox_config(keyset / "zhangben.toml"), database=root / "sandbox.db"))
+    sandbox = RunningSandbox(
+        dataclasses.replace(load_sandbox_config(keyset / "zhangben.toml"), database=root / "sandbox.db")
+    )
     url = f"sqlite:///{root}/ledger.db"
-    settings_ = Settings(config_path=keyset / "zhangben.toml", database_url=url, wechatpay_base_url=sandbox.url,
-                         wechat_api_base_url=sandbox.url,
-                         merchants=tomllib.loads((keyset / "zhangben.toml").read_text())["merchants"])
+    settings_ = Settings(
+        config_path=keyset / "zhangben.toml",
+        database_url=url,
+        wechatpay_base_url=sandbox.url,
+        wechat_api_base_url=sandbox.url,
+        merchants=tomllib.loads((keyset / "zhangben.toml").read_text())["merchants"],
+    )
     init_database(settings_)
     runtime = build_runtime(settings_)
     ledger = runtime.ledger
@@ -63,6 +68,7 @@ def test_no_5xx_and_every_4xx_is_problem_json(fuzz_app: Any) -> None:
     statuses: list[int] = []
 
     for operation in operations:
+
         @given(case=operation.as_strategy())
         @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case: Any) -> None:

@@ -49,12 +49,21 @@ def test_idempotency_key(deployment: Deployment) -> None:
         is_problem(http.post("/v1/orders", json=order_body("API-I2"), headers=headers), 409)
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"amount_fen": 10.5}, "amount_fen"), ({"amount_fen": "1000"}, "amount_fen"), ({"amount_fen": 0}, "amount_fen"),
-    ({"amount_fen": -1}, "amount_fen"), ({"amount_fen": None}, "amount_fen"), ({"amount_fen": True}, "amount_fen"),
-    ({"channel": "alipay"}, "channel"), ({"expire_seconds": 30}, "expire_seconds"),
-    ({"merchant_order_no": "has space"}, "merchant_order_no"), ({"channel": "jsapi"}, "payer_openid"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount_fen": 10.5}, "amount_fen"),
+        ({"amount_fen": "1000"}, "amount_fen"),
+        ({"amount_fen": 0}, "amount_fen"),
+        ({"amount_fen": -1}, "amount_fen"),
+        ({"amount_fen": None}, "amount_fen"),
+        ({"amount_fen": True}, "amount_fen"),
+        ({"channel": "alipay"}, "channel"),
+        ({"expire_seconds": 30}, "expire_seconds"),
+        ({"merchant_order_no": "has space"}, "merchant_order_no"),
+        ({"channel": "jsapi"}, "payer_openid"),
+    ],
+)
 def test_bad_input_is_a_422_naming_the_field(deployment: Deployment, change: dict[str, Any], field: str) -> None:
     body = order_body("API-V1", **change)
     if change.get("amount_fen") is None and "amount_fen" in change:
@@ -106,8 +115,10 @@ def test_sse_sees_paying_then_paid_within_a_second(deployment: Deployment) -> No
         events: list[tuple[float, dict[str, Any]]] = []
 
         def listen() -> None:
-            with httpx.Client(base_url=deployment.ledger, headers=http.headers, timeout=30) as stream_http, \
-                    stream_http.stream("GET", "/v1/orders/API-S1/stream") as response:
+            with (
+                httpx.Client(base_url=deployment.ledger, headers=http.headers, timeout=30) as stream_http,
+                stream_http.stream("GET", "/v1/orders/API-S1/stream") as response,
+            ):
                 assert response.headers["content-type"].startswith("text/event-stream")
                 for line in response.iter_lines():
                     if line.startswith("data: "):
@@ -196,7 +207,9 @@ def test_refunds(deployment: Deployment) -> None:
 
 
 def test_miniprogram_login(deployment: Deployment) -> None:
-    code = httpx.post(f"{deployment.sandbox}/sandbox/wx-login", json={"appid": DIRECT.appid, "openid": "oMiniApi1"}).json()["code"]
+    code = httpx.post(
+        f"{deployment.sandbox}/sandbox/wx-login", json={"appid": DIRECT.appid, "openid": "oMiniApi1"}
+    ).json()["code"]
     with deployment.client() as http:
         answer = http.post("/v1/wechat/miniprogram/login", json={"code": code})
         assert answer.status_code == 200 and answer.json() == {"openid": "oMiniApi1"}
@@ -218,7 +231,9 @@ def test_audit_history(deployment: Deployment) -> None:
         assert ("Payment", "Notified") in kinds and ("Order", "Paid") in kinds and history["state"]["status"] == "PAID"
         assert all({"aggregate", "id", "type", "version", "timestamp", "data"} <= set(e) for e in history["events"])
         past = auditor.get("/v1/audit/orders/API-A1/history", params={"as_of": before_payment}).json()
-        assert past["state"]["status"] == "PAYING" and ("Order", "Paid") not in [(e["aggregate"], e["type"]) for e in past["events"]]
+        assert past["state"]["status"] == "PAYING" and ("Order", "Paid") not in [
+            (e["aggregate"], e["type"]) for e in past["events"]
+        ]
     with deployment.client() as merchant:
         is_problem(merchant.get("/v1/audit/orders/API-A1/history"), 403)
 

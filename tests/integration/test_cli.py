@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from zhangben.ledger import open_ledger
+from bootstrap.wiring import open_ledger
 
 MCHID = "1900000001"
 

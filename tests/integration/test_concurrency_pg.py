@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from application.ledger import Ledger
+from bootstrap.wiring import open_ledger
 from domain.errors import RefundExceedsPaid
 from tests.pgserver import ThrowawayPostgres
-from zhangben.ledger import Ledger, open_ledger
 
 MCHID = "1900000001"
 THREADS = 20
@@ -36,7 +37,7 @@ def all_at_once(count: int, call: Callable[[int], Any]) -> tuple[list[Any], list
         barrier.wait()
         try:
             value = call(i)
-        except BaseException as exc:  # noqa: BLE001 — collected and asserted on below
+        except BaseException as exc:  # collected and asserted on below
             with lock:
                 errors.append(exc)
         else:
@@ -77,9 +78,7 @@ def test_twenty_threads_record_the_same_success_once(ledger: Ledger) -> None:
 def test_twenty_concurrent_refunds_never_exceed_what_was_paid(ledger: Ledger) -> None:
     _, payment = ledger.create_order(MCHID, "K-2", 1000, "tea", "native")
     ledger.record_payment_success(payment.out_trade_no, "4200000002", 1000, 1000, datetime.now(UTC), "query")
-    results, errors = all_at_once(
-        THREADS, lambda i: ledger.request_refund(MCHID, "K-2", f"K-2-R{i}", 150)
-    )
+    results, errors = all_at_once(THREADS, lambda i: ledger.request_refund(MCHID, "K-2", f"K-2-R{i}", 150))
     assert all(isinstance(e, RefundExceedsPaid) for e in errors), errors
     assert len(results) == 6  # 6 × 150 = 900 ≤ 1000 < 7 × 150
     order = ledger.get_order(MCHID, "K-2")
@@ -87,9 +86,7 @@ def test_twenty_concurrent_refunds_never_exceed_what_was_paid(ledger: Ledger) ->
 
 
 def test_twenty_threads_creating_the_same_order_make_one(ledger: Ledger) -> None:
-    results, errors = all_at_once(
-        THREADS, lambda _: ledger.create_order(MCHID, "K-3", 1000, "tea", "native")
-    )
+    results, errors = all_at_once(THREADS, lambda _: ledger.create_order(MCHID, "K-3", 1000, "tea", "native"))
     assert errors == []
     assert len({order.id for order, _ in results}) == 1
     assert len(ledger.order_history(MCHID, "K-3")) == 3

@@ -11,6 +11,9 @@ from uuid import UUID
 import pytest
 
 from adapters.persistence import DatabaseNotInitialised
+from application.ledger import Ledger
+from bootstrap.wiring import open_ledger
+from domain.audit import RefusedCallback
 from domain.errors import (
     InvalidInput,
     InvalidTransition,
@@ -18,13 +21,12 @@ from domain.errors import (
     RefundExceedsPaid,
     TransactionConflict,
 )
-from domain.audit import RefusedCallback
 from domain.index import TransactionIndex
+from domain.notification import Notification
 from domain.order import Order
 from domain.payment import Payment
 from domain.refund import Refund
 from tests.conftest import FakeClock
-from zhangben.ledger import Ledger, open_ledger
 
 MCHID = "1900000001"
 
@@ -73,7 +75,8 @@ def test_create_pay_partial_refund_and_history(ledger: Ledger, clock: FakeClock)
     ledger.record_prepay(payment.out_trade_no, code_url="weixin://wxpay/bizpayurl?pr=abc")
     clock.advance(seconds=30)
     ledger.record_notification(
-        payment.out_trade_no, "n-1", "TRANSACTION.SUCCESS", {"Wechatpay-Serial": "PUB_KEY_ID_1"}, "{}", {"a": 1}
+        payment.out_trade_no,
+        Notification("n-1", "TRANSACTION.SUCCESS", {"Wechatpay-Serial": "PUB_KEY_ID_1"}, "{}", {"a": 1}),
     )
     pay(ledger, payment.out_trade_no, 1000)
     before_refund = datetime.now().astimezone()
@@ -88,9 +91,18 @@ def test_create_pay_partial_refund_and_history(ledger: Ledger, clock: FakeClock)
     history = ledger.order_history(MCHID, "C-1")
     kinds = [(e.aggregate, e.type) for e in history]
     assert kinds == [
-        ("Order", "Created"), ("Order", "AttemptStarted"), ("Payment", "Created"), ("Payment", "Prepaid"),
-        ("Payment", "Notified"), ("Payment", "Paid"), ("Order", "Paid"), ("Order", "RefundRequested"),
-        ("Refund", "Requested"), ("Refund", "Submitted"), ("Refund", "Succeeded"), ("Order", "Refunded"),
+        ("Order", "Created"),
+        ("Order", "AttemptStarted"),
+        ("Payment", "Created"),
+        ("Payment", "Prepaid"),
+        ("Payment", "Notified"),
+        ("Payment", "Paid"),
+        ("Order", "Paid"),
+        ("Order", "RefundRequested"),
+        ("Refund", "Requested"),
+        ("Refund", "Submitted"),
+        ("Refund", "Succeeded"),
+        ("Order", "Refunded"),
     ]
     assert view["version"] == len(history)
 
@@ -155,22 +167,38 @@ def _every_event_class() -> set[type]:
 
 
 def _drive_through_every_event(ledger: Ledger, clock: FakeClock) -> None:
-    _, p1 = ledger.create_order(MCHID, "H-1", 1000, "tea", "jsapi", payer_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-                                attach="门店 1")
+    _, p1 = ledger.create_order(
+        MCHID, "H-1", 1000, "tea", "jsapi", payer_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", attach="门店 1"
+    )
     ledger.record_prepay(p1.out_trade_no, prepay_id="wx201410272009395522657a690389285100")
     ledger.record_payment_failure(p1.out_trade_no, "PAYERROR", "余额不足")
-    ledger.record_notification(p1.out_trade_no, "n-9", "TRANSACTION.SUCCESS", {"Request-ID": "r"}, '{"x":1}',
-                               {"amount": {"total": 999}, "payer": {"openid": "o"}})
+    ledger.record_notification(
+        p1.out_trade_no,
+        Notification(
+            "n-9",
+            "TRANSACTION.SUCCESS",
+            {"Request-ID": "r"},
+            '{"x":1}',
+            {"amount": {"total": 999}, "payer": {"openid": "o"}},
+        ),
+    )
     pay(ledger, p1.out_trade_no, 999)  # Paid, AmountMismatched, NeedsReview
     ledger.resolve_review(MCHID, "H-1", "customer agreed")
     ledger.request_refund(MCHID, "H-1", "H-R1", 100)
     ledger.record_refund_result(MCHID, "H-R1", "PROCESSING", "503-1")
     ledger.record_refund_result(MCHID, "H-R1", "ABNORMAL", "503-1")
-    ledger.record_refund_notification(MCHID, "H-R1", "n-10", "REFUND.SUCCESS", {"Request-ID": "r"}, "{}",
-                                      {"refund_status": "SUCCESS"})
-    ledger.record_refund_result(MCHID, "H-R1", "SUCCESS", "503-1", clock(), "招商银行信用卡0403")
-    ledger.record_refused_callback("/wechatpay/v3/notify", "127.0.0.1", {"Wechatpay-Signature": "x"}, "{}",
-                                   "Wechatpay-Signature does not verify")
+    ledger.record_refund_result(
+        MCHID,
+        "H-R1",
+        "SUCCESS",
+        "503-1",
+        clock(),
+        "招商银行信用卡0403",
+        Notification("n-10", "REFUND.SUCCESS", {"Request-ID": "r"}, "{}", {"refund_status": "SUCCESS"}),
+    )
+    ledger.record_refused_callback(
+        "/wechatpay/v3/notify", "127.0.0.1", {"Wechatpay-Signature": "x"}, "{}", "Wechatpay-Signature does not verify"
+    )
     ledger.request_refund(MCHID, "H-1", "H-R2", 100)
     ledger.record_refund_result(MCHID, "H-R2", "CLOSED", "503-2")
     _, p2 = ledger.create_order(MCHID, "H-2", 1000, "tea", "native")

@@ -8,12 +8,18 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from zhangben.ledger import open_ledger
+from bootstrap.wiring import open_ledger
 
 
 def zhangben(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zhangben.cli", *args], env={**os.environ, **env}, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "zhangben.cli", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_projection_and_scheduler_commands(keyset: Path, tmp_path: Path) -> None:
@@ -33,7 +39,10 @@ def test_projection_and_scheduler_commands(keyset: Path, tmp_path: Path) -> None
 
     rebuild = zhangben("projections", "rebuild", env=env, cwd=tmp_path)
     assert rebuild.returncode == 0, rebuild.stderr
-    assert f"order_status: replayed {head} events" in rebuild.stdout and f"journal: replayed {head} events" in rebuild.stdout
+    assert (
+        f"order_status: replayed {head} events" in rebuild.stdout
+        and f"journal: replayed {head} events" in rebuild.stdout
+    )
     after = zhangben("projections", "status", env=env, cwd=tmp_path).stdout
     assert any(line.split()[:3] == ["journal", str(head), "0"] for line in after.splitlines())
 
@@ -44,6 +53,7 @@ def test_projection_and_scheduler_commands(keyset: Path, tmp_path: Path) -> None
 
     wrong = zhangben("projections", "rebuild", "ledger_of_doom", env=env, cwd=tmp_path)
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
-    bad_date = zhangben("export", "journal", "--date", "yesterday", "--format", "csv", "--out", "j.csv",
-                        env=env, cwd=tmp_path)
+    bad_date = zhangben(
+        "export", "journal", "--date", "yesterday", "--format", "csv", "--out", "j.csv", env=env, cwd=tmp_path
+    )
     assert bad_date.returncode == 2 and bad_date.stderr.strip().startswith("zhangben: error: --date")

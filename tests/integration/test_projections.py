@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from application.ledger import Ledger
+from bootstrap.settings import Settings, load_settings
+from bootstrap.wiring import Runtime, build_runtime, init_database
 from tests.pgserver import ThrowawayPostgres
-from zhangben.ledger import Ledger
-from zhangben.settings import Settings, load_settings
-from zhangben.wiring import Runtime, build_runtime, init_database
 
 MCHID = "1900000001"
 
@@ -48,8 +48,12 @@ def some_history(ledger: Ledger, prefix: str, count: int) -> None:
 
 def snapshot(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:
     return {
-        "order_status": sorted(tuple(r) for r in rt.db.execute(
-            "SELECT order_id, status, amount_fen, paid_fen, refunded_fen, version, view FROM order_status")),
+        "order_status": sorted(
+            tuple(r)
+            for r in rt.db.execute(
+                "SELECT order_id, status, amount_fen, paid_fen, refunded_fen, version, view FROM order_status"
+            )
+        ),
         "journal_lines": sorted(tuple(r) for r in rt.db.execute("SELECT * FROM journal_lines")),
         "ledger_money": sorted(tuple(r) for r in rt.db.execute("SELECT * FROM ledger_money")),
     }
@@ -82,8 +86,10 @@ def test_a_second_runner_cannot_double_a_batch(runtime: Runtime) -> None:
     with pytest.raises(RuntimeError):
         prepared = follower.projection.prepare(notifications)
         with runtime.db.transaction():
-            moved = runtime.db.rowcount("UPDATE projection_tracking SET position = ? WHERE name = ? AND position = ?",
-                                        (notifications[-1].id, "journal", prepared_at))
+            moved = runtime.db.rowcount(
+                "UPDATE projection_tracking SET position = ? WHERE name = ? AND position = ?",
+                (notifications[-1].id, "journal", prepared_at),
+            )
             if moved != 1:
                 raise RuntimeError("position moved")
             follower.projection.write(prepared)
@@ -106,7 +112,7 @@ def test_exactly_once_through_sigkills(postgres: ThrowawayPostgres, keyset: Path
             while not stop.is_set():
                 some_history(rt.ledger, f"K{i}-", 2)
                 i += 1
-        except BaseException as exc:  # noqa: BLE001 — reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     writer = threading.Thread(target=write_events)
@@ -115,9 +121,16 @@ def test_exactly_once_through_sigkills(postgres: ThrowawayPostgres, keyset: Path
     kills = 0
     try:
         for _ in range(10):
-            runners = [subprocess.Popen([sys.executable, "-m", "zhangben.cli", "projections", "run", name], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-                       for name in ("journal", "order_status")]
+            runners = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "zhangben.cli", "projections", "run", name],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+                for name in ("journal", "order_status")
+            ]
             try:
                 for runner in runners:  # started and following the log: the kill lands mid-work
                     assert runner.stdout is not None and "following the log" in runner.stdout.readline()

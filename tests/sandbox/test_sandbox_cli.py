@@ -16,8 +16,14 @@ from tests.spec_merchant import SpecMerchant
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zhangben.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "zhangben.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_keys_init_then_sandbox(tmp_path: Path) -> None:
@@ -25,8 +31,13 @@ def test_keys_init_then_sandbox(tmp_path: Path) -> None:
     assert init.returncode == 0, init.stderr
     assert "wrote zhangben.toml" in init.stdout
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "zhangben.cli", "sandbox", "--port", str(port)], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zhangben.cli", "sandbox", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
@@ -39,8 +50,14 @@ def test_keys_init_then_sandbox(tmp_path: Path) -> None:
                 time.sleep(0.1)
         merchant = SpecMerchant.from_files(url, tmp_path / "var" / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
         merchant.send_serial = PUBLIC_KEY_ID
-        body = {"appid": DIRECT.appid, "mchid": DIRECT.mchid, "description": "t", "out_trade_no": "CLI0000001",
-                "notify_url": "http://127.0.0.1:9/notify", "amount": {"total": 1}}
+        body = {
+            "appid": DIRECT.appid,
+            "mchid": DIRECT.mchid,
+            "description": "t",
+            "out_trade_no": "CLI0000001",
+            "notify_url": "http://127.0.0.1:9/notify",
+            "amount": {"total": 1},
+        }
         answer = merchant.call("POST", "/v3/pay/transactions/native", body)
         assert answer.status_code == 200 and merchant.verified(answer)
     finally:

@@ -23,12 +23,22 @@ from tests.spec_merchant import NotifyReceiver, SpecMerchant, verify_signed
 NATIVE = "/v3/pay/transactions/native"
 
 
-def native_order(merchant: SpecMerchant, notify_url: str, out_trade_no: str, total: int = 100, **extra: Any) -> dict[str, Any]:
-    return {"appid": DIRECT.appid, "mchid": merchant.mchid, "description": "奶茶", "out_trade_no": out_trade_no,
-            "notify_url": notify_url, "amount": {"total": total, "currency": "CNY"}} | extra
+def native_order(
+    merchant: SpecMerchant, notify_url: str, out_trade_no: str, total: int = 100, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "appid": DIRECT.appid,
+        "mchid": merchant.mchid,
+        "description": "奶茶",
+        "out_trade_no": out_trade_no,
+        "notify_url": notify_url,
+        "amount": {"total": total, "currency": "CNY"},
+    } | extra
 
 
-def paid_order(merchant: SpecMerchant, sandbox: RunningSandbox, receiver: NotifyReceiver, otn: str, total: int = 100) -> dict[str, Any]:
+def paid_order(
+    merchant: SpecMerchant, sandbox: RunningSandbox, receiver: NotifyReceiver, otn: str, total: int = 100
+) -> dict[str, Any]:
     assert merchant.call("POST", NATIVE, native_order(merchant, receiver.url, otn, total)).status_code == 200
     answer = sandbox.control.post("/sandbox/pay", json={"out_trade_no": otn, "openid": "oPayer1"})
     assert answer.status_code == 200, answer.text
@@ -79,29 +89,37 @@ def test_native_pay_notify_cycle(sandbox: RunningSandbox, merchant: SpecMerchant
     ]
 
 
-@pytest.mark.parametrize(("channel", "extra", "field"), [
-    ("jsapi", {"payer": {"openid": "oX"}}, "prepay_id"),
-    ("app", {}, "prepay_id"),
-    ("h5", {"scene_info": {"payer_client_ip": "127.0.0.1", "h5_info": {"type": "Wap"}}}, "h5_url"),
-])
-def test_every_channel_prepays(sandbox: RunningSandbox, merchant: SpecMerchant, channel: str, extra: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(
+    ("channel", "extra", "field"),
+    [
+        ("jsapi", {"payer": {"openid": "oX"}}, "prepay_id"),
+        ("app", {}, "prepay_id"),
+        ("h5", {"scene_info": {"payer_client_ip": "127.0.0.1", "h5_info": {"type": "Wap"}}}, "h5_url"),
+    ],
+)
+def test_every_channel_prepays(
+    sandbox: RunningSandbox, merchant: SpecMerchant, channel: str, extra: dict[str, Any], field: str
+) -> None:
     body = native_order(merchant, "https://merchant.example/notify", f"CH{channel}0001") | extra
     answer = merchant.call("POST", f"/v3/pay/transactions/{channel}", body)
     assert answer.status_code == 200, answer.text
     assert set(answer.json()) == {field} and merchant.verified(answer)
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"out_trade_no": "short"}, "out_trade_no"),
-    ({"out_trade_no": "has space 123"}, "out_trade_no"),
-    ({"notify_url": "https://m.example/notify?x=1"}, "notify_url"),
-    ({"notify_url": "http://m.example/notify"}, "notify_url"),
-    ({"amount": {"total": 1.5}}, "amount/total"),
-    ({"amount": {"total": "100"}}, "amount/total"),
-    ({"amount": {"total": 0}}, "amount/total"),
-    ({"amount": {"total": -1}}, "amount/total"),
-    ({"description": ""}, "description"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"out_trade_no": "short"}, "out_trade_no"),
+        ({"out_trade_no": "has space 123"}, "out_trade_no"),
+        ({"notify_url": "https://m.example/notify?x=1"}, "notify_url"),
+        ({"notify_url": "http://m.example/notify"}, "notify_url"),
+        ({"amount": {"total": 1.5}}, "amount/total"),
+        ({"amount": {"total": "100"}}, "amount/total"),
+        ({"amount": {"total": 0}}, "amount/total"),
+        ({"amount": {"total": -1}}, "amount/total"),
+        ({"description": ""}, "description"),
+    ],
+)
 def test_parameter_errors(merchant: SpecMerchant, change: dict[str, Any], field: str) -> None:
     answer = merchant.call("POST", NATIVE, native_order(merchant, "https://m.example/n", "PARAM00001") | change)
     assert answer.status_code == 400
@@ -109,15 +127,18 @@ def test_parameter_errors(merchant: SpecMerchant, change: dict[str, Any], field:
 
 
 def test_time_expire_must_be_rfc3339(merchant: SpecMerchant) -> None:
-    answer = merchant.call("POST", NATIVE, native_order(merchant, "https://m.example/n", "TIME000001",
-                                                        time_expire="20220421191948"))
+    answer = merchant.call(
+        "POST", NATIVE, native_order(merchant, "https://m.example/n", "TIME000001", time_expire="20220421191948")
+    )
     assert answer.status_code == 400
     assert answer.json()["detail"] == {"location": "body", "value": "20220421191948"}
     assert "RFC3339" in answer.json()["message"]
 
 
 def test_jsapi_needs_the_payer(merchant: SpecMerchant) -> None:
-    answer = merchant.call("POST", "/v3/pay/transactions/jsapi", native_order(merchant, "https://m.example/n", "JSAPI00001"))
+    answer = merchant.call(
+        "POST", "/v3/pay/transactions/jsapi", native_order(merchant, "https://m.example/n", "JSAPI00001")
+    )
     assert answer.status_code == 400 and answer.json()["detail"]["field"] == "payer"
 
 
@@ -169,10 +190,14 @@ def test_request_signatures_are_checked(merchant: SpecMerchant) -> None:
     assert answer.status_code == 401 and answer.json()["message"] == "商户证书序列号有误。"
     assert merchant.call("POST", NATIVE, raw=raw, authorization="Bearer x").status_code == 401
     # nothing was created by any of these
-    assert merchant.call("GET", f"/v3/pay/transactions/out-trade-no/SIGN000001?mchid={merchant.mchid}").status_code == 404
+    assert (
+        merchant.call("GET", f"/v3/pay/transactions/out-trade-no/SIGN000001?mchid={merchant.mchid}").status_code == 404
+    )
 
 
-def test_response_key_follows_the_request_serial_in_both_mode(sandbox: RunningSandbox, merchant: SpecMerchant, keyset: Path) -> None:
+def test_response_key_follows_the_request_serial_in_both_mode(
+    sandbox: RunningSandbox, merchant: SpecMerchant, keyset: Path
+) -> None:
     body = native_order(merchant, "https://m.example/n", "MODE000001")
     with_pub = merchant.call("POST", NATIVE, body)
     assert with_pub.headers["Wechatpay-Serial"] == PUBLIC_KEY_ID and merchant.verified(with_pub)
@@ -201,19 +226,31 @@ def test_public_key_mode_has_no_certificates(start_sandbox: Any, keyset: Path) -
 
 
 def test_refund_cycle_and_limits(sandbox: RunningSandbox, merchant: SpecMerchant, receiver: NotifyReceiver) -> None:
-    unpaid = {"out_trade_no": "RFUND00001", "out_refund_no": "R1", "amount": {"refund": 10, "total": 1000, "currency": "CNY"}}
+    unpaid = {
+        "out_trade_no": "RFUND00001",
+        "out_refund_no": "R1",
+        "amount": {"refund": 10, "total": 1000, "currency": "CNY"},
+    }
     merchant.call("POST", NATIVE, native_order(merchant, receiver.url, "RFUND00001", 1000))
     answer = merchant.call("POST", "/v3/refund/domestic/refunds", unpaid)
     assert answer.status_code == 404 and answer.json()["code"] == "RESOURCE_NOT_EXISTS"
     sandbox.control.post("/sandbox/pay", json={"out_trade_no": "RFUND00001"})
     receiver.wait_for(1)
 
-    refund = merchant.call("POST", "/v3/refund/domestic/refunds", unpaid | {"amount": {"refund": 300, "total": 1000, "currency": "CNY"}})
+    refund = merchant.call(
+        "POST", "/v3/refund/domestic/refunds", unpaid | {"amount": {"refund": 300, "total": 1000, "currency": "CNY"}}
+    )
     assert refund.status_code == 200 and merchant.verified(refund)
     assert refund.json()["status"] == "PROCESSING"
-    retry = merchant.call("POST", "/v3/refund/domestic/refunds", unpaid | {"amount": {"refund": 300, "total": 1000, "currency": "CNY"}})
+    retry = merchant.call(
+        "POST", "/v3/refund/domestic/refunds", unpaid | {"amount": {"refund": 300, "total": 1000, "currency": "CNY"}}
+    )
     assert retry.json()["refund_id"] == refund.json()["refund_id"]
-    too_much = merchant.call("POST", "/v3/refund/domestic/refunds", unpaid | {"out_refund_no": "R2", "amount": {"refund": 701, "total": 1000, "currency": "CNY"}})
+    too_much = merchant.call(
+        "POST",
+        "/v3/refund/domestic/refunds",
+        unpaid | {"out_refund_no": "R2", "amount": {"refund": 701, "total": 1000, "currency": "CNY"}},
+    )
     assert too_much.status_code == 400 and too_much.json()["code"] == "INVALID_REQUEST"
 
     notices = receiver.wait_for(2)
@@ -228,10 +265,16 @@ def test_refund_cycle_and_limits(sandbox: RunningSandbox, merchant: SpecMerchant
     assert order["trade_state"] == "REFUND"
 
 
-def test_refund_closed_and_abnormal_on_request(sandbox: RunningSandbox, merchant: SpecMerchant, receiver: NotifyReceiver) -> None:
+def test_refund_closed_and_abnormal_on_request(
+    sandbox: RunningSandbox, merchant: SpecMerchant, receiver: NotifyReceiver
+) -> None:
     paid_order(merchant, sandbox, receiver, "RFUND00002", 500)
     sandbox.control.post("/sandbox/faults", json={"refund_result": "PROCESSING"})
-    body = {"out_trade_no": "RFUND00002", "out_refund_no": "RC1", "amount": {"refund": 100, "total": 500, "currency": "CNY"}}
+    body = {
+        "out_trade_no": "RFUND00002",
+        "out_refund_no": "RC1",
+        "amount": {"refund": 100, "total": 500, "currency": "CNY"},
+    }
     assert merchant.call("POST", "/v3/refund/domestic/refunds", body).json()["status"] == "PROCESSING"
     time.sleep(0.3)
     assert merchant.call("GET", "/v3/refund/domestic/refunds/RC1").json()["status"] == "PROCESSING"
@@ -241,7 +284,11 @@ def test_refund_closed_and_abnormal_on_request(sandbox: RunningSandbox, merchant
     # delivered in parallel, as WeChat does: the order of arrival is not promised
     assert sorted(types) == ["REFUND.ABNORMAL", "REFUND.CLOSED", "TRANSACTION.SUCCESS"]
     # the closed refund frees its amount: 500 can be refunded in full again
-    full = merchant.call("POST", "/v3/refund/domestic/refunds", body | {"out_refund_no": "RC2", "amount": {"refund": 500, "total": 500, "currency": "CNY"}})
+    full = merchant.call(
+        "POST",
+        "/v3/refund/domestic/refunds",
+        body | {"out_refund_no": "RC2", "amount": {"refund": 500, "total": 500, "currency": "CNY"}},
+    )
     assert full.status_code == 200
 
 
@@ -257,7 +304,9 @@ def test_retry_schedule_compressed(sandbox: RunningSandbox, merchant: SpecMercha
 
 
 def test_duplicates_drops_and_probes(sandbox: RunningSandbox, merchant: SpecMerchant, receiver: NotifyReceiver) -> None:
-    sandbox.control.post("/sandbox/faults", json={"notifications": "duplicate", "duplicate_count": 3, "signtest_probe": True})
+    sandbox.control.post(
+        "/sandbox/faults", json={"notifications": "duplicate", "duplicate_count": 3, "signtest_probe": True}
+    )
     paid_order(merchant, sandbox, receiver, "DUPL000001")
     deliveries = receiver.wait_for(4)
     probes = [d for d in deliveries if d.headers["Wechatpay-Signature"].startswith("WECHATPAY/SIGNTEST/")]
@@ -266,20 +315,33 @@ def test_duplicates_drops_and_probes(sandbox: RunningSandbox, merchant: SpecMerc
     assert all(verify_signed(merchant.platform_keys, d.headers, d.body) for d in real)
     assert not verify_signed(merchant.platform_keys, probes[0].headers, probes[0].body)
 
-    assert sandbox.control.post("/sandbox/faults", json={"reset": True, "notifications": "drop"}).json() == {"notifications": "drop"}
+    assert sandbox.control.post("/sandbox/faults", json={"reset": True, "notifications": "drop"}).json() == {
+        "notifications": "drop"
+    }
     paid_order(merchant, sandbox, receiver, "DROP000001")
     time.sleep(0.5)
     assert len(receiver.received) == 4
-    dropped = [d for d in sandbox.control.get("/sandbox/notifications").json()["deliveries"] if d["out_trade_no"] == "DROP000001"]
+    dropped = [
+        d
+        for d in sandbox.control.get("/sandbox/notifications").json()["deliveries"]
+        if d["out_trade_no"] == "DROP000001"
+    ]
     assert dropped and dropped[0]["dropped"] is True and dropped[0]["status"] is None
 
 
 def test_endpoint_faults(sandbox: RunningSandbox, merchant: SpecMerchant) -> None:
-    assert sandbox.control.post("/sandbox/faults", json={"endpoints": {"/v3/pay": {"error_rate": 2}}}).status_code == 400
-    sandbox.control.post("/sandbox/faults", json={"endpoints": {"/v3/pay/transactions/native": {"error_rate": 1, "error_code": "SYSTEM_ERROR"}}})
+    assert (
+        sandbox.control.post("/sandbox/faults", json={"endpoints": {"/v3/pay": {"error_rate": 2}}}).status_code == 400
+    )
+    sandbox.control.post(
+        "/sandbox/faults",
+        json={"endpoints": {"/v3/pay/transactions/native": {"error_rate": 1, "error_code": "SYSTEM_ERROR"}}},
+    )
     answer = merchant.call("POST", NATIVE, native_order(merchant, "https://m.example/n", "FAULT00001"))
     assert answer.status_code == 500 and answer.json()["code"] == "SYSTEM_ERROR"
-    sandbox.control.post("/sandbox/faults", json={"endpoints": {"/v3/pay": {"error_rate": 1, "error_code": "FREQUENCY_LIMITED"}}})
+    sandbox.control.post(
+        "/sandbox/faults", json={"endpoints": {"/v3/pay": {"error_rate": 1, "error_code": "FREQUENCY_LIMITED"}}}
+    )
     limited = merchant.call("POST", NATIVE, native_order(merchant, "https://m.example/n", "FAULT00001"))
     assert limited.status_code == 429 and limited.json()["code"] == "FREQUENCY_LIMITED"
     sandbox.control.post("/sandbox/faults", json={"reset": True})
@@ -298,7 +360,11 @@ def parse_bill(text: str) -> tuple[list[dict[str, str]], dict[str, str]]:
 def test_trade_bill(sandbox: RunningSandbox, merchant: SpecMerchant, receiver: NotifyReceiver) -> None:
     first = paid_order(merchant, sandbox, receiver, "BILL000001", 6000)
     paid_order(merchant, sandbox, receiver, "BILL000002", 1300)
-    body = {"out_trade_no": "BILL000001", "out_refund_no": "BR1", "amount": {"refund": 5000, "total": 6000, "currency": "CNY"}}
+    body = {
+        "out_trade_no": "BILL000001",
+        "out_refund_no": "BR1",
+        "amount": {"refund": 5000, "total": 6000, "currency": "CNY"},
+    }
     merchant.call("POST", "/v3/refund/domestic/refunds", body)
     receiver.wait_for(3)
     day = datetime.fromisoformat(first["success_time"]).date()
@@ -325,28 +391,50 @@ def test_trade_bill(sandbox: RunningSandbox, merchant: SpecMerchant, receiver: N
         ("BILL000001", "REFUND", "0.00", "50.00", "-0.30000"),
     ]
     assert rows[0]["特约商户号"] == "0" and rows[0]["费率"] == "0.60%"
-    assert summary == {"总交易单数": "3", "应结订单总金额": "73.00", "退款总金额": "50.00", "充值券退款总金额": "0.00",
-                       "手续费总金额": "0.13800", "订单总金额": "73.00", "申请退款总金额": "50.00"}
+    assert summary == {
+        "总交易单数": "3",
+        "应结订单总金额": "73.00",
+        "退款总金额": "50.00",
+        "充值券退款总金额": "0.00",
+        "手续费总金额": "0.13800",
+        "订单总金额": "73.00",
+        "申请退款总金额": "50.00",
+    }
     empty_day = merchant.call("GET", f"/v3/bill/tradebill?bill_date={day - timedelta(days=1)}")
     assert empty_day.status_code == 400 and empty_day.json()["code"] == "NO_STATEMENT_EXIST"
 
 
 def test_partner_mode(sandbox: RunningSandbox, partner: SpecMerchant, receiver: NotifyReceiver) -> None:
-    body = {"sp_appid": PARTNER.appid, "sp_mchid": PARTNER.mchid, "sub_appid": PARTNER.sub_appid,
-            "sub_mchid": PARTNER.sub_mchid, "description": "套餐", "out_trade_no": "PARTNER001",
-            "notify_url": receiver.url, "amount": {"total": 990}, "payer": {"sub_openid": "oSub1"}}
+    body = {
+        "sp_appid": PARTNER.appid,
+        "sp_mchid": PARTNER.mchid,
+        "sub_appid": PARTNER.sub_appid,
+        "sub_mchid": PARTNER.sub_mchid,
+        "description": "套餐",
+        "out_trade_no": "PARTNER001",
+        "notify_url": receiver.url,
+        "amount": {"total": 990},
+        "payer": {"sub_openid": "oSub1"},
+    }
     answer = partner.call("POST", "/v3/pay/partner/transactions/jsapi", body)
     assert answer.status_code == 200 and partner.verified(answer), answer.text
     unknown_sub = partner.call("POST", "/v3/pay/partner/transactions/jsapi", body | {"sub_mchid": "1999999999"})
     assert unknown_sub.status_code == 400 and unknown_sub.json()["code"] == "MCH_NOT_EXISTS"
     sandbox.control.post("/sandbox/pay", json={"out_trade_no": "PARTNER001"})
     resource = partner.decrypt(json.loads(receiver.wait_for(1)[0].body)["resource"])
-    assert (resource["sp_mchid"], resource["sub_mchid"], resource["sub_appid"]) == (PARTNER.mchid, PARTNER.sub_mchid, PARTNER.sub_appid)
+    assert (resource["sp_mchid"], resource["sub_mchid"], resource["sub_appid"]) == (
+        PARTNER.mchid,
+        PARTNER.sub_mchid,
+        PARTNER.sub_appid,
+    )
     assert resource["payer"] == {"sub_openid": "oSub1"} and "mchid" not in resource
     q = f"/v3/pay/partner/transactions/out-trade-no/PARTNER001?sp_mchid={PARTNER.mchid}&sub_mchid={PARTNER.sub_mchid}"
     assert partner.call("GET", q).json()["trade_state"] == "SUCCESS"
-    close = partner.call("POST", "/v3/pay/partner/transactions/out-trade-no/PARTNER001/close",
-                         {"sp_mchid": PARTNER.mchid, "sub_mchid": PARTNER.sub_mchid})
+    close = partner.call(
+        "POST",
+        "/v3/pay/partner/transactions/out-trade-no/PARTNER001/close",
+        {"sp_mchid": PARTNER.mchid, "sub_mchid": PARTNER.sub_mchid},
+    )
     assert close.status_code == 403 and close.json()["code"] == "ORDERPAID"
 
 
@@ -372,7 +460,9 @@ def test_a_restart_loses_nothing(start_sandbox: Any, keyset: Path) -> None:
     first.stop()
     second = start_sandbox(database="persist.db")
     merchant = SpecMerchant.from_files(second.url, keyset / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
-    assert merchant.call("GET", f"/v3/pay/transactions/out-trade-no/PERSIST001?mchid={merchant.mchid}").status_code == 200
+    assert (
+        merchant.call("GET", f"/v3/pay/transactions/out-trade-no/PERSIST001?mchid={merchant.mchid}").status_code == 200
+    )
     assert second.control.get("/sandbox/clock").json()["offset_seconds"] == 3600
 
 
@@ -383,8 +473,11 @@ def test_certificate_mode_signs_with_the_platform_certificate(start_sandbox: Any
         merchant = SpecMerchant.from_files(server.url, keyset / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
         merchant.send_serial = PUBLIC_KEY_ID  # asking for the public key changes nothing in this mode
         enc = merchant.call("GET", "/v3/certificates").json()["data"][0]
-        pem = AESGCM(merchant.apiv3_key).decrypt(enc["encrypt_certificate"]["nonce"].encode(),
-                                                 base64.b64decode(enc["encrypt_certificate"]["ciphertext"]), b"certificate")
+        pem = AESGCM(merchant.apiv3_key).decrypt(
+            enc["encrypt_certificate"]["nonce"].encode(),
+            base64.b64decode(enc["encrypt_certificate"]["ciphertext"]),
+            b"certificate",
+        )
         merchant.platform_keys = {enc["serial_no"]: x509.load_pem_x509_certificate(pem).public_key()}
         answer = merchant.call("POST", NATIVE, native_order(merchant, receiver.url, "CERT000001"))
         assert answer.headers["Wechatpay-Serial"] == enc["serial_no"] and merchant.verified(answer)

@@ -8,15 +8,20 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 
+from bootstrap.settings import Settings
+from bootstrap.wiring import build_runtime
 from scheduler.runner import JOBS, Scheduler
-from zhangben.settings import Settings
-from zhangben.wiring import build_runtime
 
 
 def main() -> None:
     config, url, sandbox, now = sys.argv[1:5]
-    settings = Settings(config_path=Path(config), database_url=url, wechatpay_base_url=sandbox,
-                        wechat_api_base_url=sandbox, merchants=tomllib.loads(Path(config).read_text())["merchants"])
+    settings = Settings(
+        config_path=Path(config),
+        database_url=url,
+        wechatpay_base_url=sandbox,
+        wechat_api_base_url=sandbox,
+        merchants=tomllib.loads(Path(config).read_text())["merchants"],
+    )
     moment = datetime.fromisoformat(now)
     rt = build_runtime(settings, clock=lambda: moment)
     try:

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
+from adapters.leases import Leases
+from adapters.wechatpay.beijing import BEIJING
+from bootstrap.settings import Settings
+from bootstrap.wiring import Runtime, build_runtime, init_database
 from sandbox.keyset import DIRECT
-from scheduler.leases import Leases
 from scheduler.runner import JOBS, Scheduler
 from tests.conftest import FakeClock
 from tests.fixtures_sandbox import RunningSandbox
 from tests.pgserver import ThrowawayPostgres
-from zhangben.clock import BEIJING
-from zhangben.settings import Settings
-from zhangben.wiring import Runtime, build_runtime, init_database
 
 JOB = {job.name: job for job in JOBS}
 
@@ -38,8 +38,9 @@ class World:
         return scheduler
 
     def order(self, no: str, amount: int = 1000, expire_seconds: int = 900) -> str:
-        _, checkout = self.rt.service.create_order(DIRECT.mchid, no, amount, "tea", "native",
-                                                   expire_seconds=expire_seconds)
+        _, checkout = self.rt.service.create_order(
+            DIRECT.mchid, no, amount, "tea", "native", expire_seconds=expire_seconds
+        )
         return checkout.payment.out_trade_no
 
     def pay(self, out_trade_no: str) -> dict[str, Any]:
@@ -55,9 +56,13 @@ class World:
 
 
 def make_world(sandbox: RunningSandbox, keyset: Path, database_url: str, clock: FakeClock) -> Runtime:
-    settings = Settings(config_path=keyset / "zhangben.toml", database_url=database_url,
-                        wechatpay_base_url=sandbox.url, wechat_api_base_url=sandbox.url,
-                        merchants=tomllib.loads((keyset / "zhangben.toml").read_text())["merchants"])
+    settings = Settings(
+        config_path=keyset / "zhangben.toml",
+        database_url=database_url,
+        wechatpay_base_url=sandbox.url,
+        wechat_api_base_url=sandbox.url,
+        merchants=tomllib.loads((keyset / "zhangben.toml").read_text())["merchants"],
+    )
     init_database(settings)
     rt = build_runtime(settings, clock=clock)
     rt.client.sleep = lambda seconds: None  # retries without waiting: the fake clock is the test's time
@@ -83,7 +88,9 @@ def test_a_dropped_notification_is_healed_by_the_compensating_query(world: World
     world.clock.advance(seconds=61)
     assert scheduler.run_due()["compensating_query"] == {"queried": 1, "paid": 1}
     assert world.status("J-Q1") == "PAID"
-    paid = [e for e in world.rt.ledger.order_history(DIRECT.mchid, "J-Q1") if e.type == "Paid" and e.aggregate == "Payment"]
+    paid = [
+        e for e in world.rt.ledger.order_history(DIRECT.mchid, "J-Q1") if e.type == "Paid" and e.aggregate == "Payment"
+    ]
     assert paid[0].data["source"] == "query"
 
 
@@ -145,8 +152,10 @@ def test_yesterdays_bill_is_reconciled_at_ten(world: World) -> None:
     world.clock.now = (next_day + timedelta(hours=9, minutes=59)).astimezone(UTC)
     assert scheduler.run_due()["daily_bill"] == {"imported": 0, "not_ready": 0, "differences": 0}
     sandbox_now = datetime.fromisoformat(world.sandbox.control.get("/sandbox/clock").json()["now"])
-    world.sandbox.control.post("/sandbox/clock", json={
-        "advance_seconds": (next_day + timedelta(hours=10, minutes=10) - sandbox_now).total_seconds()})
+    world.sandbox.control.post(
+        "/sandbox/clock",
+        json={"advance_seconds": (next_day + timedelta(hours=10, minutes=10) - sandbox_now).total_seconds()},
+    )
     world.clock.advance(minutes=11)
     result = scheduler.run_due()["daily_bill"]
     assert result["imported"] == 1 and result["differences"] == 0
@@ -159,8 +168,10 @@ def test_yesterdays_bill_is_reconciled_at_ten(world: World) -> None:
 def test_wechat_failing_for_a_while_delays_but_breaks_nothing(world: World) -> None:
     otn = world.order("J-F1")
     world.pay(otn)
-    world.faults(notifications="drop", endpoints={
-        "/v3/pay/transactions/out-trade-no": {"error_rate": 1, "error_code": "SYSTEM_ERROR", "count": 8}})
+    world.faults(
+        notifications="drop",
+        endpoints={"/v3/pay/transactions/out-trade-no": {"error_rate": 1, "error_code": "SYSTEM_ERROR", "count": 8}},
+    )
     scheduler = world.scheduler("compensating_query", "expiry")
     world.clock.advance(seconds=61)
     results = scheduler.run_due()
@@ -179,7 +190,9 @@ def test_wechat_failing_for_a_while_delays_but_breaks_nothing(world: World) -> N
 
 @pytest.mark.postgres
 def test_two_scheduler_processes_on_one_postgres_run_each_job_once_per_due_time(
-    start_sandbox: Callable[..., RunningSandbox], keyset: Path, postgres: ThrowawayPostgres,
+    start_sandbox: Callable[..., RunningSandbox],
+    keyset: Path,
+    postgres: ThrowawayPostgres,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sandbox = start_sandbox()

@@ -15,8 +15,15 @@ T0 = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
 
 def new_order(amount_fen: int = 1000) -> Order:
     return Order(
-        mchid="1900000001", merchant_order_no="A1", amount_fen=amount_fen, description="tea",
-        channel="native", payer_openid=None, expire_seconds=900, attach=None, created_at=T0,
+        mchid="1900000001",
+        merchant_order_no="A1",
+        amount_fen=amount_fen,
+        description="tea",
+        channel="native",
+        payer_openid=None,
+        expire_seconds=900,
+        attach=None,
+        created_at=T0,
     )
 
 
@@ -48,9 +55,17 @@ def order_in(status: OrderStatus) -> Order:
 
 def new_payment(amount_fen: int = 1000) -> Payment:
     return Payment(
-        out_trade_no="zb0001", order_id=uuid4(), mchid="1900000001", merchant_order_no="A1", attempt=1,
-        amount_fen=amount_fen, description="tea", channel="native", payer_openid=None,
-        expire_at=T0 + timedelta(minutes=15), created_at=T0,
+        out_trade_no="zb0001",
+        order_id=uuid4(),
+        mchid="1900000001",
+        merchant_order_no="A1",
+        attempt=1,
+        amount_fen=amount_fen,
+        description="tea",
+        channel="native",
+        payer_openid=None,
+        expire_at=T0 + timedelta(minutes=15),
+        created_at=T0,
     )
 
 
@@ -74,8 +89,15 @@ def payment_in(status: PaymentStatus) -> Payment:
 
 def new_refund() -> Refund:
     return Refund(
-        out_refund_no="R1", mchid="1900000001", order_id=uuid4(), merchant_order_no="A1",
-        out_trade_no="zb0001", transaction_id="tx-1", amount_fen=400, total_fen=1000, reason="",
+        out_refund_no="R1",
+        mchid="1900000001",
+        order_id=uuid4(),
+        merchant_order_no="A1",
+        out_trade_no="zb0001",
+        transaction_id="tx-1",
+        amount_fen=400,
+        total_fen=1000,
+        reason="",
         requested_at=T0,
     )
 

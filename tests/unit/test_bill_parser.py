@@ -25,9 +25,18 @@ def test_the_spec_sample_parses_to_fen() -> None:
     items = list(parse_bill(io.StringIO(SPEC_SAMPLE, newline="")))
     success, refund, summary = items
     assert isinstance(success, BillLine) and isinstance(refund, BillLine) and isinstance(summary, BillSummary)
-    assert (success.trade_state, success.settled_fen, success.fee_mfen, success.sub_mchid) == ("SUCCESS", 6000, 32000, "")
+    assert (success.trade_state, success.settled_fen, success.fee_mfen, success.sub_mchid) == (
+        "SUCCESS",
+        6000,
+        32000,
+        "",
+    )
     assert (refund.trade_state, refund.refund_fen, refund.out_refund_no, refund.fee_mfen) == (
-        "REFUND", 5000, "5622435300878286848", -27000)
+        "REFUND",
+        5000,
+        "5622435300878286848",
+        -27000,
+    )
     assert summary == BillSummary(lines=2, settled_fen=6000, refunded_fen=5000, fee_mfen=5000)
 
 
@@ -37,7 +46,9 @@ def test_the_fee_is_exact() -> None:
         fee_mfen("0.000001")
 
 
-@pytest.mark.parametrize("text", ["", "hello\r\n", "交易时间,商户号\r\n`x,`y\r\n", SPEC_SAMPLE.rsplit("总交易单数", 1)[0]])
+@pytest.mark.parametrize(
+    "text", ["", "hello\r\n", "交易时间,商户号\r\n`x,`y\r\n", SPEC_SAMPLE.rsplit("总交易单数", 1)[0]]
+)
 def test_what_is_not_a_bill_is_refused(text: str) -> None:
     with pytest.raises(BillFormatError):
         list(parse_bill(io.StringIO(text, newline="")))

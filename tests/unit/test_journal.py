@@ -20,23 +20,27 @@ def balance(lines: list[Line]) -> int:
 def test_a_payment_is_clearing_against_sales_on_its_beijing_day() -> None:
     lines, money = payment_lines(7, "1900000001", "zb01", "4200", 1000, T0)
     assert [(l.account, l.debit_fen, l.credit_fen) for l in lines] == [
-        ("wechat_clearing", 1000, 0), ("merchant_sales", 0, 1000)]
+        ("wechat_clearing", 1000, 0),
+        ("merchant_sales", 0, 1000),
+    ]
     assert {l.day for l in lines} == {"2026-11-23"} and {l.event_ref for l in lines} == {7}
     assert (money.kind, money.key, money.amount_fen, money.day) == ("payment", "4200", 1000, "2026-11-23")
 
 
 def test_a_refund_goes_back_through_refunds() -> None:
     lines, money = refund_lines(9, "1900000001", "zb01", "R1", 300, T0)
-    assert [(l.account, l.debit_fen, l.credit_fen) for l in lines] == [
-        ("refunds", 300, 0), ("wechat_clearing", 0, 300)]
+    assert [(l.account, l.debit_fen, l.credit_fen) for l in lines] == [("refunds", 300, 0), ("wechat_clearing", 0, 300)]
     assert money.key == "R1" and lines[0].reference == "R1"
 
 
 def test_a_bill_brings_the_fee_and_the_next_days_settlement() -> None:
     lines = bill_lines(11, "1900000001", date(2026, 11, 23), settled_fen=6000, refunded_fen=400, fee_fen=34)
     assert [(l.day, l.account, l.debit_fen, l.credit_fen) for l in lines] == [
-        ("2026-11-23", "wechat_fees", 34, 0), ("2026-11-23", "wechat_clearing", 0, 34),
-        ("2026-11-24", "bank", 5566, 0), ("2026-11-24", "wechat_clearing", 0, 5566)]
+        ("2026-11-23", "wechat_fees", 34, 0),
+        ("2026-11-23", "wechat_clearing", 0, 34),
+        ("2026-11-24", "bank", 5566, 0),
+        ("2026-11-24", "wechat_clearing", 0, 5566),
+    ]
     assert all(l.reference == "bill:1900000001:2026-11-23" for l in lines)
     refunds_only = bill_lines(12, "m", date(2026, 11, 23), settled_fen=0, refunded_fen=500, fee_fen=-3)
     assert balance(refunds_only) == 0 and any(l.account == "bank" and l.credit_fen == 497 for l in refunds_only)
@@ -63,7 +67,7 @@ def test_any_history_balances_to_the_fen_for_any_period(history: list[tuple], st
         else:
             lines += bill_lines(ref, "m", date(2026, 11, 23), item[1], item[2], item[3])
     days = sorted({l.day for l in lines})
-    period = set(days[start:start + length + 1])
+    period = set(days[start : start + length + 1])
     in_period = [l for l in lines if l.day in period]
     assert balance(in_period) == 0
     per_event: dict[int, int] = defaultdict(int)

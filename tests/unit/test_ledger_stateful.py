@@ -14,6 +14,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from application.ledger import Ledger
+from bootstrap.wiring import open_ledger
 from domain.errors import (
     InvalidTransition,
     LedgerError,
@@ -26,7 +28,6 @@ from domain.errors import (
 )
 from domain.order import Order
 from domain.status import OrderStatus
-from zhangben.ledger import Ledger, open_ledger
 
 MCHID = "1900000001"
 ORDER_NOS = ["A", "B", "C"]
@@ -124,13 +125,14 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # -- rules ------------------------------------------------------------------
 
-    @rule(no=st.sampled_from(ORDER_NOS), amount=st.sampled_from([1000, 1000, 2500]),
-          channel=st.sampled_from(["native", "native", "app"]))
+    @rule(
+        no=st.sampled_from(ORDER_NOS),
+        amount=st.sampled_from([1000, 1000, 2500]),
+        channel=st.sampled_from(["native", "native", "app"]),
+    )
     def create_order(self, no: str, amount: int, channel: str) -> None:
         existing = self._order(no)
-        result = self._refused(
-            lambda: self.ledger.create_order(MCHID, no, amount, "goods", channel), OrderConflict
-        )
+        result = self._refused(lambda: self.ledger.create_order(MCHID, no, amount, "goods", channel), OrderConflict)
         if existing is None:
             assert result is not None
         elif existing.terms["amount_fen"] != amount or existing.terms["channel"] != channel:
@@ -183,16 +185,22 @@ class LedgerMachine(RuleBasedStateMachine):
         otn = data.draw(st.sampled_from(self._attempts()))
         self._refused(lambda: self.ledger.expire_payment(otn), InvalidTransition)
 
-    @rule(no=st.sampled_from(ORDER_NOS), refund_no=st.sampled_from(REFUND_NOS),
-          amount=st.sampled_from([1, 300, 700, 1000, 2500]))
+    @rule(
+        no=st.sampled_from(ORDER_NOS),
+        refund_no=st.sampled_from(REFUND_NOS),
+        amount=st.sampled_from([1, 300, 700, 1000, 2500]),
+    )
     def request_refund(self, no: str, refund_no: str, amount: int) -> None:
         self._refused(
             lambda: self.ledger.request_refund(MCHID, no, f"{no}-{refund_no}", amount),
-            InvalidTransition, OrderNotFound, RefundExceedsPaid, RefundConflict, RefundLimitReached,
+            InvalidTransition,
+            OrderNotFound,
+            RefundExceedsPaid,
+            RefundConflict,
+            RefundLimitReached,
         )
 
-    @rule(no=st.sampled_from(ORDER_NOS), refund_no=st.sampled_from(REFUND_NOS),
-          result=st.sampled_from(REFUND_RESULTS))
+    @rule(no=st.sampled_from(ORDER_NOS), refund_no=st.sampled_from(REFUND_NOS), result=st.sampled_from(REFUND_RESULTS))
     def refund_result_arrives(self, no: str, refund_no: str, result: str) -> None:
         key = f"{no}-{refund_no}"
         if key not in (o.refunds if (o := self._order(no)) else {}):

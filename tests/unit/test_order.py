@@ -25,12 +25,7 @@ def test_every_command_has_a_rule() -> None:
 
 @pytest.mark.parametrize(
     ("command", "status"),
-    [
-        (c, s)
-        for c in RULES
-        for s in S
-        if s not in RULES[c] and (c, s) not in IDEMPOTENT_REPEATS
-    ],
+    [(c, s) for c in RULES for s in S if s not in RULES[c] and (c, s) not in IDEMPOTENT_REPEATS],
 )
 def test_forbidden_transitions_raise_and_emit_nothing(command: str, status: S) -> None:
     order = order_in(status)
@@ -143,9 +138,7 @@ def test_event_bodies_replay_to_the_same_state() -> None:
     replayed = None
     for event in events:
         replayed = event.mutate(replayed)
-    assert vars(replayed) == {k: v for k, v in vars(order).items() if k != "_pending_events"} | {
-        "_pending_events": []
-    }
+    assert vars(replayed) == {k: v for k, v in vars(order).items() if k != "_pending_events"} | {"_pending_events": []}
 
 
 def test_new_order_starts_created() -> None:

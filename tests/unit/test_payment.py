@@ -3,6 +3,7 @@ from collections.abc import Callable
 import pytest
 
 from domain.errors import InvalidTransition, TransactionConflict
+from domain.notification import Notification
 from domain.payment import RULES, Payment
 from domain.status import PaymentStatus as S
 from tests.unit.builders import T0, new_payment, payment_in
@@ -59,8 +60,9 @@ def test_a_total_that_differs_is_recorded_with_the_mismatch() -> None:
 
 def test_a_notification_is_kept_once_per_id() -> None:
     payment = payment_in(S.PREPAID)
-    assert payment.record_notification("n1", "TRANSACTION.SUCCESS", {"a": "b"}, "{}", {}, T0) is True
-    assert payment.record_notification("n1", "TRANSACTION.SUCCESS", {"a": "b"}, "{}", {}, T0) is False
+    notification = Notification("n1", "TRANSACTION.SUCCESS", {"a": "b"}, "{}", {})
+    assert payment.record_notification(notification, T0) is True
+    assert payment.record_notification(notification, T0) is False
     assert payment.notification_ids == ["n1"]
 
 

@@ -12,7 +12,11 @@ COMMANDS: dict[str, Callable[[Refund], object]] = {
     "record a close": lambda r: r.close("rf-1", T0),
     "record an abnormal result": lambda r: r.mark_abnormal("rf-1", T0),
 }
-IDEMPOTENT_REPEATS = {("record a success", S.SUCCESS), ("record a close", S.CLOSED), ("record an abnormal result", S.ABNORMAL)}
+IDEMPOTENT_REPEATS = {
+    ("record a success", S.SUCCESS),
+    ("record a close", S.CLOSED),
+    ("record an abnormal result", S.ABNORMAL),
+}
 
 
 def test_every_command_has_a_rule() -> None:

@@ -17,8 +17,14 @@ NONCE = "593BEC0C930BF1AFEB40B4A08C8FB242"
 
 def test_v1_post_request_signature_and_authorization_header() -> None:
     header = signing.build_authorization(
-        "1900000001", "D7CE59D1F522D701", KEY, "POST", "/v3/pay/transactions/jsapi",
-        v.V1_BODY.encode(), "1700000000", NONCE,
+        "1900000001",
+        "D7CE59D1F522D701",
+        KEY,
+        "POST",
+        "/v3/pay/transactions/jsapi",
+        v.V1_BODY.encode(),
+        "1700000000",
+        NONCE,
     )
     assert header == (
         f'WECHATPAY2-SHA256-RSA2048 mchid="1900000001",nonce_str="{NONCE}",signature="{v.V1_SIGNATURE}",'
@@ -30,8 +36,11 @@ def test_v1_post_request_signature_and_authorization_header() -> None:
 
 def test_v2_get_request_signature_over_an_empty_body() -> None:
     message = signing.request_message(
-        "GET", "/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1900000001",
-        "1700000000", NONCE, b"",
+        "GET",
+        "/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1900000001",
+        "1700000000",
+        NONCE,
+        b"",
     )
     assert message.endswith(b"\n\n")
     assert signing.sign(KEY, message) == v.V2_SIGNATURE
@@ -54,12 +63,18 @@ def test_v4_jsapi_pay_sign_and_v5_app_sign() -> None:
 
 def v6_body() -> bytes:
     resource = {
-        "original_type": "transaction", "algorithm": "AEAD_AES_256_GCM", "ciphertext": v.V6_CIPHERTEXT,
-        "associated_data": "transaction", "nonce": "fdasflkja484",
+        "original_type": "transaction",
+        "algorithm": "AEAD_AES_256_GCM",
+        "ciphertext": v.V6_CIPHERTEXT,
+        "associated_data": "transaction",
+        "nonce": "fdasflkja484",
     }
     envelope = {
-        "id": "EV-2018022511223320873", "create_time": "2023-11-15T06:13:21+08:00",
-        "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
+        "id": "EV-2018022511223320873",
+        "create_time": "2023-11-15T06:13:21+08:00",
+        "resource_type": "encrypt-resource",
+        "event_type": "TRANSACTION.SUCCESS",
+        "summary": "支付成功",
         "resource": resource,
     }
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
@@ -69,11 +84,14 @@ def test_v6_callback_verifies_and_decrypts() -> None:
     body = v6_body()
     message = signing.response_message("1700000002", "fdasfwejklsdjfklsadjklfjsadlkfj1", body)
     assert signing.verify(PUBLIC, message, v.V6_SIGNATURE)
-    plaintext = signing.aead_decrypt(b"a12d3924fd499edac8a5efc7b2e1f3d5", "fdasflkja484", "transaction", v.V6_CIPHERTEXT)
+    plaintext = signing.aead_decrypt(
+        b"a12d3924fd499edac8a5efc7b2e1f3d5", "fdasflkja484", "transaction", v.V6_CIPHERTEXT
+    )
     assert plaintext.decode() == v.V6_PLAINTEXT
-    assert signing.aead_encrypt(
-        b"a12d3924fd499edac8a5efc7b2e1f3d5", "fdasflkja484", "transaction", plaintext
-    ) == v.V6_CIPHERTEXT
+    assert (
+        signing.aead_encrypt(b"a12d3924fd499edac8a5efc7b2e1f3d5", "fdasflkja484", "transaction", plaintext)
+        == v.V6_CIPHERTEXT
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -22,8 +23,15 @@ class ViewDatabase:
         self.kind = store.kind
         self._lock = threading.RLock()
         if store.kind == "postgres":
-            self._pg = psycopg.connect(host=store.host, port=store.port, user=store.user, password=store.password,
-                                       dbname=store.dbname, connect_timeout=5, autocommit=True)
+            self._pg = psycopg.connect(
+                host=store.host,
+                port=store.port,
+                user=store.user,
+                password=store.password,
+                dbname=store.dbname,
+                connect_timeout=5,
+                autocommit=True,
+            )
         else:
             path = ":memory:" if store.kind == "memory" else store.path
             self._sqlite = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
@@ -75,3 +83,8 @@ class ViewDatabase:
                 self._pg.close()
             else:
                 self._sqlite.close()
+
+
+def sortable(moment: datetime) -> str:
+    """UTC with fixed width, so text order is time order (times in view tables are this text)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -13,31 +13,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.wechatpay.callbacks import (
-    CallbackRejected,
-    RefundNotice,
-    TransactionNotice,
-    open_notification,
-    refund_notice,
-    transaction_notice,
-)
+from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice, refund_notice, transaction_notice
 from adapters.wechatpay.client import PrepayResult, WechatPayClient, app_params, pay_params
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
-    SignatureError,
     WechatPayBusinessError,
     WechatPayNotFound,
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
-from domain.errors import InvalidTransition, PaymentNotFound, RefundNotFound
+from application.ledger import Ledger, PaymentOutcome
+from application.views import OrderView
+from domain.errors import InvalidTransition
+from domain.notification import Notification
 from domain.order import RULES as ORDER_RULES
 from domain.order import Order
 from domain.payment import Payment
 from domain.refund import Refund
 from domain.status import OrderStatus, PaymentStatus, RefundStatus
 from domain.transitions import guard
-from zhangben.ledger import Ledger, PaymentOutcome, RawNotification
 
 log = logging.getLogger("zhangben.payments")
 
@@ -67,10 +61,15 @@ class Checkout:
 
 
 @dataclass(frozen=True)
-class NotificationOutcome:
-    event_type: str
-    out_trade_no: str
-    changed: bool
+class OrderAnswer:
+    """What creating an order (or a new attempt) answers: the order view, the attempt, whether it is new."""
+
+    view: OrderView
+    checkout: Checkout
+    created: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.view, "payment": self.checkout.view()}
 
 
 class PaymentService:
@@ -85,24 +84,86 @@ class PaymentService:
     # -- orders and attempts ---------------------------------------------------------
 
     def create_order(
-        self, mchid: str, merchant_order_no: str, amount_fen: int, description: str, channel: str,
-        payer_openid: str | None = None, expire_seconds: int = 900, attach: str | None = None,
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        amount_fen: int,
+        description: str,
+        channel: str,
+        payer_openid: str | None = None,
+        expire_seconds: int = 900,
+        attach: str | None = None,
         client_ip: str = "127.0.0.1",
+        idempotency_key: str | None = None,
     ) -> tuple[Order, Checkout]:
-        """Create (or find again) the order, then prepay its attempt at WeChat."""
-        merchant = self.client.merchant(mchid)
-        order, first = self.ledger.create_order(
-            mchid, merchant_order_no, amount_fen, description, channel, payer_openid, expire_seconds, attach
+        """Create (or find again) the order, then prepay its current attempt at WeChat."""
+        answer = self.open_order(
+            mchid,
+            merchant_order_no,
+            amount_fen,
+            description,
+            channel,
+            payer_openid,
+            expire_seconds,
+            attach,
+            client_ip,
+            idempotency_key,
         )
-        # A repeated create answers with the order's current attempt (a new one may have replaced the first).
-        current = first if order.attempts[-1] == first.out_trade_no else self.ledger.get_payment(order.attempts[-1])
-        return order, self._checkout(merchant, order, current, client_ip)
+        return self.ledger.get_order(mchid, merchant_order_no), answer.checkout
+
+    def open_order(
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        amount_fen: int,
+        description: str,
+        channel: str,
+        payer_openid: str | None = None,
+        expire_seconds: int = 900,
+        attach: str | None = None,
+        client_ip: str = "127.0.0.1",
+        idempotency_key: str | None = None,
+    ) -> OrderAnswer:
+        """``POST /v1/orders``: the order (new, or the same request again) with its prepaid attempt.
+
+        The ``Idempotency-Key`` is checked and kept by the ledger in the same
+        transaction as the order; the order is loaded once.
+        """
+        merchant = self.client.merchant(mchid)
+        opened = self.ledger.open_order(
+            mchid,
+            merchant_order_no,
+            amount_fen,
+            description,
+            channel,
+            payer_openid,
+            expire_seconds,
+            attach,
+            idempotency_key,
+        )
+        checkout = self._checkout(merchant, opened.order, opened.payment, client_ip)
+        return OrderAnswer(self.ledger.view_of(opened.order, checkout.payment), checkout, opened.created)
 
     def new_payment(
-        self, mchid: str, merchant_order_no: str, channel: str | None = None, payer_openid: str | None = None,
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        channel: str | None = None,
+        payer_openid: str | None = None,
         client_ip: str = "127.0.0.1",
     ) -> Checkout:
         """A fresh attempt (new ``out_trade_no``); the open ones are closed at WeChat first."""
+        return self.open_attempt(mchid, merchant_order_no, channel, payer_openid, client_ip).checkout
+
+    def open_attempt(
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        channel: str | None = None,
+        payer_openid: str | None = None,
+        client_ip: str = "127.0.0.1",
+    ) -> OrderAnswer:
+        """``POST /v1/orders/{no}/payments``: a fresh attempt, answered with the order view."""
         merchant = self.client.merchant(mchid)
         order = self.ledger.get_order(mchid, merchant_order_no)
         guard(ORDER_RULES, "order", merchant_order_no, "start a payment attempt", order.status)
@@ -110,7 +171,9 @@ class PaymentService:
             order = self.ledger.get_order(mchid, merchant_order_no)
             raise InvalidTransition("order", merchant_order_no, "start a payment attempt", order.status.value)
         payment = self.ledger.start_payment(mchid, merchant_order_no, channel, payer_openid)
-        return self._checkout(merchant, self.ledger.get_order(mchid, merchant_order_no), payment, client_ip)
+        order = self.ledger.get_order(mchid, merchant_order_no)
+        checkout = self._checkout(merchant, order, payment, client_ip)
+        return OrderAnswer(self.ledger.view_of(order, checkout.payment), checkout)
 
     def _checkout(self, merchant: Merchant, order: Order, payment: Payment, client_ip: str) -> Checkout:
         if payment.status is PaymentStatus.PREPAID:
@@ -118,8 +181,15 @@ class PaymentService:
         if payment.status is not PaymentStatus.CREATED:
             return Checkout(payment, None)
         result = self.client.prepay(
-            merchant, payment.channel, payment.out_trade_no, payment.description, payment.amount_fen,
-            payment.expire_at, order.attach, payment.payer_openid, client_ip,
+            merchant,
+            payment.channel,
+            payment.out_trade_no,
+            payment.description,
+            payment.amount_fen,
+            payment.expire_at,
+            order.attach,
+            payment.payer_openid,
+            client_ip,
         )
         payment = self.ledger.record_prepay(payment.out_trade_no, result.prepay_id, result.code_url, result.h5_url)
         return Checkout(payment, result)
@@ -186,8 +256,8 @@ class PaymentService:
 
     # -- what WeChat says about payments ----------------------------------------------------
 
-    def sync(self, mchid: str, merchant_order_no: str) -> dict[str, Any]:
-        """"I have paid": ask WeChat about every attempt not known to be paid, and apply the answers."""
+    def sync(self, mchid: str, merchant_order_no: str) -> OrderView:
+        """ "I have paid": ask WeChat about every attempt not known to be paid, and apply the answers."""
         merchant = self.client.merchant(mchid)
         order = self.ledger.get_order(mchid, merchant_order_no)
         for out_trade_no in order.attempts:
@@ -203,16 +273,25 @@ class PaymentService:
         return self.apply_transaction(transaction_notice(answer), "query")
 
     def apply_transaction(
-        self, notice: TransactionNotice, source: str, notification: RawNotification | None = None,
+        self,
+        notice: TransactionNotice,
+        source: str,
+        notification: Notification | None = None,
         mchid: str | None = None,
     ) -> PaymentOutcome | None:
         """The one translation of WeChat's word on a payment into ledger commands."""
         if notice.took_money:
-            assert notice.transaction_id and notice.total_fen and notice.success_time
+            # transaction_notice refuses a paid transaction without these three
+            assert notice.transaction_id and notice.total_fen and notice.success_time  # noqa: S101
             return self.ledger.record_payment_success(
-                notice.out_trade_no, notice.transaction_id, notice.total_fen,
+                notice.out_trade_no,
+                notice.transaction_id,
+                notice.total_fen,
                 notice.payer_total_fen if notice.payer_total_fen is not None else notice.total_fen,
-                notice.success_time, source, notification, mchid,
+                notice.success_time,
+                source,
+                notification,
+                mchid,
             )
         payment = self.ledger.get_payment(notice.out_trade_no)
         if notice.trade_state == "CLOSED" and payment.is_open:
@@ -220,49 +299,6 @@ class PaymentService:
         elif notice.trade_state == "PAYERROR" and payment.is_open:
             self.ledger.record_payment_failure(notice.out_trade_no, "PAYERROR", notice.trade_state_desc)
         return None
-
-    # -- callbacks --------------------------------------------------------------------------
-
-    def handle_notification(
-        self, headers: Mapping[str, str], body: bytes, *, path: str = NOTIFY_PATH, remote: str = ""
-    ) -> NotificationOutcome:
-        """Verify, decrypt, record the raw notification, apply — or refuse and record the refusal.
-
-        Returns only after the events are stored: the caller may then tell
-        WeChat "success".
-        """
-        try:
-            return self._apply_notification(headers, body)
-        except (SignatureError, CallbackRejected) as exc:
-            self.ledger.record_refused_callback(path, remote, dict(headers), body.decode("utf-8", "replace"), str(exc))
-            log.warning("refused a callback from %s: %s", remote or "?", exc)
-            raise
-
-    def _apply_notification(self, headers: Mapping[str, str], body: bytes) -> NotificationOutcome:
-        verified = open_notification(headers, body, self.merchants, self.client.keys)
-        mchid = verified.merchant.mchid
-        if verified.event_type == "TRANSACTION.SUCCESS":
-            notice = transaction_notice(verified.resource)
-            if not notice.took_money:
-                raise CallbackRejected(f"TRANSACTION.SUCCESS with trade_state {notice.trade_state}")
-            raw = RawNotification(verified.id, verified.event_type, verified.headers, verified.body, verified.resource)
-            try:  # one load of the payment: the command checks that it is this merchant's
-                outcome = self.apply_transaction(notice, "notification", raw, mchid)
-            except PaymentNotFound:
-                raise CallbackRejected(f"unknown out_trade_no {notice.out_trade_no} for merchant {mchid}") from None
-            return NotificationOutcome(verified.event_type, notice.out_trade_no, bool(outcome and outcome.changed))
-        if verified.event_type.startswith("REFUND."):
-            refund = refund_notice(verified.resource)
-            try:
-                self.ledger.record_refund_notification(
-                    mchid, refund.out_refund_no, verified.id, verified.event_type, verified.headers, verified.body,
-                    verified.resource,
-                )
-            except RefundNotFound:
-                raise CallbackRejected(f"unknown out_refund_no {refund.out_refund_no}") from None
-            self.apply_refund(mchid, refund)
-            return NotificationOutcome(verified.event_type, refund.out_trade_no, True)
-        raise CallbackRejected(f"unexpected event_type {verified.event_type}")
 
     # -- refunds ------------------------------------------------------------------------------
 
@@ -280,8 +316,9 @@ class PaymentService:
         merchant = self.client.merchant(mchid)
         refund = self.ledger.get_refund(mchid, out_refund_no)
         try:
-            answer = self.client.refund(merchant, refund.out_trade_no, out_refund_no, refund.amount_fen,
-                                        refund.total_fen, refund.reason)
+            answer = self.client.refund(
+                merchant, refund.out_trade_no, out_refund_no, refund.amount_fen, refund.total_fen, refund.reason
+            )
         except (WechatPayUnavailable, WechatPayRateLimited) as exc:
             # Still REQUESTED: the refund follow-up submits it again, with the same out_refund_no.
             log.warning("refund %s not submitted yet: %s", out_refund_no, exc)
@@ -302,8 +339,14 @@ class PaymentService:
             return self.submit_refund(mchid, out_refund_no) if refund.status is RefundStatus.REQUESTED else refund
         return self.apply_refund(mchid, refund_notice(answer))
 
-    def apply_refund(self, mchid: str, notice: RefundNotice) -> Refund:
+    def apply_refund(self, mchid: str, notice: RefundNotice, notification: Notification | None = None) -> Refund:
+        """The one translation of WeChat's word on a refund; a notification is kept in the same save."""
         return self.ledger.record_refund_result(
-            mchid, notice.out_refund_no, notice.status, notice.refund_id, notice.success_time,
+            mchid,
+            notice.out_refund_no,
+            notice.status,
+            notice.refund_id,
+            notice.success_time,
             notice.user_received_account,
+            notification,
         )

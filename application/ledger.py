@@ -22,8 +22,13 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from adapters import persistence
+from application import apikeys
+from application.history import HistoryEvent, history_events, version_at
+from application.views import OrderView, order_view
 from domain import ids
+from domain.apikey import Principal
+from domain.audit import RefusedCallback
+from domain.bill import DailyBill
 from domain.errors import (
     ConcurrencyConflict,
     InvalidInput,
@@ -35,24 +40,23 @@ from domain.errors import (
     RefundNotFound,
     TransactionConflict,
 )
-from domain.audit import RefusedCallback
-from domain.bill import DailyBill
+from domain.idempotency import IdempotencyKey, body_digest
 from domain.index import TransactionIndex
+from domain.limits import MAX_ATTEMPTS_PER_ORDER, order_terms, require_channel, require_key
 from domain.money import require_fen
+from domain.notification import Notification
 from domain.order import Order
 from domain.payment import Payment
 from domain.refund import Refund
-from domain.status import CHANNELS_NEEDING_OPENID, Channel, OrderStatus, RefundStatus
-from zhangben.clock import Clock, system_clock
-from zhangben.history import HistoryEvent, history_events, version_at
-from zhangben.views import order_view
+from domain.status import OrderStatus, RefundStatus
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Where "now" comes from: injected (``bootstrap.clock``), never read inside an event.
+Clock = Callable[[], datetime]
+
 MAX_CONFLICT_ATTEMPTS = 8
-MIN_EXPIRE_SECONDS, MAX_EXPIRE_SECONDS = 60, 7200
-MAX_ATTEMPTS_PER_ORDER = 99  # the out_trade_no has two digits for it
 
 
 def retry_on_conflict(command: Callable[P, R]) -> Callable[P, R]:
@@ -66,23 +70,12 @@ def retry_on_conflict(command: Callable[P, R]) -> Callable[P, R]:
             except IntegrityError:
                 if attempt == MAX_CONFLICT_ATTEMPTS:
                     break
-                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 — jitter, not a secret
         raise ConcurrencyConflict(
             f"{command.__name__}: still conflicting after {MAX_CONFLICT_ATTEMPTS} attempts; retry later"
         )
 
     return wrapper
-
-
-@dataclass(frozen=True)
-class RawNotification:
-    """A verified notification as it arrived, to be kept whole."""
-
-    id: str
-    event_type: str
-    headers: dict[str, str]
-    body: str
-    resource: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -94,10 +87,19 @@ class PaymentOutcome:
     changed: bool
 
 
+@dataclass(frozen=True)
+class OpenedOrder:
+    """What creating an order gave: the order, its current attempt, and whether it is new."""
+
+    order: Order
+    payment: Payment
+    created: bool
+
+
 class Ledger(Application[UUID]):
     name = "Ledger"  # pinned: the name sets the table names and the env prefix
 
-    def __init__(self, env: dict[str, str] | None = None, clock: Clock = system_clock) -> None:
+    def __init__(self, env: dict[str, str] | None, clock: Clock) -> None:
         super().__init__(env)
         self.clock = clock
 
@@ -121,7 +123,7 @@ class Ledger(Application[UUID]):
         except AggregateNotFoundError:
             raise RefundNotFound(out_refund_no) from None
 
-    def _load_optional(self, aggregate_id: UUID) -> Any:
+    def _load_optional(self, aggregate_id: UUID) -> Any:  # the aggregate class depends on the id
         try:
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
@@ -129,7 +131,6 @@ class Ledger(Application[UUID]):
 
     # -- orders and payment attempts ------------------------------------------
 
-    @retry_on_conflict
     def create_order(
         self,
         mchid: str,
@@ -141,25 +142,59 @@ class Ledger(Application[UUID]):
         expire_seconds: int = 900,
         attach: str | None = None,
     ) -> tuple[Order, Payment]:
-        """Create an order and its first payment attempt, or return the existing pair.
+        """``open_order`` without an Idempotency-Key, as a pair (for scripts and the CLI)."""
+        opened = self.open_order(
+            mchid, merchant_order_no, amount_fen, description, channel, payer_openid, expire_seconds, attach
+        )
+        return opened.order, opened.payment
+
+    @retry_on_conflict
+    def open_order(
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        amount_fen: int,
+        description: str,
+        channel: str,
+        payer_openid: str | None = None,
+        expire_seconds: int = 900,
+        attach: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> OpenedOrder:
+        """Create an order and its first payment attempt, or find the existing one again.
 
         The merchant order number is the idempotency key: the same number with
-        the same terms returns what exists; with different terms it is a conflict.
+        the same terms returns what exists (its current attempt); with different
+        terms it is a conflict.  An ``Idempotency-Key`` names the request: the
+        same key with another body is a conflict, and the key is saved in the
+        same transaction as the order it first created.
         """
-        terms = _order_terms(amount_fen, description, channel, payer_openid, expire_seconds, attach)
-        _require_order_no(merchant_order_no)
-        existing = self._load_optional(ids.order_id(mchid, merchant_order_no))
+        require_key(merchant_order_no, "merchant_order_no")
+        terms = order_terms(amount_fen, description, channel, payer_openid, expire_seconds, attach)
+        digest = body_digest({"merchant_order_no": merchant_order_no, **terms})
+        claim: list[IdempotencyKey] = []
+        if idempotency_key is not None:
+            known: IdempotencyKey | None = self._load_optional(IdempotencyKey.create_id(mchid, idempotency_key))
+            if known is not None and known.body_digest != digest:
+                raise OrderConflict(f"Idempotency-Key {idempotency_key!r} was used with a different body")
+            if known is None:
+                claim.append(
+                    IdempotencyKey(
+                        mchid=mchid, key=idempotency_key, body_digest=digest, merchant_order_no=merchant_order_no
+                    )
+                )
+        existing: Order | None = self._load_optional(ids.order_id(mchid, merchant_order_no))
         if existing is not None:
             if existing.terms != terms:
-                raise OrderConflict(
-                    f"order {merchant_order_no!r} already exists with different terms"
-                )
-            return existing, self.get_payment(existing.attempts[0])
+                raise OrderConflict(f"order {merchant_order_no!r} already exists with different terms")
+            if claim:
+                self.save(*claim)
+            return OpenedOrder(existing, self.get_payment(existing.attempts[-1]), created=False)
         now = self.clock()
         order = Order(mchid=mchid, merchant_order_no=merchant_order_no, created_at=now, **terms)
         payment = self._new_attempt(order, channel, payer_openid, now)
-        self.save(order, payment)
-        return order, payment
+        self.save(order, payment, *claim)
+        return OpenedOrder(order, payment, created=True)
 
     @retry_on_conflict
     def start_payment(
@@ -174,7 +209,7 @@ class Ledger(Application[UUID]):
         channel = channel or order.channel
         if payer_openid is None and channel == order.channel:
             payer_openid = order.payer_openid
-        _check_channel(channel, payer_openid)
+        require_channel(channel, payer_openid)
         if len(order.attempts) >= MAX_ATTEMPTS_PER_ORDER:
             raise InvalidInput("payments", f"order {merchant_order_no!r} has too many payment attempts")
         payment = self._new_attempt(order, channel, payer_openid, self.clock())
@@ -213,19 +248,13 @@ class Ledger(Application[UUID]):
         return payment
 
     @retry_on_conflict
-    def record_notification(
-        self,
-        out_trade_no: str,
-        notification_id: str,
-        event_type: str,
-        headers: dict[str, str],
-        body: str,
-        resource: dict[str, Any],
-    ) -> bool:
+    def record_notification(self, out_trade_no: str, notification: Notification) -> bool:
         """Keep a verified notification whole, once per WeChat notification id."""
-        return self._keep_and_save(
-            self.get_payment(out_trade_no), RawNotification(notification_id, event_type, headers, body, resource)
-        )
+        payment = self.get_payment(out_trade_no)
+        new = payment.record_notification(notification, self.clock())
+        if new:
+            self.save(payment)
+        return new
 
     @retry_on_conflict
     def record_payment_success(
@@ -236,7 +265,7 @@ class Ledger(Application[UUID]):
         payer_total_fen: int,
         success_time: datetime,
         source: str,
-        notification: RawNotification | None = None,
+        notification: Notification | None = None,
         mchid: str | None = None,
     ) -> PaymentOutcome:
         """Record WeChat's word that money was taken (from a notification or a query).
@@ -251,16 +280,14 @@ class Ledger(Application[UUID]):
         payment = self.get_payment(out_trade_no)
         if mchid is not None and payment.mchid != mchid:
             raise PaymentNotFound(out_trade_no)
-        noted = notification is not None and self._keep(payment, notification)
+        noted = notification is not None and payment.record_notification(notification, self.clock())
         if payment.transaction_id == transaction_id:  # already recorded: at most keep the notification
             if noted:
                 self.save(payment)
             return PaymentOutcome(payment, self.repository.get(payment.order_id), changed=noted)
         index = self._load_optional(ids.transaction_index_id(transaction_id))
         if index is not None and index.out_trade_no != out_trade_no:
-            raise TransactionConflict(
-                f"transaction {transaction_id} is already recorded for {index.out_trade_no}"
-            )
+            raise TransactionConflict(f"transaction {transaction_id} is already recorded for {index.out_trade_no}")
         order: Order = self.repository.get(payment.order_id)
         if not payment.mark_paid(transaction_id, total_fen, payer_total_fen, success_time, source):
             return PaymentOutcome(payment, order, changed=False)
@@ -339,7 +366,7 @@ class Ledger(Application[UUID]):
         the order's version and is re-checked.
         """
         require_fen(amount_fen, "amount_fen")
-        _require_refund_no(out_refund_no)
+        require_key(out_refund_no, "out_refund_no")
         order = self.get_order(mchid, merchant_order_no)
         existing = self._load_optional(ids.refund_id(mchid, out_refund_no))
         if existing is not None:
@@ -374,11 +401,18 @@ class Ledger(Application[UUID]):
         refund_id: str = "",
         success_time: datetime | None = None,
         user_received_account: str = "",
+        notification: Notification | None = None,
     ) -> Refund:
-        """Apply WeChat's word on a refund: PROCESSING, SUCCESS, CLOSED or ABNORMAL."""
+        """Apply WeChat's word on a refund: PROCESSING, SUCCESS, CLOSED or ABNORMAL.
+
+        A notification that carried the word is kept in the same transaction
+        as what it changed, as for payments.
+        """
         refund = self.get_refund(mchid, out_refund_no)
         order: Order = self.repository.get(refund.order_id)
         now = self.clock()
+        if notification is not None:
+            refund.record_notification(notification, now)
         if status == RefundStatus.PROCESSING:
             refund.submit(refund_id, now)
         elif status == RefundStatus.SUCCESS:
@@ -394,35 +428,12 @@ class Ledger(Application[UUID]):
         self.save(refund, order)
         return refund
 
-    @retry_on_conflict
-    def record_refund_notification(
-        self,
-        mchid: str,
-        out_refund_no: str,
-        notification_id: str,
-        event_type: str,
-        headers: dict[str, str],
-        body: str,
-        resource: dict[str, Any],
-    ) -> bool:
-        return self._keep_and_save(
-            self.get_refund(mchid, out_refund_no), RawNotification(notification_id, event_type, headers, body, resource)
-        )
-
-    def _keep(self, aggregate: Payment | Refund, raw: RawNotification) -> bool:
-        return aggregate.record_notification(raw.id, raw.event_type, raw.headers, raw.body, raw.resource, self.clock())
-
-    def _keep_and_save(self, aggregate: Payment | Refund, raw: RawNotification) -> bool:
-        new = self._keep(aggregate, raw)
-        if new:
-            self.save(aggregate)
-        return new
-
     # -- bills ----------------------------------------------------------------------
 
     @retry_on_conflict
-    def record_bill_import(self, mchid: str, bill_date: date, lines: int, settled_fen: int, refunded_fen: int,
-                           fee_fen: int, sha1: str) -> DailyBill:
+    def record_bill_import(
+        self, mchid: str, bill_date: date, lines: int, settled_fen: int, refunded_fen: int, fee_fen: int, sha1: str
+    ) -> DailyBill:
         """The day's bill was imported: the journal takes its fee and settlement from this event."""
         bill = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))
         bill = bill or DailyBill(mchid=mchid, bill_date=bill_date.isoformat())
@@ -430,14 +441,27 @@ class Ledger(Application[UUID]):
         self.save(bill)
         return bill
 
+    # -- API keys ---------------------------------------------------------------
+
+    def issue_api_key(self, mchid: str, role: str) -> str:
+        """A new API key for ``mchid`` in ``role``: returned once, only its hash is stored."""
+        key, record = apikeys.issue(mchid, role, self.clock())
+        self.save(record)
+        return key
+
+    def authenticate(self, key: str) -> Principal | None:
+        """Who holds ``key``, or None (the same work either way)."""
+        return apikeys.authenticate(self.repository.get, key)
+
     # -- audit --------------------------------------------------------------------
 
     def record_refused_callback(
         self, path: str, remote: str, headers: dict[str, str], body: str, reason: str
     ) -> RefusedCallback:
         """Keep a refused callback whole: who sent it, when, why it was refused, what it said."""
-        refused = RefusedCallback(path=path, remote=remote, headers=dict(headers), body=body, reason=reason,
-                                  received_at=self.clock())
+        refused = RefusedCallback(
+            path=path, remote=remote, headers=dict(headers), body=body, reason=reason, received_at=self.clock()
+        )
         try:
             self.save(refused)
         except IntegrityError:
@@ -451,13 +475,18 @@ class Ledger(Application[UUID]):
 
     # -- reads for people --------------------------------------------------------
 
-    def order_view(self, mchid: str, merchant_order_no: str) -> dict[str, Any]:
-        order = self.get_order(mchid, merchant_order_no)
-        return order_view(order, self._payments(order), self._refunds(order))
+    def order_view(self, mchid: str, merchant_order_no: str) -> OrderView:
+        return self.view_of(self.get_order(mchid, merchant_order_no))
 
-    def order_view_by_id(self, order_id: UUID) -> dict[str, Any]:
+    def order_view_by_id(self, order_id: UUID) -> OrderView:
         order: Order = self.repository.get(order_id)
-        return order_view(order, self._payments(order), self._refunds(order))
+        return self.view_of(order)
+
+    def view_of(self, order: Order, *known: Payment) -> OrderView:
+        """The order's view; payments already in hand are not loaded again."""
+        have = {p.out_trade_no: p for p in known}
+        payments = [have.get(otn) or self.get_payment(otn) for otn in order.attempts]
+        return order_view(order, payments, self._refunds(order))
 
     def _refunds(self, order: Order) -> list[Refund]:
         return [self.get_refund(order.mchid, no) for no in order.refunds]
@@ -469,20 +498,16 @@ class Ledger(Application[UUID]):
             *(ids.refund_id(order.mchid, no) for no in order.refunds),
         ]
 
-    def order_history(
-        self, mchid: str, merchant_order_no: str, as_of: datetime | None = None
-    ) -> list[HistoryEvent]:
+    def order_history(self, mchid: str, merchant_order_no: str, as_of: datetime | None = None) -> list[HistoryEvent]:
         """Every event of the order, its payments and its refunds, oldest first."""
         order = self.get_order(mchid, merchant_order_no)
         streams = [list(self.repository.event_store.get(i)) for i in self._related_ids(order)]
         return history_events(streams, as_of)
 
-    def order_state_as_of(self, mchid: str, merchant_order_no: str, as_of: datetime) -> dict[str, Any]:
+    def order_state_as_of(self, mchid: str, merchant_order_no: str, as_of: datetime) -> OrderView:
         """The order view as it stood at ``as_of``, rebuilt from the events alone."""
         order_now = self.get_order(mchid, merchant_order_no)
-        versions = {
-            i: version_at(self.repository.event_store.get(i), as_of) for i in self._related_ids(order_now)
-        }
+        versions = {i: version_at(self.repository.event_store.get(i), as_of) for i in self._related_ids(order_now)}
         if versions[order_now.id] is None:
             raise OrderNotFound(mchid, merchant_order_no)
         order: Order = self.repository.get(order_now.id, version=versions[order_now.id])
@@ -497,88 +522,3 @@ class Ledger(Application[UUID]):
 
 def _present(items: Iterable[Any]) -> list[Any]:
     return [item for item in items if item is not None]
-
-
-def _order_terms(
-    amount_fen: int,
-    description: str,
-    channel: str,
-    payer_openid: str | None,
-    expire_seconds: int,
-    attach: str | None,
-) -> dict[str, Any]:
-    require_fen(amount_fen, "amount_fen")
-    if not isinstance(description, str) or not description.strip():
-        raise InvalidInput("description", "description must be a non-empty string")
-    if len(description.encode()) > 127:
-        raise InvalidInput("description", "description is longer than WeChat's 127 bytes")
-    _check_channel(channel, payer_openid)
-    if isinstance(expire_seconds, bool) or not isinstance(expire_seconds, int) or not (
-        MIN_EXPIRE_SECONDS <= expire_seconds <= MAX_EXPIRE_SECONDS
-    ):
-        raise InvalidInput(
-            "expire_seconds", f"expire_seconds must be an integer from {MIN_EXPIRE_SECONDS} to {MAX_EXPIRE_SECONDS}"
-        )
-    if attach is not None and len(attach.encode()) > 128:
-        raise InvalidInput("attach", "attach is longer than WeChat's 128 bytes")
-    return {
-        "amount_fen": amount_fen,
-        "description": description,
-        "channel": channel,
-        "payer_openid": payer_openid,
-        "expire_seconds": expire_seconds,
-        "attach": attach,
-    }
-
-
-def _check_channel(channel: str, payer_openid: str | None) -> None:
-    if channel not in set(Channel):
-        raise InvalidInput("channel", f"channel must be one of {', '.join(c.value for c in Channel)}")
-    if channel in CHANNELS_NEEDING_OPENID and not payer_openid:
-        raise InvalidInput("payer_openid", f"payer_openid is required for the {channel} channel")
-
-
-_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-|*@")
-
-
-def _require_order_no(value: str) -> None:
-    _require_key(value, "merchant_order_no", 1, 64)
-
-
-def _require_refund_no(value: str) -> None:
-    _require_key(value, "out_refund_no", 1, 64)
-
-
-def _require_key(value: object, field: str, min_len: int, max_len: int) -> None:
-    """Keys travel in URLs and to WeChat: WeChat's charset, sane lengths."""
-    if not isinstance(value, str) or not (min_len <= len(value) <= max_len) or not set(value) <= _KEY_CHARS:
-        raise InvalidInput(
-            field, f"{field} must be {min_len}-{max_len} characters of letters, digits and _-|*@"
-        )
-
-
-def open_ledger(
-    database_url: str = persistence.DEFAULT_DATABASE_URL,
-    *,
-    create_tables: bool = False,
-    clock: Clock = system_clock,
-) -> Ledger:
-    """Open the ledger on ``database_url``, failing in one clear line if it cannot."""
-    store = persistence.parse_url(database_url)
-    persistence.check_reachable(store)
-    ledger = Ledger(env=persistence.event_store_env(store, create_tables=create_tables), clock=clock)
-    try:
-        ledger.recorder.max_notification_id()
-    except Exception as exc:  # the library wraps driver errors in its own types
-        ledger.close()
-        if _is_missing_table(exc):
-            raise persistence.DatabaseNotInitialised(
-                f"database {store} has no ledger tables: run `zhangben db init` first"
-            ) from None
-        raise persistence.DatabaseUnavailable(f"cannot use database {store}: {exc}") from None
-    return ledger
-
-
-def _is_missing_table(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return "no such table" in text or "does not exist" in text

@@ -1,4 +1,4 @@
-"""One row per job in the database: when it is due, who holds it, how it went.
+"""The scheduler's lease table: one row per job in the database: when it is due, who holds it, how it went.
 
 Taking a job is one atomic ``UPDATE … WHERE next_run_at <= now AND the lease
 has lapsed``: of several scheduler processes (on PostgreSQL or SQLite), one
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from projections.viewdb import ViewDatabase
+from adapters.viewdb import ViewDatabase, sortable
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS scheduler_jobs (name TEXT PRIMARY KEY, next_run_at TEXT NOT NULL, "
@@ -28,8 +28,6 @@ LEASE = timedelta(minutes=10)
 
 
 def stamp(moment: datetime) -> str:
-    from projections.order_status import sortable
-
     return sortable(moment)
 
 
@@ -56,15 +54,18 @@ class Leases:
             self.db.execute(statement)
 
     def register(self, name: str, first_run_at: datetime) -> None:
-        self.db.execute("INSERT INTO scheduler_jobs (name, next_run_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-                        (name, stamp(first_run_at)))
+        self.db.execute(
+            "INSERT INTO scheduler_jobs (name, next_run_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            (name, stamp(first_run_at)),
+        )
 
     def take(self, name: str, now: datetime) -> bool:
         """Hold the job for this due time, or learn that it is not due or someone else holds it."""
         moved = self.db.rowcount(
             "UPDATE scheduler_jobs SET lease_owner = ?, lease_until = ?, last_started_at = ? "
             "WHERE name = ? AND next_run_at <= ? AND (lease_until IS NULL OR lease_until < ?)",
-            (self.owner, stamp(now + LEASE), stamp(now), name, stamp(now), stamp(now)))
+            (self.owner, stamp(now + LEASE), stamp(now), name, stamp(now), stamp(now)),
+        )
         return moved == 1
 
     def finish(self, name: str, now: datetime, next_run_at: datetime, error: str | None, duration_ms: int) -> None:
@@ -72,13 +73,23 @@ class Leases:
             "UPDATE scheduler_jobs SET lease_owner = NULL, lease_until = NULL, next_run_at = ?, last_finished_at = ?, "
             "last_status = ?, last_error = ?, last_duration_ms = ?, runs = runs + 1, failures = failures + ? "
             "WHERE name = ? AND lease_owner = ?",
-            (stamp(next_run_at), stamp(now), "failed" if error else "ok", error, duration_ms, 1 if error else 0,
-             name, self.owner))
+            (
+                stamp(next_run_at),
+                stamp(now),
+                "failed" if error else "ok",
+                error,
+                duration_ms,
+                1 if error else 0,
+                name,
+                self.owner,
+            ),
+        )
 
     def states(self) -> list[JobState]:
         rows = self.db.execute(
             "SELECT name, next_run_at, last_started_at, last_finished_at, last_status, last_error, last_duration_ms, "
-            "runs, failures FROM scheduler_jobs ORDER BY name")
+            "runs, failures FROM scheduler_jobs ORDER BY name"
+        )
         return [JobState(*row) for row in rows]
 
     # -- per-item backoff (how many times a payment or refund was checked) ---------------------
@@ -91,7 +102,8 @@ class Leases:
         self.db.execute(
             "INSERT INTO scheduler_checks (kind, key, checks, last_at) VALUES (?, ?, 1, ?) "
             "ON CONFLICT (kind, key) DO UPDATE SET checks = scheduler_checks.checks + 1, last_at = excluded.last_at",
-            (kind, key, stamp(now)))
+            (kind, key, stamp(now)),
+        )
 
 
 def as_dict(state: JobState) -> dict[str, Any]:

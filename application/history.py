@@ -65,15 +65,8 @@ def describe(event: DomainEvent) -> HistoryEvent:
     )
 
 
-def history_events(
-    streams: Iterable[Sequence[DomainEvent]], as_of: datetime | None = None
-) -> list[HistoryEvent]:
-    described = [
-        describe(event)
-        for stream in streams
-        for event in stream
-        if as_of is None or event.timestamp <= as_of
-    ]
+def history_events(streams: Iterable[Sequence[DomainEvent]], as_of: datetime | None = None) -> list[HistoryEvent]:
+    described = [describe(event) for stream in streams for event in stream if as_of is None or event.timestamp <= as_of]
     described.sort(key=lambda e: (e.timestamp, _AGGREGATE_ORDER.get(e.aggregate, 9), e.version))
     return described
 

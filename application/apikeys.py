@@ -2,8 +2,7 @@
 
 A key is ``zb_<key id>_<secret>``.  The secret is 32 random bytes, so a
 salted SHA-256 is enough (nothing to brute-force); the key id finds the
-stored hash without scanning.  Keys are small aggregates in the event store,
-so issuing one is on the record like everything else.
+stored hash without scanning.
 """
 
 from __future__ import annotations
@@ -11,51 +10,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate
 
-from domain.ids import NAMESPACE
+from domain.apikey import ROLES, ApiKey, Principal
 
-ROLES = ("merchant", "auditor", "finance")
 PREFIX = "zb_"
 
-
-class ApiKey(Aggregate):
-    TOPIC = "zhangben.ApiKey"
-
-    class Created(Aggregate.Created):
-        TOPIC = "zhangben.ApiKey.Created"
-        key_id: str
-        mchid: str
-        role: str
-        salt: str
-        digest: str
-        issued_at: datetime
-
-    @staticmethod
-    def create_id(key_id: str) -> UUID:
-        return uuid5(NAMESPACE, f"apikey/{key_id}")
-
-    def __init__(self, key_id: str, mchid: str, role: str, salt: str, digest: str, issued_at: datetime) -> None:
-        self.key_id = key_id
-        self.mchid = mchid
-        self.role = role
-        self.salt = salt
-        self.digest = digest
-        self.issued_at = issued_at
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: one merchant, one role."""
-
-    key_id: str
-    mchid: str
-    role: str
+__all__ = ["PREFIX", "ROLES", "ApiKey", "Principal", "authenticate", "issue", "parse"]
 
 
 def _digest(salt: str, secret: str) -> str:
@@ -67,28 +32,27 @@ def issue(mchid: str, role: str, issued_at: datetime) -> tuple[str, ApiKey]:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     key_id, secret, salt = secrets.token_hex(8), secrets.token_urlsafe(32), secrets.token_hex(16)
-    record = ApiKey(key_id=key_id, mchid=mchid, role=role, salt=salt, digest=_digest(salt, secret),
-                    issued_at=issued_at)
+    record = ApiKey(key_id=key_id, mchid=mchid, role=role, salt=salt, digest=_digest(salt, secret), issued_at=issued_at)
     return f"{PREFIX}{key_id}_{secret}", record
 
 
 def parse(key: str) -> tuple[str, str] | None:
     if not key.startswith(PREFIX):
         return None
-    key_id, sep, secret = key[len(PREFIX):].partition("_")
+    key_id, sep, secret = key[len(PREFIX) :].partition("_")
     if not sep or len(key_id) != 16 or not secret:
         return None
     return key_id, secret
 
 
-def authenticate(repository_get: object, key: str) -> Principal | None:
+def authenticate(get_key: Callable[[UUID], ApiKey], key: str) -> Principal | None:
     """The principal for ``key``, or None; the comparison takes the same time either way."""
     parsed = parse(key)
     if parsed is None:
         return None
     key_id, secret = parsed
     try:
-        record: ApiKey = repository_get(ApiKey.create_id(key_id))  # type: ignore[operator]
+        record = get_key(ApiKey.create_id(key_id))
     except AggregateNotFoundError:
         _digest("00" * 16, secret)  # same work as a real check
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 from domain.order import Order
 from domain.payment import Payment
@@ -16,11 +16,53 @@ from domain.refund import Refund
 from domain.status import RefundStatus
 
 
+class RefundView(TypedDict):
+    out_refund_no: str
+    merchant_order_no: str
+    out_trade_no: str
+    status: str
+    amount_fen: int
+    refund_id: str | None
+    reason: str
+    requested_at: str | None
+    mchid: str
+    success_time: str | None
+
+
+class PaymentView(TypedDict):
+    out_trade_no: str
+    status: str
+    transaction_id: str | None
+    channel: str
+    amount_fen: int
+    paid_fen: int | None
+    created_at: str | None
+    expire_at: str | None
+
+
+class OrderView(TypedDict):
+    merchant_order_no: str
+    mchid: str
+    status: str
+    amount_fen: int
+    paid_fen: int
+    refunded_fen: int
+    description: str
+    attach: str | None
+    created_at: str | None
+    paid_at: str | None
+    expire_at: str | None
+    review_reasons: list[str]
+    payments: list[PaymentView]
+    refunds: list[RefundView]
+    version: int
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def refund_view(refund: Refund) -> dict[str, Any]:
+def refund_view(refund: Refund) -> RefundView:
     # Until WeChat answers, a requested refund is already in progress to a client.
     status = RefundStatus.PROCESSING if refund.status is RefundStatus.REQUESTED else refund.status
     return {
@@ -37,7 +79,7 @@ def refund_view(refund: Refund) -> dict[str, Any]:
     }
 
 
-def payment_view(payment: Payment) -> dict[str, Any]:
+def payment_view(payment: Payment) -> PaymentView:
     return {
         "out_trade_no": payment.out_trade_no,
         "status": payment.status.value,
@@ -50,7 +92,7 @@ def payment_view(payment: Payment) -> dict[str, Any]:
     }
 
 
-def order_view(order: Order, payments: Sequence[Payment], refunds: Sequence[Refund]) -> dict[str, Any]:
+def order_view(order: Order, payments: Sequence[Payment], refunds: Sequence[Refund]) -> OrderView:
     return {
         "merchant_order_no": order.merchant_order_no,
         "mchid": order.mchid,

@@ -5,33 +5,30 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from typing import Any
 
-from zhangben.clock import system_clock
+from bootstrap.clock import system_clock
+from scheduler.runner import Scheduler
+from zhangben.cli_finance import command_runtime
 
 
 def cmd_scheduler_status(args: argparse.Namespace) -> int:
-    from scheduler.runner import Scheduler
-    from zhangben.cli_finance import _runtime
-
-    rt = _runtime()
+    rt = command_runtime()
     try:
         scheduler = Scheduler(rt, system_clock)
         scheduler.create_tables()
         print(f"{'job':<20} {'last run (UTC)':<28} {'result':<7} {'next run (UTC)':<28} {'runs':>5} {'failed':>6}")
         for s in scheduler.leases.states():
-            print(f"{s.name:<20} {s.last_finished_at or '-':<28} {s.last_status or '-':<7} {s.next_run_at:<28} "
-                  f"{s.runs:>5} {s.failures:>6}" + (f"  {s.last_error}" if s.last_error else ""))
+            print(
+                f"{s.name:<20} {s.last_finished_at or '-':<28} {s.last_status or '-':<7} {s.next_run_at:<28} "
+                f"{s.runs:>5} {s.failures:>6}" + (f"  {s.last_error}" if s.last_error else "")
+            )
     finally:
         rt.close()
     return 0
 
 
 def cmd_scheduler_run(args: argparse.Namespace) -> int:
-    from scheduler.runner import Scheduler
-    from zhangben.cli_finance import _runtime
-
-    rt = _runtime(create_tables=False)  # several schedulers may start at once: DDL is `zhangben db init`'s
+    rt = command_runtime(create_tables=False)  # several schedulers may start at once: DDL is `zhangben db init`'s
     scheduler = Scheduler(rt, system_clock)
     scheduler.register_jobs()
     stop = threading.Event()
@@ -48,8 +45,10 @@ def cmd_scheduler_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: Any) -> None:
-    parser = commands.add_parser("scheduler", help="the jobs: expiry, compensating queries, refunds, bills, certificates")
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "scheduler", help="the jobs: expiry, compensating queries, refunds, bills, certificates"
+    )
     sub = parser.add_subparsers(title="scheduler commands", metavar="COMMAND")
     run = sub.add_parser("run", help="run the jobs in this process (serve runs them too unless --no-scheduler)")
     run.add_argument("--tick", type=float, default=5.0, help="seconds between looks at what is due")

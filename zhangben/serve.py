@@ -10,15 +10,15 @@ from uvicorn.supervisors import Multiprocess
 
 from adapters.persistence import parse_url
 from api import logs
+from bootstrap.clock import system_clock
+from bootstrap.settings import load_settings
+from bootstrap.wiring import build_runtime, init_database
 from projections.core import Runner
-from zhangben.settings import load_settings
+from scheduler.runner import Scheduler
 from zhangben.usage import UsageError
-from zhangben.wiring import build_runtime, init_database
-
 
 
 def serve(host: str, port: int, workers: int, *, projections: bool = True, scheduler: bool = True) -> int:
-
     settings = load_settings()
     if workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -31,16 +31,15 @@ def serve(host: str, port: int, workers: int, *, projections: bool = True, sched
         runner.start()
     jobs = None
     if scheduler:
-        from scheduler.runner import Scheduler
-        from zhangben.clock import system_clock
-
         jobs = Scheduler(build_runtime(settings), system_clock)
         jobs.register_jobs()  # the tables were made by init_database above
         jobs.start()
     os.environ["ZHANGBEN_PROJECTIONS_RUNNING"] = "1" if projections else "0"
     logs.configure()
-    print(f"zhangben ledger on http://{host}:{port} (API docs: http://{host}:{port}/docs, {workers} worker(s))",
-          flush=True)
+    print(
+        f"zhangben ledger on http://{host}:{port} (API docs: http://{host}:{port}/docs, {workers} worker(s))",
+        flush=True,
+    )
     try:
         run_workers(host, port, workers)
     finally:
@@ -75,8 +74,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def run_workers(host: str, port: int, workers: int) -> None:
-    config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                            log_level="warning", log_config=None)
+    config = uvicorn.Config(
+        "api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning", log_config=None
+    )
     sock = listening_socket(host, port)
     if workers == 1:
         uvicorn.Server(config).run(sockets=[sock])

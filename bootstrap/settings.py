@@ -37,8 +37,11 @@ class Settings:
 
         ``api="v3"`` keeps only the merchants on that API.
         """
-        return [str(m.get("sub_mchid") or m.get("mchid")) for m in self.merchants
-                if api is None or m.get("api", "v3") == api]
+        return [
+            str(m.get("sub_mchid") or m.get("mchid"))
+            for m in self.merchants
+            if api is None or m.get("api", "v3") == api
+        ]
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,210 @@
+"""The HTTP API's shapes: what each route accepts and what it answers, for ``/openapi.json``.
+
+Lengths, ranges and patterns come from ``domain.limits`` (written once);
+money is always an integer number of fen.  The answers mirror the views of
+``application.views`` field by field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictInt, StrictStr, model_serializer
+
+from domain import limits
+from domain.money import MAX_FEN
+
+Channel = Literal["native", "jsapi", "miniprogram", "app", "h5"]
+Key = Annotated[
+    str, Field(min_length=limits.KEY_MIN_CHARS, max_length=limits.KEY_MAX_CHARS, pattern=limits.KEY_PATTERN)
+]
+Fen = Annotated[StrictInt, Field(gt=0, le=MAX_FEN, description="integer number of fen (分)")]
+OpenId = Annotated[StrictStr, Field(min_length=1, max_length=limits.OPENID_MAX_CHARS)]
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+class CreateOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    merchant_order_no: Key
+    amount_fen: Fen
+    # Characters here, bytes in the ledger: a description of 127 characters may still be too long for WeChat.
+    description: Annotated[StrictStr, Field(min_length=1, max_length=limits.DESCRIPTION_MAX_BYTES)]
+    channel: Channel
+    payer_openid: OpenId | None = None
+    expire_seconds: Annotated[StrictInt, Field(ge=limits.EXPIRE_SECONDS_MIN, le=limits.EXPIRE_SECONDS_MAX)] = (
+        limits.EXPIRE_SECONDS_DEFAULT
+    )
+    attach: Annotated[StrictStr, Field(max_length=limits.ATTACH_MAX_BYTES)] | None = None
+
+
+class NewPayment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: Channel | None = None
+    payer_openid: OpenId | None = None
+
+
+class CreateRefund(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    out_refund_no: Key | None = None
+    amount_fen: Fen
+    reason: Annotated[StrictStr, Field(max_length=limits.REFUND_REASON_MAX_CHARS)] = ""
+
+
+class MiniProgramLogin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+class PaymentView(BaseModel):
+    out_trade_no: str
+    status: str
+    transaction_id: str | None
+    channel: str
+    amount_fen: int
+    paid_fen: int | None
+    created_at: str | None
+    expire_at: str | None
+
+
+class RefundView(BaseModel):
+    out_refund_no: str
+    merchant_order_no: str
+    out_trade_no: str
+    status: Literal["PROCESSING", "SUCCESS", "CLOSED", "ABNORMAL"]
+    amount_fen: int
+    refund_id: str | None
+    reason: str
+    requested_at: str | None
+    mchid: str
+    success_time: str | None
+
+
+class OrderView(BaseModel):
+    merchant_order_no: str
+    mchid: str
+    status: Literal["CREATED", "PAYING", "PAID", "PARTIALLY_REFUNDED", "REFUNDED", "CLOSED", "EXPIRED", "NEEDS_REVIEW"]
+    amount_fen: int
+    paid_fen: int
+    refunded_fen: int
+    description: str
+    attach: str | None
+    created_at: str | None
+    paid_at: str | None
+    expire_at: str | None
+    review_reasons: list[str]
+    payments: list[PaymentView]
+    refunds: list[RefundView]
+    version: int = Field(description="a change counter over the order, its payments and refunds")
+
+
+class Checkout(BaseModel):
+    """The attempt the payer pays, with what its channel needs (absent keys are not sent)."""
+
+    out_trade_no: str
+    status: str
+    channel: str
+    expire_at: str
+    code_url: str | None = Field(None, description="native: the QR code's content")
+    h5_url: str | None = Field(None, description="h5: the page to send the payer to")
+    pay_params: dict[str, str] | None = Field(None, description="jsapi, miniprogram: for requestPayment")
+    app_params: dict[str, str] | None = Field(None, description="app: for the app SDK")
+
+    @model_serializer(mode="wrap")
+    def _present_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class OrderWithPayment(OrderView):
+    payment: Checkout
+
+
+class OrderList(BaseModel):
+    orders: list[OrderView]
+    next_cursor: str | None
+
+
+class MiniProgramSession(BaseModel):
+    openid: str
+    unionid: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _present_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class HistoryEvent(BaseModel):
+    aggregate: str
+    id: str
+    type: str
+    version: int
+    timestamp: str
+    data: dict[str, Any]
+
+
+class History(BaseModel):
+    merchant_order_no: str
+    as_of: str | None
+    events: list[HistoryEvent]
+    state: OrderView
+
+
+class Difference(BaseModel):
+    kind: Literal["missing_in_ledger", "missing_in_bill", "amount_mismatch", "status_mismatch"]
+    of: Literal["payment", "refund"]
+    out_trade_no: str
+    transaction_id: str
+    out_refund_no: str
+    bill_fen: int | None
+    ledger_fen: int | None
+
+
+class Imported(BaseModel):
+    lines: int
+    settled_fen: int
+    refunded_fen: int
+    fee_fen: int
+
+
+class ReconciliationReport(BaseModel):
+    date: str
+    mchid: str
+    matched: int = Field(description="bill lines that agree with the ledger")
+    differences: list[Difference]
+    bill_imported: bool
+    counts: dict[str, int]
+
+
+class BillImport(ReconciliationReport):
+    found: list[Difference] = Field(description="what the first comparison showed, before the ledger healed itself")
+    healed: list[str] = Field(description="out_trade_no / out_refund_no that a query at WeChat settled")
+    imported: Imported
+
+
+class JournalLine(BaseModel):
+    date: str
+    account: str
+    debit_fen: int
+    credit_fen: int
+    reference: str
+    event: int
+
+
+class AccountTotals(BaseModel):
+    debit_fen: int
+    credit_fen: int
+
+
+class TrialBalance(AccountTotals):
+    accounts: dict[str, AccountTotals]
+
+
+class JournalReport(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+    lines: list[JournalLine]
+    trial_balance: TrialBalance

@@ -1,0 +1,85 @@
+"""WeChat's callbacks, one way through: verify and translate (adapter), dispatch (here), one save.
+
+``Callbacks.handle`` returns only after what the callback said is durably
+stored (rule 5: WeChat hears "success" only then); a callback that cannot
+be accepted is refused and the refusal itself is kept for audit (rule 3).
+The adapter refuses what it can see (a bad signature, content that is not
+WeChat's); this layer refuses what only the ledger knows (an ``out_trade_no``
+or ``out_refund_no`` it never issued for that merchant).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from adapters.wechatpay.callbacks import Callback, CallbackRejected, RefundNotice, TransactionNotice, read_callback
+from adapters.wechatpay.errors import SignatureError
+from application.ledger import Ledger
+from application.payments import PaymentService
+from domain.errors import LedgerError, PaymentNotFound, RefundNotFound
+
+log = logging.getLogger("zhangben.callbacks")
+
+NOTIFY_PATH = "/wechatpay/v3/notify"
+
+
+class CallbackRefused(LedgerError):
+    """A verified callback about something the ledger does not hold for that merchant."""
+
+
+@dataclass(frozen=True)
+class NotificationOutcome:
+    event_type: str
+    out_trade_no: str
+    changed: bool
+
+
+class Callbacks:
+    def __init__(self, ledger: Ledger, payments: PaymentService) -> None:
+        self.ledger = ledger
+        self.payments = payments
+        # event type → use case: every type the adapter translates has exactly one.
+        self.dispatch: dict[str, Callable[[Callback], NotificationOutcome]] = {
+            "TRANSACTION.SUCCESS": self.payment_succeeded,
+            "REFUND.SUCCESS": self.refund_settled,
+            "REFUND.ABNORMAL": self.refund_settled,
+            "REFUND.CLOSED": self.refund_settled,
+        }
+
+    def handle(
+        self, headers: Mapping[str, str], body: bytes, *, path: str = NOTIFY_PATH, remote: str = ""
+    ) -> NotificationOutcome:
+        """Verify, translate, apply — or refuse, keep the refusal, and raise."""
+        try:
+            callback = read_callback(headers, body, self.payments.merchants, self.payments.client.keys)
+            use_case = self.dispatch.get(callback.event_type)
+            if use_case is None:
+                raise CallbackRejected(f"unexpected event_type {callback.event_type}")
+            return use_case(callback)
+        except (SignatureError, CallbackRejected, CallbackRefused) as exc:
+            self.ledger.record_refused_callback(path, remote, dict(headers), body.decode("utf-8", "replace"), str(exc))
+            log.warning("refused a callback from %s: %s", remote or "?", exc)
+            raise
+
+    def payment_succeeded(self, callback: Callback) -> NotificationOutcome:
+        """Money taken: the payment, the order and the kept notification in one save."""
+        notice = callback.notice
+        assert isinstance(notice, TransactionNotice)  # noqa: S101 — TRANSLATIONS gives this type for this event
+        mchid = callback.merchant.mchid
+        try:  # one load of the payment: the command checks that it is this merchant's
+            outcome = self.payments.apply_transaction(notice, "notification", callback.notification, mchid)
+        except PaymentNotFound:
+            raise CallbackRefused(f"unknown out_trade_no {notice.out_trade_no} for merchant {mchid}") from None
+        return NotificationOutcome(callback.event_type, notice.out_trade_no, bool(outcome and outcome.changed))
+
+    def refund_settled(self, callback: Callback) -> NotificationOutcome:
+        """A refund's final word: the refund, the order and the kept notification in one save."""
+        notice = callback.notice
+        assert isinstance(notice, RefundNotice)  # noqa: S101 — TRANSLATIONS gives this type for this event
+        try:
+            self.payments.apply_refund(callback.merchant.mchid, notice, callback.notification)
+        except RefundNotFound:
+            raise CallbackRefused(f"unknown out_refund_no {notice.out_refund_no}") from None
+        return NotificationOutcome(callback.event_type, notice.out_trade_no, True)

@@ -1,0 +1,138 @@
+"""Everything a process needs, built once from the settings: the composition root.
+
+The one module that knows every inner layer: it opens the ledger on the
+configured database, builds the WeChat Pay client from the merchants'
+settings, hands the ledger's event log to the projections, and hands the
+read models to the use cases that read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from adapters import persistence
+from adapters.leases import Leases
+from adapters.viewdb import ViewDatabase
+from adapters.wechatpay.client import WechatPayClient
+from adapters.wechatpay.config import load_merchants
+from application.callbacks import Callbacks
+from application.finance import Finance
+from application.ledger import Clock, Ledger
+from application.payments import PaymentService
+from bootstrap.clock import system_clock
+from bootstrap.settings import Settings
+from projections.core import EventLog, Follower
+from projections.journal import Journal
+from projections.order_status import OrderStatusView
+from projections.reconciliation import Reconciliation
+
+
+@dataclass
+class Views:
+    """The read models and the followers that keep them up to date."""
+
+    orders: OrderStatusView
+    journal: Journal
+    reconciliation: Reconciliation
+    followers: dict[str, Follower] = field(default_factory=dict)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    ledger: Ledger
+    client: WechatPayClient
+    service: PaymentService
+    callbacks: Callbacks
+    finance: Finance
+    db: ViewDatabase
+    orders: OrderStatusView
+    journal: Journal
+    reconciliation: Reconciliation
+    followers: dict[str, Follower]
+    leases: Leases
+
+    def close(self) -> None:
+        self.client.close_http()
+        self.db.close()
+        self.ledger.close()
+
+
+def open_ledger(
+    database_url: str = persistence.DEFAULT_DATABASE_URL,
+    *,
+    create_tables: bool = False,
+    clock: Clock = system_clock,
+) -> Ledger:
+    """Open the ledger on ``database_url``, failing in one clear line if it cannot."""
+    store = persistence.parse_url(database_url)
+    persistence.check_reachable(store)
+    ledger = Ledger(env=persistence.event_store_env(store, create_tables=create_tables), clock=clock)
+    try:
+        ledger.recorder.max_notification_id()
+    except Exception as exc:  # noqa: BLE001 — the library wraps every driver error in its own types
+        ledger.close()
+        if _is_missing_table(exc):
+            raise persistence.DatabaseNotInitialised(
+                f"database {store} has no ledger tables: run `zhangben db init` first"
+            ) from None
+        raise persistence.DatabaseUnavailable(f"cannot use database {store}: {exc}") from None
+    return ledger
+
+
+def _is_missing_table(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "no such table" in text or "does not exist" in text
+
+
+def event_log(ledger: Ledger) -> EventLog:
+    """The ledger's log as the projections read it."""
+    return EventLog(ledger.recorder, ledger.mapper, ledger.repository)
+
+
+def build_views(ledger: Ledger, db: ViewDatabase) -> Views:
+    log = event_log(ledger)
+    orders, journal = OrderStatusView(log, db, ledger.order_view_by_id), Journal(log, db)
+    followers = {p.name: Follower(log, db, p) for p in (orders, journal)}
+    return Views(orders, journal, Reconciliation(db), followers)
+
+
+def init_database(settings: Settings) -> None:
+    """``zhangben db init``: the event store's tables, the views' and the scheduler's leases, once."""
+    ledger = open_ledger(settings.database_url, create_tables=True)
+    db = ViewDatabase(persistence.parse_url(settings.database_url))
+    try:
+        views = build_views(ledger, db)
+        for follower in views.followers.values():
+            follower.create_tables()
+        views.reconciliation.create_tables()
+        Leases(db).create_tables()
+    finally:
+        db.close()
+        ledger.close()
+
+
+def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
+    merchants = load_merchants(settings.merchants, settings.config_path)
+    ledger = open_ledger(settings.database_url, clock=clock)
+    client = WechatPayClient(settings.wechatpay_base_url, merchants)
+    db = ViewDatabase(persistence.parse_url(settings.database_url))
+    views = build_views(ledger, db)
+    service = PaymentService(ledger, client)
+    finance = Finance(ledger, service, views.reconciliation, views.journal, views.followers["journal"])
+    return Runtime(
+        settings,
+        clock,
+        ledger,
+        client,
+        service,
+        Callbacks(ledger, service),
+        finance,
+        db,
+        views.orders,
+        views.journal,
+        views.reconciliation,
+        views.followers,
+        Leases(db),
+    )

@@ -1,0 +1,216 @@
+"""The one launcher: the WeChat Pay sandbox and the ledger as processes, started as a user would start them.
+
+``make serve`` (``python -m zhangben.launch``) runs it on :8900 and :8000
+with SQLite under ``var/``, creating the keyset and config on first run,
+and prints what a new user needs: the URLs, a ready API key for the demo
+merchant, and the curl commands to create an order and pay it; Ctrl-C
+stops both.  The tour (``zhangben demo``) and the end-to-end tests run the
+same ``running_stack`` on free ports in a scratch directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from application.apikeys import parse
+from bootstrap.settings import load_settings
+from bootstrap.wiring import open_ledger
+from sandbox.keyset import DIRECT, init_keyset
+
+LEDGER_PORT, SANDBOX_PORT = 8000, 8900
+KEY_FILE = Path("var/demo-api-key")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    root: Path
+    ledger: str
+    sandbox: str
+    env: dict[str, str]
+    database_url: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "zhangben.cli", *args],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise StackError(f"zhangben {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def running(self) -> bool:
+        return all(process.poll() is None for process in self.processes)
+
+
+def _wait(url: str, process: subprocess.Popen[bytes], where: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise StackError(f"{url} did not start (see {where})") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def running_stack(
+    root: Path,
+    database_url: str,
+    *,
+    workers: int = 1,
+    serve_args: tuple[str, ...] = (),
+    ledger_port: int | None = None,
+    sandbox_port: int | None = None,
+    config: Path | None = None,
+    keys_dir: Path | None = None,
+    log_path: Path | None = None,
+) -> Iterator[Stack]:
+    """Keys and config (when missing), schema, then the sandbox and the ledger; both stopped on exit.
+
+    The processes write to ``log_path`` (default ``root/processes.log``), or to
+    this terminal when ``log_path`` is ``Path("-")``.
+    """
+    ledger_port, sandbox_port = ledger_port or free_port(), sandbox_port or free_port()
+    ledger, sandbox = f"http://127.0.0.1:{ledger_port}", f"http://127.0.0.1:{sandbox_port}"
+    config = config or root / "zhangben.toml"
+    if not config.exists():
+        for line in init_keyset(keys_dir or root / "keys", config, ledger, sandbox):
+            if log_path == Path("-"):
+                print(line)
+    env = {**os.environ, "ZHANGBEN_CONFIG": str(config.resolve()), "ZHANGBEN_DATABASE_URL": database_url}
+    stack = Stack(root, ledger, sandbox, env, database_url)
+    stack.cli("db", "init")
+    to_terminal = log_path == Path("-")
+    where = "the output above" if to_terminal else str(log_path or root / "processes.log")
+    log: IO[bytes] | None = None if to_terminal else (log_path or root / "processes.log").open("wb")
+    python = [sys.executable, "-m", "zhangben.cli"]
+    output = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
+    try:
+        stack.processes.append(
+            subprocess.Popen([*python, "sandbox", "--port", str(sandbox_port)], env=env, cwd=root, **output)
+        )  # type: ignore[call-overload]
+        _wait(f"{sandbox}/sandbox/clock", stack.processes[-1], where)
+        stack.processes.append(
+            subprocess.Popen(
+                [*python, "serve", "--port", str(ledger_port), "--workers", str(workers), *serve_args],
+                env=env,
+                cwd=root,
+                **output,
+            )
+        )  # type: ignore[call-overload]
+        _wait(f"{ledger}/healthz", stack.processes[-1], where)
+        yield stack
+    finally:
+        for process in stack.processes:
+            process.terminate()
+        for process in stack.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if log is not None:
+            log.close()
+
+
+def demo_api_key(database_url: str) -> str:
+    """The demo merchant's key: made once, kept in var/ (0600) so restarts print the same one."""
+    if KEY_FILE.exists():
+        key = KEY_FILE.read_text().strip()
+        if parse(key):
+            return key
+    ledger = open_ledger(database_url)
+    try:
+        key = ledger.issue_api_key(DIRECT.mchid, "merchant")
+    finally:
+        ledger.close()
+    KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def banner(key: str) -> str:
+    ledger, sandbox = f"http://127.0.0.1:{LEDGER_PORT}", f"http://127.0.0.1:{SANDBOX_PORT}"
+    return f"""
+zhangben is running
+  ledger API      {ledger}          (docs: {ledger}/docs, metrics: {ledger}/metrics)
+  WeChat sandbox  {sandbox}          (docs/sandbox.md)
+  API key         {key}
+                  (demo merchant {DIRECT.mchid}, role merchant; kept in {KEY_FILE})
+
+Create an order (Native QR):
+  curl -s {ledger}/v1/orders -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
+       -d '{{"merchant_order_no": "A1001", "amount_fen": 1000, "description": "奶茶", "channel": "native"}}'
+Show the PC cashier page (QR code, countdown, live status) for the out_trade_no in the answer:
+  {ledger}/pay/<out_trade_no>
+Pay it in the sandbox (use the code_url or the out_trade_no from the answer):
+  curl -s {sandbox}/sandbox/pay -d '{{"code_url": "weixin://wxpay/bizpayurl?pr=..."}}'
+Watch it:
+  curl -sN {ledger}/v1/orders/A1001/stream -H 'Authorization: Bearer {key}'
+
+Ctrl-C stops both.
+""".rstrip()
+
+
+def main() -> int:
+    """``make serve``: the development set-up in this directory, on the fixed ports."""
+    config = Path(os.environ.get("ZHANGBEN_CONFIG", "zhangben.toml"))
+    if not config.exists():
+        for line in init_keyset(
+            Path("var/keys"), config, f"http://127.0.0.1:{LEDGER_PORT}", f"http://127.0.0.1:{SANDBOX_PORT}"
+        ):
+            print(line)
+    os.environ["ZHANGBEN_CONFIG"] = str(config)
+    settings = load_settings()
+    try:
+        with running_stack(
+            Path.cwd(),
+            settings.database_url,
+            ledger_port=LEDGER_PORT,
+            sandbox_port=SANDBOX_PORT,
+            config=config,
+            log_path=Path("-"),
+        ) as stack:
+            print(banner(demo_api_key(settings.database_url)), flush=True)
+            while stack.running():
+                time.sleep(0.5)
+            return 1
+    except StackError as exc:
+        print(f"zhangben: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
