@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve demo test bench install clean chromium
+.PHONY: serve demo test lint bench install clean chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "zhangben needs Python >= 3.11"'
@@ -31,7 +31,13 @@ chromium:
 	    echo "the browser tests need Chromium: apt-get install chromium"; exit 1; \
 	  fi; }
 
-test: $(STAMP) chromium
+# Lint, format and type checks first: a red check stops the run before the suite.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -44,7 +44,7 @@ class ViewDatabase:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             if self.kind == "postgres":
-                cursor = self._pg.execute(self._sql(sql), params)  # type: ignore[arg-type]
+                cursor = self._pg.execute(self._sql(sql), params)
                 return cursor.fetchall() if cursor.description else []
             return self._sqlite.execute(sql, params).fetchall()
 
@@ -52,14 +52,14 @@ class ViewDatabase:
         with self._lock:
             if self.kind == "postgres":
                 with self._pg.cursor() as cursor:
-                    cursor.executemany(self._sql(sql), rows)  # type: ignore[arg-type]
+                    cursor.executemany(self._sql(sql), rows)
             else:
                 self._sqlite.executemany(sql, rows)
 
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lock:
             if self.kind == "postgres":
-                return self._pg.execute(self._sql(sql), params).rowcount  # type: ignore[arg-type]
+                return self._pg.execute(self._sql(sql), params).rowcount
             return self._sqlite.execute(sql, params).rowcount
 
     @contextmanager

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError
 
 from application import apikeys
@@ -368,7 +368,7 @@ class Ledger(Application[UUID]):
         require_fen(amount_fen, "amount_fen")
         require_key(out_refund_no, "out_refund_no")
         order = self.get_order(mchid, merchant_order_no)
-        existing = self._load_optional(ids.refund_id(mchid, out_refund_no))
+        existing: Refund | None = self._load_optional(ids.refund_id(mchid, out_refund_no))
         if existing is not None:
             if existing.order_id != order.id or existing.amount_fen != amount_fen:
                 raise RefundConflict(f"refund {out_refund_no!r} already exists with different terms")
@@ -471,7 +471,7 @@ class Ledger(Application[UUID]):
     def refused_callbacks(self, limit: int = 1000) -> list[RefusedCallback]:
         topic = RefusedCallback.Created.TOPIC
         notifications = self.recorder.select_notifications(1, limit, topics=[topic])
-        return [self.repository.get(n.originator_id) for n in notifications]
+        return [self.repository.get(ids.as_uuid(n.originator_id)) for n in notifications]
 
     # -- reads for people --------------------------------------------------------
 
@@ -501,19 +501,23 @@ class Ledger(Application[UUID]):
     def order_history(self, mchid: str, merchant_order_no: str, as_of: datetime | None = None) -> list[HistoryEvent]:
         """Every event of the order, its payments and its refunds, oldest first."""
         order = self.get_order(mchid, merchant_order_no)
-        streams = [list(self.repository.event_store.get(i)) for i in self._related_ids(order)]
+        streams = [self._events(i) for i in self._related_ids(order)]
         return history_events(streams, as_of)
 
     def order_state_as_of(self, mchid: str, merchant_order_no: str, as_of: datetime) -> OrderView:
         """The order view as it stood at ``as_of``, rebuilt from the events alone."""
         order_now = self.get_order(mchid, merchant_order_no)
-        versions = {i: version_at(self.repository.event_store.get(i), as_of) for i in self._related_ids(order_now)}
+        versions = {i: version_at(self._events(i), as_of) for i in self._related_ids(order_now)}
         if versions[order_now.id] is None:
             raise OrderNotFound(mchid, merchant_order_no)
         order: Order = self.repository.get(order_now.id, version=versions[order_now.id])
         payments = [self._at(ids.payment_id(o), versions) for o in order.attempts]
         refunds = [self._at(ids.refund_id(mchid, no), versions) for no in order.refunds]
         return order_view(order, _present(payments), _present(refunds))
+
+    def _events(self, aggregate_id: UUID) -> list[DomainEvent]:
+        # The store hands back the library's protocol type; every event we store is a ``DomainEvent``.
+        return cast(list[DomainEvent], list(self.repository.event_store.get(aggregate_id)))
 
     def _at(self, aggregate_id: UUID, versions: dict[UUID, int | None]) -> Any:
         version = versions.get(aggregate_id)

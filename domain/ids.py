@@ -13,6 +13,11 @@ from uuid import UUID, uuid5
 NAMESPACE = UUID("a3f1b0a2-54c6-5b52-9b5c-2a5e6ec1d6a1")
 
 
+def as_uuid(value: UUID | str) -> UUID:
+    """An id as the event store hands it back (the library types it ``UUID | str``)."""
+    return value if isinstance(value, UUID) else UUID(value)
+
+
 def order_id(mchid: str, merchant_order_no: str) -> UUID:
     return uuid5(NAMESPACE, f"order/{mchid}/{merchant_order_no}")
 

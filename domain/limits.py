@@ -11,6 +11,7 @@ is what the merchant allows (https://pay.weixin.qq.com/doc/v3/merchant/401279185
 from __future__ import annotations
 
 import re
+from typing import TypedDict
 
 from domain.errors import InvalidInput
 from domain.money import require_fen
@@ -66,6 +67,15 @@ def require_attach(value: str | None) -> str | None:
     return value
 
 
+class OrderTerms(TypedDict):
+    amount_fen: int
+    description: str
+    channel: str
+    payer_openid: str | None
+    expire_seconds: int
+    attach: str | None
+
+
 def order_terms(
     amount_fen: int,
     description: str,
@@ -73,7 +83,7 @@ def order_terms(
     payer_openid: str | None,
     expire_seconds: int,
     attach: str | None,
-) -> dict[str, object]:
+) -> OrderTerms:
     """The terms an order is created with, checked; the same terms again are the same order."""
     require_fen(amount_fen, "amount_fen")
     require_description(description)

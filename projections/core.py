@@ -15,10 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import Repository
+from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
 from adapters.viewdb import ViewDatabase
@@ -45,17 +47,27 @@ class EventLog:
         return self.recorder.max_notification_id() or 0
 
 
-class Projection(Protocol):
-    name: str
-    tables: Sequence[str]
+Prepared = TypeVar("Prepared")
+
+
+class Projection(Protocol[Prepared]):
+    """A read model: what a batch of the log needs is read first (``prepare``), then written (``write``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tables(self) -> Sequence[str]: ...
 
     def create_tables(self) -> None: ...
 
-    def prepare(self, notifications: Sequence[Notification]) -> Any:
+    def prepare(self, notifications: Sequence[Notification]) -> Prepared:
         """Read what the batch needs; no writes."""
+        ...
 
-    def write(self, prepared: Any) -> None:
+    def write(self, prepared: Prepared) -> None:
         """Write the batch's rows (called inside the batch's transaction)."""
+        ...
 
 
 class PositionMoved(RuntimeError):
@@ -65,7 +77,7 @@ class PositionMoved(RuntimeError):
 class Follower:
     """One projection following one ledger's log."""
 
-    def __init__(self, log: EventLog, db: ViewDatabase, projection: Projection) -> None:
+    def __init__(self, log: EventLog, db: ViewDatabase, projection: Projection[Any]) -> None:
         self.log = log
         self.db = db
         self.projection = projection
@@ -119,6 +131,14 @@ class Follower:
 
     def lag(self) -> int:
         return max(0, self.log.head() - self.position)
+
+    def lag_seconds(self, now: datetime) -> float:
+        """How old the oldest event not yet in the view is (0 when the view is current)."""
+        pending = self.log.recorder.select_notifications(self.position, 1, inclusive_of_start=False)
+        if not pending:
+            return 0.0
+        event = cast(DomainEvent, self.log.mapper.to_domain_event(pending[0]))
+        return max(0.0, (now - event.timestamp).total_seconds())
 
     def wait_for(self, position: int, timeout: float = 1.0) -> bool:
         deadline = time.monotonic() + timeout

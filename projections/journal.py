@@ -161,18 +161,18 @@ class Journal:
                 continue
             event: Any = self.log.mapper.to_domain_event(n)
             if n.topic == "zhangben.Payment.Paid":
-                payment = self._aggregate(n.originator_id)
+                payment = self._aggregate(ids.as_uuid(n.originator_id))
                 lines, money = payment_lines(
                     n.id, payment.mchid, payment.out_trade_no, event.transaction_id, event.total_fen, event.success_time
                 )
             elif n.topic == "zhangben.Order.Refunded":
-                order = self._aggregate(n.originator_id)
+                order = self._aggregate(ids.as_uuid(n.originator_id))
                 refund = self._aggregate(ids.refund_id(order.mchid, event.out_refund_no))
                 lines, money = refund_lines(
                     n.id, order.mchid, refund.out_trade_no, event.out_refund_no, event.amount_fen, event.success_time
                 )
             else:
-                bill = self._aggregate(n.originator_id)
+                bill = self._aggregate(ids.as_uuid(n.originator_id))
                 reference = bill_reference(bill.mchid, bill.day)
                 # the latest import of a day replaces earlier ones, in this batch as in the table
                 batch.lines = [line for line in batch.lines if line.reference != reference]

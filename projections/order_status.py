@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins  # the class below has a method named `list`
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -12,6 +13,7 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 
 from adapters.viewdb import ViewDatabase, sortable
+from domain import ids
 from projections.core import EventLog
 
 # The order view of one order, computed from its aggregates (``application.views``, handed over by bootstrap).
@@ -64,7 +66,7 @@ class OrderStatusView:
     def prepare(self, notifications: Sequence[Notification]) -> list[tuple[Any, ...]]:
         touched: dict[UUID, None] = {}
         for n in notifications:
-            order_id = self._order_id(n.topic, n.originator_id)
+            order_id = self._order_id(n.topic, ids.as_uuid(n.originator_id))
             if order_id is not None:
                 touched[order_id] = None
         return [self._row(self.view_of(order_id), order_id) for order_id in touched]
@@ -99,7 +101,7 @@ class OrderStatusView:
         created_to: datetime | None = None,
         limit: int = 20,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
         """Newest first; the cursor is the last row's (created_at, order_id)."""
         where, params = ["mchid = ?"], [mchid]
         if status:
@@ -124,7 +126,7 @@ class OrderStatusView:
         next_cursor = encode_cursor(page[-1][1], page[-1][2]) if len(rows) > limit else None
         return [json.loads(r[0]) for r in page], next_cursor
 
-    def open_orders(self) -> list[dict[str, Any]]:
+    def open_orders(self) -> builtins.list[dict[str, Any]]:
         """Orders a payment may still arrive for: what the expiry and query jobs look at."""
         return [
             json.loads(r[0])
@@ -133,7 +135,7 @@ class OrderStatusView:
             )
         ]
 
-    def orders_with_open_refunds(self) -> list[dict[str, Any]]:
+    def orders_with_open_refunds(self) -> builtins.list[dict[str, Any]]:
         return [
             json.loads(r[0])
             for r in self.db.execute("SELECT view FROM order_status WHERE open_refunds > 0 ORDER BY created_at")

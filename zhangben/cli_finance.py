@@ -175,27 +175,17 @@ def _orders(rt: Runtime, mchid: str, day_from: date, day_to: date) -> list[dict[
 def cmd_projections_status(args: argparse.Namespace) -> int:
     rt = command_runtime()
     try:
-        head = rt.ledger.recorder.max_notification_id() or 0
+        head = rt.followers["order_status"].log.head()
         print(f"event log head: {head}")
         print(f"{'projection':<14} {'position':>10} {'lag (events)':>13} {'lag (seconds)':>14}")
         for name, follower in rt.followers.items():
             position = follower.position
-            seconds = _lag_seconds(rt, position, head)
+            lag = follower.lag_seconds(datetime.now(UTC)) if position < head else 0.0
+            seconds = f"{lag:.1f}" if lag else "0"
             print(f"{name:<14} {position:>10} {head - position:>13} {seconds:>14}")
     finally:
         rt.close()
     return 0
-
-
-def _lag_seconds(rt: Runtime, position: int, head: int) -> str:
-    """How old the oldest event not yet in the view is."""
-    if position >= head:
-        return "0"
-    pending = rt.ledger.recorder.select_notifications(position, 1, inclusive_of_start=False)
-    if not pending:
-        return "0"
-    event = rt.ledger.mapper.to_domain_event(pending[0])
-    return f"{(datetime.now(UTC) - event.timestamp).total_seconds():.1f}"
 
 
 def cmd_projections_rebuild(args: argparse.Namespace) -> int:

@@ -69,6 +69,12 @@ class Tour:
         self.clock = OffsetClock()
         self.rt: Runtime | None = None
 
+    @property
+    def runtime(self) -> Runtime:
+        if self.rt is None:
+            raise StepFailed("the tour has not started")
+        return self.rt
+
     def start(self) -> None:
         self.key = self.stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant")
         self.auditor = self.stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "auditor")
@@ -189,7 +195,9 @@ class Tour:
         order = self.create("TOUR-5", 300, expire_seconds=60)
         self.clock.jump(seconds=125)
         say(f"two minutes pass unpaid; the expiry job runs: {self.run_job('expiry')}")
-        at_wechat = self.rt.client.query(self.rt.client.merchant(DIRECT.mchid), order["payment"]["out_trade_no"])
+        at_wechat = self.runtime.client.query(
+            self.runtime.client.merchant(DIRECT.mchid), order["payment"]["out_trade_no"]
+        )
         check(
             self.order("TOUR-5")["status"] == "EXPIRED" and at_wechat["trade_state"] == "CLOSED",
             "order TOUR-5 is EXPIRED in the ledger and CLOSED at WeChat",
@@ -211,7 +219,7 @@ class Tour:
     def late_payment(self) -> None:
         order = self.create("TOUR-6", 700, expire_seconds=60)
         otn = order["payment"]["out_trade_no"]
-        self.rt.ledger.expire_payment(otn)
+        self.runtime.ledger.expire_payment(otn)
         say(f"the ledger expires TOUR-6 locally: {self.order('TOUR-6')['status']}")
         self.pay(out_trade_no=otn, late=True)
         say("WeChat does not always enforce time_expire: the payer pays anyway, and WeChat notifies")
@@ -229,7 +237,7 @@ class Tour:
         say(f"the clocks move to {ten.isoformat()}: the daily bill job runs")
         result = self.run_job("daily_bill")
         say(f"daily_bill: {result}")
-        report = self.rt.finance.report(DIRECT.mchid, self.day)
+        report = self.runtime.finance.report(DIRECT.mchid, self.day)
         say(
             f"merchant {DIRECT.mchid}, {self.day}: matched {report['matched']}, differences {len(report['differences'])}"
         )
@@ -244,10 +252,9 @@ class Tour:
         The order is made at WeChat directly (another system with the same merchant keys), so the
         ledger records nothing; its notification is dropped.
         """
-        assert self.rt is not None
         self.faults(notifications="drop")
-        merchant = self.rt.client.merchant(PARTNER.sub_mchid)
-        self.rt.client.prepay(
+        merchant = self.runtime.client.merchant(PARTNER.sub_mchid)
+        self.runtime.client.prepay(
             merchant, "native", "STRANGER01", "门店收银", 1500, datetime.now(UTC) + timedelta(minutes=30)
         )
         self.pay(out_trade_no="STRANGER01")
@@ -258,7 +265,7 @@ class Tour:
         self.faults()
 
     def seeded_difference(self) -> None:
-        report = self.rt.finance.report(PARTNER.sub_mchid, self.day)
+        report = self.runtime.finance.report(PARTNER.sub_mchid, self.day)
         for d in report["differences"]:
             say(
                 f"{d['kind']}: out_trade_no {d['out_trade_no']}, transaction {d['transaction_id']}, "
@@ -270,7 +277,7 @@ class Tour:
         )
 
     def trial_balance(self) -> None:
-        journal = self.rt.finance.journal_report(DIRECT.mchid, self.day, self.day + timedelta(days=1))
+        journal = self.runtime.finance.journal_report(DIRECT.mchid, self.day, self.day + timedelta(days=1))
         balance = journal["trial_balance"]
         for account, sums in balance["accounts"].items():
             say(f"{account:<16} debit {sums['debit_fen']:>6} fen   credit {sums['credit_fen']:>6} fen")

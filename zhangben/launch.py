@@ -112,20 +112,23 @@ def running_stack(
     where = "the output above" if to_terminal else str(log_path or root / "processes.log")
     log: IO[bytes] | None = None if to_terminal else (log_path or root / "processes.log").open("wb")
     python = [sys.executable, "-m", "zhangben.cli"]
-    output = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
+    stderr = subprocess.STDOUT if log is not None else None
     try:
         stack.processes.append(
-            subprocess.Popen([*python, "sandbox", "--port", str(sandbox_port)], env=env, cwd=root, **output)
-        )  # type: ignore[call-overload]
+            subprocess.Popen(
+                [*python, "sandbox", "--port", str(sandbox_port)], env=env, cwd=root, stdout=log, stderr=stderr
+            )
+        )
         _wait(f"{sandbox}/sandbox/clock", stack.processes[-1], where)
         stack.processes.append(
             subprocess.Popen(
                 [*python, "serve", "--port", str(ledger_port), "--workers", str(workers), *serve_args],
                 env=env,
                 cwd=root,
-                **output,
+                stdout=log,
+                stderr=stderr,
             )
-        )  # type: ignore[call-overload]
+        )
         _wait(f"{ledger}/healthz", stack.processes[-1], where)
         yield stack
     finally:

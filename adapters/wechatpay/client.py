@@ -213,7 +213,7 @@ class WechatPayClient:
 
     def query(self, merchant: Merchant, out_trade_no: str) -> dict[str, Any]:
         prefix = "/v3/pay/partner/transactions" if merchant.is_partner else "/v3/pay/transactions"
-        return self.call(merchant, "GET", f"{prefix}/out-trade-no/{out_trade_no}?{self._query_string(merchant)}").json()
+        return _json(self.call(merchant, "GET", f"{prefix}/out-trade-no/{out_trade_no}?{self._query_string(merchant)}"))
 
     def close(self, merchant: Merchant, out_trade_no: str) -> None:
         prefix = "/v3/pay/partner/transactions" if merchant.is_partner else "/v3/pay/transactions"
@@ -245,11 +245,11 @@ class WechatPayClient:
             body["reason"] = reason[:80]
         if merchant.is_partner:
             body["sub_mchid"] = merchant.sub_mchid
-        return self.call(merchant, "POST", "/v3/refund/domestic/refunds", body).json()
+        return _json(self.call(merchant, "POST", "/v3/refund/domestic/refunds", body))
 
     def query_refund(self, merchant: Merchant, out_refund_no: str) -> dict[str, Any]:
         query = f"?{urlencode({'sub_mchid': merchant.sub_mchid})}" if merchant.is_partner else ""
-        return self.call(merchant, "GET", f"/v3/refund/domestic/refunds/{out_refund_no}{query}").json()
+        return _json(self.call(merchant, "GET", f"/v3/refund/domestic/refunds/{out_refund_no}{query}"))
 
     # -- bills and certificates ------------------------------------------------------------
 
@@ -325,3 +325,14 @@ def app_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
         "timestamp": timestamp,
         "sign": signing.app_pay_sign(merchant.private_key, appid, timestamp, nonce, prepay_id),
     }
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    """A verified answer's JSON object; anything else is not WeChat Pay's answer."""
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise WechatPayError(f"WeChat Pay answered {response.status_code} without a JSON object")
+    return answer

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -103,8 +104,8 @@ class PlatformKeys:
             raise SignatureError("Wechatpay-Signature does not verify")
 
 
-def decrypt_certificates(payload: dict, apiv3_key: bytes) -> list[PlatformCertificate]:
-    """The ``/v3/certificates`` answer, decrypted (spec §2.3)."""
+def decrypt_certificates(payload: dict[str, Any], apiv3_key: bytes) -> list[PlatformCertificate]:
+    """The ``/v3/certificates`` answer, decrypted (https://pay.weixin.qq.com/doc/v3/merchant/4012551764)."""
     result = []
     for item in payload.get("data", []):
         enc = item["encrypt_certificate"]

@@ -41,10 +41,11 @@ def load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
 
 def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
     """A public key from SPKI PEM (``pub_key.pem``) or from a certificate PEM."""
-    if b"BEGIN CERTIFICATE" in pem:
-        key = x509.load_pem_x509_certificate(pem).public_key()
-    else:
-        key = serialization.load_pem_public_key(pem)
+    key = (
+        x509.load_pem_x509_certificate(pem).public_key()
+        if b"BEGIN CERTIFICATE" in pem
+        else serialization.load_pem_public_key(pem)
+    )
     if not isinstance(key, rsa.RSAPublicKey):
         raise SignatureError("not an RSA public key")
     return key

@@ -1,0 +1,134 @@
+"""``/sandbox/*``: the controls a test or a developer uses to play the payer, move time and misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox.clock import BEIJING, rfc3339
+from sandbox.errors import WechatError, param_error
+from sandbox.refunds import refund_json
+from sandbox.service import Sandbox
+from sandbox.transactions import transaction_json
+
+
+def routes(sandbox: Sandbox) -> list[Route]:
+
+    async def control_json(request: Request) -> dict[str, Any]:
+        try:
+            data = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise WechatError(400, "PARAM_ERROR", "body is not JSON") from None
+        if not isinstance(data, dict):
+            raise WechatError(400, "PARAM_ERROR", "body must be a JSON object")
+        return data
+
+    def control(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return JSONResponse(await handler(request))
+            except WechatError as exc:
+                return JSONResponse(exc.body(), status_code=exc.status)
+
+        return endpoint
+
+    async def sandbox_pay(request: Request) -> Any:
+        data = await control_json(request)
+        result = data.get("result", "SUCCESS")
+        if result not in ("SUCCESS", "PAYERROR"):
+            raise param_error("result", "result must be SUCCESS or PAYERROR", result)
+        openid = data.get("openid") or "oSandboxPayer" + secrets.token_hex(8)
+        for field in ("payer_total_fen", "total_fen"):
+            if field in data and (isinstance(data[field], bool) or not isinstance(data[field], int) or data[field] < 0):
+                raise param_error(field, f"{field} must be an integer number of fen", data[field])
+        txn = sandbox.transactions.find_for_payer(data.get("out_trade_no"), data.get("code_url"))
+        txn = await asyncio.to_thread(
+            sandbox.transactions.pay,
+            txn["key"],
+            result,
+            openid,
+            data.get("payer_total_fen"),
+            data.get("total_fen"),
+            bool(data.get("late", False)),
+        )
+        if txn["state"] == "SUCCESS":
+            sandbox.notify_payment(txn)
+        return transaction_json(txn)
+
+    async def sandbox_faults(request: Request) -> Any:
+        if request.method == "GET":
+            return sandbox.faults()
+        return sandbox.set_faults(await control_json(request))
+
+    async def sandbox_notifications(request: Request) -> Any:
+        return {"deliveries": sandbox.store.deliveries()}
+
+    async def sandbox_clock(request: Request) -> Any:
+        if request.method == "POST":
+            seconds = (await control_json(request)).get("advance_seconds")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+                raise param_error("advance_seconds", "advance_seconds must be a non-negative number", seconds)
+            sandbox.clock.advance(seconds)
+        now = sandbox.clock.now()
+        return {
+            "now": rfc3339(now),
+            "offset_seconds": sandbox.clock.offset_seconds,
+            "beijing_date": str(now.astimezone(BEIJING).date()),
+        }
+
+    async def sandbox_refund(request: Request) -> Any:
+        status = (await control_json(request)).get("status", "SUCCESS")
+        if status not in ("SUCCESS", "CLOSED", "ABNORMAL"):
+            raise param_error("status", "status must be SUCCESS, CLOSED or ABNORMAL", status)
+        refund = sandbox.store.by_alias("refund", f"orn:{request.path_params['out_refund_no']}")
+        if refund is None:
+            raise WechatError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+        if refund["status"] in ("SUCCESS", "CLOSED"):
+            raise WechatError(409, "INVALID_REQUEST", f"refund is already {refund['status']}")
+        return refund_json(await asyncio.to_thread(sandbox.settle_refund, refund, status))
+
+    async def sandbox_rotate(request: Request) -> Any:
+        """A new platform certificate, served beside the old ones and signing from now on."""
+        serial = await asyncio.to_thread(sandbox.rotate_certificate)
+        return {"serial_no": serial, "live": [c[2] for c in sandbox.certificates()]}
+
+    async def sandbox_wx_login(request: Request) -> Any:
+        """Plays ``wx.login`` in a mini-program: a single-use code, valid five minutes."""
+        data = await control_json(request)
+        appid = data.get("appid", "")
+        if sandbox.config.merchant_for_appid(appid) is None:
+            raise param_error("appid", "unknown appid", appid)
+        code = secrets.token_urlsafe(24)
+        sandbox.store.put(
+            "wxcode",
+            code,
+            {
+                "appid": appid,
+                "openid": data.get("openid")
+                or "o" + hashlib.sha256(f"{appid}{secrets.token_hex(4)}".encode()).hexdigest()[:27],
+                "session_key": base64.b64encode(secrets.token_bytes(16)).decode(),
+                "expires_at": rfc3339(sandbox.clock.now() + timedelta(minutes=5)),
+                "used": False,
+            },
+        )
+        return {"code": code}
+
+    return [
+        Route("/sandbox/pay", control(sandbox_pay), methods=["POST"]),
+        Route("/sandbox/faults", control(sandbox_faults), methods=["GET", "POST"]),
+        Route("/sandbox/notifications", control(sandbox_notifications), methods=["GET"]),
+        Route("/sandbox/clock", control(sandbox_clock), methods=["GET", "POST"]),
+        Route("/sandbox/refunds/{out_refund_no}", control(sandbox_refund), methods=["POST"]),
+        Route("/sandbox/wx-login", control(sandbox_wx_login), methods=["POST"]),
+        Route("/sandbox/certificates/rotate", control(sandbox_rotate), methods=["POST"]),
+    ]

@@ -1,0 +1,270 @@
+"""The sandbox's state and background work: faults, the clock, notifications, signing WeChat's answers.
+
+The HTTP faces (``sandbox.http_wechatpay_v3``, ``sandbox.http_miniprogram``,
+``sandbox.http_controls``) are thin routers over this object and the model
+modules (transactions, refunds, bills).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapters.wechatpay import signing
+from sandbox.clock import SandboxClock
+from sandbox.config import SandboxConfig, SandboxMerchant
+from sandbox.errors import FAULT_STATUS, WechatError, param_error
+from sandbox.keyset import new_certificate
+from sandbox.notifier import Notifier
+from sandbox.refunds import Refunds, refund_notice_json
+from sandbox.store import SandboxStore
+from sandbox.transactions import Transactions, transaction_json
+
+log = logging.getLogger("zhangben.sandbox")
+
+FAULT_KEYS = {
+    "notifications",
+    "duplicate_count",
+    "notification_delay_seconds",
+    "signtest_probe",
+    "endpoints",
+    "time_factor",
+    "refund_result",
+    "refund_delay_seconds",
+    "refund_balance_fen",
+}
+
+
+class Sandbox:
+    """The state and the background work behind the routes."""
+
+    def __init__(self, config: SandboxConfig, store: SandboxStore | None = None) -> None:
+        self.config = config
+        self.store = store or SandboxStore(config.database)
+        self.clock = SandboxClock(self.store)
+        self.transactions = Transactions(config, self.store, self.clock)
+        self.refunds = Refunds(self.store, self.clock, self.transactions)
+        self.notifier = Notifier(
+            config, self.store, self.clock, certificate=lambda: (self.certificates()[-1][0], self.certificates()[-1][2])
+        )
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # -- faults ------------------------------------------------------------------------
+
+    def faults(self) -> dict[str, Any]:
+        return self.store.get("kv", "faults") or {}
+
+    def set_faults(self, update: dict[str, Any]) -> dict[str, Any]:
+        if update.get("reset"):
+            self.store.put("kv", "faults", {})
+            update = {k: v for k, v in update.items() if k != "reset"}
+        unknown = set(update) - FAULT_KEYS
+        if unknown:
+            raise param_error(sorted(unknown)[0], f"unknown fault setting: {', '.join(sorted(unknown))}")
+        _check_faults(update)
+        faults = self.faults() | update
+        self.store.put("kv", "faults", faults)
+        return faults
+
+    @property
+    def time_factor(self) -> float:
+        return float(self.faults().get("time_factor", 1)) or 1.0
+
+    # -- notifications -------------------------------------------------------------------
+
+    def notify_payment(self, txn: dict[str, Any]) -> None:
+        self.notifier.enqueue(
+            txn["mchid"],
+            txn["notify_url"],
+            "TRANSACTION.SUCCESS",
+            "transaction",
+            transaction_json(txn),
+            {"out_trade_no": txn["out_trade_no"]},
+            self.faults(),
+        )
+
+    def settle_refund(self, refund: dict[str, Any], status: str) -> dict[str, Any]:
+        with self.store.transaction():
+            refund = self.refunds.settle(refund, status)
+            self.notifier.enqueue(
+                refund["mchid"],
+                refund["notify_url"],
+                f"REFUND.{status}",
+                "refund",
+                refund_notice_json(refund),
+                {"out_trade_no": refund["out_trade_no"], "out_refund_no": refund["out_refund_no"]},
+                self.faults(),
+            )
+        return refund
+
+    # -- background -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._run, name="sandbox-worker", daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                for refund in self.refunds.due():
+                    self.settle_refund(refund, refund["next_status"])
+                self.notifier.tick()
+            except Exception:  # keep the sandbox alive; the log says what broke
+                log.exception("sandbox worker")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._worker:
+            self._worker.join(timeout=2)
+        self.notifier.close()
+
+    # -- request verification and response signing -------------------------------------------
+
+    def authenticate(self, request: Request, body: bytes) -> SandboxMerchant:
+        header = request.headers.get("authorization", "")
+        try:
+            auth = signing.parse_authorization(header)
+        except signing.SignatureError:
+            raise WechatError(
+                401, "SIGN_ERROR", "Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》"
+            ) from None
+        merchant = self.config.merchants.get(auth.mchid)
+        if merchant is None:
+            raise WechatError(400, "MCH_NOT_EXISTS", "商户号不存在")
+        if auth.serial_no.upper() != merchant.cert_serial:
+            raise WechatError(401, "SIGN_ERROR", "商户证书序列号有误。")
+        if (
+            not (auth.timestamp.isdigit() and len(auth.timestamp) == 10)
+            or abs(time.time() - int(auth.timestamp)) > signing.TIMESTAMP_WINDOW_SECONDS
+        ):
+            raise WechatError(401, "SIGN_ERROR", "Http头Authorization中的timestamp与发起请求的时间不得超过5分钟")
+        url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        message = signing.request_message(request.method, url, auth.timestamp, auth.nonce_str, body)
+        if not signing.verify(merchant.public_key, message, auth.signature):
+            raise WechatError(
+                401,
+                "SIGN_ERROR",
+                "签名错误,请检查后再试",
+                {
+                    "detail": {"issue": "sign not match"},
+                    "field": "signature",
+                    "location": "authorization",
+                    "sign_information": {
+                        "method": request.method,
+                        "sign_message_length": len(message),
+                        "truncated_sign_message": message[:64].decode(errors="replace"),
+                        "url": url,
+                    },
+                },
+            )
+        return merchant
+
+    def signed(self, request: Request, status: int, payload: Any) -> Response:
+        body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        key, serial = self._signing_key(request)
+        timestamp, nonce = str(int(time.time())), signing.new_nonce()
+        headers = {
+            "Wechatpay-Timestamp": timestamp,
+            "Wechatpay-Nonce": nonce,
+            "Wechatpay-Signature": signing.sign(key, signing.response_message(timestamp, nonce, body)),
+            "Wechatpay-Serial": serial,
+            "Wechatpay-Signature-Type": signing.SCHEMA,
+            "Request-ID": request.state.request_id,
+        }
+        media = "application/json" if body else None
+        return Response(body, status_code=status, headers=headers, media_type=media)
+
+    def _signing_key(self, request: Request) -> tuple[Any, str]:
+        """Public-key or certificate signing, as the mode says; in ``both``, as the request asks."""
+        mode = self.config.mode
+        asked = request.headers.get("wechatpay-serial", "")
+        if mode == "public_key" or (mode == "both" and asked.startswith("PUB_KEY_ID_")):
+            return self.config.public_key_private, self.config.public_key_id
+        key, _, serial = self.certificates()[-1]
+        return key, serial
+
+    def apply_endpoint_faults(self, path: str) -> None:
+        endpoints = self.faults().get("endpoints") or {}
+        matches = [p for p in endpoints if path.startswith(p)]
+        if not matches:
+            return
+        prefix = max(matches, key=len)
+        fault = endpoints[prefix]
+        if fault.get("latency_ms"):
+            time.sleep(float(fault["latency_ms"]) / 1000)
+        if "count" in fault and not self._take_one(prefix):
+            return
+        if random.random() < float(fault.get("error_rate", 0)):
+            code = fault.get("error_code", "SYSTEM_ERROR")
+            status, message = FAULT_STATUS.get(code, (500, "系统繁忙,请稍后重试"))
+            raise WechatError(status, code, message)
+
+    def _take_one(self, prefix: str) -> bool:
+        """A fault with a ``count`` fires that many times, then is gone."""
+        with self.store.transaction():
+            faults = self.faults()
+            fault = faults.get("endpoints", {}).get(prefix)
+            if not fault or int(fault.get("count", 0)) <= 0:
+                return False
+            fault["count"] = int(fault["count"]) - 1
+            self.store.put("kv", "faults", faults)
+            return True
+
+    # -- platform certificates (several live at once during a rotation) ----------------------
+
+    def certificates(self) -> list[tuple[Any, bytes, str]]:
+        """(private key, certificate PEM, serial), oldest first; the newest signs."""
+        rotated = [
+            (signing.load_private_key(base64.b64decode(c["key"])), base64.b64decode(c["cert"]), c["serial"])
+            for c in (self.store.get("kv", "rotated_certificates") or {}).get("items", [])
+        ]
+        return [(self.config.platform_key, self.config.platform_cert_pem, self.config.platform_serial), *rotated]
+
+    def rotate_certificate(self) -> str:
+        key_pem, cert_pem, serial = new_certificate("Tenpay.com Root CA (sandbox, rotated)")
+        with self.store.transaction():
+            items = (self.store.get("kv", "rotated_certificates") or {}).get("items", [])
+            items.append(
+                {
+                    "key": base64.b64encode(key_pem).decode(),
+                    "cert": base64.b64encode(cert_pem).decode(),
+                    "serial": serial,
+                }
+            )
+            self.store.put("kv", "rotated_certificates", {"items": items})
+        return serial
+
+
+def _check_faults(update: dict[str, Any]) -> None:
+    if "notifications" in update and update["notifications"] not in ("deliver", "drop", "duplicate"):
+        raise param_error("notifications", "notifications must be deliver, drop or duplicate")
+    if "refund_result" in update and update["refund_result"] not in ("SUCCESS", "CLOSED", "ABNORMAL", "PROCESSING"):
+        raise param_error("refund_result", "refund_result must be SUCCESS, CLOSED, ABNORMAL or PROCESSING")
+    for key in ("time_factor", "duplicate_count", "notification_delay_seconds", "refund_delay_seconds"):
+        if key in update and (
+            isinstance(update[key], bool)
+            or not isinstance(update[key], int | float)
+            or update[key] < 0
+            or (key == "time_factor" and update[key] == 0)
+        ):
+            raise param_error(key, f"{key} must be a non-negative number")
+    endpoints = update.get("endpoints", {})
+    if not isinstance(endpoints, dict) or not all(isinstance(v, dict) for v in endpoints.values()):
+        raise param_error("endpoints", "endpoints maps a path prefix to {error_rate, latency_ms, error_code}")
+    for prefix, fault in endpoints.items():
+        count = fault.get("count", 0)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise param_error(f"endpoints/{prefix}/count", "count must be a non-negative integer")
+        rate = fault.get("error_rate", 0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise param_error(f"endpoints/{prefix}/error_rate", "error_rate must be from 0 to 1")
