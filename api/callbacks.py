@@ -1,4 +1,4 @@
-"""``POST /wechatpay/v3/notify``: verify, decrypt, apply — "success" only once stored (contract §5)."""
+"""``POST /wechatpay/v3/notify``: verify, decrypt, apply — "success" only once stored (docs/wechatpay.md, "Callbacks")."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from application.callbacks import CallbackRefused
 router = APIRouter(tags=["wechatpay"])
 log = logging.getLogger("zhangben.callbacks")
 
-# WeChat waits five seconds for the answer (https://pay.weixin.qq.com/doc/v3/merchant/4012791861);
+# WeChat waits five seconds for the answer (https://pay.weixin.qq.com/docs/merchant/apis/h5-payment/payment-notice.html);
 # past this we say FAIL so it retries.
 ANSWER_BUDGET_SECONDS = 4.5
 

@@ -1,4 +1,4 @@
-"""``GET /pay/{out_trade_no}``: the PC cashier page (contract §4).
+"""``GET /pay/{out_trade_no}``: the PC cashier page (docs/api.md).
 
 A payer has no API key, so these routes are public and show only what the
 payer needs: what is being paid, the QR code, the countdown, the live status.

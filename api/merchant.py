@@ -1,4 +1,4 @@
-"""The merchant API (contract §4): orders, payments, refunds, live status, mini-program login."""
+"""The merchant API (docs/api.md): orders, payments, refunds, live status, mini-program login."""
 
 from __future__ import annotations
 

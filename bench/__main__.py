@@ -1,4 +1,4 @@
-"""Benchmarks for the ledger's hot paths (contract §8).
+"""Benchmarks for the ledger's hot paths (docs/operations.md).
 
 Every figure is printed beside a baseline measured in the same run on the same
 server, and as a ratio, so that a slower machine does not read as a

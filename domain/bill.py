@@ -13,7 +13,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.ids import NAMESPACE
 
-# What a reconciliation can find between a day's bill and the ledger (contract §4, /v1/finance/reconciliation).
+# What a reconciliation can find between a day's bill and the ledger (docs/finance.md).
 DIFFERENCE_KINDS = ("missing_in_ledger", "missing_in_bill", "amount_mismatch", "status_mismatch")
 
 

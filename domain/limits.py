@@ -5,7 +5,7 @@ here and the ledger's commands check the same values, so the API's schema
 and the ledger can never disagree.  WeChat's own limits: ``description`` is
 at most 127 bytes and ``attach`` 128, ``out_trade_no``/``out_refund_no`` are
 at most 32/64 characters of letters, digits and ``_-|*@``, ``time_expire``
-is what the merchant allows (https://pay.weixin.qq.com/doc/v3/merchant/4012791856).
+is what the merchant allows (docs/wechatpay-protocol.md §4.2, §4.5).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ adapter builds it after verifying and decrypting, the application hands it
 to the aggregate, and ``Notified`` (the base of ``Payment.Notified`` and
 ``Refund.Notified``) stores its fields.  Keeping raw callbacks for audit is
 rule 5 of the project; the id is WeChat's notification id, so a redelivery
-stores nothing (https://pay.weixin.qq.com/doc/v3/merchant/4012791861).
+stores nothing (docs/wechatpay-protocol.md §3.5).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from domain.status import OrderStatus as S
 from domain.transitions import guard
 
 # WeChat Pay accepts at most 50 partial refunds for one transaction
-# (spec §4.5); one order is paid by one transaction, so 50 per order.
+# (docs/wechatpay-protocol.md §4.5); one order is paid by one transaction, so 50 per order.
 MAX_REFUNDS_PER_ORDER = 50
 
 # Reasons an order needs a person's review.

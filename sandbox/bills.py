@@ -1,4 +1,4 @@
-"""The trade bill (交易账单) as WeChat Pay writes it (spec §4.7).
+"""The trade bill (交易账单) as WeChat Pay writes it (docs/wechatpay-protocol.md §4.7).
 
 Backtick before every field, money in yuan with two decimals, fees with
 five, ``\\r\\n`` line ends, a summary after the detail rows.  The fee is the

@@ -1,4 +1,4 @@
-"""WeChat Pay's error answers: an HTTP status and ``{"code","message","detail"?}`` (spec §4.6)."""
+"""WeChat Pay's error answers: an HTTP status and ``{"code","message","detail"?}`` (docs/wechatpay-protocol.md §4.6)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def param_error(field: str, message: str, value: Any = None, location: str = "bo
     return WechatError(400, "PARAM_ERROR", message, detail)
 
 
-# The codes of spec §4.6 that faults may inject, with the status WeChat answers them with.
+# The codes of docs/wechatpay-protocol.md §4.6 that faults may inject, with the status WeChat answers them with.
 FAULT_STATUS = {
     "SYSTEM_ERROR": (500, "系统繁忙,请稍后重试"),
     "SYSTEMERROR": (500, "系统繁忙,请稍后重试"),

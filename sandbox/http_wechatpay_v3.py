@@ -2,7 +2,7 @@
 
 Requests are verified as WeChat verifies them (``Authorization`` over the raw
 body, merchant certificate serial, ±300 s,
-https://pay.weixin.qq.com/doc/v3/merchant/4012365336); every 2xx answer is
+https://pay.weixin.qq.com/wiki/doc/apiv3/wechatpay/wechatpay4_0.shtml); every 2xx answer is
 signed with the five ``Wechatpay-*`` headers (bill downloads aside).
 """
 
@@ -179,7 +179,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
         content = base64.b64decode(ticket["content"])
         if ticket["tar_type"] == "GZIP":
             content = gzip.compress(content)
-        # Bill downloads are the one 2xx answer WeChat does not sign (spec §4.7).
+        # Bill downloads are the one 2xx answer WeChat does not sign (docs/wechatpay-protocol.md §4.7).
         return 200, Response(
             content, media_type="application/octet-stream", headers={"Request-ID": request.state.request_id}
         )

@@ -1,4 +1,4 @@
-"""Delivers notifications the way WeChat Pay does (spec §3.5).
+"""Delivers notifications the way WeChat Pay does (docs/wechatpay-protocol.md §3.5).
 
 Signed, AES-256-GCM encrypted with the merchant's APIv3 key, retried on
 WeChat's schedule until the merchant answers 2xx (the status alone counts).

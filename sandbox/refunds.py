@@ -1,4 +1,4 @@
-"""Refunds as WeChat Pay runs them: PROCESSING, then SUCCESS, CLOSED or ABNORMAL (spec §4.5, §3.4)."""
+"""Refunds as WeChat Pay runs them: PROCESSING, then SUCCESS, CLOSED or ABNORMAL (docs/wechatpay-protocol.md §4.5, §3.4)."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def refund_json(refund: dict[str, Any]) -> dict[str, Any]:
 
 
 def refund_notice_json(refund: dict[str, Any]) -> dict[str, Any]:
-    """The decrypted resource of a ``REFUND.*`` notification (spec §3.4)."""
+    """The decrypted resource of a ``REFUND.*`` notification (docs/wechatpay-protocol.md §3.4)."""
     ids = (
         {"sp_mchid": refund["mchid"], "sub_mchid": refund["sub_mchid"]}
         if refund["sub_mchid"]

@@ -1,4 +1,4 @@
-"""Payments as WeChat Pay keeps them: prepay, pay, query, close (spec §4.1–§4.4, §4.3)."""
+"""Payments as WeChat Pay keeps them: prepay, pay, query, close (docs/wechatpay-protocol.md §4.1–§4.4, §4.3)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ STATE_DESC = {
     "REFUND": "订单发生过退款",
     "PAYERROR": "支付失败，请重新下单支付",
 }
-# Without time_expire an unpaid order can be paid for 7 days (spec §4.2).
+# Without time_expire an unpaid order can be paid for 7 days (docs/wechatpay-protocol.md §4.2).
 DEFAULT_EXPIRY = timedelta(days=7)
 
 
@@ -173,7 +173,7 @@ class Transactions:
         return txn
 
     def find_by_id(self, merchant: SandboxMerchant, sub_mchid: str, transaction_id: str) -> dict[str, Any]:
-        """By ``transaction_id``: only a paid order has one (spec §4.1)."""
+        """By ``transaction_id``: only a paid order has one (docs/wechatpay-protocol.md §4.1)."""
         txn = self.store.by_alias("transaction", f"txn:{transaction_id}")
         if txn is None or txn["mchid"] != merchant.mchid or txn["sub_mchid"] != sub_mchid:
             raise WechatError(404, "ORDER_NOT_EXIST", "订单不存在")
@@ -248,7 +248,7 @@ def _prepay_answer(txn: dict[str, Any]) -> dict[str, str]:
 
 
 def transaction_json(txn: dict[str, Any]) -> dict[str, Any]:
-    """The Transaction object of queries and notifications (spec §3.3, §4.3)."""
+    """The Transaction object of queries and notifications (docs/wechatpay-protocol.md §3.3, §4.3)."""
     ids: dict[str, Any]
     if txn["partner"]:
         ids = {"sp_appid": txn["appid"], "sp_mchid": txn["mchid"], "sub_mchid": txn["sub_mchid"]}

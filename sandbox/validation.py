@@ -1,4 +1,4 @@
-"""WeChat's parameter rules for the requests the sandbox accepts (spec §4.2, §4.5)."""
+"""WeChat's parameter rules for the requests the sandbox accepts (docs/wechatpay-protocol.md §4.2, §4.5)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def check_out_refund_no(value: Any) -> str:
 
 
 def check_time_expire(value: Any) -> datetime | None:
-    """RFC3339 with an offset; ``20220421191948`` gets WeChat's exact refusal (spec §4.2)."""
+    """RFC3339 with an offset; ``20220421191948`` gets WeChat's exact refusal (docs/wechatpay-protocol.md §4.2)."""
     if value is None:
         return None
     if not isinstance(value, str) or not RFC3339.fullmatch(value):

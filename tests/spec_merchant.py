@@ -1,4 +1,4 @@
-"""A WeChat Pay merchant written only from shared/wechatpay-spec.md, with ``httpx`` and ``cryptography``.
+"""A WeChat Pay merchant written only from the protocol (docs/wechatpay-protocol.md), with ``httpx`` and ``cryptography``.
 
 It shares no code with the sandbox or the adapter, so a mistake in the
 project's own signing cannot hide by being made twice.
@@ -83,7 +83,7 @@ class SpecMerchant:
         return self.http.request(method, url, content=body, headers=headers)
 
     def verified(self, response: httpx.Response) -> bool:
-        """Spec §2.2: ``TIMESTAMP\\nNONCE\\nBODY\\n`` signed by the key ``Wechatpay-Serial`` names."""
+        """docs/wechatpay-protocol.md §2.2: ``TIMESTAMP\\nNONCE\\nBODY\\n`` signed by the key ``Wechatpay-Serial`` names."""
         return verify_signed(self.platform_keys, response.headers, response.content)
 
     def decrypt(self, resource: dict[str, str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""WeChat Pay's side of a callback, written from shared/wechatpay-spec.md §2–§3 alone.
+"""WeChat Pay's side of a callback, written from the protocol alone (docs/wechatpay-protocol.md §2–§3).
 
 Signs with ``cryptography`` and encrypts with AES-GCM directly; shares no
 code with the sandbox or the adapter.
@@ -86,7 +86,7 @@ def paid_resource(
     transaction_id: str,
     success_time: str = "2026-11-22T10:00:00+08:00",
 ) -> dict[str, Any]:
-    """§3.3, direct mode."""
+    """docs/wechatpay-protocol.md §3.3, direct mode."""
     return {
         "mchid": mchid,
         "appid": appid,

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_init.add_argument("--sandbox-url", default="http://127.0.0.1:8900", help="the WeChat Pay base URL to use")
     keys_init.set_defaults(handler=cmd_keys_init)
 
-    tour = commands.add_parser("demo", help="the end-to-end tour (contract §7): every step printed, exit 0 if all held")
+    tour = commands.add_parser("demo", help="the end-to-end tour: every step printed, exit 0 if all held")
     tour.set_defaults(handler=lambda args: demo.main())
 
     serve = commands.add_parser("serve", help="run the ledger's HTTP service")

@@ -1,4 +1,4 @@
-"""``make demo`` / ``zhangben demo``: the tour of contract §7, every step printed as it happens.
+"""``make demo`` / ``zhangben demo``: the tour of the README, every step printed as it happens.
 
 It runs its own WeChat Pay sandbox and ledger (``zhangben serve``) as
 processes on free ports, in a scratch directory, talks to them over HTTP

@@ -11,6 +11,7 @@ same ``running_stack`` on free ports in a scratch directory.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -194,6 +195,8 @@ def main() -> int:
             print(line)
     os.environ["ZHANGBEN_CONFIG"] = str(config)
     settings = load_settings()
+    # A SIGTERM (a process manager, `timeout`) stops both children too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         with running_stack(
             Path.cwd(),

@@ -1,4 +1,4 @@
-"""WeChat Pay's time: Beijing (UTC+8), written RFC 3339 to the second (spec §4.2)."""
+"""WeChat Pay's time: Beijing (UTC+8), written RFC 3339 to the second (docs/wechatpay-protocol.md §4.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WeChat's trade bill (交易账单), parsed streaming (spec §4.7).
+"""WeChat's trade bill (交易账单), parsed streaming (docs/wechatpay-protocol.md §4.7).
 
 Fields start with a backtick; money is yuan with two decimals and the fee
 with five.  Columns are found by their header names (older files name

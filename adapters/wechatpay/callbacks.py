@@ -1,8 +1,8 @@
 """Callbacks in three small steps: verify and decrypt, translate into one typed notice, (the application) applies.
 
 ``read_callback`` does the adapter's two: the signature over the raw body
-(https://pay.weixin.qq.com/doc/v3/merchant/4012365342), the AES-256-GCM
-resource (https://pay.weixin.qq.com/doc/v3/merchant/4012071382), then the
+(https://pay.weixin.qq.com/wiki/doc/api_external/ch/wechatpay/wechatpay4_1.shtml), the AES-256-GCM
+resource (https://pay.weixin.qq.com/wiki/doc/api_external/ch/apis/chapter3_6_11.shtml), then the
 resource as a ``TransactionNotice`` or ``RefundNotice``.  A query answer is
 translated by the same functions as a notification, so the two can never
 disagree about what they change.  What may be refused here is what this
@@ -127,7 +127,7 @@ def open_notification(
 
 
 def check_merchant(resource: Mapping[str, Any], merchant: Merchant) -> None:
-    """The resource must be this merchant's: mchid/appid, or sp_mchid/sub_mchid (spec §3.3)."""
+    """The resource must be this merchant's: mchid/appid, or sp_mchid/sub_mchid (docs/wechatpay-protocol.md §3.3)."""
     if merchant.is_partner:
         if resource.get("sp_mchid") != merchant.account_mchid or resource.get("sub_mchid") != merchant.sub_mchid:
             raise CallbackRejected("sp_mchid/sub_mchid do not match the configured merchant")
@@ -202,7 +202,7 @@ def paid_transaction_notice(resource: Mapping[str, Any]) -> TransactionNotice:
 
 
 # The notification types WeChat Pay v3 sends the ledger, and how each resource is read
-# (https://pay.weixin.qq.com/doc/v3/merchant/4012791861, https://pay.weixin.qq.com/doc/v3/merchant/4012791865).
+# (docs/wechatpay-protocol.md §3.3, §3.4).
 TRANSLATIONS: dict[str, Callable[[Mapping[str, Any]], TransactionNotice | RefundNotice]] = {
     "TRANSACTION.SUCCESS": paid_transaction_notice,
     "REFUND.SUCCESS": refund_notice,

@@ -1,4 +1,4 @@
-"""The ledger's only door to WeChat Pay v3 (spec §1, §4).
+"""The ledger's only door to WeChat Pay v3 (docs/wechatpay-protocol.md §1, §4).
 
 Every request is signed; every answer is verified over its raw bytes before
 anything in it is believed.  Only what WeChat says may be retried is retried
@@ -141,7 +141,7 @@ class WechatPayClient:
         if raw:
             headers["Content-Type"] = "application/json"
         if merchant.public_key_id:
-            # asks WeChat to sign its answer with the public key (spec §2.3, §9.4)
+            # asks WeChat to sign its answer with the public key (docs/wechatpay-protocol.md §2.3, §9.4)
             headers["Wechatpay-Serial"] = merchant.public_key_id
         try:
             response = self.http.request(method, url, content=raw, headers=headers)
@@ -254,7 +254,7 @@ class WechatPayClient:
     # -- bills and certificates ------------------------------------------------------------
 
     def trade_bill(self, merchant: Merchant, bill_date: date, gzip_file: bool = True) -> bytes:
-        """The day's trade bill, downloaded and checked against WeChat's SHA1 (spec §4.7)."""
+        """The day's trade bill, downloaded and checked against WeChat's SHA1 (docs/wechatpay-protocol.md §4.7)."""
         params = {"bill_date": bill_date.isoformat(), "bill_type": "ALL"}
         if gzip_file:
             params["tar_type"] = "GZIP"

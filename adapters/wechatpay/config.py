@@ -1,4 +1,4 @@
-"""Merchants from ``zhangben.toml``, their secrets read from files (contract §3).
+"""Merchants from ``zhangben.toml``, their secrets read from files (README, "Settings").
 
 Every problem is a ``MerchantConfigError`` naming the merchant, the setting and
 the file — never the secret.  A secret file that group or others can read

@@ -1,7 +1,7 @@
 """One small hierarchy for everything WeChat Pay can answer, so callers catch by meaning.
 
 Codes are compared the way they must be: WeChat's docs spell them both
-``SYSTEM_ERROR`` and ``SYSTEMERROR``, ``NO_AUTH`` and ``NOAUTH`` (spec §4.6).
+``SYSTEM_ERROR`` and ``SYSTEMERROR``, ``NO_AUTH`` and ``NOAUTH`` (docs/wechatpay-protocol.md §4.6).
 """
 
 from __future__ import annotations

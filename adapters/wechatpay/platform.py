@@ -1,4 +1,4 @@
-"""WeChat Pay's keys, chosen by ``Wechatpay-Serial`` (spec §2.3).
+"""WeChat Pay's keys, chosen by ``Wechatpay-Serial`` (docs/wechatpay-protocol.md §2.3).
 
 A ``PUB_KEY_ID_…`` serial names the WeChat Pay public key from the config;
 any other serial names a platform certificate, downloaded from
@@ -105,7 +105,7 @@ class PlatformKeys:
 
 
 def decrypt_certificates(payload: dict[str, Any], apiv3_key: bytes) -> list[PlatformCertificate]:
-    """The ``/v3/certificates`` answer, decrypted (https://pay.weixin.qq.com/doc/v3/merchant/4012551764)."""
+    """The ``/v3/certificates`` answer, decrypted (docs/wechatpay-protocol.md §2.3)."""
     result = []
     for item in payload.get("data", []):
         enc = item["encrypt_certificate"]

@@ -1,7 +1,7 @@
-"""WeChat Pay APIv3 signatures and AEAD, as pure functions (spec §1, §2, §3.2, §5).
+"""WeChat Pay APIv3 signatures and AEAD, as pure functions (docs/wechatpay-protocol.md §1, §2, §3.2, §5).
 
 Every function works on raw bytes: a signature is checked over the exact
-bytes that travelled, never over re-serialised JSON (spec §9.1).
+bytes that travelled, never over re-serialised JSON (docs/wechatpay-protocol.md §9.1).
 """
 
 from __future__ import annotations
@@ -74,13 +74,13 @@ def verify(public_key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool
 
 
 def request_message(method: str, canonical_url: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    """``METHOD\\nURL\\nTIMESTAMP\\nNONCE\\nBODY\\n`` (spec §1)."""
+    """``METHOD\\nURL\\nTIMESTAMP\\nNONCE\\nBODY\\n`` (docs/wechatpay-protocol.md §1)."""
     head = f"{method.upper()}\n{canonical_url}\n{timestamp}\n{nonce}\n".encode()
     return head + body + b"\n"
 
 
 def response_message(timestamp: str, nonce: str, body: bytes) -> bytes:
-    """``TIMESTAMP\\nNONCE\\nBODY\\n`` for responses and callbacks (spec §2.2)."""
+    """``TIMESTAMP\\nNONCE\\nBODY\\n`` for responses and callbacks (docs/wechatpay-protocol.md §2.2)."""
     return f"{timestamp}\n{nonce}\n".encode() + body + b"\n"
 
 
@@ -143,10 +143,10 @@ def aead_decrypt(key: bytes, nonce: str, associated_data: str, ciphertext: str) 
 
 
 def jsapi_pay_sign(private_key: rsa.RSAPrivateKey, appid: str, timestamp: str, nonce: str, package: str) -> str:
-    """``paySign`` for ``wx.requestPayment`` / JSAPI (spec §5)."""
+    """``paySign`` for ``wx.requestPayment`` / JSAPI (docs/wechatpay-protocol.md §5)."""
     return sign(private_key, f"{appid}\n{timestamp}\n{nonce}\n{package}\n".encode())
 
 
 def app_pay_sign(private_key: rsa.RSAPrivateKey, appid: str, timestamp: str, nonce: str, prepay_id: str) -> str:
-    """``sign`` for the App SDK's PayReq (spec §5)."""
+    """``sign`` for the App SDK's PayReq (docs/wechatpay-protocol.md §5)."""
     return sign(private_key, f"{appid}\n{timestamp}\n{nonce}\n{prepay_id}\n".encode())

@@ -64,7 +64,8 @@ def test_malformed_key(config: tuple[Path, list[dict[str, Any]]], tmp_path: Path
 def test_apiv3_key_of_the_wrong_length(config: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
     path, tables = config
     short = tmp_path / "apiv3"
-    short.write_bytes(b"0123456789abcdef0123456789abcdef0123456789")  # a pasted 40-character key (spec §9.9)
+    # a pasted 40-character key (docs/wechatpay-protocol.md §9)
+    short.write_bytes(b"0123456789abcdef0123456789abcdef0123456789")
     os.chmod(short, 0o600)
     with pytest.raises(MerchantConfigError) as info:
         load_merchants(_with(tables, apiv3_key_file=str(short)), path)

@@ -1,4 +1,4 @@
-"""Every endpoint and status of contract §4, through HTTP against ``zhangben serve`` (SQLite; PostgreSQL × 2 workers)."""
+"""Every endpoint and status of docs/api.md, through HTTP against ``zhangben serve`` (SQLite; PostgreSQL × 2 workers)."""
 
 from __future__ import annotations
 

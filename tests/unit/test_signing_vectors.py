@@ -1,4 +1,4 @@
-"""Every pinned vector of spec §11 that concerns APIv3 signing and AEAD."""
+"""Every pinned vector of docs/wechatpay-protocol.md §11 that concerns APIv3 signing and AEAD."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pinned vectors from shared/wechatpay-spec.md §11 (computed with the public wechatpay-go testing key)."""
+"""Pinned vectors (docs/wechatpay-protocol.md §11) (computed with the public wechatpay-go testing key)."""
 
 V1_BODY = '{"appid":"wxd678efh567hg6787","mchid":"1900000001","description":"Image形象店-深圳腾大-QQ公仔","out_trade_no":"1217752501201407033233368018","time_expire":"2018-06-08T10:34:56+08:00","notify_url":"https://www.weixin.qq.com/wxpay/pay.php","amount":{"total":100,"currency":"CNY"},"payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}}'
 V1_SIGNATURE = "VTR6j+qiMU4Q8MN3N4ssGrAxU3/qnvxsPn8rIVciqWJCkqfL+7GKSBlAhxK7Qgk5zkBVOY/B0AorIJaO5wMm2/ScV88rvEAqNv0kXvUhORAwB8lz7M18ygQk2EJfefrRZkVTMQRNrCDgDkHEa9OfpuFablTdM1dCs9Cv4xij0kMhnrQzuTxzi9ybIuSK2hyAsgtn9YIdMZFjb6sP2dIQLlBVyyKey2QqNayJzG8Y4i1jyyaKMSNU+ek1q8REmXeh619xMhP9M/lkuxKXIYQSjvvL7ZJEkEW2itfz+mUW7IZy5c3axh/m+ytja7RBMAmGhUcikTcTwaQYXgRASXNvUQ=="
