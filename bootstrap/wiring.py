@@ -20,6 +20,7 @@ from application.finance import Finance
 from application.ledger import Clock, Ledger
 from application.payments import PaymentService
 from bootstrap.clock import system_clock
+from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings
 from projections.core import EventLog, Follower
 from projections.journal import Journal
@@ -57,33 +58,6 @@ class Runtime:
         self.client.close_http()
         self.db.close()
         self.ledger.close()
-
-
-def open_ledger(
-    database_url: str = persistence.DEFAULT_DATABASE_URL,
-    *,
-    create_tables: bool = False,
-    clock: Clock = system_clock,
-) -> Ledger:
-    """Open the ledger on ``database_url``, failing in one clear line if it cannot."""
-    store = persistence.parse_url(database_url)
-    persistence.check_reachable(store)
-    ledger = Ledger(env=persistence.event_store_env(store, create_tables=create_tables), clock=clock)
-    try:
-        ledger.recorder.max_notification_id()
-    except Exception as exc:  # noqa: BLE001 — the library wraps every driver error in its own types
-        ledger.close()
-        if _is_missing_table(exc):
-            raise persistence.DatabaseNotInitialised(
-                f"database {store} has no ledger tables: run `zhangben db init` first"
-            ) from None
-        raise persistence.DatabaseUnavailable(f"cannot use database {store}: {exc}") from None
-    return ledger
-
-
-def _is_missing_table(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return "no such table" in text or "does not exist" in text
 
 
 def event_log(ledger: Ledger) -> EventLog:

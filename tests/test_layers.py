@@ -9,6 +9,7 @@ allowed only for start-up time, and then says so in a comment on the line above.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from zhangben import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("domain", "adapters", "application", "bootstrap", "projections", "api", "scheduler", "sandbox", "zhangben")
@@ -88,3 +91,21 @@ def test_each_inner_layer_imports_alone_in_a_fresh_interpreter(package: str) -> 
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"importing {package} loaded {result.stdout.strip()}"
+
+
+def _handlers(parser: argparse.ArgumentParser) -> Iterator[str]:
+    handler = parser.get_default("handler")
+    if handler:
+        yield handler
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _handlers(sub)
+
+
+def test_every_command_names_a_function_that_exists() -> None:
+    """The CLI loads a command's module only when it runs: a wrong name would show only then."""
+    handlers = list(_handlers(cli.build_parser()))
+    assert len(handlers) == 14
+    for handler in handlers:
+        assert callable(cli._command(handler)), handler

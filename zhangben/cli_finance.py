@@ -21,8 +21,6 @@ from bootstrap.wiring import Runtime, build_runtime, init_database
 from projections.core import Runner
 from zhangben.usage import UsageError
 
-PROJECTIONS = ("order_status", "journal")
-
 
 class Progress:
     """A one-line progress counter on standard error (long work shows progress)."""
@@ -217,31 +215,3 @@ def cmd_projections_run(args: argparse.Namespace) -> int:
     finally:
         rt.close()
     return 0
-
-
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    reconcile = commands.add_parser("reconcile", help="import a day's WeChat trade bill and reconcile it")
-    reconcile.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the bill's day (Beijing time)")
-    reconcile.add_argument("--bill", metavar="FILE", help="read the bill from a file instead of downloading it")
-    reconcile.add_argument("--merchant", metavar="MCHID")
-    reconcile.set_defaults(handler=cmd_reconcile)
-
-    exp = commands.add_parser("export", help="finance exports")
-    exp.add_argument("what", choices=["reconciliation", "journal", "orders"])
-    exp.add_argument("--date", required=True, metavar="YYYY-MM-DD")
-    exp.add_argument("--to", metavar="YYYY-MM-DD")
-    exp.add_argument("--format", required=True, choices=["csv", "xlsx"])
-    exp.add_argument("--out", required=True, metavar="FILE")
-    exp.add_argument("--merchant", metavar="MCHID")
-    exp.set_defaults(handler=cmd_export)
-
-    projections = commands.add_parser("projections", help="the read models")
-    sub = projections.add_subparsers(title="projections commands", metavar="COMMAND")
-    status = sub.add_parser("status", help="each projection's position and lag")
-    status.set_defaults(handler=cmd_projections_status)
-    rebuild = sub.add_parser("rebuild", help="drop a projection and replay the log into it")
-    rebuild.add_argument("name", nargs="?", choices=PROJECTIONS)
-    rebuild.set_defaults(handler=cmd_projections_rebuild)
-    run = sub.add_parser("run", help="run one projection in this process")
-    run.add_argument("name", choices=PROJECTIONS)
-    run.set_defaults(handler=cmd_projections_run)

@@ -43,15 +43,3 @@ def cmd_scheduler_run(args: argparse.Namespace) -> int:
         scheduler.stop()
         rt.close()
     return 0
-
-
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "scheduler", help="the jobs: expiry, compensating queries, refunds, bills, certificates"
-    )
-    sub = parser.add_subparsers(title="scheduler commands", metavar="COMMAND")
-    run = sub.add_parser("run", help="run the jobs in this process (serve runs them too unless --no-scheduler)")
-    run.add_argument("--tick", type=float, default=5.0, help="seconds between looks at what is due")
-    run.set_defaults(handler=cmd_scheduler_run)
-    status = sub.add_parser("status", help="each job's last and next run")
-    status.set_defaults(handler=cmd_scheduler_status)

@@ -9,6 +9,7 @@ compensating query and the next day's bill) with an offset clock.  It exits
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -322,6 +323,10 @@ STEPS: list[tuple[str, Callable[[Tour], None]]] = [
     ("The journal's trial balance", Tour.trial_balance),
     ("An order's history, replayed as of a past moment", Tour.history_as_of),
 ]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return main()
 
 
 def main() -> int:

@@ -25,8 +25,8 @@ from typing import IO
 import httpx
 
 from application.apikeys import parse
+from bootstrap.ledger import open_ledger
 from bootstrap.settings import load_settings
-from bootstrap.wiring import open_ledger
 from sandbox.keyset import DIRECT, init_keyset
 
 LEDGER_PORT, SANDBOX_PORT = 8000, 8900

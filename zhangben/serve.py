@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 
@@ -16,6 +17,12 @@ from bootstrap.wiring import build_runtime, init_database
 from projections.core import Runner
 from scheduler.runner import Scheduler
 from zhangben.usage import UsageError
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return serve(
+        args.host, args.port, args.workers, projections=not args.no_projections, scheduler=not args.no_scheduler
+    )
 
 
 def serve(host: str, port: int, workers: int, *, projections: bool = True, scheduler: bool = True) -> int:

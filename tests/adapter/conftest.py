@@ -19,7 +19,7 @@ from adapters.wechatpay.errors import SignatureError
 from application.callbacks import CallbackRefused, Callbacks
 from application.ledger import Ledger
 from application.payments import PaymentService
-from bootstrap.wiring import open_ledger
+from bootstrap.ledger import open_ledger
 from tests.fixtures_sandbox import RunningSandbox
 
 

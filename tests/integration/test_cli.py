@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.wiring import open_ledger
+from bootstrap.ledger import open_ledger
 
 MCHID = "1900000001"
 

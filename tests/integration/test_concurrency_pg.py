@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from application.ledger import Ledger
-from bootstrap.wiring import open_ledger
+from bootstrap.ledger import open_ledger
 from domain.errors import RefundExceedsPaid
 from tests.pgserver import ThrowawayPostgres
 

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.persistence import DatabaseNotInitialised
 from application.ledger import Ledger
-from bootstrap.wiring import open_ledger
+from bootstrap.ledger import open_ledger
 from domain.audit import RefusedCallback
 from domain.errors import (
     InvalidInput,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from application.ledger import Ledger
-from bootstrap.wiring import open_ledger
+from bootstrap.ledger import open_ledger
 from domain.errors import (
     InvalidTransition,
     LedgerError,

@@ -1,0 +1,40 @@
+"""Opening the ledger on a database URL: the one piece of wiring the short commands need.
+
+Kept apart from ``bootstrap.wiring`` so that ``zhangben history`` or
+``zhangben apikey create`` do not load the WeChat Pay client and the projections.
+"""
+
+from __future__ import annotations
+
+from adapters import persistence
+from application.ledger import Clock, Ledger
+from bootstrap.clock import system_clock
+
+__all__ = ["open_ledger"]
+
+
+def open_ledger(
+    database_url: str = persistence.DEFAULT_DATABASE_URL,
+    *,
+    create_tables: bool = False,
+    clock: Clock = system_clock,
+) -> Ledger:
+    """Open the ledger on ``database_url``, failing in one clear line if it cannot."""
+    store = persistence.parse_url(database_url)
+    persistence.check_reachable(store)
+    ledger = Ledger(env=persistence.event_store_env(store, create_tables=create_tables), clock=clock)
+    try:
+        ledger.recorder.max_notification_id()
+    except Exception as exc:  # noqa: BLE001 — the library wraps every driver error in its own types
+        ledger.close()
+        if _is_missing_table(exc):
+            raise persistence.DatabaseNotInitialised(
+                f"database {store} has no ledger tables: run `zhangben db init` first"
+            ) from None
+        raise persistence.DatabaseUnavailable(f"cannot use database {store}: {exc}") from None
+    return ledger
+
+
+def _is_missing_table(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "no such table" in text or "does not exist" in text

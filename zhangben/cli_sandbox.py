@@ -1,0 +1,42 @@
+"""``zhangben sandbox`` (the WeChat Pay sandbox alone, on loopback) and ``zhangben keys init`` (its development keyset)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from sandbox.app import Sandbox, build_app
+from sandbox.config import SandboxConfigError, load_sandbox_config
+from sandbox.keyset import init_keyset
+from zhangben.usage import UsageError
+
+
+def config_path(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("ZHANGBEN_CONFIG", "zhangben.toml"))
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    try:
+        config = load_sandbox_config(config_path())
+    except SandboxConfigError as exc:
+        raise UsageError(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print(
+        f"WeChat Pay sandbox on http://{args.host}:{args.port} (mode {config.mode}, "
+        f"{len(config.merchants)} merchants, state in {config.database})",
+        flush=True,
+    )
+    uvicorn.run(build_app(Sandbox(config)), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    for line in init_keyset(
+        Path(args.dir), config_path(args.config), args.ledger_url.rstrip("/"), args.sandbox_url.rstrip("/")
+    ):
+        print(line)
+    return 0
