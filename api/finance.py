@@ -33,7 +33,7 @@ def _file(kind: str, fmt: str, name: str, content: bytes) -> Response:
     summary="A day's reconciliation against WeChat's bill",
     responses={200: {"model": ReconciliationReport, "content": {MEDIA["csv"]: {}, MEDIA["xlsx"]: {}}}},
 )
-def reconciliation(who: Clerk, rt: Rt, date: date, format: Format = "json") -> Any:  # noqa: A002
+def reconciliation(who: Clerk, rt: Rt, date: date, format: Format = "json") -> Any:  # noqa: A002 — `format` is the query parameter's public name
     report = rt.finance.report(who.mchid, date)
     if not report["bill_imported"]:
         raise HTTPException(404, f"no bill imported for {date}: POST /v1/finance/bills/{date}/import first")
@@ -52,7 +52,7 @@ def reconciliation(who: Clerk, rt: Rt, date: date, format: Format = "json") -> A
     summary="The double-entry journal and its trial balance",
     responses={200: {"model": JournalReport, "content": {MEDIA["csv"]: {}, MEDIA["xlsx"]: {}}}},
 )
-def journal(who: Clerk, rt: Rt, to: date, from_: Annotated[date, Query(alias="from")], format: Format = "json") -> Any:  # noqa: A002
+def journal(who: Clerk, rt: Rt, to: date, from_: Annotated[date, Query(alias="from")], format: Format = "json") -> Any:  # noqa: A002 — `format` is the query parameter's public name
     if to < from_:
         raise HTTPException(422, "to is before from")
     report = rt.finance.journal_report(who.mchid, from_, to)

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -22,11 +21,9 @@ from api.models import (
     MiniProgramSession,
     NewPayment,
     OrderList,
-    OrderView,
     OrderWithPayment,
-    RefundView,
 )
-from application.views import refund_view
+from application.views import OrderView, RefundView, refund_view
 from bootstrap.wiring import Runtime
 from domain.apikey import Principal
 from domain.limits import IDEMPOTENCY_KEY_MAX_CHARS
@@ -203,27 +200,7 @@ def get_refund(out_refund_no: str, who: Merchant, rt: Rt) -> Any:
     "/wechat/miniprogram/login", response_model=MiniProgramSession, summary="Mini-program login: code → openid"
 )
 def miniprogram_login(body: MiniProgramLogin, who: Merchant, rt: Rt, request: Request) -> Any:
-    merchant = rt.client.merchant(who.mchid)
-    appid = merchant.sub_appid or merchant.appid
-    if not merchant.appsecret:
-        raise HTTPException(409, "no appsecret_file is configured for this merchant")
-    try:
-        answer = rt.client.http.get(
-            f"{rt.settings.wechat_api_base_url}/sns/jscode2session",
-            params={
-                "appid": appid,
-                "secret": merchant.appsecret,
-                "js_code": body.code,
-                "grant_type": "authorization_code",
-            },
-        ).json()
-    except (httpx.HTTPError, ValueError):
-        raise HTTPException(503, "WeChat login is unreachable; try again") from None
-    errcode = int(answer.get("errcode") or 0)
-    if errcode in (-1, 45011):
-        raise HTTPException(503, f"WeChat login is busy ({errcode}); try again")
-    if errcode:
-        raise HTTPException(409, f"WeChat refused the code ({errcode} {answer.get('errmsg', '')}): ask wx.login again")
+    session = rt.service.miniprogram_login(who.mchid, body.code, rt.settings.wechat_api_base_url)
     # The session key stays here: kept in this process for the session, never returned or logged.
-    request.app.state.session_keys[answer["openid"]] = answer.get("session_key", "")
-    return {"openid": answer["openid"]} | ({"unionid": answer["unionid"]} if answer.get("unionid") else {})
+    request.app.state.session_keys[session.openid] = session.session_key
+    return {"openid": session.openid, "unionid": session.unionid}

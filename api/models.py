@@ -1,8 +1,8 @@
 """The HTTP API's shapes: what each route accepts and what it answers, for ``/openapi.json``.
 
 Lengths, ranges and patterns come from ``domain.limits`` (written once);
-money is always an integer number of fen.  The answers mirror the views of
-``application.views`` field by field.
+money is always an integer number of fen.  The order, payment and refund
+answers are the views of ``application.views`` themselves (typed dicts).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictInt, StrictStr, model_serializer
+from typing_extensions import TypedDict
 
+from application.views import OrderView
 from domain import limits
 from domain.money import MAX_FEN
 
@@ -60,48 +62,6 @@ class MiniProgramLogin(BaseModel):
 # -- answers -------------------------------------------------------------------------------
 
 
-class PaymentView(BaseModel):
-    out_trade_no: str
-    status: str
-    transaction_id: str | None
-    channel: str
-    amount_fen: int
-    paid_fen: int | None
-    created_at: str | None
-    expire_at: str | None
-
-
-class RefundView(BaseModel):
-    out_refund_no: str
-    merchant_order_no: str
-    out_trade_no: str
-    status: Literal["PROCESSING", "SUCCESS", "CLOSED", "ABNORMAL"]
-    amount_fen: int
-    refund_id: str | None
-    reason: str
-    requested_at: str | None
-    mchid: str
-    success_time: str | None
-
-
-class OrderView(BaseModel):
-    merchant_order_no: str
-    mchid: str
-    status: Literal["CREATED", "PAYING", "PAID", "PARTIALLY_REFUNDED", "REFUNDED", "CLOSED", "EXPIRED", "NEEDS_REVIEW"]
-    amount_fen: int
-    paid_fen: int
-    refunded_fen: int
-    description: str
-    attach: str | None
-    created_at: str | None
-    paid_at: str | None
-    expire_at: str | None
-    review_reasons: list[str]
-    payments: list[PaymentView]
-    refunds: list[RefundView]
-    version: int = Field(description="a change counter over the order, its payments and refunds")
-
-
 class Checkout(BaseModel):
     """The attempt the payer pays, with what its channel needs (absent keys are not sent)."""
 
@@ -119,7 +79,9 @@ class Checkout(BaseModel):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
-class OrderWithPayment(OrderView):
+class OrderWithPayment(OrderView, TypedDict):
+    """The order view with the attempt the payer pays."""
+
     payment: Checkout
 
 

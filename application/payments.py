@@ -22,9 +22,10 @@ from adapters.wechatpay.errors import (
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
+from adapters.wechatpay.miniprogram import MiniProgramSession, code_to_session
 from application.ledger import Ledger, PaymentOutcome
 from application.views import OrderView
-from domain.errors import InvalidTransition
+from domain.errors import Conflict, InvalidTransition
 from domain.notification import Notification
 from domain.order import RULES as ORDER_RULES
 from domain.order import Order
@@ -281,8 +282,7 @@ class PaymentService:
     ) -> PaymentOutcome | None:
         """The one translation of WeChat's word on a payment into ledger commands."""
         if notice.took_money:
-            # transaction_notice refuses a paid transaction without these three
-            assert notice.transaction_id and notice.total_fen and notice.success_time  # noqa: S101
+            assert notice.transaction_id and notice.total_fen and notice.success_time  # noqa: S101 — narrows the types; transaction_notice refuses a paid notice without them
             return self.ledger.record_payment_success(
                 notice.out_trade_no,
                 notice.transaction_id,
@@ -299,6 +299,16 @@ class PaymentService:
         elif notice.trade_state == "PAYERROR" and payment.is_open:
             self.ledger.record_payment_failure(notice.out_trade_no, "PAYERROR", notice.trade_state_desc)
         return None
+
+    # -- the payer's openid ------------------------------------------------------------------
+
+    def miniprogram_login(self, mchid: str, code: str, wechat_api_base_url: str) -> MiniProgramSession:
+        """``wx.login``'s code → the payer's openid, with the merchant's mini-program appid and appsecret."""
+        merchant = self.client.merchant(mchid)
+        if not merchant.appsecret:
+            raise Conflict(f"no appsecret_file is configured for merchant {mchid}: mini-program login needs it")
+        appid = merchant.sub_appid or merchant.appid
+        return code_to_session(self.client.http, wechat_api_base_url, appid, merchant.appsecret, code)
 
     # -- refunds ------------------------------------------------------------------------------
 

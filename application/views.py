@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TypedDict
+
+from typing_extensions import (
+    TypedDict,  # pydantic reads these as the API's answer schemas, and needs this one before 3.12
+)
 
 from domain.order import Order
 from domain.payment import Payment
