@@ -66,7 +66,7 @@ def create_order(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX_CHARS)] = None,
 ) -> dict[str, Any]:
-    answer = rt.service.open_order(
+    answer = rt.service.create_order(
         who.mchid,
         body.merchant_order_no,
         body.amount_fen,
@@ -200,7 +200,7 @@ def get_refund(out_refund_no: str, who: Merchant, rt: Rt) -> Any:
     "/wechat/miniprogram/login", response_model=MiniProgramSession, summary="Mini-program login: code → openid"
 )
 def miniprogram_login(body: MiniProgramLogin, who: Merchant, rt: Rt, request: Request) -> Any:
-    session = rt.service.miniprogram_login(who.mchid, body.code, rt.settings.wechat_api_base_url)
+    session = rt.service.miniprogram_login(who.mchid, body.code)
     # The session key stays here: kept in this process for the session, never returned or logged.
     request.app.state.session_keys[session.openid] = session.session_key
     return {"openid": session.openid, "unionid": session.unionid}

@@ -62,7 +62,15 @@ class MiniProgramLogin(BaseModel):
 # -- answers -------------------------------------------------------------------------------
 
 
-class Checkout(BaseModel):
+class PresentOnly(BaseModel):
+    """An answer whose absent values are left out, not sent as ``null``."""
+
+    @model_serializer(mode="wrap")
+    def _present_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class Checkout(PresentOnly):
     """The attempt the payer pays, with what its channel needs (absent keys are not sent)."""
 
     out_trade_no: str
@@ -73,10 +81,6 @@ class Checkout(BaseModel):
     h5_url: str | None = Field(None, description="h5: the page to send the payer to")
     pay_params: dict[str, str] | None = Field(None, description="jsapi, miniprogram: for requestPayment")
     app_params: dict[str, str] | None = Field(None, description="app: for the app SDK")
-
-    @model_serializer(mode="wrap")
-    def _present_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class OrderWithPayment(OrderView, TypedDict):
@@ -90,13 +94,9 @@ class OrderList(BaseModel):
     next_cursor: str | None
 
 
-class MiniProgramSession(BaseModel):
+class MiniProgramSession(PresentOnly):
     openid: str
     unionid: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _present_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class HistoryEvent(BaseModel):

@@ -20,8 +20,6 @@ from domain.apikey import ROLES, ApiKey, Principal
 
 PREFIX = "zb_"
 
-__all__ = ["PREFIX", "ROLES", "ApiKey", "Principal", "authenticate", "issue", "parse"]
-
 
 def _digest(salt: str, secret: str) -> str:
     return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()

@@ -54,10 +54,8 @@ class Callbacks:
         """Verify, translate, apply — or refuse, keep the refusal, and raise."""
         try:
             callback = read_callback(headers, body, self.payments.merchants, self.payments.client.keys)
-            use_case = self.dispatch.get(callback.event_type)
-            if use_case is None:
-                raise CallbackRejected(f"unexpected event_type {callback.event_type}")
-            return use_case(callback)
+            # read_callback translates only the types in TRANSLATIONS, each of which has a use case here
+            return self.dispatch[callback.event_type](callback)
         except (SignatureError, CallbackRejected, CallbackRefused) as exc:
             self.ledger.record_refused_callback(path, remote, dict(headers), body.decode("utf-8", "replace"), str(exc))
             log.warning("refused a callback from %s: %s", remote or "?", exc)

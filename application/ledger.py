@@ -142,7 +142,7 @@ class Ledger(Application[UUID]):
         expire_seconds: int = 900,
         attach: str | None = None,
     ) -> tuple[Order, Payment]:
-        """``open_order`` without an Idempotency-Key, as a pair (for scripts and the CLI)."""
+        """``open_order`` without an Idempotency-Key, as the pair (order, current attempt) scripts and tests use."""
         opened = self.open_order(
             mchid, merchant_order_no, amount_fen, description, channel, payer_openid, expire_seconds, attach
         )

@@ -9,7 +9,7 @@ they can never disagree about what they change.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from adapters.wechatpay.errors import (
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
-from adapters.wechatpay.miniprogram import MiniProgramSession, code_to_session
+from adapters.wechatpay.miniprogram import DEFAULT_BASE_URL, MiniProgramSession, code_to_session
 from application.ledger import Ledger, PaymentOutcome
 from application.views import OrderView
 from domain.errors import Conflict, InvalidTransition
@@ -63,20 +63,26 @@ class Checkout:
 
 @dataclass(frozen=True)
 class OrderAnswer:
-    """What creating an order (or a new attempt) answers: the order view, the attempt, whether it is new."""
+    """What creating an order (or a new attempt) answers: the order and its view, the attempt, whether it is new."""
 
+    order: Order
     view: OrderView
     checkout: Checkout
     created: bool = True
+
+    def __iter__(self) -> Iterator[Order | Checkout]:
+        """Unpacks as ``order, checkout``: what scripts and tests mostly want."""
+        return iter((self.order, self.checkout))
 
     def as_json(self) -> dict[str, Any]:
         return {**self.view, "payment": self.checkout.view()}
 
 
 class PaymentService:
-    def __init__(self, ledger: Ledger, client: WechatPayClient) -> None:
+    def __init__(self, ledger: Ledger, client: WechatPayClient, login_base_url: str = DEFAULT_BASE_URL) -> None:
         self.ledger = ledger
         self.client = client
+        self.login_base_url = login_base_url  # the mini-program login API's host (api.weixin.qq.com)
 
     @property
     def merchants(self) -> Mapping[str, Merchant]:
@@ -85,34 +91,6 @@ class PaymentService:
     # -- orders and attempts ---------------------------------------------------------
 
     def create_order(
-        self,
-        mchid: str,
-        merchant_order_no: str,
-        amount_fen: int,
-        description: str,
-        channel: str,
-        payer_openid: str | None = None,
-        expire_seconds: int = 900,
-        attach: str | None = None,
-        client_ip: str = "127.0.0.1",
-        idempotency_key: str | None = None,
-    ) -> tuple[Order, Checkout]:
-        """Create (or find again) the order, then prepay its current attempt at WeChat."""
-        answer = self.open_order(
-            mchid,
-            merchant_order_no,
-            amount_fen,
-            description,
-            channel,
-            payer_openid,
-            expire_seconds,
-            attach,
-            client_ip,
-            idempotency_key,
-        )
-        return self.ledger.get_order(mchid, merchant_order_no), answer.checkout
-
-    def open_order(
         self,
         mchid: str,
         merchant_order_no: str,
@@ -143,7 +121,7 @@ class PaymentService:
             idempotency_key,
         )
         checkout = self._checkout(merchant, opened.order, opened.payment, client_ip)
-        return OrderAnswer(self.ledger.view_of(opened.order, checkout.payment), checkout, opened.created)
+        return OrderAnswer(opened.order, self.ledger.view_of(opened.order, checkout.payment), checkout, opened.created)
 
     def new_payment(
         self,
@@ -174,7 +152,7 @@ class PaymentService:
         payment = self.ledger.start_payment(mchid, merchant_order_no, channel, payer_openid)
         order = self.ledger.get_order(mchid, merchant_order_no)
         checkout = self._checkout(merchant, order, payment, client_ip)
-        return OrderAnswer(self.ledger.view_of(order, checkout.payment), checkout)
+        return OrderAnswer(order, self.ledger.view_of(order, checkout.payment), checkout)
 
     def _checkout(self, merchant: Merchant, order: Order, payment: Payment, client_ip: str) -> Checkout:
         if payment.status is PaymentStatus.PREPAID:
@@ -302,13 +280,13 @@ class PaymentService:
 
     # -- the payer's openid ------------------------------------------------------------------
 
-    def miniprogram_login(self, mchid: str, code: str, wechat_api_base_url: str) -> MiniProgramSession:
+    def miniprogram_login(self, mchid: str, code: str) -> MiniProgramSession:
         """``wx.login``'s code → the payer's openid, with the merchant's mini-program appid and appsecret."""
         merchant = self.client.merchant(mchid)
         if not merchant.appsecret:
             raise Conflict(f"no appsecret_file is configured for merchant {mchid}: mini-program login needs it")
         appid = merchant.sub_appid or merchant.appid
-        return code_to_session(self.client.http, wechat_api_base_url, appid, merchant.appsecret, code)
+        return code_to_session(self.client.http, self.login_base_url, appid, merchant.appsecret, code)
 
     # -- refunds ------------------------------------------------------------------------------
 

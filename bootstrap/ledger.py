@@ -10,8 +10,6 @@ from adapters import persistence
 from application.ledger import Clock, Ledger
 from bootstrap.clock import system_clock
 
-__all__ = ["open_ledger"]
-
 
 def open_ledger(
     database_url: str = persistence.DEFAULT_DATABASE_URL,

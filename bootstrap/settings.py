@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.persistence import DEFAULT_DATABASE_URL
+from adapters.wechatpay import miniprogram
 
 DEFAULT_CONFIG = "zhangben.toml"
 DEFAULT_WECHATPAY_BASE_URL = "https://api.mch.weixin.qq.com"
-DEFAULT_WECHAT_API_BASE_URL = "https://api.weixin.qq.com"  # mini-program login (jscode2session)
 
 
 class SettingsError(Exception):
@@ -29,7 +29,7 @@ class Settings:
     config_path: Path
     database_url: str = DEFAULT_DATABASE_URL
     wechatpay_base_url: str = DEFAULT_WECHATPAY_BASE_URL
-    wechat_api_base_url: str = DEFAULT_WECHAT_API_BASE_URL
+    wechat_api_base_url: str = miniprogram.DEFAULT_BASE_URL
     merchants: list[dict[str, Any]] = field(default_factory=list)
 
     def merchant_ids(self, api: str | None = None) -> list[str]:
@@ -69,6 +69,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         or DEFAULT_WECHATPAY_BASE_URL,
         wechat_api_base_url=env.get("ZHANGBEN_WECHAT_API_BASE_URL")
         or data.get("wechat_api_base_url")
-        or DEFAULT_WECHAT_API_BASE_URL,
+        or miniprogram.DEFAULT_BASE_URL,
         merchants=merchants,
     )

@@ -8,7 +8,7 @@ read models to the use cases that read them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from adapters import persistence
 from adapters.leases import Leases
@@ -35,13 +35,12 @@ class Views:
     orders: OrderStatusView
     journal: Journal
     reconciliation: Reconciliation
-    followers: dict[str, Follower] = field(default_factory=dict)
+    followers: dict[str, Follower]
 
 
 @dataclass
 class Runtime:
     settings: Settings
-    clock: Clock
     ledger: Ledger
     client: WechatPayClient
     service: PaymentService
@@ -93,11 +92,10 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     client = WechatPayClient(settings.wechatpay_base_url, merchants)
     db = ViewDatabase(persistence.parse_url(settings.database_url))
     views = build_views(ledger, db)
-    service = PaymentService(ledger, client)
+    service = PaymentService(ledger, client, settings.wechat_api_base_url)
     finance = Finance(ledger, service, views.reconciliation, views.journal, views.followers["journal"])
     return Runtime(
         settings,
-        clock,
         ledger,
         client,
         service,

@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate
 
 from domain import ids
 from domain.errors import InvalidTransition, RefundConflict, RefundExceedsPaid, RefundLimitReached
+from domain.limits import OrderTerms
 from domain.status import OrderStatus as S
 from domain.transitions import guard
 
@@ -183,7 +184,7 @@ class Order(Aggregate):
         self.created_at = created_at
         # The creation body, kept apart from what later attempts change:
         # the idempotency check compares a repeated create against it.
-        self.terms: dict[str, Any] = {
+        self.terms: OrderTerms = {
             "amount_fen": amount_fen,
             "description": description,
             "channel": channel,

@@ -103,9 +103,7 @@ def running_stack(
     ledger, sandbox = f"http://127.0.0.1:{ledger_port}", f"http://127.0.0.1:{sandbox_port}"
     config = config or root / "zhangben.toml"
     if not config.exists():
-        for line in init_keyset(keys_dir or root / "keys", config, ledger, sandbox):
-            if log_path == Path("-"):
-                print(line)
+        init_keyset(keys_dir or root / "keys", config, ledger, sandbox)
     env = {**os.environ, "ZHANGBEN_CONFIG": str(config.resolve()), "ZHANGBEN_DATABASE_URL": database_url}
     stack = Stack(root, ledger, sandbox, env, database_url)
     stack.cli("db", "init")

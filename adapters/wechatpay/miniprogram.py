@@ -13,6 +13,7 @@ import httpx
 
 from adapters.wechatpay.errors import WechatPayBusinessError, WechatPayUnavailable
 
+DEFAULT_BASE_URL = "https://api.weixin.qq.com"
 BUSY = (-1, 45011)  # WeChat is busy, or this appid asks too often: try again
 
 

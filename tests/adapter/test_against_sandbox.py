@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from adapters.wechatpay import signing
-from adapters.wechatpay.callbacks import CallbackRejected
+from adapters.wechatpay.callbacks import TRANSLATIONS, CallbackRejected
 from adapters.wechatpay.errors import SignatureError, WechatPayBusinessError
 from application.callbacks import CallbackRefused
 from domain.errors import InvalidTransition
@@ -308,3 +308,8 @@ def test_wrong_merchant_unknown_order_and_amount_mismatch(wired: Wired) -> None:
         view["status"] == "NEEDS_REVIEW" and view["review_reasons"] == ["amount_mismatch"] and view["paid_fen"] == 499
     )
     assert len(wired.ledger.refused_callbacks()) == 2
+
+
+def test_every_translated_event_type_has_exactly_one_use_case(wired: Wired) -> None:
+    """The adapter translates a type only if the application dispatches it, and the reverse."""
+    assert set(wired.callbacks.dispatch) == set(TRANSLATIONS)
