@@ -1,17 +1,24 @@
-"""``POST /wechatpay/v3/notify``: verify, decrypt, apply — "success" only once stored (docs/wechatpay.md, "Callbacks")."""
+"""WeChat's callbacks: verify, decrypt, apply — "success" only once stored (docs/wechatpay.md, "Callbacks").
+
+``/wechatpay/v3/notify`` answers JSON (204 on success); the v2 routes answer
+WeChat's XML (``SUCCESS`` only after the events are stored, ``FAIL`` with the
+reason otherwise, which WeChat retries), with the same HTTP statuses as v3.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from adapters.wechatpay.callbacks import CallbackRejected
-from adapters.wechatpay.errors import SignatureError
+from adapters.wechatpay.errors import SignatureError, WechatPayError
+from adapters.wechatpay.v2_callbacks import SUCCESS_XML, fail_xml
 from api.deps import runtime
-from application.callbacks import CallbackRefused
+from application.callbacks import CallbackRefused, NotificationOutcome
 
 router = APIRouter(tags=["wechatpay"])
 log = logging.getLogger("zhangben.callbacks")
@@ -50,3 +57,65 @@ async def notify(request: Request) -> Response:
         return _fail(500, "处理失败，请重试")
     metrics.callbacks.labels("accepted").inc()
     return Response(status_code=204)
+
+
+def _xml(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/xml")
+
+
+async def _v2_notify(request: Request, handle: Callable[..., NotificationOutcome]) -> Response:
+    body = await request.body()
+    remote = request.client.host if request.client else ""
+    metrics = request.app.state.metrics
+    work = asyncio.to_thread(handle, dict(request.headers), body, path=request.url.path, remote=remote)
+    try:
+        await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
+    except SignatureError as exc:
+        metrics.callbacks.labels("refused_signature").inc()
+        return _xml(fail_xml(f"签名验证失败: {exc}"), 401)
+    except (CallbackRejected, CallbackRefused) as exc:
+        metrics.callbacks.labels("refused_content").inc()
+        return _xml(fail_xml(f"通知内容无法接受: {exc}"), 400)
+    except TimeoutError:
+        metrics.callbacks.labels("timeout").inc()
+        log.warning("callback took longer than %.1fs; WeChat will retry", ANSWER_BUDGET_SECONDS)
+        return _xml(fail_xml("处理超时，请重试"), 503)
+    except Exception:  # never a traceback to WeChat; FAIL makes it retry
+        metrics.callbacks.labels("error").inc()
+        log.exception("callback failed")
+        return _xml(fail_xml("处理失败，请重试"), 500)
+    metrics.callbacks.labels("accepted").inc()
+    return _xml(SUCCESS_XML)
+
+
+@router.post("/wechatpay/v2/notify", include_in_schema=False)
+async def notify_v2(request: Request) -> Response:
+    """API v2 pay results: signed XML (MD5 or HMAC-SHA256)."""
+    return await _v2_notify(request, runtime(request).callbacks.handle_v2_pay)
+
+
+@router.post("/wechatpay/v2/refund-notify", include_in_schema=False)
+async def refund_notify_v2(request: Request) -> Response:
+    """API v2 refund results: ``req_info`` (AES-256-ECB under the MD5 of the API key)."""
+    return await _v2_notify(request, runtime(request).callbacks.handle_v2_refund)
+
+
+@router.post("/wechatpay/v2/native-callback", include_in_schema=False)
+async def native_callback(request: Request) -> Response:
+    """Native mode 1: a payer scanned a printed product code; answer with a signed prepay."""
+    rt = runtime(request)
+    body = await request.body()
+    remote = request.client.host if request.client else ""
+    work = asyncio.to_thread(rt.products.scan, body, dict(request.headers), remote)
+    try:
+        answer = await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
+    except SignatureError as exc:
+        return _xml(fail_xml(f"签名验证失败: {exc}"), 401)
+    except WechatPayError as exc:
+        return _xml(fail_xml(f"请求无法接受: {exc}"), 400)
+    except TimeoutError:
+        return _xml(fail_xml("处理超时，请重试"), 503)
+    except Exception:  # never a traceback to WeChat
+        log.exception("native callback failed")
+        return _xml(fail_xml("处理失败，请重试"), 500)
+    return _xml(answer)

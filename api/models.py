@@ -170,3 +170,35 @@ class JournalReport(BaseModel):
     to: str
     lines: list[JournalLine]
     trial_balance: TrialBalance
+
+
+class SaveProduct(BaseModel):
+    """A product sold by a printed Native mode 1 code (API v2 merchants)."""
+
+    model_config = ConfigDict(extra="forbid")
+    product_id: Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=limits.PRODUCT_ID_MAX_CHARS, pattern=limits.PRODUCT_ID_PATTERN),
+    ]
+    amount_fen: Fen
+    description: Annotated[StrictStr, Field(min_length=1, max_length=limits.DESCRIPTION_MAX_BYTES)]
+    active: bool = True
+
+
+class ProductView(BaseModel):
+    product_id: str
+    amount_fen: int
+    description: str
+    active: bool
+    created_at: str
+    updated_at: str
+
+
+class ProductList(BaseModel):
+    products: list[ProductView]
+
+
+class ProductCode(BaseModel):
+    product_id: str
+    code_url: str = Field(description="the signed weixin://wxpay/bizpayurl?… to print (Native mode 1)")
+    svg: str = Field(description="the same as an SVG QR code, ready to print")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from adapters.wechatpay.callbacks import Callback, CallbackRejected, RefundNotice, TransactionNotice, read_callback
 from adapters.wechatpay.errors import SignatureError
+from adapters.wechatpay.v2_callbacks import read_pay_notify, read_refund_notify
 from application.ledger import Ledger
 from application.payments import PaymentService
 from domain.errors import LedgerError, PaymentNotFound, RefundNotFound
@@ -23,6 +24,8 @@ from domain.errors import LedgerError, PaymentNotFound, RefundNotFound
 log = logging.getLogger("zhangben.callbacks")
 
 NOTIFY_PATH = "/wechatpay/v3/notify"
+V2_NOTIFY_PATH = "/wechatpay/v2/notify"
+V2_REFUND_NOTIFY_PATH = "/wechatpay/v2/refund-notify"
 
 
 class CallbackRefused(LedgerError):
@@ -51,15 +54,41 @@ class Callbacks:
     def handle(
         self, headers: Mapping[str, str], body: bytes, *, path: str = NOTIFY_PATH, remote: str = ""
     ) -> NotificationOutcome:
-        """Verify, translate, apply — or refuse, keep the refusal, and raise."""
+        """A v3 notification: verify, translate, apply — or refuse, keep the refusal, and raise."""
+        client = self.payments.client
+        return self._apply(
+            lambda: read_callback(headers, body, client.merchants, client.keys), headers, body, path, remote
+        )
+
+    def handle_v2_pay(
+        self, headers: Mapping[str, str], body: bytes, *, path: str = V2_NOTIFY_PATH, remote: str = ""
+    ) -> NotificationOutcome:
+        """A v2 pay result (signed XML), the same way through."""
+        merchants = self.payments.merchants
+        return self._apply(lambda: read_pay_notify(headers, body, merchants), headers, body, path, remote)
+
+    def handle_v2_refund(
+        self, headers: Mapping[str, str], body: bytes, *, path: str = V2_REFUND_NOTIFY_PATH, remote: str = ""
+    ) -> NotificationOutcome:
+        """A v2 refund result (``req_info``), the same way through."""
+        merchants = self.payments.merchants
+        return self._apply(lambda: read_refund_notify(headers, body, merchants), headers, body, path, remote)
+
+    def _apply(
+        self, read: Callable[[], Callback], headers: Mapping[str, str], body: bytes, path: str, remote: str
+    ) -> NotificationOutcome:
         try:
-            callback = read_callback(headers, body, self.payments.merchants, self.payments.client.keys)
-            # read_callback translates only the types in TRANSLATIONS, each of which has a use case here
+            callback = read()
+            # the readers translate only the types in TRANSLATIONS, each of which has a use case here
             return self.dispatch[callback.event_type](callback)
         except (SignatureError, CallbackRejected, CallbackRefused) as exc:
-            self.ledger.record_refused_callback(path, remote, dict(headers), body.decode("utf-8", "replace"), str(exc))
-            log.warning("refused a callback from %s: %s", remote or "?", exc)
+            self.refused(path, remote, headers, body, str(exc))
             raise
+
+    def refused(self, path: str, remote: str, headers: Mapping[str, str], body: bytes, reason: str) -> None:
+        """Keep a refused callback for audit (rule 3: refused and recorded, never swallowed)."""
+        self.ledger.record_refused_callback(path, remote, dict(headers), body.decode("utf-8", "replace"), reason)
+        log.warning("refused a callback from %s: %s", remote or "?", reason)
 
     def payment_succeeded(self, callback: Callback) -> NotificationOutcome:
         """Money taken: the payment, the order and the kept notification in one save."""

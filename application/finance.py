@@ -84,7 +84,8 @@ class Finance:
     ) -> dict[str, Any]:
         """Download (or take) the day's bill, store it, record it, reconcile, heal, reconcile again."""
         if content is None:
-            content = self.payments.client.trade_bill(self.payments.client.merchant(mchid), bill_date)
+            merchant = self.payments.merchant(mchid)
+            content = self.payments.wechat(merchant).trade_bill(merchant, bill_date)
         result = self.bills.store_bill(mchid, bill_date, _lines(content), progress)
         self.ledger.record_bill_import(
             mchid,
@@ -115,7 +116,7 @@ class Finance:
 
     def _heal(self, mchid: str, report: dict[str, Any]) -> list[str]:
         """WeChat has money the ledger does not: ask WeChat about those orders, the way sync does."""
-        merchant = self.payments.client.merchant(mchid)
+        merchant = self.payments.merchant(mchid)
         healed = []
         for difference in report["differences"]:
             if difference["kind"] == "missing_in_ledger" and difference["of"] == "payment":

@@ -36,6 +36,7 @@ from domain.errors import (
     OrderConflict,
     OrderNotFound,
     PaymentNotFound,
+    ProductNotFound,
     RefundConflict,
     RefundNotFound,
     TransactionConflict,
@@ -47,6 +48,7 @@ from domain.money import require_fen
 from domain.notification import Notification
 from domain.order import Order
 from domain.payment import Payment
+from domain.product import Product
 from domain.refund import Refund
 from domain.status import OrderStatus, RefundStatus
 
@@ -452,6 +454,39 @@ class Ledger(Application[UUID]):
     def authenticate(self, key: str) -> Principal | None:
         """Who holds ``key``, or None (the same work either way)."""
         return apikeys.authenticate(self.repository.get, key)
+
+    # -- Native mode 1 products ------------------------------------------------------
+
+    @retry_on_conflict
+    def save_product(
+        self, mchid: str, product_id: str, amount_fen: int, description: str, active: bool = True
+    ) -> tuple[Product, bool]:
+        """Create a product, or change its terms; the same terms again change nothing.  Says if it is new."""
+        existing: Product | None = self._load_optional(Product.create_id(mchid, product_id))
+        if existing is None:
+            product = Product.new(mchid, product_id, amount_fen, description, self.clock())
+            if not active:
+                product.change(amount_fen, description, False, self.clock())
+            self.save(product)
+            return product, True
+        if existing.change(amount_fen, description, active, self.clock()):
+            self.save(existing)
+        return existing, False
+
+    def get_product(self, mchid: str, product_id: str) -> Product:
+        product: Product | None = self._load_optional(Product.create_id(mchid, product_id))
+        if product is None or product.mchid != mchid:
+            raise ProductNotFound(mchid, product_id)
+        return product
+
+    def products(self, mchid: str, limit: int = 10_000) -> list[Product]:
+        """A merchant's catalogue, oldest first (catalogues are small: hundreds, not millions)."""
+        topic = Product.Created.TOPIC
+        found: list[Product] = [
+            self.repository.get(ids.as_uuid(n.originator_id))
+            for n in self.recorder.select_notifications(1, limit, topics=[topic])
+        ]
+        return [p for p in found if p.mchid == mchid]
 
     # -- audit --------------------------------------------------------------------
 

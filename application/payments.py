@@ -13,16 +13,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice, refund_notice, transaction_notice
-from adapters.wechatpay.client import PrepayResult, WechatPayClient, app_params, pay_params
+from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
+from adapters.wechatpay.client import PrepayResult, WechatPayClient
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
+    MerchantConfigError,
     WechatPayBusinessError,
     WechatPayNotFound,
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
+from adapters.wechatpay.gateway import Gateway
 from adapters.wechatpay.miniprogram import DEFAULT_BASE_URL, MiniProgramSession, code_to_session
+from adapters.wechatpay.v2_client import WechatPayV2Client
 from application.ledger import Ledger, PaymentOutcome
 from application.views import OrderView
 from domain.errors import Conflict, InvalidTransition
@@ -79,14 +82,39 @@ class OrderAnswer:
 
 
 class PaymentService:
-    def __init__(self, ledger: Ledger, client: WechatPayClient, login_base_url: str = DEFAULT_BASE_URL) -> None:
+    """Each use case once; the merchant's ``api`` setting picks the v3 or the v2 client (``Gateway``)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: WechatPayClient,
+        login_base_url: str = DEFAULT_BASE_URL,
+        v2: WechatPayV2Client | None = None,
+    ) -> None:
         self.ledger = ledger
         self.client = client
+        self.v2 = v2
         self.login_base_url = login_base_url  # the mini-program login API's host (api.weixin.qq.com)
+        self._merchants: dict[str, Merchant] = {**client.merchants, **(v2.merchants if v2 else {})}
 
     @property
     def merchants(self) -> Mapping[str, Merchant]:
-        return self.client.merchants
+        """Every configured merchant, v3 and v2, by the id its orders are kept under."""
+        return self._merchants
+
+    def merchant(self, mchid: str) -> Merchant:
+        try:
+            return self._merchants[mchid]
+        except KeyError:
+            raise MerchantConfigError(f"merchant {mchid} is not configured") from None
+
+    def wechat(self, merchant: Merchant) -> Gateway:
+        """The client that speaks this merchant's API version."""
+        if merchant.is_v2:
+            if self.v2 is None:
+                raise MerchantConfigError(f"merchant {merchant.mchid} is on API v2, and no v2 client is wired")
+            return self.v2
+        return self.client
 
     # -- orders and attempts ---------------------------------------------------------
 
@@ -102,13 +130,14 @@ class PaymentService:
         attach: str | None = None,
         client_ip: str = "127.0.0.1",
         idempotency_key: str | None = None,
+        product_id: str | None = None,
     ) -> OrderAnswer:
         """``POST /v1/orders``: the order (new, or the same request again) with its prepaid attempt.
 
         The ``Idempotency-Key`` is checked and kept by the ledger in the same
         transaction as the order; the order is loaded once.
         """
-        merchant = self.client.merchant(mchid)
+        merchant = self.merchant(mchid)
         opened = self.ledger.open_order(
             mchid,
             merchant_order_no,
@@ -120,7 +149,7 @@ class PaymentService:
             attach,
             idempotency_key,
         )
-        checkout = self._checkout(merchant, opened.order, opened.payment, client_ip)
+        checkout = self._checkout(merchant, opened.order, opened.payment, client_ip, product_id)
         return OrderAnswer(opened.order, self.ledger.view_of(opened.order, checkout.payment), checkout, opened.created)
 
     def new_payment(
@@ -143,7 +172,7 @@ class PaymentService:
         client_ip: str = "127.0.0.1",
     ) -> OrderAnswer:
         """``POST /v1/orders/{no}/payments``: a fresh attempt, answered with the order view."""
-        merchant = self.client.merchant(mchid)
+        merchant = self.merchant(mchid)
         order = self.ledger.get_order(mchid, merchant_order_no)
         guard(ORDER_RULES, "order", merchant_order_no, "start a payment attempt", order.status)
         if self._close_open_attempts(merchant, order, "replaced by a new payment attempt"):
@@ -154,12 +183,14 @@ class PaymentService:
         checkout = self._checkout(merchant, order, payment, client_ip)
         return OrderAnswer(order, self.ledger.view_of(order, checkout.payment), checkout)
 
-    def _checkout(self, merchant: Merchant, order: Order, payment: Payment, client_ip: str) -> Checkout:
+    def _checkout(
+        self, merchant: Merchant, order: Order, payment: Payment, client_ip: str, product_id: str | None = None
+    ) -> Checkout:
         if payment.status is PaymentStatus.PREPAID:
             return Checkout(payment, self._stored_prepay(merchant, payment))
         if payment.status is not PaymentStatus.CREATED:
             return Checkout(payment, None)
-        result = self.client.prepay(
+        result = self.wechat(merchant).prepay(
             merchant,
             payment.channel,
             payment.out_trade_no,
@@ -169,22 +200,23 @@ class PaymentService:
             order.attach,
             payment.payer_openid,
             client_ip,
+            product_id,
         )
         payment = self.ledger.record_prepay(payment.out_trade_no, result.prepay_id, result.code_url, result.h5_url)
         return Checkout(payment, result)
 
-    @staticmethod
-    def _stored_prepay(merchant: Merchant, payment: Payment) -> PrepayResult:
+    def _stored_prepay(self, merchant: Merchant, payment: Payment) -> PrepayResult:
         """A repeated request gets what was prepaid; the client-side signatures are made afresh."""
+        wechat = self.wechat(merchant)
         if payment.channel in ("jsapi", "miniprogram") and payment.prepay_id:
-            return PrepayResult(prepay_id=payment.prepay_id, pay_params=pay_params(merchant, payment.prepay_id))
+            return PrepayResult(prepay_id=payment.prepay_id, pay_params=wechat.pay_params(merchant, payment.prepay_id))
         if payment.channel == "app" and payment.prepay_id:
-            return PrepayResult(prepay_id=payment.prepay_id, app_params=app_params(merchant, payment.prepay_id))
+            return PrepayResult(prepay_id=payment.prepay_id, app_params=wechat.app_params(merchant, payment.prepay_id))
         return PrepayResult(prepay_id=payment.prepay_id, code_url=payment.code_url, h5_url=payment.h5_url)
 
     def close_order(self, mchid: str, merchant_order_no: str) -> Order:
         """Close at WeChat, then in the ledger; if WeChat says it was paid, record that instead."""
-        merchant = self.client.merchant(mchid)
+        merchant = self.merchant(mchid)
         order = self.ledger.get_order(mchid, merchant_order_no)
         if order.status is OrderStatus.CLOSED:
             return order
@@ -202,7 +234,7 @@ class PaymentService:
             if not payment.is_open:
                 continue
             try:
-                self.client.close(merchant, out_trade_no)
+                self.wechat(merchant).close(merchant, out_trade_no)
             except WechatPayNotFound:
                 pass  # never reached WeChat: nothing there to close
             except WechatPayBusinessError as exc:
@@ -217,12 +249,12 @@ class PaymentService:
 
     def expire_attempt(self, mchid: str, out_trade_no: str) -> Payment:
         """Close a timed-out attempt at WeChat, then record it expired — or paid, if WeChat says so."""
-        merchant = self.client.merchant(mchid)
+        merchant = self.merchant(mchid)
         payment = self.ledger.get_payment(out_trade_no)
         if not payment.is_open:
             return payment
         try:
-            self.client.close(merchant, out_trade_no)
+            self.wechat(merchant).close(merchant, out_trade_no)
         except WechatPayNotFound:
             pass  # never reached WeChat
         except WechatPayBusinessError as exc:
@@ -237,7 +269,7 @@ class PaymentService:
 
     def sync(self, mchid: str, merchant_order_no: str) -> OrderView:
         """ "I have paid": ask WeChat about every attempt not known to be paid, and apply the answers."""
-        merchant = self.client.merchant(mchid)
+        merchant = self.merchant(mchid)
         order = self.ledger.get_order(mchid, merchant_order_no)
         for out_trade_no in order.attempts:
             if self.ledger.get_payment(out_trade_no).status is not PaymentStatus.PAID:
@@ -246,10 +278,10 @@ class PaymentService:
 
     def sync_payment(self, merchant: Merchant, out_trade_no: str) -> PaymentOutcome | None:
         try:
-            answer = self.client.query(merchant, out_trade_no)
+            notice = self.wechat(merchant).transaction(merchant, out_trade_no)
         except WechatPayNotFound:
             return None  # WeChat never saw this attempt
-        return self.apply_transaction(transaction_notice(answer), "query")
+        return self.apply_transaction(notice, "query")
 
     def apply_transaction(
         self,
@@ -282,7 +314,7 @@ class PaymentService:
 
     def miniprogram_login(self, mchid: str, code: str) -> MiniProgramSession:
         """``wx.login``'s code → the payer's openid, with the merchant's mini-program appid and appsecret."""
-        merchant = self.client.merchant(mchid)
+        merchant = self.merchant(mchid)
         if not merchant.appsecret:
             raise Conflict(f"no appsecret_file is configured for merchant {mchid}: mini-program login needs it")
         appid = merchant.sub_appid or merchant.appid
@@ -294,17 +326,17 @@ class PaymentService:
         self, mchid: str, merchant_order_no: str, out_refund_no: str, amount_fen: int, reason: str = ""
     ) -> Refund:
         """Reserve the refund in the ledger (durably), then ask WeChat, then record its answer."""
-        self.client.merchant(mchid)
+        self.merchant(mchid)
         refund = self.ledger.request_refund(mchid, merchant_order_no, out_refund_no, amount_fen, reason)
         if refund.status is not RefundStatus.REQUESTED:
             return refund
         return self.submit_refund(mchid, out_refund_no)
 
     def submit_refund(self, mchid: str, out_refund_no: str) -> Refund:
-        merchant = self.client.merchant(mchid)
+        merchant = self.merchant(mchid)
         refund = self.ledger.get_refund(mchid, out_refund_no)
         try:
-            answer = self.client.refund(
+            notice = self.wechat(merchant).request_refund(
                 merchant, refund.out_trade_no, out_refund_no, refund.amount_fen, refund.total_fen, refund.reason
             )
         except (WechatPayUnavailable, WechatPayRateLimited) as exc:
@@ -316,16 +348,16 @@ class PaymentService:
             log.warning("refund %s refused by WeChat: %s", out_refund_no, exc)
             self.ledger.record_refund_result(mchid, out_refund_no, "CLOSED")
             raise
-        return self.apply_refund(mchid, refund_notice(answer))
+        return self.apply_refund(mchid, notice)
 
     def sync_refund(self, mchid: str, out_refund_no: str) -> Refund:
-        merchant = self.client.merchant(mchid)
+        merchant = self.merchant(mchid)
         refund = self.ledger.get_refund(mchid, out_refund_no)
         try:
-            answer = self.client.query_refund(merchant, out_refund_no)
+            notice = self.wechat(merchant).refund_status(merchant, out_refund_no)
         except WechatPayNotFound:
             return self.submit_refund(mchid, out_refund_no) if refund.status is RefundStatus.REQUESTED else refund
-        return self.apply_refund(mchid, refund_notice(answer))
+        return self.apply_refund(mchid, notice)
 
     def apply_refund(self, mchid: str, notice: RefundNotice, notification: Notification | None = None) -> Refund:
         """The one translation of WeChat's word on a refund; a notification is kept in the same save."""

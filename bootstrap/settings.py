@@ -30,6 +30,10 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     wechatpay_base_url: str = DEFAULT_WECHATPAY_BASE_URL
     wechat_api_base_url: str = miniprogram.DEFAULT_BASE_URL
+    # API v2 refunds (/secapi/…) over mutual TLS: the same host at WeChat; the sandbox's TLS listener in development
+    wechatpay_secapi_base_url: str | None = None
+    # extra trust for WeChat Pay's TLS certificate (the sandbox's own CA in development); None: the system's
+    wechatpay_ca_file: str | None = None
     merchants: list[dict[str, Any]] = field(default_factory=list)
 
     def merchant_ids(self, api: str | None = None) -> list[str]:
@@ -70,5 +74,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         wechat_api_base_url=env.get("ZHANGBEN_WECHAT_API_BASE_URL")
         or data.get("wechat_api_base_url")
         or miniprogram.DEFAULT_BASE_URL,
+        wechatpay_secapi_base_url=env.get("ZHANGBEN_WECHATPAY_SECAPI_BASE_URL")
+        or data.get("wechatpay_secapi_base_url"),
+        wechatpay_ca_file=_relative(path, env.get("ZHANGBEN_WECHATPAY_CA_FILE") or data.get("wechatpay_ca_file")),
         merchants=merchants,
     )
+
+
+def _relative(config_path: Path, value: str | None) -> str | None:
+    """A path in the config is relative to the config file, as the merchants' key files are."""
+    if not value:
+        return None
+    path = Path(value)
+    return str(path if path.is_absolute() else config_path.parent / path)

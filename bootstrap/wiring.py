@@ -15,10 +15,12 @@ from adapters.leases import Leases
 from adapters.viewdb import ViewDatabase
 from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.config import load_merchants
+from adapters.wechatpay.v2_client import WechatPayV2Client
 from application.callbacks import Callbacks
 from application.finance import Finance
 from application.ledger import Clock, Ledger
 from application.payments import PaymentService
+from application.products import Products
 from bootstrap.clock import system_clock
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings
@@ -52,9 +54,12 @@ class Runtime:
     reconciliation: Reconciliation
     followers: dict[str, Follower]
     leases: Leases
+    v2: WechatPayV2Client
+    products: Products
 
     def close(self) -> None:
         self.client.close_http()
+        self.v2.close_http()
         self.db.close()
         self.ledger.close()
 
@@ -89,17 +94,24 @@ def init_database(settings: Settings) -> None:
 def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
     merchants = load_merchants(settings.merchants, settings.config_path)
     ledger = open_ledger(settings.database_url, clock=clock)
-    client = WechatPayClient(settings.wechatpay_base_url, merchants)
+    client = WechatPayClient(settings.wechatpay_base_url, {k: m for k, m in merchants.items() if not m.is_v2})
+    v2 = WechatPayV2Client(
+        settings.wechatpay_base_url,
+        {k: m for k, m in merchants.items() if m.is_v2},
+        secapi_base_url=settings.wechatpay_secapi_base_url,
+        ca_file=settings.wechatpay_ca_file,
+    )
     db = ViewDatabase(persistence.parse_url(settings.database_url))
     views = build_views(ledger, db)
-    service = PaymentService(ledger, client, settings.wechat_api_base_url)
+    service = PaymentService(ledger, client, settings.wechat_api_base_url, v2)
     finance = Finance(ledger, service, views.reconciliation, views.journal, views.followers["journal"])
+    callbacks = Callbacks(ledger, service)
     return Runtime(
         settings,
         ledger,
         client,
         service,
-        Callbacks(ledger, service),
+        callbacks,
         finance,
         db,
         views.orders,
@@ -107,4 +119,6 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         views.reconciliation,
         views.followers,
         Leases(db),
+        v2,
+        Products(service, callbacks),
     )

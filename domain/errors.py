@@ -45,6 +45,12 @@ class RefundNotFound(NotFound):
         self.out_refund_no = out_refund_no
 
 
+class ProductNotFound(NotFound):
+    def __init__(self, mchid: str, product_id: str) -> None:
+        super().__init__(f"product {product_id!r} not found for merchant {mchid}")
+        self.product_id = product_id
+
+
 class Conflict(LedgerError):
     """The request is well formed but contradicts what the ledger holds (a 409)."""
 

@@ -26,15 +26,25 @@ KEY_MIN_CHARS, KEY_MAX_CHARS = 1, 64  # merchant_order_no, out_refund_no
 KEY_CHARS = "letters, digits and _-|*@"
 KEY_PATTERN = r"^[A-Za-z0-9_\-|*@]+$"
 IDEMPOTENCY_KEY_MAX_CHARS = 128
+PRODUCT_ID_MAX_CHARS = 32  # Native mode 1's product_id (https://pay.weixin.qq.com/wiki/doc/api/native.php?chapter=9_1)
+PRODUCT_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 MAX_ATTEMPTS_PER_ORDER = 99  # the out_trade_no has two digits for it
 
 _KEY = re.compile(KEY_PATTERN)
+_PRODUCT_ID = re.compile(PRODUCT_ID_PATTERN)
 
 
 def require_key(value: object, field: str) -> str:
     """Keys travel in URLs and to WeChat: WeChat's charset, sane lengths."""
     if not isinstance(value, str) or not (KEY_MIN_CHARS <= len(value) <= KEY_MAX_CHARS) or not _KEY.match(value):
         raise InvalidInput(field, f"{field} must be {KEY_MIN_CHARS}-{KEY_MAX_CHARS} characters of {KEY_CHARS}")
+    return value
+
+
+def require_product_id(value: object) -> str:
+    """Printed in a QR code and sent to WeChat: short, plain characters."""
+    if not isinstance(value, str) or not (1 <= len(value) <= PRODUCT_ID_MAX_CHARS) or not _PRODUCT_ID.match(value):
+        raise InvalidInput("product_id", f"product_id must be 1-{PRODUCT_ID_MAX_CHARS} letters, digits, _ or -")
     return value
 
 

@@ -1,8 +1,9 @@
 """The sandbox's HTTP application: one router per audience, over one ``Sandbox``.
 
-WeChat Pay v3 (``sandbox.http_wechatpay_v3``), the mini-program login API
-(``sandbox.http_miniprogram``) and the ``/sandbox/*`` controls
-(``sandbox.http_controls``); the v2 XML API adds its router beside them.
+WeChat Pay v3 (``sandbox.http_wechatpay_v3``), v2 (``sandbox.http_wechatpay_v2``),
+the mini-program login API (``sandbox.http_miniprogram``) and the
+``/sandbox/*`` controls (``sandbox.http_controls``).  ``tls=True`` builds the
+face of the mutual-TLS listener, the only one that serves ``/secapi/*``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sandbox import http_controls, http_miniprogram, http_wechatpay_v3
+from sandbox import http_controls, http_miniprogram, http_wechatpay_v2, http_wechatpay_v3
 from sandbox.service import Sandbox
 
 __all__ = ["Sandbox", "build_app"]
@@ -27,7 +28,7 @@ __all__ = ["Sandbox", "build_app"]
 log = logging.getLogger("zhangben.sandbox")
 
 
-def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
+def build_app(sandbox: Sandbox, *, run_worker: bool = True, tls: bool = False) -> Starlette:
     """The ASGI application; ``run_worker`` starts refund progress and notification delivery."""
 
     @asynccontextmanager
@@ -51,7 +52,12 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True) -> Starlette:
         )
         return response
 
-    routes = [*http_wechatpay_v3.routes(sandbox), *http_miniprogram.routes(sandbox), *http_controls.routes(sandbox)]
+    routes = [
+        *http_wechatpay_v3.routes(sandbox),
+        *http_wechatpay_v2.routes(sandbox, secapi=tls),
+        *http_miniprogram.routes(sandbox),
+        *http_controls.routes(sandbox),
+    ]
     return Starlette(
         routes=routes, lifespan=lifespan, middleware=[Middleware(BaseHTTPMiddleware, dispatch=log_requests)]
     )

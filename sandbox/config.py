@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -28,6 +29,8 @@ class SandboxMerchant:
     v2_key: str
     sub_merchants: dict[str, str] = field(default_factory=dict)  # sub_mchid → sub_appid
     appsecrets: dict[str, str] = field(default_factory=dict)  # appid → appsecret
+    cert_pem: bytes = b""  # the API certificate: v2 refunds present it in the TLS handshake
+    native_callback_url: str = ""  # Native mode 1's 扫码回调URL, set in the merchant platform
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class SandboxConfig:
     public_key_private: rsa.RSAPrivateKey
     mode: str
     database: Path
+    tls_cert_file: Path | None = None  # the TLS listener for /secapi/* (mutual TLS), when configured
+    tls_key_file: Path | None = None
+    tls_port: int | None = None  # from the ledger's ``wechatpay_secapi_base_url``, so both agree
 
     def merchant_for_appid(self, appid: str) -> tuple[SandboxMerchant, str] | None:
         for merchant in self.merchants.values():
@@ -98,6 +104,10 @@ def load_sandbox_config(config_path: Path) -> SandboxConfig:
             v2_key=_read(base, table, "v2_key_file", where).decode().strip() if table.get("v2_key_file") else "",
             sub_merchants=subs,
             appsecrets=secrets_by_app,
+            cert_pem=cert,
+            native_callback_url=str(
+                table.get("native_callback_url") or (existing.native_callback_url if existing else "")
+            ),
         )
     mode = sandbox.get("mode", "both")
     if mode not in ("public_key", "certificate", "both"):
@@ -105,6 +115,7 @@ def load_sandbox_config(config_path: Path) -> SandboxConfig:
     where = f"{config_path} [sandbox]"
     cert_pem = _read(base, sandbox, "platform_cert_file", where)
     database = Path(sandbox.get("database", "var/sandbox.db"))
+    tls = {key: _path(base, sandbox[key]) for key in ("tls_cert_file", "tls_key_file") if sandbox.get(key)}
     return SandboxConfig(
         merchants=merchants,
         platform_key=load_private_key(_read(base, sandbox, "platform_private_key_file", where)),
@@ -114,4 +125,11 @@ def load_sandbox_config(config_path: Path) -> SandboxConfig:
         public_key_private=load_private_key(_read(base, sandbox, "public_key_private_key_file", where)),
         mode=mode,
         database=database if database.is_absolute() else base / database,
+        tls_port=urlsplit(str(data.get("wechatpay_secapi_base_url") or "")).port,
+        **tls,
     )
+
+
+def _path(base: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base / path

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox import native_mode1
 from sandbox.clock import BEIJING, rfc3339
 from sandbox.errors import WechatError, param_error
 from sandbox.refunds import refund_json
@@ -51,10 +52,12 @@ def routes(sandbox: Sandbox) -> list[Route]:
         for field in ("payer_total_fen", "total_fen"):
             if field in data and (isinstance(data[field], bool) or not isinstance(data[field], int) or data[field] < 0):
                 raise param_error(field, f"{field} must be an integer number of fen", data[field])
-        txn = sandbox.transactions.find_for_payer(data.get("out_trade_no"), data.get("code_url"))
-        txn = await asyncio.to_thread(
-            sandbox.transactions.pay,
-            txn["key"],
+        txn = sandbox.transactions.find_for_payer(data.get("out_trade_no"), data.get("code_url"), data.get("prepay_id"))
+        return transaction_json(await asyncio.to_thread(pay, txn["key"], result, openid, data))
+
+    def pay(txn_key: str, result: str, openid: str, data: dict[str, Any]) -> dict[str, Any]:
+        txn = sandbox.transactions.pay(
+            txn_key,
             result,
             openid,
             data.get("payer_total_fen"),
@@ -63,7 +66,24 @@ def routes(sandbox: Sandbox) -> list[Route]:
         )
         if txn["state"] == "SUCCESS":
             sandbox.notify_payment(txn)
-        return transaction_json(txn)
+        return txn
+
+    async def sandbox_scan(request: Request) -> Any:
+        """Native mode 1: a payer scans a printed product code (and, with ``pay: true``, pays what it names)."""
+        data = await control_json(request)
+        code_url = data.get("code_url")
+        if not isinstance(code_url, str):
+            raise param_error("code_url", "code_url is the product code: weixin://wxpay/bizpayurl?…")
+        openid = data.get("openid") or "oSandboxPayer" + secrets.token_hex(8)
+        scanned = await asyncio.to_thread(native_mode1.scan, sandbox, code_url, openid)
+        if scanned["accepted"] and data.get("pay"):
+            result = data.get("result", "SUCCESS")
+            if result not in ("SUCCESS", "PAYERROR"):
+                raise param_error("result", "result must be SUCCESS or PAYERROR", result)
+            txn = await asyncio.to_thread(pay, scanned["txn_key"], result, openid, data)
+            scanned["transaction"] = transaction_json(txn)
+        scanned.pop("txn_key", None)
+        return scanned
 
     async def sandbox_faults(request: Request) -> Any:
         if request.method == "GET":
@@ -125,6 +145,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
 
     return [
         Route("/sandbox/pay", control(sandbox_pay), methods=["POST"]),
+        Route("/sandbox/scan", control(sandbox_scan), methods=["POST"]),
         Route("/sandbox/faults", control(sandbox_faults), methods=["GET", "POST"]),
         Route("/sandbox/notifications", control(sandbox_notifications), methods=["GET"]),
         Route("/sandbox/clock", control(sandbox_clock), methods=["GET", "POST"]),

@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -25,7 +25,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.wechatpay import signing
-from sandbox.bills import bill_rows, render_bill
 from sandbox.clock import BEIJING, rfc3339
 from sandbox.config import SandboxMerchant
 from sandbox.errors import WechatError, param_error
@@ -138,22 +137,11 @@ def routes(sandbox: Sandbox) -> list[Route]:
         now = sandbox.clock.now().astimezone(BEIJING)
         if bill_date < now.date() - timedelta(days=92):
             raise param_error("bill_date", "仅支持下载三个月内的账单", str(bill_date), "query")
-        # The day's bill is generated from 09:00 the next day; it can be downloaded from 10:00.
-        ready_at = datetime.combine(bill_date + timedelta(days=1), datetime.min.time(), BEIJING) + timedelta(hours=10)
-        if now < ready_at:
+        if not sandbox.bill_ready(bill_date):
             raise WechatError(400, "NO_STATEMENT_EXIST", "账单尚未生成，请于次日10点后下载")
-        sub = query.get("sub_mchid", "")
-        transactions = [
-            t
-            for t in sandbox.store.all("transaction")
-            if t["mchid"] == merchant.mchid and (not sub or t["sub_mchid"] == sub)
-        ]
-        keys = {t["key"] for t in transactions}
-        refunds = [r for r in sandbox.store.all("refund") if r["txn_key"] in keys]
-        rows = bill_rows(bill_date, transactions, refunds, bill_type)
-        if not rows:
+        content = sandbox.bill(merchant.mchid, query.get("sub_mchid", ""), bill_date, bill_type)
+        if content is None:
             raise WechatError(400, "NO_STATEMENT_EXIST", "当日无交易，账单不存在")
-        content = render_bill(rows)
         token = secrets.token_urlsafe(24)
         sandbox.store.put(
             "bill_token",

@@ -10,12 +10,14 @@ so running it twice changes nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import string
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,14 +36,19 @@ class DemoMerchant:
     api: str
     sub_mchid: str = ""
     sub_appid: str = ""
+    v2_sign_type: str = "HMAC-SHA256"
 
 
 DIRECT = DemoMerchant("direct", "1900000001", "wxd678efh567hg6787", "direct", "v3")
 PARTNER = DemoMerchant(
     "partner", "1900000100", "wx8888888888888888", "partner", "v3", "1900000109", "wxd9b1c2e3f4a5b6c7"
 )
-V2 = DemoMerchant("v2", "1900000002", "wxd930ea5d5a258f4f", "direct", "v2")
-MERCHANTS = (DIRECT, PARTNER, V2)
+# A v2 merchant signing with MD5 (seed 004's mini-program) and a v2 service provider's sub-merchant with HMAC-SHA256.
+V2 = DemoMerchant("v2", "1900000002", "wxd930ea5d5a258f4f", "direct", "v2", v2_sign_type="MD5")
+V2_PARTNER = DemoMerchant(
+    "v2-partner", "1900000200", "wx2421b1c4370ec43b", "partner", "v2", "1900000209", "wx5a6b7c8d9e0f1a2b"
+)
+MERCHANTS = (DIRECT, PARTNER, V2, V2_PARTNER)
 PUBLIC_KEY_ID = "PUB_KEY_ID_0119000000012026112200000001"
 
 
@@ -98,6 +105,61 @@ def _certificate(path: Path, key: rsa.RSAPrivateKey, common_name: str) -> str:
     return certificate_serial(path.read_bytes())
 
 
+def _tls_files(folder: Path) -> None:
+    """The sandbox's HTTPS identity for the mutual-TLS listener: a CA the ledger trusts and a 127.0.0.1 certificate.
+
+    At WeChat the server certificate is publicly trusted; offline, the ledger
+    is told to trust this CA (``wechatpay_ca_file``) and nothing else changes.
+    """
+    ca_path, cert_path, key_path = folder / "tls_ca.pem", folder / "tls_cert.pem", folder / "tls_key.pem"
+    if ca_path.exists() and cert_path.exists() and key_path.exists():
+        return
+    now = datetime.now(UTC)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zhangben sandbox TLS CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=825))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    _write_secret(ca_path, ca.public_bytes(pem))
+    _write_secret(cert_path, cert.public_bytes(pem))
+    _write_secret(key_path, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def secapi_url(sandbox_url: str) -> str:
+    """The sandbox's mutual-TLS listener: https on the port after the sandbox's own."""
+    parts = urlsplit(sandbox_url)
+    return f"https://{parts.hostname}:{(parts.port or 80) + 1}"
+
+
 def new_certificate(common_name: str) -> tuple[bytes, bytes, str]:
     """A fresh key and self-signed certificate in memory: (key PEM, certificate PEM, serial)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -141,7 +203,9 @@ def init_keyset(keys_dir: Path, config_path: Path, ledger_url: str, sandbox_url:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     )
+    _tls_files(platform)
     done.append(f"sandbox platform certificate {platform_serial}, WeChat Pay public key {PUBLIC_KEY_ID}")
+    done.append(f"sandbox TLS certificate for {secapi_url(sandbox_url)} (v2 refunds, mutual TLS)")
     if config_path.exists():
         done.append(f"{config_path} exists: left as it is")
     else:
@@ -176,11 +240,17 @@ def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
         f'platform_public_key_file = "{keys_dir / "wechatpay" / "pub_key.pem"}"',
         f'public_key_id = "{PUBLIC_KEY_ID}"',
         f'v2_key_file = "{folder / "v2_key"}"',
-        'v2_sign_type = "HMAC-SHA256"',
+        f'v2_sign_type = "{merchant.v2_sign_type}"',
         f'client_cert_file = "{folder / "apiclient_cert.pem"}"',
         f'client_key_file = "{folder / "apiclient_key.pem"}"',
         f'appsecret_file = "{folder / "appsecret"}"',
     ]
+    if merchant.api == "v2":
+        lines += [
+            f'refund_notify_url = "{ledger_url}/wechatpay/v2/refund-notify"',
+            "# Native mode 1's 扫码回调URL: set in the merchant platform at WeChat; the sandbox reads it here",
+            f'native_callback_url = "{ledger_url}/wechatpay/v2/native-callback"',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -193,6 +263,9 @@ def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str) -
             'database_url = "sqlite:///var/zhangben.db"',
             f'wechatpay_base_url = "{sandbox_url}"',
             f'wechat_api_base_url = "{sandbox_url}"  # the sandbox serves jscode2session too',
+            "# API v2 refunds go over mutual TLS: the sandbox's TLS listener, and the CA that signed its certificate",
+            f'wechatpay_secapi_base_url = "{secapi_url(sandbox_url)}"',
+            f'wechatpay_ca_file = "{platform / "tls_ca.pem"}"',
             "",
             *merchant_tables,
             "# Read by the sandbox only; absent in production.",
@@ -202,6 +275,8 @@ def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str) -
             f'public_key_id = "{PUBLIC_KEY_ID}"',
             f'public_key_private_key_file = "{platform / "pub_key_private.pem"}"',
             'mode = "both"',
+            f'tls_cert_file = "{platform / "tls_cert.pem"}"',
+            f'tls_key_file = "{platform / "tls_key.pem"}"',
             'database = "var/sandbox.db"',
             "",
         ]

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from adapters.wechatpay import signing
+from adapters.wechatpay import signing, v2_signing
 from sandbox.clock import SandboxClock, rfc3339
 from sandbox.config import SandboxConfig
 from sandbox.store import SandboxStore
@@ -82,18 +82,43 @@ class Notifier:
                 "nonce": nonce,
             },
         }
+        self._queue(
+            notification_id,
+            url,
+            event_type,
+            json.dumps(envelope, ensure_ascii=False, separators=(",", ":")),
+            keys,
+            faults,
+            "v3",
+        )
+
+    def enqueue_v2(self, url: str, event_type: str, body: bytes, keys: dict[str, str], faults: dict[str, Any]) -> None:
+        """An API v2 notification: XML, signed (pay) or with ``req_info`` (refund); the same schedule and faults."""
+        self._queue(str(uuid.uuid4()), url, event_type, body.decode("utf-8"), keys, faults, "v2")
+
+    def _queue(
+        self,
+        notification_id: str,
+        url: str,
+        event_type: str,
+        body: str,
+        keys: dict[str, str],
+        faults: dict[str, Any],
+        wire: str,
+    ) -> None:
         record = {
             "id": notification_id,
+            "wire": wire,
             "url": url,
             "event_type": event_type,
-            "body": json.dumps(envelope, ensure_ascii=False, separators=(",", ":")),
+            "body": body,
             "keys": keys,
             "attempt": 0,
             "next_at": time.time() + float(faults.get("notification_delay_seconds", 0)),
             "time_factor": float(faults.get("time_factor", 1)) or 1.0,
             "mode": faults.get("notifications", "deliver"),
             "copies": int(faults.get("duplicate_count", 2)) if faults.get("notifications") == "duplicate" else 1,
-            "probe": bool(faults.get("signtest_probe", False)),
+            "probe": bool(faults.get("signtest_probe", False)) and wire == "v3",
             "done": False,
         }
         self.store.put("notification", notification_id, record)
@@ -150,23 +175,33 @@ class Notifier:
             self._finish(record, attempt, delivered=False, give_up=True)
             return
         if record["probe"] and attempt == 1:
-            self._log(record, attempt, self._post(record["url"], body, probe=True), probe=True)
+            self._log(record, attempt, self._post(record["url"], body, probe=True)[0], probe=True)
+        wire = record.get("wire", "v3")
         copies = record["copies"] if attempt == 1 else 1
-        statuses = (
-            list(self.pool.map(lambda _: self._post(record["url"], body), range(copies)))
+        answers = (
+            list(self.pool.map(lambda _: self._post(record["url"], body, wire=wire), range(copies)))
             if copies > 1
-            else [self._post(record["url"], body)]
+            else [self._post(record["url"], body, wire=wire)]
         )
-        for status in statuses:
+        for status, _ in answers:
             self._log(record, attempt, status)
-        delivered = any(s is not None and 200 <= s < 300 for s in statuses)
+        delivered = any(ok for _, ok in answers)
         self._finish(record, attempt, delivered, give_up=attempt > len(RETRY_GAPS))
 
-    def _post(self, url: str, body: bytes, probe: bool = False) -> int | None:
+    def _post(self, url: str, body: bytes, probe: bool = False, wire: str = "v3") -> tuple[int | None, bool]:
+        """(HTTP status, acknowledged): v3 by a 2xx status alone; v2 by ``return_code=SUCCESS`` in the answer."""
+        headers = (
+            {"Content-Type": "text/xml", "User-Agent": "Mozilla/4.0 (zhangben sandbox notifier)"}
+            if wire == "v2"
+            else self.headers(body, probe)
+        )
         try:
-            return self.http.post(url, content=body, headers=self.headers(body, probe)).status_code
+            response = self.http.post(url, content=body, headers=headers)
         except httpx.HTTPError:
-            return None
+            return None, False
+        if wire == "v2":
+            return response.status_code, response.status_code == 200 and _v2_success(response.content)
+        return response.status_code, 200 <= response.status_code < 300
 
     def _finish(self, record: dict[str, Any], attempt: int, delivered: bool, give_up: bool) -> None:
         with self.store.transaction():
@@ -201,3 +236,11 @@ class Notifier:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.http.close()
+
+
+def _v2_success(answer: bytes) -> bool:
+    """WeChat reads the answer's ``return_code``; anything but SUCCESS is a failure it retries."""
+    try:
+        return v2_signing.parse_xml(answer).get("return_code") == "SUCCESS"
+    except v2_signing.MalformedXml:
+        return False

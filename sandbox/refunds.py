@@ -27,7 +27,12 @@ class Refunds:
         self.transactions = transactions
 
     def create(
-        self, merchant: SandboxMerchant, body: dict[str, Any], faults: dict[str, Any], time_factor: float
+        self,
+        merchant: SandboxMerchant,
+        body: dict[str, Any],
+        faults: dict[str, Any],
+        time_factor: float,
+        api: str = "v3",
     ) -> dict[str, Any]:
         sub_mchid = body.get("sub_mchid") or ""
         if sub_mchid and sub_mchid not in merchant.sub_merchants:
@@ -63,6 +68,7 @@ class Refunds:
             now = self.clock.now()
             refund = {
                 "key": key,
+                "api": api,  # which notification the result is sent as
                 "txn_key": txn["key"],
                 "mchid": merchant.mchid,
                 "sub_mchid": sub_mchid,
@@ -84,6 +90,7 @@ class Refunds:
             }
             self.store.put("refund", key, refund)
             self.store.alias("refund", f"orn:{out_refund_no}", key)
+            self.store.alias("refund", f"rid:{refund['refund_id']}", key)
             txn["state"] = "REFUND"
             self.store.put("transaction", txn["key"], txn)
         return refund

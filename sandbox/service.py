@@ -13,13 +13,16 @@ import logging
 import random
 import threading
 import time
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.wechatpay import signing
-from sandbox.clock import SandboxClock
+from adapters.wechatpay import signing, v2_signing
+from sandbox import v2_messages
+from sandbox.bills import bill_rows, render_bill
+from sandbox.clock import BEIJING, SandboxClock
 from sandbox.config import SandboxConfig, SandboxMerchant
 from sandbox.errors import FAULT_STATUS, WechatError, param_error
 from sandbox.keyset import new_certificate
@@ -82,6 +85,13 @@ class Sandbox:
     # -- notifications -------------------------------------------------------------------
 
     def notify_payment(self, txn: dict[str, Any]) -> None:
+        if txn.get("api") == "v2":
+            merchant = self.config.merchants[txn["mchid"]]
+            fields = v2_messages.pay_notification(txn) | {"nonce_str": v2_signing.new_nonce()}
+            body = v2_signing.to_xml(v2_signing.signed(fields, merchant.v2_key, txn["sign_type"]))
+            keys = {"out_trade_no": txn["out_trade_no"]}
+            self.notifier.enqueue_v2(txn["notify_url"], "TRANSACTION.SUCCESS", body, keys, self.faults())
+            return
         self.notifier.enqueue(
             txn["mchid"],
             txn["notify_url"],
@@ -95,6 +105,9 @@ class Sandbox:
     def settle_refund(self, refund: dict[str, Any], status: str) -> dict[str, Any]:
         with self.store.transaction():
             refund = self.refunds.settle(refund, status)
+            if refund.get("api") == "v2":
+                self._notify_refund_v2(refund, status)
+                return refund
             self.notifier.enqueue(
                 refund["mchid"],
                 refund["notify_url"],
@@ -105,6 +118,39 @@ class Sandbox:
                 self.faults(),
             )
         return refund
+
+    def _notify_refund_v2(self, refund: dict[str, Any], status: str) -> None:
+        """``req_info`` under the MD5 of the v2 key; the envelope carries no sign (docs/wechatpay-protocol.md §6.4)."""
+        txn = self.store.get("transaction", refund["txn_key"]) or {}
+        merchant = self.config.merchants[refund["mchid"]]
+        envelope = v2_messages.ids(txn) | {
+            "return_code": "SUCCESS",
+            "nonce_str": v2_signing.new_nonce(),
+            "req_info": v2_signing.encrypt_req_info(v2_messages.refund_notice(refund), merchant.v2_key),
+        }
+        keys = {"out_trade_no": refund["out_trade_no"], "out_refund_no": refund["out_refund_no"]}
+        self.notifier.enqueue_v2(
+            refund["notify_url"], f"REFUND.{status}", v2_signing.to_xml(envelope), keys, self.faults()
+        )
+
+    # -- bills ----------------------------------------------------------------------------
+
+    def bill_ready(self, bill_date: date) -> bool:
+        """The day's bill is generated from 09:00 the next day (Beijing); it can be downloaded from 10:00."""
+        ready_at = datetime.combine(bill_date + timedelta(days=1), datetime.min.time(), BEIJING) + timedelta(hours=10)
+        return self.clock.now() >= ready_at
+
+    def bill(self, mchid: str, sub_mchid: str, bill_date: date, bill_type: str) -> bytes | None:
+        """The day's trade bill for a merchant (v3 and v2 trades alike), or None when it had none."""
+        transactions = [
+            t
+            for t in self.store.all("transaction")
+            if t["mchid"] == mchid and (not sub_mchid or t["sub_mchid"] == sub_mchid)
+        ]
+        keys = {t["key"] for t in transactions}
+        refunds = [r for r in self.store.all("refund") if r["txn_key"] in keys]
+        rows = bill_rows(bill_date, transactions, refunds, bill_type)
+        return render_bill(rows) if rows else None
 
     # -- background -----------------------------------------------------------------------
 

@@ -44,15 +44,20 @@ class Transactions:
 
     def prepay(self, merchant: SandboxMerchant, channel: str, partner: bool, body: dict[str, Any]) -> dict[str, str]:
         fields = self._check_prepay(merchant, channel, partner, body)
-        key = transaction_key(merchant.mchid, fields["sub_mchid"], fields["out_trade_no"])
+        return _prepay_answer(self.open(fields, body, channel))
+
+    def open(self, fields: dict[str, Any], request: dict[str, Any], channel: str) -> dict[str, Any]:
+        """Store a checked prepay (v3 or v2), or answer an identical repeat with the same prepay."""
+        key = transaction_key(fields["mchid"], fields["sub_mchid"], fields["out_trade_no"])
         with self.store.transaction():
             existing = self.store.get("transaction", key)
             if existing is not None:
-                return self._re_prepay(existing, body)
+                self._re_prepay(existing, request)
+                return existing
             now = self.clock.now()
             txn = fields | {
                 "key": key,
-                "request": body,
+                "request": request,
                 "state": "NOTPAY",
                 "created_at": rfc3339(now),
                 "refunded_fen": 0,
@@ -61,10 +66,13 @@ class Transactions:
             self.store.put("transaction", key, txn)
             if txn.get("code_url"):
                 self.store.alias("transaction", txn["code_url"], key)
+            if txn.get("prepay_id"):
+                self.store.alias("transaction", f"prepay:{txn['prepay_id']}", key)
             self.store.alias("transaction", f"otn:{fields['out_trade_no']}", key)
-        return _prepay_answer(txn)
+        return txn
 
-    def _re_prepay(self, existing: dict[str, Any], body: dict[str, Any]) -> dict[str, str]:
+    @staticmethod
+    def _re_prepay(existing: dict[str, Any], body: dict[str, Any]) -> None:
         """Identical parameters get a usable prepay again ("参数重入"); different ones do not."""
         if existing["state"] in ("SUCCESS", "REFUND"):
             raise WechatError(403, "ORDERPAID", "该订单已支付")
@@ -72,12 +80,12 @@ class Transactions:
             raise WechatError(400, "ORDER_CLOSED", "订单已关闭")
         if existing["request"] != body:
             raise WechatError(403, "OUT_TRADE_NO_USED", "商户订单号重复")
-        return _prepay_answer(existing)
 
     def _prepay_result(self, channel: str, now: datetime) -> dict[str, str]:
         prepay_id = "wx" + now.astimezone(BEIJING).strftime("%d%H%M%S") + secrets.token_hex(13)
         if channel == "native":
-            return {"code_url": "weixin://wxpay/bizpayurl?pr=" + secrets.token_urlsafe(7)[:9]}
+            # v2 answers a prepay_id beside the code_url (mode 1 pays by it); v3 shows only the code_url
+            return {"code_url": "weixin://wxpay/bizpayurl?pr=" + secrets.token_urlsafe(7)[:9], "prepay_id": prepay_id}
         if channel == "h5":
             return {
                 "prepay_id": prepay_id,
@@ -179,9 +187,13 @@ class Transactions:
             raise WechatError(404, "ORDER_NOT_EXIST", "订单不存在")
         return txn
 
-    def find_for_payer(self, out_trade_no: str | None, code_url: str | None) -> dict[str, Any]:
+    def find_for_payer(
+        self, out_trade_no: str | None, code_url: str | None, prepay_id: str | None = None
+    ) -> dict[str, Any]:
         txn = None
-        if code_url:
+        if prepay_id:
+            txn = self.store.by_alias("transaction", f"prepay:{prepay_id}")
+        elif code_url:
             txn = self.store.by_alias("transaction", code_url)
         elif out_trade_no:
             txn = self.store.by_alias("transaction", f"otn:{out_trade_no}")

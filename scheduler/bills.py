@@ -27,7 +27,7 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
         return {"imported": 0, "not_ready": 0, "differences": 0}
     day = local.date() - timedelta(days=1)
     imported = not_ready = differences = 0
-    for mchid in rt.client.merchants:
+    for mchid in rt.service.merchants:
         if rt.reconciliation.has_bill(mchid, day):
             continue
         try:

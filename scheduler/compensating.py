@@ -36,7 +36,7 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
             when = due_at(created, checks)
             if when > now or when > datetime.fromisoformat(payment["expire_at"]) + OUTER_BOUND:
                 continue
-            outcome = rt.service.sync_payment(rt.client.merchant(order["mchid"]), payment["out_trade_no"])
+            outcome = rt.service.sync_payment(rt.service.merchant(order["mchid"]), payment["out_trade_no"])
             leases.checked("payment", payment["out_trade_no"], now)
             queried += 1
             paid += 1 if outcome is not None and outcome.changed else 0

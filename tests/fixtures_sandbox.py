@@ -13,6 +13,7 @@ import uvicorn
 from sandbox.app import Sandbox, build_app
 from sandbox.config import SandboxConfig, load_sandbox_config
 from sandbox.keyset import DIRECT, PARTNER, PUBLIC_KEY_ID, init_keyset
+from sandbox.tls import start_in_thread, tls_server
 from tests.spec_merchant import NotifyReceiver, SpecMerchant
 from zhangben.launch import free_port
 
@@ -37,9 +38,16 @@ class RunningSandbox:
                 raise RuntimeError("sandbox did not start")
             time.sleep(0.01)
         self.control = httpx.Client(base_url=self.url, timeout=10)
+        self.tls_port = free_port()
+        self.tls_url = f"https://127.0.0.1:{self.tls_port}"
+        self.tls = tls_server(self.sandbox, "127.0.0.1", self.tls_port)
+        if self.tls is not None:
+            start_in_thread(self.tls)
 
     def stop(self) -> None:
         self.server.should_exit = True
+        if self.tls is not None:
+            self.tls.should_exit = True
         self.thread.join(timeout=5)
         self.control.close()
         self.sandbox.store.close()

@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser("sandbox", help="run the local WeChat Pay sandbox")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8900)
+    sandbox.add_argument(
+        "--tls-port",
+        type=int,
+        default=None,
+        help="the mutual-TLS listener for /secapi (default: the port of wechatpay_secapi_base_url, else --port + 1)",
+    )
     sandbox.set_defaults(handler="zhangben.cli_sandbox:cmd_sandbox")
     return parser
 

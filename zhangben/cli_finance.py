@@ -47,15 +47,15 @@ def _date(text: str, flag: str) -> date:
 
 
 def _merchants(settings: Settings, explicit: str | None) -> list[str]:
-    """The merchant named, or every v3 merchant configured."""
-    v3 = settings.merchant_ids(api="v3")
+    """The merchant named, or every merchant configured (v3 and v2 alike)."""
+    known = settings.merchant_ids()
     if explicit:
-        if v3 and explicit not in v3:
-            raise UsageError(f"merchant {explicit} is not a v3 merchant of {settings.config_path}")
+        if known and explicit not in known:
+            raise UsageError(f"merchant {explicit} is not configured in {settings.config_path}")
         return [explicit]
-    if not v3:
-        raise UsageError(f"no v3 merchant in {settings.config_path}: pass --merchant MCHID")
-    return v3
+    if not known:
+        raise UsageError(f"no merchant in {settings.config_path}: pass --merchant MCHID")
+    return known
 
 
 def command_runtime(*, create_tables: bool = True) -> Runtime:

@@ -12,6 +12,7 @@ import uvicorn
 from sandbox.app import Sandbox, build_app
 from sandbox.config import SandboxConfigError, load_sandbox_config
 from sandbox.keyset import init_keyset
+from sandbox.tls import start_in_thread, tls_server
 from zhangben.usage import UsageError
 
 
@@ -25,12 +26,18 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     except SandboxConfigError as exc:
         raise UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    sandbox = Sandbox(config)
+    tls_port = args.tls_port or config.tls_port or args.port + 1
+    listener = tls_server(sandbox, args.host, tls_port)
+    if listener is not None:
+        start_in_thread(listener)
     print(
         f"WeChat Pay sandbox on http://{args.host}:{args.port} (mode {config.mode}, "
-        f"{len(config.merchants)} merchants, state in {config.database})",
+        f"{len(config.merchants)} merchants, state in {config.database})"
+        + (f"; /secapi over mutual TLS on https://{args.host}:{tls_port}" if listener else ""),
         flush=True,
     )
-    uvicorn.run(build_app(Sandbox(config)), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(build_app(sandbox), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -10,3 +10,13 @@ BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 def rfc3339(moment: datetime) -> str:
     """``2026-11-22T10:00:00+08:00``: seconds, ``+08:00``, as WeChat writes and expects it."""
     return moment.astimezone(BEIJING).replace(microsecond=0).isoformat()
+
+
+def compact(moment: datetime) -> str:
+    """``20261122100000``: API v2's ``yyyyMMddHHmmss``, always Beijing time (docs/wechatpay-protocol.md §6.2)."""
+    return moment.astimezone(BEIJING).strftime("%Y%m%d%H%M%S")
+
+
+def from_compact(text: str) -> datetime:
+    """API v2's ``yyyyMMddHHmmss`` (Beijing) as an aware datetime; ``ValueError`` if it is not one."""
+    return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)

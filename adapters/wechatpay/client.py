@@ -26,6 +26,7 @@ import httpx
 
 from adapters.wechatpay import signing
 from adapters.wechatpay.beijing import rfc3339
+from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice, refund_notice, transaction_notice
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
     MerchantConfigError,
@@ -130,7 +131,7 @@ class WechatPayClient:
             "Authorization": signing.build_authorization(
                 merchant.account_mchid,
                 merchant.cert_serial_no,
-                merchant.private_key,
+                merchant.signing_key,
                 method,
                 canonical,
                 raw,
@@ -166,6 +167,7 @@ class WechatPayClient:
         attach: str | None = None,
         payer_openid: str | None = None,
         client_ip: str = "127.0.0.1",
+        product_id: str | None = None,
     ) -> PrepayResult:
         body: dict[str, Any] = self._ids(merchant) | {
             "description": description,
@@ -215,6 +217,10 @@ class WechatPayClient:
         prefix = "/v3/pay/partner/transactions" if merchant.is_partner else "/v3/pay/transactions"
         return _json(self.call(merchant, "GET", f"{prefix}/out-trade-no/{out_trade_no}?{self._query_string(merchant)}"))
 
+    def transaction(self, merchant: Merchant, out_trade_no: str) -> TransactionNotice:
+        """What WeChat says about one attempt, read the way a notification is read."""
+        return transaction_notice(self.query(merchant, out_trade_no))
+
     def close(self, merchant: Merchant, out_trade_no: str) -> None:
         prefix = "/v3/pay/partner/transactions" if merchant.is_partner else "/v3/pay/transactions"
         body = (
@@ -250,6 +256,26 @@ class WechatPayClient:
     def query_refund(self, merchant: Merchant, out_refund_no: str) -> dict[str, Any]:
         query = f"?{urlencode({'sub_mchid': merchant.sub_mchid})}" if merchant.is_partner else ""
         return _json(self.call(merchant, "GET", f"/v3/refund/domestic/refunds/{out_refund_no}{query}"))
+
+    def request_refund(
+        self,
+        merchant: Merchant,
+        out_trade_no: str,
+        out_refund_no: str,
+        refund_fen: int,
+        total_fen: int,
+        reason: str = "",
+    ) -> RefundNotice:
+        return refund_notice(self.refund(merchant, out_trade_no, out_refund_no, refund_fen, total_fen, reason))
+
+    def refund_status(self, merchant: Merchant, out_refund_no: str) -> RefundNotice:
+        return refund_notice(self.query_refund(merchant, out_refund_no))
+
+    def pay_params(self, merchant: Merchant, prepay_id: str) -> dict[str, str]:
+        return pay_params(merchant, prepay_id)
+
+    def app_params(self, merchant: Merchant, prepay_id: str) -> dict[str, str]:
+        return app_params(merchant, prepay_id)
 
     # -- bills and certificates ------------------------------------------------------------
 
@@ -301,7 +327,7 @@ def error_for(response: httpx.Response) -> WechatPayError:
 
 def pay_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
     """``wx.requestPayment`` / JSAPI parameters; the appId must be the one the openid belongs to."""
-    appid = merchant.sub_appid if merchant.is_partner and merchant.sub_appid else merchant.appid
+    appid = merchant.payer_appid
     timestamp, nonce, package = str(int(time.time())), signing.new_nonce(), f"prepay_id={prepay_id}"
     return {
         "appId": appid,
@@ -309,12 +335,12 @@ def pay_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
         "nonceStr": nonce,
         "package": package,
         "signType": "RSA",
-        "paySign": signing.jsapi_pay_sign(merchant.private_key, appid, timestamp, nonce, package),
+        "paySign": signing.jsapi_pay_sign(merchant.signing_key, appid, timestamp, nonce, package),
     }
 
 
 def app_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
-    appid = merchant.sub_appid if merchant.is_partner and merchant.sub_appid else merchant.appid
+    appid = merchant.payer_appid
     timestamp, nonce = str(int(time.time())), signing.new_nonce()
     return {
         "appid": appid,
@@ -323,7 +349,7 @@ def app_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
         "package": "Sign=WXPay",
         "noncestr": nonce,
         "timestamp": timestamp,
-        "sign": signing.app_pay_sign(merchant.private_key, appid, timestamp, nonce, prepay_id),
+        "sign": signing.app_pay_sign(merchant.signing_key, appid, timestamp, nonce, prepay_id),
     }
 
 

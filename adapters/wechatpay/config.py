@@ -29,16 +29,38 @@ class Merchant:
     sub_mchid: str
     sub_appid: str
     notify_url: str
-    private_key: rsa.RSAPrivateKey
+    private_key: rsa.RSAPrivateKey | None
     cert_serial_no: str
     apiv3_key: bytes
     public_key_id: str
     platform_public_key: rsa.RSAPublicKey | None
     appsecret: str | None
+    api: str = "v3"  # "v3" | "v2"
+    v2_key: str = ""
+    v2_sign_type: str = "MD5"
+    client_cert_file: Path | None = None  # v2 refunds go over mutual TLS with the API certificate
+    client_key_file: Path | None = None
+    refund_notify_url: str = ""  # v2: where refund results go (v3 sends them to notify_url)
 
     @property
     def is_partner(self) -> bool:
         return self.mode == "partner"
+
+    @property
+    def is_v2(self) -> bool:
+        return self.api == "v2"
+
+    @property
+    def signing_key(self) -> rsa.RSAPrivateKey:
+        """The API certificate's private key, which every v3 request is signed with."""
+        if self.private_key is None:
+            raise MerchantConfigError(f"merchant {self.mchid}: `private_key_file` is not set")
+        return self.private_key
+
+    @property
+    def payer_appid(self) -> str:
+        """The appid a payer's openid belongs to: the sub-merchant's own app when it has one."""
+        return self.sub_appid if self.is_partner and self.sub_appid else self.appid
 
     @property
     def mchid(self) -> str:
@@ -78,18 +100,51 @@ def load_merchant(table: dict[str, Any], base: Path, where: str) -> Merchant:
     mode = table.get("mode", "direct")
     if mode not in ("direct", "partner"):
         raise MerchantConfigError(f'{where}: `mode` must be "direct" or "partner"')
+    api = table.get("api", "v3")
+    if api not in ("v3", "v2"):
+        raise MerchantConfigError(f'{where}: `api` must be "v3" or "v2"')
     account = str(table.get("sp_mchid") or table.get("mchid") or "")
     appid = str(table.get("sp_appid") or table.get("appid") or "")
     if not account or not appid:
         raise MerchantConfigError(f"{where}: `mchid` and `appid` are required")
     if mode == "partner" and not table.get("sub_mchid"):
         raise MerchantConfigError(f"{where}: a partner merchant needs `sub_mchid`")
-    raw_key = _read_secret(base, table, "private_key_file", where)
+    notify_url = str(table.get("notify_url") or "")
+    if not notify_url:
+        raise MerchantConfigError(f"{where}: `notify_url` is required")
+    common: dict[str, Any] = {
+        "name": str(table.get("name") or account),
+        "mode": mode,
+        "account_mchid": account,
+        "appid": appid,
+        "sub_mchid": str(table.get("sub_mchid") or ""),
+        "sub_appid": str(table.get("sub_appid") or ""),
+        "notify_url": notify_url,
+        "appsecret": _appsecret(base, table, where),
+        "api": api,
+    }
+    if api == "v2":
+        return Merchant(**common, **_v2_settings(base, table, where))
+    return Merchant(**common, **_v3_settings(base, table, where))
+
+
+def _private_key(base: Path, table: dict[str, Any], key: str, where: str) -> rsa.RSAPrivateKey:
+    raw_key = _read_secret(base, table, key, where)
     try:
-        private_key = load_private_key(raw_key)
+        return load_private_key(raw_key)
     except Exception:  # noqa: BLE001 — any parse failure is the same mistake to the user
-        path = _secret_path(base, table, "private_key_file", where)
-        raise MerchantConfigError(f"{where}: `private_key_file` = {path} is not an RSA private key in PEM") from None
+        path = _secret_path(base, table, key, where)
+        raise MerchantConfigError(f"{where}: `{key}` = {path} is not an RSA private key in PEM") from None
+
+
+def _appsecret(base: Path, table: dict[str, Any], where: str) -> str | None:
+    if not table.get("appsecret_file"):
+        return None
+    return _read_secret(base, table, "appsecret_file", where).decode().strip()
+
+
+def _v3_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any]:
+    private_key = _private_key(base, table, "private_key_file", where)
     apiv3_key = _read_secret(base, table, "apiv3_key_file", where).strip()
     if len(apiv3_key) != 32:
         path = _secret_path(base, table, "apiv3_key_file", where)
@@ -108,36 +163,66 @@ def load_merchant(table: dict[str, Any], base: Path, where: str) -> Merchant:
             raise MerchantConfigError(f"{where}: `platform_public_key_file` is not a public key in PEM") from None
         if not str(table.get("public_key_id", "")).startswith("PUB_KEY_ID_"):
             raise MerchantConfigError(f"{where}: `public_key_id` must be the key's PUB_KEY_ID_… id")
-    appsecret = None
-    if table.get("appsecret_file"):
-        appsecret = _read_secret(base, table, "appsecret_file", where).decode().strip()
-    notify_url = str(table.get("notify_url") or "")
-    if not notify_url:
-        raise MerchantConfigError(f"{where}: `notify_url` is required")
-    return Merchant(
-        name=str(table.get("name") or account),
-        mode=mode,
-        account_mchid=account,
-        appid=appid,
-        sub_mchid=str(table.get("sub_mchid") or ""),
-        sub_appid=str(table.get("sub_appid") or ""),
-        notify_url=notify_url,
-        private_key=private_key,
-        cert_serial_no=serial,
-        apiv3_key=apiv3_key,
-        public_key_id=str(table.get("public_key_id") or ""),
-        platform_public_key=public_key,
-        appsecret=appsecret,
-    )
+    return {
+        "private_key": private_key,
+        "cert_serial_no": serial,
+        "apiv3_key": apiv3_key,
+        "public_key_id": str(table.get("public_key_id") or ""),
+        "platform_public_key": public_key,
+    }
 
 
-def load_merchants(tables: list[dict[str, Any]], config_path: Path) -> dict[str, Merchant]:
-    """The v3 merchants, keyed by the id the ledger keeps their orders under."""
+def _v2_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any]:
+    """API v2: the 32-character API key and its sign type; the API certificate for refunds (mutual TLS)."""
+    v2_key = _read_secret(base, table, "v2_key_file", where).decode(errors="replace").strip()
+    if len(v2_key) != 32:
+        path = _secret_path(base, table, "v2_key_file", where)
+        raise MerchantConfigError(
+            f"{where}: `v2_key_file` = {path} must hold the 32-character API key (it holds {len(v2_key)})"
+        )
+    sign_type = str(table.get("v2_sign_type") or "MD5")
+    if sign_type not in ("MD5", "HMAC-SHA256"):
+        raise MerchantConfigError(f'{where}: `v2_sign_type` must be "MD5" or "HMAC-SHA256"')
+    cert_file = key_file = None
+    if table.get("client_cert_file") or table.get("client_key_file"):
+        cert_file = _secret_path(base, table, "client_cert_file", where)
+        key_file = _secret_path(base, table, "client_key_file", where)
+        _private_key(base, table, "client_key_file", where)  # a readable RSA key now, not at the first refund
+    private_key = _private_key(base, table, "private_key_file", where) if table.get("private_key_file") else None
+    return {
+        "private_key": private_key,
+        "cert_serial_no": str(table.get("cert_serial_no") or "").upper(),
+        "apiv3_key": b"",
+        "public_key_id": "",
+        "platform_public_key": None,
+        "v2_key": v2_key,
+        "v2_sign_type": sign_type,
+        "client_cert_file": cert_file,
+        "client_key_file": key_file,
+        "refund_notify_url": str(table.get("refund_notify_url") or _refund_notify_url(str(table["notify_url"]))),
+    }
+
+
+def _refund_notify_url(notify_url: str) -> str:
+    """``…/wechatpay/v2/notify`` → ``…/wechatpay/v2/refund-notify``, the ledger's route for v2 refund results."""
+    if notify_url.endswith("/wechatpay/v2/notify"):
+        return notify_url.removesuffix("notify") + "refund-notify"
+    return notify_url
+
+
+def load_merchants(tables: list[dict[str, Any]], config_path: Path, api: str | None = None) -> dict[str, Merchant]:
+    """The merchants (those on ``api`` when given), keyed by the id the ledger keeps their orders under.
+
+    Two tables for one id (a 公众号 and a 小程序 sharing a mchid) are refused
+    rather than one silently replacing the other.
+    """
     merchants: dict[str, Merchant] = {}
     for i, table in enumerate(tables):
-        if table.get("api", "v3") != "v3":
-            continue  # v2 merchants are served by the v2 adapter
+        if api is not None and table.get("api", "v3") != api:
+            continue
         where = f"{config_path} [[merchants]] {table.get('name') or i + 1}"
         merchant = load_merchant(table, config_path.parent, where)
+        if merchant.mchid in merchants:
+            raise MerchantConfigError(f"{where}: merchant {merchant.mchid} is configured twice")
         merchants[merchant.mchid] = merchant
     return merchants

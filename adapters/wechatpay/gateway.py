@@ -1,0 +1,53 @@
+"""What the application asks of WeChat Pay, whichever API version a merchant is on.
+
+``WechatPayClient`` (v3, JSON and RSA) and ``WechatPayV2Client`` (v2, XML and
+MD5/HMAC) both answer these calls in the same types, so every use case, job
+and projection is written once and a merchant's ``api`` setting picks the wire.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Protocol
+
+from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
+from adapters.wechatpay.client import PrepayResult
+from adapters.wechatpay.config import Merchant
+
+
+class Gateway(Protocol):
+    def prepay(
+        self,
+        merchant: Merchant,
+        channel: str,
+        out_trade_no: str,
+        description: str,
+        total_fen: int,
+        time_expire: datetime,
+        attach: str | None = None,
+        payer_openid: str | None = None,
+        client_ip: str = "127.0.0.1",
+        product_id: str | None = None,
+    ) -> PrepayResult: ...
+
+    def transaction(self, merchant: Merchant, out_trade_no: str) -> TransactionNotice: ...
+
+    def close(self, merchant: Merchant, out_trade_no: str) -> None: ...
+
+    def request_refund(
+        self,
+        merchant: Merchant,
+        out_trade_no: str,
+        out_refund_no: str,
+        refund_fen: int,
+        total_fen: int,
+        reason: str = "",
+    ) -> RefundNotice: ...
+
+    def refund_status(self, merchant: Merchant, out_refund_no: str) -> RefundNotice: ...
+
+    def trade_bill(self, merchant: Merchant, bill_date: date, gzip_file: bool = True) -> bytes: ...
+
+    def pay_params(self, merchant: Merchant, prepay_id: str) -> dict[str, str]: ...
+
+    def app_params(self, merchant: Merchant, prepay_id: str) -> dict[str, str]: ...

@@ -1,0 +1,311 @@
+"""The ledger's door to WeChat Pay API v2: XML over HTTPS, MD5 or HMAC-SHA256 (docs/wechatpay-protocol.md §6).
+
+Every request carries a fresh ``nonce_str`` and its ``sign``; every answer
+is parsed with ``defusedxml`` and its ``sign`` checked before a field of it
+is believed (an answer with ``return_code=FAIL`` carries no business fields
+and no sign).  Retried, as for v3, only what WeChat says may be retried:
+``SYSTEMERROR``, ``BIZERR_NEED_RETRY``, ``FREQUENCY_LIMITED``, 5xx and
+timeouts — with the same ``out_trade_no`` / ``out_refund_no``.  Refunds go
+to ``/secapi/pay/refund`` over mutual TLS with the merchant's API
+certificate (https://pay.weixin.qq.com/wiki/doc/api/jsapi.php?chapter=9_4).
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import ssl
+import time
+from collections.abc import Callable
+from datetime import date, datetime
+
+import httpx
+
+from adapters.wechatpay import v2_signing
+from adapters.wechatpay.beijing import compact
+from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
+from adapters.wechatpay.client import CallStats, PrepayResult
+from adapters.wechatpay.config import Merchant
+from adapters.wechatpay.errors import (
+    MerchantConfigError,
+    SignatureError,
+    WechatPayBusinessError,
+    WechatPayError,
+    WechatPayNotFound,
+    WechatPayRateLimited,
+    WechatPayUnavailable,
+)
+from adapters.wechatpay.v2_callbacks import v2_refund_notice, v2_transaction_notice
+
+TRADE_TYPES = {"native": "NATIVE", "jsapi": "JSAPI", "miniprogram": "JSAPI", "app": "APP", "h5": "MWEB"}
+RETRYABLE = ("SYSTEMERROR", "BIZERR_NEED_RETRY")
+NOT_FOUND = ("ORDERNOTEXIST", "REFUNDNOTEXIST")
+# downloadbill's answers when there is no file (yet): the same meaning as v3's NO_STATEMENT_EXIST
+NO_BILL = ("No Bill Exist", "Bill Creating")
+
+
+class WechatPayV2Client:
+    def __init__(
+        self,
+        base_url: str,
+        merchants: dict[str, Merchant],
+        *,
+        secapi_base_url: str | None = None,
+        ca_file: str | None = None,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.secapi_base_url = (secapi_base_url or base_url).rstrip("/")
+        self.merchants = merchants
+        self.ca_file = ca_file
+        self.http = httpx.Client(
+            timeout=httpx.Timeout(10.0, connect=3.0), limits=httpx.Limits(max_connections=50), verify=self._context()
+        )
+        self._tls: dict[str, httpx.Client] = {}
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.sleep = sleep
+        self.stats = CallStats()
+
+    def _context(self, merchant: Merchant | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if merchant is not None:
+            if merchant.client_cert_file is None or merchant.client_key_file is None:
+                raise MerchantConfigError(
+                    f"merchant {merchant.mchid}: v2 refunds need `client_cert_file` and `client_key_file` "
+                    "(the API certificate, apiclient_cert.pem and apiclient_key.pem)"
+                )
+            context.load_cert_chain(merchant.client_cert_file, merchant.client_key_file)
+        return context
+
+    def _client_with_certificate(self, merchant: Merchant) -> httpx.Client:
+        client = self._tls.get(merchant.mchid)
+        if client is None:
+            client = httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0), verify=self._context(merchant))
+            self._tls[merchant.mchid] = client
+        return client
+
+    def merchant(self, mchid: str) -> Merchant:
+        try:
+            return self.merchants[mchid]
+        except KeyError:
+            raise MerchantConfigError(f"merchant {mchid} is not configured") from None
+
+    def close_http(self) -> None:
+        self.http.close()
+        for client in self._tls.values():
+            client.close()
+
+    # -- the one way to call WeChat -------------------------------------------------------
+
+    def call(
+        self, merchant: Merchant, path: str, params: dict[str, str], *, certificate: bool = False
+    ) -> dict[str, str]:
+        """Sign, post, verify; retry what may be retried; the verified fields of the answer."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                fields = self._answer(merchant, self._post(merchant, path, params, certificate))
+                self.stats.count("SUCCESS")
+                return fields
+            except (WechatPayUnavailable, WechatPayRateLimited) as error:
+                self.stats.count(error.code or "UNAVAILABLE")
+                if attempt == self.max_attempts:
+                    raise
+                self.sleep(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))  # noqa: S311 — jitter
+            except WechatPayError as error:
+                self.stats.count(error.code or type(error).__name__)
+                raise
+        raise AssertionError("unreachable")
+
+    def _request(self, merchant: Merchant, params: dict[str, str]) -> bytes:
+        fields = self._ids(merchant) | params | {"nonce_str": v2_signing.new_nonce()}
+        return v2_signing.to_xml(v2_signing.signed(fields, merchant.v2_key, merchant.v2_sign_type))
+
+    def _post(self, merchant: Merchant, path: str, params: dict[str, str], certificate: bool) -> httpx.Response:
+        client = self._client_with_certificate(merchant) if certificate else self.http
+        url = (self.secapi_base_url if certificate else self.base_url) + path
+        try:
+            response = client.post(
+                url,
+                content=self._request(merchant, params),
+                headers={"Content-Type": "text/xml; charset=utf-8", "User-Agent": "zhangben/0.1 (+httpx)"},
+            )
+        except httpx.TimeoutException as exc:
+            raise WechatPayUnavailable(f"WeChat Pay timed out: {type(exc).__name__}", code="TIMEOUT") from None
+        except httpx.TransportError as exc:
+            raise WechatPayUnavailable(f"WeChat Pay unreachable: {exc}", code="UNREACHABLE") from None
+        if response.status_code >= 500:
+            raise WechatPayUnavailable(f"WeChat Pay answered {response.status_code}", status=response.status_code)
+        if response.status_code != 200:
+            raise WechatPayBusinessError(f"WeChat Pay answered {response.status_code}", status=response.status_code)
+        return response
+
+    def _answer(self, merchant: Merchant, response: httpx.Response) -> dict[str, str]:
+        try:
+            fields = v2_signing.parse_xml(response.content)
+        except v2_signing.MalformedXml as exc:
+            raise WechatPayError(f"WeChat Pay's answer is not its XML: {exc}") from None
+        if fields.get("return_code") != "SUCCESS":
+            raise _return_failure(fields.get("return_msg", ""))
+        v2_signing.check(fields, merchant.v2_key, merchant.v2_sign_type)
+        if fields.get("result_code") != "SUCCESS":
+            raise _business_failure(fields.get("err_code", ""), fields.get("err_code_des", ""))
+        return fields
+
+    @staticmethod
+    def _ids(merchant: Merchant) -> dict[str, str]:
+        if not merchant.is_partner:
+            return {"appid": merchant.appid, "mch_id": merchant.account_mchid}
+        ids = {"appid": merchant.appid, "mch_id": merchant.account_mchid, "sub_mch_id": merchant.sub_mchid}
+        if merchant.sub_appid:
+            ids["sub_appid"] = merchant.sub_appid
+        return ids
+
+    # -- payments ---------------------------------------------------------------------------
+
+    def prepay(
+        self,
+        merchant: Merchant,
+        channel: str,
+        out_trade_no: str,
+        description: str,
+        total_fen: int,
+        time_expire: datetime,
+        attach: str | None = None,
+        payer_openid: str | None = None,
+        client_ip: str = "127.0.0.1",
+        product_id: str | None = None,
+    ) -> PrepayResult:
+        """``/pay/unifiedorder``; ``time_expire`` in Beijing time, whatever the server's zone."""
+        trade_type = TRADE_TYPES[channel]
+        params = {
+            "body": description,
+            "out_trade_no": out_trade_no,
+            "total_fee": str(total_fen),
+            "spbill_create_ip": client_ip,
+            "notify_url": merchant.notify_url,
+            "trade_type": trade_type,
+            "time_expire": compact(time_expire),
+        }
+        if attach:
+            params["attach"] = attach
+        if trade_type == "NATIVE":
+            params["product_id"] = product_id or out_trade_no[:32]
+        if trade_type == "JSAPI":
+            # a sub-merchant's own app knows its payers by sub_openid
+            params["sub_openid" if merchant.is_partner and merchant.sub_appid else "openid"] = payer_openid or ""
+        elif payer_openid and product_id:
+            params["openid"] = payer_openid  # mode 1: the payer who scanned
+        if trade_type == "MWEB":
+            params["scene_info"] = '{"h5_info":{"type":"Wap","wap_url":"","wap_name":""}}'
+        answer = self.call(merchant, "/pay/unifiedorder", params)
+        prepay_id = answer.get("prepay_id", "")
+        if trade_type == "NATIVE":
+            return PrepayResult(prepay_id=prepay_id or None, code_url=answer["code_url"])
+        if trade_type == "MWEB":
+            return PrepayResult(prepay_id=prepay_id or None, h5_url=answer["mweb_url"])
+        if trade_type == "APP":
+            return PrepayResult(prepay_id=prepay_id, app_params=self.app_params(merchant, prepay_id))
+        return PrepayResult(prepay_id=prepay_id, pay_params=self.pay_params(merchant, prepay_id))
+
+    def transaction(self, merchant: Merchant, out_trade_no: str) -> TransactionNotice:
+        return v2_transaction_notice(self.call(merchant, "/pay/orderquery", {"out_trade_no": out_trade_no}))
+
+    def close(self, merchant: Merchant, out_trade_no: str) -> None:
+        self.call(merchant, "/pay/closeorder", {"out_trade_no": out_trade_no})
+
+    def pay_params(self, merchant: Merchant, prepay_id: str) -> dict[str, str]:
+        return v2_signing.jsapi_pay_params(merchant.payer_appid, prepay_id, merchant.v2_key, merchant.v2_sign_type)
+
+    def app_params(self, merchant: Merchant, prepay_id: str) -> dict[str, str]:
+        return v2_signing.app_pay_params(
+            merchant.payer_appid, merchant.mchid, prepay_id, merchant.v2_key, merchant.v2_sign_type
+        )
+
+    # -- refunds ------------------------------------------------------------------------------
+
+    def request_refund(
+        self,
+        merchant: Merchant,
+        out_trade_no: str,
+        out_refund_no: str,
+        refund_fen: int,
+        total_fen: int,
+        reason: str = "",
+    ) -> RefundNotice:
+        """``/secapi/pay/refund`` with the client certificate; WeChat answers "accepted", the result follows."""
+        params = {
+            "out_trade_no": out_trade_no,
+            "out_refund_no": out_refund_no,
+            "total_fee": str(total_fen),
+            "refund_fee": str(refund_fen),
+            "notify_url": merchant.refund_notify_url or merchant.notify_url,
+        }
+        if reason:
+            params["refund_desc"] = reason[:80]
+        answer = self.call(merchant, "/secapi/pay/refund", params, certificate=True)
+        return RefundNotice(
+            out_refund_no=answer.get("out_refund_no", out_refund_no),
+            out_trade_no=answer.get("out_trade_no", out_trade_no),
+            refund_id=answer.get("refund_id", ""),
+            status="PROCESSING",
+            refund_fen=int(answer["refund_fee"]) if answer.get("refund_fee", "").isdigit() else None,
+            success_time=None,
+            user_received_account="",
+        )
+
+    def refund_status(self, merchant: Merchant, out_refund_no: str) -> RefundNotice:
+        """``/pay/refundquery``: the ``_$n`` fields of the refund asked for."""
+        answer = self.call(merchant, "/pay/refundquery", {"out_refund_no": out_refund_no})
+        count = int(answer.get("refund_count", "0") or 0)
+        for n in range(count):
+            if answer.get(f"out_refund_no_{n}") == out_refund_no:
+                return v2_refund_notice(answer, f"_{n}")
+        raise WechatPayNotFound(f"refundquery did not list {out_refund_no}", code="REFUNDNOTEXIST")
+
+    # -- bills ------------------------------------------------------------------------------------
+
+    def trade_bill(self, merchant: Merchant, bill_date: date, gzip_file: bool = True) -> bytes:
+        """``/pay/downloadbill``: the bill as text on success, an XML ``FAIL`` otherwise (unsigned either way)."""
+        params = {"bill_date": bill_date.strftime("%Y%m%d"), "bill_type": "ALL"}
+        if gzip_file:
+            params["tar_type"] = "GZIP"
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self._post(merchant, "/pay/downloadbill", params, certificate=False)
+                break
+            except WechatPayUnavailable:
+                if attempt == self.max_attempts:
+                    raise
+                self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+        content = response.content
+        if content.lstrip().startswith(b"<xml>"):
+            fields = v2_signing.parse_xml(content)
+            message = fields.get("return_msg") or fields.get("err_code_des") or ""
+            if message in NO_BILL or fields.get("err_code") in ("20002",):
+                raise WechatPayBusinessError(f"WeChat Pay: {message}", code="NO_STATEMENT_EXIST")
+            raise WechatPayBusinessError(f"WeChat Pay refused the bill: {message}", code=fields.get("err_code", ""))
+        return gzip.decompress(content) if gzip_file else content
+
+
+def _return_failure(message: str) -> WechatPayError:
+    """``return_code=FAIL``: the request itself was not accepted (signature, format, a busy system)."""
+    text = f"WeChat Pay refused the request: {message}"
+    if "签名" in message or "SIGN" in message.upper():
+        return SignatureError(text, code="SIGNERROR")
+    if "系统" in message or "SYSTEM" in message.upper():
+        return WechatPayUnavailable(text, code="SYSTEMERROR")
+    return WechatPayBusinessError(text, code="FAIL")
+
+
+def _business_failure(code: str, message: str) -> WechatPayError:
+    text = f"WeChat Pay answered {code}: {message}"
+    if code in RETRYABLE:
+        return WechatPayUnavailable(text, code=code)
+    if code == "FREQUENCY_LIMITED":
+        return WechatPayRateLimited(text, code=code)
+    if code in NOT_FOUND:
+        return WechatPayNotFound(text, code=code)
+    return WechatPayBusinessError(text, code=code)
