@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.keyset import DIRECT, PARTNER
+from sandbox.keyset import DIRECT, PARTNER, V2, V2_PARTNER
 from zhangben.launch import Stack, running_stack
 
 
@@ -34,9 +34,9 @@ class Deployment(Stack):
     def faults(self, **faults: Any) -> None:
         assert httpx.post(f"{self.sandbox}/sandbox/faults", json=faults, timeout=10).status_code == 200
 
-    def wait_status(self, no: str, status: str, timeout: float = 10) -> dict[str, Any]:
+    def wait_status(self, no: str, status: str, timeout: float = 10, role: str = "merchant") -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        with self.client() as http:
+        with self.client(role) as http:
             while True:
                 view = http.get(f"/v1/orders/{no}").json()
                 if view.get("status") == status or time.monotonic() > deadline:
@@ -54,6 +54,8 @@ def deploy(root: Path, database_url: str, workers: int = 1) -> Iterator[Deployme
             for role in ("merchant", "auditor", "finance")
         }
         keys["partner"] = stack.cli("apikey", "create", "--merchant", PARTNER.sub_mchid, "--role", "merchant")
+        keys["v2"] = stack.cli("apikey", "create", "--merchant", V2.mchid, "--role", "merchant")
+        keys["v2_partner"] = stack.cli("apikey", "create", "--merchant", V2_PARTNER.sub_mchid, "--role", "merchant")
         yield Deployment(**vars(stack), keys=keys)
 
 

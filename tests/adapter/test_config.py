@@ -24,10 +24,32 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[st
 def test_the_generated_config_loads(config: tuple[Path, list[dict[str, Any]]]) -> None:
     path, tables = config
     merchants = load_merchants(tables, path)
-    assert set(merchants) == {"1900000001", "1900000109"}  # v2 merchants are not v3 merchants
+    assert set(merchants) == {"1900000001", "1900000109", "1900000002", "1900000209"}
+    assert set(load_merchants(tables, path, api="v3")) == {"1900000001", "1900000109"}
     partner = merchants["1900000109"]
     assert partner.is_partner and partner.account_mchid == "1900000100"
     assert "BEGIN" not in repr(partner)
+    v2, v2_partner = merchants["1900000002"], merchants["1900000209"]
+    assert v2.is_v2 and v2.v2_sign_type == "MD5" and len(v2.v2_key) == 32 and v2.client_cert_file is not None
+    assert v2.refund_notify_url == "http://l/wechatpay/v2/refund-notify"
+    assert v2_partner.is_partner and v2_partner.v2_sign_type == "HMAC-SHA256"
+    assert v2.v2_key not in repr(v2)
+
+
+def test_v2_settings_are_checked(config: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
+    path, tables = config
+    v2 = next(t for t in tables if t["api"] == "v2")
+    short = tmp_path / "short"
+    short.write_text("abc")
+    short.chmod(0o600)
+    with pytest.raises(MerchantConfigError, match="32-character API key"):
+        load_merchants([v2 | {"v2_key_file": str(short)}], path)
+    with pytest.raises(MerchantConfigError, match="v2_sign_type"):
+        load_merchants([v2 | {"v2_sign_type": "SHA1"}], path)
+    with pytest.raises(MerchantConfigError, match="client_key_file"):
+        load_merchants([{k: v for k, v in v2.items() if k != "client_key_file"}], path)
+    with pytest.raises(MerchantConfigError, match="configured twice"):
+        load_merchants([v2, v2], path)
 
 
 def _with(tables: list[dict[str, Any]], **change: str) -> list[dict[str, Any]]:
