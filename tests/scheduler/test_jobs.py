@@ -18,7 +18,7 @@ from adapters.leases import Leases
 from adapters.wechatpay.beijing import BEIJING
 from bootstrap.settings import Settings
 from bootstrap.wiring import Runtime, build_runtime, init_database
-from sandbox.keyset import DIRECT
+from sandbox.keyset import DIRECT, V2
 from scheduler.runner import JOBS, Scheduler
 from tests.conftest import FakeClock
 from tests.fixtures_sandbox import RunningSandbox
@@ -61,6 +61,8 @@ def make_world(sandbox: RunningSandbox, keyset: Path, database_url: str, clock: 
         database_url=database_url,
         wechatpay_base_url=sandbox.url,
         wechat_api_base_url=sandbox.url,
+        wechatpay_secapi_base_url=sandbox.tls_url,
+        wechatpay_ca_file=str(keyset / "keys" / "wechatpay" / "tls_ca.pem"),
         merchants=tomllib.loads((keyset / "zhangben.toml").read_text())["merchants"],
     )
     init_database(settings)
@@ -217,3 +219,26 @@ def test_two_scheduler_processes_on_one_postgres_run_each_job_once_per_due_time(
     ran = [json.loads(out) for out, _ in outputs]
     assert sum(1 for r in ran if "compensating_query" in r) == 1
     rt.close()
+
+
+def test_a_v2_merchant_runs_the_same_jobs(world: World) -> None:
+    """orderquery heals a lost notification, closeorder ends an expired attempt, refundquery settles a refund."""
+    rt = world.rt
+    _, paid = rt.service.create_order(V2.mchid, "J-V2-1", 1000, "tea", "native")
+    world.pay(paid.payment.out_trade_no)  # the XML notification is dropped
+    world.clock.advance(seconds=61)
+    assert world.scheduler("compensating_query").run_due()["compensating_query"] == {"queried": 1, "paid": 1}
+    assert rt.ledger.order_view(V2.mchid, "J-V2-1")["status"] == "PAID"
+    _, unpaid = rt.service.create_order(V2.mchid, "J-V2-2", 500, "tea", "native", expire_seconds=60)
+    world.clock.advance(seconds=130)
+    assert world.scheduler("expiry").run_due()["expiry"] == {"expired": 1, "paid": 0}
+    merchant = rt.service.merchant(V2.mchid)
+    assert rt.v2.transaction(merchant, unpaid.payment.out_trade_no).trade_state == "CLOSED"
+    refund = rt.service.refund(V2.mchid, "J-V2-1", "J-V2-1-R", 400)  # /secapi/pay/refund over mutual TLS
+    assert refund.status.value == "PROCESSING" and refund.refund_id
+    import time as real_time
+
+    real_time.sleep(1.3)  # the sandbox finishes it; its req_info notification is dropped
+    world.clock.advance(seconds=61)
+    assert world.scheduler("refund_follow_up").run_due()["refund_follow_up"]["settled"] == 1
+    assert rt.ledger.get_refund(V2.mchid, "J-V2-1-R").status.value == "SUCCESS"
