@@ -42,9 +42,12 @@ class _LedgerCollector(Collector):
         self.rt = rt
 
     def collect(self) -> Iterator[Any]:
-        calls = CounterMetricFamily("zhangben_wechatpay_calls", "WeChat Pay calls by answer code", labels=["code"])
-        for code, count in sorted(self.rt.client.stats.by_code.items()):
-            calls.add_metric([code], count)
+        calls = CounterMetricFamily(
+            "zhangben_wechatpay_calls", "WeChat Pay calls by API version and answer code", labels=["api", "code"]
+        )
+        for api, stats in (("v3", self.rt.client.stats), ("v2", self.rt.v2.stats)):
+            for code, count in sorted(stats.by_code.items()):
+                calls.add_metric([api, code], count)
         yield calls
         orders = GaugeMetricFamily("zhangben_orders", "Orders by status (status view)", labels=["status"])
         lag = GaugeMetricFamily("zhangben_projection_lag_events", "Events not yet in the view", labels=["projection"])

@@ -10,12 +10,12 @@ compensating query and the next day's bill) with an offset clock.  It exits
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,9 +25,9 @@ import httpx
 import segno
 
 from adapters.wechatpay.beijing import BEIJING
-from bootstrap.settings import Settings
+from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtime
-from sandbox.keyset import DIRECT, PARTNER
+from sandbox.keyset import DIRECT, PARTNER, V2
 from scheduler.runner import JOBS, Scheduler
 from zhangben.launch import Stack, StackError, running_stack
 
@@ -79,18 +79,16 @@ class Tour:
     def start(self) -> None:
         self.key = self.stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant")
         self.auditor = self.stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", "auditor")
+        self.v2_key = self.stack.cli("apikey", "create", "--merchant", V2.mchid, "--role", "merchant")
         root = self.stack.root
-        settings = Settings(
-            config_path=root / "zhangben.toml",
-            database_url=self.stack.database_url,
-            wechatpay_base_url=self.sandbox,
-            wechat_api_base_url=self.sandbox,
-            merchants=tomllib.loads((root / "zhangben.toml").read_text())["merchants"],
+        settings = load_settings(
+            {"ZHANGBEN_CONFIG": str(root / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": self.stack.database_url}
         )
         self.rt = build_runtime(settings, clock=self.clock)
         self.jobs = Scheduler(self.rt, self.clock, JOBS)
         self.jobs.register_jobs()
         self.http = httpx.Client(base_url=self.ledger, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+        self.v2 = httpx.Client(base_url=self.ledger, headers={"Authorization": f"Bearer {self.v2_key}"}, timeout=30)
         self.control = httpx.Client(base_url=self.sandbox, timeout=30)
 
     def stop(self) -> None:
@@ -120,9 +118,12 @@ class Tour:
     def order(self, no: str) -> dict[str, Any]:
         return self.http.get(f"/v1/orders/{no}").json()
 
-    def wait_status(self, no: str, status: str, timeout: float = 10) -> dict[str, Any]:
+    def wait_status(
+        self, no: str, status: str, timeout: float = 10, client: httpx.Client | None = None
+    ) -> dict[str, Any]:
+        http = client or self.http
         deadline = time.monotonic() + timeout
-        while (view := self.order(no))["status"] != status and time.monotonic() < deadline:
+        while (view := http.get(f"/v1/orders/{no}").json())["status"] != status and time.monotonic() < deadline:
             time.sleep(0.05)
         return view
 
@@ -162,6 +163,64 @@ class Tour:
             and params["package"].startswith("prepay_id=")
             and params["appId"] == DIRECT.appid,
             "mini-program order TOUR-2 has signed pay_params",
+        )
+
+    def v2_miniprogram_md5(self) -> None:
+        """Seed 004: a v2 merchant, its mini-program paying with an MD5 ``paySign``; the result arrives as XML."""
+        code = self.control.post("/sandbox/wx-login", json={"appid": V2.appid, "openid": "oMiniV2"}).json()["code"]
+        openid = self.v2.post("/v1/wechat/miniprogram/login", json={"code": code}).json()["openid"]
+        answer = self.v2.post(
+            "/v1/orders",
+            json={
+                "merchant_order_no": "TOUR-V2",
+                "amount_fen": 1200,
+                "description": "奶茶 (v2)",
+                "channel": "miniprogram",
+                "payer_openid": openid,
+            },
+        )
+        if answer.status_code != 201:
+            raise StepFailed(f"create TOUR-V2: {answer.status_code} {answer.text}")
+        params = answer.json()["payment"]["pay_params"]
+        say(f"merchant {V2.mchid} is on API v2: unifiedorder over XML, the same POST /v1/orders")
+        say("pay_params: " + json.dumps(params, ensure_ascii=False))
+        key = (self.stack.root / "keys" / V2.mchid / "v2_key").read_text().strip()
+        signed = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "paySign") + f"&key={key}"
+        check(
+            params["signType"] == "MD5" and hashlib.md5(signed.encode()).hexdigest().upper() == params["paySign"],  # noqa: S324 — WeChat's v2 MD5
+            "paySign = MD5(appId, nonceStr, package, signType, timeStamp, key), as seed 004 signs it",
+        )
+        self.pay(prepay_id=params["package"].removeprefix("prepay_id="), openid=openid)
+        view = self.wait_status("TOUR-V2", "PAID", client=self.v2)
+        say("paid; WeChat's XML pay notification reached /wechatpay/v2/notify and was answered SUCCESS")
+        check(view["status"] == "PAID" and view["paid_fen"] == 1200, "v2 order TOUR-V2 is PAID, 1200 fen")
+
+    def product_code_mode1(self) -> None:
+        """Seed 003: a printed product code; each scan becomes an order at the product's price."""
+        self.v2.post("/v1/products", json={"product_id": "milktea-l", "amount_fen": 1800, "description": "大杯奶茶"})
+        code = self.v2.get("/v1/products/milktea-l/qr").json()["code_url"]
+        say("POST /v1/products {product_id: milktea-l, 1800 fen}; GET /v1/products/milktea-l/qr → print it:")
+        say(code)
+        segno.make(code, error="m").terminal(compact=True, border=1)
+        scanned = self.control.post("/sandbox/scan", json={"code_url": code, "openid": "oShelf", "pay": True}).json()
+        say(
+            "scanned: WeChat called /wechatpay/v2/native-callback with the product_id; the ledger opened an order, "
+            f"prepaid it and answered prepay_id {scanned.get('answer', {}).get('prepay_id')}"
+        )
+        out_trade_no = scanned.get("out_trade_no")
+        deadline, found = time.monotonic() + 10, None
+        while found is None or found["status"] != "PAID":
+            orders = self.v2.get("/v1/orders", params={"limit": 50}).json()["orders"]
+            found = next((o for o in orders if any(p["out_trade_no"] == out_trade_no for p in o["payments"])), None)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        check(
+            scanned.get("accepted") is True
+            and found is not None
+            and found["status"] == "PAID"
+            and found["amount_fen"] == 1800,
+            f"order {found['merchant_order_no'] if found else '?'} for the scanned product is PAID, 1800 fen",
         )
 
     def three_deliveries_one_change(self) -> None:
@@ -313,6 +372,8 @@ class Tour:
 STEPS: list[tuple[str, Callable[[Tour], None]]] = [
     ("A Native order, paid by scan", Tour.native_paid_by_scan),
     ("A mini-program order and its pay_params", Tour.miniprogram),
+    ("An API v2 mini-program order, paid with an MD5 paySign", Tour.v2_miniprogram_md5),
+    ("A printed product code (Native mode 1), scanned and paid", Tour.product_code_mode1),
     ("A notification delivered three times changes the ledger once", Tour.three_deliveries_one_change),
     ("A notification that never arrives, healed by the compensating query", Tour.dropped_and_healed),
     ("An order that expires and is closed", Tour.expires_and_closed),

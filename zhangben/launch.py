@@ -27,7 +27,7 @@ import httpx
 from application.apikeys import parse
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import load_settings
-from sandbox.keyset import DIRECT, init_keyset
+from sandbox.keyset import DIRECT, V2, init_keyset
 
 LEDGER_PORT, SANDBOX_PORT = 8000, 8900
 KEY_FILE = Path("var/demo-api-key")
@@ -178,6 +178,8 @@ Pay it in the sandbox (use the code_url or the out_trade_no from the answer):
   curl -s {sandbox}/sandbox/pay -d '{{"code_url": "weixin://wxpay/bizpayurl?pr=..."}}'
 Watch it:
   curl -sN {ledger}/v1/orders/A1001/stream -H 'Authorization: Bearer {key}'
+The API v2 merchant ({V2.mchid}: XML, MD5, refunds over mutual TLS, printed product codes) uses the same API:
+  .venv/bin/zhangben apikey create --merchant {V2.mchid} --role merchant     (README, "API v2 and product codes")
 
 Ctrl-C stops both.
 """.rstrip()

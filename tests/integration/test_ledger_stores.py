@@ -15,9 +15,11 @@ from application.ledger import Ledger
 from bootstrap.ledger import open_ledger
 from domain.audit import RefusedCallback
 from domain.errors import (
+    InvalidAmount,
     InvalidInput,
     InvalidTransition,
     OrderConflict,
+    ProductNotFound,
     RefundExceedsPaid,
     TransactionConflict,
 )
@@ -25,6 +27,7 @@ from domain.index import TransactionIndex
 from domain.notification import Notification
 from domain.order import Order
 from domain.payment import Payment
+from domain.product import Product
 from domain.refund import Refund
 from tests.conftest import FakeClock
 
@@ -158,7 +161,7 @@ def test_one_transaction_id_cannot_pay_two_attempts(ledger: Ledger) -> None:
 
 def _every_event_class() -> set[type]:
     classes = set()
-    for aggregate in (Order, Payment, Refund, TransactionIndex, RefusedCallback):
+    for aggregate in (Order, Payment, Refund, TransactionIndex, RefusedCallback, Product):
         for value in vars(aggregate).values():
             if isinstance(value, type) and value.__name__ != "Event" and getattr(value, "TOPIC", None):
                 classes.add(value)
@@ -208,6 +211,8 @@ def _drive_through_every_event(ledger: Ledger, clock: FakeClock) -> None:
     _, p3 = ledger.create_order(MCHID, "H-3", 1000, "tea", "h5")
     clock.advance(hours=1)
     ledger.expire_payment(p3.out_trade_no)
+    ledger.save_product(MCHID, "cola-330", 350, "可乐")
+    ledger.save_product(MCHID, "cola-330", 300, "可乐", active=False)
 
 
 def _check_type(value: object, annotation: object, where: str) -> None:
@@ -275,3 +280,24 @@ def test_expiry_waits_for_every_open_attempt(ledger: Ledger, clock: FakeClock) -
     ledger.expire_payment(second.out_trade_no)
     assert ledger.order_view(MCHID, "J-1")["status"] == "EXPIRED"
     assert clock() - timedelta(seconds=110) == ledger.get_order(MCHID, "J-1").created_at
+
+
+def test_products_keep_their_price_history(ledger: Ledger) -> None:
+    product, created = ledger.save_product(MCHID, "cola-330", 350, "可乐")
+    assert created and product.active
+    assert ledger.save_product(MCHID, "cola-330", 350, "可乐") == (ledger.get_product(MCHID, "cola-330"), False)
+    version = ledger.get_product(MCHID, "cola-330").version
+    ledger.save_product(MCHID, "cola-330", 350, "可乐")  # the same terms: no event
+    assert ledger.get_product(MCHID, "cola-330").version == version
+    ledger.save_product(MCHID, "cola-330", 300, "可乐 330ml", active=False)
+    changed = ledger.get_product(MCHID, "cola-330")
+    assert (changed.amount_fen, changed.description, changed.active) == (300, "可乐 330ml", False)
+    assert ledger.repository.get(changed.id, version=version).amount_fen == 350  # the price a past scan paid
+    assert [p.product_id for p in ledger.products(MCHID)] == ["cola-330"]
+    assert ledger.products("someone-else") == []
+    with pytest.raises(ProductNotFound):
+        ledger.get_product("someone-else", "cola-330")
+    with pytest.raises(InvalidInput):
+        ledger.save_product(MCHID, "bad id!", 1, "x")
+    with pytest.raises(InvalidAmount):
+        ledger.save_product(MCHID, "p2", 0, "x")
