@@ -13,10 +13,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import partial
 from typing import Any
@@ -38,6 +37,7 @@ from adapters.wechatpay.errors import (
     WechatPayUnavailable,
 )
 from adapters.wechatpay.platform import PlatformCertificate, PlatformKeys, decrypt_certificates
+from adapters.wechatpay.retries import CallStats, Retry
 
 ENDPOINTS = {"native": "native", "jsapi": "jsapi", "miniprogram": "jsapi", "app": "app", "h5": "h5"}
 NOT_RETRYABLE_5XX = ("OPENID_MISMATCH", "INVALID_TRANSACTIONID")
@@ -52,16 +52,6 @@ class PrepayResult:
     h5_url: str | None = None
     pay_params: dict[str, str] | None = None
     app_params: dict[str, str] | None = None
-
-
-@dataclass
-class CallStats:
-    """WeChat calls by outcome code, for metrics and for tests that count attempts."""
-
-    by_code: dict[str, int] = field(default_factory=dict)
-
-    def count(self, code: str) -> None:
-        self.by_code[code] = self.by_code.get(code, 0) + 1
 
 
 class WechatPayClient:
@@ -105,22 +95,15 @@ class WechatPayClient:
     ) -> httpx.Response:
         raw = b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         url = path if path.startswith("http") else self.base_url + path
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                response = self._send(merchant, method, url, raw)
-                if verify:
-                    self.keys[merchant.mchid].verify(response.headers, response.content)
-                self.stats.count(str(response.status_code))
-                return response
-            except (WechatPayUnavailable, WechatPayRateLimited) as error:
-                self.stats.count(error.code or "UNAVAILABLE")
-                if attempt == self.max_attempts or error.is_code(*NOT_RETRYABLE_5XX):
-                    raise
-                self.sleep(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))  # noqa: S311 — jitter
-            except WechatPayError as error:
-                self.stats.count(error.code or type(error).__name__)
-                raise
-        raise AssertionError("unreachable")
+
+        def attempt() -> httpx.Response:
+            response = self._send(merchant, method, url, raw)
+            if verify:
+                self.keys[merchant.mchid].verify(response.headers, response.content)
+            return response
+
+        retry = Retry(self.max_attempts, self.backoff_seconds, self.sleep, self.stats, NOT_RETRYABLE_5XX)
+        return retry.run(attempt, lambda response: str(response.status_code))
 
     def _send(self, merchant: Merchant, method: str, url: str, raw: bytes) -> httpx.Response:
         parts = urlsplit(url)

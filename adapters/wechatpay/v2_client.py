@@ -13,7 +13,6 @@ certificate (https://pay.weixin.qq.com/wiki/doc/api/jsapi.php?chapter=9_4).
 from __future__ import annotations
 
 import gzip
-import random
 import ssl
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import httpx
 from adapters.wechatpay import v2_signing
 from adapters.wechatpay.beijing import compact
 from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
-from adapters.wechatpay.client import CallStats, PrepayResult
+from adapters.wechatpay.client import PrepayResult
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
     MerchantConfigError,
@@ -35,6 +34,7 @@ from adapters.wechatpay.errors import (
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
+from adapters.wechatpay.retries import CallStats, Retry
 from adapters.wechatpay.v2_callbacks import v2_refund_notice, v2_transaction_notice
 
 TRADE_TYPES = {"native": "NATIVE", "jsapi": "JSAPI", "miniprogram": "JSAPI", "app": "APP", "h5": "MWEB"}
@@ -104,20 +104,12 @@ class WechatPayV2Client:
         self, merchant: Merchant, path: str, params: dict[str, str], *, certificate: bool = False
     ) -> dict[str, str]:
         """Sign, post, verify; retry what may be retried; the verified fields of the answer."""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                fields = self._answer(merchant, self._post(merchant, path, params, certificate))
-                self.stats.count("SUCCESS")
-                return fields
-            except (WechatPayUnavailable, WechatPayRateLimited) as error:
-                self.stats.count(error.code or "UNAVAILABLE")
-                if attempt == self.max_attempts:
-                    raise
-                self.sleep(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))  # noqa: S311 — jitter
-            except WechatPayError as error:
-                self.stats.count(error.code or type(error).__name__)
-                raise
-        raise AssertionError("unreachable")
+        return self._retry().run(
+            lambda: self._answer(merchant, self._post(merchant, path, params, certificate)), lambda _: "SUCCESS"
+        )
+
+    def _retry(self) -> Retry:
+        return Retry(self.max_attempts, self.backoff_seconds, self.sleep, self.stats)
 
     def _request(self, merchant: Merchant, params: dict[str, str]) -> bytes:
         fields = self._ids(merchant) | params | {"nonce_str": v2_signing.new_nonce()}
@@ -272,14 +264,9 @@ class WechatPayV2Client:
         params = {"bill_date": bill_date.strftime("%Y%m%d"), "bill_type": "ALL"}
         if gzip_file:
             params["tar_type"] = "GZIP"
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                response = self._post(merchant, "/pay/downloadbill", params, certificate=False)
-                break
-            except WechatPayUnavailable:
-                if attempt == self.max_attempts:
-                    raise
-                self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+        response = self._retry().run(
+            lambda: self._post(merchant, "/pay/downloadbill", params, certificate=False), lambda _: "200"
+        )
         content = response.content
         if content.lstrip().startswith(b"<xml>"):
             fields = v2_signing.parse_xml(content)
