@@ -94,10 +94,10 @@ def init_database(settings: Settings) -> None:
 def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
     merchants = load_merchants(settings.merchants, settings.config_path)
     ledger = open_ledger(settings.database_url, clock=clock)
-    client = WechatPayClient(settings.wechatpay_base_url, {k: m for k, m in merchants.items() if not m.is_v2})
+    client = WechatPayClient(settings.wechatpay_base_url, merchants)  # each client keeps its API's merchants
     v2 = WechatPayV2Client(
         settings.wechatpay_base_url,
-        {k: m for k, m in merchants.items() if m.is_v2},
+        merchants,
         secapi_base_url=settings.wechatpay_secapi_base_url,
         ca_file=settings.wechatpay_ca_file,
     )

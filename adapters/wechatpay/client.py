@@ -66,7 +66,7 @@ class WechatPayClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.merchants = merchants
+        self.merchants = {mchid: m for mchid, m in merchants.items() if not m.is_v2}  # v2 ones have their client
         self.http = http or httpx.Client(
             timeout=httpx.Timeout(10.0, connect=3.0), limits=httpx.Limits(max_connections=50)
         )

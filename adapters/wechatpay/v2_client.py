@@ -52,15 +52,16 @@ class WechatPayV2Client:
         *,
         secapi_base_url: str | None = None,
         ca_file: str | None = None,
+        http: httpx.Client | None = None,
         max_attempts: int = 4,
         backoff_seconds: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.secapi_base_url = (secapi_base_url or base_url).rstrip("/")
-        self.merchants = merchants
+        self.merchants = {mchid: m for mchid, m in merchants.items() if m.is_v2}
         self.ca_file = ca_file
-        self.http = httpx.Client(
+        self.http = http or httpx.Client(
             timeout=httpx.Timeout(10.0, connect=3.0), limits=httpx.Limits(max_connections=50), verify=self._context()
         )
         self._tls: dict[str, httpx.Client] = {}
