@@ -65,7 +65,13 @@ class Products:
         merchant = self._v2_merchant(mchid)
         self.ledger.get_product(mchid, product_id)
         return bizpayurl(
-            merchant.appid, merchant.account_mchid, product_id, merchant.v2_key, str(int(time.time())), new_nonce()
+            merchant.appid,
+            merchant.account_mchid,
+            product_id,
+            merchant.v2_key,
+            str(int(time.time())),
+            new_nonce(),
+            merchant.sub_mchid if merchant.is_partner else "",
         )
 
     def _v2_merchant(self, mchid: str) -> Merchant:

@@ -47,6 +47,10 @@ def scan(sandbox: Sandbox, code_url: str, openid: str) -> dict[str, Any]:
         "nonce_str": v2_signing.new_nonce(),
         "product_id": code["product_id"],
     }
+    if code.get("sub_mch_id"):  # a service provider's code names its sub-merchant
+        if code["sub_mch_id"] not in merchant.sub_merchants:
+            raise WechatError(400, "MCHID_NOT_EXIST", "二维码中的子商户号不存在")
+        request["sub_mch_id"] = code["sub_mch_id"]
     body = v2_signing.to_xml(v2_signing.signed(request, merchant.v2_key))
     try:
         response = httpx.post(
@@ -64,6 +68,10 @@ def scan(sandbox: Sandbox, code_url: str, openid: str) -> dict[str, Any]:
     if answer.get("result_code") != "SUCCESS" or not answer.get("prepay_id"):
         return {"accepted": False, "answer": answer}
     txn = sandbox.transactions.find_for_payer(None, None, answer["prepay_id"])
-    if txn["mchid"] != merchant.mchid or txn.get("product_id") != code["product_id"]:
+    if (
+        txn["mchid"] != merchant.mchid
+        or txn["sub_mchid"] != code.get("sub_mch_id", "")
+        or txn.get("product_id") != code["product_id"]
+    ):
         raise WechatError(502, "PREPAY_MISMATCH", "应答的prepay_id不是该商户为该商品下的单")
     return {"accepted": True, "answer": answer, "txn_key": txn["key"], "out_trade_no": txn["out_trade_no"]}

@@ -185,8 +185,13 @@ def app_pay_params(appid: str, partnerid: str, prepay_id: str, key: str, sign_ty
     return params
 
 
-def bizpayurl(appid: str, mch_id: str, product_id: str, key: str, time_stamp: str, nonce_str: str) -> str:
-    """Native mode 1's printed product code (https://pay.weixin.qq.com/wiki/doc/api/native.php?chapter=6_4)."""
+def bizpayurl(
+    appid: str, mch_id: str, product_id: str, key: str, time_stamp: str, nonce_str: str, sub_mch_id: str = ""
+) -> str:
+    """Native mode 1's printed product code (https://pay.weixin.qq.com/wiki/doc/api/native.php?chapter=6_4).
+
+    A service provider's code also names the sub-merchant (``sub_mch_id``, signed with the rest).
+    """
     params = {
         "appid": appid,
         "mch_id": mch_id,
@@ -194,4 +199,6 @@ def bizpayurl(appid: str, mch_id: str, product_id: str, key: str, time_stamp: st
         "time_stamp": time_stamp,
         "nonce_str": nonce_str,
     }
+    if sub_mch_id:
+        params["sub_mch_id"] = sub_mch_id
     return "weixin://wxpay/bizpayurl?" + urlencode(params | {"sign": sign(params, key, MD5)})

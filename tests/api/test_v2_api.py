@@ -161,6 +161,14 @@ def test_mode1_products_from_scan_to_paid(deployment: Deployment) -> None:
         )
     inactive = httpx.post(f"{deployment.sandbox}/sandbox/scan", json={"code_url": code["code_url"]}, timeout=10).json()
     assert inactive["accepted"] is False and inactive["answer"]["err_code_des"] == "商品已下架"
+    with deployment.client("v2_partner") as http:  # a service provider's sub-merchant: the code names it
+        http.post("/v1/products", json={"product_id": "cola-330", "amount_fen": 400, "description": "可乐"})
+        partner_code = http.get("/v1/products/cola-330/qr").json()["code_url"]
+    assert f"sub_mch_id={V2_PARTNER.sub_mchid}" in partner_code
+    sold = httpx.post(
+        f"{deployment.sandbox}/sandbox/scan", json={"code_url": partner_code, "pay": True}, timeout=10
+    ).json()
+    assert sold["accepted"] and sold["transaction"]["amount"]["total"] == 400
 
 
 def test_v2_callbacks_from_an_independent_wechat(deployment: Deployment) -> None:
