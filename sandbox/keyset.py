@@ -177,9 +177,15 @@ def _random_text(path: Path, length: int, alphabet: str) -> None:
 ALNUM = string.ascii_letters + string.digits
 
 
-def init_keyset(keys_dir: Path, config_path: Path, ledger_url: str, sandbox_url: str) -> list[str]:
-    """Write the keyset and, if absent, the config; return what was done, line by line."""
+def init_keyset(
+    keys_dir: Path, config_path: Path, ledger_url: str, sandbox_url: str, tls_url: str | None = None
+) -> list[str]:
+    """Write the keyset and, if absent, the config; return what was done, line by line.
+
+    ``tls_url`` is the sandbox's mutual-TLS listener (default: the port after the sandbox's).
+    """
     done: list[str] = []
+    tls_url = tls_url or secapi_url(sandbox_url)
     keys_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(keys_dir, 0o700)
     merchant_tables = []
@@ -205,11 +211,11 @@ def init_keyset(keys_dir: Path, config_path: Path, ledger_url: str, sandbox_url:
     )
     _tls_files(platform)
     done.append(f"sandbox platform certificate {platform_serial}, WeChat Pay public key {PUBLIC_KEY_ID}")
-    done.append(f"sandbox TLS certificate for {secapi_url(sandbox_url)} (v2 refunds, mutual TLS)")
+    done.append(f"sandbox TLS certificate for {tls_url} (v2 refunds, mutual TLS)")
     if config_path.exists():
         done.append(f"{config_path} exists: left as it is")
     else:
-        config_path.write_text(_config_toml(merchant_tables, keys_dir, sandbox_url), encoding="utf-8")
+        config_path.write_text(_config_toml(merchant_tables, keys_dir, sandbox_url, tls_url), encoding="utf-8")
         done.append(f"wrote {config_path}")
     return done
 
@@ -254,7 +260,7 @@ def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
     return "\n".join(lines) + "\n"
 
 
-def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str) -> str:
+def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str, tls_url: str) -> str:
     platform = keys_dir / "wechatpay"
     return "\n".join(
         [
@@ -264,7 +270,7 @@ def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str) -
             f'wechatpay_base_url = "{sandbox_url}"',
             f'wechat_api_base_url = "{sandbox_url}"  # the sandbox serves jscode2session too',
             "# API v2 refunds go over mutual TLS: the sandbox's TLS listener, and the CA that signed its certificate",
-            f'wechatpay_secapi_base_url = "{secapi_url(sandbox_url)}"',
+            f'wechatpay_secapi_base_url = "{tls_url}"',
             f'wechatpay_ca_file = "{platform / "tls_ca.pem"}"',
             "",
             *merchant_tables,

@@ -30,7 +30,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     tls_port = args.tls_port or config.tls_port or args.port + 1
     listener = tls_server(sandbox, args.host, tls_port)
     if listener is not None:
-        start_in_thread(listener)
+        try:
+            start_in_thread(listener)
+        except RuntimeError:
+            raise UsageError(
+                f"the sandbox's mutual-TLS listener could not start on {args.host}:{tls_port} (port in use?); "
+                "pass --tls-port"
+            ) from None
     print(
         f"WeChat Pay sandbox on http://{args.host}:{args.port} (mode {config.mode}, "
         f"{len(config.merchants)} merchants, state in {config.database})"

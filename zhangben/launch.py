@@ -103,7 +103,8 @@ def running_stack(
     ledger, sandbox = f"http://127.0.0.1:{ledger_port}", f"http://127.0.0.1:{sandbox_port}"
     config = config or root / "zhangben.toml"
     if not config.exists():
-        init_keyset(keys_dir or root / "keys", config, ledger, sandbox)
+        # the TLS listener's port chosen free as well (not "the next one"), and written where both sides read it
+        init_keyset(keys_dir or root / "keys", config, ledger, sandbox, f"https://127.0.0.1:{free_port()}")
     env = {**os.environ, "ZHANGBEN_CONFIG": str(config.resolve()), "ZHANGBEN_DATABASE_URL": database_url}
     stack = Stack(root, ledger, sandbox, env, database_url)
     stack.cli("db", "init")

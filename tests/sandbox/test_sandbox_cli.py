@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ def test_keys_init_then_sandbox(tmp_path: Path) -> None:
     assert "wrote zhangben.toml" in init.stdout
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "zhangben.cli", "sandbox", "--port", str(port)],
+        [sys.executable, "-m", "zhangben.cli", "sandbox", "--port", str(port), "--tls-port", str(free_port())],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -72,3 +73,14 @@ def test_sandbox_without_a_keyset_is_a_one_line_error(tmp_path: Path) -> None:
     result = run("sandbox", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "zhangben: error: zhangben.toml not found: run `zhangben keys init` first"
+
+
+def test_a_tls_port_in_use_is_one_line(tmp_path: Path) -> None:
+    assert run("keys", "init", cwd=tmp_path).returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        result = run("sandbox", "--port", str(free_port()), "--tls-port", str(taken), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "mutual-TLS listener could not start" in result.stderr and "Traceback" not in result.stderr
