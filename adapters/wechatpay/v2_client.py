@@ -252,8 +252,8 @@ class WechatPayV2Client:
     def refund_status(self, merchant: Merchant, out_refund_no: str) -> RefundNotice:
         """``/pay/refundquery``: the ``_$n`` fields of the refund asked for."""
         answer = self.call(merchant, "/pay/refundquery", {"out_refund_no": out_refund_no})
-        count = int(answer.get("refund_count", "0") or 0)
-        for n in range(count):
+        listed = answer.get("refund_count", "")
+        for n in range(int(listed) if listed.isdigit() else 0):
             if answer.get(f"out_refund_no_{n}") == out_refund_no:
                 return v2_refund_notice(answer, f"_{n}")
         raise WechatPayNotFound(f"refundquery did not list {out_refund_no}", code="REFUNDNOTEXIST")
