@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from api import audit, callbacks, cashier, errors, finance, logs, merchant, ops, products
+from api import audit, callbacks, cashier, errors, events, finance, logs, merchant, ops, products
 from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtime
 
@@ -41,7 +41,7 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         description="An event-sourced payment ledger for WeChat Pay. Money is always integer fen.",
     )
     errors.install(app)
-    for module in (merchant, products, audit, finance, callbacks, cashier, ops):
+    for module in (merchant, products, events, audit, finance, callbacks, cashier, ops):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -202,3 +202,65 @@ class ProductCode(BaseModel):
     product_id: str
     code_url: str = Field(description="the signed weixin://wxpay/bizpayurl?… to print (Native mode 1)")
     svg: str = Field(description="the same as an SVG QR code, ready to print")
+
+
+class BusinessEventModel(BaseModel):
+    id: str = Field(description="evt_…: stable across restarts and rebuilds")
+    type: str
+    created_at: str
+    mchid: str
+    merchant_order_no: str
+    data: dict[str, Any] = Field(description="detail (the ledger event's fields) and order (the order view then)")
+
+
+class EventPage(BaseModel):
+    events: list[BusinessEventModel]
+    next_cursor: str | None = Field(description="pass as ?after= for the next page; None when there is no more yet")
+
+
+class CreateWebhookEndpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: Annotated[StrictStr, Field(min_length=8, max_length=2048)]
+    event_types: list[StrictStr] | None = Field(None, description="default: every type")
+
+
+class WebhookEndpoint(BaseModel):
+    id: str
+    url: str
+    event_types: list[str]
+    state: str = Field(description="active, or failing (a delivery was given up after more than a day)")
+    created_at: str
+    failing_since: str | None = None
+    previous_secret_valid_until: str | None = None
+
+
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    secret: str = Field(description="shown once: keep it to verify Zhangben-Signature")
+
+
+class WebhookEndpointList(BaseModel):
+    endpoints: list[WebhookEndpoint]
+
+
+class RotateSecret(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_seconds: Annotated[StrictInt, Field(ge=0, le=7 * 86400)] = 86400
+
+
+class DeliveryAttempt(BaseModel):
+    endpoint_id: str
+    attempt: int
+    at: str
+    status_code: int | None
+    latency_ms: int | None
+    error: str | None
+    response: str | None = Field(description="the first 1 KB of the receiver's answer")
+    delivery_state: str | None
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryAttempt]
+
+
+class Redelivered(BaseModel):
+    queued: int

@@ -62,6 +62,7 @@ class _LedgerCollector(Collector):
         yield lag
         yield from self._scheduler()
         yield from self._money_alerts()
+        yield from self._webhooks()
 
     def _scheduler(self) -> Iterator[Any]:
         runs = CounterMetricFamily("zhangben_job_runs", "Scheduled job runs", labels=["job"])
@@ -98,6 +99,22 @@ class _LedgerCollector(Collector):
         except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked
             pass
         yield from (differences, abnormal)
+
+    def _webhooks(self) -> Iterator[Any]:
+        deliveries = GaugeMetricFamily(
+            "zhangben_webhook_deliveries", "Webhook deliveries by state (pending, delivered, failed)", labels=["state"]
+        )
+        failing = GaugeMetricFamily(
+            "zhangben_webhook_endpoints_failing", "Webhook endpoints that gave up after a day of retries (alert on > 0)"
+        )
+        try:
+            counts = self.rt.webhooks.store.counts()
+            for state in ("pending", "delivered", "failed"):
+                deliveries.add_metric([state], counts.get(state, 0))
+            failing.add_metric([], counts.get("endpoints_failing", 0))
+        except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked
+            pass
+        yield from (deliveries, failing)
 
 
 @router.get("/healthz")

@@ -541,13 +541,22 @@ class Ledger(Application[UUID]):
 
     def order_state_as_of(self, mchid: str, merchant_order_no: str, as_of: datetime) -> OrderView:
         """The order view as it stood at ``as_of``, rebuilt from the events alone."""
-        order_now = self.get_order(mchid, merchant_order_no)
+        view = self.order_view_at(ids.order_id(mchid, merchant_order_no), as_of)
+        if view is None:
+            raise OrderNotFound(mchid, merchant_order_no)
+        return view
+
+    def order_view_at(self, order_id: UUID, as_of: datetime) -> OrderView | None:
+        """The order view as it stood at ``as_of`` (None before the order existed), from the events alone."""
+        order_now: Order | None = self._load_optional(order_id)
+        if order_now is None:
+            return None
         versions = {i: version_at(self._events(i), as_of) for i in self._related_ids(order_now)}
         if versions[order_now.id] is None:
-            raise OrderNotFound(mchid, merchant_order_no)
+            return None
         order: Order = self.repository.get(order_now.id, version=versions[order_now.id])
         payments = [self._at(ids.payment_id(o), versions) for o in order.attempts]
-        refunds = [self._at(ids.refund_id(mchid, no), versions) for no in order.refunds]
+        refunds = [self._at(ids.refund_id(order.mchid, no), versions) for no in order.refunds]
         return order_view(order, _present(payments), _present(refunds))
 
     def _events(self, aggregate_id: UUID) -> list[DomainEvent]:

@@ -34,6 +34,8 @@ class Settings:
     wechatpay_secapi_base_url: str | None = None
     # extra trust for WeChat Pay's TLS certificate (the sandbox's own CA in development); None: the system's
     wechatpay_ca_file: str | None = None
+    # webhook retries run this many times faster (tests and the tour only; 1 in production)
+    webhooks_time_factor: float = 1.0
     merchants: list[dict[str, Any]] = field(default_factory=list)
 
     def merchant_ids(self, api: str | None = None) -> list[str]:
@@ -77,8 +79,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         wechatpay_secapi_base_url=env.get("ZHANGBEN_WECHATPAY_SECAPI_BASE_URL")
         or data.get("wechatpay_secapi_base_url"),
         wechatpay_ca_file=_relative(path, env.get("ZHANGBEN_WECHATPAY_CA_FILE") or data.get("wechatpay_ca_file")),
+        webhooks_time_factor=_factor(env.get("ZHANGBEN_WEBHOOKS_TIME_FACTOR") or data.get("webhooks_time_factor")),
         merchants=merchants,
     )
+
+
+def _factor(value: object) -> float:
+    if value in (None, ""):
+        return 1.0
+    try:
+        factor = float(str(value))
+    except ValueError:
+        raise SettingsError(f"webhooks_time_factor must be a positive number, not {value!r}") from None
+    if factor <= 0:
+        raise SettingsError(f"webhooks_time_factor must be a positive number, not {value!r}")
+    return factor
 
 
 def _relative(config_path: Path, value: str | None) -> str | None:

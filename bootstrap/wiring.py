@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from adapters import persistence
 from adapters.leases import Leases
 from adapters.viewdb import ViewDatabase
+from adapters.webhooks import WebhookStore
 from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.config import load_merchants
 from adapters.wechatpay.v2_client import WechatPayV2Client
@@ -21,9 +22,11 @@ from application.finance import Finance
 from application.ledger import Clock, Ledger
 from application.payments import PaymentService
 from application.products import Products
+from application.webhooks import Webhooks
 from bootstrap.clock import system_clock
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings
+from projections.business_events import BusinessEvents
 from projections.core import EventLog, Follower
 from projections.journal import Journal
 from projections.order_status import OrderStatusView
@@ -37,6 +40,7 @@ class Views:
     orders: OrderStatusView
     journal: Journal
     reconciliation: Reconciliation
+    events: BusinessEvents
     followers: dict[str, Follower]
 
 
@@ -56,8 +60,11 @@ class Runtime:
     leases: Leases
     v2: WechatPayV2Client
     products: Products
+    events: BusinessEvents
+    webhooks: Webhooks
 
     def close(self) -> None:
+        self.webhooks.http.close()
         self.client.close_http()
         self.v2.close_http()
         self.db.close()
@@ -72,8 +79,9 @@ def event_log(ledger: Ledger) -> EventLog:
 def build_views(ledger: Ledger, db: ViewDatabase) -> Views:
     log = event_log(ledger)
     orders, journal = OrderStatusView(log, db, ledger.order_view_by_id), Journal(log, db)
-    followers = {p.name: Follower(log, db, p) for p in (orders, journal)}
-    return Views(orders, journal, Reconciliation(db), followers)
+    events = BusinessEvents(log, db, ledger.order_view_at)
+    followers: dict[str, Follower] = {p.name: Follower(log, db, p) for p in (orders, journal, events)}
+    return Views(orders, journal, Reconciliation(db), events, followers)
 
 
 def init_database(settings: Settings) -> None:
@@ -86,6 +94,7 @@ def init_database(settings: Settings) -> None:
             follower.create_tables()
         views.reconciliation.create_tables()
         Leases(db).create_tables()
+        WebhookStore(db).create_tables()
     finally:
         db.close()
         ledger.close()
@@ -121,4 +130,6 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         Leases(db),
         v2,
         Products(service, callbacks),
+        views.events,
+        Webhooks(WebhookStore(db), views.events, clock, settings.webhooks_time_factor),
     )

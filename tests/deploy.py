@@ -46,9 +46,9 @@ class Deployment(Stack):
 
 
 @contextmanager
-def deploy(root: Path, database_url: str, workers: int = 1) -> Iterator[Deployment]:
+def deploy(root: Path, database_url: str, workers: int = 1, serve_args: tuple[str, ...] = ()) -> Iterator[Deployment]:
     """``zhangben sandbox`` and ``zhangben serve`` as processes on free ports, with keys for every role."""
-    with running_stack(root, database_url, workers=workers) as stack:
+    with running_stack(root, database_url, workers=workers, serve_args=serve_args) as stack:
         keys = {
             role: stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role)
             for role in ("merchant", "auditor", "finance")

@@ -20,7 +20,7 @@ from domain.apikey import ROLES
 from domain.errors import LedgerError
 from zhangben.usage import UsageError
 
-PROJECTIONS = ("order_status", "journal")
+PROJECTIONS = ("order_status", "journal", "business_events")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (PostgreSQL only for more than 1)")
     serve.add_argument("--no-projections", action="store_true", help="do not run the projections in this process")
     serve.add_argument("--no-scheduler", action="store_true", help="do not run the scheduled jobs in this process")
+    serve.add_argument("--no-webhooks", action="store_true", help="do not push webhooks from this process")
     serve.set_defaults(handler="zhangben.serve:cmd_serve")
 
     apikey = commands.add_parser("apikey", help="API keys")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _finance_commands(commands)
     _scheduler_commands(commands)
+    _webhook_commands(commands)
 
     sandbox = commands.add_parser("sandbox", help="run the local WeChat Pay sandbox")
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -153,6 +155,26 @@ def _scheduler_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     run.set_defaults(handler="zhangben.cli_scheduler:cmd_scheduler_run")
     status = sub.add_parser("status", help="each job's last and next run")
     status.set_defaults(handler="zhangben.cli_scheduler:cmd_scheduler_status")
+
+
+def _webhook_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("webhooks", help="push business events to the merchants' endpoints")
+    sub = parser.add_subparsers(title="webhooks commands", metavar="COMMAND")
+    run = sub.add_parser("run", help="deliver in this process (serve delivers too unless --no-webhooks)")
+    run.add_argument("--once", action="store_true", help="deliver what is due now, wait for it, and stop")
+    run.set_defaults(handler="zhangben.cli_webhooks:cmd_webhooks_run")
+    create = sub.add_parser("create", help="add an endpoint and print its signing secret (shown once)")
+    create.add_argument("--merchant", required=True, metavar="MCHID")
+    create.add_argument("--url", required=True)
+    create.add_argument("--events", metavar="TYPE,TYPE", help="event types (default: all)")
+    create.set_defaults(handler="zhangben.cli_webhooks:cmd_webhooks_create")
+    listing = sub.add_parser("list", help="a merchant's endpoints")
+    listing.add_argument("--merchant", required=True, metavar="MCHID")
+    listing.set_defaults(handler="zhangben.cli_webhooks:cmd_webhooks_list")
+    delete = sub.add_parser("delete", help="remove an endpoint")
+    delete.add_argument("--merchant", required=True, metavar="MCHID")
+    delete.add_argument("endpoint_id")
+    delete.set_defaults(handler="zhangben.cli_webhooks:cmd_webhooks_delete")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def _date(text: str, flag: str) -> date:
         raise UsageError(f"{flag} {text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _merchants(settings: Settings, explicit: str | None) -> list[str]:
+def chosen_merchants(settings: Settings, explicit: str | None) -> list[str]:
     """The merchant named, or every merchant configured (v3 and v2 alike)."""
     known = settings.merchant_ids()
     if explicit:
@@ -77,7 +77,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     rt = command_runtime()
     differences = 0
     try:
-        merchants = _merchants(rt.settings, args.merchant)
+        merchants = chosen_merchants(rt.settings, args.merchant)
         if content is not None and len(merchants) > 1:
             raise UsageError("--bill is one merchant's file: pass --merchant MCHID too")
         for mchid in merchants:
@@ -127,7 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     try:
         finance = rt.finance
-        for mchid in _merchants(rt.settings, args.merchant):
+        for mchid in chosen_merchants(rt.settings, args.merchant):
             if args.what == "reconciliation":
                 day = day_from
                 while day <= day_to:

@@ -15,15 +15,18 @@ import json
 import logging
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import segno
 
+from adapters.webhooks import verify_signature
 from adapters.wechatpay.beijing import BEIJING
 from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtime
@@ -63,6 +66,37 @@ def say(text: str) -> None:
     print(f"    {text}")
 
 
+class TourReceiver:
+    """The merchant's business system, as small as docs/webhooks.md's: it verifies each signature, keeps what held."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.accepted: list[dict[str, Any]] = []
+        self.refused = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                ok = verify_signature(self.headers.get("Zhangben-Signature", ""), body, outer.secret, int(time.time()))
+                self.send_response(204 if ok else 400)
+                self.end_headers()
+                if ok:
+                    outer.accepted.append(json.loads(body))
+                else:
+                    outer.refused += 1
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/zhangben/events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def types_for(self, no: str) -> list[str]:
+        return [e["type"] for e in self.accepted if e["merchant_order_no"] == no]
+
+
 class Tour:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
@@ -90,8 +124,14 @@ class Tour:
         self.http = httpx.Client(base_url=self.ledger, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
         self.v2 = httpx.Client(base_url=self.ledger, headers={"Authorization": f"Bearer {self.v2_key}"}, timeout=30)
         self.control = httpx.Client(base_url=self.sandbox, timeout=30)
+        self.receiver = TourReceiver()
+        endpoint = self.http.post("/v1/webhook-endpoints", json={"url": self.receiver.url})
+        if endpoint.status_code != 201:
+            raise StepFailed(f"webhook endpoint: {endpoint.text}")
+        self.receiver.secret = endpoint.json()["secret"]
 
     def stop(self) -> None:
+        self.receiver.server.shutdown()
         if self.rt:
             self.rt.close()
 
@@ -276,6 +316,29 @@ class Tour:
             "TOUR-1 PARTIALLY_REFUNDED (300 of 1000), TOUR-3 REFUNDED, over-refund refused",
         )
 
+    def webhooks_told_the_shop(self) -> None:
+        """Seed 000's ``notifyBusinessSystem(order)``: the ledger pushes each business event, signed."""
+        say(f"at the start the tour registered {self.receiver.url} (POST /v1/webhook-endpoints)")
+        deadline = time.monotonic() + 10
+        while self.receiver.types_for("TOUR-1") != ["order.paid", "refund.succeeded"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = self.receiver.types_for("TOUR-1")
+        say(f"the receiver verified Zhangben-Signature (HMAC-SHA256 over t.body) and accepted for TOUR-1: {got}")
+        forged = httpx.post(
+            self.receiver.url,
+            content=b'{"type":"order.paid","merchant_order_no":"TOUR-1"}',
+            headers={"Zhangben-Signature": f"t={int(time.time())},v1=" + "0" * 64},
+        )
+        say(f"a forged POST to the receiver → {forged.status_code}")
+        feed = self.http.get("/v1/events", params={"type": "refund.succeeded"}).json()["events"]
+        check(
+            got == ["order.paid", "refund.succeeded"]
+            and forged.status_code == 400
+            and any(e["merchant_order_no"] == "TOUR-3" for e in feed),
+            "TOUR-1's order.paid and refund.succeeded pushed and verified; a forged one refused; "
+            "GET /v1/events has the same",
+        )
+
     def late_payment(self) -> None:
         order = self.create("TOUR-6", 700, expire_seconds=60)
         otn = order["payment"]["out_trade_no"]
@@ -378,6 +441,7 @@ STEPS: list[tuple[str, Callable[[Tour], None]]] = [
     ("A notification that never arrives, healed by the compensating query", Tour.dropped_and_healed),
     ("An order that expires and is closed", Tour.expires_and_closed),
     ("A partial and a full refund", Tour.refunds),
+    ("The shop's system told by a signed webhook", Tour.webhooks_told_the_shop),
     ("A late payment after local expiry", Tour.late_payment),
     ("The day's bill, downloaded and reconciled", Tour.bill_reconciled),
     ("One seeded difference, found", Tour.seeded_difference),

@@ -1,4 +1,4 @@
-"""``zhangben serve``: the schema once, the projections in this process, N uvicorn workers."""
+"""``zhangben serve``: the schema once; the projections, the jobs and the webhook deliveries in this process; N uvicorn workers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from uvicorn.supervisors import Multiprocess
 
 from adapters.persistence import parse_url
 from api import logs
+from application.webhooks import DeliveryWorker
 from bootstrap.clock import system_clock
 from bootstrap.settings import load_settings
 from bootstrap.wiring import build_runtime, init_database
@@ -21,11 +22,18 @@ from zhangben.usage import UsageError
 
 def cmd_serve(args: argparse.Namespace) -> int:
     return serve(
-        args.host, args.port, args.workers, projections=not args.no_projections, scheduler=not args.no_scheduler
+        args.host,
+        args.port,
+        args.workers,
+        projections=not args.no_projections,
+        scheduler=not args.no_scheduler,
+        webhooks=not args.no_webhooks,
     )
 
 
-def serve(host: str, port: int, workers: int, *, projections: bool = True, scheduler: bool = True) -> int:
+def serve(
+    host: str, port: int, workers: int, *, projections: bool = True, scheduler: bool = True, webhooks: bool = True
+) -> int:
     settings = load_settings()
     if workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -41,6 +49,11 @@ def serve(host: str, port: int, workers: int, *, projections: bool = True, sched
         jobs = Scheduler(build_runtime(settings), system_clock)
         jobs.register_jobs()  # the tables were made by init_database above
         jobs.start()
+    delivery = None
+    if webhooks:  # on its own connections and threads: a slow endpoint never holds a request
+        hooks_rt = build_runtime(settings)
+        delivery = DeliveryWorker(hooks_rt.webhooks)
+        delivery.start()
     os.environ["ZHANGBEN_PROJECTIONS_RUNNING"] = "1" if projections else "0"
     logs.configure()
     print(
@@ -50,6 +63,9 @@ def serve(host: str, port: int, workers: int, *, projections: bool = True, sched
     try:
         run_workers(host, port, workers)
     finally:
+        if delivery:
+            delivery.stop()
+            hooks_rt.close()
         if jobs:
             jobs.stop()
             jobs.rt.close()

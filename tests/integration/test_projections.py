@@ -56,6 +56,7 @@ def snapshot(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:
         ),
         "journal_lines": sorted(tuple(r) for r in rt.db.execute("SELECT * FROM journal_lines")),
         "ledger_money": sorted(tuple(r) for r in rt.db.execute("SELECT * FROM ledger_money")),
+        "business_events": sorted(tuple(r) for r in rt.db.execute("SELECT * FROM business_events")),
     }
 
 
@@ -129,7 +130,7 @@ def test_exactly_once_through_sigkills(postgres: ThrowawayPostgres, keyset: Path
                     stderr=subprocess.DEVNULL,
                     text=True,
                 )
-                for name in ("journal", "order_status")
+                for name in ("journal", "order_status", "business_events")
             ]
             try:
                 for runner in runners:  # started and following the log: the kill lands mid-work
@@ -144,7 +145,7 @@ def test_exactly_once_through_sigkills(postgres: ThrowawayPostgres, keyset: Path
         stop.set()
         writer.join()
     assert not errors, errors
-    assert kills == 20
+    assert kills == 30
     for follower in rt.followers.values():
         assert follower.position > 0  # the killed runners did make progress
         follower.catch_up()

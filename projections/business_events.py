@@ -1,0 +1,211 @@
+"""Merchant-facing business events, from the ledger's log: what the event feed and the webhooks carry.
+
+One ledger event becomes at most two business events, each with a stable
+sequence number derived from its position in the log (``position * 4 +
+n``), so ids and the feed's cursor are the same after a rebuild or a
+restart.  Each carries the order view as it stood at that event, rebuilt
+from the events alone (``view_at``, handed over by bootstrap), so a replay
+writes byte-for-byte the same rows.
+
+| ledger event | business event |
+|---|---|
+| ``Order.Paid`` | ``order.paid`` |
+| ``Order.NeedsReview`` | ``order.needs_review`` (and ``payment.duplicate`` when money was taken twice) |
+| ``Order.Closed`` / ``Order.Expired`` | ``order.closed`` / ``order.expired`` |
+| ``Order.Refunded`` | ``refund.succeeded`` |
+| ``Order.RefundReleased`` | ``refund.closed`` |
+| ``Refund.Abnormal`` | ``refund.abnormal`` |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import Notification
+
+from adapters.viewdb import ViewDatabase, sortable
+from domain import ids
+from projections.core import EventLog
+
+# The order view as it stood at a moment (``Ledger.order_view_at``), or None before the order existed.
+ViewAt = Callable[[UUID, datetime], Mapping[str, Any] | None]
+
+NAME = "business_events"
+TYPES = (
+    "order.paid",
+    "order.needs_review",
+    "order.closed",
+    "order.expired",
+    "refund.succeeded",
+    "refund.closed",
+    "refund.abnormal",
+    "payment.duplicate",
+)
+PER_POSITION = 4  # business events one ledger event may give
+DDL = [
+    "CREATE TABLE IF NOT EXISTS business_events (seq BIGINT PRIMARY KEY, mchid TEXT NOT NULL, type TEXT NOT NULL, "
+    "order_id TEXT NOT NULL, created_at TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS business_events_by_merchant ON business_events (mchid, seq)",
+]
+INSERT = (
+    "INSERT INTO business_events (seq, mchid, type, order_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (seq) DO NOTHING"
+)
+_ORDER_EVENTS = {
+    "zhangben.Order.Paid": "order.paid",
+    "zhangben.Order.NeedsReview": "order.needs_review",
+    "zhangben.Order.Closed": "order.closed",
+    "zhangben.Order.Expired": "order.expired",
+    "zhangben.Order.Refunded": "refund.succeeded",
+    "zhangben.Order.RefundReleased": "refund.closed",
+}
+_DUPLICATE_REASON = "duplicate_payment"
+
+
+def event_id(seq: int) -> str:
+    return f"evt_{seq:016d}"
+
+
+def seq_of(event_id_text: str) -> int | None:
+    if not event_id_text.startswith("evt_") or not event_id_text[4:].isdigit():
+        return None
+    return int(event_id_text[4:])
+
+
+@dataclass(frozen=True)
+class BusinessEvent:
+    seq: int
+    mchid: str
+    type: str
+    order_id: str
+    created_at: str
+    body: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return event_id(self.seq)
+
+
+class BusinessEvents:
+    name = NAME
+    tables = ("business_events",)
+
+    def __init__(self, log: EventLog, db: ViewDatabase, view_at: ViewAt) -> None:
+        self.log = log
+        self.db = db
+        self.view_at = view_at
+
+    def create_tables(self) -> None:
+        for statement in DDL:
+            self.db.execute(statement)
+
+    def prepare(self, notifications: Sequence[Notification]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        for n in notifications:
+            if n.topic not in _ORDER_EVENTS and n.topic != "zhangben.Refund.Abnormal":
+                continue
+            event = cast(DomainEvent, self.log.mapper.to_domain_event(n))
+            kinds = _kinds(n.topic, event)
+            order_id = self._order_id(n, event)
+            view = self.view_at(order_id, event.timestamp)
+            if view is None:
+                continue
+            data = {k: _plain(v) for k, v in vars(event).items() if k not in _ENVELOPE}
+            for index, kind in enumerate(kinds):
+                seq = n.id * PER_POSITION + index
+                body = {
+                    "id": event_id(seq),
+                    "type": kind,
+                    "created_at": event.timestamp.isoformat(),
+                    "mchid": view["mchid"],
+                    "merchant_order_no": view["merchant_order_no"],
+                    "data": {"detail": data, "order": dict(view)},
+                }
+                rows.append(
+                    (
+                        seq,
+                        view["mchid"],
+                        kind,
+                        str(order_id),
+                        sortable(event.timestamp),
+                        json.dumps(body, ensure_ascii=False, sort_keys=True),
+                    )
+                )
+        return rows
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self.db.executemany(INSERT, rows)
+
+    def _order_id(self, n: Notification, event: DomainEvent) -> UUID:
+        if n.topic.startswith("zhangben.Order."):
+            return ids.as_uuid(n.originator_id)
+        refund: Any = self.log.repository.get(ids.as_uuid(n.originator_id), version=event.originator_version)
+        return cast(UUID, refund.order_id)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def page(
+        self, mchid: str, after: int, limit: int, types: Sequence[str] = (), until: int | None = None
+    ) -> list[BusinessEvent]:
+        """The merchant's events after ``after`` (up to ``until``), oldest first."""
+        where, params = ["mchid = ?", "seq > ?"], [mchid, after]
+        if until is not None:
+            where.append("seq <= ?")
+            params.append(until)
+        if types:
+            where.append(f"type IN ({', '.join('?' for _ in types)})")
+            params += list(types)
+        rows = self.db.execute(
+            f"SELECT seq, mchid, type, order_id, created_at, body FROM business_events WHERE {' AND '.join(where)} "  # noqa: S608 — fixed fragments
+            "ORDER BY seq LIMIT ?",
+            (*params, limit),
+        )
+        return [_event(r) for r in rows]
+
+    def last_seq(self, mchid: str) -> int:
+        rows = self.db.execute("SELECT MAX(seq) FROM business_events WHERE mchid = ?", (mchid,))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    def by_seq(self, seq: int) -> BusinessEvent | None:
+        rows = self.db.execute(
+            "SELECT seq, mchid, type, order_id, created_at, body FROM business_events WHERE seq = ?", (seq,)
+        )
+        return _event(rows[0]) if rows else None
+
+    def get(self, mchid: str, seq: int) -> BusinessEvent | None:
+        rows = self.db.execute(
+            "SELECT seq, mchid, type, order_id, created_at, body FROM business_events WHERE seq = ? AND mchid = ?",
+            (seq, mchid),
+        )
+        return _event(rows[0]) if rows else None
+
+
+_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
+
+
+def _kinds(topic: str, event: DomainEvent) -> list[str]:
+    if topic == "zhangben.Refund.Abnormal":
+        return ["refund.abnormal"]
+    kind = _ORDER_EVENTS[topic]
+    if kind == "order.needs_review" and getattr(event, "reason", "") == _DUPLICATE_REASON:
+        return [kind, "payment.duplicate"]
+    return [kind]
+
+
+def _event(row: tuple[Any, ...]) -> BusinessEvent:
+    return BusinessEvent(int(row[0]), row[1], row[2], row[3], row[4], json.loads(row[5]))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    return value
