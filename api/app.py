@@ -29,7 +29,6 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         app.state.runtime = rt or build_runtime(load_settings())
         app.state.metrics = ops.Metrics(app.state.runtime)
         app.state.projection_running = projection_running
-        app.state.session_keys = {}
         yield
         if owned:
             app.state.runtime.close()

@@ -9,17 +9,22 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from api.client_ip import payer_ip
 from api.deps import role, runtime
 from api.models import (
+    AuthorizeUrl,
     CreateOrder,
     CreateRefund,
     MiniProgramLogin,
     MiniProgramSession,
     NewPayment,
+    OAuthCode,
+    OAuthOpenId,
     OrderList,
     OrderWithPayment,
 )
@@ -36,8 +41,10 @@ Rt = Annotated[Runtime, Depends(runtime)]
 SETTLED = {"PAID", "PARTIALLY_REFUNDED", "REFUNDED", "CLOSED", "EXPIRED", "NEEDS_REVIEW"}
 
 
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "127.0.0.1"
+def _client_ip(request: Request, from_body: object = None) -> str:
+    """The payer's IP (api/client_ip.py): the body's, else trusted proxies' headers, else the peer."""
+    proxies = request.app.state.runtime.settings.trusted_proxies
+    return payer_ip(request, str(from_body) if from_body else None, proxies)
 
 
 def _await_projection(request: Request, rt: Runtime) -> None:
@@ -75,8 +82,9 @@ def create_order(
         body.payer_openid,
         body.expire_seconds,
         body.attach,
-        _client_ip(request),
+        _client_ip(request, body.payer_client_ip),
         idempotency_key or None,
+        appid=body.appid,
     )
     if not answer.created:
         response.status_code = 200  # the same request again: the same answer
@@ -94,7 +102,12 @@ def new_payment(
 ) -> dict[str, Any]:
     body = body or NewPayment()
     return rt.service.open_attempt(
-        who.mchid, merchant_order_no, body.channel, body.payer_openid, _client_ip(request)
+        who.mchid,
+        merchant_order_no,
+        body.channel,
+        body.payer_openid,
+        _client_ip(request, body.payer_client_ip),
+        body.appid,
     ).as_json()
 
 
@@ -199,8 +212,29 @@ def get_refund(out_refund_no: str, who: Merchant, rt: Rt) -> Any:
 @router.post(
     "/wechat/miniprogram/login", response_model=MiniProgramSession, summary="Mini-program login: code → openid"
 )
-def miniprogram_login(body: MiniProgramLogin, who: Merchant, rt: Rt, request: Request) -> Any:
-    session = rt.service.miniprogram_login(who.mchid, body.code)
-    # The session key stays here: kept in this process for the session, never returned or logged.
-    request.app.state.session_keys[session.openid] = session.session_key
+def miniprogram_login(body: MiniProgramLogin, who: Merchant, rt: Rt) -> Any:
+    # The session key stays server-side, in the database: never returned, never logged.
+    session = rt.service.miniprogram_login(who.mchid, body.code, body.appid)
     return {"openid": session.openid, "unionid": session.unionid}
+
+
+@router.get(
+    "/wechat/oauth/authorize-url",
+    response_model=AuthorizeUrl,
+    summary="公众号 page: where to send the payer's browser for their openid (snsapi_base)",
+)
+def oauth_authorize_url(
+    who: Merchant,
+    rt: Rt,
+    redirect_uri: Annotated[str, Query(min_length=1, max_length=1024, description="your page WeChat returns to")],
+    state: Annotated[str, Query(max_length=128, pattern=r"^[A-Za-z0-9_-]*$")] = "",
+    appid: Annotated[str | None, Query(max_length=32)] = None,
+) -> Any:
+    url = rt.service.oauth_authorize_url(who.mchid, redirect_uri, state, appid)
+    return {"url": url, "appid": parse_qs(urlsplit(url).query)["appid"][0]}
+
+
+@router.post("/wechat/oauth/openid", response_model=OAuthOpenId, summary="公众号 page: the code → the payer's openid")
+def oauth_openid(body: OAuthCode, who: Merchant, rt: Rt) -> Any:
+    openid, appid = rt.service.oauth_openid(who.mchid, body.code, body.appid)
+    return {"openid": openid, "appid": appid}

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictInt, StrictStr, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    model_serializer,
+)
 from typing_extensions import TypedDict
 
 from application.views import OrderView
@@ -22,6 +31,7 @@ Key = Annotated[
 ]
 Fen = Annotated[StrictInt, Field(gt=0, le=MAX_FEN, description="integer number of fen (分)")]
 OpenId = Annotated[StrictStr, Field(min_length=1, max_length=limits.OPENID_MAX_CHARS)]
+AppId = Annotated[StrictStr, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_]+$")]
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -39,12 +49,18 @@ class CreateOrder(BaseModel):
         limits.EXPIRE_SECONDS_DEFAULT
     )
     attach: Annotated[StrictStr, Field(max_length=limits.ATTACH_MAX_BYTES)] | None = None
+    appid: AppId | None = Field(None, description="one of the merchant's apps; default: the app claiming the channel")
+    payer_client_ip: IPvAnyAddress | None = Field(
+        None, description="the payer's IP as your back end saw it (H5 needs it); default: from trusted proxies"
+    )
 
 
 class NewPayment(BaseModel):
     model_config = ConfigDict(extra="forbid")
     channel: Channel | None = None
     payer_openid: OpenId | None = None
+    appid: AppId | None = None
+    payer_client_ip: IPvAnyAddress | None = None
 
 
 class CreateRefund(BaseModel):
@@ -57,6 +73,23 @@ class CreateRefund(BaseModel):
 class MiniProgramLogin(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    appid: AppId | None = None
+
+
+class OAuthCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Annotated[StrictStr, Field(min_length=1, max_length=128, description="the code WeChat sent back")]
+    appid: AppId | None = None
+
+
+class OAuthOpenId(BaseModel):
+    openid: str
+    appid: str
+
+
+class AuthorizeUrl(BaseModel):
+    url: str
+    appid: str
 
 
 # -- answers -------------------------------------------------------------------------------
@@ -154,6 +187,7 @@ class JournalLine(BaseModel):
     credit_fen: int
     reference: str
     event: int
+    note: str = Field("", description="e.g. what the payer paid when a coupon (代金券) paid the rest")
 
 
 class AccountTotals(BaseModel):

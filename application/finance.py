@@ -22,7 +22,7 @@ from domain.errors import PaymentNotFound, RefundNotFound
 log = logging.getLogger("zhangben.finance")
 
 RECONCILIATION_COLUMNS = ["kind", "of", "out_trade_no", "transaction_id", "out_refund_no", "bill_fen", "ledger_fen"]
-JOURNAL_COLUMNS = ["date", "account", "debit_fen", "credit_fen", "reference", "event"]
+JOURNAL_COLUMNS = ["date", "account", "debit_fen", "credit_fen", "reference", "event", "note"]
 
 
 class StoredBill(Protocol):

@@ -162,6 +162,7 @@ class Ledger(Application[UUID]):
         expire_seconds: int = 900,
         attach: str | None = None,
         idempotency_key: str | None = None,
+        appid: str = "",
     ) -> OpenedOrder:
         """Create an order and its first payment attempt, or find the existing one again.
 
@@ -194,7 +195,7 @@ class Ledger(Application[UUID]):
             return OpenedOrder(existing, self.get_payment(existing.attempts[-1]), created=False)
         now = self.clock()
         order = Order(mchid=mchid, merchant_order_no=merchant_order_no, created_at=now, **terms)
-        payment = self._new_attempt(order, channel, payer_openid, now)
+        payment = self._new_attempt(order, channel, payer_openid, now, appid)
         self.save(order, payment, *claim)
         return OpenedOrder(order, payment, created=True)
 
@@ -205,8 +206,13 @@ class Ledger(Application[UUID]):
         merchant_order_no: str,
         channel: str | None = None,
         payer_openid: str | None = None,
+        appid: str | Callable[[str], str] = "",
     ) -> Payment:
-        """A new payment attempt with a new ``out_trade_no`` for an unpaid order."""
+        """A new payment attempt with a new ``out_trade_no`` for an unpaid order.
+
+        ``appid`` may be a function of the attempt's channel (known only here,
+        when the channel is the order's): the app that pays for it.
+        """
         order = self.get_order(mchid, merchant_order_no)
         channel = channel or order.channel
         if payer_openid is None and channel == order.channel:
@@ -214,11 +220,15 @@ class Ledger(Application[UUID]):
         require_channel(channel, payer_openid)
         if len(order.attempts) >= MAX_ATTEMPTS_PER_ORDER:
             raise InvalidInput("payments", f"order {merchant_order_no!r} has too many payment attempts")
-        payment = self._new_attempt(order, channel, payer_openid, self.clock())
+        payment = self._new_attempt(
+            order, channel, payer_openid, self.clock(), appid(channel) if callable(appid) else appid
+        )
         self.save(order, payment)
         return payment
 
-    def _new_attempt(self, order: Order, channel: str, payer_openid: str | None, now: datetime) -> Payment:
+    def _new_attempt(
+        self, order: Order, channel: str, payer_openid: str | None, now: datetime, appid: str = ""
+    ) -> Payment:
         out_trade_no = order.next_out_trade_no()
         expire_at = now + timedelta(seconds=order.expire_seconds)
         order.start_attempt(out_trade_no, channel, payer_openid, expire_at)
@@ -234,6 +244,7 @@ class Ledger(Application[UUID]):
             payer_openid=payer_openid,
             expire_at=expire_at,
             created_at=now,
+            appid=appid,
         )
 
     @retry_on_conflict

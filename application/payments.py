@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.sessions import SessionKeys
+from adapters.wechatpay import oauth
 from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
 from adapters.wechatpay.client import PrepayResult, WechatPayClient
 from adapters.wechatpay.config import Merchant
@@ -28,7 +30,7 @@ from adapters.wechatpay.miniprogram import DEFAULT_BASE_URL, MiniProgramSession,
 from adapters.wechatpay.v2_client import WechatPayV2Client
 from application.ledger import Ledger, PaymentOutcome
 from application.views import OrderView
-from domain.errors import Conflict, InvalidTransition
+from domain.errors import Conflict, InvalidInput, InvalidTransition
 from domain.notification import Notification
 from domain.order import RULES as ORDER_RULES
 from domain.order import Order
@@ -90,8 +92,12 @@ class PaymentService:
         client: WechatPayClient,
         login_base_url: str = DEFAULT_BASE_URL,
         v2: WechatPayV2Client | None = None,
+        open_base_url: str = oauth.DEFAULT_OPEN_BASE_URL,
+        session_keys: SessionKeys | None = None,
     ) -> None:
         self.ledger = ledger
+        self.open_base_url = open_base_url  # WeChat's web authorisation page (open.weixin.qq.com)
+        self.session_keys = session_keys
         self.client = client
         self.v2 = v2
         self.login_base_url = login_base_url  # the mini-program login API's host (api.weixin.qq.com)
@@ -131,6 +137,7 @@ class PaymentService:
         client_ip: str = "127.0.0.1",
         idempotency_key: str | None = None,
         product_id: str | None = None,
+        appid: str | None = None,
     ) -> OrderAnswer:
         """``POST /v1/orders``: the order (new, or the same request again) with its prepaid attempt.
 
@@ -148,6 +155,7 @@ class PaymentService:
             expire_seconds,
             attach,
             idempotency_key,
+            self.app_for(merchant, channel, appid),
         )
         checkout = self._checkout(merchant, opened.order, opened.payment, client_ip, product_id)
         return OrderAnswer(opened.order, self.ledger.view_of(opened.order, checkout.payment), checkout, opened.created)
@@ -159,9 +167,10 @@ class PaymentService:
         channel: str | None = None,
         payer_openid: str | None = None,
         client_ip: str = "127.0.0.1",
+        appid: str | None = None,
     ) -> Checkout:
         """A fresh attempt (new ``out_trade_no``); the open ones are closed at WeChat first."""
-        return self.open_attempt(mchid, merchant_order_no, channel, payer_openid, client_ip).checkout
+        return self.open_attempt(mchid, merchant_order_no, channel, payer_openid, client_ip, appid).checkout
 
     def open_attempt(
         self,
@@ -170,6 +179,7 @@ class PaymentService:
         channel: str | None = None,
         payer_openid: str | None = None,
         client_ip: str = "127.0.0.1",
+        appid: str | None = None,
     ) -> OrderAnswer:
         """``POST /v1/orders/{no}/payments``: a fresh attempt, answered with the order view."""
         merchant = self.merchant(mchid)
@@ -178,14 +188,30 @@ class PaymentService:
         if self._close_open_attempts(merchant, order, "replaced by a new payment attempt"):
             order = self.ledger.get_order(mchid, merchant_order_no)
             raise InvalidTransition("order", merchant_order_no, "start a payment attempt", order.status.value)
-        payment = self.ledger.start_payment(mchid, merchant_order_no, channel, payer_openid)
+        if appid is not None:
+            self.app_for(merchant, channel or order.channel, appid)  # an unknown appid is refused before anything
+        payment = self.ledger.start_payment(
+            mchid, merchant_order_no, channel, payer_openid, lambda chosen: self.app_for(merchant, chosen, appid)
+        )
         order = self.ledger.get_order(mchid, merchant_order_no)
         checkout = self._checkout(merchant, order, payment, client_ip)
         return OrderAnswer(order, self.ledger.view_of(order, checkout.payment), checkout)
 
+    def app_for(self, merchant: Merchant, channel: str, appid: str | None) -> str:
+        """The appid an attempt pays through: the one the order names, else the app that claims its channel."""
+        if appid is None:
+            return merchant.app_for_channel(channel)
+        if appid not in merchant.payer_appids:
+            raise InvalidInput(
+                "appid",
+                f"appid {appid!r} is not one of merchant {merchant.mchid}'s apps: {list(merchant.payer_appids)}",
+            )
+        return appid
+
     def _checkout(
         self, merchant: Merchant, order: Order, payment: Payment, client_ip: str, product_id: str | None = None
     ) -> Checkout:
+        merchant = merchant.with_app(payment.appid)  # pay_params are signed for the attempt's own app
         if payment.status is PaymentStatus.PREPAID:
             return Checkout(payment, self._stored_prepay(merchant, payment))
         if payment.status is not PaymentStatus.CREATED:
@@ -312,13 +338,39 @@ class PaymentService:
 
     # -- the payer's openid ------------------------------------------------------------------
 
-    def miniprogram_login(self, mchid: str, code: str) -> MiniProgramSession:
-        """``wx.login``'s code → the payer's openid, with the merchant's mini-program appid and appsecret."""
+    def miniprogram_login(self, mchid: str, code: str, appid: str | None = None) -> MiniProgramSession:
+        """``wx.login``'s code → the payer's openid, with the mini-program's appid and appsecret.
+
+        The session key WeChat returns is kept server-side (``SessionKeys``),
+        shared by the workers and kept across restarts; it is never answered.
+        """
+        app = self._app_with_secret(mchid, "miniprogram", appid, "mini-program login")
+        session = code_to_session(self.client.http, self.login_base_url, app.payer_appid, app.appsecret or "", code)
+        if self.session_keys is not None:
+            self.session_keys.keep(app.payer_appid, session.openid, session.session_key, self.ledger.clock())
+        return session
+
+    def oauth_authorize_url(self, mchid: str, redirect_uri: str, state: str, appid: str | None = None) -> str:
+        """Where a 公众号 page sends the payer's browser for ``snsapi_base`` (the openid, asking nothing)."""
+        if not oauth.check_redirect_uri(redirect_uri):
+            raise InvalidInput("redirect_uri", "redirect_uri must be an absolute http(s) URL without a fragment")
+        app = self.merchant(mchid).with_app(self.app_for(self.merchant(mchid), "jsapi", appid))
+        return oauth.authorize_url(self.open_base_url, app.payer_appid, redirect_uri, state)
+
+    def oauth_openid(self, mchid: str, code: str, appid: str | None = None) -> tuple[str, str]:
+        """The code WeChat sent back to the redirect_uri → (openid, appid): the payer's id in the 公众号."""
+        app = self._app_with_secret(mchid, "jsapi", appid, "web authorisation")
+        openid = oauth.code_to_openid(self.client.http, self.login_base_url, app.payer_appid, app.appsecret or "", code)
+        return openid, app.payer_appid
+
+    def _app_with_secret(self, mchid: str, channel: str, appid: str | None, what: str) -> Merchant:
         merchant = self.merchant(mchid)
-        if not merchant.appsecret:
-            raise Conflict(f"no appsecret_file is configured for merchant {mchid}: mini-program login needs it")
-        appid = merchant.sub_appid or merchant.appid
-        return code_to_session(self.client.http, self.login_base_url, appid, merchant.appsecret, code)
+        app = merchant.with_app(self.app_for(merchant, channel, appid))
+        if not app.appsecret:
+            raise Conflict(
+                f"no appsecret_file is configured for app {app.payer_appid} of merchant {mchid}: {what} needs it"
+            )
+        return app
 
     # -- refunds ------------------------------------------------------------------------------
 

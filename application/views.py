@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NotRequired
 
 from typing_extensions import (
     TypedDict,  # pydantic reads these as the API's answer schemas, and needs this one before 3.12
@@ -39,6 +40,9 @@ class PaymentView(TypedDict):
     channel: str
     amount_fen: int
     paid_fen: int | None
+    payer_total_fen: NotRequired[
+        int | None
+    ]  # what the payer paid: less than paid_fen when a coupon (代金券) paid the rest
     created_at: str | None
     expire_at: str | None
 
@@ -49,6 +53,9 @@ class OrderView(TypedDict):
     status: str
     amount_fen: int
     paid_fen: int
+    payer_total_fen: NotRequired[
+        int
+    ]  # (absent in views written before it existed) what the payer paid of paid_fen; a coupon paid the difference
     refunded_fen: int
     description: str
     attach: str | None
@@ -90,9 +97,18 @@ def payment_view(payment: Payment) -> PaymentView:
         "channel": payment.channel,
         "amount_fen": payment.amount_fen,
         "paid_fen": payment.total_fen,
+        "payer_total_fen": payment.payer_total_fen,
         "created_at": _iso(payment.created_at),
         "expire_at": _iso(payment.expire_at),
     }
+
+
+def _payer_total(order: Order, payments: Sequence[Payment]) -> int:
+    """What the payer paid for the order: the paying attempt's ``payer_total`` (0 before it is paid)."""
+    paying = next((p for p in payments if p.out_trade_no == order.paid_out_trade_no), None)
+    if paying is None or paying.payer_total_fen is None:
+        return order.paid_fen if paying is not None else 0
+    return paying.payer_total_fen
 
 
 def order_view(order: Order, payments: Sequence[Payment], refunds: Sequence[Refund]) -> OrderView:
@@ -102,6 +118,7 @@ def order_view(order: Order, payments: Sequence[Payment], refunds: Sequence[Refu
         "status": order.status.value,
         "amount_fen": order.amount_fen,
         "paid_fen": order.paid_fen,
+        "payer_total_fen": _payer_total(order, payments),
         "refunded_fen": order.refunded_fen,
         "description": order.description,
         "attach": order.attach,

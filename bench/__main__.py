@@ -33,6 +33,7 @@ from adapters.wechatpay.config import load_merchants
 from application.callbacks import Callbacks
 from application.ledger import Ledger
 from application.payments import PaymentService
+from bench.webhooks import webhook_ingest
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_views, init_database, open_ledger
 from projections.core import Follower
@@ -322,6 +323,15 @@ def main() -> int:
         for name, values in latencies.items():
             record(f"{name} through HTTP p50 (4 threads, 2 workers)", percentile(values, 0.5) * 1000, "ms")
             record(f"{name} through HTTP p99 (4 threads, 2 workers)", percentile(values, 0.99) * 1000, "ms")
+        hooks = webhook_ingest(server, min(n, 500))
+        record("callbacks through HTTP /s, no webhook endpoint (8 senders)", hooks["without"], "callbacks/s")
+        record(
+            f"callbacks through HTTP /s, a webhook endpoint ({hooks['delivered']} pushed)",
+            hooks["with"],
+            "callbacks/s",
+            "the same without an endpoint",
+            hooks["without"],
+        )
         rt_settings = Settings(config_path=Path("zhangben.toml"), database_url=url)
         init_database(rt_settings)
         followers = {name: follower for name, follower in _followers(ledger, url).items()}

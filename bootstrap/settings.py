@@ -6,6 +6,7 @@ Only what every command needs lives here; the WeChat Pay merchant settings
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.persistence import DEFAULT_DATABASE_URL
-from adapters.wechatpay import miniprogram
+from adapters.wechatpay import miniprogram, oauth
 
 DEFAULT_CONFIG = "zhangben.toml"
 DEFAULT_WECHATPAY_BASE_URL = "https://api.mch.weixin.qq.com"
@@ -36,6 +37,10 @@ class Settings:
     wechatpay_ca_file: str | None = None
     # webhook retries run this many times faster (tests and the tour only; 1 in production)
     webhooks_time_factor: float = 1.0
+    # 公众号 web authorisation (snsapi_base): the page the payer's browser is sent to
+    wechat_open_base_url: str = oauth.DEFAULT_OPEN_BASE_URL
+    # proxies whose X-Forwarded-For / X-Real-IP name the payer (H5's payer_client_ip); nobody else's are read
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     merchants: list[dict[str, Any]] = field(default_factory=list)
 
     def merchant_ids(self, api: str | None = None) -> list[str]:
@@ -80,8 +85,33 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         or data.get("wechatpay_secapi_base_url"),
         wechatpay_ca_file=_relative(path, env.get("ZHANGBEN_WECHATPAY_CA_FILE") or data.get("wechatpay_ca_file")),
         webhooks_time_factor=_factor(env.get("ZHANGBEN_WEBHOOKS_TIME_FACTOR") or data.get("webhooks_time_factor")),
+        wechat_open_base_url=env.get("ZHANGBEN_WECHAT_OPEN_BASE_URL")
+        or data.get("wechat_open_base_url")
+        or oauth.DEFAULT_OPEN_BASE_URL,
+        trusted_proxies=_networks(path, env.get("ZHANGBEN_TRUSTED_PROXIES"), data.get("trusted_proxies")),
         merchants=merchants,
     )
+
+
+def _networks(
+    path: Path, from_env: str | None, from_file: object
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``trusted_proxies``: addresses or CIDR blocks, a list in the file or comma-separated in the environment."""
+    if from_env:
+        items: list[object] = [part for part in from_env.split(",") if part.strip()]
+    elif from_file is None:
+        return ()
+    elif isinstance(from_file, list):
+        items = list(from_file)
+    else:
+        raise SettingsError(f'{path}: `trusted_proxies` must be a list, e.g. ["10.0.0.0/8", "127.0.0.1"]')
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise SettingsError(f"trusted_proxies: {item!r} is not an IP address or CIDR block") from None
+    return tuple(networks)
 
 
 def _factor(value: object) -> float:

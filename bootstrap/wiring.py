@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from adapters import persistence
 from adapters.leases import Leases
+from adapters.sessions import SessionKeys
 from adapters.viewdb import ViewDatabase
 from adapters.webhooks import WebhookStore
 from adapters.wechatpay.client import WechatPayClient
@@ -95,6 +96,7 @@ def init_database(settings: Settings) -> None:
         views.reconciliation.create_tables()
         Leases(db).create_tables()
         WebhookStore(db).create_tables()
+        SessionKeys(db).create_tables()
     finally:
         db.close()
         ledger.close()
@@ -112,7 +114,9 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     )
     db = ViewDatabase(persistence.parse_url(settings.database_url))
     views = build_views(ledger, db)
-    service = PaymentService(ledger, client, settings.wechat_api_base_url, v2)
+    service = PaymentService(
+        ledger, client, settings.wechat_api_base_url, v2, settings.wechat_open_base_url, SessionKeys(db)
+    )
     finance = Finance(ledger, service, views.reconciliation, views.journal, views.followers["journal"])
     callbacks = Callbacks(ledger, service)
     return Runtime(

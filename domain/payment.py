@@ -9,6 +9,7 @@ notification or an active query) ever reaches it.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -47,6 +48,12 @@ class Payment(Aggregate):
         payer_openid: str | None
         expire_at: datetime
         created_at: datetime
+        appid: str  # the app the payer pays through ("" before several apps per merchant: the main one)
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("appid", "")
 
     class Prepaid(Aggregate.Event):
         TOPIC = "zhangben.Payment.Prepaid"
@@ -131,8 +138,10 @@ class Payment(Aggregate):
         payer_openid: str | None,
         expire_at: datetime,
         created_at: datetime,
+        appid: str = "",
     ) -> None:
         self.out_trade_no = out_trade_no
+        self.appid = appid
         self.order_id = order_id
         self.mchid = mchid
         self.merchant_order_no = merchant_order_no

@@ -19,6 +19,7 @@ bill against.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -38,7 +39,8 @@ TOPICS = ("zhangben.Payment.Paid", "zhangben.Order.Refunded", "zhangben.DailyBil
 DDL = [
     "CREATE TABLE IF NOT EXISTS journal_lines (event_ref BIGINT NOT NULL, line_no INTEGER NOT NULL, "
     "mchid TEXT NOT NULL, day TEXT NOT NULL, account TEXT NOT NULL, debit_fen BIGINT NOT NULL, "
-    "credit_fen BIGINT NOT NULL, reference TEXT NOT NULL, PRIMARY KEY (event_ref, line_no))",
+    "credit_fen BIGINT NOT NULL, reference TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', "
+    "PRIMARY KEY (event_ref, line_no))",
     "CREATE INDEX IF NOT EXISTS journal_by_day ON journal_lines (mchid, day)",
     "CREATE INDEX IF NOT EXISTS journal_by_reference ON journal_lines (reference)",
     "CREATE TABLE IF NOT EXISTS ledger_money (kind TEXT NOT NULL, key TEXT NOT NULL, mchid TEXT NOT NULL, "
@@ -58,6 +60,7 @@ class Line:
     debit_fen: int
     credit_fen: int
     reference: str
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,30 @@ def pair(
 
 
 def payment_lines(
-    ref: int, mchid: str, out_trade_no: str, transaction_id: str, total_fen: int, success_time: datetime
+    ref: int,
+    mchid: str,
+    out_trade_no: str,
+    transaction_id: str,
+    total_fen: int,
+    success_time: datetime,
+    payer_total_fen: int | None = None,
 ) -> tuple[list[Line], Money]:
+    """The sale at its full total: a coupon (代金券) is part of what WeChat settles, so it is a note, not a line.
+
+    WeChat's bill shows the coupon in its own column and settles the order's
+    total (应结订单金额 = total − 充值券), so the sale is booked at ``total_fen``
+    and the payer's share is written beside it for the clerk.
+    https://pay.weixin.qq.com/doc/v3/merchant/4012791869 (交易账单: 代金券金额)
+    """
     day = beijing_day(success_time)
-    return (
-        pair(ref, mchid, day, "wechat_clearing", "merchant_sales", total_fen, out_trade_no),
-        Money("payment", transaction_id, mchid, day, out_trade_no, total_fen, ref),
-    )
+    note = ""
+    if payer_total_fen is not None and payer_total_fen < total_fen:
+        note = f"payer paid {payer_total_fen} fen, coupon {total_fen - payer_total_fen} fen"
+    lines = [
+        dataclasses.replace(line, note=note)
+        for line in pair(ref, mchid, day, "wechat_clearing", "merchant_sales", total_fen, out_trade_no)
+    ]
+    return lines, Money("payment", transaction_id, mchid, day, out_trade_no, total_fen, ref)
 
 
 def refund_lines(
@@ -148,6 +168,14 @@ class Journal:
     def create_tables(self) -> None:
         for statement in DDL:
             self.db.execute(statement)
+        self._add_note_column()
+
+    def _add_note_column(self) -> None:
+        """A database made before journal notes existed gets the column (then ``projections rebuild journal``)."""
+        if self.db.kind == "postgres":
+            self.db.execute("ALTER TABLE journal_lines ADD COLUMN IF NOT EXISTS note TEXT NOT NULL DEFAULT ''")
+        elif not any(row[1] == "note" for row in self.db.execute("PRAGMA table_info(journal_lines)")):
+            self.db.execute("ALTER TABLE journal_lines ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
     def _aggregate(self, aggregate_id: UUID) -> Any:
         if aggregate_id not in self._cache:
@@ -163,7 +191,13 @@ class Journal:
             if n.topic == "zhangben.Payment.Paid":
                 payment = self._aggregate(ids.as_uuid(n.originator_id))
                 lines, money = payment_lines(
-                    n.id, payment.mchid, payment.out_trade_no, event.transaction_id, event.total_fen, event.success_time
+                    n.id,
+                    payment.mchid,
+                    payment.out_trade_no,
+                    event.transaction_id,
+                    event.total_fen,
+                    event.success_time,
+                    getattr(event, "payer_total_fen", None),
                 )
             elif n.topic == "zhangben.Order.Refunded":
                 order = self._aggregate(ids.as_uuid(n.originator_id))
@@ -190,8 +224,8 @@ class Journal:
             self.db.execute("DELETE FROM journal_lines WHERE reference = ?", (reference,))
         for line in batch.lines:
             self.db.execute(
-                "INSERT INTO journal_lines (event_ref, line_no, mchid, day, account, debit_fen, credit_fen, reference)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_ref, line_no) DO NOTHING",
+                "INSERT INTO journal_lines (event_ref, line_no, mchid, day, account, debit_fen, credit_fen, reference, "
+                "note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_ref, line_no) DO NOTHING",
                 (
                     line.event_ref,
                     line.line_no,
@@ -201,6 +235,7 @@ class Journal:
                     line.debit_fen,
                     line.credit_fen,
                     line.reference,
+                    line.note,
                 ),
             )
         for m in batch.money:
@@ -214,7 +249,7 @@ class Journal:
 
     def lines(self, mchid: str, day_from: date, day_to: date) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT day, account, debit_fen, credit_fen, reference, event_ref FROM journal_lines "
+            "SELECT day, account, debit_fen, credit_fen, reference, event_ref, note FROM journal_lines "
             "WHERE mchid = ? AND day >= ? AND day <= ? ORDER BY day, event_ref, line_no",
             (mchid, day_from.isoformat(), day_to.isoformat()),
         )
@@ -226,6 +261,7 @@ class Journal:
                 "credit_fen": int(r[3]),
                 "reference": r[4],
                 "event": int(r[5]),
+                "note": r[6],
             }
             for r in rows
         ]

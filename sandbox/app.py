@@ -20,7 +20,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sandbox import http_controls, http_miniprogram, http_wechatpay_v2, http_wechatpay_v3
+from sandbox import http_controls, http_miniprogram, http_oauth, http_wechatpay_v2, http_wechatpay_v3
 from sandbox.service import Sandbox
 
 __all__ = ["Sandbox", "build_app"]
@@ -56,6 +56,7 @@ def build_app(sandbox: Sandbox, *, run_worker: bool = True, tls: bool = False) -
         *http_wechatpay_v3.routes(sandbox),
         *http_wechatpay_v2.routes(sandbox, secapi=tls),
         *http_miniprogram.routes(sandbox),
+        *http_oauth.routes(sandbox),
         *http_controls.routes(sandbox),
     ]
     return Starlette(

@@ -69,7 +69,8 @@ def bill_rows(
                             "OTHERS",
                             "CNY",
                             fen_to_yuan(total),
-                            "0.00",
+                            # a coupon (充值代金券, CASH) paid part: WeChat still settles the total
+                            fen_to_yuan(total - t.get("payer_total", total)),
                             "0",
                             "0",
                             "0.00",

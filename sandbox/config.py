@@ -27,7 +27,7 @@ class SandboxMerchant:
     public_key: rsa.RSAPublicKey
     apiv3_key: bytes
     v2_key: str
-    sub_merchants: dict[str, str] = field(default_factory=dict)  # sub_mchid → sub_appid
+    sub_merchants: dict[str, frozenset[str]] = field(default_factory=dict)  # sub_mchid → its sub_appids
     appsecrets: dict[str, str] = field(default_factory=dict)  # appid → appsecret
     cert_pem: bytes = b""  # the API certificate: v2 refunds present it in the TLS handshake
     native_callback_url: str = ""  # Native mode 1's 扫码回调URL, set in the merchant platform
@@ -65,6 +65,17 @@ def _read(base: Path, table: dict[str, Any], key: str, where: str) -> bytes:
         raise SandboxConfigError(f"{where}: `{key}` = {path}: {exc.strerror}") from None
 
 
+def _apps(base: Path, table: dict[str, Any], where: str) -> dict[str, str]:
+    """The merchant's other apps (``[[merchants.apps]]``): appid → appsecret ("" when none is configured)."""
+    apps: dict[str, str] = {}
+    for i, app in enumerate(table.get("apps", [])):
+        if isinstance(app, dict) and app.get("appid"):
+            here = f"{where} [[merchants.apps]] {i + 1}"
+            secret = _read(base, app, "appsecret_file", here).decode().strip() if app.get("appsecret_file") else ""
+            apps[str(app["appid"])] = secret
+    return apps
+
+
 def load_sandbox_config(config_path: Path) -> SandboxConfig:
     try:
         data = tomllib.loads(config_path.read_text(encoding="utf-8"))
@@ -91,10 +102,15 @@ def load_sandbox_config(config_path: Path) -> SandboxConfig:
         appids = set(existing.appids) if existing else set()
         appids.add(appid)
         secrets_by_app[appid] = secret
+        apps = _apps(base, table, where)  # [[merchants.apps]]: more appids (sub_appids for a sub-merchant)
         if table.get("sub_mchid"):
-            subs[str(table["sub_mchid"])] = str(table.get("sub_appid") or "")
+            sub_appids = {str(table.get("sub_appid") or "")} | set(apps)
+            subs[str(table["sub_mchid"])] = frozenset(a for a in sub_appids if a)
             if table.get("sub_appid"):
                 secrets_by_app[str(table["sub_appid"])] = secret
+        else:
+            appids |= set(apps)
+        secrets_by_app |= {app: app_secret or secret for app, app_secret in apps.items()}
         merchants[mchid] = SandboxMerchant(
             mchid=mchid,
             appids=frozenset(appids),

@@ -22,6 +22,19 @@ from sandbox.refunds import refund_json
 from sandbox.service import Sandbox
 from sandbox.transactions import transaction_json
 
+SEEN_FIELDS = (
+    "mchid",
+    "appid",
+    "sub_mchid",
+    "sub_appid",
+    "trade_type",
+    "out_trade_no",
+    "total",
+    "openid",
+    "payer_client_ip",
+    "state",
+)
+
 
 def routes(sandbox: Sandbox) -> list[Route]:
 
@@ -90,6 +103,13 @@ def routes(sandbox: Sandbox) -> list[Route]:
             return sandbox.faults()
         return sandbox.set_faults(await control_json(request))
 
+    async def sandbox_order(request: Request) -> Any:
+        """What the merchant sent for this out_trade_no, as WeChat keeps it (appid, trade type, payer IP, …)."""
+        txn = sandbox.store.by_alias("transaction", f"otn:{request.path_params['out_trade_no']}")
+        if txn is None:
+            raise WechatError(404, "ORDER_NOT_EXIST", "订单不存在")
+        return {k: v for k, v in txn.items() if k in SEEN_FIELDS}
+
     async def sandbox_notifications(request: Request) -> Any:
         return {"deliveries": sandbox.store.deliveries()}
 
@@ -148,6 +168,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
         Route("/sandbox/scan", control(sandbox_scan), methods=["POST"]),
         Route("/sandbox/faults", control(sandbox_faults), methods=["GET", "POST"]),
         Route("/sandbox/notifications", control(sandbox_notifications), methods=["GET"]),
+        Route("/sandbox/orders/{out_trade_no}", control(sandbox_order), methods=["GET"]),
         Route("/sandbox/clock", control(sandbox_clock), methods=["GET", "POST"]),
         Route("/sandbox/refunds/{out_refund_no}", control(sandbox_refund), methods=["POST"]),
         Route("/sandbox/wx-login", control(sandbox_wx_login), methods=["POST"]),

@@ -11,6 +11,7 @@ so running it twice changes nothing.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import string
@@ -37,9 +38,15 @@ class DemoMerchant:
     sub_mchid: str = ""
     sub_appid: str = ""
     v2_sign_type: str = "HMAC-SHA256"
+    # [[merchants.apps]]: (appid, channels) of more apps under the same mchid, each with its own appsecret
+    apps: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
-DIRECT = DemoMerchant("direct", "1900000001", "wxd678efh567hg6787", "direct", "v3")
+# The direct merchant's main app is its 小程序 (and Native, H5, app); its 公众号 pays for JSAPI.
+DIRECT_OA_APPID = "wx5f6e7d8c9b0a1f2e"
+DIRECT = DemoMerchant(
+    "direct", "1900000001", "wxd678efh567hg6787", "direct", "v3", apps=((DIRECT_OA_APPID, ("jsapi",)),)
+)
 PARTNER = DemoMerchant(
     "partner", "1900000100", "wx8888888888888888", "partner", "v3", "1900000109", "wxd9b1c2e3f4a5b6c7"
 )
@@ -196,6 +203,8 @@ def init_keyset(
         _random_text(folder / "apiv3_key", 32, ALNUM)
         _random_text(folder / "v2_key", 32, ALNUM)
         _random_text(folder / "appsecret", 32, string.hexdigits.lower()[:16])
+        for appid, _ in merchant.apps:
+            _random_text(folder / f"appsecret_{appid}", 32, string.hexdigits.lower()[:16])
         merchant_tables.append(_merchant_toml(merchant, folder, serial, keys_dir, ledger_url))
         done.append(f"merchant {merchant.mchid} ({merchant.label}): key, certificate {serial}, APIv3 key, v2 key")
     platform = keys_dir / "wechatpay"
@@ -257,6 +266,13 @@ def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
             "# Native mode 1's 扫码回调URL: set in the merchant platform at WeChat; the sandbox reads it here",
             f'native_callback_url = "{ledger_url}/wechatpay/v2/native-callback"',
         ]
+    for appid, channels in merchant.apps:  # last: every key after [[merchants.apps]] belongs to the app
+        lines += [
+            "[[merchants.apps]]",
+            f'appid = "{appid}"',
+            f"channels = {json.dumps(list(channels))}",
+            f'appsecret_file = "{folder / f"appsecret_{appid}"}"',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -269,6 +285,7 @@ def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str, t
             'database_url = "sqlite:///var/zhangben.db"',
             f'wechatpay_base_url = "{sandbox_url}"',
             f'wechat_api_base_url = "{sandbox_url}"  # the sandbox serves jscode2session too',
+            f'wechat_open_base_url = "{sandbox_url}"  # and the 公众号 web authorisation page',
             "# API v2 refunds go over mutual TLS: the sandbox's TLS listener, and the CA that signed its certificate",
             f'wechatpay_secapi_base_url = "{tls_url}"',
             f'wechatpay_ca_file = "{platform / "tls_ca.pem"}"',

@@ -105,7 +105,7 @@ class Transactions:
             if sub_mchid not in merchant.sub_merchants:
                 raise WechatError(400, "MCH_NOT_EXISTS", "特约商户号不存在或未与服务商建立关系")
             sub_appid = body.get("sub_appid") or ""
-            if sub_appid and sub_appid != merchant.sub_merchants[sub_mchid]:
+            if sub_appid and sub_appid not in merchant.sub_merchants[sub_mchid]:
                 raise WechatError(400, "APPID_MCHID_NOT_MATCH", "sub_appid和sub_mchid不匹配")
         else:
             if body.get("mchid") != merchant.mchid:
@@ -155,6 +155,8 @@ class Transactions:
             "total": total,
             "openid_field": openid_field,
             "openid": openid,
+            # what WeChat's risk checks see of the payer (H5 requires it)
+            "payer_client_ip": str((body.get("scene_info") or {}).get("payer_client_ip") or ""),
         }
 
     @staticmethod

@@ -66,7 +66,7 @@ def unifiedorder_fields(merchant: SandboxMerchant, params: dict[str, str], now: 
     if partner:
         if sub_mchid not in merchant.sub_merchants:
             raise V2Failure("MCHID_NOT_EXIST", "特约商户号不存在或未与服务商建立关系")
-        if sub_appid and sub_appid != merchant.sub_merchants[sub_mchid]:
+        if sub_appid and sub_appid not in merchant.sub_merchants[sub_mchid]:
             raise V2Failure("APPID_MCHID_NOT_MATCH", "sub_appid和sub_mch_id不匹配")
     openid_field, openid = "", ""
     if trade_type == "JSAPI":
@@ -119,6 +119,7 @@ def unifiedorder_fields(merchant: SandboxMerchant, params: dict[str, str], now: 
         "openid_field": openid_field,
         "openid": openid,
         "product_id": params.get("product_id", ""),
+        "payer_client_ip": params["spbill_create_ip"],
     }
     return fields, TRADE_TYPES[trade_type]
 

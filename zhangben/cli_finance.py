@@ -147,6 +147,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     "status",
                     "amount_fen",
                     "paid_fen",
+                    "payer_total_fen",
                     "refunded_fen",
                     "created_at",
                     "paid_at",

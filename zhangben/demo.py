@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import segno
@@ -30,7 +31,7 @@ from adapters.webhooks import verify_signature
 from adapters.wechatpay.beijing import BEIJING
 from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtime
-from sandbox.keyset import DIRECT, PARTNER, V2
+from sandbox.keyset import DIRECT, DIRECT_OA_APPID, PARTNER, V2
 from scheduler.runner import JOBS, Scheduler
 from zhangben.launch import Stack, StackError, running_stack
 
@@ -203,6 +204,29 @@ class Tour:
             and params["package"].startswith("prepay_id=")
             and params["appId"] == DIRECT.appid,
             "mini-program order TOUR-2 has signed pay_params",
+        )
+
+    def official_account_oauth(self) -> None:
+        """Seed 001: a 公众号 page gets the payer's openid by web authorisation, then pays by JSAPI."""
+        asked = self.http.get(
+            "/v1/wechat/oauth/authorize-url",
+            params={"redirect_uri": "https://shop.example.com/pay?o=TOUR-OA", "state": "TOUR-OA"},
+        ).json()
+        say(f"GET /v1/wechat/oauth/authorize-url → {asked['url'][:96]}…")
+        back = httpx.get(asked["url"].split("#")[0] + "&openid=oTourOA", follow_redirects=False)
+        location = back.headers.get("location", "")
+        say(f"WeChat (the sandbox) sends the payer back: {location[:96]}…")
+        code = parse_qs(urlsplit(location).query)["code"][0]
+        got = self.http.post("/v1/wechat/oauth/openid", json={"code": code}).json()
+        say(f"POST /v1/wechat/oauth/openid → {got}")
+        order = self.create("TOUR-OA", 1200, "jsapi", payer_openid=got["openid"])
+        params = order["payment"]["pay_params"]
+        say(
+            f"JSAPI pay_params for WeixinJSBridge, signed for the 公众号 {params['appId']} (the 小程序 is {DIRECT.appid})"
+        )
+        check(
+            got == {"openid": "oTourOA", "appid": DIRECT_OA_APPID} and params["appId"] == DIRECT_OA_APPID,
+            "two apps under one mchid: the 公众号 order is signed for the 公众号's appid",
         )
 
     def v2_miniprogram_md5(self) -> None:
@@ -435,6 +459,7 @@ class Tour:
 STEPS: list[tuple[str, Callable[[Tour], None]]] = [
     ("A Native order, paid by scan", Tour.native_paid_by_scan),
     ("A mini-program order and its pay_params", Tour.miniprogram),
+    ("A 公众号 payer: openid by web authorisation, then JSAPI", Tour.official_account_oauth),
     ("An API v2 mini-program order, paid with an MD5 paySign", Tour.v2_miniprogram_md5),
     ("A printed product code (Native mode 1), scanned and paid", Tour.product_code_mode1),
     ("A notification delivered three times changes the ledger once", Tour.three_deliveries_one_change),

@@ -98,7 +98,16 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def run_workers(host: str, port: int, workers: int) -> None:
     config = uvicorn.Config(
-        "api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning", log_config=None
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        log_config=None,
+        # the peer stays the peer: only `trusted_proxies` decide whose X-Forwarded-For is read (api/client_ip.py);
+        # uvicorn's own default would believe any local process
+        proxy_headers=False,
     )
     sock = listening_socket(host, port)
     if workers == 1:

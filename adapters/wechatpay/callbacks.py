@@ -136,8 +136,8 @@ def check_merchant(resource: Mapping[str, Any], merchant: Merchant) -> None:
         if resource.get("mchid") != merchant.account_mchid:
             raise CallbackRejected("mchid does not match the configured merchant")
         appid = resource.get("appid")
-    if appid is not None and appid != merchant.appid:
-        raise CallbackRejected("appid does not match the configured merchant")
+    if appid is not None and not merchant.knows_appid(appid):
+        raise CallbackRejected("appid is not one of the configured merchant's apps")
 
 
 def _time(value: Any) -> datetime | None:

@@ -7,6 +7,7 @@ is refused: the key would already be leaked to every account on the host.
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.wechatpay.errors import MerchantConfigError
 from adapters.wechatpay.signing import load_private_key, load_public_key
+
+CHANNELS = ("native", "jsapi", "miniprogram", "app", "h5")
+
+
+@dataclass(frozen=True)
+class App:
+    """One of the merchant's apps (公众号, 小程序, mobile app): its appid and the channels it pays for."""
+
+    appid: str
+    channels: tuple[str, ...]
+    appsecret: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class Merchant:
     client_cert_file: Path | None = None  # v2 refunds go over mutual TLS with the API certificate
     client_key_file: Path | None = None
     refund_notify_url: str = ""  # v2: where refund results go (v3 sends them to notify_url)
+    apps: tuple[App, ...] = ()  # [[merchants.apps]]: more appids under this mchid (sub_appids for a sub-merchant)
 
     @property
     def is_partner(self) -> bool:
@@ -66,6 +79,31 @@ class Merchant:
     def mchid(self) -> str:
         """The id the ledger keeps orders under: the sub-merchant's in partner mode."""
         return self.sub_mchid if self.is_partner else self.account_mchid
+
+    @property
+    def payer_appids(self) -> tuple[str, ...]:
+        """Every appid a payer of this merchant may pay through: the main one, then ``[[merchants.apps]]``."""
+        main = (self.payer_appid,) if self.payer_appid else ()
+        return main + tuple(a.appid for a in self.apps if a.appid != self.payer_appid)
+
+    def app_for_channel(self, channel: str) -> str:
+        """The appid that pays for ``channel``: the app claiming it, else the main one."""
+        return next((a.appid for a in self.apps if channel in a.channels), self.payer_appid)
+
+    def knows_appid(self, appid: str) -> bool:
+        """An appid WeChat may name in this merchant's notifications (``sp_appid`` for a sub-merchant)."""
+        return appid == self.appid if self.is_partner else appid in self.payer_appids
+
+    def with_app(self, appid: str) -> Merchant:
+        """This merchant paying through ``appid`` (one of ``payer_appids``): the ids and appsecret requests use."""
+        if not appid or appid == self.payer_appid:
+            return self
+        app = next((a for a in self.apps if a.appid == appid), None)
+        if app is None:
+            raise MerchantConfigError(f"merchant {self.mchid} has no app {appid}")
+        if self.is_partner:
+            return dataclasses.replace(self, sub_appid=app.appid, appsecret=app.appsecret)
+        return dataclasses.replace(self, appid=app.appid, appsecret=app.appsecret)
 
     def __repr__(self) -> str:  # never print keys
         return f"Merchant({self.name!r}, mchid={self.mchid}, mode={self.mode})"
@@ -122,6 +160,7 @@ def load_merchant(table: dict[str, Any], base: Path, where: str) -> Merchant:
         "notify_url": notify_url,
         "appsecret": _appsecret(base, table, where),
         "api": api,
+        "apps": _apps(base, table, where),
     }
     if api == "v2":
         return Merchant(**common, **_v2_settings(base, table, where))
@@ -141,6 +180,39 @@ def _appsecret(base: Path, table: dict[str, Any], where: str) -> str | None:
     if not table.get("appsecret_file"):
         return None
     return _read_secret(base, table, "appsecret_file", where).decode().strip()
+
+
+def _apps(base: Path, table: dict[str, Any], where: str) -> tuple[App, ...]:
+    """``[[merchants.apps]]``: each with ``appid``, ``channels`` and an optional ``appsecret_file``.
+
+    A channel claimed by two apps is refused: an order names its channel, and
+    which app pays for it must not depend on the order of the tables.  An app
+    with no channels is used only when an order names its ``appid``.
+    """
+    tables = table.get("apps", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise MerchantConfigError(f"{where}: `apps` must be [[merchants.apps]] tables")
+    apps: list[App] = []
+    claimed: dict[str, str] = {}
+    for i, app_table in enumerate(tables):
+        here = f"{where} [[merchants.apps]] {i + 1}"
+        appid = str(app_table.get("appid") or "")
+        if not appid:
+            raise MerchantConfigError(f"{here}: `appid` is required")
+        if any(a.appid == appid for a in apps):
+            raise MerchantConfigError(f"{here}: app {appid} is listed twice")
+        channels = app_table.get("channels", [])
+        if not isinstance(channels, list) or any(c not in CHANNELS for c in channels):
+            raise MerchantConfigError(f"{here}: `channels` must be a list of {', '.join(CHANNELS)}")
+        for channel in channels:
+            if channel in claimed:
+                raise MerchantConfigError(
+                    f"{here}: channel {channel!r} is claimed by app {claimed[channel]} and app {appid}; give each "
+                    "channel one app (an order may still name any app's `appid`)"
+                )
+            claimed[channel] = appid
+        apps.append(App(appid, tuple(channels), _appsecret(base, app_table, here)))
+    return tuple(apps)
 
 
 def _v3_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any]:
@@ -217,12 +289,18 @@ def load_merchants(tables: list[dict[str, Any]], config_path: Path, api: str | N
     rather than one silently replacing the other.
     """
     merchants: dict[str, Merchant] = {}
+    seen: dict[str, str] = {}
     for i, table in enumerate(tables):
+        where = f"{config_path} [[merchants]] {table.get('name') or i + 1}"
+        mchid = str(table.get("sub_mchid") or table.get("mchid") or "")
+        if mchid in seen:
+            raise MerchantConfigError(
+                f"{where}: merchant {mchid} is configured twice (also in {seen[mchid]}); list its 公众号, 小程序 "
+                "and apps as [[merchants.apps]] under one [[merchants]]"
+            )
+        seen[mchid] = where
         if api is not None and table.get("api", "v3") != api:
             continue
-        where = f"{config_path} [[merchants]] {table.get('name') or i + 1}"
         merchant = load_merchant(table, config_path.parent, where)
-        if merchant.mchid in merchants:
-            raise MerchantConfigError(f"{where}: merchant {merchant.mchid} is configured twice")
         merchants[merchant.mchid] = merchant
     return merchants

@@ -121,8 +121,8 @@ def _merchant_named(fields: Mapping[str, str], merchants: Mapping[str, Merchant]
             continue
         if not merchant.is_partner and sub_mch_id:
             continue
-        if fields.get("appid") and fields["appid"] != merchant.appid:
-            raise CallbackRejected("appid does not match the configured merchant")
+        if fields.get("appid") and not merchant.knows_appid(fields["appid"]):
+            raise CallbackRejected("appid is not one of the configured merchant's apps")
         return merchant
     raise CallbackRejected(f"no v2 merchant {mch_id}{'/' + sub_mch_id if sub_mch_id else ''} is configured")
 

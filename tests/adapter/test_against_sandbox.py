@@ -16,7 +16,7 @@ from adapters.wechatpay.callbacks import TRANSLATIONS, CallbackRejected
 from adapters.wechatpay.errors import SignatureError, WechatPayBusinessError
 from application.callbacks import CallbackRefused
 from domain.errors import InvalidTransition
-from sandbox.keyset import DIRECT, PARTNER
+from sandbox.keyset import DIRECT, DIRECT_OA_APPID, PARTNER
 from tests.adapter.conftest import Wired
 
 MERCHANTS = [DIRECT.mchid, PARTNER.sub_mchid]
@@ -50,7 +50,9 @@ def test_every_channel_prepays_direct_and_partner(wired: Wired, mchid: str, chan
     else:
         params = view["pay_params"]
         assert params["signType"] == "RSA" and params["package"].startswith("prepay_id=wx")
-        expected_app = PARTNER.sub_appid if mchid == PARTNER.sub_mchid else DIRECT.appid
+        # the direct merchant's 公众号 pays for JSAPI, its 小程序 (the main app) for the mini-program
+        direct_app = DIRECT_OA_APPID if channel == "jsapi" else DIRECT.appid
+        expected_app = PARTNER.sub_appid if mchid == PARTNER.sub_mchid else direct_app
         assert params["appId"] == expected_app
         check_pay_sign(wired, mchid, params)
     # the same request again: the same attempt, nothing new at WeChat or in the ledger

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.wechatpay.config import load_merchants
 from adapters.wechatpay.errors import MerchantConfigError
-from sandbox.keyset import DIRECT, init_keyset
+from sandbox.keyset import DIRECT, DIRECT_OA_APPID, init_keyset
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,38 @@ def test_public_key_needs_its_id(config: tuple[Path, list[dict[str, Any]]]) -> N
     with pytest.raises(MerchantConfigError, match="PUB_KEY_ID_"):
         load_merchants(_with(tables, public_key_id="7132D72A03E9"), path)
     assert DIRECT.mchid in load_merchants(tables, path)
+
+
+def test_several_apps_under_one_mchid(config: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, tables = config
+    direct = load_merchants(tables, path)[DIRECT.mchid]
+    assert direct.payer_appids == (DIRECT.appid, DIRECT_OA_APPID)
+    assert direct.app_for_channel("jsapi") == DIRECT_OA_APPID
+    assert direct.app_for_channel("miniprogram") == direct.app_for_channel("native") == DIRECT.appid
+    oa = direct.with_app(DIRECT_OA_APPID)
+    assert oa.appid == oa.payer_appid == DIRECT_OA_APPID and oa.appsecret and oa.appsecret != direct.appsecret
+    assert oa.appsecret not in repr(oa) and direct.with_app(DIRECT.appid) is direct
+    assert direct.knows_appid(DIRECT_OA_APPID) and not direct.knows_appid("wx0000000000000000")
+
+
+def test_one_mchid_twice_or_one_channel_for_two_apps_is_refused(config: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, tables = config
+    direct = next(t for t in tables if t["mchid"] == DIRECT.mchid)
+    second = {k: v for k, v in direct.items() if k != "apps"} | {"appid": "wx1111111111111111", "name": "mini"}
+    with pytest.raises(MerchantConfigError, match="merchant 1900000001 is configured twice .*merchants.apps"):
+        load_merchants([direct, second], path)
+    with pytest.raises(MerchantConfigError, match="configured twice"):  # also across API versions
+        load_merchants([direct, second | {"api": "v2"}], path, api="v3")
+    clash = direct | {"apps": [*direct["apps"], {"appid": "wx2222222222222222", "channels": ["jsapi"]}]}
+    with pytest.raises(MerchantConfigError, match="channel 'jsapi' is claimed by app wx5f6e7d8c9b0a1f2e and app wx2"):
+        load_merchants([clash], path)
+    with pytest.raises(MerchantConfigError, match="`channels` must be a list of"):
+        load_merchants([direct | {"apps": [{"appid": "wx3", "channels": ["wap"]}]}], path)
+    with pytest.raises(MerchantConfigError, match="`appid` is required"):
+        load_merchants([direct | {"apps": [{"channels": ["app"]}]}], path)
+    # an app without channels is chosen only by name; one-app configs keep working
+    named_only = direct | {"apps": [{"appid": "wx4444444444444444"}]}
+    merchant = load_merchants([named_only], path)[DIRECT.mchid]
+    assert merchant.app_for_channel("jsapi") == DIRECT.appid and "wx4444444444444444" in merchant.payer_appids
+    plain = {k: v for k, v in direct.items() if k != "apps"}
+    assert load_merchants([plain], path)[DIRECT.mchid].payer_appids == (DIRECT.appid,)

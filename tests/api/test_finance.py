@@ -83,16 +83,26 @@ def test_a_day_reconciles_then_each_difference_is_found(deployment: Deployment) 
             == 202
         )
         wait(lambda: status(deployment, "REC-1") == "PARTIALLY_REFUNDED" and status(deployment, "REC-3") == "REFUNDED")
+        # a payer with a 5 元 coupon (代金券): WeChat settles the whole 25 元, the payer paid 20 元
+        deployment.pay(order(deployment, "REC-4", 2500), payer_total_fen=2000)
+        wait(lambda: status(deployment, "REC-4") == "PAID")
+        coupon = http.get("/v1/orders/REC-4").json()
+        assert (coupon["paid_fen"], coupon["payer_total_fen"], coupon["payments"][0]["payer_total_fen"]) == (
+            2500,
+            2000,
+            2000,
+        )
+        assert http.get("/v1/orders/REC-2").json()["payer_total_fen"] == 1300  # no coupon: all of it
     to_next_day_ten(deployment, day)
     result = cli(deployment, "reconcile", "--date", day.isoformat(), "--merchant", DIRECT.mchid)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "differences 0" in result.stdout and "5 bill lines" in result.stdout
+    assert "differences 0" in result.stdout and "6 bill lines" in result.stdout
 
     with httpx.Client(
         base_url=deployment.ledger, headers={"Authorization": f"Bearer {deployment.keys['finance']}"}
     ) as fin:
         report = fin.get("/v1/finance/reconciliation", params={"date": day.isoformat()}).json()
-        assert (report["matched"], report["differences"]) == (5, [])
+        assert (report["matched"], report["differences"]) == (6, [])
         journal = fin.get(
             "/v1/finance/journal", params={"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
         ).json()
@@ -103,7 +113,9 @@ def test_a_day_reconciles_then_each_difference_is_found(deployment: Deployment) 
         )
         bank = balance["accounts"]["bank"]["debit_fen"]
         fees = balance["accounts"]["wechat_fees"]["debit_fen"]
-        assert bank + fees == 6000 + 1300 + 990 - 2000 - 990
+        assert bank + fees == 6000 + 1300 + 990 + 2500 - 2000 - 990
+        notes = {line["reference"]: line["note"] for line in journal["lines"] if line["account"] == "merchant_sales"}
+        assert set(notes.values()) == {"", "payer paid 2000 fen, coupon 500 fen"}
         csv_file = fin.get(
             "/v1/finance/journal", params={"from": day.isoformat(), "to": day.isoformat(), "format": "csv"}
         )
@@ -131,6 +143,12 @@ def test_a_day_reconciles_then_each_difference_is_found(deployment: Deployment) 
     )
     rows = list(load_workbook(export).active.values)
     assert rows[0][:3] == ("mchid", "date", "account") and len(rows) > 10
+    orders = deployment.root / "orders.xlsx"
+    done = cli(deployment, "export", "orders", "--date", day.isoformat(), "--format", "xlsx", "--out", str(orders))
+    assert done.returncode == 0, done.stderr
+    table = list(load_workbook(orders).active.values)
+    by_no = {row[1]: dict(zip(table[0], row, strict=True)) for row in table[1:]}
+    assert (by_no["REC-4"]["paid_fen"], by_no["REC-4"]["payer_total_fen"]) == (2500, 2000)
 
 
 def test_every_kind_of_difference(deployment: Deployment) -> None:

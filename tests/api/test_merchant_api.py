@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from sandbox.keyset import DIRECT
+from adapters.persistence import parse_url
+from adapters.viewdb import ViewDatabase
+from sandbox.keyset import DIRECT, DIRECT_OA_APPID
 from tests.deploy import Deployment
 
 PROBLEM = "application/problem+json"
@@ -215,6 +222,92 @@ def test_miniprogram_login(deployment: Deployment) -> None:
         assert answer.status_code == 200 and answer.json() == {"openid": "oMiniApi1"}
         is_problem(http.post("/v1/wechat/miniprogram/login", json={"code": code}), 409)  # single use
         is_problem(http.post("/v1/wechat/miniprogram/login", json={}), 422)
+    # the session key is kept in the database, for every worker and after a restart; never answered or logged
+    db = ViewDatabase(parse_url(deployment.database_url))
+    try:
+        [(session_key,)] = db.execute(
+            "SELECT session_key FROM miniprogram_sessions WHERE appid = ? AND openid = ?", (DIRECT.appid, "oMiniApi1")
+        )
+    finally:
+        db.close()
+    assert len(base64.b64decode(session_key)) == 16
+    assert session_key not in (deployment.root / "processes.log").read_text(encoding="utf-8", errors="replace")
+
+
+def pay_sign_holds(deployment: Deployment, params: dict[str, str]) -> bool:
+    """``paySign`` verifies with the merchant's key, over the appId it names (docs/wechatpay-protocol.md §5)."""
+    key = load_pem_private_key((deployment.root / "keys" / DIRECT.mchid / "apiclient_key.pem").read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    message = f"{params['appId']}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n".encode()
+    key.public_key().verify(base64.b64decode(params["paySign"]), message, padding.PKCS1v15(), hashes.SHA256())
+    return True
+
+
+def seen_by_wechat(deployment: Deployment, out_trade_no: str) -> dict[str, Any]:
+    answer = httpx.get(f"{deployment.sandbox}/sandbox/orders/{out_trade_no}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_two_apps_under_one_mchid_each_order_signed_for_its_own(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        jsapi = http.post("/v1/orders", json=order_body("API-APP1", channel="jsapi", payer_openid="oOA1")).json()
+        mini = http.post("/v1/orders", json=order_body("API-APP2", channel="miniprogram", payer_openid="oMini1")).json()
+        for answer, appid in ((jsapi, DIRECT_OA_APPID), (mini, DIRECT.appid)):
+            params = answer["payment"]["pay_params"]
+            assert params["appId"] == appid and pay_sign_holds(deployment, params)
+            assert seen_by_wechat(deployment, answer["payment"]["out_trade_no"])["appid"] == appid
+        named = http.post("/v1/orders", json=order_body("API-APP3", appid=DIRECT_OA_APPID))
+        assert named.status_code == 201, named.text
+        assert seen_by_wechat(deployment, named.json()["payment"]["out_trade_no"])["appid"] == DIRECT_OA_APPID
+        again = http.post("/v1/orders/API-APP3/payments", json={"channel": "jsapi", "payer_openid": "oOA9"})
+        assert again.status_code == 201 and again.json()["payment"]["pay_params"]["appId"] == DIRECT_OA_APPID
+        unknown = is_problem(http.post("/v1/orders", json=order_body("API-APP4", appid="wx0000000000000000")), 422)
+        assert unknown["field"] == "appid"
+        # paid through the 公众号: WeChat's notification names that appid, and it is the merchant's
+        deployment.pay(jsapi["payment"]["out_trade_no"])
+        deployment.wait_status("API-APP1", "PAID")
+
+
+def test_oauth_code_to_openid_to_a_jsapi_order(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        answer = http.get(
+            "/v1/wechat/oauth/authorize-url",
+            params={"redirect_uri": "https://shop.example.com/pay?o=API-OA1", "state": "s1"},
+        ).json()
+        assert answer["appid"] == DIRECT_OA_APPID and answer["url"].endswith("#wechat_redirect")
+        assert "scope=snsapi_base" in answer["url"] and answer["url"].startswith(deployment.sandbox)
+        # the payer's browser at WeChat (the sandbox plays payer oOAuth1), sent back to the shop's page
+        back = httpx.get(answer["url"].split("#")[0] + "&openid=oOAuth1", follow_redirects=False)
+        assert back.status_code == 302, back.text
+        location = urlsplit(back.headers["location"])
+        query = parse_qs(location.query)
+        assert (location.netloc, query["o"], query["state"]) == ("shop.example.com", ["API-OA1"], ["s1"])
+        got = http.post("/v1/wechat/oauth/openid", json={"code": query["code"][0]})
+        assert got.status_code == 200 and got.json() == {"openid": "oOAuth1", "appid": DIRECT_OA_APPID}
+        is_problem(http.post("/v1/wechat/oauth/openid", json={"code": query["code"][0]}), 409)  # single use
+        order = http.post("/v1/orders", json=order_body("API-OA1", channel="jsapi", payer_openid="oOAuth1"))
+        assert order.status_code == 201 and order.json()["payment"]["pay_params"]["appId"] == DIRECT_OA_APPID
+        assert seen_by_wechat(deployment, order.json()["payment"]["out_trade_no"])["openid"] == "oOAuth1"
+        # without a browser: the sandbox's control issues the code
+        code = httpx.post(f"{deployment.sandbox}/sandbox/wx-oauth", json={"appid": DIRECT_OA_APPID, "openid": "oOA2"})
+        assert http.post("/v1/wechat/oauth/openid", json={"code": code.json()["code"]}).json()["openid"] == "oOA2"
+        bad = http.get("/v1/wechat/oauth/authorize-url", params={"redirect_uri": "javascript:alert(1)"})
+        assert is_problem(bad, 422)["field"] == "redirect_uri"
+        is_problem(http.post("/v1/wechat/oauth/openid", json={"code": "nope"}), 409)
+
+
+def test_h5_sends_the_peer_when_no_proxy_is_trusted(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        forged = {"X-Forwarded-For": "203.0.113.66", "X-Real-IP": "203.0.113.67"}
+        h5 = http.post("/v1/orders", json=order_body("API-IP1", channel="h5"), headers=forged).json()
+        assert seen_by_wechat(deployment, h5["payment"]["out_trade_no"])["payer_client_ip"] == "127.0.0.1"
+        named = http.post("/v1/orders", json=order_body("API-IP2", channel="h5", payer_client_ip="198.51.100.7"))
+        assert seen_by_wechat(deployment, named.json()["payment"]["out_trade_no"])["payer_client_ip"] == "198.51.100.7"
+        bad = is_problem(
+            http.post("/v1/orders", json=order_body("API-IP3", channel="h5", payer_client_ip="1.2.3")), 422
+        )
+        assert bad["field"] == "payer_client_ip"
 
 
 def test_audit_history(deployment: Deployment) -> None:

@@ -294,3 +294,30 @@ def test_rotation_signs_with_both_secrets_for_the_grace_period(
     deliver_due(webhooks)
     header, body = receiver.received[-1][0]["Zhangben-Signature"], receiver.received[-1][1]
     assert header.count("v1=") == 1 and not doc_receiver(old.secret)["verified"](header, body)
+
+
+def test_a_slow_endpoint_holds_neither_the_worker_nor_another_merchant(hooks: tuple[Webhooks, ListFeed]) -> None:
+    webhooks, feed = hooks
+    slow, fast = Receiver(), Receiver()
+    try:
+        slow.delay = 1.0  # every answer takes a second
+        webhooks.create_endpoint("M1", slow.url)
+        webhooks.create_endpoint("M2", fast.url)
+        for i in range(10):
+            feed.add("M1", f"slow-{i}")
+        for i in range(3):
+            feed.add("M2", f"fast-{i}")
+        worker = DeliveryWorker(webhooks, threads=4, per_endpoint=2)
+        started = time.monotonic()
+        while len(fast.received) < 3 and time.monotonic() - started < 10:
+            worker.tick()
+            time.sleep(0.01)
+        # M2's events all arrived while M1's first two were still waiting on their slow answers
+        assert len(fast.received) == 3
+        assert len(slow.received) == 2, "M1's endpoint holds two threads at most, and M2 did not wait for it"
+        worker.stop()
+        while not worker.idle():  # the two slow sends finish before the database closes
+            time.sleep(0.05)
+    finally:
+        slow.server.shutdown()
+        fast.server.shutdown()

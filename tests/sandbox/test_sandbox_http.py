@@ -37,10 +37,15 @@ def native_order(
 
 
 def paid_order(
-    merchant: SpecMerchant, sandbox: RunningSandbox, receiver: NotifyReceiver, otn: str, total: int = 100
+    merchant: SpecMerchant,
+    sandbox: RunningSandbox,
+    receiver: NotifyReceiver,
+    otn: str,
+    total: int = 100,
+    **how: Any,
 ) -> dict[str, Any]:
     assert merchant.call("POST", NATIVE, native_order(merchant, receiver.url, otn, total)).status_code == 200
-    answer = sandbox.control.post("/sandbox/pay", json={"out_trade_no": otn, "openid": "oPayer1"})
+    answer = sandbox.control.post("/sandbox/pay", json={"out_trade_no": otn, "openid": "oPayer1"} | how)
     assert answer.status_code == 200, answer.text
     return answer.json()
 
@@ -359,7 +364,7 @@ def parse_bill(text: str) -> tuple[list[dict[str, str]], dict[str, str]]:
 
 def test_trade_bill(sandbox: RunningSandbox, merchant: SpecMerchant, receiver: NotifyReceiver) -> None:
     first = paid_order(merchant, sandbox, receiver, "BILL000001", 6000)
-    paid_order(merchant, sandbox, receiver, "BILL000002", 1300)
+    paid_order(merchant, sandbox, receiver, "BILL000002", 1300, payer_total_fen=1000)  # a 3 元 coupon
     body = {
         "out_trade_no": "BILL000001",
         "out_refund_no": "BR1",
@@ -391,6 +396,7 @@ def test_trade_bill(sandbox: RunningSandbox, merchant: SpecMerchant, receiver: N
         ("BILL000001", "REFUND", "0.00", "50.00", "-0.30000"),
     ]
     assert rows[0]["特约商户号"] == "0" and rows[0]["费率"] == "0.60%"
+    assert [r["代金券金额"] for r in rows[:2]] == ["0.00", "3.00"]  # WeChat settles the total all the same
     assert summary == {
         "总交易单数": "3",
         "应结订单总金额": "73.00",
