@@ -44,10 +44,15 @@ class JobState:
     failures: int
 
 
+def owner_id() -> str:
+    """Who holds a lease: host, process and a random part (a restarted process is someone else)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 class Leases:
     def __init__(self, db: ViewDatabase) -> None:
         self.db = db
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = owner_id()
 
     def create_tables(self) -> None:
         for statement in DDL:

@@ -19,15 +19,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from adapters.leases import owner_id
 from adapters.viewdb import ViewDatabase, sortable
 
 DDL = [
@@ -123,7 +122,7 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
 class WebhookStore:
     def __init__(self, db: ViewDatabase) -> None:
         self.db = db
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = owner_id()
 
     def create_tables(self) -> None:
         for statement in DDL:

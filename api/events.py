@@ -99,7 +99,8 @@ def redeliver(event: str, who: Merchant, rt: Rt) -> dict[str, Any]:
     response_model=WebhookEndpointWithSecret,
     summary="Add an endpoint; its signing secret is in this answer only",
 )
-def create_endpoint(body: CreateWebhookEndpoint, who: Merchant, rt: Rt) -> dict[str, Any]:
+def create_endpoint(body: CreateWebhookEndpoint, who: Merchant, rt: Rt, request: Request) -> dict[str, Any]:
+    _await_events(request, rt)  # "from now on" means after what has already happened, projected or not
     endpoint = rt.webhooks.create_endpoint(who.mchid, body.url, body.event_types)
     return endpoint.public() | {"secret": endpoint.secret}
 

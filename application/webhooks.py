@@ -26,20 +26,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from adapters.webhooks import SIGNATURE_HEADER, Delivery, Endpoint, WebhookStore, signature_header
+from domain.business_events import TYPES
 from domain.errors import InvalidInput, NotFound
 
 log = logging.getLogger("zhangben.webhooks")
 
-EVENT_TYPES = (
-    "order.paid",
-    "order.needs_review",
-    "order.closed",
-    "order.expired",
-    "refund.succeeded",
-    "refund.closed",
-    "refund.abnormal",
-    "payment.duplicate",
-)
+EVENT_TYPES = TYPES
 # Seconds before each retry: 5 s … 8 h, about 31.7 hours in all; divided by the time factor in tests.
 RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800, 28800)
 DEFAULT_GRACE = timedelta(hours=24)

@@ -73,7 +73,13 @@ def webhook_ingest(server: ThrowawayPostgres, count: int) -> dict[str, Any]:
                 bodies = [
                     wechat.body(
                         "TRANSACTION.SUCCESS",
-                        paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1000, f"42{name[:1]}{round_no}{i:018d}"),
+                        paid_resource(
+                            DIRECT.mchid,
+                            DIRECT.appid,
+                            otn,
+                            1000,
+                            f"42{'H' if name == 'with' else 'N'}{round_no}{i:018d}",
+                        ),
                     )
                     for i, otn in enumerate(out_trade_nos)
                 ]

@@ -37,16 +37,6 @@ from projections.core import EventLog
 ViewAt = Callable[[UUID, datetime], Mapping[str, Any] | None]
 
 NAME = "business_events"
-TYPES = (
-    "order.paid",
-    "order.needs_review",
-    "order.closed",
-    "order.expired",
-    "refund.succeeded",
-    "refund.closed",
-    "refund.abnormal",
-    "payment.duplicate",
-)
 PER_POSITION = 4  # business events one ledger event may give
 DDL = [
     "CREATE TABLE IF NOT EXISTS business_events (seq BIGINT PRIMARY KEY, mchid TEXT NOT NULL, type TEXT NOT NULL, "
