@@ -1,4 +1,8 @@
-"""Structured JSON logs, one object per line, with the request id; secrets and openids never appear."""
+"""Structured JSON logs, one object per line, with the request id; secrets and openids never appear.
+
+Every line goes through ``adapters.redaction`` (query-string secrets, API keys,
+bearer tokens, session keys, private keys) whatever logger wrote it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+
+from adapters.redaction import RedactingFilter, redact
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 _OPENID = re.compile(r"\bo[A-Za-z0-9_-]{20,}\b")
@@ -23,7 +29,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": mask_openid(record.getMessage()),
+            "message": redact(mask_openid(record.getMessage())),
         }
         if request_id.get():
             entry["request_id"] = request_id.get()
@@ -31,13 +37,14 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
-            entry["exception"] = mask_openid(self.formatException(record.exc_info))
+            entry["exception"] = redact(mask_openid(self.formatException(record.exc_info)))
         return json.dumps(entry, ensure_ascii=False)
 
 
 def configure(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

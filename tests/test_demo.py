@@ -1,14 +1,60 @@
-"""``zhangben demo`` as a new user runs it: the whole tour, every step held."""
+"""``zhangben demo`` as a new user runs it: the whole tour, every step held, and no secret anywhere it wrote."""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 
-def test_the_tour_holds_every_step() -> None:
-    result = subprocess.run([sys.executable, "-m", "zhangben.cli", "demo"], capture_output=True, text=True, timeout=300)
+def keyset_secrets(keys: Path) -> dict[str, str]:
+    """Every secret of the tour's keyset: the keys' files, and each line of each private key's PEM body."""
+    found: dict[str, str] = {}
+    for path in sorted(p for p in keys.rglob("*") if p.is_file()):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if "PRIVATE KEY" in text:
+            for line in text.splitlines():
+                if len(line) >= 40 and not line.startswith("-----"):
+                    found[line] = f"{path.name} (a line of the private key)"
+        elif "-----BEGIN" not in text:  # certificates and public keys are public
+            found[text.strip()] = path.name
+    return found
+
+
+def test_the_tour_holds_every_step_and_writes_no_secret(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "zhangben.cli", "demo", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "15 of 15 steps held" in result.stdout
     assert "paySign = MD5(" in result.stdout and "for the scanned product is PAID" in result.stdout
     assert "✗" not in result.stdout and "Traceback" not in result.stderr
+
+    secrets = keyset_secrets(workdir / "keys")
+    assert len(secrets) > 40  # 4 merchants' APIv3 keys, v2 keys, appsecrets and private keys, the platform's keys
+    database = sqlite3.connect(workdir / "ledger.db")
+    try:
+        sessions = [row[0] for row in database.execute("SELECT session_key FROM miniprogram_sessions")]
+        webhooks = [row[0] for row in database.execute("SELECT secret FROM webhook_endpoints")]
+        events = "\n".join(
+            bytes(row[0]).decode("utf-8", "replace") for row in database.execute("SELECT state FROM stored_events")
+        )
+    finally:
+        database.close()
+    assert sessions and webhooks and events
+    secrets |= {s: "a mini-program session key" for s in sessions} | {w: "a webhook secret" for w in webhooks}
+
+    log = (workdir / "processes.log").read_text(encoding="utf-8", errors="replace")
+    assert "jscode2session" in log and "/sns/oauth2/access_token" in log  # the calls that carry secrets were logged
+    for where, text in (("the processes' log", log), ("the tour's output", result.stdout + result.stderr)):
+        leaked = sorted({name for secret, name in secrets.items() if secret in text})
+        assert not leaked, f"{where} shows {leaked}"
+        assert not re.search(r"\bzb_[0-9a-f]{16}_[A-Za-z0-9_-]{8}", text), f"{where} shows an API key"
+    leaked = sorted({name for secret, name in secrets.items() if secret in events})
+    assert not leaked, f"a stored event holds {leaked}"

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_init.set_defaults(handler="zhangben.cli_sandbox:cmd_keys_init")
 
     tour = commands.add_parser("demo", help="the end-to-end tour: every step printed, exit 0 if all held")
+    tour.add_argument("--workdir", metavar="DIR", help="run in DIR and keep it (keys, database, the processes' log)")
     tour.set_defaults(handler="zhangben.demo:cmd_demo")
 
     serve = commands.add_parser("serve", help="run the ledger's HTTP service")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from adapters.redaction import RedactingFilter
 from sandbox.app import Sandbox, build_app
 from sandbox.config import SandboxConfigError, load_sandbox_config
 from sandbox.keyset import init_keyset
@@ -26,6 +27,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     except SandboxConfigError as exc:
         raise UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # its log sits beside the ledger's: no secrets there either
     sandbox = Sandbox(config)
     tls_port = args.tls_port or config.tls_port or args.port + 1
     listener = tls_server(sandbox, args.host, tls_port)

@@ -476,19 +476,27 @@ STEPS: list[tuple[str, Callable[[Tour], None]]] = [
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return main()
+    return main(Path(args.workdir) if args.workdir else None)
 
 
-def main() -> int:
+def main(workdir: Path | None = None) -> int:
+    """The tour in a scratch directory, or in ``workdir`` (kept: keys, database, the processes' log)."""
     logging.getLogger("zhangben").setLevel(logging.ERROR)  # the tour says what happens itself
     print(f"{BOLD}zhangben — the tour{RESET}")
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        return _tour_in(workdir)
     with tempfile.TemporaryDirectory(prefix="zhangben-demo-") as tmp:
-        try:
-            with running_stack(Path(tmp), f"sqlite:///{tmp}/ledger.db", serve_args=("--no-scheduler",)) as stack:
-                return run_tour(stack)
-        except StackError as exc:
-            print(f"{RED}could not start: {exc}{RESET}")
-            return 1
+        return _tour_in(Path(tmp))
+
+
+def _tour_in(root: Path) -> int:
+    try:
+        with running_stack(root, f"sqlite:///{root}/ledger.db", serve_args=("--no-scheduler",)) as stack:
+            return run_tour(stack)
+    except StackError as exc:
+        print(f"{RED}could not start: {exc}{RESET}")
+        return 1
 
 
 def run_tour(stack: Stack) -> int:
