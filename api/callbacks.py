@@ -18,7 +18,7 @@ from adapters.wechatpay.callbacks import CallbackRejected
 from adapters.wechatpay.errors import SignatureError, WechatPayError
 from adapters.wechatpay.v2_callbacks import SUCCESS_XML, fail_xml
 from api.deps import runtime
-from application.callbacks import CallbackRefused, NotificationOutcome
+from application.callbacks import CallbackRefused, NotificationOutcome, RefusalsThrottled
 
 router = APIRouter(tags=["wechatpay"])
 log = logging.getLogger("zhangben.callbacks")
@@ -28,19 +28,55 @@ log = logging.getLogger("zhangben.callbacks")
 ANSWER_BUDGET_SECONDS = 4.5
 
 
+# WeChat's notifications are a few KB; a body past this is refused unread (and kept, cut, as any refusal).
+MAX_CALLBACK_BYTES = 64 * 1024
+
+
 def _fail(status: int, message: str) -> JSONResponse:
     return JSONResponse({"code": "FAIL", "message": message}, status_code=status)
+
+
+async def _bounded_body(request: Request) -> tuple[bytes, bool]:
+    """The body, and whether it is whole: reading stops past ``MAX_CALLBACK_BYTES``."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_CALLBACK_BYTES:
+            return b"".join(chunks), False
+    return b"".join(chunks), True
+
+
+async def _refuse_oversized(request: Request, body_start: bytes) -> int:
+    """Keep the refusal of a body too large (bounded, throttled per source): 413, or 429 when throttled."""
+    rt = runtime(request)
+    remote = request.client.host if request.client else ""
+    reason = f"body larger than {MAX_CALLBACK_BYTES} bytes"
+    try:
+        await asyncio.to_thread(
+            rt.callbacks.refused, request.url.path, remote, dict(request.headers), body_start, reason
+        )
+    except RefusalsThrottled:
+        return 429
+    return 413
 
 
 @router.post("/wechatpay/v3/notify", status_code=204, include_in_schema=False)
 async def notify(request: Request) -> Response:
     rt = runtime(request)
-    body = await request.body()
-    remote = request.client.host if request.client else ""
+    body, whole = await _bounded_body(request)
     metrics = request.app.state.metrics
+    if not whole:
+        metrics.callbacks.labels("refused_content").inc()
+        return _fail(await _refuse_oversized(request, body), "通知内容过大")
+    remote = request.client.host if request.client else ""
     work = asyncio.to_thread(rt.callbacks.handle, dict(request.headers), body, path=request.url.path, remote=remote)
     try:
         await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
+    except RefusalsThrottled as exc:
+        metrics.callbacks.labels("refused_throttled").inc()
+        return _fail(429, str(exc))
     except SignatureError as exc:
         metrics.callbacks.labels("refused_signature").inc()
         return _fail(401, f"签名验证失败: {exc}")
@@ -64,12 +100,18 @@ def _xml(body: bytes, status: int = 200) -> Response:
 
 
 async def _v2_notify(request: Request, handle: Callable[..., NotificationOutcome]) -> Response:
-    body = await request.body()
-    remote = request.client.host if request.client else ""
+    body, whole = await _bounded_body(request)
     metrics = request.app.state.metrics
+    if not whole:
+        metrics.callbacks.labels("refused_content").inc()
+        return _xml(fail_xml("通知内容过大"), await _refuse_oversized(request, body))
+    remote = request.client.host if request.client else ""
     work = asyncio.to_thread(handle, dict(request.headers), body, path=request.url.path, remote=remote)
     try:
         await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
+    except RefusalsThrottled as exc:
+        metrics.callbacks.labels("refused_throttled").inc()
+        return _xml(fail_xml(str(exc)), 429)
     except SignatureError as exc:
         metrics.callbacks.labels("refused_signature").inc()
         return _xml(fail_xml(f"签名验证失败: {exc}"), 401)
@@ -104,11 +146,15 @@ async def refund_notify_v2(request: Request) -> Response:
 async def native_callback(request: Request) -> Response:
     """Native mode 1: a payer scanned a printed product code; answer with a signed prepay."""
     rt = runtime(request)
-    body = await request.body()
+    body, whole = await _bounded_body(request)
+    if not whole:
+        return _xml(fail_xml("请求内容过大"), await _refuse_oversized(request, body))
     remote = request.client.host if request.client else ""
     work = asyncio.to_thread(rt.products.scan, body, dict(request.headers), remote)
     try:
         answer = await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
+    except RefusalsThrottled as exc:
+        return _xml(fail_xml(str(exc)), 429)
     except SignatureError as exc:
         return _xml(fail_xml(f"签名验证失败: {exc}"), 401)
     except WechatPayError as exc:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from adapters.refusals import RefusalCounter
 from adapters.wechatpay.callbacks import Callback, CallbackRejected, RefundNotice, TransactionNotice, read_callback
 from adapters.wechatpay.errors import SignatureError
 from adapters.wechatpay.v2_callbacks import read_pay_notify, read_refund_notify
@@ -32,6 +33,14 @@ class CallbackRefused(LedgerError):
     """A verified callback about something the ledger does not hold for that merchant."""
 
 
+class RefusalsThrottled(LedgerError):
+    """Too many refused callbacks from one source this minute: counted, not kept (a flood cannot fill the store)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(f"too many refused callbacks from {source} this minute; try later")
+        self.source = source
+
+
 @dataclass(frozen=True)
 class NotificationOutcome:
     event_type: str
@@ -40,9 +49,10 @@ class NotificationOutcome:
 
 
 class Callbacks:
-    def __init__(self, ledger: Ledger, payments: PaymentService) -> None:
+    def __init__(self, ledger: Ledger, payments: PaymentService, refusals: RefusalCounter | None = None) -> None:
         self.ledger = ledger
         self.payments = payments
+        self.refusals = refusals  # per-source counts and the limit on refusals kept (None: keep every one)
         # event type → use case: every type the adapter translates has exactly one.
         self.dispatch: dict[str, Callable[[Callback], NotificationOutcome]] = {
             "TRANSACTION.SUCCESS": self.payment_succeeded,
@@ -86,9 +96,23 @@ class Callbacks:
             raise
 
     def refused(self, path: str, remote: str, headers: Mapping[str, str], body: bytes, reason: str) -> None:
-        """Keep a refused callback for audit (rule 3: refused and recorded, never swallowed)."""
-        self.ledger.record_refused_callback(path, remote, dict(headers), body.decode("utf-8", "replace"), reason)
-        log.warning("refused a callback from %s: %s", remote or "?", reason)
+        """Keep a refused callback for audit (rule 3: refused and recorded, never swallowed), bounded.
+
+        Every refusal is counted per source; the first ``limit_per_minute`` of a
+        source's minute are kept as events (headers, the body's first 4 KB and its
+        hash).  Past that the source is throttled: counted, answered 429, not kept.
+        """
+        source = remote or "?"
+        if self.refusals is not None:
+            count = self.refusals.count(source, self.ledger.clock())
+            if count > self.refusals.limit_per_minute:
+                if count == self.refusals.limit_per_minute + 1:
+                    log.warning(
+                        "refused callbacks from %s: more than %d this minute; counting, not keeping", source, count - 1
+                    )
+                raise RefusalsThrottled(source)
+        self.ledger.record_refused_callback(path, remote, dict(headers), body, reason)
+        log.warning("refused a callback from %s: %s", source, reason)
 
     def payment_succeeded(self, callback: Callback) -> NotificationOutcome:
         """Money taken: the payment, the order and the kept notification in one save."""

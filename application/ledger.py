@@ -502,12 +502,10 @@ class Ledger(Application[UUID]):
     # -- audit --------------------------------------------------------------------
 
     def record_refused_callback(
-        self, path: str, remote: str, headers: dict[str, str], body: str, reason: str
+        self, path: str, remote: str, headers: dict[str, str], body: bytes, reason: str
     ) -> RefusedCallback:
-        """Keep a refused callback whole: who sent it, when, why it was refused, what it said."""
-        refused = RefusedCallback(
-            path=path, remote=remote, headers=dict(headers), body=body, reason=reason, received_at=self.clock()
-        )
+        """Keep a refused callback, bounded: who sent it, when, why, its headers, its first 4 KB and hash."""
+        refused = RefusedCallback.of(path, remote, dict(headers), body, reason, self.clock())
         try:
             self.save(refused)
         except IntegrityError:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from adapters import persistence
 from adapters.leases import Leases
+from adapters.refusals import RefusalCounter
 from adapters.sessions import SessionKeys
 from adapters.viewdb import ViewDatabase
 from adapters.webhooks import WebhookStore
@@ -97,6 +98,7 @@ def init_database(settings: Settings) -> None:
         Leases(db).create_tables()
         WebhookStore(db).create_tables()
         SessionKeys(db).create_tables()
+        RefusalCounter(db).create_tables()
     finally:
         db.close()
         ledger.close()
@@ -118,7 +120,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         ledger, client, settings.wechat_api_base_url, v2, settings.wechat_open_base_url, SessionKeys(db)
     )
     finance = Finance(ledger, service, views.reconciliation, views.journal, views.followers["journal"])
-    callbacks = Callbacks(ledger, service)
+    callbacks = Callbacks(ledger, service, RefusalCounter(db))
     return Runtime(
         settings,
         ledger,

@@ -73,6 +73,22 @@ class Callback:
         return self.notification.event_type
 
 
+def _envelope(body: bytes) -> tuple[str, str, str, str, str]:
+    """``id``, ``event_type`` and the resource's ``nonce``, ``associated_data``, ``ciphertext``."""
+    try:
+        envelope = json.loads(body)
+        resource = envelope["resource"]
+        return (
+            str(envelope["id"]),
+            str(envelope["event_type"]),
+            resource["nonce"],
+            resource.get("associated_data", ""),
+            resource["ciphertext"],
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # RecursionError: nested too deep
+        raise CallbackRejected("notification body is not WeChat Pay's JSON envelope") from None
+
+
 def open_notification(
     headers: Mapping[str, str],
     body: bytes,
@@ -86,21 +102,14 @@ def open_notification(
     verify the signature and whose APIv3 key decrypts the resource.
     """
     errors: list[str] = []
-    try:
-        envelope = json.loads(body)
-        resource = envelope["resource"]
-        notification_id, event_type = str(envelope["id"]), str(envelope["event_type"])
-        nonce, ad, ciphertext = resource["nonce"], resource.get("associated_data", ""), resource["ciphertext"]
-    except (ValueError, KeyError, TypeError):
-        envelope = None
     for mchid, merchant in merchants.items():
         try:
             keys[mchid].verify(headers, body, now)
         except SignatureError as exc:
             errors.append(str(exc))
             continue
-        if envelope is None:
-            raise CallbackRejected("notification body is not WeChat Pay's JSON envelope")
+        # parsed only once the signature holds: a forged body, however deep or large, is never parsed
+        notification_id, event_type, nonce, ad, ciphertext = _envelope(body)
         try:
             plaintext = signing.aead_decrypt(merchant.apiv3_key, nonce, ad, ciphertext)
         except SignatureError as exc:
@@ -108,7 +117,7 @@ def open_notification(
             continue
         try:
             decrypted = json.loads(plaintext)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CallbackRejected("decrypted resource is not JSON") from None
         if not isinstance(decrypted, dict):
             raise CallbackRejected("decrypted resource is not a JSON object")

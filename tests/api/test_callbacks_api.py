@@ -11,6 +11,9 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from adapters.persistence import parse_url
+from adapters.refusals import RefusalCounter
+from adapters.viewdb import ViewDatabase
 from bootstrap.ledger import open_ledger
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment
@@ -133,7 +136,23 @@ def test_bad_callbacks_are_refused_recorded_and_change_nothing(deployment: Deplo
     assert order(deployment, "CB-BAD")["status"] == "PAYING"
 
 
-@pytest.mark.parametrize("junk", [b"", b"not json", b"{}", b"[]", b'{"resource": 1}', b"\xff\xfe\x00", b"{" * 10000])
+DEEP = b'{"a":' * 10_000 + b"1" + b"}" * 10_000  # valid JSON, nested 10,000 deep
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"",
+        b"not json",
+        b"{}",
+        b"[]",
+        b'{"resource": 1}',
+        b"\xff\xfe\x00",
+        b"{" * 10000,
+        DEEP,
+        b"[" * 10_000 + b"]" * 10_000,
+    ],
+)
 def test_junk_bodies_are_4xx_never_5xx(deployment: Deployment, wechat: SpecWechat, junk: bytes) -> None:
     answer = post(deployment, junk, wechat.headers(junk))
     assert 400 <= answer.status_code < 500
@@ -155,3 +174,34 @@ def test_an_amount_mismatch_needs_review(deployment: Deployment, wechat: SpecWec
 def _reset_faults(deployment: Deployment) -> Any:
     yield
     deployment.faults(reset=True)
+
+
+def test_a_flood_of_forged_callbacks_is_counted_not_stored(deployment: Deployment, wechat: SpecWechat) -> None:
+    """Last in this module: it uses up this source's refusals for the minute."""
+    huge = b'{"x": "' + b"A" * 300_000 + b'"}'
+    answer = post(deployment, huge, wechat.headers(huge))
+    assert answer.status_code == 413 and answer.json()["code"] == "FAIL"
+    kept = refused(deployment)[-1]
+    assert kept.reason.startswith("body larger than") and len(kept.body) <= 4096 and len(kept.body_sha256) == 64
+
+    before = len(refused(deployment))
+    forged = b'{"id": "x", "padding": "' + b"B" * 20_000 + b'"}'
+    headers = wechat.headers(forged) | {"Wechatpay-Signature": "Zm9yZ2Vk"}
+    statuses = [post(deployment, forged, headers).status_code for _ in range(300)]
+    assert set(statuses) <= {401, 429} and statuses[-1] == 429
+    recorded = refused(deployment)[before:]
+    assert 0 < len(recorded) <= 120, "at most a minute's limit kept (two, if the flood spans a minute's end)"
+    assert all(len(r.body) <= 4096 and r.body_bytes == len(forged) for r in recorded)
+    assert sum(len(r.body) + len(json.dumps(r.headers)) for r in recorded) < 1_000_000  # was 66 MB for 300
+    database = ViewDatabase(parse_url(deployment.database_url))
+    try:
+        counted = RefusalCounter(database).by_source()["127.0.0.1"]
+    finally:
+        database.close()
+    assert counted >= 300 + 1  # every one counted, kept or not
+    # a genuine callback is never throttled: only refusals are counted
+    otn = new_order(deployment, "CB-AFTER-FLOOD")
+    body = wechat.body(
+        "TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 1000, "4200000000000000000000000099")
+    )
+    assert post(deployment, body, wechat.headers(body)).status_code == 204

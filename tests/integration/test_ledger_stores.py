@@ -200,7 +200,7 @@ def _drive_through_every_event(ledger: Ledger, clock: FakeClock) -> None:
         Notification("n-10", "REFUND.SUCCESS", {"Request-ID": "r"}, "{}", {"refund_status": "SUCCESS"}),
     )
     ledger.record_refused_callback(
-        "/wechatpay/v3/notify", "127.0.0.1", {"Wechatpay-Signature": "x"}, "{}", "Wechatpay-Signature does not verify"
+        "/wechatpay/v3/notify", "127.0.0.1", {"Wechatpay-Signature": "x"}, b"{}", "Wechatpay-Signature does not verify"
     )
     ledger.request_refund(MCHID, "H-1", "H-R2", 100)
     ledger.record_refund_result(MCHID, "H-R2", "CLOSED", "503-2")
