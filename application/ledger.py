@@ -351,6 +351,23 @@ class Ledger(Application[UUID]):
         return payment
 
     @retry_on_conflict
+    def expire_order(self, mchid: str, merchant_order_no: str) -> Order:
+        """An unpaid order whose attempts have all ended (a failed payment, closed or expired ones): ``EXPIRED``.
+
+        A payer whose payment failed (``PAYERROR``) may start a new attempt while
+        the order is open; when nobody does, the order must not stay ``PAYING``
+        forever.  An order with an attempt still open is left to that attempt's
+        expiry (``expire_payment``).
+        """
+        order = self.get_order(mchid, merchant_order_no)
+        if order.status in (OrderStatus.CREATED, OrderStatus.PAYING) and not any(
+            p.is_open for p in self._payments(order)
+        ):
+            order.expire(self.clock())
+            self.save(order)
+        return order
+
+    @retry_on_conflict
     def resolve_review(self, mchid: str, merchant_order_no: str, note: str) -> Order:
         order = self.get_order(mchid, merchant_order_no)
         order.resolve_review(note, self.clock())

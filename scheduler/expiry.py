@@ -3,11 +3,14 @@
 If WeChat answers that it was paid — in its last second — the payment is
 recorded instead.  The order becomes ``EXPIRED`` only when no attempt can
 still be paid (the ledger decides that when the last open attempt expires).
+An order whose attempts all ended otherwise — a failed payment (``PAYERROR``)
+nobody retried — expires once its last attempt's time is over.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from adapters.leases import Leases
 from bootstrap.wiring import Runtime
@@ -18,9 +21,12 @@ GRACE = timedelta(seconds=60)
 def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     expired = paid = 0
     for order in rt.orders.open_orders():
-        for payment in order["payments"]:
-            if payment["status"] not in ("CREATED", "PREPAID"):
-                continue
+        open_attempts = [p for p in order["payments"] if p["status"] in ("CREATED", "PREPAID")]
+        if not open_attempts and _ended(order, now):
+            # every attempt ended (a PAYERROR, say) and nobody started another: the order expires too
+            rt.ledger.expire_order(order["mchid"], order["merchant_order_no"])
+            expired += 1
+        for payment in open_attempts:
             if datetime.fromisoformat(payment["expire_at"]) + GRACE > now:
                 continue
             result = rt.service.expire_attempt(order["mchid"], payment["out_trade_no"])
@@ -29,3 +35,10 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
             else:
                 expired += 1
     return {"expired": expired, "paid": paid}
+
+
+def _ended(order: dict[str, Any], now: datetime) -> bool:
+    """The order's last attempt's time (plus the grace) is over; an order without attempts uses its own."""
+    times = [p["expire_at"] for p in order["payments"] if p.get("expire_at")] or [order.get("expire_at")]
+    latest = max((datetime.fromisoformat(t) for t in times if t), default=None)
+    return latest is not None and latest + GRACE <= now

@@ -119,6 +119,28 @@ def test_an_unpaid_attempt_expires_and_is_closed_at_wechat(world: World) -> None
     assert world.rt.client.query(world.rt.client.merchant(DIRECT.mchid), otn)["trade_state"] == "CLOSED"
 
 
+def test_a_failed_payment_leaves_the_order_payable_and_then_it_expires(world: World) -> None:
+    failed = world.order("J-F1", expire_seconds=60)
+    retried = world.order("J-F2", expire_seconds=60)
+    for otn in (failed, retried):
+        answer = world.sandbox.control.post("/sandbox/pay", json={"out_trade_no": otn, "result": "PAYERROR"})
+        assert answer.status_code == 200, answer.text
+    world.clock.advance(seconds=61)
+    assert world.scheduler("compensating_query").run_due()["compensating_query"]["queried"] == 2
+    view = world.rt.ledger.order_view(DIRECT.mchid, "J-F1")
+    assert (view["status"], view["payments"][0]["status"]) == ("PAYING", "FAILED")
+    # payable again: the payer of J-F2 tries once more, and pays
+    again = world.rt.service.new_payment(DIRECT.mchid, "J-F2")
+    assert again.payment.status.value == "PREPAID" and again.payment.out_trade_no != retried
+    world.pay(again.payment.out_trade_no)
+    world.rt.service.sync(DIRECT.mchid, "J-F2")
+    assert world.status("J-F2") == "PAID"
+    # nobody retries J-F1: once its time is over it expires, like any unpaid order
+    world.clock.advance(seconds=70)
+    assert world.scheduler("expiry").run_due()["expiry"] == {"expired": 1, "paid": 0}
+    assert world.status("J-F1") == "EXPIRED" and world.status("J-F2") == "PAID"
+
+
 def test_paid_in_the_last_second_ends_paid_not_expired(world: World) -> None:
     otn = world.order("J-E2", expire_seconds=60)
     world.pay(otn)  # at WeChat, just in time; the notification is lost
