@@ -30,6 +30,7 @@ from domain.apikey import Principal
 from domain.audit import RefusedCallback
 from domain.bill import DailyBill
 from domain.errors import (
+    AttemptRaced,
     ConcurrencyConflict,
     InvalidInput,
     InvalidTransition,
@@ -207,13 +208,21 @@ class Ledger(Application[UUID]):
         channel: str | None = None,
         payer_openid: str | None = None,
         appid: str | Callable[[str], str] = "",
+        expected_version: int | None = None,
     ) -> Payment:
         """A new payment attempt with a new ``out_trade_no`` for an unpaid order.
 
         ``appid`` may be a function of the attempt's channel (known only here,
         when the channel is the order's): the app that pays for it.
+        ``expected_version`` is the order's version when the caller saw no open
+        attempt (after closing them at WeChat): if the order moved since, another
+        attempt was started meanwhile and this one is refused (``AttemptRaced``),
+        so of concurrent requests exactly one opens an attempt — the order's
+        optimistic version decides, across workers.
         """
         order = self.get_order(mchid, merchant_order_no)
+        if expected_version is not None and order.version != expected_version:
+            raise AttemptRaced(merchant_order_no)
         channel = channel or order.channel
         if payer_openid is None and channel == order.channel:
             payer_openid = order.payer_openid

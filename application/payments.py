@@ -185,13 +185,19 @@ class PaymentService:
         merchant = self.merchant(mchid)
         order = self.ledger.get_order(mchid, merchant_order_no)
         guard(ORDER_RULES, "order", merchant_order_no, "start a payment attempt", order.status)
+        seen = order.version  # one open attempt per order: a concurrent request that gets in first wins
         if self._close_open_attempts(merchant, order, "replaced by a new payment attempt"):
             order = self.ledger.get_order(mchid, merchant_order_no)
             raise InvalidTransition("order", merchant_order_no, "start a payment attempt", order.status.value)
         if appid is not None:
             self.app_for(merchant, channel or order.channel, appid)  # an unknown appid is refused before anything
         payment = self.ledger.start_payment(
-            mchid, merchant_order_no, channel, payer_openid, lambda chosen: self.app_for(merchant, chosen, appid)
+            mchid,
+            merchant_order_no,
+            channel,
+            payer_openid,
+            lambda chosen: self.app_for(merchant, chosen, appid),
+            expected_version=seen,
         )
         order = self.ledger.get_order(mchid, merchant_order_no)
         checkout = self._checkout(merchant, order, payment, client_ip)
@@ -270,7 +276,12 @@ class PaymentService:
                     continue
                 if not exc.is_code("ORDER_CLOSED"):
                     raise
-            self.ledger.close_payment(out_trade_no, reason)
+            try:
+                self.ledger.close_payment(out_trade_no, reason)
+            except InvalidTransition:
+                if self.ledger.get_payment(out_trade_no).is_open:
+                    raise
+                # a concurrent request closed it first: closed is closed
         return paid
 
     def expire_attempt(self, mchid: str, out_trade_no: str) -> Payment:

@@ -90,5 +90,15 @@ class TransactionConflict(Conflict):
     """A WeChat transaction_id already recorded against another payment."""
 
 
+class AttemptRaced(Conflict):
+    """Another payment attempt was started for the order at the same moment: only one may be open."""
+
+    def __init__(self, merchant_order_no: str) -> None:
+        super().__init__(
+            f"order {merchant_order_no!r}: another payment attempt was started at the same moment; "
+            "use that one (GET the order) — only one attempt may be payable at a time"
+        )
+
+
 class ConcurrencyConflict(LedgerError):
     """Optimistic-concurrency retries were exhausted; the caller may retry later."""

@@ -192,6 +192,36 @@ def test_close_and_new_attempts(deployment: Deployment) -> None:
         is_problem(http.post("/v1/orders/API-X2/payments", json={}), 409)
 
 
+def test_six_concurrent_new_attempts_leave_one_payable(deployment: Deployment) -> None:
+    with deployment.client() as http:
+        first = http.post("/v1/orders", json=order_body("API-RACE")).json()["payment"]["out_trade_no"]
+    barrier = threading.Barrier(6)
+    answers: list[httpx.Response] = []
+
+    def new_attempt() -> None:
+        with deployment.client() as client:
+            barrier.wait()
+            answers.append(client.post("/v1/orders/API-RACE/payments", json={}))
+
+    threads = [threading.Thread(target=new_attempt) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [a for a in answers if a.status_code == 201]
+    assert len(won) >= 1 and all(a.status_code in (201, 409) for a in answers), [a.text for a in answers]
+    with deployment.client() as http:
+        view = http.get("/v1/orders/API-RACE").json()
+    payable = [p for p in view["payments"] if p["status"] in ("CREATED", "PREPAID")]
+    assert len(payable) == 1, view["payments"]
+    assert payable[0]["out_trade_no"] in {w.json()["payment"]["out_trade_no"] for w in won}
+    # at WeChat too: every other attempt, the first included, is closed there
+    for p in view["payments"]:
+        state = httpx.get(f"{deployment.sandbox}/sandbox/orders/{p['out_trade_no']}").json()["state"]
+        assert state == ("NOTPAY" if p["out_trade_no"] == payable[0]["out_trade_no"] else "CLOSED"), (p, state)
+    assert first != payable[0]["out_trade_no"]
+
+
 def test_refunds(deployment: Deployment) -> None:
     with deployment.client() as http:
         created = http.post("/v1/orders", json=order_body("API-F1")).json()
