@@ -1,9 +1,13 @@
-"""``GET /pay/{out_trade_no}``: the PC cashier page (docs/api.md).
+"""``GET /pay/{out_trade_no}?t=…``: the PC cashier page (docs/api.md).
 
-A payer has no API key, so these routes are public and show only what the
-payer needs: what is being paid, the QR code, the countdown, the live status.
-The "I have paid" button asks WeChat (never trusts the page); a refreshed QR
-is a new payment attempt for the same order.
+A payer has no API key, so these routes take the link's capability instead:
+``t``, minted with the order (``cashier_url`` in the create answer, see
+application/cashier_links.py).  Without a ``t`` that opens the order — missing,
+forged, another order's, expired — every route is a 404, the same as an
+unknown payment: ``out_trade_no`` alone opens nothing.  The page shows only what
+the payer needs: what is being paid, the QR code, the countdown, the live
+status.  The "I have paid" button asks WeChat (never trusts the page); a
+refreshed QR is a new payment attempt for the same order, under the same ``t``.
 """
 
 from __future__ import annotations
@@ -44,11 +48,18 @@ _last_sync: dict[str, float] = {}
 _sync_lock = threading.Lock()
 
 
-def _payment(rt: Runtime, out_trade_no: str) -> Payment:
+Token = Annotated[str, Query(alias="t", max_length=128, description="the capability in the cashier_url")]
+
+
+def _payment(rt: Runtime, out_trade_no: str, token: str) -> Payment:
+    """The payment, if ``token`` opens its order; else the same 404 as for a payment that does not exist."""
     try:
-        return rt.ledger.get_payment(out_trade_no)
+        payment = rt.ledger.get_payment(out_trade_no)
     except PaymentNotFound:
         raise HTTPException(404, "no such payment") from None
+    if not rt.cashier.opens(token, payment):
+        raise HTTPException(404, "no such payment")
+    return payment
 
 
 def _status(rt: Runtime, payment: Payment) -> dict[str, Any]:
@@ -57,9 +68,9 @@ def _status(rt: Runtime, payment: Payment) -> dict[str, Any]:
 
 
 @router.get("/pay/{out_trade_no}", response_class=HTMLResponse)
-def cashier_page(out_trade_no: str, request: Request) -> HTMLResponse:
+def cashier_page(out_trade_no: str, request: Request, t: Token = "") -> HTMLResponse:
     rt = runtime(request)
-    payment = _payment(rt, out_trade_no)
+    payment = _payment(rt, out_trade_no, t)
     state = _status(rt, payment)
     qr = segno.make(payment.code_url, error="m").svg_inline(border=2, omitsize=True) if payment.code_url else ""
     page = TEMPLATE.format(
@@ -73,19 +84,22 @@ def cashier_page(out_trade_no: str, request: Request) -> HTMLResponse:
         status=state["status"],
         status_text=STATUS_TEXTS.get(state["status"], state["status"]),
         status_texts=json.dumps(STATUS_TEXTS, ensure_ascii=False),
+        token=html.escape(t),
     )
-    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+    # the link is a capability: not cached, not sent on in a Referer
+    return HTMLResponse(page, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
 @router.get("/pay/{out_trade_no}/status")
 async def cashier_status(
     out_trade_no: str,
     request: Request,
+    t: Token = "",
     wait: Annotated[int, Query(ge=0, le=30)] = 0,
     after_version: Annotated[int, Query(ge=0)] | None = None,
 ) -> dict[str, Any]:
     rt = runtime(request)
-    payment = await asyncio.to_thread(_payment, rt, out_trade_no)
+    payment = await asyncio.to_thread(_payment, rt, out_trade_no, t)
     state = await asyncio.to_thread(_status, rt, payment)
     deadline = time.monotonic() + wait
     while after_version is not None and state["version"] <= after_version and time.monotonic() < deadline:
@@ -95,9 +109,9 @@ async def cashier_status(
 
 
 @router.post("/pay/{out_trade_no}/sync")
-def cashier_sync(out_trade_no: str, request: Request) -> dict[str, Any]:
+def cashier_sync(out_trade_no: str, request: Request, t: Token = "") -> dict[str, Any]:
     rt = runtime(request)
-    payment = _payment(rt, out_trade_no)
+    payment = _payment(rt, out_trade_no, t)
     with _sync_lock:
         recent = time.monotonic() - _last_sync.get(out_trade_no, -1e9) < SYNC_INTERVAL_SECONDS
         if not recent:
@@ -108,10 +122,10 @@ def cashier_sync(out_trade_no: str, request: Request) -> dict[str, Any]:
 
 
 @router.post("/pay/{out_trade_no}/refresh")
-def cashier_refresh(out_trade_no: str, request: Request) -> dict[str, Any]:
-    """A new QR code once this one has expired: a new attempt of the same order."""
+def cashier_refresh(out_trade_no: str, request: Request, t: Token = "") -> dict[str, Any]:
+    """A new QR code once this one has expired: a new attempt of the same order (the same ``t`` opens it)."""
     rt = runtime(request)
-    payment = _payment(rt, out_trade_no)
+    payment = _payment(rt, out_trade_no, t)
     if datetime.now(UTC) < payment.expire_at:
         raise HTTPException(409, "this QR code has not expired yet")
     checkout = rt.service.new_payment(payment.mchid, payment.merchant_order_no, "native")

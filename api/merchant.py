@@ -28,6 +28,7 @@ from api.models import (
     OrderList,
     OrderWithPayment,
 )
+from application.payments import OrderAnswer
 from application.views import OrderView, RefundView, refund_view
 from bootstrap.wiring import Runtime
 from domain.apikey import Principal
@@ -88,7 +89,14 @@ def create_order(
     )
     if not answer.created:
         response.status_code = 200  # the same request again: the same answer
-    return answer.as_json()
+    return _with_cashier_url(answer, rt, request)
+
+
+def _with_cashier_url(answer: OrderAnswer, rt: Runtime, request: Request) -> dict[str, Any]:
+    """The answer, with the payer's link (``cashier_url``) for a Native attempt when payer pages are on."""
+    base = rt.settings.public_base_url or str(request.base_url)
+    url = rt.cashier.url(base, answer.order, answer.checkout.payment)
+    return answer.as_json() | ({"cashier_url": url} if url else {})
 
 
 @router.post(
@@ -101,14 +109,15 @@ def new_payment(
     merchant_order_no: str, who: Merchant, rt: Rt, request: Request, body: NewPayment | None = None
 ) -> dict[str, Any]:
     body = body or NewPayment()
-    return rt.service.open_attempt(
+    answer = rt.service.open_attempt(
         who.mchid,
         merchant_order_no,
         body.channel,
         body.payer_openid,
         _client_ip(request, body.payer_client_ip),
         body.appid,
-    ).as_json()
+    )
+    return _with_cashier_url(answer, rt, request)
 
 
 @router.get(

@@ -7,7 +7,7 @@ answers are the views of ``application.views`` themselves (typed dicts).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     BaseModel,
@@ -117,9 +117,10 @@ class Checkout(PresentOnly):
 
 
 class OrderWithPayment(OrderView, TypedDict):
-    """The order view with the attempt the payer pays."""
+    """The order view with the attempt the payer pays (and, for Native, the payer's cashier page)."""
 
     payment: Checkout
+    cashier_url: NotRequired[str]
 
 
 class OrderList(BaseModel):

@@ -41,6 +41,10 @@ class Settings:
     wechat_open_base_url: str = oauth.DEFAULT_OPEN_BASE_URL
     # proxies whose X-Forwarded-For / X-Real-IP name the payer (H5's payer_client_ip); nobody else's are read
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # the key that signs payer links (cashier_url); None: payer pages are off.  Never printed (repr=False).
+    cashier_key: bytes | None = field(default=None, repr=False)
+    # where payers reach the ledger (https://pay.example.com); None: the base URL of the create request
+    public_base_url: str | None = None
     merchants: list[dict[str, Any]] = field(default_factory=list)
 
     def merchant_ids(self, api: str | None = None) -> list[str]:
@@ -89,8 +93,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         or data.get("wechat_open_base_url")
         or oauth.DEFAULT_OPEN_BASE_URL,
         trusted_proxies=_networks(path, env.get("ZHANGBEN_TRUSTED_PROXIES"), data.get("trusted_proxies")),
+        cashier_key=_cashier_key(path, env.get("ZHANGBEN_CASHIER_KEY_FILE") or data.get("cashier_key_file")),
+        public_base_url=(env.get("ZHANGBEN_PUBLIC_BASE_URL") or data.get("public_base_url") or "").rstrip("/") or None,
         merchants=merchants,
     )
+
+
+def _cashier_key(config_path: Path, value: str | None) -> bytes | None:
+    """The payer links' signing key: a file of at least 32 bytes, readable by its owner only."""
+    path_text = _relative(config_path, value)
+    if path_text is None:
+        return None
+    path = Path(path_text)
+    try:
+        mode = path.stat().st_mode
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise SettingsError(f"cashier_key_file = {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise SettingsError(f"cashier_key_file = {path} is readable by group or others; run `chmod 600 {path}`")
+    if len(key) < 32:
+        raise SettingsError(f"cashier_key_file = {path} must hold at least 32 bytes (it holds {len(key)})")
+    return key
 
 
 def _networks(

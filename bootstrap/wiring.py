@@ -20,6 +20,7 @@ from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.config import load_merchants
 from adapters.wechatpay.v2_client import WechatPayV2Client
 from application.callbacks import Callbacks
+from application.cashier_links import CashierLinks
 from application.finance import Finance
 from application.ledger import Clock, Ledger
 from application.payments import PaymentService
@@ -64,6 +65,7 @@ class Runtime:
     products: Products
     events: BusinessEvents
     webhooks: Webhooks
+    cashier: CashierLinks
 
     def close(self) -> None:
         self.webhooks.http.close()
@@ -138,4 +140,5 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         Products(service, callbacks),
         views.events,
         Webhooks(WebhookStore(db), views.events, clock, settings.webhooks_time_factor),
+        CashierLinks(settings.cashier_key, clock),
     )

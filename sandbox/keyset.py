@@ -219,6 +219,7 @@ def init_keyset(
         ),
     )
     _tls_files(platform)
+    _random_text(keys_dir / "cashier_key", 43, ALNUM)  # signs the payers' links (cashier_url)
     done.append(f"sandbox platform certificate {platform_serial}, WeChat Pay public key {PUBLIC_KEY_ID}")
     done.append(f"sandbox TLS certificate for {tls_url} (v2 refunds, mutual TLS)")
     if config_path.exists():
@@ -289,6 +290,8 @@ def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str, t
             "# API v2 refunds go over mutual TLS: the sandbox's TLS listener, and the CA that signed its certificate",
             f'wechatpay_secapi_base_url = "{tls_url}"',
             f'wechatpay_ca_file = "{platform / "tls_ca.pem"}"',
+            "# signs the payers' links (cashier_url): any 32+ random bytes, the same file for every worker",
+            f'cashier_key_file = "{keys_dir / "cashier_key"}"',
             "",
             *merchant_tables,
             "# Read by the sandbox only; absent in production.",
