@@ -20,6 +20,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
+import psycopg_pool
+from eventsourcing import persistence as es
 
 DEFAULT_DATABASE_URL = "sqlite:///var/zhangben.db"
 ENV_PREFIX = "LEDGER_"  # the Application's name, upper-cased: prefixed keys win
@@ -35,6 +37,25 @@ class DatabaseUrlError(PersistenceError):
 
 class DatabaseUnavailable(PersistenceError):
     pass
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database cannot be used right now (down, restarting, unreachable, locked, read-only, full).
+
+    Whatever raised it — psycopg, its pool, the event store library (which wraps
+    driver errors in its own PEP 249 types), sqlite3 — the client gets the
+    same answer: a 503 to retry, never a 500.
+    """
+    kinds: tuple[type[BaseException], ...] = (
+        DatabaseUnavailable,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        psycopg_pool.PoolTimeout,
+        es.OperationalError,
+        es.InterfaceError,
+        sqlite3.OperationalError,
+    )
+    return isinstance(exc, kinds)
 
 
 class DatabaseNotInitialised(PersistenceError):
@@ -128,13 +149,34 @@ def event_store_env(store: StoreUrl, *, create_tables: bool) -> dict[str, str]:
             "POSTGRES_USER": store.user,
             "POSTGRES_PASSWORD": store.password,
             "POSTGRES_DBNAME": store.dbname,
-            "POSTGRES_CONNECT_TIMEOUT": "5",
+            # also the wait for a pooled connection, which the library retries ten times: kept short so a
+            # dead server is noticed in seconds (api/db_gate.py), not minutes
+            "POSTGRES_CONNECT_TIMEOUT": "2",
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "16",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
     return {ENV_PREFIX + key: value for key, value in env.items()}
+
+
+def ping(store: StoreUrl, timeout: int = 1) -> None:
+    """One round trip on a fresh connection, within ``timeout`` seconds; raises when the store cannot answer."""
+    if store.kind == "memory":
+        return
+    if store.kind == "sqlite":
+        with sqlite3.connect(store.path, timeout=timeout) as conn:
+            conn.execute("SELECT 1").fetchall()
+        return
+    with psycopg.connect(
+        host=store.host,
+        port=store.port,
+        user=store.user,
+        password=store.password,
+        dbname=store.dbname,
+        connect_timeout=timeout,
+    ) as conn:
+        conn.execute("SELECT 1").fetchall()
 
 
 def check_reachable(store: StoreUrl) -> None:

@@ -19,24 +19,48 @@ from adapters.persistence import StoreUrl
 
 
 class ViewDatabase:
+    """One connection, shared by a process's threads under a lock.
+
+    A PostgreSQL connection that broke (the server restarted, the network
+    blinked) fails the statement it was running — that call is a 503 — and is
+    replaced by a new one at the next call, so every long-lived user (the
+    projections, the scheduler's leases, the webhook worker, ``/readyz``)
+    recovers by itself once the database is back.
+    """
+
     def __init__(self, store: StoreUrl) -> None:
         self.kind = store.kind
+        self._store = store
         self._lock = threading.RLock()
+        self._depth = 0  # inside transaction(): statements stay on the transaction's connection
         if store.kind == "postgres":
-            self._pg = psycopg.connect(
-                host=store.host,
-                port=store.port,
-                user=store.user,
-                password=store.password,
-                dbname=store.dbname,
-                connect_timeout=5,
-                autocommit=True,
-            )
+            self._pg = self._connect()
         else:
             path = ":memory:" if store.kind == "memory" else store.path
             self._sqlite = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
             if path != ":memory:":
                 self._sqlite.execute("PRAGMA journal_mode=WAL")
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        store = self._store
+        return psycopg.connect(
+            host=store.host,
+            port=store.port,
+            user=store.user,
+            password=store.password,
+            dbname=store.dbname,
+            connect_timeout=5,
+            autocommit=True,
+        )
+
+    def _live(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection, replaced first if it broke (never mid-transaction: a transaction fails whole)."""
+        if self._depth == 0 and (self._pg.closed or self._pg.broken):
+            try:
+                self._pg.close()
+            finally:
+                self._pg = self._connect()
+        return self._pg
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.kind == "postgres" else sql
@@ -44,14 +68,14 @@ class ViewDatabase:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             if self.kind == "postgres":
-                cursor = self._pg.execute(self._sql(sql), params)
+                cursor = self._live().execute(self._sql(sql), params)
                 return cursor.fetchall() if cursor.description else []
             return self._sqlite.execute(sql, params).fetchall()
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self._lock:
             if self.kind == "postgres":
-                with self._pg.cursor() as cursor:
+                with self._live().cursor() as cursor:
                     cursor.executemany(self._sql(sql), rows)
             else:
                 self._sqlite.executemany(sql, rows)
@@ -59,15 +83,19 @@ class ViewDatabase:
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lock:
             if self.kind == "postgres":
-                return self._pg.execute(self._sql(sql), params).rowcount
+                return self._live().execute(self._sql(sql), params).rowcount
             return self._sqlite.execute(sql, params).rowcount
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
             if self.kind == "postgres":
-                with self._pg.transaction():
-                    yield
+                with self._live().transaction():
+                    self._depth += 1
+                    try:
+                        yield
+                    finally:
+                        self._depth -= 1
                 return
             self._sqlite.execute("BEGIN IMMEDIATE")
             try:

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from adapters.persistence import is_unavailable
 from adapters.wechatpay.callbacks import CallbackRejected
 from adapters.wechatpay.errors import SignatureError, WechatPayError
 from adapters.wechatpay.v2_callbacks import SUCCESS_XML, fail_xml
 from api.deps import runtime
+from api.errors import trip_gate
 from application.callbacks import CallbackRefused, NotificationOutcome, RefusalsThrottled
 
 router = APIRouter(tags=["wechatpay"])
@@ -87,12 +89,23 @@ async def notify(request: Request) -> Response:
         metrics.callbacks.labels("timeout").inc()
         log.warning("callback took longer than %.1fs; WeChat will retry", ANSWER_BUDGET_SECONDS)
         return _fail(503, "处理超时，请重试")
-    except Exception:  # never a traceback to WeChat; it retries on 5xx
+    except Exception as exc:  # never a traceback to WeChat; it retries on 5xx
+        if is_unavailable(exc):
+            metrics.callbacks.labels("database_unavailable").inc()
+            trip_gate(request, exc)
+            return _fail(503, "数据库暂不可用，请重试")
         metrics.callbacks.labels("error").inc()
         log.exception("callback failed")
         return _fail(500, "处理失败，请重试")
     metrics.callbacks.labels("accepted").inc()
     return Response(status_code=204)
+
+
+def database_unavailable(path: str) -> Response:
+    """WeChat's own failure answer (it retries), for a callback that arrives while the database is down."""
+    if path.startswith("/wechatpay/v2/"):
+        return _xml(fail_xml("数据库暂不可用，请重试"), 503)
+    return _fail(503, "数据库暂不可用，请重试")
 
 
 def _xml(body: bytes, status: int = 200) -> Response:
@@ -122,7 +135,11 @@ async def _v2_notify(request: Request, handle: Callable[..., NotificationOutcome
         metrics.callbacks.labels("timeout").inc()
         log.warning("callback took longer than %.1fs; WeChat will retry", ANSWER_BUDGET_SECONDS)
         return _xml(fail_xml("处理超时，请重试"), 503)
-    except Exception:  # never a traceback to WeChat; FAIL makes it retry
+    except Exception as exc:  # never a traceback to WeChat; FAIL makes it retry
+        if is_unavailable(exc):
+            metrics.callbacks.labels("database_unavailable").inc()
+            trip_gate(request, exc)
+            return _xml(fail_xml("数据库暂不可用，请重试"), 503)
         metrics.callbacks.labels("error").inc()
         log.exception("callback failed")
         return _xml(fail_xml("处理失败，请重试"), 500)

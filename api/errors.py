@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.persistence import is_unavailable
 from adapters.wechatpay.errors import (
     MerchantConfigError,
     SignatureError,
@@ -37,6 +38,17 @@ def problem(status: int, title: str, detail: str, kind: str, **extra: Any) -> JS
     return JSONResponse(
         body, status_code=status, media_type=PROBLEM, headers={"Retry-After": "1"} if status == 503 else None
     )
+
+
+def database_unavailable() -> JSONResponse:
+    return problem(503, "Database unavailable", "the database cannot be reached; retry shortly", "database")
+
+
+def trip_gate(request: Request, exc: BaseException) -> None:
+    """Tell this worker's gate (api/db_gate.py) that the database is down: later requests fail fast."""
+    gate = getattr(request.app.state, "db_gate", None)
+    if gate is not None:
+        gate.trip(str(exc))
 
 
 def _field(location: tuple[Any, ...]) -> str:
@@ -98,6 +110,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_unavailable(exc):  # the database is down or restarting: retry, it recovers by itself
+            trip_gate(request, exc)
+            return database_unavailable()
         error_id = uuid.uuid4().hex
         log.exception("unhandled error %s on %s %s", error_id, request.method, request.url.path)
         return problem(500, "Internal error", f"error id {error_id}", "internal", error_id=error_id)

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from adapters.persistence import is_unavailable
 from api.deps import runtime
 from bootstrap.wiring import Runtime
 
@@ -125,10 +126,15 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
+    gate = getattr(request.app.state, "db_gate", None)
+    if gate is not None and not gate.is_open:
+        return JSONResponse({"status": "unavailable", "database": "unreachable; probing"}, status_code=503)
     try:
         rt.ledger.recorder.max_notification_id()  # the database answers
         lags = {name: follower.lag() for name, follower in rt.followers.items()}
     except Exception as exc:  # noqa: BLE001 — not ready, and say why
+        if is_unavailable(exc) and gate is not None:
+            gate.trip(str(exc))
         return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
     ready = max(lags.values(), default=0) <= MAX_READY_LAG_EVENTS
     return JSONResponse(

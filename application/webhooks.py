@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from adapters.persistence import is_unavailable
 from adapters.webhooks import SIGNATURE_HEADER, Delivery, Endpoint, WebhookStore, signature_header
 from domain.business_events import TYPES
 from domain.errors import InvalidInput, NotFound
@@ -258,9 +259,13 @@ class DeliveryWorker:
         while not self._stop.is_set():
             try:
                 started = self.tick()
-            except Exception:  # the database may blink; the worker carries on
+            except Exception as exc:  # the database may blink; the worker carries on
                 self.errors += 1
-                log.exception("webhook worker tick failed")
+                if is_unavailable(exc):
+                    log.warning("webhook worker: database unavailable; trying again shortly")
+                    self._stop.wait(2.0)
+                else:
+                    log.exception("webhook worker tick failed")
                 started = 0
             if not started:
                 self._stop.wait(self.poll_seconds)

@@ -23,6 +23,7 @@ from eventsourcing.application import Repository
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
+from adapters.persistence import is_unavailable
 from adapters.viewdb import ViewDatabase
 
 log = logging.getLogger("zhangben.projections")
@@ -183,11 +184,14 @@ class Runner:
                 try:
                     busy = follower.process_batch() > 0 or busy
                     backoff[name] = 0.1
-                except Exception:  # supervised: log, count, back off, carry on
+                except Exception as exc:  # supervised: log, count, back off, carry on
                     self.errors[name] += 1
-                    log.exception("projection %s failed; retrying in %.1fs", name, backoff[name])
+                    if is_unavailable(exc):  # an outage: one line, no traceback; it resumes when the database is back
+                        log.warning("projection %s: database unavailable; retrying in %.1fs", name, backoff[name])
+                    else:
+                        log.exception("projection %s failed; retrying in %.1fs", name, backoff[name])
                     retry_at[name] = time.monotonic() + backoff[name]
-                    backoff[name] = min(backoff[name] * 2, 10.0)
+                    backoff[name] = min(backoff[name] * 2, 5.0)
             if not busy:
                 self._stop.wait(self.poll_seconds)
 

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from adapters.leases import Leases
+from adapters.persistence import is_unavailable
 from application.ledger import Clock
 from bootstrap.wiring import Runtime
 from scheduler import bills, certificates, compensating, expiry, refunds
@@ -91,8 +92,11 @@ class Scheduler:
         try:
             for name, result in self.run_due().items():
                 log.info("job %s: %s", name, result)
-        except Exception:  # the ticker itself must survive a database blip
-            log.exception("scheduler tick failed")
+        except Exception as exc:  # the ticker itself must survive a database blip
+            if is_unavailable(exc):
+                log.warning("scheduler: database unavailable; the due jobs run at the next tick")
+            else:
+                log.exception("scheduler tick failed")
 
     def stop(self) -> None:
         if self._ticker is not None:

@@ -95,6 +95,10 @@ class ThrowawayPostgres:
             "--locale=C",
             "--no-sync",
         )
+        self.up()
+
+    def up(self) -> None:
+        """Start the server on the existing data directory (after ``start``, or after ``down``)."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -119,6 +123,10 @@ class ThrowawayPostgres:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def down(self) -> None:
+        """Stop the server as a crash would (``-m immediate``), keeping its data: an outage, not the end."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop")
 
     def stop(self) -> None:
         try:

@@ -1,0 +1,58 @@
+"""Fail fast while the database is down, and notice by itself when it is back (docs/operations.md, "Outages").
+
+The event store's library retries a failed statement ten times, each waiting
+for a pooled connection, so a request that meets a dead database would hang
+for many seconds — and every request after it would too, until the worker's
+threads are all stuck.  The first request that fails with "the database is
+unavailable" trips this gate; from then on requests get a 503 at once, while
+one thread probes the server twice a second with a fresh connection.  When a
+probe succeeds, the gate opens again and requests go through.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("zhangben.database")
+
+PROBE_INTERVAL_SECONDS = 0.5
+
+
+class DatabaseGate:
+    def __init__(self, probe: Callable[[], None], interval: float = PROBE_INTERVAL_SECONDS) -> None:
+        self._probe = probe
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._prober: threading.Thread | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Requests may use the database (no outage noticed, or the last probe reached it)."""
+        return self._down_since is None
+
+    def trip(self, reason: str) -> None:
+        """An outage was seen: close the gate and start probing (once, however many requests saw it)."""
+        with self._lock:
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+            log.warning("database unavailable (%s); answering 503 until it is back", reason[:200])
+            self._prober = threading.Thread(target=self._probe_until_back, name="db-probe", daemon=True)
+            self._prober.start()
+
+    def _probe_until_back(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            try:
+                self._probe()
+            except Exception:  # noqa: BLE001, S112 — still down: probe again
+                continue
+            with self._lock:
+                down_for = time.monotonic() - (self._down_since or time.monotonic())
+                self._down_since = None
+            log.warning("database reachable again after %.1fs", down_for)
+            return

@@ -1,0 +1,141 @@
+"""PostgreSQL crashes (``pg_ctl stop -m immediate``) under load and comes back: the ledger recovers by itself.
+
+Its own server, so the outage touches nothing else.  During the outage every
+API call is a 503 problem+json (never a hang, never a 2xx for what was not
+stored) and a callback a 503 within WeChat's budget; once the database is back,
+``/readyz`` turns 200, the projections catch up, and nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
+from tests.deploy import Deployment, deploy
+from tests.pgserver import ThrowawayPostgres
+from tests.spec_wechat import SpecWechat, paid_resource
+
+OUTAGE_SECONDS = 10
+
+
+@pytest.fixture
+def server() -> Iterator[ThrowawayPostgres]:
+    pg = ThrowawayPostgres(durable=True)  # fsync and synchronous commit: a crash loses nothing acknowledged
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+class Load:
+    """One thread creating orders and listing them, recording what each call answered and how long it took."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.calls: list[dict[str, Any]] = []
+        self.created: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with self.deployment.client() as http:
+            http.timeout = httpx.Timeout(15.0)
+            i = 0
+            while not self._stop.is_set():
+                i += 1
+                no = f"OUT-L{i}"
+                body = {"merchant_order_no": no, "amount_fen": 100, "description": "茶", "channel": "native"}
+                for kind, call in (
+                    ("create", lambda body=body: http.post("/v1/orders", json=body)),
+                    ("list", lambda body=body: http.get("/v1/orders", params={"limit": 5})),
+                ):
+                    start = time.monotonic()
+                    try:
+                        answer = call()
+                        status, problem = answer.status_code, answer.headers.get("content-type", "")
+                    except httpx.TimeoutException:
+                        status, problem = 0, "timeout"
+                    self.calls.append(
+                        {
+                            "kind": kind,
+                            "status": status,
+                            "at": start,
+                            "seconds": time.monotonic() - start,
+                            "type": problem,
+                        }
+                    )
+                    if kind == "create" and status == 201:
+                        self.created.append(no)
+                time.sleep(0.05)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def test_a_database_restart_under_load_recovers_by_itself(server: ThrowawayPostgres, tmp_path: Path) -> None:
+    with deploy(tmp_path, server.create_database("outage"), workers=2) as d:
+        d.faults(notifications="drop")  # the callback below comes from our own signer
+        wechat = SpecWechat.from_keyset(tmp_path / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
+        with d.client() as http:
+            made = http.post(
+                "/v1/orders",
+                json={"merchant_order_no": "OUT-CB", "amount_fen": 500, "description": "茶", "channel": "native"},
+            )
+            otn = made.json()["payment"]["out_trade_no"]
+        callback = wechat.body(
+            "TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 500, "4200000000000000000000077701")
+        )
+        with Load(d) as load:
+            time.sleep(1.0)
+            server.down()
+            down_at = time.monotonic()
+            time.sleep(2.0)
+            start = time.monotonic()
+            during = httpx.post(f"{d.ledger}/wechatpay/v3/notify", content=callback, headers=wechat.headers(callback))
+            callback_seconds = time.monotonic() - start
+            ready_during = httpx.get(f"{d.ledger}/readyz", timeout=15).status_code
+            time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
+            server.up()
+            up_at = time.monotonic()
+            recovered_in = None
+            while time.monotonic() - up_at < 30:
+                if httpx.get(f"{d.ledger}/readyz", timeout=15).status_code == 200:
+                    recovered_in = time.monotonic() - up_at
+                    break
+                time.sleep(0.2)
+            time.sleep(max(0.0, up_at + 12 - time.monotonic()))  # load goes on past the recovery
+
+        assert during.status_code == 503 and during.json()["code"] == "FAIL", during.text
+        assert callback_seconds < 5, "WeChat waits five seconds"
+        assert ready_during == 503
+        assert recovered_in is not None and recovered_in <= 10, f"/readyz 200 only after {recovered_in}s"
+        statuses = {c["status"] for c in load.calls}
+        assert statuses <= {200, 201, 503}, sorted(c for c in load.calls if c["status"] not in (200, 201, 503))
+        unavailable = [c for c in load.calls if c["status"] == 503]
+        assert unavailable and all(c["type"].startswith("application/problem+json") for c in unavailable)
+        assert max(c["seconds"] for c in load.calls) < 7, "an API call hung during the outage"
+        late = [c for c in load.calls if c["at"] > up_at + 10]
+        assert late and all(c["status"] in (200, 201) for c in late), "10 s after the database came back"
+
+        with d.client() as http:
+            for no in load.created:  # every order acknowledged is there
+                assert http.get(f"/v1/orders/{no}").status_code == 200, no
+            again = httpx.post(f"{d.ledger}/wechatpay/v3/notify", content=callback, headers=wechat.headers(callback))
+            assert again.status_code == 204
+            paid = http.get("/v1/orders", params={"status": "PAID"}).json()["orders"]
+            assert [o["merchant_order_no"] for o in paid] == ["OUT-CB"]  # the list's projection caught up
+        lag = httpx.get(f"{d.ledger}/readyz").json()["projection_lag_events"]
+        assert max(lag.values()) == 0, lag
