@@ -25,12 +25,20 @@ def _digest(salt: str, secret: str) -> str:
     return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
 
 
-def issue(mchid: str, role: str, issued_at: datetime) -> tuple[str, ApiKey]:
-    """A new key (shown once) and the aggregate that remembers only its hash."""
+def issue(mchid: str, role: str, issued_at: datetime, expires_at: datetime | None = None) -> tuple[str, ApiKey]:
+    """A new key (shown once) and the aggregate that remembers only its hash (and when it expires, if ever)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     key_id, secret, salt = secrets.token_hex(8), secrets.token_urlsafe(32), secrets.token_hex(16)
-    record = ApiKey(key_id=key_id, mchid=mchid, role=role, salt=salt, digest=_digest(salt, secret), issued_at=issued_at)
+    record = ApiKey(
+        key_id=key_id,
+        mchid=mchid,
+        role=role,
+        salt=salt,
+        digest=_digest(salt, secret),
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
     return f"{PREFIX}{key_id}_{secret}", record
 
 
@@ -43,8 +51,12 @@ def parse(key: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
-def authenticate(get_key: Callable[[UUID], ApiKey], key: str) -> Principal | None:
-    """The principal for ``key``, or None; the comparison takes the same time either way."""
+def authenticate(get_key: Callable[[UUID], ApiKey], key: str, now: datetime) -> Principal | None:
+    """The principal for ``key``, or None (unknown, wrong, revoked or expired); the same work either way.
+
+    The key is read from the event store on every request, so a revocation
+    holds at once in every worker.
+    """
     parsed = parse(key)
     if parsed is None:
         return None
@@ -54,6 +66,6 @@ def authenticate(get_key: Callable[[UUID], ApiKey], key: str) -> Principal | Non
     except AggregateNotFoundError:
         _digest("00" * 16, secret)  # same work as a real check
         return None
-    if not hmac.compare_digest(record.digest, _digest(record.salt, secret)):
+    if not hmac.compare_digest(record.digest, _digest(record.salt, secret)) or not record.usable_at(now):
         return None
     return Principal(key_id=record.key_id, mchid=record.mchid, role=record.role)

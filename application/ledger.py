@@ -26,14 +26,16 @@ from application import apikeys
 from application.history import HistoryEvent, history_events, version_at
 from application.views import OrderView, order_view
 from domain import ids
-from domain.apikey import Principal
+from domain.apikey import ApiKey, Principal
 from domain.audit import RefusedCallback
 from domain.bill import DailyBill
 from domain.errors import (
     AttemptRaced,
     ConcurrencyConflict,
+    Conflict,
     InvalidInput,
     InvalidTransition,
+    NotFound,
     OrderConflict,
     OrderNotFound,
     PaymentNotFound,
@@ -482,15 +484,53 @@ class Ledger(Application[UUID]):
 
     # -- API keys ---------------------------------------------------------------
 
-    def issue_api_key(self, mchid: str, role: str) -> str:
+    def issue_api_key(self, mchid: str, role: str, expires_at: datetime | None = None) -> str:
         """A new API key for ``mchid`` in ``role``: returned once, only its hash is stored."""
-        key, record = apikeys.issue(mchid, role, self.clock())
+        key, record = apikeys.issue(mchid, role, self.clock(), expires_at)
         self.save(record)
         return key
 
     def authenticate(self, key: str) -> Principal | None:
         """Who holds ``key``, or None (the same work either way)."""
-        return apikeys.authenticate(self.repository.get, key)
+        return apikeys.authenticate(self.repository.get, key, self.clock())
+
+    def api_keys(self, mchid: str | None = None) -> list[ApiKey]:
+        """Every key issued (revoked and expired ones too), oldest first; never a secret, only ids."""
+        topic = ApiKey.Created.TOPIC
+        found: list[ApiKey] = []
+        start = 1
+        while True:
+            notifications = self.recorder.select_notifications(start, 1000, topics=[topic])
+            found += [self.repository.get(ids.as_uuid(n.originator_id)) for n in notifications]
+            if len(notifications) < 1000:
+                break
+            start = notifications[-1].id + 1
+        return [k for k in found if mchid is None or k.mchid == mchid]
+
+    def _api_key(self, key_id: str) -> ApiKey:
+        try:
+            return self.repository.get(ApiKey.create_id(key_id))
+        except AggregateNotFoundError:
+            raise NotFound(f"API key {key_id!r} not found") from None
+
+    @retry_on_conflict
+    def revoke_api_key(self, key_id: str, reason: str = "revoked") -> ApiKey:
+        """The key stops working now, in every worker (each request reads it from the event store)."""
+        record = self._api_key(key_id)
+        record.revoke(self.clock(), reason)
+        self.save(record)
+        return record
+
+    @retry_on_conflict
+    def rotate_api_key(self, key_id: str, grace: timedelta) -> tuple[str, ApiKey]:
+        """A new key with the same merchant and role; the old one keeps working for ``grace``, then expires."""
+        old = self._api_key(key_id)
+        if not old.usable_at(self.clock()):
+            raise Conflict(f"API key {key_id!r} is revoked or expired: create a new one instead")
+        key, new = apikeys.issue(old.mchid, old.role, self.clock(), old.expires_at)
+        old.expire(self.clock() + grace, f"rotated to {new.key_id}")
+        self.save(old, new)
+        return key, new
 
     # -- Native mode 1 products ------------------------------------------------------
 

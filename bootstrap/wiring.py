@@ -28,7 +28,7 @@ from application.products import Products
 from application.webhooks import Webhooks
 from bootstrap.clock import system_clock
 from bootstrap.ledger import open_ledger
-from bootstrap.settings import Settings
+from bootstrap.settings import DEFAULT_WECHATPAY_BASE_URL, Settings
 from projections.business_events import BusinessEvents
 from projections.core import EventLog, Follower
 from projections.journal import Journal
@@ -107,7 +107,9 @@ def init_database(settings: Settings) -> None:
 
 
 def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
-    merchants = load_merchants(settings.merchants, settings.config_path)
+    # against the real WeChat Pay, notify URLs must be https; the sandbox takes http
+    real = settings.wechatpay_base_url.rstrip("/") == DEFAULT_WECHATPAY_BASE_URL
+    merchants = load_merchants(settings.merchants, settings.config_path, https_only=real)
     ledger = open_ledger(settings.database_url, clock=clock)
     client = WechatPayClient(settings.wechatpay_base_url, merchants)  # each client keeps its API's merchants
     v2 = WechatPayV2Client(

@@ -99,7 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_create = apikey_commands.add_parser("create", help="print a new API key once (only its hash is stored)")
     apikey_create.add_argument("--merchant", required=True, metavar="MCHID")
     apikey_create.add_argument("--role", required=True, choices=ROLES)
+    apikey_create.add_argument("--expires-in-days", type=int, metavar="N", help="the key stops working after N days")
     apikey_create.set_defaults(handler="zhangben.commands:cmd_apikey_create")
+    apikey_list = apikey_commands.add_parser("list", help="the keys issued: id, merchant, role, state (never a secret)")
+    apikey_list.add_argument("--merchant", metavar="MCHID")
+    apikey_list.set_defaults(handler="zhangben.commands:cmd_apikey_list")
+    apikey_revoke = apikey_commands.add_parser("revoke", help="a key stops working now (401), in every worker")
+    apikey_revoke.add_argument("key_id", help="the 16 hex characters after zb_ (see `apikey list`)")
+    apikey_revoke.set_defaults(handler="zhangben.commands:cmd_apikey_revoke")
+    apikey_rotate = apikey_commands.add_parser(
+        "rotate", help="print a new key with the same merchant and role; the old one works for the grace period"
+    )
+    apikey_rotate.add_argument("key_id")
+    apikey_rotate.add_argument("--grace-hours", type=float, default=24.0, help="how long the old key still works")
+    apikey_rotate.set_defaults(handler="zhangben.commands:cmd_apikey_rotate")
 
     _finance_commands(commands)
     _scheduler_commands(commands)

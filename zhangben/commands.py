@@ -1,4 +1,4 @@
-"""The short commands: ``history`` and ``apikey create``.
+"""The short commands: ``history`` and ``apikey create|list|revoke|rotate``.
 
 Loaded by ``zhangben.cli`` only when one of them runs.
 """
@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
+import sys
+from datetime import datetime, timedelta
 
 from adapters.wechatpay.beijing import BEIJING
 from application.history import HistoryEvent
@@ -15,6 +16,7 @@ from application.ledger import Ledger
 from application.views import OrderView
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings, load_settings
+from domain.apikey import ApiKey
 from domain.errors import OrderNotFound
 from zhangben.usage import UsageError
 
@@ -24,13 +26,72 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     known = settings.merchant_ids()
     if known and args.merchant not in known:
         raise UsageError(f"merchant {args.merchant} is not in {settings.config_path} (known: {', '.join(known)})")
+    days = getattr(args, "expires_in_days", None)
+    if days is not None and days < 1:
+        raise UsageError("--expires-in-days must be at least 1")
     ledger = open_ledger(settings.database_url)
     try:
-        key = ledger.issue_api_key(args.merchant, args.role)
+        expires = ledger.clock() + timedelta(days=days) if days else None
+        key = ledger.issue_api_key(args.merchant, args.role, expires)
     finally:
         ledger.close()
     print(key)
     return 0
+
+
+def _key_state(key: ApiKey, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return f"revoked {key.revoked_at.astimezone(BEIJING).isoformat(timespec='seconds')}"
+    if key.expires_at is not None:
+        word = "expires" if now < key.expires_at else "expired"
+        return f"{word} {key.expires_at.astimezone(BEIJING).isoformat(timespec='seconds')}"
+    return "active"
+
+
+def cmd_apikey_list(args: argparse.Namespace) -> int:
+    ledger = open_ledger(load_settings().database_url)
+    try:
+        keys, now = ledger.api_keys(args.merchant), ledger.clock()
+    finally:
+        ledger.close()
+    print(f"{'key id':<18} {'merchant':<12} {'role':<9} {'issued (Beijing)':<26} state")
+    for key in keys:
+        issued = key.issued_at.astimezone(BEIJING).isoformat(timespec="seconds")
+        print(f"{key.key_id:<18} {key.mchid:<12} {key.role:<9} {issued:<26} {_key_state(key, now)}")
+    return 0
+
+
+def cmd_apikey_revoke(args: argparse.Namespace) -> int:
+    ledger = open_ledger(load_settings().database_url)
+    try:
+        key = ledger.revoke_api_key(_key_id(args.key_id))
+    finally:
+        ledger.close()
+    print(f"key {key.key_id} ({key.mchid}, {key.role}) revoked: it answers 401 from now on")
+    return 0
+
+
+def cmd_apikey_rotate(args: argparse.Namespace) -> int:
+    if args.grace_hours < 0:
+        raise UsageError("--grace-hours must not be negative")
+    ledger = open_ledger(load_settings().database_url)
+    try:
+        key, record = ledger.rotate_api_key(_key_id(args.key_id), timedelta(hours=args.grace_hours))
+    finally:
+        ledger.close()
+    print(key)
+    print(f"(the old key {_key_id(args.key_id)} keeps working for {args.grace_hours:g} h)", file=sys.stderr)
+    return 0
+
+
+def _key_id(text: str) -> str:
+    """A key id, also from a whole key pasted by mistake (only its id part is used)."""
+    text = text.strip()
+    if text.startswith("zb_"):
+        text = text[3:].split("_", 1)[0]
+    if len(text) != 16 or any(c not in "0123456789abcdef" for c in text):
+        raise UsageError(f"{text[:20]!r} is not a key id (16 hex characters; see `zhangben apikey list`)")
+    return text
 
 
 def parse_moment(text: str) -> datetime:

@@ -12,6 +12,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -134,7 +135,24 @@ def _read_secret(base: Path, table: dict[str, Any], key: str, where: str) -> byt
         raise MerchantConfigError(f"{where}: `{key}` = {path}: {exc.strerror}") from None
 
 
-def load_merchant(table: dict[str, Any], base: Path, where: str) -> Merchant:
+def check_notify_url(url: str, where: str, https_only: bool) -> None:
+    """WeChat's rules for a notify_url: an absolute URL without a query string, https against the real WeChat.
+
+    https://pay.weixin.qq.com/doc/v3/merchant/4012791874 (notify_url: 必须为外网可访问的 https 地址，不能携带参数)
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MerchantConfigError(f"{where}: `notify_url` = {url!r} must be an absolute https URL")
+    if parts.query or parts.fragment:
+        raise MerchantConfigError(f"{where}: `notify_url` = {url!r} must not carry a query string (WeChat drops it)")
+    if https_only and parts.scheme != "https":
+        raise MerchantConfigError(
+            f"{where}: `notify_url` = {url!r} must be https: WeChat Pay calls only https notify URLs "
+            "(http is accepted only against the sandbox)"
+        )
+
+
+def load_merchant(table: dict[str, Any], base: Path, where: str, https_only: bool = False) -> Merchant:
     mode = table.get("mode", "direct")
     if mode not in ("direct", "partner"):
         raise MerchantConfigError(f'{where}: `mode` must be "direct" or "partner"')
@@ -150,6 +168,7 @@ def load_merchant(table: dict[str, Any], base: Path, where: str) -> Merchant:
     notify_url = str(table.get("notify_url") or "")
     if not notify_url:
         raise MerchantConfigError(f"{where}: `notify_url` is required")
+    check_notify_url(notify_url, where, https_only)
     common: dict[str, Any] = {
         "name": str(table.get("name") or account),
         "mode": mode,
@@ -282,7 +301,9 @@ def _refund_notify_url(notify_url: str) -> str:
     return notify_url
 
 
-def load_merchants(tables: list[dict[str, Any]], config_path: Path, api: str | None = None) -> dict[str, Merchant]:
+def load_merchants(
+    tables: list[dict[str, Any]], config_path: Path, api: str | None = None, https_only: bool = False
+) -> dict[str, Merchant]:
     """The merchants (those on ``api`` when given), keyed by the id the ledger keeps their orders under.
 
     Two tables for one id (a 公众号 and a 小程序 sharing a mchid) are refused
@@ -301,6 +322,6 @@ def load_merchants(tables: list[dict[str, Any]], config_path: Path, api: str | N
         seen[mchid] = where
         if api is not None and table.get("api", "v3") != api:
             continue
-        merchant = load_merchant(table, config_path.parent, where)
+        merchant = load_merchant(table, config_path.parent, where, https_only)
         merchants[merchant.mchid] = merchant
     return merchants

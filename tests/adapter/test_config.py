@@ -134,3 +134,17 @@ def test_one_mchid_twice_or_one_channel_for_two_apps_is_refused(config: tuple[Pa
     assert merchant.app_for_channel("jsapi") == DIRECT.appid and "wx4444444444444444" in merchant.payer_appids
     plain = {k: v for k, v in direct.items() if k != "apps"}
     assert load_merchants([plain], path)[DIRECT.mchid].payer_appids == (DIRECT.appid,)
+
+
+def test_notify_url_rules(config: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, tables = config
+    direct = next(t for t in tables if t["mchid"] == DIRECT.mchid)
+    with pytest.raises(MerchantConfigError, match="must not carry a query string"):
+        load_merchants([direct | {"notify_url": "https://pay.example.com/wechatpay/v3/notify?shop=1"}], path)
+    with pytest.raises(MerchantConfigError, match="must be https"):
+        load_merchants([direct | {"notify_url": "http://pay.example.com/wechatpay/v3/notify"}], path, https_only=True)
+    with pytest.raises(MerchantConfigError, match="absolute https URL"):
+        load_merchants([direct | {"notify_url": "/wechatpay/v3/notify"}], path)
+    https = direct | {"notify_url": "https://pay.example.com/wechatpay/v3/notify"}
+    assert load_merchants([https], path, https_only=True)[DIRECT.mchid].notify_url.startswith("https://")
+    assert load_merchants([direct], path)[DIRECT.mchid].notify_url.startswith("http://")  # the sandbox's

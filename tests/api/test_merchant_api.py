@@ -20,6 +20,7 @@ from adapters.persistence import parse_url
 from adapters.viewdb import ViewDatabase
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID
 from tests.deploy import Deployment
+from zhangben.launch import StackError
 
 PROBLEM = "application/problem+json"
 
@@ -370,3 +371,36 @@ def test_operations(deployment: Deployment) -> None:
         assert "zhangben_http_requests_total" in text and "zhangben_orders" in text
         assert http.get("/openapi.json").json()["info"]["title"] == "zhangben"
         assert http.get("/docs").status_code == 200
+
+
+def test_api_keys_are_listed_rotated_and_revoked_at_once_in_every_worker(deployment: Deployment) -> None:
+    key = deployment.cli(
+        "apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant", "--expires-in-days", "30"
+    )
+    key_id = key[3:19]
+    listed = deployment.cli("apikey", "list", "--merchant", DIRECT.mchid)
+    assert key_id in listed and key not in listed and "expires" in listed
+
+    def statuses(k: str) -> set[int]:  # several requests: both workers answer on PostgreSQL
+        return {
+            httpx.get(f"{deployment.ledger}/v1/orders", headers={"Authorization": f"Bearer {k}"}).status_code
+            for _ in range(8)
+        }
+
+    assert statuses(key) == {200}
+    new = deployment.cli("apikey", "rotate", key_id, "--grace-hours", "1")
+    assert new.startswith("zb_") and new != key
+    assert statuses(key) == {200} and statuses(new) == {200}  # the old one during its grace period
+    deployment.cli("apikey", "revoke", key_id)
+    assert statuses(key) == {401} and statuses(new) == {200}
+    deployment.cli("apikey", "revoke", key_id)  # again: nothing changes
+    newer = deployment.cli("apikey", "rotate", new[3:19], "--grace-hours", "0")
+    assert statuses(new) == {401} and statuses(newer) == {200}
+    states = deployment.cli("apikey", "list")
+    assert f"{key_id}" in states and "revoked" in states and "expired" in states
+    with pytest.raises(StackError, match="not found"):
+        deployment.cli("apikey", "revoke", "0123456789abcdef")
+    with pytest.raises(StackError, match="is not a key id"):
+        deployment.cli("apikey", "revoke", "nope")
+    with pytest.raises(StackError, match="revoked or expired"):
+        deployment.cli("apikey", "rotate", key_id)
