@@ -1,4 +1,5 @@
-"""Platform certificates (certificate mode): refreshed every 12 hours; one expiring within 7 days is warned about."""
+"""Certificates: the platform's (certificate mode) refreshed every 12 hours, one expiring within 7 days warned
+about; the merchant's own API certificate (``cert_file``) warned about 30 days before it expires."""
 
 from __future__ import annotations
 
@@ -13,9 +14,21 @@ log = logging.getLogger("zhangben.scheduler")
 WARN_BEFORE = timedelta(days=7)
 
 
+API_CERT_WARN_BEFORE = timedelta(days=30)
+
+
 def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     refreshed = expiring = 0
     for mchid, merchant in rt.client.merchants.items():
+        if merchant.api_cert_expires_at is not None and merchant.api_cert_expires_at - now < API_CERT_WARN_BEFORE:
+            expiring += 1
+            log.warning(
+                "the API certificate %s of merchant %s expires at %s: renew it in 商户平台 (API安全) and update "
+                "cert_file, private_key_file and cert_serial_no",
+                merchant.cert_serial_no,
+                mchid,
+                merchant.api_cert_expires_at.isoformat(),
+            )
         if merchant.platform_public_key is not None:
             continue  # public-key mode: nothing to download, the key does not expire
         try:

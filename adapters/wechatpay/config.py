@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import stat
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.wechatpay.errors import MerchantConfigError
@@ -55,6 +57,7 @@ class Merchant:
     client_key_file: Path | None = None
     refund_notify_url: str = ""  # v2: where refund results go (v3 sends them to notify_url)
     apps: tuple[App, ...] = ()  # [[merchants.apps]]: more appids under this mchid (sub_appids for a sub-merchant)
+    api_cert_expires_at: datetime | None = None  # the API certificate's notAfter, when `cert_file` is configured
 
     @property
     def is_partner(self) -> bool:
@@ -234,6 +237,35 @@ def _apps(base: Path, table: dict[str, Any], where: str) -> tuple[App, ...]:
     return tuple(apps)
 
 
+def _api_certificate_expiry(
+    base: Path, table: dict[str, Any], where: str, serial: str, private_key: rsa.RSAPrivateKey
+) -> datetime | None:
+    """With ``cert_file`` (apiclient_cert.pem): its serial must be ``cert_serial_no`` and its key the private key's.
+
+    Then the certificate job can warn 30 days before it expires, while a new
+    one is made in 商户平台 (API安全 → 申请API证书).
+    """
+    if not table.get("cert_file"):
+        return None
+    path = _secret_path(base, table, "cert_file", where)
+    try:
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        raise MerchantConfigError(f"{where}: `cert_file` = {path} is not a certificate in PEM") from None
+    if format(certificate.serial_number, "X") != serial:
+        raise MerchantConfigError(
+            f"{where}: `cert_serial_no` {serial} is not the serial of `cert_file` = {path} "
+            f"({format(certificate.serial_number, 'X')}): after a renewal, update both"
+        )
+    certified = certificate.public_key()
+    if (
+        not isinstance(certified, rsa.RSAPublicKey)
+        or certified.public_numbers() != private_key.public_key().public_numbers()
+    ):
+        raise MerchantConfigError(f"{where}: `cert_file` = {path} is not the certificate of `private_key_file`")
+    return certificate.not_valid_after_utc
+
+
 def _v3_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any]:
     private_key = _private_key(base, table, "private_key_file", where)
     apiv3_key = _read_secret(base, table, "apiv3_key_file", where).strip()
@@ -245,6 +277,7 @@ def _v3_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any
     serial = str(table.get("cert_serial_no") or "").upper()
     if not serial:
         raise MerchantConfigError(f"{where}: `cert_serial_no` is required (the API certificate's serial)")
+    expires_at = _api_certificate_expiry(base, table, where, serial, private_key)
     public_key = None
     if table.get("platform_public_key_file"):
         raw_public = _read_secret(base, table, "platform_public_key_file", where)
@@ -260,6 +293,7 @@ def _v3_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any
         "apiv3_key": apiv3_key,
         "public_key_id": str(table.get("public_key_id") or ""),
         "platform_public_key": public_key,
+        "api_cert_expires_at": expires_at,
     }
 
 

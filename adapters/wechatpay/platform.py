@@ -67,7 +67,19 @@ class PlatformKeys:
                 self._keys[cert.serial_no] = cert.public_key
         return certificates
 
-    def key_for(self, serial: str) -> rsa.RSAPublicKey:
+    def key_for(self, serial: str, now: float | None = None) -> rsa.RSAPublicKey:
+        """The key ``serial`` names; a platform certificate past its ``expire_time`` verifies nothing.
+
+        WeChat issues the next certificate before one expires and signs with it
+        (https://pay.weixin.qq.com/doc/v3/merchant/4012068829): a signature under
+        an expired certificate is not WeChat's current word.
+        """
+        known = self._certificates.get(serial)
+        if known is not None and known.expire_time.timestamp() <= (now if now is not None else time.time()):
+            raise SignatureError(
+                f"Wechatpay-Serial {serial!r} names a platform certificate that expired at "
+                f"{known.expire_time.isoformat()}"
+            )
         key = self._keys.get(serial)
         if (
             key is None
@@ -100,7 +112,7 @@ class PlatformKeys:
             or abs((now if now is not None else time.time()) - int(timestamp)) > signing.TIMESTAMP_WINDOW_SECONDS
         ):
             raise SignatureError("Wechatpay-Timestamp is more than 5 minutes away")
-        if not signing.verify(self.key_for(serial), signing.response_message(timestamp, nonce, body), signature):
+        if not signing.verify(self.key_for(serial, now), signing.response_message(timestamp, nonce, body), signature):
             raise SignatureError("Wechatpay-Signature does not verify")
 
 

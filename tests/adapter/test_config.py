@@ -148,3 +148,15 @@ def test_notify_url_rules(config: tuple[Path, list[dict[str, Any]]]) -> None:
     https = direct | {"notify_url": "https://pay.example.com/wechatpay/v3/notify"}
     assert load_merchants([https], path, https_only=True)[DIRECT.mchid].notify_url.startswith("https://")
     assert load_merchants([direct], path)[DIRECT.mchid].notify_url.startswith("http://")  # the sandbox's
+
+
+def test_the_api_certificate_must_be_the_configured_one(config: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, tables = config
+    direct = next(t for t in tables if t["mchid"] == DIRECT.mchid)
+    merchant = load_merchants([direct], path)[DIRECT.mchid]
+    assert merchant.api_cert_expires_at is not None and merchant.api_cert_expires_at.tzinfo is not None
+    with pytest.raises(MerchantConfigError, match="is not the serial of `cert_file`"):
+        load_merchants([direct | {"cert_serial_no": "ABCDEF0123456789"}], path)
+    partner = next(t for t in tables if t.get("sub_mchid") == "1900000109")
+    with pytest.raises(MerchantConfigError, match="cert_serial_no|not the certificate"):
+        load_merchants([direct | {"cert_file": partner["cert_file"]}], path)

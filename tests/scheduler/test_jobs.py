@@ -141,6 +141,19 @@ def test_a_failed_payment_leaves_the_order_payable_and_then_it_expires(world: Wo
     assert world.status("J-F1") == "EXPIRED" and world.status("J-F2") == "PAID"
 
 
+def test_the_api_certificate_is_warned_about_thirty_days_before_it_expires(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    expires = world.rt.client.merchant(DIRECT.mchid).api_cert_expires_at
+    assert expires is not None
+    world.clock.now = expires - timedelta(days=40)
+    assert world.scheduler("certificates").run_due()["certificates"]["expiring"] == 0
+    world.clock.now = expires - timedelta(days=10)
+    with caplog.at_level(logging.WARNING, logger="zhangben.scheduler"):
+        assert world.scheduler("certificates").run_due()["certificates"]["expiring"] >= 1
+    assert f"API certificate {world.rt.client.merchant(DIRECT.mchid).cert_serial_no}" in caplog.text
+
+
 def test_paid_in_the_last_second_ends_paid_not_expired(world: World) -> None:
     otn = world.order("J-E2", expire_seconds=60)
     world.pay(otn)  # at WeChat, just in time; the notification is lost
