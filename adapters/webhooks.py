@@ -28,6 +28,7 @@ from typing import Any
 
 from adapters.leases import owner_id
 from adapters.viewdb import ViewDatabase, sortable
+from adapters.wechatpay.beijing import BEIJING
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS webhook_endpoints (id TEXT PRIMARY KEY, mchid TEXT NOT NULL, url TEXT NOT NULL, "
@@ -43,6 +44,13 @@ DDL = [
 ]
 LEASE = timedelta(seconds=60)
 SIGNATURE_HEADER = "Zhangben-Signature"
+
+
+def beijing(stored: str | None) -> str | None:
+    """A stored time (UTC, sortable text) as people and clients see times: Beijing, with +08:00."""
+    if stored is None:
+        return None
+    return datetime.fromisoformat(stored.replace("Z", "+00:00")).astimezone(BEIJING).isoformat()
 
 
 def signature_header(secrets_in_use: Sequence[str], timestamp: int, body: bytes) -> str:
@@ -94,9 +102,9 @@ class Endpoint:
             "url": self.url,
             "event_types": self.types,
             "state": self.state,
-            "created_at": self.created_at,
-            "failing_since": self.failing_since,
-            "previous_secret_valid_until": self.old_secret_until,
+            "created_at": beijing(self.created_at),
+            "failing_since": beijing(self.failing_since),
+            "previous_secret_valid_until": beijing(self.old_secret_until),
         }
 
 
@@ -299,7 +307,7 @@ class WebhookStore:
             {
                 "endpoint_id": r[0],
                 "attempt": int(r[1]),
-                "at": r[2],
+                "at": beijing(r[2]),
                 "status_code": r[3],
                 "latency_ms": r[4],
                 "error": r[5],

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 
+from adapters.wechatpay.beijing import BEIJING
 from api.deps import role, runtime
 from api.models import History
 from bootstrap.wiring import Runtime
@@ -36,7 +37,7 @@ def history(
     )
     return {
         "merchant_order_no": merchant_order_no,
-        "as_of": as_of.isoformat() if as_of else None,
+        "as_of": as_of.astimezone(BEIJING).isoformat() if as_of else None,
         "events": [e.as_json() for e in events],
         "state": state,
     }

@@ -14,6 +14,8 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEvent
 
+from adapters.wechatpay.beijing import BEIJING
+
 _ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 _AGGREGATE_ORDER = {"Order": 0, "Payment": 1, "Refund": 2, "TransactionIndex": 3}
 
@@ -33,14 +35,16 @@ class HistoryEvent:
             "id": str(self.id),
             "type": self.type,
             "version": self.version,
-            "timestamp": self.timestamp.isoformat(),
+            "timestamp": self.timestamp.astimezone(BEIJING).isoformat(),
             "data": self.data,
         }
 
 
 def to_json_value(value: Any) -> Any:
-    """Event values as JSON: datetimes in ISO 8601, UUIDs as text."""
-    if isinstance(value, datetime | date):
+    """Event values as JSON: datetimes in ISO 8601 in Beijing time (with +08:00), UUIDs as text."""
+    if isinstance(value, datetime):
+        return value.astimezone(BEIJING).isoformat() if value.tzinfo else value.isoformat()
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, UUID):
         return str(value)

@@ -30,6 +30,7 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import Notification
 
 from adapters.viewdb import ViewDatabase, sortable
+from adapters.wechatpay.beijing import BEIJING
 from domain import ids
 from projections.core import EventLog
 
@@ -112,7 +113,7 @@ class BusinessEvents:
                 body = {
                     "id": event_id(seq),
                     "type": kind,
-                    "created_at": event.timestamp.isoformat(),
+                    "created_at": event.timestamp.astimezone(BEIJING).isoformat(),
                     "mchid": view["mchid"],
                     "merchant_order_no": view["merchant_order_no"],
                     "data": {"detail": data, "order": dict(view)},
@@ -195,7 +196,7 @@ def _event(row: tuple[Any, ...]) -> BusinessEvent:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.astimezone(BEIJING).isoformat()
     if isinstance(value, UUID):
         return str(value)
     return value

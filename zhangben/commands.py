@@ -119,7 +119,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         payload = {
             "merchant": mchid,
             "merchant_order_no": args.merchant_order_no,
-            "as_of": as_of.isoformat() if as_of else None,
+            "as_of": as_of.astimezone(BEIJING).isoformat() if as_of else None,
             "events": [e.as_json() for e in events],
             "state": state,
         }
@@ -174,11 +174,11 @@ def _summary(event: HistoryEvent) -> str:
 def format_history(
     mchid: str, order_no: str, as_of: datetime | None, events: list[HistoryEvent], state: OrderView
 ) -> str:
-    when = f"as of {as_of.isoformat()}" if as_of else "now"
+    when = f"as of {as_of.astimezone(BEIJING).isoformat()}" if as_of else "now"
     lines = [f"order {order_no} (merchant {mchid}), {len(events)} events, {when}", ""]
-    lines.append(f"{'time (UTC)':<27} {'aggregate':<9} {'v':>3}  {'event':<16} details")
+    lines.append(f"{'time (Beijing, +08:00)':<27} {'aggregate':<9} {'v':>3}  {'event':<16} details")
     for event in events:
-        stamp = event.timestamp.astimezone().strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
+        stamp = event.timestamp.astimezone(BEIJING).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
         lines.append(f"{stamp:<27} {event.aggregate:<9} {event.version:>3}  {event.type:<16} {_summary(event)}")
     lines += [
         "",

@@ -404,3 +404,21 @@ def test_api_keys_are_listed_rotated_and_revoked_at_once_in_every_worker(deploym
         deployment.cli("apikey", "revoke", "nope")
     with pytest.raises(StackError, match="revoked or expired"):
         deployment.cli("apikey", "rotate", key_id)
+
+
+def test_every_time_shown_is_beijing_time_with_its_offset(deployment: Deployment) -> None:
+    with deployment.client() as http, deployment.client("auditor") as auditor:
+        created = http.post("/v1/orders", json=order_body("API-TZ1")).json()
+        deployment.pay(created["payment"]["out_trade_no"])
+        view = deployment.wait_status("API-TZ1", "PAID")
+        shown = [view["created_at"], view["paid_at"], view["expire_at"], view["payments"][0]["created_at"]]
+        history = auditor.get("/v1/audit/orders/API-TZ1/history").json()
+        shown += [e["timestamp"] for e in history["events"]]
+        events = http.get("/v1/events", params={"type": "order.paid", "limit": 500}).json()["events"]
+        shown += [e["created_at"] for e in events if e["merchant_order_no"] == "API-TZ1"]
+        endpoint = http.post("/v1/webhook-endpoints", json={"url": "https://shop.example.com/tz"}).json()
+        shown.append(endpoint["created_at"])
+        assert http.delete(f"/v1/webhook-endpoints/{endpoint['id']}").status_code == 204
+    assert len(shown) > 6 and all(s.endswith("+08:00") for s in shown), shown
+    printed = deployment.cli("history", "API-TZ1", "--merchant", DIRECT.mchid)
+    assert "time (Beijing, +08:00)" in printed
