@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from adapters.persistence import PersistenceError
+from adapters.persistence import PersistenceError, is_unavailable
 from adapters.wechatpay.errors import MerchantConfigError, WechatPayError
 from bootstrap.settings import SettingsError
 from domain.apikey import ROLES
@@ -36,6 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # down, unreachable, read-only or full: one line; the store's transactions leave nothing half-written
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"zhangben: error: the database cannot be used: {first}", file=sys.stderr)
+        return 1
 
 
 def _command(handler: str) -> Callable[[argparse.Namespace], int]:

@@ -1,0 +1,72 @@
+"""SQLite on a full or read-only disk: one clear line from the CLI, nothing half-written, fine once space is back.
+
+The disk is a small tmpfs mounted for the test (root can write to any file
+whatever its mode, so only a real full or read-only file system shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.keyset import DIRECT
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a small file system cannot be mounted here ({mounted.stderr.strip()}): needs root in a container")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+
+
+def zhangben(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zhangben.cli", *args], env={**os.environ, **env}, capture_output=True, text=True
+    )
+
+
+def test_a_full_then_read_only_disk_is_one_line_and_nothing_half_written(keyset: Path, small_disk: Path) -> None:
+    env = {"ZHANGBEN_CONFIG": str(keyset / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": f"sqlite:///{small_disk}/l.db"}
+    assert zhangben("db", "init", env=env).returncode == 0
+    assert zhangben("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant", env=env).returncode == 0
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    for size in (65536, 1):  # fill the disk to the last byte
+        try:
+            while True:
+                os.write(fd, b"\0" * size)
+        except OSError:
+            pass
+    os.close(fd)
+
+    full = zhangben("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant", env=env)
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
+    assert full.stderr.count("\n") == 1 and full.stderr.startswith("zhangben: error:") and "database" in full.stderr
+
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        read_only = zhangben("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant", env=env)
+        assert read_only.returncode == 1 and "Traceback" not in read_only.stderr, read_only.stderr
+        assert read_only.stderr.count("\n") == 1 and read_only.stderr.startswith("zhangben: error:")
+        assert "database" in read_only.stderr
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+    again = zhangben("apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant", env=env)
+    assert again.returncode == 0, again.stderr
+    listed = zhangben("apikey", "list", env=env)
+    assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 1 + 2  # the header, two keys
