@@ -123,6 +123,13 @@ def _probe_store(rt: Runtime) -> None:
 
 
 def _probe(rt: Runtime) -> None:
-    """Back when a fresh connection answers and the event store's own pool does too."""
+    """Back when a fresh connection answers and the event store's own pool does too.
+
+    The pool's idle connections all died with the server: ``check()`` replaces
+    them now, rather than each failing one request after the restart.
+    """
     _probe_store(rt)
+    pool = getattr(getattr(rt.ledger.recorder, "datastore", None), "pool", None)
+    if pool is not None:
+        pool.check()
     rt.ledger.recorder.max_notification_id()

@@ -3,10 +3,12 @@
 The event store's library retries a failed statement ten times, each waiting
 for a pooled connection, so a request that meets a dead database would hang
 for many seconds — and every request after it would too, until the worker's
-threads are all stuck.  The first request that fails with "the database is
-unavailable" trips this gate; from then on requests get a 503 at once, while
-one thread probes the server twice a second with a fresh connection.  When a
-probe succeeds, the gate opens again and requests go through.
+threads are all stuck.  A request that fails with "the database is
+unavailable" (or hangs past the request budget) has the database checked off
+its path with a fresh connection; if it does not answer, the gate closes: from
+then on requests get a 503 at once, while one thread probes the server twice a
+second.  When a probe succeeds (and the event store's pool has replaced its dead
+connections), the gate opens again and requests go through.
 """
 
 from __future__ import annotations
@@ -27,12 +29,35 @@ class DatabaseGate:
         self._interval = interval
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        self._checking = False
         self._prober: threading.Thread | None = None
 
     @property
     def is_open(self) -> bool:
         """Requests may use the database (no outage noticed, or the last probe reached it)."""
         return self._down_since is None
+
+    def suspect(self, reason: str) -> None:
+        """A call failed as if the database were down: check once, off the request's path, before closing the gate.
+
+        Right after a restart, the pooled connections that died with the server
+        each fail one call although the database is back; the check (which
+        replaces them) passes, and the gate stays open.
+        """
+        with self._lock:
+            if self._down_since is not None or self._checking:
+                return
+            self._checking = True
+        threading.Thread(target=self._check_once, args=(reason,), name="db-check", daemon=True).start()
+
+    def _check_once(self, reason: str) -> None:
+        try:
+            self._probe()
+        except Exception:  # noqa: BLE001 — really down: close the gate and probe until it is back
+            self.trip(reason)
+        finally:
+            with self._lock:
+                self._checking = False
 
     def trip(self, reason: str) -> None:
         """An outage was seen: close the gate and start probing (once, however many requests saw it)."""

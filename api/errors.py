@@ -45,10 +45,10 @@ def database_unavailable() -> JSONResponse:
 
 
 def trip_gate(request: Request, exc: BaseException) -> None:
-    """Tell this worker's gate (api/db_gate.py) that the database is down: later requests fail fast."""
+    """Tell this worker's gate (api/db_gate.py) the database may be down: it checks, and closes if so."""
     gate = getattr(request.app.state, "db_gate", None)
     if gate is not None:
-        gate.trip(str(exc))
+        gate.suspect(str(exc))
 
 
 def _field(location: tuple[Any, ...]) -> str:

@@ -134,7 +134,7 @@ def readyz(request: Request) -> JSONResponse:
         lags = {name: follower.lag() for name, follower in rt.followers.items()}
     except Exception as exc:  # noqa: BLE001 — not ready, and say why
         if is_unavailable(exc) and gate is not None:
-            gate.trip(str(exc))
+            gate.suspect(str(exc))
         return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
     ready = max(lags.values(), default=0) <= MAX_READY_LAG_EVENTS
     return JSONResponse(
