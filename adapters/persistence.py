@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
@@ -160,6 +161,19 @@ def event_store_env(store: StoreUrl, *, create_tables: bool) -> dict[str, str]:
     return {ENV_PREFIX + key: value for key, value in env.items()}
 
 
+def connect(store: StoreUrl, timeout: int, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
+    """A new PostgreSQL connection to ``store`` that gives up after ``timeout`` seconds."""
+    return psycopg.connect(
+        host=store.host,
+        port=store.port,
+        user=store.user,
+        password=store.password,
+        dbname=store.dbname,
+        connect_timeout=timeout,
+        autocommit=autocommit,
+    )
+
+
 def ping(store: StoreUrl, timeout: int = 1) -> None:
     """One round trip on a fresh connection, within ``timeout`` seconds; raises when the store cannot answer."""
     if store.kind == "memory":
@@ -168,14 +182,7 @@ def ping(store: StoreUrl, timeout: int = 1) -> None:
         with sqlite3.connect(store.path, timeout=timeout) as conn:
             conn.execute("SELECT 1").fetchall()
         return
-    with psycopg.connect(
-        host=store.host,
-        port=store.port,
-        user=store.user,
-        password=store.password,
-        dbname=store.dbname,
-        connect_timeout=timeout,
-    ) as conn:
+    with connect(store, timeout) as conn:
         conn.execute("SELECT 1").fetchall()
 
 
@@ -197,14 +204,7 @@ def check_reachable(store: StoreUrl) -> None:
                 raise DatabaseUnavailable(f"cannot open database {store}: {exc}") from None
         return
     try:
-        psycopg.connect(
-            host=store.host,
-            port=store.port,
-            user=store.user,
-            password=store.password,
-            dbname=store.dbname,
-            connect_timeout=5,
-        ).close()
+        connect(store, 5).close()
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if store.password:

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from adapters.persistence import StoreUrl
+from adapters.persistence import StoreUrl, connect
 
 
 class ViewDatabase:
@@ -42,16 +42,7 @@ class ViewDatabase:
                 self._sqlite.execute("PRAGMA journal_mode=WAL")
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        store = self._store
-        return psycopg.connect(
-            host=store.host,
-            port=store.port,
-            user=store.user,
-            password=store.password,
-            dbname=store.dbname,
-            connect_timeout=5,
-            autocommit=True,
-        )
+        return connect(self._store, 5, autocommit=True)
 
     def _live(self) -> psycopg.Connection[tuple[Any, ...]]:
         """The connection, replaced first if it broke (never mid-transaction: a transaction fails whole)."""
