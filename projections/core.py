@@ -155,7 +155,16 @@ class Follower:
             for table in self.projection.tables:
                 self.db.execute(f"DELETE FROM {table}")  # noqa: S608 — table names are the projection's own
             self.db.execute("UPDATE projection_tracking SET position = 0 WHERE name = ?", (self.projection.name,))
-        return self.catch_up(progress)
+        try:
+            return self.catch_up(progress)
+        except PositionMoved:
+            # a running runner (`serve`'s, say) follows this projection too and took the replay over from the
+            # reset: wait until it has reached the end of the log rather than fight it for every batch
+            self.wait_for(self.log.head(), timeout=REBUILD_WAIT_SECONDS)
+            return self.position
+
+
+REBUILD_WAIT_SECONDS = 600.0
 
 
 class Runner:

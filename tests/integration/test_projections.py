@@ -19,6 +19,7 @@ import pytest
 from application.ledger import Ledger
 from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import Runtime, build_runtime, init_database
+from projections.core import Follower
 from tests.pgserver import ThrowawayPostgres
 
 MCHID = "1900000001"
@@ -75,6 +76,32 @@ def test_rebuild_equals_incremental(runtime: Runtime) -> None:
     # and the journal balances
     balance = runtime.journal.trial_balance(MCHID, date(2000, 1, 1), date(2100, 1, 1))
     assert balance["debit_fen"] == balance["credit_fen"] > 0
+
+
+def test_a_rebuild_beside_a_running_runner_lets_the_runner_finish_it(runtime: Runtime) -> None:
+    """``zhangben projections rebuild`` while ``serve`` follows the same projection: no error, the same rows."""
+    some_history(runtime.ledger, "RR", 8)
+    follower = runtime.followers["journal"]
+    follower.catch_up()
+    before = snapshot(runtime)
+    projection = follower.projection
+    serving = Follower(follower.log, runtime.db, projection)  # serve's runner of the same projection
+    prepare = projection.prepare
+    runner = threading.Thread(target=serving.catch_up)
+
+    def raced(notifications: Any) -> Any:
+        if not runner.is_alive() and runner.ident is None:  # the rebuild's first batch, read but not yet written:
+            runner.start()  # serve's runner writes it first
+            runner.join(30)
+        return prepare(notifications)
+
+    projection.prepare = raced  # type: ignore[method-assign]
+    try:
+        follower.rebuild()
+    finally:
+        projection.prepare = prepare  # type: ignore[method-assign]
+    assert follower.position == runtime.ledger.recorder.max_notification_id()
+    assert snapshot(runtime) == before
 
 
 def test_a_second_runner_cannot_double_a_batch(runtime: Runtime) -> None:
