@@ -20,6 +20,17 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
+def await_projection(request: Request, rt: Runtime, name: str) -> None:
+    """Read-after-write: a read model shows every command that finished before it was asked for.
+
+    The wait is where the view is read, not on the commands' hot path; it is
+    brief (the projections follow the log within tens of milliseconds).
+    """
+    if getattr(request.app.state, "projection_running", False):
+        follower = rt.followers[name]
+        follower.wait_for(follower.log.head(), timeout=1.0)
+
+
 def principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from api.deps import role, runtime
+from api.deps import await_projection, role, runtime
 from api.models import (
     BusinessEventModel,
     CreateWebhookEndpoint,
@@ -29,7 +29,7 @@ from api.models import (
 from application.webhooks import EVENT_TYPES
 from bootstrap.wiring import Runtime
 from domain.apikey import Principal
-from projections.business_events import event_id, seq_of
+from projections.business_events import NAME, event_id, seq_of
 
 router = APIRouter(prefix="/v1", tags=["events and webhooks"])
 Merchant = Annotated[Principal, Depends(role("merchant"))]
@@ -41,13 +41,6 @@ def _seq(text: str) -> int:
     if seq is None:
         raise HTTPException(404, f"event {text!r} not found")
     return seq
-
-
-def _await_events(request: Request, rt: Runtime) -> None:
-    """Read-after-write, as for the order list: what finished before the request is in the feed."""
-    if getattr(request.app.state, "projection_running", False):
-        follower = rt.followers["business_events"]
-        follower.wait_for(follower.log.head(), timeout=1.0)
 
 
 @router.get("/events", response_model=EventPage, summary="The merchant's business events, oldest first")
@@ -63,7 +56,7 @@ async def list_events(
     if unknown:
         raise HTTPException(422, f"unknown event types {unknown}")
     start = _seq(after) if after else 0
-    await asyncio.to_thread(_await_events, request, rt)
+    await asyncio.to_thread(await_projection, request, rt, NAME)
     events = await asyncio.to_thread(rt.events.page, who.mchid, start, limit, type or ())
     next_cursor = event_id(events[-1].seq) if events else after
     return {"events": [e.body for e in events], "next_cursor": next_cursor}
@@ -100,7 +93,7 @@ def redeliver(event: str, who: Merchant, rt: Rt) -> dict[str, Any]:
     summary="Add an endpoint; its signing secret is in this answer only",
 )
 def create_endpoint(body: CreateWebhookEndpoint, who: Merchant, rt: Rt, request: Request) -> dict[str, Any]:
-    _await_events(request, rt)  # "from now on" means after what has already happened, projected or not
+    await_projection(request, rt, NAME)  # "from now on" means after what has already happened, projected or not
     endpoint = rt.webhooks.create_endpoint(who.mchid, body.url, body.event_types)
     return endpoint.public() | {"secret": endpoint.secret}
 

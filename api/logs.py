@@ -12,7 +12,7 @@ import logging
 import re
 from datetime import UTC, datetime
 
-from adapters.redaction import RedactingFilter, redact
+from adapters.redaction import redact
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 _OPENID = re.compile(r"\bo[A-Za-z0-9_-]{20,}\b")
@@ -43,8 +43,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonFormatter())  # redacts every line itself (RedactingFilter is for other formats)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import StreamingResponse
 
 from api.client_ip import payer_ip
-from api.deps import role, runtime
+from api.deps import await_projection, role, runtime
 from api.models import (
     AuthorizeUrl,
     CreateOrder,
@@ -46,17 +46,6 @@ def _client_ip(request: Request, from_body: object = None) -> str:
     """The payer's IP (api/client_ip.py): the body's, else trusted proxies' headers, else the peer."""
     proxies = request.app.state.runtime.settings.trusted_proxies
     return payer_ip(request, str(from_body) if from_body else None, proxies)
-
-
-def _await_projection(request: Request, rt: Runtime) -> None:
-    """Read-after-write: a list shows every command that finished before it was asked for.
-
-    The wait is here, where the view is read, not on the commands' hot path;
-    it is brief (the projection follows the log within tens of milliseconds).
-    """
-    if getattr(request.app.state, "projection_running", False):
-        follower = rt.followers["order_status"]
-        follower.wait_for(follower.log.head(), timeout=1.0)
 
 
 @router.post(
@@ -154,7 +143,7 @@ def list_orders(
     for name, value in (("created_from", created_from), ("created_to", created_to)):
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-22T00:00:00+08:00")
-    _await_projection(request, rt)
+    await_projection(request, rt, "order_status")
     orders, next_cursor = rt.orders.list(
         who.mchid, status.value if status else None, created_from, created_to, limit, cursor
     )

@@ -276,12 +276,7 @@ class PaymentService:
                     continue
                 if not exc.is_code("ORDER_CLOSED"):
                     raise
-            try:
-                self.ledger.close_payment(out_trade_no, reason)
-            except InvalidTransition:
-                if self.ledger.get_payment(out_trade_no).is_open:
-                    raise
-                # a concurrent request closed it first: closed is closed
+            self.ledger.close_payment(out_trade_no, reason)  # closed twice (a concurrent request) is closed once
         return paid
 
     def expire_attempt(self, mchid: str, out_trade_no: str) -> Payment:

@@ -108,9 +108,9 @@ def payment_view(payment: Payment) -> PaymentView:
 def _payer_total(order: Order, payments: Sequence[Payment]) -> int:
     """What the payer paid for the order: the paying attempt's ``payer_total`` (0 before it is paid)."""
     paying = next((p for p in payments if p.out_trade_no == order.paid_out_trade_no), None)
-    if paying is None or paying.payer_total_fen is None:
-        return order.paid_fen if paying is not None else 0
-    return paying.payer_total_fen
+    if paying is None:
+        return 0
+    return paying.payer_total_fen if paying.payer_total_fen is not None else order.paid_fen
 
 
 def order_view(order: Order, payments: Sequence[Payment], refunds: Sequence[Refund]) -> OrderView:

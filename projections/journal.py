@@ -197,7 +197,7 @@ class Journal:
                     event.transaction_id,
                     event.total_fen,
                     event.success_time,
-                    getattr(event, "payer_total_fen", None),
+                    event.payer_total_fen,
                 )
             elif n.topic == "zhangben.Order.Refunded":
                 order = self._aggregate(ids.as_uuid(n.originator_id))

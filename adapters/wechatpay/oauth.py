@@ -14,8 +14,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 
-from adapters.wechatpay.errors import WechatPayBusinessError, WechatPayUnavailable
-from adapters.wechatpay.miniprogram import BUSY
+from adapters.wechatpay.miniprogram import sns_get
 
 DEFAULT_OPEN_BASE_URL = "https://open.weixin.qq.com"
 
@@ -47,22 +46,11 @@ def code_to_openid(http: httpx.Client, base_url: str, appid: str, secret: str, c
     The answer's access token is for reading the user's profile (snsapi_userinfo);
     a payment needs none of it, so it is dropped here and never stored or logged.
     """
-    try:
-        answer = http.get(
-            f"{base_url}/sns/oauth2/access_token",
-            params={"appid": appid, "secret": secret, "code": code, "grant_type": "authorization_code"},
-        ).json()
-    except (httpx.HTTPError, ValueError):
-        raise WechatPayUnavailable("WeChat web authorisation is unreachable; try again") from None
-    if not isinstance(answer, dict):
-        raise WechatPayUnavailable("WeChat web authorisation answered something that is not JSON; try again")
-    errcode = int(answer.get("errcode") or 0)
-    if errcode in BUSY:
-        raise WechatPayUnavailable(f"WeChat web authorisation is busy ({errcode}); try again", code=str(errcode))
-    if errcode or not answer.get("openid"):
-        raise WechatPayBusinessError(
-            f"WeChat refused the code ({errcode} {answer.get('errmsg', '')}): send the payer through "
-            "authorize-url again",
-            code=str(errcode),
-        )
+    answer = sns_get(
+        http,
+        f"{base_url}/sns/oauth2/access_token",
+        {"appid": appid, "secret": secret, "code": code, "grant_type": "authorization_code"},
+        "WeChat web authorisation",
+        "send the payer through authorize-url again",
+    )
     return str(answer["openid"])
