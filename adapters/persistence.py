@@ -40,23 +40,23 @@ class DatabaseUnavailable(PersistenceError):
     pass
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """The database cannot be used right now (down, restarting, unreachable, locked, read-only, full).
+# The database cannot be used right now (down, restarting, unreachable, locked, read-only, full), whatever
+# raised it — psycopg, its pool, the event store library (which wraps driver errors in its own PEP 249 types),
+# sqlite3: the client gets the same answer, a 503 to retry, never a 500.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    es.OperationalError,
+    es.InterfaceError,
+    sqlite3.OperationalError,
+)
 
-    Whatever raised it — psycopg, its pool, the event store library (which wraps
-    driver errors in its own PEP 249 types), sqlite3 — the client gets the
-    same answer: a 503 to retry, never a 500.
-    """
-    kinds: tuple[type[BaseException], ...] = (
-        DatabaseUnavailable,
-        psycopg.OperationalError,
-        psycopg.InterfaceError,
-        psycopg_pool.PoolTimeout,
-        es.OperationalError,
-        es.InterfaceError,
-        sqlite3.OperationalError,
-    )
-    return isinstance(exc, kinds)
+
+def is_unavailable(exc: BaseException) -> bool:
+    """One of ``UNAVAILABLE``: the database, not the request, is the problem."""
+    return isinstance(exc, UNAVAILABLE)
 
 
 class DatabaseNotInitialised(PersistenceError):

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.persistence import is_unavailable
+from adapters.persistence import UNAVAILABLE
 from adapters.wechatpay.errors import (
     MerchantConfigError,
     SignatureError,
@@ -108,11 +108,21 @@ def install(app: FastAPI) -> None:
             return problem(502, "WeChat Pay answer not verified", str(exc), "wechatpay-signature", code=exc.code)
         return problem(502, "WeChat Pay error", str(exc), "wechatpay", code=exc.code)
 
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """The database is down or restarting: retry, it recovers by itself.
+
+        Registered per exception type, so the answer is made where the route's
+        errors are handled and nothing propagates to the server's error layer
+        (which would log a traceback and may drop the connection).
+        """
+        trip_gate(request, exc)
+        return database_unavailable()
+
+    for kind in UNAVAILABLE:
+        app.exception_handler(kind)(unavailable)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if is_unavailable(exc):  # the database is down or restarting: retry, it recovers by itself
-            trip_gate(request, exc)
-            return database_unavailable()
         error_id = uuid.uuid4().hex
         log.exception("unhandled error %s on %s %s", error_id, request.method, request.url.path)
         return problem(500, "Internal error", f"error id {error_id}", "internal", error_id=error_id)
