@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.wechatpay.signing import certificate_serial, load_private_key, load_public_key
@@ -23,13 +25,14 @@ class SandboxMerchant:
 
     mchid: str
     appids: frozenset[str]
-    cert_serial: str
-    public_key: rsa.RSAPublicKey
     apiv3_key: bytes
     v2_key: str
     sub_merchants: dict[str, frozenset[str]] = field(default_factory=dict)  # sub_mchid → its sub_appids
     appsecrets: dict[str, str] = field(default_factory=dict)  # appid → appsecret
     cert_pem: bytes = b""  # the API certificate: v2 refunds present it in the TLS handshake
+    # serial → (public key, notAfter) of every API certificate registered at WeChat: the main one and, during a
+    # renewal, the new one beside it ([[merchants.api_certificates]]); both sign until the old one expires
+    api_certificates: dict[str, tuple[rsa.RSAPublicKey, datetime]] = field(default_factory=dict)
     native_callback_url: str = ""  # Native mode 1's 扫码回调URL, set in the merchant platform
 
 
@@ -76,6 +79,21 @@ def _apps(base: Path, table: dict[str, Any], where: str) -> dict[str, str]:
     return apps
 
 
+def _api_certificates(
+    base: Path, table: dict[str, Any], where: str, main: bytes
+) -> dict[str, tuple[rsa.RSAPublicKey, datetime]]:
+    pems = [main] + [
+        _read(base, extra, "cert_file", f"{where} [[merchants.api_certificates]] {i + 1}")
+        for i, extra in enumerate(table.get("api_certificates", []))
+        if isinstance(extra, dict)
+    ]
+    certificates: dict[str, tuple[rsa.RSAPublicKey, datetime]] = {}
+    for pem in pems:
+        certificate = x509.load_pem_x509_certificate(pem)
+        certificates[certificate_serial(pem)] = (load_public_key(pem), certificate.not_valid_after_utc)
+    return certificates
+
+
 def load_sandbox_config(config_path: Path) -> SandboxConfig:
     try:
         data = tomllib.loads(config_path.read_text(encoding="utf-8"))
@@ -83,6 +101,11 @@ def load_sandbox_config(config_path: Path) -> SandboxConfig:
         raise SandboxConfigError(f"{config_path} not found: run `zhangben keys init` first") from None
     except tomllib.TOMLDecodeError as exc:
         raise SandboxConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    return sandbox_config(data, config_path)
+
+
+def sandbox_config(data: dict[str, Any], config_path: Path) -> SandboxConfig:
+    """The sandbox's view of a parsed ``zhangben.toml`` (files named in it are relative to ``config_path``)."""
     base = config_path.parent
     sandbox = data.get("sandbox")
     if not isinstance(sandbox, dict):
@@ -114,13 +137,12 @@ def load_sandbox_config(config_path: Path) -> SandboxConfig:
         merchants[mchid] = SandboxMerchant(
             mchid=mchid,
             appids=frozenset(appids),
-            cert_serial=certificate_serial(cert),
-            public_key=load_public_key(cert),
             apiv3_key=_read(base, table, "apiv3_key_file", where).strip(),
             v2_key=_read(base, table, "v2_key_file", where).decode().strip() if table.get("v2_key_file") else "",
             sub_merchants=subs,
             appsecrets=secrets_by_app,
             cert_pem=cert,
+            api_certificates=_api_certificates(base, table, where, cert),
             native_callback_url=str(
                 table.get("native_callback_url") or (existing.native_callback_url if existing else "")
             ),

@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -187,7 +187,8 @@ class Sandbox:
         merchant = self.config.merchants.get(auth.mchid)
         if merchant is None:
             raise WechatError(400, "MCH_NOT_EXISTS", "商户号不存在")
-        if auth.serial_no.upper() != merchant.cert_serial:
+        registered = merchant.api_certificates.get(auth.serial_no.upper())
+        if registered is None or registered[1] <= datetime.now(UTC):  # unknown, or expired at WeChat
             raise WechatError(401, "SIGN_ERROR", "商户证书序列号有误。")
         if (
             not (auth.timestamp.isdigit() and len(auth.timestamp) == 10)
@@ -196,7 +197,7 @@ class Sandbox:
             raise WechatError(401, "SIGN_ERROR", "Http头Authorization中的timestamp与发起请求的时间不得超过5分钟")
         url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         message = signing.request_message(request.method, url, auth.timestamp, auth.nonce_str, body)
-        if not signing.verify(merchant.public_key, message, auth.signature):
+        if not signing.verify(registered[0], message, auth.signature):
             raise WechatError(
                 401,
                 "SIGN_ERROR",

@@ -20,14 +20,15 @@ API_CERT_WARN_BEFORE = timedelta(days=30)
 def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     refreshed = expiring = 0
     for mchid, merchant in rt.client.merchants.items():
-        if merchant.api_cert_expires_at is not None and merchant.api_cert_expires_at - now < API_CERT_WARN_BEFORE:
+        last = merchant.last_api_certificate  # a renewed one beside it ends the warnings about the old
+        if last is not None and last.not_after is not None and last.not_after - now < API_CERT_WARN_BEFORE:
             expiring += 1
             log.warning(
-                "the API certificate %s of merchant %s expires at %s: renew it in 商户平台 (API安全) and update "
-                "cert_file, private_key_file and cert_serial_no",
-                merchant.cert_serial_no,
+                "the API certificate %s of merchant %s expires at %s: renew it in 商户平台 (API安全) and add the "
+                'new one as [[merchants.api_certificates]] (docs/wechatpay.md, "Renewing the API certificate")',
+                last.serial_no,
                 mchid,
-                merchant.api_cert_expires_at.isoformat(),
+                last.not_after.isoformat(),
             )
         if merchant.platform_public_key is not None:
             continue  # public-key mode: nothing to download, the key does not expire

@@ -108,13 +108,14 @@ class WechatPayClient:
     def _send(self, merchant: Merchant, method: str, url: str, raw: bytes) -> httpx.Response:
         parts = urlsplit(url)
         canonical = parts.path + (f"?{parts.query}" if parts.query else "")
+        certificate = merchant.signing_certificate()
         headers = {
             "Accept": "application/json",
             "User-Agent": "zhangben/0.1 (+httpx)",
             "Authorization": signing.build_authorization(
                 merchant.account_mchid,
-                merchant.cert_serial_no,
-                merchant.signing_key,
+                certificate.serial_no,
+                certificate.private_key,
                 method,
                 canonical,
                 raw,
@@ -318,7 +319,7 @@ def pay_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
         "nonceStr": nonce,
         "package": package,
         "signType": "RSA",
-        "paySign": signing.jsapi_pay_sign(merchant.signing_key, appid, timestamp, nonce, package),
+        "paySign": signing.jsapi_pay_sign(merchant.signing_certificate().private_key, appid, timestamp, nonce, package),
     }
 
 
@@ -332,7 +333,7 @@ def app_params(merchant: Merchant, prepay_id: str) -> dict[str, str]:
         "package": "Sign=WXPay",
         "noncestr": nonce,
         "timestamp": timestamp,
-        "sign": signing.app_pay_sign(merchant.signing_key, appid, timestamp, nonce, prepay_id),
+        "sign": signing.app_pay_sign(merchant.signing_certificate().private_key, appid, timestamp, nonce, prepay_id),
     }
 
 

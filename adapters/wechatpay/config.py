@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import stat
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +31,26 @@ class App:
     appid: str
     channels: tuple[str, ...]
     appsecret: str | None = dataclasses.field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ApiCertificate:
+    """One of the merchant's API certificates (商户API证书) and its private key.
+
+    A renewal makes a new certificate with a new serial while the old one stays
+    valid at WeChat until it expires or is revoked, so a merchant may list both
+    (``[[merchants.api_certificates]]``) and deploy without a moment where
+    requests are signed with a serial WeChat does not know (商户平台 → 账户中心 →
+    API安全 → API证书: https://pay.weixin.qq.com/index.php/core/account/api_cert).
+    """
+
+    serial_no: str
+    private_key: rsa.RSAPrivateKey = dataclasses.field(repr=False)
+    not_before: datetime | None = None  # None: no ``cert_file`` configured, validity unknown
+    not_after: datetime | None = None
+
+    def valid_at(self, now: datetime) -> bool:
+        return (self.not_before is None or self.not_before <= now) and (self.not_after is None or now < self.not_after)
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,8 @@ class Merchant:
     client_key_file: Path | None = None
     refund_notify_url: str = ""  # v2: where refund results go (v3 sends them to notify_url)
     apps: tuple[App, ...] = ()  # [[merchants.apps]]: more appids under this mchid (sub_appids for a sub-merchant)
-    api_cert_expires_at: datetime | None = None  # the API certificate's notAfter, when `cert_file` is configured
+    # every configured API certificate, the one in `cert_file` first; empty for v2 and hand-made merchants
+    api_certificates: tuple[ApiCertificate, ...] = ()
 
     @property
     def is_partner(self) -> bool:
@@ -73,6 +94,33 @@ class Merchant:
         if self.private_key is None:
             raise MerchantConfigError(f"merchant {self.mchid}: `private_key_file` is not set")
         return self.private_key
+
+    def signing_certificate(self, now: datetime | None = None) -> ApiCertificate:
+        """The certificate a v3 request is signed with: of those valid now, the one issued last.
+
+        So a renewed certificate takes over as soon as it is configured and
+        valid, an expired one is never used, and a not-yet-valid one waits.
+        With none valid, the newest signs and WeChat's answer says why it fails.
+        """
+        if not self.api_certificates:
+            return ApiCertificate(self.cert_serial_no, self.signing_key)
+        at = now or datetime.now(UTC)
+        newest_first = sorted(
+            self.api_certificates, key=lambda c: c.not_before or datetime.min.replace(tzinfo=UTC), reverse=True
+        )
+        return next((c for c in newest_first if c.valid_at(at)), newest_first[0])
+
+    @property
+    def api_cert_expires_at(self) -> datetime | None:
+        """When the merchant's last API certificate expires (None without ``cert_file``): renew before then."""
+        ends = [c.not_after for c in self.api_certificates if c.not_after is not None]
+        return max(ends) if ends else None
+
+    @property
+    def last_api_certificate(self) -> ApiCertificate | None:
+        """The API certificate that expires last: the one to renew."""
+        dated = [c for c in self.api_certificates if c.not_after is not None]
+        return max(dated, key=lambda c: c.not_after or datetime.min.replace(tzinfo=UTC)) if dated else None
 
     @property
     def payer_appid(self) -> str:
@@ -237,25 +285,26 @@ def _apps(base: Path, table: dict[str, Any], where: str) -> tuple[App, ...]:
     return tuple(apps)
 
 
-def _api_certificate_expiry(
+def _api_certificate(
     base: Path, table: dict[str, Any], where: str, serial: str, private_key: rsa.RSAPrivateKey
-) -> datetime | None:
-    """With ``cert_file`` (apiclient_cert.pem): its serial must be ``cert_serial_no`` and its key the private key's.
+) -> ApiCertificate:
+    """With ``cert_file`` (apiclient_cert.pem): its serial must be ``serial`` (when given) and its key the private key's.
 
     Then the certificate job can warn 30 days before it expires, while a new
     one is made in 商户平台 (API安全 → 申请API证书).
     """
     if not table.get("cert_file"):
-        return None
+        return ApiCertificate(serial, private_key)
     path = _secret_path(base, table, "cert_file", where)
     try:
         certificate = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError):
         raise MerchantConfigError(f"{where}: `cert_file` = {path} is not a certificate in PEM") from None
-    if format(certificate.serial_number, "X") != serial:
+    actual = format(certificate.serial_number, "X")
+    if serial and actual != serial:
         raise MerchantConfigError(
             f"{where}: `cert_serial_no` {serial} is not the serial of `cert_file` = {path} "
-            f"({format(certificate.serial_number, 'X')}): after a renewal, update both"
+            f"({actual}): after a renewal, update both"
         )
     certified = certificate.public_key()
     if (
@@ -263,7 +312,28 @@ def _api_certificate_expiry(
         or certified.public_numbers() != private_key.public_key().public_numbers()
     ):
         raise MerchantConfigError(f"{where}: `cert_file` = {path} is not the certificate of `private_key_file`")
-    return certificate.not_valid_after_utc
+    return ApiCertificate(actual, private_key, certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+
+
+def _api_certificates(
+    base: Path, table: dict[str, Any], where: str, first: ApiCertificate
+) -> tuple[ApiCertificate, ...]:
+    """The main certificate, then ``[[merchants.api_certificates]]`` (each ``private_key_file`` + ``cert_file``)."""
+    tables = table.get("api_certificates", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise MerchantConfigError(f"{where}: `api_certificates` must be [[merchants.api_certificates]] tables")
+    certificates = [first]
+    for i, cert_table in enumerate(tables):
+        here = f"{where} [[merchants.api_certificates]] {i + 1}"
+        if not cert_table.get("cert_file"):
+            raise MerchantConfigError(f"{here}: `cert_file` is required (its validity says when it may sign)")
+        key = _private_key(base, cert_table, "private_key_file", here)
+        serial = str(cert_table.get("cert_serial_no") or "").upper()
+        certificate = _api_certificate(base, cert_table, here, serial, key)
+        if any(c.serial_no == certificate.serial_no for c in certificates):
+            raise MerchantConfigError(f"{here}: certificate {certificate.serial_no} is listed twice")
+        certificates.append(certificate)
+    return tuple(certificates)
 
 
 def _v3_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any]:
@@ -277,7 +347,7 @@ def _v3_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any
     serial = str(table.get("cert_serial_no") or "").upper()
     if not serial:
         raise MerchantConfigError(f"{where}: `cert_serial_no` is required (the API certificate's serial)")
-    expires_at = _api_certificate_expiry(base, table, where, serial, private_key)
+    certificates = _api_certificates(base, table, where, _api_certificate(base, table, where, serial, private_key))
     public_key = None
     if table.get("platform_public_key_file"):
         raw_public = _read_secret(base, table, "platform_public_key_file", where)
@@ -293,7 +363,7 @@ def _v3_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any
         "apiv3_key": apiv3_key,
         "public_key_id": str(table.get("public_key_id") or ""),
         "platform_public_key": public_key,
-        "api_cert_expires_at": expires_at,
+        "api_certificates": certificates,
     }
 
 
