@@ -141,6 +141,7 @@ def event_store_env(store: StoreUrl, *, create_tables: bool) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": store.path,
             "SQLITE_LOCK_TIMEOUT": "10",
+            "APPLICATION_RECORDER_TOPIC": "adapters.recorders:LedgerSQLiteRecorder",
         }
     else:
         env |= {
@@ -157,6 +158,8 @@ def event_store_env(store: StoreUrl, *, create_tables: bool) -> dict[str, str]:
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "16",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+            # the library's recorder, subclassed: several streams per query, no NOTIFY (adapters/recorders.py)
+            "APPLICATION_RECORDER_TOPIC": "adapters.recorders:LedgerPostgresRecorder",
         }
     return {ENV_PREFIX + key: value for key, value in env.items()}
 

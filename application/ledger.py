@@ -18,10 +18,11 @@ from datetime import date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError
 
+from adapters.recorders import replay, select_streams
 from application import apikeys
 from application.history import HistoryEvent, history_events, version_at
 from application.views import OrderView, order_view
@@ -101,12 +102,24 @@ class OpenedOrder:
     created: bool
 
 
+class LedgerRepository(Repository[UUID]):
+    """The library's repository, replaying with ``replay`` unless told otherwise."""
+
+    def get(self, aggregate_id: UUID, *, version: int | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("projector_func", replay)
+        return super().get(aggregate_id, version=version, **kwargs)
+
+
 class Ledger(Application[UUID]):
     name = "Ledger"  # pinned: the name sets the table names and the env prefix
 
     def __init__(self, env: dict[str, str] | None, clock: Clock) -> None:
         super().__init__(env)
         self.clock = clock
+
+    def construct_repository(self) -> Repository[UUID]:
+        """The library's repository (no aggregate cache: several processes write), replaying with ``replay``."""
+        return LedgerRepository(event_store=self.events, snapshot_store=self.snapshots)
 
     # -- loading -------------------------------------------------------------
 
@@ -133,6 +146,18 @@ class Ledger(Application[UUID]):
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+    def streams(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, list[DomainEvent]]:
+        """The events of several aggregates, read in one query (``adapters.recorders``); absent ones are left out."""
+        found: dict[UUID, list[DomainEvent]] = {}
+        for stored in select_streams(self.recorder, set(aggregate_ids)):
+            event = cast(DomainEvent, self.mapper.to_domain_event(stored))
+            found.setdefault(event.originator_id, []).append(event)
+        return found
+
+    def load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
+        """Several aggregates in one round trip, as ``repository.get`` would give each (absent ones left out)."""
+        return {i: replay(None, events) for i, events in self.streams(aggregate_ids).items()}
 
     # -- orders and payment attempts ------------------------------------------
 
@@ -301,15 +326,18 @@ class Ledger(Application[UUID]):
         """
         require_fen(total_fen, "total_fen")
         require_fen(payer_total_fen, "payer_total_fen", allow_zero=True)
-        payment = self.get_payment(out_trade_no)
-        if mchid is not None and payment.mchid != mchid:
+        # the payment and the transaction's index in one round trip; the order (named by the payment) in a second
+        payment_id, index_id = ids.payment_id(out_trade_no), ids.transaction_index_id(transaction_id)
+        loaded = self.load_many((payment_id, index_id))
+        payment: Payment | None = loaded.get(payment_id)
+        if payment is None or (mchid is not None and payment.mchid != mchid):
             raise PaymentNotFound(out_trade_no)
         noted = notification is not None and payment.record_notification(notification, self.clock())
         if payment.transaction_id == transaction_id:  # already recorded: at most keep the notification
             if noted:
                 self.save(payment)
             return PaymentOutcome(payment, self.repository.get(payment.order_id), changed=noted)
-        index = self._load_optional(ids.transaction_index_id(transaction_id))
+        index: TransactionIndex | None = loaded.get(index_id)
         if index is not None and index.out_trade_no != out_trade_no:
             raise TransactionConflict(f"transaction {transaction_id} is already recorded for {index.out_trade_no}")
         order: Order = self.repository.get(payment.order_id)
@@ -597,6 +625,41 @@ class Ledger(Application[UUID]):
         have = {p.out_trade_no: p for p in known}
         payments = [have.get(otn) or self.get_payment(otn) for otn in order.attempts]
         return order_view(order, payments, self._refunds(order))
+
+    def views_of_many(self, order_ids: Iterable[UUID]) -> dict[UUID, OrderView]:
+        """Several orders' views from two queries: the orders, then all their payments and refunds."""
+        orders: dict[UUID, Order] = self.load_many(order_ids)
+        related = self.load_many(i for order in orders.values() for i in self._related_ids(order)[1:])
+        return {
+            order_id: order_view(
+                order,
+                [related[ids.payment_id(otn)] for otn in order.attempts],
+                [related[ids.refund_id(order.mchid, no)] for no in order.refunds],
+            )
+            for order_id, order in orders.items()
+        }
+
+    def views_at_many(self, wanted: Iterable[tuple[UUID, datetime]]) -> list[OrderView | None]:
+        """``order_view_at`` for several (order, moment) pairs, from two queries and the events in memory."""
+        wanted = list(wanted)
+        streams = self.streams(order_id for order_id, _ in wanted)
+        now = {order_id: replay(None, events) for order_id, events in streams.items()}
+        streams |= self.streams(i for order in now.values() for i in self._related_ids(order)[1:])
+        return [self._view_at(streams, order_id, as_of) for order_id, as_of in wanted]
+
+    @staticmethod
+    def _view_at(streams: dict[UUID, list[DomainEvent]], order_id: UUID, as_of: datetime) -> OrderView | None:
+        def at(aggregate_id: UUID) -> Any:
+            events = streams.get(aggregate_id, [])
+            version = version_at(events, as_of)
+            return None if version is None else replay(None, events[:version])
+
+        order: Order | None = at(order_id)
+        if order is None:
+            return None
+        payments = [at(ids.payment_id(otn)) for otn in order.attempts]
+        refunds = [at(ids.refund_id(order.mchid, no)) for no in order.refunds]
+        return order_view(order, _present(payments), _present(refunds))
 
     def _refunds(self, order: Order) -> list[Refund]:
         return [self.get_refund(order.mchid, no) for no in order.refunds]

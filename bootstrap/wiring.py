@@ -82,8 +82,8 @@ def event_log(ledger: Ledger) -> EventLog:
 
 def build_views(ledger: Ledger, db: ViewDatabase) -> Views:
     log = event_log(ledger)
-    orders, journal = OrderStatusView(log, db, ledger.order_view_by_id), Journal(log, db)
-    events = BusinessEvents(log, db, ledger.order_view_at)
+    orders, journal = OrderStatusView(log, db, ledger.views_of_many), Journal(log, db)
+    events = BusinessEvents(log, db, ledger.views_at_many)
     followers: dict[str, Follower] = {p.name: Follower(log, db, p) for p in (orders, journal, events)}
     return Views(orders, journal, Reconciliation(db), events, followers)
 

@@ -35,7 +35,8 @@ from domain import ids
 from projections.core import EventLog
 
 # The order view as it stood at a moment (``Ledger.order_view_at``), or None before the order existed.
-ViewAt = Callable[[UUID, datetime], Mapping[str, Any] | None]
+# The order views as of (order, moment) pairs, from the events alone (``Ledger.views_at_many``, from bootstrap)
+ViewsAt = Callable[[list[tuple[UUID, datetime]]], Sequence[Mapping[str, Any] | None]]
 
 NAME = "business_events"
 PER_POSITION = 4  # business events one ledger event may give
@@ -87,28 +88,39 @@ class BusinessEvents:
     name = NAME
     tables = ("business_events",)
 
-    def __init__(self, log: EventLog, db: ViewDatabase, view_at: ViewAt) -> None:
+    def __init__(self, log: EventLog, db: ViewDatabase, views_at: ViewsAt) -> None:
         self.log = log
         self.db = db
-        self.view_at = view_at
+        self.views_at = views_at
 
     def create_tables(self) -> None:
         for statement in DDL:
             self.db.execute(statement)
 
     def prepare(self, notifications: Sequence[Notification]) -> list[tuple[Any, ...]]:
+        """The batch's business events, each with its order's view as of that event (all read in a few queries)."""
+        chosen = [
+            (n, cast(DomainEvent, self.log.mapper.to_domain_event(n)))
+            for n in notifications
+            if n.topic in _ORDER_EVENTS or n.topic == "zhangben.Refund.Abnormal"
+        ]
+        refunds = [ids.as_uuid(n.originator_id) for n, _ in chosen if not n.topic.startswith("zhangben.Order.")]
+        order_of = {i: a.order_id for i, a in self.log.aggregates(refunds).items()} if refunds else {}
+        order_ids = [
+            ids.as_uuid(n.originator_id)
+            if n.topic.startswith("zhangben.Order.")
+            else order_of[ids.as_uuid(n.originator_id)]
+            for n, _ in chosen
+        ]
+        views = self.views_at(
+            [(order_id, event.timestamp) for order_id, (_, event) in zip(order_ids, chosen, strict=True)]
+        )
         rows: list[tuple[Any, ...]] = []
-        for n in notifications:
-            if n.topic not in _ORDER_EVENTS and n.topic != "zhangben.Refund.Abnormal":
-                continue
-            event = cast(DomainEvent, self.log.mapper.to_domain_event(n))
-            kinds = _kinds(n.topic, event)
-            order_id = self._order_id(n, event)
-            view = self.view_at(order_id, event.timestamp)
+        for (n, event), order_id, view in zip(chosen, order_ids, views, strict=True):
             if view is None:
                 continue
             data = {k: _plain(v) for k, v in vars(event).items() if k not in _ENVELOPE}
-            for index, kind in enumerate(kinds):
+            for index, kind in enumerate(_kinds(n.topic, event)):
                 seq = n.id * PER_POSITION + index
                 body = {
                     "id": event_id(seq),
@@ -133,12 +145,6 @@ class BusinessEvents:
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             self.db.executemany(INSERT, rows)
-
-    def _order_id(self, n: Notification, event: DomainEvent) -> UUID:
-        if n.topic.startswith("zhangben.Order."):
-            return ids.as_uuid(n.originator_id)
-        refund: Any = self.log.repository.get(ids.as_uuid(n.originator_id), version=event.originator_version)
-        return cast(UUID, refund.order_id)
 
     # -- queries -------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
@@ -24,12 +24,14 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
 from adapters.persistence import is_unavailable
+from adapters.recorders import replay, select_streams
 from adapters.viewdb import ViewDatabase
 
 log = logging.getLogger("zhangben.projections")
 
 TRACKING_DDL = "CREATE TABLE IF NOT EXISTS projection_tracking (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 BATCH = 500
+REBUILD_BATCH = 5000  # a replay reads the log in large pages: fewer round trips, an order's events mostly together
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,14 @@ class EventLog:
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+    def aggregates(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
+        """Several aggregates as they are now, read in one query (absent ones left out)."""
+        streams: dict[UUID, list[Any]] = {}
+        for stored in select_streams(self.recorder, set(aggregate_ids)):
+            event = self.mapper.to_domain_event(stored)
+            streams.setdefault(event.originator_id, []).append(event)
+        return {aggregate_id: replay(None, events) for aggregate_id, events in streams.items()}
 
 
 Prepared = TypeVar("Prepared")
@@ -112,9 +122,9 @@ class Follower:
             self.projection.write(prepared)
         return len(notifications)
 
-    def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
+    def catch_up(self, progress: Callable[[int], None] | None = None, limit: int = BATCH) -> int:
         total = 0
-        while (count := self.process_batch()) > 0:
+        while (count := self.process_batch(limit)) > 0:
             total += count
             if progress:
                 progress(total)
@@ -156,7 +166,7 @@ class Follower:
                 self.db.execute(f"DELETE FROM {table}")  # noqa: S608 — table names are the projection's own
             self.db.execute("UPDATE projection_tracking SET position = 0 WHERE name = ?", (self.projection.name,))
         try:
-            return self.catch_up(progress)
+            return self.catch_up(progress, REBUILD_BATCH)
         except PositionMoved:
             # a running runner (`serve`'s, say) follows this projection too and took the replay over from the
             # reset: wait until it has reached the end of the log rather than fight it for every batch

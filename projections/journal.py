@@ -183,6 +183,10 @@ class Journal:
         return self._cache[aggregate_id]
 
     def prepare(self, notifications: Sequence[Notification]) -> Batch:
+        paid = {ids.as_uuid(n.originator_id) for n in notifications if n.topic == "zhangben.Payment.Paid"}
+        unknown = [i for i in paid if i not in self._cache]
+        if unknown:  # the batch's payments in one query, not one each
+            self._cache |= self.log.aggregates(unknown)
         batch = Batch([], [], [])
         for n in notifications:
             if n.topic not in TOPICS:

@@ -16,8 +16,9 @@ from adapters.viewdb import ViewDatabase, sortable
 from domain import ids
 from projections.core import EventLog
 
-# The order view of one order, computed from its aggregates (``application.views``, handed over by bootstrap).
-ViewOf = Callable[[UUID], Mapping[str, Any]]
+# The views of several orders, computed from their aggregates read in two queries (``Ledger.views_of_many``,
+# handed over by bootstrap).
+ViewsOf = Callable[[list[UUID]], Mapping[UUID, Mapping[str, Any]]]
 
 NAME = "order_status"
 DDL = [
@@ -39,41 +40,44 @@ UPSERT = (
 
 class OrderStatusView:
     """Each batch names the orders it touched; each touched order's row is rewritten whole
-    from its aggregates.  Rewriting a row is idempotent, so replaying a batch changes nothing."""
+    from its aggregates, all read in a few queries per batch, and written with one ``executemany``.
+    Rewriting a row is idempotent, so replaying a batch changes nothing."""
 
     name = NAME
     tables = ("order_status",)
 
-    def __init__(self, log: EventLog, db: ViewDatabase, view_of: ViewOf) -> None:
+    def __init__(self, log: EventLog, db: ViewDatabase, views_of: ViewsOf) -> None:
         self.log = log
         self.db = db
-        self.view_of = view_of
+        self.views_of = views_of
         self._order_of: dict[UUID, UUID] = {}  # payment or refund id → order id
 
     def create_tables(self) -> None:
         for statement in DDL:
             self.db.execute(statement)
 
-    def _order_id(self, topic: str, originator_id: UUID) -> UUID | None:
-        if topic.startswith("zhangben.Order."):
-            return originator_id
-        if topic.startswith(("zhangben.Payment.", "zhangben.Refund.")):
-            if originator_id not in self._order_of:
-                self._order_of[originator_id] = self.log.repository.get(originator_id).order_id
-            return self._order_of[originator_id]
-        return None
-
     def prepare(self, notifications: Sequence[Notification]) -> list[tuple[Any, ...]]:
+        owned = [
+            ids.as_uuid(n.originator_id)
+            for n in notifications
+            if n.topic.startswith(("zhangben.Payment.", "zhangben.Refund."))
+        ]
+        unknown = [i for i in owned if i not in self._order_of]
+        if unknown:  # a payment's or refund's order, read once (it never changes)
+            self._order_of |= {i: a.order_id for i, a in self.log.aggregates(unknown).items()}
         touched: dict[UUID, None] = {}
         for n in notifications:
-            order_id = self._order_id(n.topic, ids.as_uuid(n.originator_id))
-            if order_id is not None:
-                touched[order_id] = None
-        return [self._row(self.view_of(order_id), order_id) for order_id in touched]
+            originator = ids.as_uuid(n.originator_id)
+            if n.topic.startswith("zhangben.Order."):
+                touched[originator] = None
+            elif originator in self._order_of:
+                touched[self._order_of[originator]] = None
+        views = self.views_of(list(touched))
+        return [self._row(views[order_id], order_id) for order_id in touched]
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
-        for row in rows:
-            self.db.execute(UPSERT, row)
+        if rows:
+            self.db.executemany(UPSERT, rows)
 
     @staticmethod
     def _row(view: Mapping[str, Any], order_id: UUID) -> tuple[Any, ...]:

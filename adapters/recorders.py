@@ -1,0 +1,134 @@
+"""The event store's recorders, subclassed through the library's own setting (``APPLICATION_RECORDER_TOPIC``).
+
+Two things the library's recorders do not do and the hot path needs
+(docs/performance.md, measured with ``make bench``):
+
+- **Several streams in one query** (``select_streams``): a command that needs
+  a payment and a transaction index, or a projection batch that touches two
+  hundred orders, reads them in one round trip instead of one per aggregate.
+- **Less per statement on PostgreSQL**: the library composes its ``SELECT``
+  from ``psycopg.sql`` pieces on every call (rendering the identifiers again
+  each time) and sends ``NOTIFY`` with every insert although nothing here
+  LISTENs (the projections poll the log, on SQLite as on PostgreSQL).  Here
+  the statements are rendered once, and the ``NOTIFY`` is left out.
+
+The write path keeps the library's ordering guarantee unchanged: each
+insert transaction still takes ``LOCK TABLE … IN EXCLUSIVE MODE`` before its
+``INSERT`` and holds it to ``COMMIT``, so notification ids become visible in
+the order they were issued and a follower never passes over an id that a
+slower transaction fills in later (``tests/integration/test_followers_pg.py``
+hammers this).  The library is pinned (``pyproject.toml``) because these
+classes override its recorders' protected methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder, InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
+
+SQLITE_CHUNK = 500  # SQLite's limit on bound parameters is 999 in old builds; stay well below it
+
+
+class LedgerPostgresRecorder(PostgresApplicationRecorder):
+    """PostgreSQL: statements rendered once, several streams per query, no ``NOTIFY``."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        table = {"schema": Identifier(datastore.schema), "table": Identifier(events_table_name)}
+        select = "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} WHERE originator_id"
+        self._select_stream = SQL(select + " = %s ORDER BY originator_version").format(**table).as_string(None)
+        self._select_streams = (
+            SQL(select + " = ANY(%s) ORDER BY originator_id, originator_version").format(**table).as_string(None)
+        )
+
+    def _notify_channel(self, curs: Any) -> None:
+        """Nothing LISTENs on the channel: the projections poll the log (``projections.core``)."""
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        if gt is not None or lte is not None or desc or limit is not None:
+            return cast(
+                Sequence[StoredEvent],
+                super().select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit),
+            )
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_stream, (originator_id,), prepare=True)
+            return [_stored(row) for row in curs.fetchall()]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_streams(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+        """Every event of every aggregate in ``originator_ids``, by aggregate then version, in one query."""
+        if not originator_ids:
+            return []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_streams, (list(originator_ids),), prepare=True)
+            return [_stored(row) for row in curs.fetchall()]
+
+
+class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
+    """SQLite: several streams per query (in chunks of bound parameters)."""
+
+    def select_streams(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+        ids = [i.hex for i in originator_ids]
+        found: list[StoredEvent] = []
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(ids), SQLITE_CHUNK):
+                chunk = ids[start : start + SQLITE_CHUNK]
+                c.execute(
+                    f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "  # noqa: S608 — the library's table name
+                    f"WHERE originator_id IN ({', '.join('?' for _ in chunk)}) ORDER BY originator_id, originator_version",
+                    chunk,
+                )
+                found += [
+                    StoredEvent(
+                        originator_id=self.convert_originator_id(row["originator_id"]),
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=row["state"],
+                    )
+                    for row in c.fetchall()
+                ]
+        return found
+
+
+def select_streams(recorder: ApplicationRecorder, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+    """Several aggregates' events in one round trip where the recorder can, else one query each (in memory)."""
+    if isinstance(recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder):
+        return recorder.select_streams(originator_ids)
+    return [event for originator_id in originator_ids for event in recorder.select_events(originator_id)]
+
+
+def replay(aggregate: Any, events: Iterable[Any]) -> Any:
+    """The library's ``project_aggregate`` without its per-event ``isinstance`` against a runtime Protocol.
+
+    That check is an ``assert`` costing more than the mutation itself (a
+    runtime-checkable Protocol inspects every attribute on Python 3.11); every
+    event here is the library's own ``DomainEvent``, which can mutate.
+    """
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+def _stored(row: Any) -> StoredEvent:
+    return StoredEvent(
+        originator_id=row["originator_id"],
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=bytes(row["state"]),
+    )
