@@ -8,9 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 
 from adapters.wechatpay.beijing import BEIJING
-from api.deps import role, runtime
+from api.deps import Rt, role
 from api.models import History
-from bootstrap.wiring import Runtime
 from domain.apikey import Principal
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -24,7 +23,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 def history(
     merchant_order_no: str,
     who: Annotated[Principal, Depends(role("auditor"))],
-    rt: Annotated[Runtime, Depends(runtime)],
+    rt: Rt,
     as_of: datetime | None = None,
 ) -> dict[str, Any]:
     if as_of is not None and as_of.tzinfo is None:

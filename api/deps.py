@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -18,6 +18,14 @@ bearer = HTTPBearer(auto_error=False, description="an API key from `zhangben api
 def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
+
+
+async def runtime_dependency(request: Request) -> Runtime:
+    """``runtime`` as a dependency: ``async`` because it does no I/O, so FastAPI does not hop to a thread for it."""
+    return runtime(request)
+
+
+Rt = Annotated[Runtime, Depends(runtime_dependency)]
 
 
 def await_projection(request: Request, rt: Runtime, name: str) -> None:
@@ -43,8 +51,8 @@ def principal(
     return found
 
 
-def role(*allowed: str) -> Callable[[Principal], Principal]:
-    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+def role(*allowed: str) -> Callable[[Principal], Awaitable[Principal]]:
+    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:  # no I/O: no thread hop
         if who.role not in allowed:
             raise HTTPException(403, f"this API key's role ({who.role}) may not do this; needs {' or '.join(allowed)}")
         return who

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from api.deps import await_projection, role, runtime
+from api.deps import Rt, await_projection, role
 from api.models import (
     BusinessEventModel,
     CreateWebhookEndpoint,
@@ -27,13 +27,11 @@ from api.models import (
     WebhookEndpointWithSecret,
 )
 from application.webhooks import EVENT_TYPES
-from bootstrap.wiring import Runtime
 from domain.apikey import Principal
 from projections.business_events import NAME, event_id, seq_of
 
 router = APIRouter(prefix="/v1", tags=["events and webhooks"])
 Merchant = Annotated[Principal, Depends(role("merchant"))]
-Rt = Annotated[Runtime, Depends(runtime)]
 
 
 def _seq(text: str) -> int:

@@ -9,15 +9,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from adapters.exports import export
 from adapters.wechatpay.bills import BillFormatError
-from api.deps import role, runtime
+from api.deps import Rt, role
 from api.models import BillImport, JournalReport, ReconciliationReport
 from application.finance import JOURNAL_COLUMNS, RECONCILIATION_COLUMNS
-from bootstrap.wiring import Runtime
 from domain.apikey import Principal
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"])
 Clerk = Annotated[Principal, Depends(role("finance"))]
-Rt = Annotated[Runtime, Depends(runtime)]
 Format = Literal["json", "csv", "xlsx"]
 MEDIA = {"csv": "text/csv; charset=utf-8", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 

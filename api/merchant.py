@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import StreamingResponse
 
 from api.client_ip import payer_ip
-from api.deps import await_projection, role, runtime
+from api.deps import Rt, await_projection, role
 from api.models import (
     AuthorizeUrl,
     CreateOrder,
@@ -37,7 +37,6 @@ from domain.status import OrderStatus
 
 router = APIRouter(prefix="/v1", tags=["merchant"])
 Merchant = Annotated[Principal, Depends(role("merchant"))]
-Rt = Annotated[Runtime, Depends(runtime)]
 # After these nobody waits on the payer any more: the live stream ends.
 SETTLED = {"PAID", "PARTIALLY_REFUNDED", "REFUNDED", "CLOSED", "EXPIRED", "NEEDS_REVIEW"}
 

@@ -12,15 +12,13 @@ from typing import Annotated, Any, Literal
 import segno
 from fastapi import APIRouter, Depends, Query, Response
 
-from api.deps import role, runtime
+from api.deps import Rt, role
 from api.models import ProductCode, ProductList, ProductView, SaveProduct
 from application.products import product_view
-from bootstrap.wiring import Runtime
 from domain.apikey import Principal
 
 router = APIRouter(prefix="/v1", tags=["products"])
 Merchant = Annotated[Principal, Depends(role("merchant"))]
-Rt = Annotated[Runtime, Depends(runtime)]
 
 
 @router.post(
