@@ -68,6 +68,30 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        # One statement per insert: a function that takes the table lock and inserts (made by `db init`, below)
+        names = {
+            "schema": Identifier(datastore.schema),
+            "table": Identifier(events_table_name),
+            "function": Identifier(f"{events_table_name}_insert_locked"),
+            "event": Identifier(self.stored_event_type_name),
+        }
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) RETURNS SETOF bigint "
+                "LANGUAGE plpgsql AS $BODY$ BEGIN "
+                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+                "RETURN QUERY INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+                "SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+                "RETURNING notification_id; "
+                "END; $BODY$"
+            ).format(lock_timeout=datastore.lock_timeout, **names)
+        )
+        self._invoke_insert = (
+            SQL("SELECT notification_id FROM {schema}.{function}(%s) AS notification_id")
+            .format(**names)
+            .as_string(None)
+        )
         self._group_lock = threading.Lock()
         self._waiting: list[_Waiting] = []
         self._leading = False
@@ -116,7 +140,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     def _commit(self, group: list[_Waiting]) -> None:
         try:
-            ids = super().insert_events([event for waiting in group for event in waiting.events])
+            ids = self._insert([event for waiting in group for event in waiting.events])
             offset = 0
             for waiting in group:
                 waiting.ids = None if ids is None else ids[offset : offset + len(waiting.events)]
@@ -127,7 +151,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             else:
                 for waiting in group:  # alone, each gets its own answer
                     try:
-                        waiting.ids = super().insert_events(waiting.events)
+                        waiting.ids = self._insert(waiting.events)
                     except Exception as own:  # noqa: BLE001 — handed to its caller, raised there
                         waiting.error = own
         except BaseException as exc:  # noqa: BLE001 — the database is down, say: nobody's events were stored; each caller raises it
@@ -137,6 +161,26 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             for waiting in group:
                 waiting.promoted = False
                 waiting.settled.set()
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """One statement on an autocommit connection: lock, insert and commit in one round trip.
+
+        The function takes ``LOCK TABLE … IN EXCLUSIVE MODE`` before inserting,
+        and the statement's own transaction holds it until it commits — the
+        same insert-order-equals-commit-order guarantee as the library's
+        ``LOCK`` + ``INSERT`` + ``COMMIT``, without the three round trips and
+        the pipeline's bookkeeping.  (The library's own function, used with
+        ``POSTGRES_ENABLE_DB_FUNCTIONS``, lacks the lock and lets followers
+        skip events: docs/performance.md.)
+        """
+        rows = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._invoke_insert, (rows,), prepare=True)
+            return [int(row["notification_id"]) for row in curs.fetchall()]
 
     def _notify_channel(self, curs: Any) -> None:
         """Nothing LISTENs on the channel: the projections poll the log (``projections.core``)."""
