@@ -87,6 +87,7 @@ def test_a_follower_misses_nothing_while_writers_hammer_the_log(ledgers: tuple[L
     follower.join(timeout=60)
     stored = [n.id for n in ledgers[0].recorder.select_notifications(1, 10_000_000)]
     assert writes[0] > 100  # the writers really ran
+    assert max(ledger.recorder.largest_group for ledger in ledgers) > 1  # and their commits were grouped
     assert seen == stored  # every id, in order, none skipped, none twice
     assert len(set(stored)) == len(stored)
 
@@ -113,6 +114,7 @@ def test_group_commit_answers_each_caller_alone_when_one_conflicts(ledgers: tupl
     for thread in threads:
         thread.join()
     assert errors == []
+    assert ledger.recorder.largest_group > 1
     topics = [n.topic for n in ledger.recorder.select_notifications(1, 100_000)]
     assert topics.count("zhangben.Payment.Paid") == 1 + len(others)
     assert topics.count("zhangben.Order.Paid") == 1 + len(others)
