@@ -99,6 +99,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         table = {"schema": Identifier(datastore.schema), "table": Identifier(events_table_name)}
         select = "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} WHERE originator_id"
         self._select_stream = SQL(select + " = %s ORDER BY originator_version").format(**table).as_string(None)
+        self._select_existing = (
+            SQL("SELECT originator_id FROM {schema}.{table} WHERE originator_id = ANY(%s) AND originator_version = 1")
+            .format(**table)
+            .as_string(None)
+        )
         self._select_streams = (
             SQL(select + " = ANY(%s) ORDER BY originator_id, originator_version").format(**table).as_string(None)
         )
@@ -215,9 +220,32 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(self._select_streams, (list(originator_ids),), prepare=True)
             return [_stored(row) for row in curs.fetchall()]
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def existing(self, originator_ids: Collection[UUID]) -> set[UUID]:
+        """Which of ``originator_ids`` exist (have a first event), in one query."""
+        if not originator_ids:
+            return set()
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_existing, (list(originator_ids),), prepare=True)
+            return {row["originator_id"] for row in curs.fetchall()}
+
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     """SQLite: several streams per query (in chunks of bound parameters)."""
+
+    def existing(self, originator_ids: Collection[UUID]) -> set[UUID]:
+        ids = [i.hex for i in originator_ids]
+        found: set[UUID] = set()
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(ids), SQLITE_CHUNK):
+                chunk = ids[start : start + SQLITE_CHUNK]
+                c.execute(
+                    f"SELECT originator_id FROM {self.events_table_name} "  # noqa: S608 — the library's table name
+                    f"WHERE originator_id IN ({', '.join('?' for _ in chunk)}) AND originator_version = 1",
+                    chunk,
+                )
+                found |= {UUID(str(self.convert_originator_id(row["originator_id"]))) for row in c.fetchall()}
+        return found
 
     def select_streams(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
         ids = [i.hex for i in originator_ids]
@@ -247,6 +275,13 @@ def select_streams(recorder: ApplicationRecorder, originator_ids: Collection[UUI
     if isinstance(recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder):
         return recorder.select_streams(originator_ids)
     return [event for originator_id in originator_ids for event in recorder.select_events(originator_id)]
+
+
+def existing(recorder: ApplicationRecorder, originator_ids: Collection[UUID]) -> set[UUID]:
+    """Which aggregates exist, in one query where the recorder can."""
+    if isinstance(recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder):
+        return recorder.existing(originator_ids)
+    return {i for i in originator_ids if recorder.select_events(i, limit=1)}
 
 
 def replay(aggregate: Any, events: Iterable[Any]) -> Any:

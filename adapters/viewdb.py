@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg.sql import SQL, Identifier
 
 from adapters.persistence import StoreUrl, connect
 
@@ -71,6 +72,36 @@ class ViewDatabase:
             else:
                 self._sqlite.executemany(sql, rows)
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Bulk-load ``rows``, streaming: ``COPY … FROM STDIN`` on PostgreSQL, batched inserts on SQLite.
+
+        Inside ``transaction()`` the rows are part of it.  Returns how many were written.
+        """
+        written = 0
+        with self._lock:
+            if self.kind == "postgres":
+                statement = SQL("COPY {} ({}) FROM STDIN").format(
+                    Identifier(table), SQL(", ").join(map(Identifier, columns))
+                )
+                with self._live().cursor() as cursor, cursor.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                        written += 1
+                return written
+            insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"  # noqa: S608 — the caller's own table
+            for batch in _batched(rows):
+                self._sqlite.executemany(insert, batch)
+                written += len(batch)
+            return written
+
+    def analyze(self, table: str) -> None:
+        """Refresh the planner's statistics after a bulk load (what a join over it is planned on)."""
+        with self._lock:
+            if self.kind == "postgres":
+                self._live().execute(SQL("ANALYZE {}").format(Identifier(table)))
+            else:
+                self._sqlite.execute(f"ANALYZE {table}")
+
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lock:
             if self.kind == "postgres":
@@ -102,6 +133,20 @@ class ViewDatabase:
                 self._pg.close()
             else:
                 self._sqlite.close()
+
+
+COPY_BATCH = 5000
+
+
+def _batched(rows: Iterable[Sequence[Any]]) -> Iterator[list[Sequence[Any]]]:
+    batch: list[Sequence[Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= COPY_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def sortable(moment: datetime) -> str:

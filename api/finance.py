@@ -41,7 +41,7 @@ def reconciliation(who: Clerk, rt: Rt, date: date, format: Format = "json") -> A
         "reconciliation",
         format,
         str(date),
-        export("reconciliation", format, RECONCILIATION_COLUMNS, report["differences"]),
+        export("reconciliation", format, RECONCILIATION_COLUMNS, list(rt.finance.differences(who.mchid, date))),
     )
 
 

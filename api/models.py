@@ -170,7 +170,8 @@ class ReconciliationReport(BaseModel):
     date: str
     mchid: str
     matched: int = Field(description="bill lines that agree with the ledger")
-    differences: list[Difference]
+    differences: list[Difference] = Field(description="the first 1,000 differences (the CSV/XLSX export has all)")
+    differences_total: int = Field(description="how many differences in all")
     bill_imported: bool
     counts: dict[str, int]
 
@@ -178,6 +179,7 @@ class ReconciliationReport(BaseModel):
 class BillImport(ReconciliationReport):
     found: list[Difference] = Field(description="what the first comparison showed, before the ledger healed itself")
     healed: list[str] = Field(description="out_trade_no / out_refund_no that a query at WeChat settled")
+    not_queried: int = Field(description="the ledger's own orders left unqueried (at most 200 queries per import)")
     imported: Imported
 
 

@@ -22,7 +22,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Repos
 from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError
 
-from adapters.recorders import replay, select_streams
+from adapters.recorders import existing, replay, select_streams
 from application import apikeys
 from application.history import HistoryEvent, history_events, version_at
 from application.views import OrderView, order_view
@@ -154,6 +154,16 @@ class Ledger(Application[UUID]):
             event = cast(DomainEvent, self.mapper.to_domain_event(stored))
             found.setdefault(event.originator_id, []).append(event)
         return found
+
+    def known_payments(self, out_trade_nos: Iterable[str]) -> set[str]:
+        """Which of these out_trade_no are attempts the ledger issued (one query)."""
+        by_id = {ids.payment_id(otn): otn for otn in out_trade_nos}
+        return {by_id[i] for i in existing(self.recorder, list(by_id))}
+
+    def known_refunds(self, mchid: str, out_refund_nos: Iterable[str]) -> set[str]:
+        """Which of these out_refund_no are the merchant's refunds in the ledger (one query)."""
+        by_id = {ids.refund_id(mchid, no): no for no in out_refund_nos}
+        return {by_id[i] for i in existing(self.recorder, list(by_id))}
 
     def load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
         """Several aggregates in one round trip, as ``repository.get`` would give each (absent ones left out)."""

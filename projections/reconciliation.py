@@ -1,8 +1,12 @@
 """Reconciliation: the day's WeChat bill against the ledger, line by line.
 
-The bill's lines are stored (a re-import of the same day replaces them) and
-matched to the journal's ``ledger_money`` rows with SQL joins, so a bill of a
-million lines needs no more memory than a batch:
+The bill's lines are stored (a re-import of the same day replaces them; with
+``COPY`` on PostgreSQL) and matched to the journal's ``ledger_money`` rows with
+SQL joins and counts, so a bill of a million lines — also one whose lines the
+ledger has never heard of — needs no more memory than a page
+(docs/performance.md).  A report carries the counts and the first
+``DIFFERENCES_SHOWN`` differences; ``differences()`` pages through all of them
+(the exports):
 
 - ``matched``: the same payment (``transaction_id``) or refund (``out_refund_no``) with the same amount;
 - ``missing_in_ledger``: WeChat took (or returned) money the ledger never recorded — the dangerous one;
@@ -13,7 +17,8 @@ million lines needs no more memory than a batch:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -31,11 +36,46 @@ DDL = [
     "CREATE TABLE IF NOT EXISTS reconciliation_runs (mchid TEXT NOT NULL, bill_date TEXT NOT NULL, "
     "matched BIGINT NOT NULL, differences BIGINT NOT NULL, PRIMARY KEY (mchid, bill_date))",
 ]
-INSERT = (
-    "INSERT INTO bill_lines (mchid, bill_date, line_no, trade_state, transaction_id, out_trade_no, out_refund_no, "
-    "refund_id, settled_fen, refund_fen, fee_mfen, trade_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+COLUMNS = (
+    "mchid",
+    "bill_date",
+    "line_no",
+    "trade_state",
+    "transaction_id",
+    "out_trade_no",
+    "out_refund_no",
+    "refund_id",
+    "settled_fen",
+    "refund_fen",
+    "fee_mfen",
+    "trade_time",
 )
-BATCH = 5000
+PAGE = 5000
+DIFFERENCES_SHOWN = 1000  # in a report (and an import's answer); the exports page through all of them
+# Which refunds of these out_refund_no the ledger holds at all (a difference is then a status mismatch).
+KnownRefunds = Callable[[Sequence[str]], set[str]]
+
+_PAYMENTS = (
+    "FROM bill_lines b LEFT JOIN ledger_money m ON m.kind = 'payment' AND m.key = b.transaction_id "
+    "WHERE b.mchid = ? AND b.bill_date = ? AND b.trade_state = 'SUCCESS'"
+)
+_REFUNDS = (
+    "FROM bill_lines b LEFT JOIN ledger_money m ON m.kind = 'refund' AND m.key = b.out_refund_no "
+    "WHERE b.mchid = ? AND b.bill_date = ? AND b.trade_state = 'REFUND'"
+)
+# What the ledger recorded that the bill lacks, per kind: an anti-join on the bill's index for that kind
+_NOT_IN_BILL = {
+    "payment": (
+        "FROM ledger_money m WHERE m.mchid = ? AND m.day = ? AND m.kind = 'payment' AND NOT EXISTS (SELECT 1 "
+        "FROM bill_lines b WHERE b.transaction_id = m.key AND b.mchid = m.mchid AND b.bill_date = ? "
+        "AND b.trade_state = 'SUCCESS')"
+    ),
+    "refund": (
+        "FROM ledger_money m WHERE m.mchid = ? AND m.day = ? AND m.kind = 'refund' AND NOT EXISTS (SELECT 1 "
+        "FROM bill_lines b WHERE b.out_refund_no = m.key AND b.mchid = m.mchid AND b.bill_date = ? "
+        "AND b.trade_state = 'REFUND')"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -57,46 +97,44 @@ class Reconciliation:
     def store_bill(
         self, mchid: str, bill_date: date, lines: Iterable[str], progress: Callable[[int], None] | None = None
     ) -> ImportResult:
-        """Replace the day's stored lines with the bill's, in one transaction, streaming."""
+        """Replace the day's stored lines with the bill's, in one transaction, streaming (``COPY`` on PostgreSQL)."""
         day = bill_date.isoformat()
-        count, settled, refunded, fee_mfen = 0, 0, 0, 0
-        summary: BillSummary | None = None
-        batch: list[tuple[Any, ...]] = []
-        with self.db.transaction():
-            self.db.execute("DELETE FROM bill_lines WHERE mchid = ? AND bill_date = ?", (mchid, day))
+        totals = [0, 0, 0, 0]  # lines, settled, refunded, fee (milli-fen)
+        summary: list[BillSummary] = []
+
+        def rows() -> Iterator[tuple[Any, ...]]:
             for item in parse_bill(lines):
                 if isinstance(item, BillSummary):
-                    summary = item
-                    break
+                    summary.append(item)
+                    return
                 line: BillLine = item
-                count += 1
-                settled += line.settled_fen
-                refunded += line.refund_fen
-                fee_mfen += line.fee_mfen
-                batch.append(
-                    (
-                        mchid,
-                        day,
-                        count,
-                        line.trade_state,
-                        line.transaction_id,
-                        line.out_trade_no,
-                        line.out_refund_no,
-                        line.refund_id,
-                        line.settled_fen,
-                        line.refund_fen,
-                        line.fee_mfen,
-                        line.trade_time,
-                    )
+                totals[0] += 1
+                totals[1] += line.settled_fen
+                totals[2] += line.refund_fen
+                totals[3] += line.fee_mfen
+                if progress and totals[0] % PAGE == 0:
+                    progress(totals[0])
+                yield (
+                    mchid,
+                    day,
+                    totals[0],
+                    line.trade_state,
+                    line.transaction_id,
+                    line.out_trade_no,
+                    line.out_refund_no,
+                    line.refund_id,
+                    line.settled_fen,
+                    line.refund_fen,
+                    line.fee_mfen,
+                    line.trade_time,
                 )
-                if len(batch) >= BATCH:
-                    self.db.executemany(INSERT, batch)
-                    batch.clear()
-                    if progress:
-                        progress(count)
-            if batch:
-                self.db.executemany(INSERT, batch)
-            if summary is None or (summary.lines, summary.settled_fen, summary.refunded_fen) != (
+
+        with self.db.transaction():
+            self.db.execute("DELETE FROM bill_lines WHERE mchid = ? AND bill_date = ?", (mchid, day))
+            self.db.copy_rows("bill_lines", COLUMNS, rows())
+            self.db.analyze("bill_lines")  # a day's bulk load: the matching joins plan on fresh statistics
+            count, settled, refunded, fee_mfen = totals
+            if not summary or (summary[0].lines, summary[0].settled_fen, summary[0].refunded_fen) != (
                 count,
                 settled,
                 refunded,
@@ -130,55 +168,105 @@ class Reconciliation:
             )
         )
 
-    def report(self, mchid: str, bill_date: date, known_refunds: Callable[[str], bool]) -> dict[str, Any]:
-        """The day's matches and differences; ``known_refunds`` says whether the ledger has a refund at all."""
+    def report(
+        self, mchid: str, bill_date: date, known_refunds: KnownRefunds, shown: int = DIFFERENCES_SHOWN
+    ) -> dict[str, Any]:
+        """The day's matches and the count of each kind of difference (in SQL), with the first ``shown`` differences."""
         day = bill_date.isoformat()
-        matched, differences = 0, []
-        for txn, otn, bill_fen, ledger_fen in self.db.execute(
-            "SELECT b.transaction_id, b.out_trade_no, b.settled_fen, m.amount_fen FROM bill_lines b "
-            "LEFT JOIN ledger_money m ON m.kind = 'payment' AND m.key = b.transaction_id "
-            "WHERE b.mchid = ? AND b.bill_date = ? AND b.trade_state = 'SUCCESS' ORDER BY b.line_no",
+        counts = dict.fromkeys(("missing_in_ledger", "missing_in_bill", "amount_mismatch", "status_mismatch"), 0)
+        matched = 0
+        for source in (_PAYMENTS, _REFUNDS):
+            row = self.db.execute(
+                "SELECT COALESCE(SUM(CASE WHEN m.amount_fen IS NULL THEN 1 ELSE 0 END), 0), "
+                f"COALESCE(SUM(CASE WHEN m.amount_fen <> b.{_AMOUNT[source]} THEN 1 ELSE 0 END), 0), "
+                f"COALESCE(SUM(CASE WHEN m.amount_fen = b.{_AMOUNT[source]} THEN 1 ELSE 0 END), 0) {source}",
+                (mchid, day),
+            )[0]
+            missing, mismatched, agreed = (int(v) for v in row)
+            matched += agreed
+            counts["amount_mismatch"] += mismatched
+            if source is _PAYMENTS:
+                counts["missing_in_ledger"] += missing
+        for page in self._missing_refunds(mchid, day):
+            known = known_refunds([orn for _, orn, *_ in page])
+            counts["status_mismatch"] += sum(1 for _, orn, *_ in page if orn in known)
+            counts["missing_in_ledger"] += sum(1 for _, orn, *_ in page if orn not in known)
+        counts["missing_in_bill"] = sum(
+            int(self.db.execute(f"SELECT COUNT(*) {source}", (mchid, day, day))[0][0])
+            for source in _NOT_IN_BILL.values()
+        )
+        shown_differences = list(itertools.islice(self.differences(mchid, bill_date, known_refunds), shown))
+        return {
+            "date": day,
+            "mchid": mchid,
+            "matched": matched,
+            "counts": counts,
+            "differences_total": sum(counts.values()),
+            "differences": shown_differences,
+        }
+
+    def differences(self, mchid: str, bill_date: date, known_refunds: KnownRefunds) -> Iterator[dict[str, Any]]:
+        """Every difference of the day, page by page: payments and refunds in bill order, then what the bill lacks."""
+        day = bill_date.isoformat()
+        for page in self._pages(
+            f"SELECT b.line_no, b.transaction_id, b.out_trade_no, b.settled_fen, m.amount_fen {_PAYMENTS} "
+            "AND (m.amount_fen IS NULL OR m.amount_fen <> b.settled_fen) AND b.line_no > ? ORDER BY b.line_no LIMIT ?",
             (mchid, day),
         ):
-            if ledger_fen is None:
-                differences.append(_diff("missing_in_ledger", "payment", otn, txn, "", bill_fen, None))
-            elif int(ledger_fen) != int(bill_fen):
-                differences.append(_diff("amount_mismatch", "payment", otn, txn, "", bill_fen, ledger_fen))
-            else:
-                matched += 1
-        for orn, otn, txn, bill_fen, ledger_fen in self.db.execute(
-            "SELECT b.out_refund_no, b.out_trade_no, b.transaction_id, b.refund_fen, m.amount_fen FROM bill_lines b "
-            "LEFT JOIN ledger_money m ON m.kind = 'refund' AND m.key = b.out_refund_no "
-            "WHERE b.mchid = ? AND b.bill_date = ? AND b.trade_state = 'REFUND' ORDER BY b.line_no",
+            for _, txn, otn, bill_fen, ledger_fen in page:
+                kind = "missing_in_ledger" if ledger_fen is None else "amount_mismatch"
+                yield _diff(kind, "payment", otn, txn, "", bill_fen, ledger_fen)
+        for page in self._pages(
+            f"SELECT b.line_no, b.out_refund_no, b.out_trade_no, b.transaction_id, b.refund_fen, m.amount_fen {_REFUNDS} "
+            "AND (m.amount_fen IS NULL OR m.amount_fen <> b.refund_fen) AND b.line_no > ? ORDER BY b.line_no LIMIT ?",
             (mchid, day),
         ):
-            if ledger_fen is None:
-                kind = "status_mismatch" if known_refunds(orn) else "missing_in_ledger"
-                differences.append(_diff(kind, "refund", otn, txn, orn, bill_fen, None))
-            elif int(ledger_fen) != int(bill_fen):
-                differences.append(_diff("amount_mismatch", "refund", otn, txn, orn, bill_fen, ledger_fen))
-            else:
-                matched += 1
-        for kind, key, otn, ledger_fen in self.db.execute(
-            "SELECT m.kind, m.key, m.out_trade_no, m.amount_fen FROM ledger_money m WHERE m.mchid = ? AND m.day = ? "
-            "AND NOT EXISTS (SELECT 1 FROM bill_lines b WHERE b.mchid = m.mchid AND b.bill_date = ? AND ("
-            "(m.kind = 'payment' AND b.trade_state = 'SUCCESS' AND b.transaction_id = m.key) OR "
-            "(m.kind = 'refund' AND b.trade_state = 'REFUND' AND b.out_refund_no = m.key))) "
-            "ORDER BY m.event_ref",
-            (mchid, day, day),
+            known = known_refunds([row[1] for row in page if row[5] is None])
+            for _, orn, otn, txn, bill_fen, ledger_fen in page:
+                if ledger_fen is None:
+                    kind = "status_mismatch" if orn in known else "missing_in_ledger"
+                else:
+                    kind = "amount_mismatch"
+                yield _diff(kind, "refund", otn, txn, orn, bill_fen, ledger_fen)
+        for kind, source in _NOT_IN_BILL.items():
+            for page in self._pages(
+                f"SELECT m.event_ref, m.key, m.out_trade_no, m.amount_fen {source} "
+                "AND m.event_ref > ? ORDER BY m.event_ref LIMIT ?",
+                (mchid, day, day),
+            ):
+                for _, key, otn, ledger_fen in page:
+                    payment = kind == "payment"
+                    yield _diff(
+                        "missing_in_bill", kind, otn, key if payment else "", "" if payment else key, None, ledger_fen
+                    )
+
+    def missing_payments(self, mchid: str, bill_date: date) -> Iterator[list[str]]:
+        """Pages of the out_trade_no of payments WeChat took that the ledger has not recorded (what healing asks)."""
+        for page in self._pages(
+            f"SELECT b.line_no, b.out_trade_no {_PAYMENTS} AND m.amount_fen IS NULL "
+            "AND b.line_no > ? ORDER BY b.line_no LIMIT ?",
+            (mchid, bill_date.isoformat()),
         ):
-            differences.append(
-                _diff(
-                    "missing_in_bill",
-                    kind,
-                    otn,
-                    key if kind == "payment" else "",
-                    key if kind == "refund" else "",
-                    None,
-                    ledger_fen,
-                )
-            )
-        return {"date": day, "mchid": mchid, "matched": matched, "differences": differences}
+            yield [row[1] for row in page]
+
+    def _missing_refunds(self, mchid: str, day: str) -> Iterator[list[tuple[Any, ...]]]:
+        yield from self._pages(
+            f"SELECT b.line_no, b.out_refund_no {_REFUNDS} AND m.amount_fen IS NULL "
+            "AND b.line_no > ? ORDER BY b.line_no LIMIT ?",
+            (mchid, day),
+        )
+
+    def _pages(self, sql: str, params: tuple[Any, ...]) -> Iterator[list[tuple[Any, ...]]]:
+        """Keyset pages: each query continues after the last row's first column."""
+        after = 0
+        while rows := self.db.execute(sql, (*params, after, PAGE)):
+            yield rows
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][0]
+
+
+_AMOUNT = {_PAYMENTS: "settled_fen", _REFUNDS: "refund_fen"}
 
 
 def _diff(

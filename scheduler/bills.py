@@ -39,13 +39,13 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
             log.info("bill for %s on %s not available yet: %s", mchid, day, exc)
             continue
         imported += 1
-        differences += len(report["differences"])
-        if report["differences"]:
+        differences += report["differences_total"]
+        if report["differences_total"]:
             log.warning(
                 "reconciliation of %s on %s: %d differences (%s)",
                 mchid,
                 day,
-                len(report["differences"]),
+                report["differences_total"],
                 report["counts"],
             )
     return {"imported": imported, "not_ready": not_ready, "differences": differences}

@@ -71,7 +71,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     content = None
     if args.bill:
         try:
-            content = Path(args.bill).read_bytes()
+            content = Path(args.bill)
+            content.open("rb").close()  # readable now, with a clear message, not halfway through the import
         except OSError as exc:
             raise UsageError(f"--bill {args.bill}: {exc.strerror}") from None
     rt = command_runtime()
@@ -95,7 +96,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             except BillFormatError as exc:  # BillMismatch too: a damaged file
                 raise UsageError(f"the bill cannot be read: {exc}") from None
             progress.done()
-            differences += len(report["differences"])
+            differences += report["differences_total"]
             _print_report(bill_date, mchid, report)
     finally:
         rt.close()
@@ -109,9 +110,14 @@ def _print_report(bill_date: date, mchid: str, report: dict[str, Any]) -> None:
         f"refunded {imported['refunded_fen']} fen, fee {imported['fee_fen']} fen"
     )
     print(
-        f"  matched {report['matched']}, differences {len(report['differences'])}"
+        f"  matched {report['matched']}, differences {report['differences_total']}"
         + (f", healed by query: {', '.join(report['healed'])}" if report["healed"] else "")
     )
+    if report["differences_total"] > len(report["differences"]):
+        print(
+            f"  (the first {len(report['differences'])} of {report['differences_total']}; "
+            "`zhangben export reconciliation` writes every one)"
+        )
     for difference in report["differences"]:
         print(
             f"  {difference['kind']:<18} {difference['of']:<8} out_trade_no={difference['out_trade_no']} "
@@ -133,7 +139,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 while day <= day_to:
                     report = finance.report(mchid, day)
                     if report["bill_imported"]:  # without WeChat's bill there is nothing to compare
-                        rows += [d | {"mchid": mchid, "date": day.isoformat()} for d in report["differences"]]
+                        rows += [d | {"mchid": mchid, "date": day.isoformat()} for d in finance.differences(mchid, day)]
                     day += timedelta(days=1)
                 columns = ["mchid", "date", *RECONCILIATION_COLUMNS]
             elif args.what == "journal":
