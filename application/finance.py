@@ -82,7 +82,9 @@ class Finance:
         bills: BillStore,
         journal: JournalBook,
         journal_follower: FollowsLog,
+        heal_queries: int = 200,
     ) -> None:
+        self.heal_queries = heal_queries  # queries at WeChat per import; the rest are left as differences
         self.ledger = ledger
         self.payments = payments
         self.bills = bills
@@ -146,15 +148,16 @@ class Finance:
 
         Batched and bounded: which out_trade_no / out_refund_no the ledger
         issued at all is one query per page (lines of strangers are reported,
-        never queried), and at most ``HEAL_QUERIES`` go to WeChat per import;
+        never queried), and at most ``heal_queries`` go to WeChat per import;
         the rest stay differences (``not_queried``) for the next run or a person.
         """
         merchant = self.payments.merchant(mchid)
         healed: list[str] = []
         queries = not_queried = 0
         for page in self.bills.missing_payments(mchid, bill_date):
-            for out_trade_no in self.ledger.known_payments(page):
-                if queries >= HEAL_QUERIES:
+            ours = self.ledger.known_payments(page)
+            for out_trade_no in (otn for otn in page if otn in ours):  # in the bill's order
+                if queries >= self.heal_queries:
                     not_queried += 1
                     continue
                 queries += 1
@@ -167,7 +170,7 @@ class Finance:
                 continue
             if difference["kind"] == "missing_in_ledger" and not known([difference["out_refund_no"]]):
                 continue  # not a refund the ledger ever made: a person must look
-            if queries >= HEAL_QUERIES:
+            if queries >= self.heal_queries:
                 not_queried += 1
                 continue
             queries += 1
@@ -182,7 +185,7 @@ class Finance:
                 mchid,
                 bill_date,
                 not_queried,
-                HEAL_QUERIES,
+                self.heal_queries,
             )
         return healed, not_queried
 
@@ -206,9 +209,6 @@ class Finance:
             "lines": self.journal.lines(mchid, day_from, day_to),
             "trial_balance": self.journal.trial_balance(mchid, day_from, day_to),
         }
-
-
-HEAL_QUERIES = 200  # queries at WeChat per import; the rest are left as differences for a person or the next run
 
 
 @contextmanager

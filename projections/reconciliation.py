@@ -87,8 +87,9 @@ class ImportResult:
 
 
 class Reconciliation:
-    def __init__(self, db: ViewDatabase) -> None:
+    def __init__(self, db: ViewDatabase, differences_shown: int = DIFFERENCES_SHOWN) -> None:
         self.db = db
+        self.differences_shown = differences_shown
 
     def create_tables(self) -> None:
         for statement in DDL:
@@ -168,10 +169,8 @@ class Reconciliation:
             )
         )
 
-    def report(
-        self, mchid: str, bill_date: date, known_refunds: KnownRefunds, shown: int = DIFFERENCES_SHOWN
-    ) -> dict[str, Any]:
-        """The day's matches and the count of each kind of difference (in SQL), with the first ``shown`` differences."""
+    def report(self, mchid: str, bill_date: date, known_refunds: KnownRefunds) -> dict[str, Any]:
+        """The day's matches and the count of each kind of difference (in SQL), with the first differences."""
         day = bill_date.isoformat()
         counts = dict.fromkeys(("missing_in_ledger", "missing_in_bill", "amount_mismatch", "status_mismatch"), 0)
         matched = 0
@@ -195,7 +194,9 @@ class Reconciliation:
             int(self.db.execute(f"SELECT COUNT(*) {source}", (mchid, day, day))[0][0])
             for source in _NOT_IN_BILL.values()
         )
-        shown_differences = list(itertools.islice(self.differences(mchid, bill_date, known_refunds), shown))
+        shown_differences = list(
+            itertools.islice(self.differences(mchid, bill_date, known_refunds), self.differences_shown)
+        )
         return {
             "date": day,
             "mchid": mchid,
