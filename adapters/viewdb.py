@@ -6,6 +6,7 @@ A thin layer so each projection writes one SQL dialect: ``?`` placeholders,
 
 from __future__ import annotations
 
+import select
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,8 +47,14 @@ class ViewDatabase:
         return connect(self._store, 5, autocommit=True)
 
     def _live(self) -> psycopg.Connection[tuple[Any, ...]]:
-        """The connection, replaced first if it broke (never mid-transaction: a transaction fails whole)."""
-        if self._depth == 0 and (self._pg.closed or self._pg.broken):
+        """The connection, replaced first if it broke (never mid-transaction: a transaction fails whole).
+
+        A server that restarted while the connection sat idle has closed the
+        socket, but the client learns it only when a statement fails; an idle
+        socket with something to read (the server's goodbye) is checked first,
+        so the first statement after an outage does not fail for nothing.
+        """
+        if self._depth == 0 and (self._pg.closed or self._pg.broken or _dropped(self._pg)):
             try:
                 self._pg.close()
             finally:
@@ -136,6 +143,21 @@ class ViewDatabase:
 
 
 COPY_BATCH = 5000
+
+
+def _dropped(conn: psycopg.Connection[Any]) -> bool:
+    """An idle connection the server has hung up on (readable without a query in flight, then not OK)."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    if not readable:
+        return False
+    try:
+        conn.pgconn.consume_input()
+    except psycopg.OperationalError:
+        return True
+    return conn.pgconn.status != psycopg.pq.ConnStatus.OK
 
 
 def _batched(rows: Iterable[Sequence[Any]]) -> Iterator[list[Sequence[Any]]]:

@@ -143,7 +143,9 @@ def test_a_database_restart_under_load_recovers_by_itself(server: ThrowawayPostg
                 assert http.get(f"/v1/orders/{no}").status_code == 200, no
             again = httpx.post(f"{d.ledger}/wechatpay/v3/notify", content=callback, headers=wechat.headers(callback))
             assert again.status_code == 204
-            paid = http.get("/v1/orders", params={"status": "PAID"}).json()["orders"]
+            listed = http.get("/v1/orders", params={"status": "PAID"})
+            assert listed.status_code == 200, listed.text
+            paid = listed.json()["orders"]
             assert [o["merchant_order_no"] for o in paid] == ["OUT-CB"]  # the list's projection caught up
         deadline = time.monotonic() + 15
         while (ready := httpx.get(f"{d.ledger}/readyz").json()).get("projection_lag_events") is None or max(
