@@ -59,6 +59,9 @@ from domain.status import OrderStatus, RefundStatus
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Several aggregates' events by id, read together (``Ledger.streams``, or a projection's shared reader).
+Streams = Callable[[Iterable[UUID]], dict[UUID, list[DomainEvent]]]
+
 # Where "now" comes from: injected (``bootstrap.clock``), never read inside an event.
 Clock = Callable[[], datetime]
 
@@ -636,10 +639,17 @@ class Ledger(Application[UUID]):
         payments = [have.get(otn) or self.get_payment(otn) for otn in order.attempts]
         return order_view(order, payments, self._refunds(order))
 
-    def views_of_many(self, order_ids: Iterable[UUID]) -> dict[UUID, OrderView]:
-        """Several orders' views from two queries: the orders, then all their payments and refunds."""
-        orders: dict[UUID, Order] = self.load_many(order_ids)
-        related = self.load_many(i for order in orders.values() for i in self._related_ids(order)[1:])
+    def views_of_many(self, order_ids: Iterable[UUID], streams: Streams | None = None) -> dict[UUID, OrderView]:
+        """Several orders' views from two queries: the orders, then all their payments and refunds.
+
+        ``streams`` reads the events (a projection passes one that shares them with the others).
+        """
+        read = streams or self.streams
+        orders: dict[UUID, Order] = {i: replay(None, events) for i, events in read(order_ids).items()}
+        related = {
+            i: replay(None, events)
+            for i, events in read(i for order in orders.values() for i in self._related_ids(order)[1:]).items()
+        }
         return {
             order_id: order_view(
                 order,
@@ -649,13 +659,17 @@ class Ledger(Application[UUID]):
             for order_id, order in orders.items()
         }
 
-    def views_at_many(self, wanted: Iterable[tuple[UUID, datetime]]) -> list[OrderView | None]:
+    def views_at_many(
+        self, wanted: Iterable[tuple[UUID, datetime]], streams: Streams | None = None
+    ) -> list[OrderView | None]:
         """``order_view_at`` for several (order, moment) pairs, from two queries and the events in memory."""
         wanted = list(wanted)
-        streams = self.streams(order_id for order_id, _ in wanted)
-        now = {order_id: replay(None, events) for order_id, events in streams.items()}
-        streams |= self.streams(i for order in now.values() for i in self._related_ids(order)[1:])
-        return [self._view_at(streams, order_id, as_of) for order_id, as_of in wanted]
+        read = streams or self.streams
+        found = dict(read(order_id for order_id, _ in wanted))
+        now = {order_id: replay(None, events) for order_id, events in found.items()}
+        found |= read(i for order in now.values() for i in self._related_ids(order)[1:])
+        streams_by_id = found
+        return [self._view_at(streams_by_id, order_id, as_of) for order_id, as_of in wanted]
 
     @staticmethod
     def _view_at(streams: dict[UUID, list[DomainEvent]], order_id: UUID, as_of: datetime) -> OrderView | None:

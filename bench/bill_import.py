@@ -77,16 +77,16 @@ def main() -> None:
         init_database(settings)
         if which == "known":
             seed_journal(url, lines)
-        baseline = minimal_copy(url, bill)
         rt = build_runtime(settings)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         start = time.perf_counter()
         report = rt.finance.import_bill(DIRECT.mchid, DAY, bill)
         elapsed = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the import's peak (the process's, so far)
         rt.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        baseline = minimal_copy(url, bill)
     print(
-        json.dumps(
+        json.dumps(  # ru_maxrss is in KiB on Linux
             {
                 "lines": report["imported"]["lines"],
                 "seconds": round(elapsed, 2),

@@ -32,11 +32,11 @@ from eventsourcing.persistence import Notification
 from adapters.viewdb import ViewDatabase, sortable
 from adapters.wechatpay.beijing import BEIJING
 from domain import ids
-from projections.core import EventLog
+from projections.core import EventLog, Streams
 
 # The order view as it stood at a moment (``Ledger.order_view_at``), or None before the order existed.
 # The order views as of (order, moment) pairs, from the events alone (``Ledger.views_at_many``, from bootstrap)
-ViewsAt = Callable[[list[tuple[UUID, datetime]]], Sequence[Mapping[str, Any] | None]]
+ViewsAt = Callable[[list[tuple[UUID, datetime]], Streams], Sequence[Mapping[str, Any] | None]]
 
 NAME = "business_events"
 PER_POSITION = 4  # business events one ledger event may give
@@ -113,7 +113,8 @@ class BusinessEvents:
             for n, _ in chosen
         ]
         views = self.views_at(
-            [(order_id, event.timestamp) for order_id, (_, event) in zip(order_ids, chosen, strict=True)]
+            [(order_id, event.timestamp) for order_id, (_, event) in zip(order_ids, chosen, strict=True)],
+            self.log.streams_through(notifications[-1].id),
         )
         rows: list[tuple[Any, ...]] = []
         for (n, event), order_id, view in zip(chosen, order_ids, views, strict=True):

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
@@ -34,20 +34,52 @@ BATCH = 500
 REBUILD_BATCH = 5000  # a replay reads the log in large pages: fewer round trips, an order's events mostly together
 
 
+# Several aggregates' events, by aggregate id: what the views are computed from (``Ledger.views_of_many``).
+Streams = Callable[[Iterable[UUID]], dict[UUID, list[DomainEvent]]]
+SHARED_STREAMS_MAX = 20_000
+
+
 @dataclass(frozen=True)
 class EventLog:
     """The ledger's event log as a projection reads it, handed over by ``bootstrap``.
 
     ``recorder`` pages through the log, ``mapper`` turns a stored record into
-    its domain event, ``repository`` loads an aggregate by id.
+    its domain event, ``repository`` loads an aggregate by id.  ``streams_through``
+    shares the streams read for one batch among the projections that process
+    the same stretch of the log (the order view and the business events read the
+    same orders): a stream read after a batch ending at position ``P`` was
+    selected holds every event up to ``P``, so it serves any batch ending at or
+    before ``P`` and no later one.
     """
 
     recorder: ApplicationRecorder
     mapper: Mapper[UUID]
     repository: Repository[UUID]
+    _shared: dict[UUID, tuple[int, list[DomainEvent]]] = field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+    def streams_through(self, position: int) -> Streams:
+        """A stream reader for a batch that ends at ``position``, sharing what others read for it."""
+
+        def read(aggregate_ids: Iterable[UUID]) -> dict[UUID, list[DomainEvent]]:
+            wanted = set(aggregate_ids)
+            with self._lock:
+                found = {i: hit[1] for i in wanted if (hit := self._shared.get(i)) is not None and hit[0] >= position}
+            missing = wanted - found.keys()
+            loaded: dict[UUID, list[DomainEvent]] = {}
+            for stored in select_streams(self.recorder, missing) if missing else ():
+                event = cast(DomainEvent, self.mapper.to_domain_event(stored))
+                loaded.setdefault(event.originator_id, []).append(event)
+            with self._lock:
+                if len(self._shared) + len(loaded) > SHARED_STREAMS_MAX:
+                    self._shared.clear()
+                self._shared.update((i, (position, events)) for i, events in loaded.items())
+            return found | loaded
+
+        return read
 
     def aggregates(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
         """Several aggregates as they are now, read in one query (absent ones left out)."""

@@ -14,11 +14,11 @@ from eventsourcing.persistence import Notification
 
 from adapters.viewdb import ViewDatabase, sortable
 from domain import ids
-from projections.core import EventLog
+from projections.core import EventLog, Streams
 
 # The views of several orders, computed from their aggregates read in two queries (``Ledger.views_of_many``,
 # handed over by bootstrap).
-ViewsOf = Callable[[list[UUID]], Mapping[UUID, Mapping[str, Any]]]
+ViewsOf = Callable[[list[UUID], Streams], Mapping[UUID, Mapping[str, Any]]]
 
 NAME = "order_status"
 DDL = [
@@ -72,7 +72,7 @@ class OrderStatusView:
                 touched[originator] = None
             elif originator in self._order_of:
                 touched[self._order_of[originator]] = None
-        views = self.views_of(list(touched))
+        views = self.views_of(list(touched), self.log.streams_through(notifications[-1].id))
         return [self._row(views[order_id], order_id) for order_id in touched]
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
