@@ -105,7 +105,9 @@ class BusinessEvents:
             if n.topic in _ORDER_EVENTS or n.topic == "zhangben.Refund.Abnormal"
         ]
         refunds = [ids.as_uuid(n.originator_id) for n, _ in chosen if not n.topic.startswith("zhangben.Order.")]
-        order_of = {i: a.order_id for i, a in self.log.aggregates(refunds).items()} if refunds else {}
+        order_of = (
+            {i: a.order_id for i, a in self.log.aggregates(refunds, notifications[-1].id).items()} if refunds else {}
+        )
         order_ids = [
             ids.as_uuid(n.originator_id)
             if n.topic.startswith("zhangben.Order.")

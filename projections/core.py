@@ -81,12 +81,9 @@ class EventLog:
 
         return read
 
-    def aggregates(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
-        """Several aggregates as they are now, read in one query (absent ones left out)."""
-        streams: dict[UUID, list[Any]] = {}
-        for stored in select_streams(self.recorder, set(aggregate_ids)):
-            event = self.mapper.to_domain_event(stored)
-            streams.setdefault(event.originator_id, []).append(event)
+    def aggregates(self, aggregate_ids: Iterable[UUID], through: int) -> dict[UUID, Any]:
+        """Several aggregates, read in one query (or shared, for a batch ending at ``through``); absent ones left out."""
+        streams = self.streams_through(through)(aggregate_ids)
         return {aggregate_id: replay(None, events) for aggregate_id, events in streams.items()}
 
 
@@ -138,9 +135,10 @@ class Follower:
         rows = self.db.execute("SELECT position FROM projection_tracking WHERE name = ?", (self.projection.name,))
         return int(rows[0][0]) if rows else 0
 
-    def process_batch(self, limit: int = BATCH) -> int:
+    def process_batch(self, limit: int = BATCH, stop: int | None = None) -> int:
+        """The next batch after the position (up to ``stop`` when given), prepared then written with the position."""
         start = self.position
-        notifications = self.log.recorder.select_notifications(start, limit, inclusive_of_start=False)
+        notifications = self.log.recorder.select_notifications(start, limit, stop=stop, inclusive_of_start=False)
         if not notifications:
             return 0
         prepared = self.projection.prepare(notifications)
@@ -228,12 +226,15 @@ class Runner:
         retry_at = {f.projection.name: 0.0 for f in self.followers}
         while not self._stop.is_set():
             busy = False
+            # every follower of this round stops at the same position, so followers that are level process the
+            # same stretch of the log and share what they read for it (EventLog.streams_through)
+            stop = self._head()
             for follower in self.followers:
                 name = follower.projection.name
                 if time.monotonic() < retry_at[name]:
                     continue
                 try:
-                    busy = follower.process_batch() > 0 or busy
+                    busy = follower.process_batch(stop=stop) > 0 or busy
                     backoff[name] = 0.1
                 except Exception as exc:  # supervised: log, count, back off, carry on
                     self.errors[name] += 1
@@ -245,6 +246,12 @@ class Runner:
                     backoff[name] = min(backoff[name] * 2, 5.0)
             if not busy:
                 self._stop.wait(self.poll_seconds)
+
+    def _head(self) -> int | None:
+        try:
+            return self.followers[0].log.head() if self.followers else None
+        except Exception:  # noqa: BLE001 — an outage: each follower's own call will fail, be logged and backed off
+            return None
 
     def stop(self) -> None:
         self._stop.set()

@@ -186,7 +186,7 @@ class Journal:
         paid = {ids.as_uuid(n.originator_id) for n in notifications if n.topic == "zhangben.Payment.Paid"}
         unknown = [i for i in paid if i not in self._cache]
         if unknown:  # the batch's payments in one query, not one each
-            self._cache |= self.log.aggregates(unknown)
+            self._cache |= self.log.aggregates(unknown, notifications[-1].id)
         batch = Batch([], [], [])
         for n in notifications:
             if n.topic not in TOPICS:

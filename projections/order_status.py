@@ -64,7 +64,7 @@ class OrderStatusView:
         ]
         unknown = [i for i in owned if i not in self._order_of]
         if unknown:  # a payment's or refund's order, read once (it never changes)
-            self._order_of |= {i: a.order_id for i, a in self.log.aggregates(unknown).items()}
+            self._order_of |= {i: a.order_id for i, a in self.log.aggregates(unknown, notifications[-1].id).items()}
         touched: dict[UUID, None] = {}
         for n in notifications:
             originator = ids.as_uuid(n.originator_id)
