@@ -234,40 +234,39 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     """SQLite: several streams per query (in chunks of bound parameters)."""
 
     def existing(self, originator_ids: Collection[UUID]) -> set[UUID]:
-        ids = [i.hex for i in originator_ids]
-        found: set[UUID] = set()
-        with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(ids), SQLITE_CHUNK):
-                chunk = ids[start : start + SQLITE_CHUNK]
-                c.execute(
-                    f"SELECT originator_id FROM {self.events_table_name} "  # noqa: S608 — the library's table name
-                    f"WHERE originator_id IN ({', '.join('?' for _ in chunk)}) AND originator_version = 1",
-                    chunk,
-                )
-                found |= {UUID(str(self.convert_originator_id(row["originator_id"]))) for row in c.fetchall()}
-        return found
+        rows = self._rows_of("originator_id", originator_ids, "AND originator_version = 1")
+        return {UUID(str(self.convert_originator_id(row["originator_id"]))) for row in rows}
 
     def select_streams(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+        rows = self._rows_of(
+            "originator_id, originator_version, topic, state",
+            originator_ids,
+            "ORDER BY originator_id, originator_version",
+        )
+        return [
+            StoredEvent(
+                originator_id=self.convert_originator_id(row["originator_id"]),
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=row["state"],
+            )
+            for row in rows
+        ]
+
+    def _rows_of(self, columns: str, originator_ids: Collection[UUID], tail: str) -> list[Any]:
+        """``SELECT columns … WHERE originator_id IN (…) tail``, in chunks of bound parameters, one read transaction."""
         ids = [i.hex for i in originator_ids]
-        found: list[StoredEvent] = []
+        rows: list[Any] = []
         with self.datastore.transaction(commit=False) as c:
             for start in range(0, len(ids), SQLITE_CHUNK):
                 chunk = ids[start : start + SQLITE_CHUNK]
                 c.execute(
-                    f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "  # noqa: S608 — the library's table name
-                    f"WHERE originator_id IN ({', '.join('?' for _ in chunk)}) ORDER BY originator_id, originator_version",
+                    f"SELECT {columns} FROM {self.events_table_name} "  # noqa: S608 — the library's table, our columns
+                    f"WHERE originator_id IN ({', '.join('?' for _ in chunk)}) {tail}",
                     chunk,
                 )
-                found += [
-                    StoredEvent(
-                        originator_id=self.convert_originator_id(row["originator_id"]),
-                        originator_version=row["originator_version"],
-                        topic=row["topic"],
-                        state=row["state"],
-                    )
-                    for row in c.fetchall()
-                ]
-        return found
+                rows += c.fetchall()
+        return rows
 
 
 def select_streams(recorder: ApplicationRecorder, originator_ids: Collection[UUID]) -> list[StoredEvent]:
