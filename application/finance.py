@@ -53,6 +53,10 @@ class BillStore(Protocol):
         self, mchid: str, bill_date: date, known_refunds: Callable[[Sequence[str]], set[str]]
     ) -> Iterator[dict[str, Any]]: ...
 
+    def refund_differences(
+        self, mchid: str, bill_date: date, known_refunds: Callable[[Sequence[str]], set[str]]
+    ) -> Iterator[dict[str, Any]]: ...
+
     def missing_payments(self, mchid: str, bill_date: date) -> Iterator[list[str]]: ...
 
     def has_bill(self, mchid: str, bill_date: date) -> bool: ...
@@ -165,8 +169,8 @@ class Finance:
                 if outcome is not None and outcome.changed:
                     healed.append(out_trade_no)
         known = partial(self.ledger.known_refunds, mchid)
-        for difference in self.bills.differences(mchid, bill_date, known):
-            if difference["of"] != "refund" or difference["kind"] not in ("missing_in_ledger", "status_mismatch"):
+        for difference in self.bills.refund_differences(mchid, bill_date, known):
+            if difference["kind"] not in ("missing_in_ledger", "status_mismatch"):
                 continue
             if difference["kind"] == "missing_in_ledger" and not known([difference["out_refund_no"]]):
                 continue  # not a refund the ledger ever made: a person must look

@@ -208,7 +208,11 @@ class Reconciliation:
 
     def differences(self, mchid: str, bill_date: date, known_refunds: KnownRefunds) -> Iterator[dict[str, Any]]:
         """Every difference of the day, page by page: payments and refunds in bill order, then what the bill lacks."""
-        day = bill_date.isoformat()
+        yield from self._payment_differences(mchid, bill_date.isoformat())
+        yield from self.refund_differences(mchid, bill_date, known_refunds)
+        yield from self._not_in_bill(mchid, bill_date.isoformat())
+
+    def _payment_differences(self, mchid: str, day: str) -> Iterator[dict[str, Any]]:
         for page in self._pages(
             f"SELECT b.line_no, b.transaction_id, b.out_trade_no, b.settled_fen, m.amount_fen {_PAYMENTS} "
             "AND (m.amount_fen IS NULL OR m.amount_fen <> b.settled_fen) AND b.line_no > ? ORDER BY b.line_no LIMIT ?",
@@ -217,6 +221,10 @@ class Reconciliation:
             for _, txn, otn, bill_fen, ledger_fen in page:
                 kind = "missing_in_ledger" if ledger_fen is None else "amount_mismatch"
                 yield _diff(kind, "payment", otn, txn, "", bill_fen, ledger_fen)
+
+    def refund_differences(self, mchid: str, bill_date: date, known_refunds: KnownRefunds) -> Iterator[dict[str, Any]]:
+        """The refund lines that differ (what healing asks WeChat about), in bill order."""
+        day = bill_date.isoformat()
         for page in self._pages(
             f"SELECT b.line_no, b.out_refund_no, b.out_trade_no, b.transaction_id, b.refund_fen, m.amount_fen {_REFUNDS} "
             "AND (m.amount_fen IS NULL OR m.amount_fen <> b.refund_fen) AND b.line_no > ? ORDER BY b.line_no LIMIT ?",
@@ -229,6 +237,8 @@ class Reconciliation:
                 else:
                     kind = "amount_mismatch"
                 yield _diff(kind, "refund", otn, txn, orn, bill_fen, ledger_fen)
+
+    def _not_in_bill(self, mchid: str, day: str) -> Iterator[dict[str, Any]]:
         for kind, source in _NOT_IN_BILL.items():
             for page in self._pages(
                 f"SELECT m.event_ref, m.key, m.out_trade_no, m.amount_fen {source} "
