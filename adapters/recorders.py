@@ -1,24 +1,27 @@
 """The event store's recorders, subclassed through the library's own setting (``APPLICATION_RECORDER_TOPIC``).
 
-Two things the library's recorders do not do and the hot path needs
-(docs/performance.md, measured with ``make bench``):
+What the library's recorders do not do and the hot path needs (docs/performance.md, measured with ``make bench``):
 
-- **Several streams in one query** (``select_streams``): a command that needs
-  a payment and a transaction index, or a projection batch that touches two
-  hundred orders, reads them in one round trip instead of one per aggregate.
-- **Less per statement on PostgreSQL**: the library composes its ``SELECT``
-  from ``psycopg.sql`` pieces on every call (rendering the identifiers again
-  each time) and sends ``NOTIFY`` with every insert although nothing here
-  LISTENs (the projections poll the log, on SQLite as on PostgreSQL).  Here
-  the statements are rendered once, and the ``NOTIFY`` is left out.
+- **Group commit** (PostgreSQL): inserts from threads that arrive while a
+  commit is under way share one transaction, each caller answered only after
+  that commit, each alone again if the group conflicts.
+- **One statement per insert** (PostgreSQL): a function made by ``db init``
+  takes ``LOCK TABLE … IN EXCLUSIVE MODE`` and inserts; on an autocommit
+  connection the statement's transaction holds the lock until it commits.
+  No pipeline, no ``NOTIFY`` (nothing LISTENs: the projections poll the log).
+- **Several streams in one query** (``select_streams``, ``existing``): a
+  command that needs a payment and a transaction index, or a projection batch
+  that touches two hundred orders, reads them in one round trip.
+- **Statements rendered once**: the library composes its ``SELECT`` from
+  ``psycopg.sql`` pieces on every call.
 
-The write path keeps the library's ordering guarantee unchanged: each
-insert transaction still takes ``LOCK TABLE … IN EXCLUSIVE MODE`` before its
-``INSERT`` and holds it to ``COMMIT``, so notification ids become visible in
-the order they were issued and a follower never passes over an id that a
-slower transaction fills in later (``tests/integration/test_followers_pg.py``
-hammers this).  The library is pinned (``pyproject.toml``) because these
-classes override its recorders' protected methods.
+The ordering guarantee followers rely on is the library's, unchanged: each
+insert transaction takes the table lock before inserting and holds it to its
+commit, so notification ids become visible in the order they were issued and
+a follower never passes over an id that a slower transaction fills in later
+(``tests/integration/test_followers_pg.py`` hammers this).  The library is
+pinned (``pyproject.toml``) because these classes override its recorders'
+protected methods.
 """
 
 from __future__ import annotations
