@@ -25,6 +25,7 @@ from typing import Any
 
 from adapters.viewdb import ViewDatabase
 from adapters.wechatpay.bills import BillLine, BillMismatch, BillSummary, fen_from_mfen, parse_bill
+from domain.bill import DIFFERENCE_KINDS
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bill_lines (mchid TEXT NOT NULL, bill_date TEXT NOT NULL, line_no INTEGER NOT NULL, "
@@ -172,7 +173,7 @@ class Reconciliation:
     def report(self, mchid: str, bill_date: date, known_refunds: KnownRefunds) -> dict[str, Any]:
         """The day's matches and the count of each kind of difference (in SQL), with the first differences."""
         day = bill_date.isoformat()
-        counts = dict.fromkeys(("missing_in_ledger", "missing_in_bill", "amount_mismatch", "status_mismatch"), 0)
+        counts = dict.fromkeys(DIFFERENCE_KINDS, 0)
         matched = 0
         for source in (_PAYMENTS, _REFUNDS):
             row = self.db.execute(
