@@ -31,10 +31,12 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, cast
 from uuid import UUID
 
+from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
     InterfaceError,
+    Mapper,
     OperationalError,
     StoredEvent,
 )
@@ -284,6 +286,17 @@ def existing(recorder: ApplicationRecorder, originator_ids: Collection[UUID]) ->
     if isinstance(recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder):
         return recorder.existing(originator_ids)
     return {i for i in originator_ids if recorder.select_events(i, limit=1)}
+
+
+def read_streams(
+    recorder: ApplicationRecorder, mapper: Mapper[UUID], originator_ids: Iterable[UUID]
+) -> dict[UUID, list[DomainEvent]]:
+    """Several aggregates' events, decoded and grouped by aggregate (absent ones left out), in one query."""
+    streams: dict[UUID, list[DomainEvent]] = {}
+    for stored in select_streams(recorder, set(originator_ids)):
+        event = cast(DomainEvent, mapper.to_domain_event(stored))
+        streams.setdefault(event.originator_id, []).append(event)
+    return streams
 
 
 def replay(aggregate: Any, events: Iterable[Any]) -> Any:

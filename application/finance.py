@@ -170,10 +170,8 @@ class Finance:
                     healed.append(out_trade_no)
         known = partial(self.ledger.known_refunds, mchid)
         for difference in self.bills.refund_differences(mchid, bill_date, known):
-            if difference["kind"] not in ("missing_in_ledger", "status_mismatch"):
-                continue
-            if difference["kind"] == "missing_in_ledger" and not known([difference["out_refund_no"]]):
-                continue  # not a refund the ledger ever made: a person must look
+            if difference["kind"] != "status_mismatch":
+                continue  # an amount a person must look at, or (missing_in_ledger) not a refund the ledger made
             if queries >= self.heal_queries:
                 not_queried += 1
                 continue

@@ -22,7 +22,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Repos
 from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError
 
-from adapters.recorders import existing, replay, select_streams
+from adapters.recorders import existing, read_streams, replay
 from application import apikeys
 from application.history import HistoryEvent, history_events, version_at
 from application.views import OrderView, order_view
@@ -152,11 +152,7 @@ class Ledger(Application[UUID]):
 
     def streams(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, list[DomainEvent]]:
         """The events of several aggregates, read in one query (``adapters.recorders``); absent ones are left out."""
-        found: dict[UUID, list[DomainEvent]] = {}
-        for stored in select_streams(self.recorder, set(aggregate_ids)):
-            event = cast(DomainEvent, self.mapper.to_domain_event(stored))
-            found.setdefault(event.originator_id, []).append(event)
-        return found
+        return read_streams(self.recorder, self.mapper, aggregate_ids)
 
     def known_payments(self, out_trade_nos: Iterable[str]) -> set[str]:
         """Which of these out_trade_no are attempts the ledger issued (one query)."""
@@ -629,10 +625,6 @@ class Ledger(Application[UUID]):
     def order_view(self, mchid: str, merchant_order_no: str) -> OrderView:
         return self.view_of(self.get_order(mchid, merchant_order_no))
 
-    def order_view_by_id(self, order_id: UUID) -> OrderView:
-        order: Order = self.repository.get(order_id)
-        return self.view_of(order)
-
     def view_of(self, order: Order, *known: Payment) -> OrderView:
         """The order's view; payments already in hand are not loaded again."""
         have = {p.out_trade_no: p for p in known}
@@ -662,14 +654,14 @@ class Ledger(Application[UUID]):
     def views_at_many(
         self, wanted: Iterable[tuple[UUID, datetime]], streams: Streams | None = None
     ) -> list[OrderView | None]:
-        """``order_view_at`` for several (order, moment) pairs, from two queries and the events in memory."""
+        """The order views as they stood at each moment (None before the order existed), from the events alone:
+        two queries for all of them, the rest in memory."""
         wanted = list(wanted)
         read = streams or self.streams
         found = dict(read(order_id for order_id, _ in wanted))
         now = {order_id: replay(None, events) for order_id, events in found.items()}
         found |= read(i for order in now.values() for i in self._related_ids(order)[1:])
-        streams_by_id = found
-        return [self._view_at(streams_by_id, order_id, as_of) for order_id, as_of in wanted]
+        return [self._view_at(found, order_id, as_of) for order_id, as_of in wanted]
 
     @staticmethod
     def _view_at(streams: dict[UUID, list[DomainEvent]], order_id: UUID, as_of: datetime) -> OrderView | None:
@@ -703,31 +695,14 @@ class Ledger(Application[UUID]):
 
     def order_state_as_of(self, mchid: str, merchant_order_no: str, as_of: datetime) -> OrderView:
         """The order view as it stood at ``as_of``, rebuilt from the events alone."""
-        view = self.order_view_at(ids.order_id(mchid, merchant_order_no), as_of)
+        (view,) = self.views_at_many([(ids.order_id(mchid, merchant_order_no), as_of)])
         if view is None:
             raise OrderNotFound(mchid, merchant_order_no)
         return view
 
-    def order_view_at(self, order_id: UUID, as_of: datetime) -> OrderView | None:
-        """The order view as it stood at ``as_of`` (None before the order existed), from the events alone."""
-        order_now: Order | None = self._load_optional(order_id)
-        if order_now is None:
-            return None
-        versions = {i: version_at(self._events(i), as_of) for i in self._related_ids(order_now)}
-        if versions[order_now.id] is None:
-            return None
-        order: Order = self.repository.get(order_now.id, version=versions[order_now.id])
-        payments = [self._at(ids.payment_id(o), versions) for o in order.attempts]
-        refunds = [self._at(ids.refund_id(order.mchid, no), versions) for no in order.refunds]
-        return order_view(order, _present(payments), _present(refunds))
-
     def _events(self, aggregate_id: UUID) -> list[DomainEvent]:
         # The store hands back the library's protocol type; every event we store is a ``DomainEvent``.
         return cast(list[DomainEvent], list(self.repository.event_store.get(aggregate_id)))
-
-    def _at(self, aggregate_id: UUID, versions: dict[UUID, int | None]) -> Any:
-        version = versions.get(aggregate_id)
-        return None if version is None else self.repository.get(aggregate_id, version=version)
 
 
 def _present(items: Iterable[Any]) -> list[Any]:

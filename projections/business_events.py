@@ -34,7 +34,6 @@ from adapters.wechatpay.beijing import BEIJING
 from domain import ids
 from projections.core import EventLog, Streams
 
-# The order view as it stood at a moment (``Ledger.order_view_at``), or None before the order existed.
 # The order views as of (order, moment) pairs, from the events alone (``Ledger.views_at_many``, from bootstrap)
 ViewsAt = Callable[[list[tuple[UUID, datetime]], Streams], Sequence[Mapping[str, Any] | None]]
 

@@ -24,7 +24,7 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
 from adapters.persistence import is_unavailable
-from adapters.recorders import replay, select_streams
+from adapters.recorders import read_streams, replay
 from adapters.viewdb import ViewDatabase
 
 log = logging.getLogger("zhangben.projections")
@@ -69,10 +69,7 @@ class EventLog:
             with self._lock:
                 found = {i: hit[1] for i in wanted if (hit := self._shared.get(i)) is not None and hit[0] >= position}
             missing = wanted - found.keys()
-            loaded: dict[UUID, list[DomainEvent]] = {}
-            for stored in select_streams(self.recorder, missing) if missing else ():
-                event = cast(DomainEvent, self.mapper.to_domain_event(stored))
-                loaded.setdefault(event.originator_id, []).append(event)
+            loaded = read_streams(self.recorder, self.mapper, missing) if missing else {}
             with self._lock:
                 if len(self._shared) + len(loaded) > SHARED_STREAMS_MAX:
                     self._shared.clear()
