@@ -12,6 +12,9 @@ What the library's recorders do not do and the hot path needs (docs/performance.
 - **Several streams in one query** (``select_streams``, ``existing``): a
   command that needs a payment and a transaction index, or a projection batch
   that touches two hundred orders, reads them in one round trip.
+- **No dead connection handed out**: the pool checks each checkout's socket
+  (``adapters/pg_liveness.py``), so after a server restart no request fails
+  on a connection that died with it.
 - **Statements rendered once**: the library composes its ``SELECT`` from
   ``psycopg.sql`` pieces on every call.
 
@@ -45,6 +48,8 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
+from adapters import pg_liveness
+
 GROUP_MAX = 64  # callers per group commit
 SQLITE_CHUNK = 500  # SQLite's limit on bound parameters is 999 in old builds; stay well below it
 
@@ -73,6 +78,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        pg_liveness.guard(datastore.pool)  # a connection that died with a restarted server is never handed out
         # One statement per insert: a function that takes the table lock and inserts (made by `db init`, below)
         names = {
             "schema": Identifier(datastore.schema),

@@ -6,7 +6,6 @@ A thin layer so each projection writes one SQL dialect: ``?`` placeholders,
 
 from __future__ import annotations
 
-import select
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,6 +17,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from adapters.persistence import StoreUrl, connect
+from adapters.pg_liveness import dropped
 
 
 class ViewDatabase:
@@ -54,7 +54,7 @@ class ViewDatabase:
         socket with something to read (the server's goodbye) is checked first,
         so the first statement after an outage does not fail for nothing.
         """
-        if self._depth == 0 and (self._pg.closed or self._pg.broken or _dropped(self._pg)):
+        if self._depth == 0 and (self._pg.closed or self._pg.broken or dropped(self._pg)):
             try:
                 self._pg.close()
             finally:
@@ -143,21 +143,6 @@ class ViewDatabase:
 
 
 COPY_BATCH = 5000
-
-
-def _dropped(conn: psycopg.Connection[Any]) -> bool:
-    """An idle connection the server has hung up on (readable without a query in flight, then not OK)."""
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    if not readable:
-        return False
-    try:
-        conn.pgconn.consume_input()
-    except psycopg.OperationalError:
-        return True
-    return conn.pgconn.status != psycopg.pq.ConnStatus.OK
 
 
 def _batched(rows: Iterable[Sequence[Any]]) -> Iterator[list[Sequence[Any]]]:

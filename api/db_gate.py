@@ -40,9 +40,9 @@ class DatabaseGate:
     def suspect(self, reason: str) -> None:
         """A call failed as if the database were down: check once, off the request's path, before closing the gate.
 
-        Right after a restart, the pooled connections that died with the server
-        each fail one call although the database is back; the check (which
-        replaces them) passes, and the gate stays open.
+        A call that was on the wire when the server restarted fails although
+        the database is back (idle pooled connections are checked at checkout,
+        ``adapters/pg_liveness.py``); the check passes, and the gate stays open.
         """
         with self._lock:
             if self._down_since is not None or self._checking:
