@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve demo test lint bench install clean chromium
+.PHONY: serve demo test lint bench install clean chromium deploy-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "zhangben needs Python >= 3.11"'
@@ -31,13 +31,23 @@ chromium:
 	    echo "the browser tests need Chromium: apt-get install chromium"; exit 1; \
 	  fi; }
 
+# The going-live tests run Caddy (the TLS front) and validate compose.yaml; no Docker engine is needed.
+deploy-tools:
+	@command -v caddy >/dev/null 2>&1 && { command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's caddy and docker-compose for the going-live tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq caddy docker-compose >/dev/null; \
+	  else \
+	    echo "the going-live tests skip without caddy and a Compose (apt-get install caddy docker-compose)"; \
+	  fi; }
+
 # Lint, format and type checks first: a red check stops the run before the suite.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint chromium
+test: lint chromium deploy-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)  # QUICK=1: smaller loads, under 3 minutes

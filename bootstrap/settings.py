@@ -78,7 +78,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"{path}: [[merchants]] number {i + 1} has no mchid")
     return Settings(
         config_path=path,
-        database_url=env.get("ZHANGBEN_DATABASE_URL") or data.get("database_url") or DEFAULT_DATABASE_URL,
+        database_url=env.get("ZHANGBEN_DATABASE_URL")
+        or _database_url_file(path, env.get("ZHANGBEN_DATABASE_URL_FILE") or data.get("database_url_file"))
+        or data.get("database_url")
+        or DEFAULT_DATABASE_URL,
         wechatpay_base_url=env.get("ZHANGBEN_WECHATPAY_BASE_URL")
         or data.get("wechatpay_base_url")
         or DEFAULT_WECHATPAY_BASE_URL,
@@ -97,6 +100,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         public_base_url=(env.get("ZHANGBEN_PUBLIC_BASE_URL") or data.get("public_base_url") or "").rstrip("/") or None,
         merchants=merchants,
     )
+
+
+def _database_url_file(config_path: Path, value: str | None) -> str | None:
+    """The database URL read from a file (a Docker or systemd secret), so its password is in no environment."""
+    path_text = _relative(config_path, value)
+    if path_text is None:
+        return None
+    try:
+        url = Path(path_text).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(f"database_url_file = {path_text}: {exc.strerror}") from None
+    if not url:
+        raise SettingsError(f"database_url_file = {path_text} is empty")
+    return url
 
 
 def _cashier_key(config_path: Path, value: str | None) -> bytes | None:

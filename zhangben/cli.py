@@ -99,7 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-projections", action="store_true", help="do not run the projections in this process")
     serve.add_argument("--no-scheduler", action="store_true", help="do not run the scheduled jobs in this process")
     serve.add_argument("--no-webhooks", action="store_true", help="do not push webhooks from this process")
+    serve.add_argument(
+        "--api-only",
+        action="store_true",
+        help="answer requests only; `zhangben work` runs the projections, jobs and webhooks (docs/going-live.md)",
+    )
     serve.set_defaults(handler="zhangben.serve:cmd_serve")
+
+    work = commands.add_parser(
+        "work", help="run the projections, the scheduled jobs and webhook deliveries, without HTTP"
+    )
+    work.set_defaults(handler="zhangben.serve:cmd_work")
 
     apikey = commands.add_parser("apikey", help="API keys")
     apikey_commands = apikey.add_subparsers(title="apikey commands", metavar="COMMAND")

@@ -43,6 +43,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def ensure_free(port: int, what: str) -> None:
+    """Refuse to start when the port is taken: else the wait below would meet the other process and call it ours."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is not "taken"
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise StackError(
+                f"port {port} for {what} is already in use (another `make serve`?); stop it or free the port"
+            ) from None
+
+
 @dataclass
 class Stack:
     root: Path
@@ -100,6 +112,8 @@ def running_stack(
     this terminal when ``log_path`` is ``Path("-")``.
     """
     ledger_port, sandbox_port = ledger_port or free_port(), sandbox_port or free_port()
+    for port, what in ((sandbox_port, "the sandbox"), (ledger_port, "the ledger")):
+        ensure_free(port, what)
     ledger, sandbox = f"http://127.0.0.1:{ledger_port}", f"http://127.0.0.1:{sandbox_port}"
     config = config or root / "zhangben.toml"
     if not config.exists():

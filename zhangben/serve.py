@@ -1,10 +1,22 @@
-"""``zhangben serve``: the schema once; the projections, the jobs and the webhook deliveries in this process; N uvicorn workers."""
+"""``zhangben serve`` and ``zhangben work``: the HTTP workers, and the work beside them.
+
+``serve`` makes the schema once, then runs N uvicorn workers and — unless
+told otherwise — the projections, the jobs and the webhook deliveries in the
+same process.  In production these split (docs/going-live.md): ``serve
+--api-only`` answers requests, ``zhangben work`` runs the rest in a process of
+its own, so a restart of one never stops the other.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, closing, contextmanager
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -13,65 +25,102 @@ from adapters.persistence import parse_url
 from api import logs
 from application.webhooks import DeliveryWorker
 from bootstrap.clock import system_clock
-from bootstrap.settings import load_settings
+from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import build_runtime, init_database
 from projections.core import Runner
 from scheduler.runner import Scheduler
 from zhangben.usage import UsageError
 
+log = logging.getLogger("zhangben.serve")
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    alone = args.api_only
     return serve(
         args.host,
         args.port,
         args.workers,
-        projections=not args.no_projections,
-        scheduler=not args.no_scheduler,
-        webhooks=not args.no_webhooks,
+        projections=not (args.no_projections or alone),
+        scheduler=not (args.no_scheduler or alone),
+        webhooks=not (args.no_webhooks or alone),
+        projections_elsewhere=alone,
     )
 
 
+def cmd_work(args: argparse.Namespace) -> int:
+    """``zhangben work``: the projections, the jobs and the webhook deliveries, without HTTP (beside ``serve --api-only``)."""
+    settings = load_settings()
+    logs.configure()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with background(settings, projections=True, scheduler=True, webhooks=True):
+        log.info("working: projections, scheduled jobs and webhook deliveries (SIGTERM or Ctrl-C stops)")
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+@contextmanager
+def background(settings: Settings, *, projections: bool, scheduler: bool, webhooks: bool) -> Iterator[None]:
+    """The work that is not answering requests, each on its own runtime (connections and threads), stopped in order."""
+    stack = ExitStack()
+    with stack:
+        if projections:
+            rt = stack.enter_context(closing(build_runtime(settings)))
+            runner = Runner(list(rt.followers.values()))
+            runner.start()
+            stack.callback(runner.stop)
+        if scheduler:
+            jobs_rt = stack.enter_context(closing(build_runtime(settings)))
+            jobs = Scheduler(jobs_rt, system_clock)
+            jobs.register_jobs()  # the tables were made by `db init` (or serve's init_database)
+            jobs.start()
+            stack.callback(jobs.stop)
+        if webhooks:  # on its own connections and threads: a slow endpoint never holds a request
+            hooks_rt = stack.enter_context(closing(build_runtime(settings)))
+            delivery = DeliveryWorker(hooks_rt.webhooks)
+            delivery.start()
+            stack.callback(delivery.stop)
+        yield
+
+
 def serve(
-    host: str, port: int, workers: int, *, projections: bool = True, scheduler: bool = True, webhooks: bool = True
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    projections: bool = True,
+    scheduler: bool = True,
+    webhooks: bool = True,
+    projections_elsewhere: bool = False,
 ) -> int:
     settings = load_settings()
     if workers < 1:
         raise UsageError("--workers must be at least 1")
     if workers > 1 and parse_url(settings.database_url).kind != "postgres":
         raise UsageError("SQLite serves one worker process; use PostgreSQL for --workers N")
+    sock = listening_socket(host, port)  # first: a port in use is one line, before anything starts
     init_database(settings)  # once, here: workers never run DDL
-    runtime = build_runtime(settings)  # also checks every merchant's configuration before serving
-    runner = Runner(list(runtime.followers.values())) if projections else None
-    if runner:
-        runner.start()
-    jobs = None
-    if scheduler:
-        jobs = Scheduler(build_runtime(settings), system_clock)
-        jobs.register_jobs()  # the tables were made by init_database above
-        jobs.start()
-    delivery = None
-    if webhooks:  # on its own connections and threads: a slow endpoint never holds a request
-        hooks_rt = build_runtime(settings)
-        delivery = DeliveryWorker(hooks_rt.webhooks)
-        delivery.start()
-    os.environ["ZHANGBEN_PROJECTIONS_RUNNING"] = "1" if projections else "0"
+    build_runtime(settings).close()  # checks every merchant's configuration before serving
+    # read-after-write: the API waits for the projections wherever they run (`zhangben work` with --api-only)
+    os.environ["ZHANGBEN_PROJECTIONS_RUNNING"] = "1" if projections or projections_elsewhere else "0"
     logs.configure()
-    print(
-        f"zhangben ledger on http://{host}:{port} (API docs: http://{host}:{port}/docs, {workers} worker(s))",
-        flush=True,
-    )
-    try:
-        run_workers(host, port, workers)
-    finally:
-        if delivery:
-            delivery.stop()
-            hooks_rt.close()
-        if jobs:
-            jobs.stop()
-            jobs.rt.close()
-        if runner:
-            runner.stop()
-        runtime.close()
+    with background(settings, projections=projections, scheduler=scheduler, webhooks=webhooks):
+        log.info(
+            "zhangben ledger on http://%s:%d (API docs: http://%s:%d/docs, %d worker(s))",
+            host,
+            port,
+            host,
+            port,
+            workers,
+        )
+        print(
+            f"zhangben ledger on http://{host}:{port} (API docs: http://{host}:{port}/docs, {workers} worker(s))",
+            flush=True,
+        )
+        run_workers(sock, host, port, workers)
     return 0
 
 
@@ -96,7 +145,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_workers(host: str, port: int, workers: int) -> None:
+def run_workers(sock: socket.socket, host: str, port: int, workers: int) -> None:
     config = uvicorn.Config(
         "api.app:create_app",
         factory=True,
@@ -109,7 +158,6 @@ def run_workers(host: str, port: int, workers: int) -> None:
         # uvicorn's own default would believe any local process
         proxy_headers=False,
     )
-    sock = listening_socket(host, port)
     if workers == 1:
         uvicorn.Server(config).run(sockets=[sock])
     else:
