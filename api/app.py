@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from adapters.persistence import parse_url, ping
 from api import audit, callbacks, cashier, errors, events, finance, merchant, ops, products
@@ -15,6 +16,9 @@ from api.db_gate import DatabaseGate
 from api.observe import Observe
 from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtime
+
+
+DOCS_ASSETS = "/docs/assets"
 
 
 def create_app(rt: Runtime | None = None, *, projection_running: bool | None = None) -> FastAPI:
@@ -33,7 +37,10 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         if owned:
             app.state.runtime.close()
 
-    app = FastAPI(
+    # /docs and /redoc from assets in a maintained wheel (fastapi-offline), not a CDN: they work on an
+    # isolated machine and in mainland China, and load no Google fonts
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="zhangben",
         version="0.1.0",
         lifespan=lifespan,
