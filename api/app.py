@@ -17,7 +17,6 @@ from api.observe import Observe
 from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtime
 
-
 DOCS_ASSETS = "/docs/assets"
 
 
