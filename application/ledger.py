@@ -364,9 +364,17 @@ class Ledger(Application[UUID]):
         return payment
 
     @retry_on_conflict
-    def close_payment(self, out_trade_no: str, reason: str) -> Payment:
-        """One attempt closed (at WeChat first, by the caller); the order stays open."""
+    def close_payment(self, out_trade_no: str, reason: str, seen_version: int | None = None) -> Payment | None:
+        """One attempt closed (at WeChat first, by the caller); the order stays open.
+
+        With ``seen_version`` (the attempt's version when WeChat was asked to
+        close it), nothing is closed if the attempt moved since — it may have
+        been prepaid meanwhile, and WeChat's "not found" no longer holds — and
+        None says: ask WeChat again.
+        """
         payment = self.get_payment(out_trade_no)
+        if seen_version is not None and payment.version != seen_version and payment.is_open:
+            return None
         payment.close(self.clock(), reason)
         self.save(payment)
         return payment

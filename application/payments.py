@@ -30,7 +30,7 @@ from adapters.wechatpay.miniprogram import DEFAULT_BASE_URL, MiniProgramSession,
 from adapters.wechatpay.v2_client import WechatPayV2Client
 from application.ledger import Ledger, PaymentOutcome
 from application.views import OrderView
-from domain.errors import Conflict, InvalidInput, InvalidTransition
+from domain.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition
 from domain.notification import Notification
 from domain.order import RULES as ORDER_RULES
 from domain.order import Order
@@ -42,6 +42,7 @@ from domain.transitions import guard
 log = logging.getLogger("zhangben.payments")
 
 NOTIFY_PATH = "/wechatpay/v3/notify"
+CLOSE_ROUNDS = 5  # an attempt that moves (prepaid by its own request) while it is closed is asked about again
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,13 @@ class PaymentService:
             client_ip,
             product_id,
         )
-        payment = self.ledger.record_prepay(payment.out_trade_no, result.prepay_id, result.code_url, result.h5_url)
+        try:
+            payment = self.ledger.record_prepay(payment.out_trade_no, result.prepay_id, result.code_url, result.h5_url)
+        except InvalidTransition:
+            # closed by a concurrent request while this prepay was on its way: WeChat has just opened it, so
+            # close it there too, or a payer could pay an attempt the ledger calls closed
+            self._close_at_wechat(merchant, payment.out_trade_no)
+            raise
         return Checkout(payment, result)
 
     def _stored_prepay(self, merchant: Merchant, payment: Payment) -> PrepayResult:
@@ -259,25 +266,36 @@ class PaymentService:
         return self.ledger.close_order(mchid, merchant_order_no)
 
     def _close_open_attempts(self, merchant: Merchant, order: Order, reason: str) -> bool:
-        """Close every open attempt at WeChat; True if one of them turned out to be paid."""
+        """Close every open attempt at WeChat, then in the ledger; True if one of them turned out to be paid."""
         paid = False
         for out_trade_no in order.attempts:
-            payment = self.ledger.get_payment(out_trade_no)
-            if not payment.is_open:
-                continue
-            try:
-                self.wechat(merchant).close(merchant, out_trade_no)
-            except WechatPayNotFound:
-                pass  # never reached WeChat: nothing there to close
-            except WechatPayBusinessError as exc:
-                if exc.is_code("ORDERPAID"):
-                    self.sync_payment(merchant, out_trade_no)
+            for _ in range(CLOSE_ROUNDS):
+                payment = self.ledger.get_payment(out_trade_no)
+                if not payment.is_open:
+                    break
+                if self._close_at_wechat(merchant, out_trade_no):
                     paid = True
-                    continue
-                if not exc.is_code("ORDER_CLOSED"):
-                    raise
-            self.ledger.close_payment(out_trade_no, reason)  # closed twice (a concurrent request) is closed once
+                    break
+                # closed twice (a concurrent request) is closed once; prepaid since WeChat was asked: ask again
+                if self.ledger.close_payment(out_trade_no, reason, seen_version=payment.version) is not None:
+                    break
+            else:
+                raise ConcurrencyConflict(f"attempt {out_trade_no} kept changing while it was being closed; retry")
         return paid
+
+    def _close_at_wechat(self, merchant: Merchant, out_trade_no: str) -> bool:
+        """Close one attempt at WeChat; True (and the payment recorded) if WeChat says it was paid."""
+        try:
+            self.wechat(merchant).close(merchant, out_trade_no)
+        except WechatPayNotFound:
+            pass  # never reached WeChat (or not yet: the caller's version check covers a prepay in flight)
+        except WechatPayBusinessError as exc:
+            if exc.is_code("ORDERPAID"):
+                self.sync_payment(merchant, out_trade_no)
+                return True
+            if not exc.is_code("ORDER_CLOSED"):
+                raise
+        return False
 
     def expire_attempt(self, mchid: str, out_trade_no: str) -> Payment:
         """Close a timed-out attempt at WeChat, then record it expired — or paid, if WeChat says so."""

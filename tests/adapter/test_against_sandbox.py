@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from typing import Any
 
@@ -140,6 +141,91 @@ def test_a_new_attempt_closes_the_previous_one_first(wired: Wired) -> None:
     wired.wait_until(lambda: status(wired, DIRECT.mchid, "AGAIN-1") == "PAID")
     with pytest.raises(InvalidTransition):
         wired.service.new_payment(DIRECT.mchid, "AGAIN-1")
+
+
+def _in_thread(work: Any) -> tuple[threading.Thread, list[Any]]:
+    """Run ``work`` on a thread named "A"; its result or exception lands in the list."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="A")
+    thread.start()
+    return thread, outcome
+
+
+def test_an_attempt_closed_while_its_prepay_is_in_flight_is_closed_at_wechat_too(wired: Wired) -> None:
+    """A's attempt is closed by B (WeChat: not found) before A's prepay lands: A closes it at WeChat after."""
+    wired.service.create_order(DIRECT.mchid, "RACE-1", 500, "tea", "native")
+    real_prepay, entered, release = wired.client.prepay, threading.Event(), threading.Event()
+
+    def held_prepay(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "A":
+            entered.set()
+            release.wait(10)
+        return real_prepay(*args, **kwargs)
+
+    wired.client.prepay = held_prepay  # type: ignore[method-assign]
+    thread, outcome = _in_thread(lambda: wired.service.new_payment(DIRECT.mchid, "RACE-1"))
+    assert entered.wait(10)
+    held = next(p for p in wired.ledger.get_order(DIRECT.mchid, "RACE-1").attempts[-1:])
+    winner = wired.service.new_payment(DIRECT.mchid, "RACE-1")  # B: closes A's attempt, not yet at WeChat
+    release.set()
+    thread.join(10)
+    assert isinstance(outcome[0], InvalidTransition)  # A is told its attempt was replaced
+    merchant = wired.client.merchant(DIRECT.mchid)
+    assert wired.client.query(merchant, held)["trade_state"] == "CLOSED"  # was NOTPAY: payable at WeChat
+    assert wired.ledger.get_payment(held).status.value == "CLOSED"
+    assert wired.client.query(merchant, winner.payment.out_trade_no)["trade_state"] == "NOTPAY"
+
+
+def test_an_attempt_prepaid_while_it_is_being_closed_is_asked_about_again(wired: Wired) -> None:
+    """B hears "not found" for A's attempt, then A's prepay lands: B's close sees the attempt moved and asks again."""
+    wired.service.create_order(DIRECT.mchid, "RACE-2", 500, "tea", "native")
+    real_prepay, real_close = wired.client.prepay, wired.client.close
+    b_asked, a_done = threading.Event(), threading.Event()
+
+    def prepay_after_b_asked(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "A":
+            b_asked.wait(10)
+        return real_prepay(*args, **kwargs)
+
+    def close_then_wait_for_a(merchant: Any, out_trade_no: str) -> Any:
+        try:
+            return real_close(merchant, out_trade_no)
+        finally:
+            if threading.current_thread().name != "A" and not b_asked.is_set() and out_trade_no == held[0]:
+                b_asked.set()
+                a_done.wait(10)
+
+    held: list[str] = []
+    wired.client.prepay = prepay_after_b_asked  # type: ignore[method-assign]
+    wired.client.close = close_then_wait_for_a  # type: ignore[method-assign]
+
+    def a() -> Any:
+        try:
+            return wired.service.new_payment(DIRECT.mchid, "RACE-2")
+        finally:
+            a_done.set()
+
+    order_before = wired.ledger.get_order(DIRECT.mchid, "RACE-2")
+    thread, outcome = _in_thread(a)
+    deadline = time.monotonic() + 10
+    while len(wired.ledger.get_order(DIRECT.mchid, "RACE-2").attempts) == len(order_before.attempts):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    held.append(wired.ledger.get_order(DIRECT.mchid, "RACE-2").attempts[-1])
+    winner = wired.service.new_payment(DIRECT.mchid, "RACE-2")  # B
+    thread.join(10)
+    assert not isinstance(outcome[0], Exception), outcome
+    assert wired.ledger.get_payment(held[0]).status.value == "CLOSED"
+    merchant = wired.client.merchant(DIRECT.mchid)
+    assert wired.client.query(merchant, held[0])["trade_state"] == "CLOSED"  # was NOTPAY: payable at WeChat
+    assert wired.client.query(merchant, winner.payment.out_trade_no)["trade_state"] == "NOTPAY"
 
 
 def test_a_refund_wechat_refuses_frees_the_reservation(wired: Wired) -> None:
