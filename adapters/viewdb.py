@@ -109,6 +109,18 @@ class ViewDatabase:
             else:
                 self._sqlite.execute(f"ANALYZE {table}")
 
+    def columns(self, table: str) -> set[str]:
+        """The table's column names (to add one an upgrade brings: ``CREATE TABLE IF NOT EXISTS`` does not)."""
+        if self.kind == "postgres":
+            rows = self.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = "
+                "current_schema()",
+                (table,),
+            )
+        else:
+            rows = [(r[1],) for r in self.execute(f"PRAGMA table_info({table})")]
+        return {str(r[0]) for r in rows}
+
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lock:
             if self.kind == "postgres":

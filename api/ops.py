@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from adapters.metrics import exposition, instruments
 from adapters.persistence import is_unavailable
 from api.deps import runtime
 from bootstrap.wiring import Runtime
@@ -19,23 +20,21 @@ router = APIRouter(include_in_schema=False)
 MAX_READY_LAG_EVENTS = 1000
 
 
+PAID_BOUNDS_MS = (5_000, 15_000, 30_000, 60_000, 120_000, 300_000, 900_000, 1_800_000, 7_200_000)
+
+
 class Metrics:
-    """This process's metrics (one registry per app, so tests may build several)."""
+    """The handle the app's code counts through: this process's instruments, and what the database says."""
 
     def __init__(self, rt: Runtime) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "zhangben_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
-        )
-        self.latency = Histogram(
-            "zhangben_http_request_seconds",
-            "HTTP request latency",
-            ["route"],
-            registry=self.registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )
-        self.callbacks = Counter("zhangben_callbacks", "WeChat callbacks by result", ["result"], registry=self.registry)
-        self.registry.register(_LedgerCollector(rt))
+        tools = instruments()
+        self.requests = tools.requests
+        self.latency = tools.latency
+        self.callbacks = tools.callbacks
+        self.ledger = _LedgerCollector(rt)
+
+    def render(self) -> bytes:
+        return exposition(self.ledger)
 
 
 class _LedgerCollector(Collector):
@@ -43,13 +42,7 @@ class _LedgerCollector(Collector):
         self.rt = rt
 
     def collect(self) -> Iterator[Any]:
-        calls = CounterMetricFamily(
-            "zhangben_wechatpay_calls", "WeChat Pay calls by API version and answer code", labels=["api", "code"]
-        )
-        for api, stats in (("v3", self.rt.client.stats), ("v2", self.rt.v2.stats)):
-            for code, count in sorted(stats.by_code.items()):
-                calls.add_metric([api, code], count)
-        yield calls
+        yield from self._orders()
         orders = GaugeMetricFamily("zhangben_orders", "Orders by status (status view)", labels=["status"])
         lag = GaugeMetricFamily("zhangben_projection_lag_events", "Events not yet in the view", labels=["projection"])
         try:
@@ -64,6 +57,23 @@ class _LedgerCollector(Collector):
         yield from self._scheduler()
         yield from self._money_alerts()
         yield from self._webhooks()
+
+    def _orders(self) -> Iterator[Any]:
+        """Created and paid as durable totals (rate() gives the success rate over time) and order → paid latency."""
+        created = CounterMetricFamily("zhangben_orders_created", "Orders created (from the order view)")
+        paid = CounterMetricFamily("zhangben_orders_paid", "Orders paid, at any time after creation (order view)")
+        latency = HistogramMetricFamily(
+            "zhangben_order_paid_seconds", "From an order's creation to WeChat's success_time, for paid orders"
+        )
+        try:
+            total, paid_total, within, sum_ms = self.rt.orders.paid_latency(PAID_BOUNDS_MS)
+        except Exception:  # noqa: BLE001 — a scrape must not fail because the database blinked
+            return
+        created.add_metric([], total)
+        paid.add_metric([], paid_total)
+        buckets = [(f"{b / 1000:g}", count) for b, count in zip(PAID_BOUNDS_MS, within, strict=True)]
+        latency.add_metric([], [*buckets, ("+Inf", paid_total)], sum_ms / 1000)
+        yield from (created, paid, latency)
 
     def _scheduler(self) -> Iterator[Any]:
         runs = CounterMetricFamily("zhangben_job_runs", "Scheduled job runs", labels=["job"])
@@ -84,10 +94,16 @@ class _LedgerCollector(Collector):
             "Differences in each merchant's latest reconciled day",
             labels=["mchid", "date"],
         )
+        matched = GaugeMetricFamily(
+            "zhangben_reconciliation_matched",
+            "Bill lines matched in each merchant's latest reconciled day",
+            labels=["mchid", "date"],
+        )
         abnormal = GaugeMetricFamily("zhangben_refunds_abnormal", "Refunds ABNORMAL at WeChat, waiting for a person")
         try:
-            for mchid, day, _, count in self.rt.reconciliation.latest_results():
+            for mchid, day, matched_lines, count in self.rt.reconciliation.latest_results():
                 differences.add_metric([mchid, day], count)
+                matched.add_metric([mchid, day], matched_lines)
             abnormal.add_metric(
                 [],
                 sum(
@@ -99,7 +115,7 @@ class _LedgerCollector(Collector):
             )
         except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked
             pass
-        yield from (differences, abnormal)
+        yield from (differences, matched, abnormal)
 
     def _webhooks(self) -> Iterator[Any]:
         deliveries = GaugeMetricFamily(
@@ -144,4 +160,4 @@ def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adapters import persistence
+from adapters import metrics, persistence
 from adapters.leases import Leases
 from adapters.refusals import RefusalCounter
 from adapters.sessions import SessionKeys
@@ -118,6 +118,8 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         secapi_base_url=settings.wechatpay_secapi_base_url,
         ca_file=settings.wechatpay_ca_file,
     )
+    metrics.instruments().listen(client.stats, "v3")  # every WeChat call this runtime makes is counted and timed
+    metrics.instruments().listen(v2.stats, "v2")
     db = ViewDatabase(persistence.parse_url(settings.database_url))
     views = build_views(ledger, db)
     service = PaymentService(

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def keyset_secrets(keys: Path) -> dict[str, str]:
@@ -32,7 +39,7 @@ def test_the_tour_holds_every_step_and_writes_no_secret(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "15 of 15 steps held" in result.stdout
+    assert "16 of 16 steps held" in result.stdout
     assert "paySign = MD5(" in result.stdout and "for the scanned product is PAID" in result.stdout
     assert "✗" not in result.stdout and "Traceback" not in result.stderr
 
@@ -58,3 +65,40 @@ def test_the_tour_holds_every_step_and_writes_no_secret(tmp_path: Path) -> None:
         assert not re.search(r"\bzb_[0-9a-f]{16}_[A-Za-z0-9_-]{8}", text), f"{where} shows an API key"
     leaked = sorted({name for secret, name in secrets.items() if secret in events})
     assert not leaked, f"a stored event holds {leaked}"
+
+    # monitoring (seed 000): what the tour's last step scraped has every metric ops/ names
+    metrics_text = (workdir / "metrics.txt").read_text(encoding="utf-8")
+    check_ops_against(metrics_text, ROOT)
+    assert not any(secret in metrics_text for secret in secrets), "a metric shows a secret"
+
+
+def ops_expressions(root: Path) -> list[str]:
+    """Every PromQL expression of the shipped alert rules and dashboard."""
+    rules = yaml.safe_load((root / "ops" / "prometheus-rules.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((root / "ops" / "grafana-dashboard.json").read_text())
+    exprs += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    return exprs
+
+
+def check_ops_against(metrics_text: str, root: Path) -> None:
+    """Each metric the rules and the panels name is one a scrape really has (after the tour, so with samples)."""
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text)}
+    samples = {s.name for f in families.values() for s in f.samples}
+    exprs = ops_expressions(root)
+    assert len(exprs) > 20
+    named = {name for expr in exprs for name in re.findall(r"\bzhangben_[a-z_]+", expr)}
+    missing = sorted(n for n in named if n not in samples and n not in families)
+    assert not missing, f"the rules or the dashboard name metrics /metrics does not have: {missing}"
+    for needed in (
+        "zhangben_wechatpay_calls_total",
+        "zhangben_orders_paid_total",
+        "zhangben_order_paid_seconds_bucket",
+    ):
+        assert needed in samples, needed  # with samples: the tour made them count
+    promtool = shutil.which("promtool")
+    if promtool:  # Prometheus's own check, where it is installed
+        checked = subprocess.run(
+            [promtool, "check", "rules", str(root / "ops" / "prometheus-rules.yml")], capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr

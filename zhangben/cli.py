@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     work = commands.add_parser(
         "work", help="run the projections, the scheduled jobs and webhook deliveries, without HTTP"
     )
+    work.add_argument("--metrics-port", type=int, metavar="PORT", help="serve this process's /metrics on PORT")
+    work.add_argument("--metrics-host", default="127.0.0.1", help="the address for --metrics-port")
     work.set_defaults(handler="zhangben.serve:cmd_work")
 
     apikey = commands.add_parser("apikey", help="API keys")

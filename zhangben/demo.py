@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import segno
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.webhooks import verify_signature
 from adapters.wechatpay.beijing import BEIJING
@@ -450,6 +451,25 @@ class Tour:
             "replayed as of that moment it was PAID; now it is PARTIALLY_REFUNDED",
         )
 
+    def monitoring(self) -> None:
+        """The figures ops/prometheus-rules.yml alerts on and ops/grafana-dashboard.json draws, as a scrape sees them."""
+        text = httpx.get(f"{self.ledger}/metrics", timeout=10).text
+        (self.stack.root / "metrics.txt").write_text(text, encoding="utf-8")
+        samples = parse_metrics(text)
+        created = samples.get(("zhangben_orders_created_total", ()), 0)
+        paid = samples.get(("zhangben_orders_paid_total", ()), 0)
+        say(f"orders created {created:.0f}, paid {paid:.0f} (zhangben_orders_created_total, …_paid_total)")
+        calls = {
+            dict(labels).get("endpoint", ""): value
+            for (name, labels), value in samples.items()
+            if name == "zhangben_wechatpay_calls_total" and dict(labels).get("code", "").startswith("2")
+        }
+        say("WeChat calls answered 2xx by endpoint: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(calls.items())))
+        accepted = samples.get(("zhangben_callbacks_total", (("result", "accepted"),)), 0)
+        say(f"callbacks accepted {accepted:.0f}; all of it in {self.stack.root / 'metrics.txt'}")
+        check(created > 0 and 0 < paid <= created, "orders created and paid are counted")
+        check(calls.get("prepay", 0) > 0, "WeChat prepay calls are counted by endpoint")
+
     def auditor_history(self, no: str) -> list[dict[str, Any]]:
         return httpx.get(
             f"{self.ledger}/v1/audit/orders/{no}/history", headers={"Authorization": f"Bearer {self.auditor}"}
@@ -472,7 +492,17 @@ STEPS: list[tuple[str, Callable[[Tour], None]]] = [
     ("One seeded difference, found", Tour.seeded_difference),
     ("The journal's trial balance", Tour.trial_balance),
     ("An order's history, replayed as of a past moment", Tour.history_as_of),
+    ("What monitoring sees: /metrics", Tour.monitoring),
 ]
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text exposition → {(name, sorted labels): value}."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

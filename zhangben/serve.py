@@ -12,15 +12,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
+from pathlib import Path
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from adapters import metrics
 from adapters.persistence import parse_url
 from api import logs
 from application.webhooks import DeliveryWorker
@@ -51,6 +55,8 @@ def cmd_work(args: argparse.Namespace) -> int:
     """``zhangben work``: the projections, the jobs and the webhook deliveries, without HTTP (beside ``serve --api-only``)."""
     settings = load_settings()
     logs.configure()
+    if args.metrics_port:
+        metrics.serve_on(args.metrics_host, args.metrics_port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with background(settings, projections=True, scheduler=True, webhooks=True):
@@ -102,6 +108,9 @@ def serve(
     if workers > 1 and parse_url(settings.database_url).kind != "postgres":
         raise UsageError("SQLite serves one worker process; use PostgreSQL for --workers N")
     sock = listening_socket(host, port)  # first: a port in use is one line, before anything starts
+    # one /metrics for this process and its workers, whichever worker a scrape reaches
+    metrics_dir = Path(os.environ.get(metrics.MULTIPROC_ENV) or tempfile.mkdtemp(prefix="zhangben-metrics-"))
+    metrics.share_across_processes(metrics_dir)
     init_database(settings)  # once, here: workers never run DDL
     build_runtime(settings).close()  # checks every merchant's configuration before serving
     # read-after-write: the API waits for the projections wherever they run (`zhangben work` with --api-only)
@@ -120,7 +129,10 @@ def serve(
             f"zhangben ledger on http://{host}:{port} (API docs: http://{host}:{port}/docs, {workers} worker(s))",
             flush=True,
         )
-        run_workers(sock, host, port, workers)
+        try:
+            run_workers(sock, host, port, workers)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -37,7 +37,7 @@ from adapters.wechatpay.errors import (
     WechatPayUnavailable,
 )
 from adapters.wechatpay.platform import PlatformCertificate, PlatformKeys, decrypt_certificates
-from adapters.wechatpay.retries import CallStats, Retry
+from adapters.wechatpay.retries import CallStats, Retry, endpoint_of
 
 ENDPOINTS = {"native": "native", "jsapi": "jsapi", "miniprogram": "jsapi", "app": "app", "h5": "h5"}
 NOT_RETRYABLE_5XX = ("OPENID_MISMATCH", "INVALID_TRANSACTIONID")
@@ -103,7 +103,7 @@ class WechatPayClient:
             return response
 
         retry = Retry(self.max_attempts, self.backoff_seconds, self.sleep, self.stats, NOT_RETRYABLE_5XX)
-        return retry.run(attempt, lambda response: str(response.status_code))
+        return retry.run(attempt, lambda response: str(response.status_code), endpoint_of(url))
 
     def _send(self, merchant: Merchant, method: str, url: str, raw: bytes) -> httpx.Response:
         parts = urlsplit(url)

@@ -34,7 +34,7 @@ from adapters.wechatpay.errors import (
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
-from adapters.wechatpay.retries import CallStats, Retry
+from adapters.wechatpay.retries import CallStats, Retry, endpoint_of
 from adapters.wechatpay.v2_callbacks import v2_refund_notice, v2_transaction_notice
 
 TRADE_TYPES = {"native": "NATIVE", "jsapi": "JSAPI", "miniprogram": "JSAPI", "app": "APP", "h5": "MWEB"}
@@ -106,7 +106,9 @@ class WechatPayV2Client:
     ) -> dict[str, str]:
         """Sign, post, verify; retry what may be retried; the verified fields of the answer."""
         return self._retry().run(
-            lambda: self._answer(merchant, self._post(merchant, path, params, certificate)), lambda _: "SUCCESS"
+            lambda: self._answer(merchant, self._post(merchant, path, params, certificate)),
+            lambda _: "SUCCESS",
+            endpoint_of(path),
         )
 
     def _retry(self) -> Retry:
@@ -266,7 +268,7 @@ class WechatPayV2Client:
         if gzip_file:
             params["tar_type"] = "GZIP"
         response = self._retry().run(
-            lambda: self._post(merchant, "/pay/downloadbill", params, certificate=False), lambda _: "200"
+            lambda: self._post(merchant, "/pay/downloadbill", params, certificate=False), lambda _: "200", "bill"
         )
         content = response.content
         if content.lstrip().startswith(b"<xml>"):

@@ -20,6 +20,7 @@ from adapters.persistence import parse_url
 from adapters.viewdb import ViewDatabase
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID
 from tests.deploy import Deployment
+from zhangben.demo import parse_metrics
 from zhangben.launch import StackError
 
 PROBLEM = "application/problem+json"
@@ -369,6 +370,17 @@ def test_operations(deployment: Deployment) -> None:
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         text = http.get("/metrics").text
         assert "zhangben_http_requests_total" in text and "zhangben_orders" in text
+
+        def healthz_count() -> float:
+            samples = parse_metrics(http.get("/metrics").text)
+            return samples.get(
+                ("zhangben_http_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200"))), 0
+            )
+
+        before = healthz_count()
+        for _ in range(40):  # new connections: spread over every worker
+            assert httpx.get(f"{deployment.ledger}/healthz").status_code == 200
+        assert healthz_count() == before + 40  # one scrape sums all the workers, whichever answers it
         assert http.get("/openapi.json").json()["info"]["title"] == "zhangben"
         assert http.get("/docs").status_code == 200
 
