@@ -78,6 +78,19 @@ def test_rebuild_equals_incremental(runtime: Runtime) -> None:
     assert balance["debit_fen"] == balance["credit_fen"] > 0
 
 
+def test_an_order_view_from_before_paid_ms_gains_it_by_replaying(runtime: Runtime) -> None:
+    """An upgrade adds a column to the view: ``db init`` adds it and the view is replayed to fill it."""
+    some_history(runtime.ledger, "UP", 8)
+    follower = runtime.followers["order_status"]
+    follower.catch_up()
+    runtime.db.execute("ALTER TABLE order_status DROP COLUMN paid_ms")  # the view as an older release left it
+    follower.create_tables()  # what `zhangben db init` runs
+    assert "paid_ms" in runtime.db.columns("order_status") and follower.position == 0
+    follower.catch_up()
+    created, paid, within, _ = runtime.orders.paid_latency([60_000])
+    assert (created, paid, within) == (8, 6, [6])  # 2 of 8 never paid (some_history skips every fourth)
+
+
 def test_a_rebuild_beside_a_running_runner_lets_the_runner_finish_it(runtime: Runtime) -> None:
     """``zhangben projections rebuild`` while ``serve`` follows the same projection: no error, the same rows."""
     some_history(runtime.ledger, "RR", 8)
