@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from adapters.exports import export
+from adapters.exports import render
 from adapters.wechatpay.bills import BillFormatError
 from api.deps import Rt, role
 from api.models import BillImport, JournalReport, ReconciliationReport
-from application.finance import JOURNAL_COLUMNS, RECONCILIATION_COLUMNS
+from application.finance_exports import journal_workbook, reconciliation_workbook
 from domain.apikey import Principal
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"])
@@ -37,12 +37,8 @@ def reconciliation(who: Clerk, rt: Rt, date: date, format: Format = "json") -> A
         raise HTTPException(404, f"no bill imported for {date}: POST /v1/finance/bills/{date}/import first")
     if format == "json":
         return report
-    return _file(
-        "reconciliation",
-        format,
-        str(date),
-        export("reconciliation", format, RECONCILIATION_COLUMNS, list(rt.finance.differences(who.mchid, date))),
-    )
+    book = reconciliation_workbook(rt.finance, [who.mchid], date, date)
+    return _file("reconciliation", format, str(date), render(book, format))
 
 
 @router.get(
@@ -56,7 +52,8 @@ def journal(who: Clerk, rt: Rt, to: date, from_: Annotated[date, Query(alias="fr
     report = rt.finance.journal_report(who.mchid, from_, to)
     if format == "json":
         return report
-    return _file("journal", format, f"{from_}_{to}", export("journal", format, JOURNAL_COLUMNS, report["lines"]))
+    book = journal_workbook(rt.finance, [who.mchid], from_, to)
+    return _file("journal", format, f"{from_}_{to}", render(book, format))
 
 
 @router.post(

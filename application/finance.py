@@ -23,9 +23,6 @@ from domain.errors import RefundNotFound
 
 log = logging.getLogger("zhangben.finance")
 
-RECONCILIATION_COLUMNS = ["kind", "of", "out_trade_no", "transaction_id", "out_refund_no", "bill_fen", "ledger_fen"]
-JOURNAL_COLUMNS = ["date", "account", "debit_fen", "credit_fen", "reference", "event", "note"]
-
 
 class StoredBill(Protocol):
     @property
@@ -58,6 +55,12 @@ class BillStore(Protocol):
     ) -> Iterator[dict[str, Any]]: ...
 
     def missing_payments(self, mchid: str, bill_date: date) -> Iterator[list[str]]: ...
+
+    def lines(
+        self, mchid: str, bill_date: date, known_refunds: Callable[[Sequence[str]], set[str]]
+    ) -> Iterator[dict[str, Any]]: ...
+
+    def bill_totals(self, mchid: str, bill_date: date) -> dict[str, int]: ...
 
     def has_bill(self, mchid: str, bill_date: date) -> bool: ...
 
@@ -202,6 +205,14 @@ class Finance:
         """Every difference of the day, streamed (the exports)."""
         self.journal_follower.bring_up_to_date()
         return self.bills.differences(mchid, bill_date, partial(self.ledger.known_refunds, mchid))
+
+    def lines(self, mchid: str, bill_date: date) -> Iterator[dict[str, Any]]:
+        """Every bill line with its result, then what only the ledger has (the exports' 对账明细)."""
+        self.journal_follower.bring_up_to_date()
+        return self.bills.lines(mchid, bill_date, partial(self.ledger.known_refunds, mchid))
+
+    def bill_totals(self, mchid: str, bill_date: date) -> dict[str, int]:
+        return self.bills.bill_totals(mchid, bill_date)
 
     def journal_report(self, mchid: str, day_from: date, day_to: date) -> dict[str, Any]:
         self.journal_follower.bring_up_to_date()

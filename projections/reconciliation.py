@@ -252,6 +252,66 @@ class Reconciliation:
                         "missing_in_bill", kind, otn, key if payment else "", "" if payment else key, None, ledger_fen
                     )
 
+    def lines(self, mchid: str, bill_date: date, known_refunds: KnownRefunds) -> Iterator[dict[str, Any]]:
+        """Every line of the day's bill with what reconciling it found (``matched`` or the difference's kind),
+        in bill order, then what the ledger recorded that the bill lacks: the clerk's full list."""
+        day = bill_date.isoformat()
+        after = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT line_no, trade_time, what, out_trade_no, transaction_id, out_refund_no, bill_fen, fee_mfen, "  # noqa: S608 — fixed fragments
+                "ledger_fen FROM ("
+                "SELECT b.line_no AS line_no, b.trade_time AS trade_time, 'payment' AS what, b.out_trade_no AS "
+                "out_trade_no, b.transaction_id AS transaction_id, '' AS out_refund_no, b.settled_fen AS bill_fen, "
+                f"b.fee_mfen AS fee_mfen, m.amount_fen AS ledger_fen {_PAYMENTS} AND b.line_no > ? "
+                "UNION ALL SELECT b.line_no, b.trade_time, 'refund', b.out_trade_no, b.transaction_id, b.out_refund_no, "
+                f"b.refund_fen, b.fee_mfen, m.amount_fen {_REFUNDS} AND b.line_no > ?) x ORDER BY line_no LIMIT ?",
+                (mchid, day, after, mchid, day, after, PAGE),
+            )
+            unknown = [r[5] for r in rows if r[2] == "refund" and r[8] is None]
+            known = known_refunds(unknown) if unknown else set()
+            for line_no, trade_time, what, otn, txn, orn, bill_fen, fee, ledger_fen in rows:
+                if ledger_fen is None:
+                    result = "status_mismatch" if orn in known else "missing_in_ledger"
+                else:
+                    result = "matched" if int(ledger_fen) == int(bill_fen) else "amount_mismatch"
+                yield {
+                    "line_no": int(line_no),
+                    "trade_time": trade_time,
+                    "result": result,
+                    "of": what,
+                    "out_trade_no": otn,
+                    "transaction_id": txn,
+                    "out_refund_no": orn,
+                    "bill_fen": int(bill_fen),
+                    "ledger_fen": None if ledger_fen is None else int(ledger_fen),
+                    "fee_mfen": int(fee),
+                }
+            if len(rows) < PAGE:
+                break
+            after = rows[-1][0]
+        for difference in self._not_in_bill(mchid, day):
+            yield {"line_no": None, "trade_time": None, "result": difference.pop("kind"), "fee_mfen": None} | difference
+
+    def bill_totals(self, mchid: str, bill_date: date) -> dict[str, int]:
+        """The bill's own sums: trades and their amount, refunds and theirs, the fees (fen, rounded half up)."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(CASE WHEN trade_state = 'SUCCESS' THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN trade_state = 'SUCCESS' THEN settled_fen ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN trade_state = 'REFUND' THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN trade_state = 'REFUND' THEN refund_fen ELSE 0 END), 0), "
+            "COALESCE(SUM(fee_mfen), 0) FROM bill_lines WHERE mchid = ? AND bill_date = ?",
+            (mchid, bill_date.isoformat()),
+        )[0]
+        trades, settled, refunds, refunded, fee_mfen = (int(v) for v in row)
+        return {
+            "trades": trades,
+            "settled_fen": settled,
+            "refunds": refunds,
+            "refunded_fen": refunded,
+            "fee_fen": fen_from_mfen(fee_mfen),
+        }
+
     def missing_payments(self, mchid: str, bill_date: date) -> Iterator[list[str]]:
         """Pages of the out_trade_no of payments WeChat took that the ledger has not recorded (what healing asks)."""
         for page in self._pages(

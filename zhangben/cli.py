@@ -157,13 +157,20 @@ def _finance_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     reconcile.add_argument("--merchant", metavar="MCHID")
     reconcile.set_defaults(handler="zhangben.cli_finance:cmd_reconcile")
 
-    exp = commands.add_parser("export", help="finance exports")
-    exp.add_argument("what", choices=["reconciliation", "journal", "orders"])
-    exp.add_argument("--date", required=True, metavar="YYYY-MM-DD")
-    exp.add_argument("--to", metavar="YYYY-MM-DD")
-    exp.add_argument("--format", required=True, choices=["csv", "xlsx"])
-    exp.add_argument("--out", required=True, metavar="FILE")
-    exp.add_argument("--merchant", metavar="MCHID")
+    exp = commands.add_parser(
+        "export", help="finance files for a clerk: XLSX (summary, totals, 元) or CSV for Excel (docs/finance.md)"
+    )
+    exp.add_argument(
+        "what",
+        choices=["reconciliation", "journal", "orders"],
+        help="reconciliation: summary, every bill line and the differences; journal: lines and trial balance; "
+        "orders: one row per order",
+    )
+    exp.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the first day (Beijing time)")
+    exp.add_argument("--to", metavar="YYYY-MM-DD", help="the last day, included (default: --date)")
+    exp.add_argument("--format", choices=["csv", "xlsx"], help="default: the extension of --out")
+    exp.add_argument("--out", required=True, metavar="FILE", help="the file to write (.xlsx or .csv)")
+    exp.add_argument("--merchant", metavar="MCHID", help="one merchant (default: every merchant of zhangben.toml)")
     exp.set_defaults(handler="zhangben.cli_finance:cmd_export")
 
     projections = commands.add_parser("projections", help="the read models")

@@ -6,16 +6,17 @@ import argparse
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
-from adapters.exports import export, write_export
+from adapters.exports import FORMATS, render, write_export
 from adapters.wechatpay.beijing import BEIJING
 from adapters.wechatpay.bills import BillFormatError
 from adapters.wechatpay.errors import WechatPayBusinessError
-from application.finance import JOURNAL_COLUMNS, RECONCILIATION_COLUMNS
+from application.finance_exports import journal_workbook, orders_workbook, reconciliation_workbook
 from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import Runtime, build_runtime, init_database
 from projections.core import Runner
@@ -129,52 +130,50 @@ def _print_report(bill_date: date, mchid: str, report: dict[str, Any]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     day_from = _date(args.date, "--date")
     day_to = _date(args.to, "--to") if args.to else day_from
+    if day_to < day_from:
+        raise UsageError(f"--to {day_to} is before --date {day_from}")
+    out = Path(args.out)
+    fmt = export_format(out, args.format)
     rt = command_runtime()
-    rows: list[dict[str, Any]] = []
     try:
-        finance = rt.finance
-        for mchid in chosen_merchants(rt.settings, args.merchant):
-            if args.what == "reconciliation":
-                day = day_from
-                while day <= day_to:
-                    report = finance.report(mchid, day)
-                    if report["bill_imported"]:  # without WeChat's bill there is nothing to compare
-                        rows += [d | {"mchid": mchid, "date": day.isoformat()} for d in finance.differences(mchid, day)]
-                    day += timedelta(days=1)
-                columns = ["mchid", "date", *RECONCILIATION_COLUMNS]
-            elif args.what == "journal":
-                rows += [line | {"mchid": mchid} for line in finance.journal_report(mchid, day_from, day_to)["lines"]]
-                columns = ["mchid", *JOURNAL_COLUMNS]
-            else:
-                rows += _orders(rt, mchid, day_from, day_to)
-                columns = [
-                    "mchid",
-                    "merchant_order_no",
-                    "status",
-                    "amount_fen",
-                    "paid_fen",
-                    "payer_total_fen",
-                    "refunded_fen",
-                    "created_at",
-                    "paid_at",
-                ]
-        write_export(Path(args.out), export(args.what, args.format, columns, rows))
+        mchids = chosen_merchants(rt.settings, args.merchant)
+        if args.what == "reconciliation":
+            book = reconciliation_workbook(rt.finance, mchids, day_from, day_to)
+        elif args.what == "journal":
+            book = journal_workbook(rt.finance, mchids, day_from, day_to)
+        else:
+            book = orders_workbook(view for mchid in mchids for view in _orders(rt, mchid, day_from, day_to))
+        write_export(out, render(book, fmt))
     finally:
         rt.close()
-    print(f"wrote {len(rows)} rows to {args.out}")
+    sheets = book.sheets if fmt == "xlsx" else [book.sheets[book.csv_sheet]]
+    counted = ", ".join(f"{s.name} {s.totals['count']} rows" for s in sheets if s.totals and "count" in s.totals)
+    print(f"wrote {out} ({fmt}: {', '.join(s.name for s in sheets)}" + (f"; {counted}" if counted else "") + ")")
     return 0
 
 
-def _orders(rt: Runtime, mchid: str, day_from: date, day_to: date) -> list[dict[str, Any]]:
+def export_format(out: Path, given: str | None) -> str:
+    """The format asked for, or the file's extension's; a format that contradicts the extension is refused."""
+    suffix = out.suffix.lower().lstrip(".")
+    if given is None:
+        if suffix not in FORMATS:
+            raise UsageError(f"cannot tell the format of {out}: name it .csv or .xlsx, or give --format")
+        return suffix
+    if suffix in FORMATS and suffix != given:
+        raise UsageError(f"--format {given} contradicts the file name {out} (.{suffix})")
+    return given
+
+
+def _orders(rt: Runtime, mchid: str, day_from: date, day_to: date) -> Iterator[dict[str, Any]]:
     rt.followers["order_status"].catch_up()
     start = datetime.combine(day_from, dtime.min, BEIJING)
     end = datetime.combine(day_to + timedelta(days=1), dtime.min, BEIJING)
-    rows, cursor = [], None
+    cursor = None
     while True:
-        page, cursor = rt.orders.list(mchid, None, start, end, 100, cursor)
-        rows += page
+        page, cursor = rt.orders.list(mchid, None, start, end, 500, cursor)
+        yield from page  # newest first, as the order list
         if cursor is None:
-            return rows
+            return
 
 
 def cmd_projections_status(args: argparse.Namespace) -> int:

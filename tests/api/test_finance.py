@@ -124,31 +124,112 @@ def test_a_day_reconciles_then_each_difference_is_found(deployment: Deployment) 
     with deployment.client() as merchant:
         assert merchant.get("/v1/finance/reconciliation", params={"date": day.isoformat()}).status_code == 403
 
-    export = deployment.root / "r.xlsx"
-    assert (
-        cli(
-            deployment,
-            "export",
-            "journal",
-            "--date",
-            day.isoformat(),
-            "--format",
-            "xlsx",
-            "--out",
-            str(export),
-            "--merchant",
-            DIRECT.mchid,
-        ).returncode
-        == 0
+    check_journal_xlsx(deployment, day, balance)
+    check_orders_xlsx(deployment, day)
+    check_clean_reconciliation_files(deployment, day, balance)
+    # the CLI refuses what cannot be meant, in one line, writing nothing
+    backwards = cli(deployment, "export", "orders", "--date", day.isoformat(), "--to", "2001-01-01", "--out", "x.xlsx")
+    assert backwards.returncode == 2 and backwards.stderr.count("\n") == 1 and "before" in backwards.stderr
+    clash = cli(deployment, "export", "orders", "--date", day.isoformat(), "--format", "csv", "--out", "x.xlsx")
+    assert clash.returncode == 2 and "contradicts" in clash.stderr and not (deployment.root / "x.xlsx").exists()
+
+
+def table(ws: Any) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
+    """A sheet's headers, its data rows keyed by header, and its 合计 row (if any)."""
+    values = list(ws.values)
+    headers = list(values[0])
+    rows = [dict(zip(headers, row, strict=True)) for row in values[1:]]
+    totals = rows.pop() if rows and rows[-1][headers[0]] == "合计" else None
+    return headers, rows, totals
+
+
+def cells_under(ws: Any, header: str) -> list[Any]:
+    column = [c.value for c in next(ws.iter_rows(min_row=1, max_row=1))].index(header)
+    return [row[column] for row in ws.iter_rows(min_row=2)]
+
+
+def check_journal_xlsx(deployment: Deployment, day: date, balance: dict[str, Any]) -> None:
+    """日记账 and 试算平衡: Chinese headers, 元 as formatted numbers beside fen, dates, totals equal to the journal's."""
+    path = deployment.root / "journal.xlsx"
+    done = cli(
+        deployment, "export", "journal", "--date", day.isoformat(), "--out", str(path), "--merchant", DIRECT.mchid
     )
-    rows = list(load_workbook(export).active.values)
-    assert rows[0][:3] == ("mchid", "date", "account") and len(rows) > 10
-    orders = deployment.root / "orders.xlsx"
-    done = cli(deployment, "export", "orders", "--date", day.isoformat(), "--format", "xlsx", "--out", str(orders))
     assert done.returncode == 0, done.stderr
-    table = list(load_workbook(orders).active.values)
-    by_no = {row[1]: dict(zip(table[0], row, strict=True)) for row in table[1:]}
-    assert (by_no["REC-4"]["paid_fen"], by_no["REC-4"]["payer_total_fen"]) == (2500, 2000)
+    book = load_workbook(path)
+    assert book.sheetnames == ["日记账", "试算平衡"]
+    lines = book["日记账"]
+    headers, rows, totals = table(lines)
+    assert headers[:4] == ["商户号", "记账日期", "科目代码", "科目"] and "借方(元)" in headers and "借方(分)" in headers
+    assert lines.freeze_panes == "A2" and lines.column_dimensions["I"].width > 8
+    assert all(isinstance(r["记账日期"], datetime) for r in rows)  # a real date, not text
+    money = [c for c in cells_under(lines, "借方(元)") if isinstance(c.value, (int, float))]
+    assert money and all(c.number_format == "#,##0.00" for c in money)
+    assert totals is not None and totals["借方(分)"] == totals["贷方(分)"] == sum(r["借方(分)"] for r in rows)
+    day_only = cli(deployment, "export", "journal", "--date", day.isoformat(), "--format", "csv", "--out", "j.csv")
+    assert day_only.returncode == 0
+    trial = table(book["试算平衡"])
+    by_account = {r["科目代码"]: r for r in trial[1]}
+    assert by_account["merchant_sales"]["科目"] == "主营业务收入"
+    for account, sums in balance["accounts"].items():
+        if account in by_account:  # the journal of one day (balance above spans two)
+            assert by_account[account]["借方合计(分)"] <= sums["debit_fen"]
+    assert trial[2] is not None and trial[2]["借方合计(分)"] == trial[2]["贷方合计(分)"] == totals["借方(分)"]
+    assert round(trial[2]["借方合计(元)"] * 100) == trial[2]["借方合计(分)"]
+
+
+def check_orders_xlsx(deployment: Deployment, day: date) -> None:
+    path = deployment.root / "orders.xlsx"
+    done = cli(deployment, "export", "orders", "--date", day.isoformat(), "--out", str(path))
+    assert done.returncode == 0, done.stderr
+    _, rows, totals = table(load_workbook(path)["订单"])
+    by_no = {r["商户订单号"]: r for r in rows}
+    coupon = by_no["REC-4"]
+    assert (coupon["实收金额(分)"], coupon["用户实付(分)"], coupon["用户实付(元)"]) == (2500, 2000, 20)
+    assert coupon["商品描述"] == "对账" and coupon["状态"] == "已支付" and coupon["微信支付订单号"].startswith("42")
+    assert isinstance(coupon["下单时间"], datetime) and isinstance(coupon["支付时间"], datetime)
+    assert totals is not None and totals["实收金额(分)"] == sum(r["实收金额(分)"] for r in rows)
+
+
+def check_clean_reconciliation_files(deployment: Deployment, day: date, balance: dict[str, Any]) -> None:
+    """A clean day is not a header-only file: the summary says so, and every matched line is listed."""
+    path = deployment.root / "reconciliation.xlsx"
+    done = cli(deployment, "export", "reconciliation", "--date", day.isoformat(), "--out", str(path))
+    assert done.returncode == 0, done.stderr
+    book = load_workbook(path)
+    assert book.sheetnames == ["汇总", "对账明细", "差异"]
+    _, summary, _ = table(book["汇总"])
+    items = {r["项目"]: r for r in summary if r["商户号"] == DIRECT.mchid}
+    paid, refunded = items["对平：支付"], items["对平：退款"]
+    assert (paid["笔数"], paid["微信账单金额(分)"], paid["账本金额(分)"]) == (4, 6000 + 1300 + 990 + 2500, 10790)
+    assert (refunded["笔数"], refunded["微信账单金额(分)"]) == (2, 2000 + 990)
+    assert all(items[name]["笔数"] == 0 for name in ("微信有、账本无", "账本有、微信无", "金额不符", "状态不符"))
+    trades, refunds, fee = items["微信账单：交易"], items["微信账单：退款"], items["微信账单：手续费"]
+    assert (trades["笔数"], trades["微信账单金额(分)"], refunds["微信账单金额(分)"]) == (4, 10790, 2990)
+    net = items["净结算（交易−退款−手续费）"]["微信账单金额(分)"]
+    assert net == 10790 - 2990 - fee["微信账单金额(分)"]
+    # against the journal: the fee booked from this bill, and the settlement booked to the bank (T+1)
+    assert fee["微信账单金额(分)"] == balance["accounts"]["wechat_fees"]["debit_fen"]
+    assert net == balance["accounts"]["bank"]["debit_fen"]
+    _, lines, totals = table(book["对账明细"])
+    assert len(lines) == 6 and {r["对账结果"] for r in lines} == {"对平"}
+    net_of_lines = 6000 + 1300 + 990 + 2500 - 2000 - 990  # refunds are negative: the 合计 is the net
+    assert (
+        totals is not None and totals["微信金额（退款为负）(分)"] == totals["账本金额（退款为负）(分)"] == net_of_lines
+    )
+    fees = cells_under(book["对账明细"], "手续费(元)")
+    assert all(c.number_format == "#,##0.00000" for c in fees if c.value is not None)
+    assert all(isinstance(r["交易时间"], datetime) for r in lines)
+    assert table(book["差异"])[1] == []
+    csv_path = deployment.root / "reconciliation.csv"
+    assert (
+        cli(deployment, "export", "reconciliation", "--date", day.isoformat(), "--out", str(csv_path)).returncode == 0
+    )
+    text = csv_path.read_bytes()
+    assert text.startswith("\ufeff".encode())
+    csv_rows = text.decode("utf-8-sig").splitlines()
+    assert csv_rows[0].startswith("商户号 (mchid),账单日期 (date),账单行号 (line_no),交易时间 (trade_time)")
+    assert "微信金额（退款为负）(元) (bill_yuan)" in csv_rows[0] and len(csv_rows) == 1 + 6 + 1
+    assert csv_rows[-1].startswith("合计,")
 
 
 def test_every_kind_of_difference(deployment: Deployment) -> None:
@@ -234,3 +315,19 @@ def test_every_kind_of_difference(deployment: Deployment) -> None:
     # re-importing the same day replaces, never duplicates
     again = cli(deployment, "reconcile", "--date", day.isoformat(), "--merchant", DIRECT.mchid)
     assert again.returncode == 3 and "differences 3" in again.stdout
+    # the clerk's file: each kind counted in the summary, the three left in 差异, the matched ones in 对账明细
+    path = deployment.root / "differences.xlsx"
+    done = cli(deployment, "export", "reconciliation", "--date", day.isoformat(), "--out", str(path))
+    assert done.returncode == 0, done.stderr
+    book = load_workbook(path)
+    items = {r["项目"]: r for r in table(book["汇总"])[1] if r["商户号"] == DIRECT.mchid}
+    assert (items["微信有、账本无"]["笔数"], items["账本有、微信无"]["笔数"], items["金额不符"]["笔数"]) == (1, 1, 1)
+    assert items["微信有、账本无"]["微信账单金额(分)"] == 700 and items["账本有、微信无"]["账本金额(分)"] == 800
+    _, differences, _ = table(book["差异"])
+    assert {(r["结果代码"], r["商户支付单号"]) for r in differences} == {
+        ("missing_in_ledger", "STRANGER001"),
+        ("missing_in_bill", ghost),
+        ("amount_mismatch", odd),
+    }
+    _, lines, _ = table(book["对账明细"])
+    assert {r["商户支付单号"] for r in lines if r["对账结果"] == "对平"} >= {heal, refunded}
