@@ -189,16 +189,20 @@ def ping(store: StoreUrl, timeout: int = 1) -> None:
         conn.execute("SELECT 1").fetchall()
 
 
-def check_reachable(store: StoreUrl) -> None:
+def check_reachable(store: StoreUrl, *, create: bool = False) -> None:
     """Fail fast, in one line, when the store cannot be opened.
 
     The library retries connection errors for tens of seconds before it
-    gives up; a user who mistyped a host deserves an answer sooner.
+    gives up; a user who mistyped a host deserves an answer sooner.  A SQLite
+    file is made only when ``create`` (``db init``, ``serve``): a read command
+    pointed at a mistyped path must not leave an empty database behind.
     """
     if store.kind == "memory":
         return
     if store.kind == "sqlite":
         path = Path(store.path)
+        if store.path != ":memory:" and not create and not path.exists():
+            raise DatabaseNotInitialised(f"database {store} does not exist: check the URL, or run `zhangben db init`")
         if store.path != ":memory:":
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 from datetime import UTC, datetime
 
@@ -41,10 +42,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(level: int = logging.INFO) -> None:
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure(level: int | None = None) -> None:
+    """JSON lines on standard error for every long-running process (serve, work, the sandbox, the runners).
+
+    ``ZHANGBEN_LOG_LEVEL`` (debug, info, warning, error; default info) sets the level.
+    """
+    if level is None:
+        level = LEVELS.get(os.environ.get("ZHANGBEN_LOG_LEVEL", "info").lower(), logging.INFO)
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())  # redacts every line itself (RedactingFilter is for other formats)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("uvicorn.access").disabled = True  # our own access line carries the request id
+    # the scheduler's ticker says "Running job" and "executed successfully" every 5 s at INFO: that is DEBUG
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)

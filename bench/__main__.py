@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment, deploy
 from tests.pgserver import ThrowawayPostgres
 from tests.spec_wechat import SpecWechat, paid_resource
+from zhangben import console
 
 MCHID = DIRECT.mchid
 
@@ -68,8 +70,9 @@ QUICK = Sizes(creates=600, rush=500, callbacks=1000, lag=1000, bill_lines=100_00
 class Table:
     """The printed table and ``results.json``: figure, value, baseline, ratio, goal, met."""
 
-    def __init__(self) -> None:
+    def __init__(self, advance: Callable[[int], None] = lambda _: None) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.advance = advance  # the progress bar: how many figures are measured
 
     def add(
         self,
@@ -96,6 +99,7 @@ class Table:
             line += f"  ({note})"
         self.rows.append(row)
         print(line, flush=True)
+        self.advance(len(self.rows))
 
 
 class Load:
@@ -393,11 +397,13 @@ def main() -> int:
         f"zhangben bench{' (quick)' if args.quick else ''} — serve --workers 2, PostgreSQL with fsync, "
         f"{platform.machine()}, Python {platform.python_version()}"
     )
-    table = Table()
     server = ThrowawayPostgres(durable=True)
     server.start()
+    figures = 7 + (4 if sizes.bill_lines else 0)  # callbacks 3, creates 2, lag 1, rebuild 1; each bill 2
     try:
-        measure(table, sizes, server)
+        with console.progress("bench: figures measured", total=figures) as advance:
+            table = Table(advance)
+            measure(table, sizes, server)
     finally:
         server.stop()
     out = Path(__file__).with_name("results.json")

@@ -19,7 +19,7 @@ def open_ledger(
 ) -> Ledger:
     """Open the ledger on ``database_url``, failing in one clear line if it cannot."""
     store = persistence.parse_url(database_url)
-    persistence.check_reachable(store)
+    persistence.check_reachable(store, create=create_tables)
     ledger = Ledger(env=persistence.event_store_env(store, create_tables=create_tables), clock=clock)
     try:
         ledger.recorder.max_notification_id()

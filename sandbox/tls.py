@@ -38,6 +38,7 @@ def tls_server(sandbox: Sandbox, host: str, port: int) -> uvicorn.Server | None:
             host=host,
             port=port,
             log_level="warning",
+            log_config=None,  # the process's own (JSON) logging
             lifespan="off",
             ssl_certfile=str(config.tls_cert_file),
             ssl_keyfile=str(config.tls_key_file),

@@ -91,7 +91,9 @@ class Scheduler:
     def _tick(self) -> None:
         try:
             for name, result in self.run_due().items():
-                log.info("job %s: %s", name, result)
+                # a run that found nothing to do is routine: DEBUG, so an idle ledger's log stays quiet
+                idle = isinstance(result, dict) and not any(result.values())
+                log.log(logging.DEBUG if idle else logging.INFO, "job %s: %s", name, result)
         except Exception as exc:  # the ticker itself must survive a database blip
             if is_unavailable(exc):
                 log.warning("scheduler: database unavailable; the due jobs run at the next tick")

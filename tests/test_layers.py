@@ -109,3 +109,22 @@ def test_every_command_names_a_function_that_exists() -> None:
     assert len(handlers) == 22
     for handler in handlers:
         assert callable(cli._command(handler)), handler
+
+
+def test_every_option_and_command_has_help() -> None:
+    """`zhangben … --help` explains every flag: an option without help text is a question left to the user."""
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {choice.dest for choice in action._choices_actions if choice.help}
+                for name, sub in action.choices.items():
+                    if name not in helped:
+                        missing.append(f"{path} {name} (command)")
+                    walk(sub, f"{path} {name}")
+            elif action.help in (None, "") and not isinstance(action, argparse._HelpAction):
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(cli.build_parser(), "zhangben")
+    assert not missing, "no help text: " + ", ".join(missing)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 from adapters.persistence import PersistenceError, is_unavailable
 from adapters.wechatpay.errors import MerchantConfigError, WechatPayError
@@ -31,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(_command(args.handler)(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (`zhangben history … | head`): stop quietly, as a pipe's writer should
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer that lost its reader
     except (UsageError, SettingsError, PersistenceError, LedgerError, MerchantConfigError, WechatPayError) as exc:
         print(f"zhangben: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
@@ -52,6 +58,13 @@ def _command(handler: str) -> Callable[[argparse.Namespace], int]:
     return command
 
 
+def _version() -> str:
+    try:
+        return metadata.version("zhangben")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zhangben",
@@ -59,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings: ZHANGBEN_CONFIG (default ./zhangben.toml), ZHANGBEN_DATABASE_URL "
         "(default sqlite:///var/zhangben.db).",
     )
+    parser.add_argument("--version", action="version", version=f"zhangben {_version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     db = commands.add_parser("db", help="the event store's tables")
@@ -67,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_init.set_defaults(handler="zhangben.cli_db:cmd_db_init")
 
     history = commands.add_parser("history", help="an order's full event history and its state")
-    history.add_argument("merchant_order_no", metavar="MERCHANT_ORDER_NO")
+    history.add_argument("merchant_order_no", metavar="MERCHANT_ORDER_NO", help="the shop's own order number")
     history.add_argument("--merchant", metavar="MCHID", help="the merchant (mchid, or sub_mchid of a sub-merchant)")
     history.add_argument(
         "--as-of",
@@ -93,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     tour.set_defaults(handler="zhangben.demo:cmd_demo")
 
     serve = commands.add_parser("serve", help="run the ledger's HTTP service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (PostgreSQL only for more than 1)")
     serve.add_argument("--no-projections", action="store_true", help="do not run the projections in this process")
     serve.add_argument("--no-scheduler", action="store_true", help="do not run the scheduled jobs in this process")
@@ -116,12 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     apikey = commands.add_parser("apikey", help="API keys")
     apikey_commands = apikey.add_subparsers(title="apikey commands", metavar="COMMAND")
     apikey_create = apikey_commands.add_parser("create", help="print a new API key once (only its hash is stored)")
-    apikey_create.add_argument("--merchant", required=True, metavar="MCHID")
-    apikey_create.add_argument("--role", required=True, choices=ROLES)
+    apikey_create.add_argument("--merchant", required=True, metavar="MCHID", help="whose orders the key reaches")
+    apikey_create.add_argument(
+        "--role", required=True, choices=ROLES, help="merchant: orders; finance: bills and exports; auditor: read-only"
+    )
     apikey_create.add_argument("--expires-in-days", type=int, metavar="N", help="the key stops working after N days")
     apikey_create.set_defaults(handler="zhangben.commands:cmd_apikey_create")
     apikey_list = apikey_commands.add_parser("list", help="the keys issued: id, merchant, role, state (never a secret)")
-    apikey_list.add_argument("--merchant", metavar="MCHID")
+    apikey_list.add_argument("--merchant", metavar="MCHID", help="only this merchant's keys (default: all)")
     apikey_list.set_defaults(handler="zhangben.commands:cmd_apikey_list")
     apikey_revoke = apikey_commands.add_parser("revoke", help="a key stops working now (401), in every worker")
     apikey_revoke.add_argument("key_id", help="the 16 hex characters after zb_ (see `apikey list`)")
@@ -129,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_rotate = apikey_commands.add_parser(
         "rotate", help="print a new key with the same merchant and role; the old one works for the grace period"
     )
-    apikey_rotate.add_argument("key_id")
+    apikey_rotate.add_argument("key_id", help="the 16 hex characters after zb_ (see `apikey list`)")
     apikey_rotate.add_argument("--grace-hours", type=float, default=24.0, help="how long the old key still works")
     apikey_rotate.set_defaults(handler="zhangben.commands:cmd_apikey_rotate")
 
@@ -138,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _webhook_commands(commands)
 
     sandbox = commands.add_parser("sandbox", help="run the local WeChat Pay sandbox")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8900)
+    sandbox.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=8900, help="the port to listen on (default 8900)")
     sandbox.add_argument(
         "--tls-port",
         type=int,
@@ -154,7 +170,7 @@ def _finance_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     reconcile = commands.add_parser("reconcile", help="import a day's WeChat trade bill and reconcile it")
     reconcile.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the bill's day (Beijing time)")
     reconcile.add_argument("--bill", metavar="FILE", help="read the bill from a file instead of downloading it")
-    reconcile.add_argument("--merchant", metavar="MCHID")
+    reconcile.add_argument("--merchant", metavar="MCHID", help="one merchant (default: every merchant configured)")
     reconcile.set_defaults(handler="zhangben.cli_finance:cmd_reconcile")
 
     exp = commands.add_parser(
@@ -178,10 +194,10 @@ def _finance_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     status = sub.add_parser("status", help="each projection's position and lag")
     status.set_defaults(handler="zhangben.cli_finance:cmd_projections_status")
     rebuild = sub.add_parser("rebuild", help="drop a projection and replay the log into it")
-    rebuild.add_argument("name", nargs="?", choices=PROJECTIONS)
+    rebuild.add_argument("name", nargs="?", choices=PROJECTIONS, help="one projection (default: all of them)")
     rebuild.set_defaults(handler="zhangben.cli_finance:cmd_projections_rebuild")
     run = sub.add_parser("run", help="run one projection in this process")
-    run.add_argument("name", choices=PROJECTIONS)
+    run.add_argument("name", choices=PROJECTIONS, help="the projection this process follows the log for")
     run.set_defaults(handler="zhangben.cli_finance:cmd_projections_run")
 
 
@@ -204,16 +220,16 @@ def _webhook_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     run.add_argument("--once", action="store_true", help="deliver what is due now, wait for it, and stop")
     run.set_defaults(handler="zhangben.cli_webhooks:cmd_webhooks_run")
     create = sub.add_parser("create", help="add an endpoint and print its signing secret (shown once)")
-    create.add_argument("--merchant", required=True, metavar="MCHID")
-    create.add_argument("--url", required=True)
+    create.add_argument("--merchant", required=True, metavar="MCHID", help="whose events are sent")
+    create.add_argument("--url", required=True, help="the receiver, an http(s) URL (https in production)")
     create.add_argument("--events", metavar="TYPE,TYPE", help="event types (default: all)")
     create.set_defaults(handler="zhangben.cli_webhooks:cmd_webhooks_create")
     listing = sub.add_parser("list", help="a merchant's endpoints")
-    listing.add_argument("--merchant", required=True, metavar="MCHID")
+    listing.add_argument("--merchant", required=True, metavar="MCHID", help="whose endpoints")
     listing.set_defaults(handler="zhangben.cli_webhooks:cmd_webhooks_list")
     delete = sub.add_parser("delete", help="remove an endpoint")
-    delete.add_argument("--merchant", required=True, metavar="MCHID")
-    delete.add_argument("endpoint_id")
+    delete.add_argument("--merchant", required=True, metavar="MCHID", help="whose endpoint")
+    delete.add_argument("endpoint_id", help="the endpoint's id (see `webhooks list`)")
     delete.set_defaults(handler="zhangben.cli_webhooks:cmd_webhooks_delete")
 
 

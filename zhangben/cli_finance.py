@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -16,28 +15,13 @@ from adapters.exports import FORMATS, render, write_export
 from adapters.wechatpay.beijing import BEIJING
 from adapters.wechatpay.bills import BillFormatError
 from adapters.wechatpay.errors import WechatPayBusinessError
+from api import logs
 from application.finance_exports import journal_workbook, orders_workbook, reconciliation_workbook
 from bootstrap.settings import Settings, load_settings
-from bootstrap.wiring import Runtime, build_runtime, init_database
+from bootstrap.wiring import Runtime, build_runtime
 from projections.core import Runner
+from zhangben import console
 from zhangben.usage import UsageError
-
-
-class Progress:
-    """A one-line progress counter on standard error (long work shows progress)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.shown = False
-
-    def __call__(self, count: int) -> None:
-        if sys.stderr.isatty() or count % 50000 == 0 or not self.shown:
-            print(f"\r{self.label}: {count:,}", end="", file=sys.stderr, flush=True)
-            self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            print(file=sys.stderr)
 
 
 def _date(text: str, flag: str) -> date:
@@ -59,12 +43,10 @@ def chosen_merchants(settings: Settings, explicit: str | None) -> list[str]:
     return known
 
 
-def command_runtime(*, create_tables: bool = True) -> Runtime:
-    """The runtime for one command; long-running workers pass ``create_tables=False`` (no DDL, ever)."""
-    settings = load_settings()
-    if create_tables:
-        init_database(settings)
-    return build_runtime(settings)
+def command_runtime() -> Runtime:
+    """The runtime for one command.  No command but ``db init`` (and ``serve``) runs DDL: a read command
+    never creates a database, and many workers may start at once (``tuple concurrently updated``)."""
+    return build_runtime(load_settings())
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -83,20 +65,18 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         if content is not None and len(merchants) > 1:
             raise UsageError("--bill is one merchant's file: pass --merchant MCHID too")
         for mchid in merchants:
-            progress = Progress(f"importing merchant {mchid}'s {bill_date} bill")
             try:
-                report = rt.finance.import_bill(mchid, bill_date, content, progress)
+                with console.progress(f"merchant {mchid}'s {bill_date} bill: lines") as advance:
+                    report = rt.finance.import_bill(mchid, bill_date, content, advance)
             except WechatPayBusinessError as exc:
                 if not exc.is_code("NO_STATEMENT_EXIST"):
                     raise
-                progress.done()
                 print(
                     f"{bill_date} merchant {mchid}: no bill from WeChat (no trades that day, or not ready before 10:00)"
                 )
                 continue
             except BillFormatError as exc:  # BillMismatch too: a damaged file
                 raise UsageError(f"the bill cannot be read: {exc}") from None
-            progress.done()
             differences += report["differences_total"]
             _print_report(bill_date, mchid, report)
     finally:
@@ -143,7 +123,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             book = journal_workbook(rt.finance, mchids, day_from, day_to)
         else:
             book = orders_workbook(view for mchid in mchids for view in _orders(rt, mchid, day_from, day_to))
-        write_export(out, render(book, fmt))
+        with console.progress(f"{args.what} export: rows") as advance:
+            tally = console.Tally(advance)
+            for sheet in book.sheets:
+                sheet.rows = tally.through(sheet.rows)
+            write_export(out, render(book, fmt))
     finally:
         rt.close()
     sheets = book.sheets if fmt == "xlsx" else [book.sheets[book.csv_sheet]]
@@ -181,12 +165,13 @@ def cmd_projections_status(args: argparse.Namespace) -> int:
     try:
         head = rt.followers["order_status"].log.head()
         print(f"event log head: {head}")
-        print(f"{'projection':<14} {'position':>10} {'lag (events)':>13} {'lag (seconds)':>14}")
+        rows = []
         for name, follower in rt.followers.items():
             position = follower.position
             lag = follower.lag_seconds(datetime.now(UTC)) if position < head else 0.0
-            seconds = f"{lag:.1f}" if lag else "0"
-            print(f"{name:<14} {position:>10} {head - position:>13} {seconds:>14}")
+            rows.append((name, position, head - position, f"{lag:.1f}" if lag else "0"))
+        numbers = ("position", "lag (events)", "lag (seconds)")
+        console.table(("projection", *numbers), rows, right=numbers)
     finally:
         rt.close()
     return 0
@@ -195,11 +180,11 @@ def cmd_projections_status(args: argparse.Namespace) -> int:
 def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     rt = command_runtime()
     try:
+        head = rt.followers["order_status"].log.head()
         for name in [args.name] if args.name else list(rt.followers):
-            progress = Progress(f"rebuilding {name}")
             start = time.perf_counter()
-            count = rt.followers[name].rebuild(progress)
-            progress.done()
+            with console.progress(f"rebuilding {name}: events", total=head) as advance:
+                count = rt.followers[name].rebuild(advance)
             elapsed = time.perf_counter() - start
             rate = count / elapsed if elapsed else 0
             print(f"{name}: replayed {count} events in {elapsed:.1f}s ({rate:,.0f} events/s)")
@@ -210,7 +195,8 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_projections_run(args: argparse.Namespace) -> int:
     """A projection in its own process (scale-out); run ``serve --no-projections`` beside it."""
-    rt = command_runtime(create_tables=False)  # several runners may start at once: DDL is `zhangben db init`'s
+    logs.configure()  # JSON lines, as every long-running process
+    rt = command_runtime()  # several runners may start at once: DDL is `zhangben db init`'s
     runner = Runner([rt.followers[args.name]])
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     print(f"projection {args.name} following the log from position {rt.followers[args.name].position}", flush=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
 import uvicorn
 
-from adapters.redaction import RedactingFilter
+from api import logs
 from sandbox.app import Sandbox, build_app
 from sandbox.config import SandboxConfigError, load_sandbox_config
 from sandbox.keyset import init_keyset
@@ -26,9 +25,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         config = load_sandbox_config(config_path())
     except SandboxConfigError as exc:
         raise UsageError(str(exc)) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())  # its log sits beside the ledger's: no secrets there either
+    logs.configure()  # JSON, redacted, like the ledger's: its log sits beside the ledger's
     sandbox = Sandbox(config)
     tls_port = args.tls_port or config.tls_port or args.port + 1
     listener = tls_server(sandbox, args.host, tls_port)
@@ -46,7 +43,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         + (f"; /secapi over mutual TLS on https://{args.host}:{tls_port}" if listener else ""),
         flush=True,
     )
-    uvicorn.run(build_app(sandbox), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(build_app(sandbox), host=args.host, port=args.port, log_level="warning", log_config=None)
     return 0
 
 

@@ -6,8 +6,10 @@ import argparse
 import signal
 import threading
 
+from api import logs
 from bootstrap.clock import system_clock
 from scheduler.runner import Scheduler
+from zhangben import console
 from zhangben.cli_finance import command_runtime
 
 
@@ -16,19 +18,30 @@ def cmd_scheduler_status(args: argparse.Namespace) -> int:
     try:
         scheduler = Scheduler(rt, system_clock)
         scheduler.create_tables()
-        print(f"{'job':<20} {'last run (UTC)':<28} {'result':<7} {'next run (UTC)':<28} {'runs':>5} {'failed':>6}")
-        for s in scheduler.leases.states():
-            print(
-                f"{s.name:<20} {s.last_finished_at or '-':<28} {s.last_status or '-':<7} {s.next_run_at:<28} "
-                f"{s.runs:>5} {s.failures:>6}" + (f"  {s.last_error}" if s.last_error else "")
-            )
+        console.table(
+            ("job", "last run (UTC)", "result", "next run (UTC)", "runs", "failed", "last error"),
+            (
+                (
+                    s.name,
+                    s.last_finished_at or "-",
+                    s.last_status or "-",
+                    s.next_run_at,
+                    s.runs,
+                    s.failures,
+                    s.last_error,
+                )
+                for s in scheduler.leases.states()
+            ),
+            right=("runs", "failed"),
+        )
     finally:
         rt.close()
     return 0
 
 
 def cmd_scheduler_run(args: argparse.Namespace) -> int:
-    rt = command_runtime(create_tables=False)  # several schedulers may start at once: DDL is `zhangben db init`'s
+    logs.configure()  # JSON lines, as every long-running process
+    rt = command_runtime()  # several schedulers may start at once: DDL is `zhangben db init`'s
     scheduler = Scheduler(rt, system_clock)
     scheduler.register_jobs()
     stop = threading.Event()

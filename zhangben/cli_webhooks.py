@@ -7,7 +7,9 @@ import signal
 import threading
 import time
 
+from api import logs
 from application.webhooks import DeliveryWorker
+from zhangben import console
 from zhangben.cli_finance import chosen_merchants, command_runtime
 
 
@@ -17,7 +19,8 @@ def cmd_webhooks_run(args: argparse.Namespace) -> int:
     Several of these (and ``serve``) may run at once: each delivery is leased
     in the database, so exactly one process sends it at a time.
     """
-    rt = command_runtime(create_tables=False)  # DDL is `zhangben db init`'s, as for the scheduler
+    logs.configure()  # JSON lines, as every long-running process
+    rt = command_runtime()  # DDL is `zhangben db init`'s, as for the scheduler
     worker = DeliveryWorker(rt.webhooks)
     try:
         if args.once:
@@ -60,9 +63,19 @@ def cmd_webhooks_list(args: argparse.Namespace) -> int:
         endpoints = rt.webhooks.endpoints(mchid)
         if not endpoints:
             print(f"no webhook endpoint for {mchid}")
-        for e in endpoints:
-            since = f" since {e.failing_since}" if e.failing_since else ""
-            print(f"{e.id}  {e.state}{since}  {e.url}  [{', '.join(e.types)}]")
+        else:
+            console.table(
+                ("endpoint", "state", "url", "events"),
+                (
+                    (
+                        e.id,
+                        e.state + (f" since {e.failing_since}" if e.failing_since else ""),
+                        e.url,
+                        ", ".join(e.types),
+                    )
+                    for e in endpoints
+                ),
+            )
     finally:
         rt.close()
     return 0

@@ -18,6 +18,7 @@ from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings, load_settings
 from domain.apikey import ApiKey
 from domain.errors import OrderNotFound
+from zhangben import console
 from zhangben.usage import UsageError
 
 
@@ -54,10 +55,19 @@ def cmd_apikey_list(args: argparse.Namespace) -> int:
         keys, now = ledger.api_keys(args.merchant), ledger.clock()
     finally:
         ledger.close()
-    print(f"{'key id':<18} {'merchant':<12} {'role':<9} {'issued (Beijing)':<26} state")
-    for key in keys:
-        issued = key.issued_at.astimezone(BEIJING).isoformat(timespec="seconds")
-        print(f"{key.key_id:<18} {key.mchid:<12} {key.role:<9} {issued:<26} {_key_state(key, now)}")
+    console.table(
+        ("key id", "merchant", "role", "issued (Beijing)", "state"),
+        (
+            (
+                k.key_id,
+                k.mchid,
+                k.role,
+                k.issued_at.astimezone(BEIJING).isoformat(timespec="seconds"),
+                _key_state(k, now),
+            )
+            for k in keys
+        ),
+    )
     return 0
 
 
@@ -125,7 +135,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         }
         print(json.dumps(payload, ensure_ascii=False, indent=2))
     else:
-        print(format_history(mchid, args.merchant_order_no, as_of, events, state))
+        print_history(mchid, args.merchant_order_no, as_of, events, state)
     return 0
 
 
@@ -171,19 +181,28 @@ def _summary(event: HistoryEvent) -> str:
     return " ".join(parts)
 
 
-def format_history(
+def print_history(
     mchid: str, order_no: str, as_of: datetime | None, events: list[HistoryEvent], state: OrderView
-) -> str:
+) -> None:
     when = f"as of {as_of.astimezone(BEIJING).isoformat()}" if as_of else "now"
-    lines = [f"order {order_no} (merchant {mchid}), {len(events)} events, {when}", ""]
-    lines.append(f"{'time (Beijing, +08:00)':<27} {'aggregate':<9} {'v':>3}  {'event':<16} details")
-    for event in events:
-        stamp = event.timestamp.astimezone(BEIJING).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
-        lines.append(f"{stamp:<27} {event.aggregate:<9} {event.version:>3}  {event.type:<16} {_summary(event)}")
-    lines += [
-        "",
+    print(f"order {order_no} (merchant {mchid}), {len(events)} events, {when}")
+    console.table(
+        ("time (Beijing, +08:00)", "aggregate", "v", "event", "details"),
+        (
+            (
+                e.timestamp.astimezone(BEIJING).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23],
+                e.aggregate,
+                e.version,
+                e.type,
+                _summary(e),
+            )
+            for e in events
+        ),
+        right=("v",),
+    )
+    lines = [
         f"status {state['status']}  amount {state['amount_fen']} fen  paid {state['paid_fen']} fen  "
-        f"refunded {state['refunded_fen']} fen",
+        f"refunded {state['refunded_fen']} fen"
     ]
     for payment in state["payments"]:
         lines.append(
@@ -193,4 +212,4 @@ def format_history(
         lines.append(f"  refund {refund['out_refund_no']} {refund['status']} {refund['amount_fen']} fen")
     if state["review_reasons"]:
         lines.append(f"  needs review: {', '.join(state['review_reasons'])}")
-    return "\n".join(lines)
+    print("\n".join(lines))

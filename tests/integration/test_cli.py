@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bootstrap.ledger import open_ledger
+from sandbox.keyset import init_keyset
+from zhangben.launch import StackError, free_port, running_stack
 
 MCHID = "1900000001"
 
@@ -83,3 +87,106 @@ def test_user_mistakes_are_one_line_errors(args: list[str], env: dict[str, str],
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+def test_version_and_a_closed_pipe(tmp_path: Path) -> None:
+    version = zhangben("--version", env={}, cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("zhangben ")
+    env = {**os.environ, "ZHANGBEN_DATABASE_URL": f"sqlite:///{tmp_path}/l.db"}
+    zhangben("db", "init", env=env, cwd=tmp_path)
+    ledger = open_ledger(env["ZHANGBEN_DATABASE_URL"])
+    for _ in range(3000):  # 300 KB of `apikey list`: far more than a pipe holds (64 KiB)
+        ledger.issue_api_key(MCHID, "merchant")
+    ledger.close()
+    # `zhangben apikey list | head -1`: the reader stops after one line
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "zhangben.cli", "apikey", "list"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert writer.stdout is not None and writer.stderr is not None
+    reader = subprocess.run(["head", "-1"], stdin=writer.stdout, capture_output=True, text=True, timeout=60)
+    writer.stdout.close()  # only the reader holds the pipe now
+    errors = writer.stderr.read().decode()
+    assert writer.wait(timeout=60) in (0, 141) and "key id" in reader.stdout  # quiet, whichever notices first
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
+
+
+def test_read_commands_never_create_a_database(tmp_path: Path) -> None:
+    init_keyset(tmp_path / "keys", tmp_path / "zhangben.toml", "http://127.0.0.1:1", "http://127.0.0.1:2")
+    missing = tmp_path / "typo" / "ledgr.db"
+    env = {"ZHANGBEN_DATABASE_URL": f"sqlite:///{missing}", "ZHANGBEN_CONFIG": str(tmp_path / "zhangben.toml")}
+    for args in (
+        ["history", "A1", "--merchant", MCHID],
+        ["apikey", "list"],
+        ["projections", "status"],
+        ["scheduler", "status"],
+        ["export", "orders", "--date", "2026-11-22", "--out", str(tmp_path / "o.xlsx")],
+        ["webhooks", "list", "--merchant", MCHID],
+    ):
+        result = zhangben(*args, env=env, cwd=tmp_path)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert (
+            result.stderr.strip()
+            == f"zhangben: error: database sqlite:///{missing} does not exist: check the URL, or run `zhangben db init`"
+        )
+        assert not missing.exists() and not missing.parent.exists(), args
+    assert zhangben("db", "init", env=env, cwd=tmp_path).returncode == 0 and missing.exists()
+
+
+def test_long_running_processes_log_json_and_an_idle_scheduler_is_quiet(tmp_path: Path) -> None:
+    sandbox_port = free_port()
+    init_keyset(tmp_path / "keys", tmp_path / "zhangben.toml", "http://127.0.0.1:1", f"http://127.0.0.1:{sandbox_port}")
+    env = {
+        **os.environ,
+        "ZHANGBEN_CONFIG": str(tmp_path / "zhangben.toml"),
+        "ZHANGBEN_DATABASE_URL": f"sqlite:///{tmp_path}/l.db",
+    }
+    assert zhangben("db", "init", env=env, cwd=tmp_path).returncode == 0
+    runs = {
+        "sandbox": [
+            sys.executable,
+            "-m",
+            "zhangben.cli",
+            "sandbox",
+            "--port",
+            str(sandbox_port),
+            "--tls-port",
+            str(free_port()),
+        ],
+        "scheduler": [sys.executable, "-m", "zhangben.cli", "scheduler", "run", "--tick", "0.5"],
+    }
+    logs = {}
+    for name, command in runs.items():
+        process = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(4)
+        if name == "sandbox":  # a request, so the sandbox logs something
+            httpx.get(f"http://127.0.0.1:{sandbox_port}/sandbox/clock", timeout=5)
+            time.sleep(0.5)
+        process.terminate()
+        _, logs[name] = process.communicate(timeout=20)
+    for name, text in logs.items():
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert all(json.loads(line)["level"] for line in lines), (name, text[-2000:])
+    assert logs["sandbox"].strip(), "the sandbox logged its request"
+    scheduler = [json.loads(line) for line in logs["scheduler"].splitlines() if line.strip()]
+    # eight ticks in four seconds, every job run once (nothing to do): not one INFO line about it
+    assert not [entry for entry in scheduler if entry["level"] == "info"], scheduler
+
+
+def test_a_taken_port_is_said_before_anything_starts(tmp_path: Path) -> None:
+    """`make serve` beside another instance: one clear line, not the banner of the other one."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        with (
+            pytest.raises(StackError, match=f"port {taken} for the ledger is already in use"),
+            running_stack(tmp_path, f"sqlite:///{tmp_path}/l.db", ledger_port=taken),
+        ):
+            pass
+    assert not (tmp_path / "l.db").exists()  # nothing was started or created
