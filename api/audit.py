@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from adapters.wechatpay.beijing import BEIJING
 from api.deps import Rt, role
-from api.models import History
+from api.models import History, RefusedCallbacks
 from domain.apikey import Principal
+from domain.audit import RefusedCallback
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -39,4 +40,49 @@ def history(
         "as_of": as_of.astimezone(BEIJING).isoformat() if as_of else None,
         "events": [e.as_json() for e in events],
         "state": state,
+    }
+
+
+@router.get(
+    "/refused-callbacks",
+    response_model=RefusedCallbacks,
+    summary="Callbacks the ledger refused (bad signature, stale, oversized, throttled), newest first",
+)
+def refused_callbacks(
+    who: Annotated[Principal, Depends(role("auditor"))],
+    rt: Rt,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    reason: Annotated[str | None, Query(max_length=100, description="words the refusal's reason contains")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Any:
+    """Every refusal is evidence (rule 3).  A refusal names no merchant before its signature is checked, so
+    an auditor sees those that name no other configured merchant in their body (v3 bodies are encrypted)."""
+    for name, value in (("from", from_), ("to", to)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-22T00:00:00+08:00")
+    others = [m for m in rt.settings.merchant_ids() if m != who.mchid]
+    wanted = (reason or "").lower()
+    found = [
+        r
+        for r in rt.ledger.refused_callbacks_since()
+        if (from_ is None or r.received_at >= from_)
+        and (to is None or r.received_at < to)
+        and wanted in r.reason.lower()
+        and not any(other in r.body for other in others)
+    ]
+    return {"refused": [_refused_view(r) for r in reversed(found[-limit:])]}
+
+
+def _refused_view(refused: RefusedCallback) -> dict[str, Any]:
+    return {
+        "id": str(refused.id),
+        "received_at": refused.received_at.astimezone(BEIJING).isoformat(),
+        "path": refused.path,
+        "remote": refused.remote,
+        "reason": refused.reason,
+        "headers": refused.headers,
+        "body": refused.body,
+        "body_bytes": refused.body_bytes,
+        "body_sha256": refused.body_sha256,
     }

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from adapters.exports import render
 from adapters.wechatpay.bills import BillFormatError
 from api.deps import Rt, role
-from api.models import BillImport, JournalReport, ReconciliationReport
+from api.models import Acknowledged, AcknowledgeDifference, BillImport, JournalReport, ReconciliationReport
 from application.finance_exports import journal_workbook, reconciliation_workbook
 from domain.apikey import Principal
 
@@ -66,3 +66,12 @@ def import_bill(bill_date: date, who: Clerk, rt: Rt) -> Any:
         return rt.finance.import_bill(who.mchid, bill_date)
     except BillFormatError as exc:  # BillMismatch too: a damaged file
         raise HTTPException(502, f"WeChat's bill could not be read: {exc}") from None
+
+
+@router.post(
+    "/reconciliation/{bill_date}/differences/{difference_id}/acknowledge",
+    response_model=Acknowledged,
+    summary="Explain one difference of a day's reconciliation; the day closes when every one is explained",
+)
+def acknowledge(bill_date: date, difference_id: str, body: AcknowledgeDifference, who: Clerk, rt: Rt) -> Any:
+    return rt.finance.acknowledge(who.mchid, bill_date, difference_id, body.note, f"{who.role} {who.key_id}")

@@ -27,6 +27,8 @@ from api.models import (
     OAuthOpenId,
     OrderList,
     OrderWithPayment,
+    ResolveReview,
+    ReviewNote,
 )
 from application.payments import OrderAnswer
 from application.views import OrderView, RefundView, refund_view
@@ -37,6 +39,8 @@ from domain.status import OrderStatus
 
 router = APIRouter(prefix="/v1", tags=["merchant"])
 Merchant = Annotated[Principal, Depends(role("merchant"))]
+# 客服 (support) sees an order, asks WeChat about it and files notes; it never moves money
+Viewer = Annotated[Principal, Depends(role("merchant", "support"))]
 # After these nobody waits on the payer any more: the live stream ends.
 SETTLED = {"PAID", "PARTIALLY_REFUNDED", "REFUNDED", "CLOSED", "EXPIRED", "NEEDS_REVIEW"}
 
@@ -115,7 +119,7 @@ def new_payment(
 )
 async def get_order(
     merchant_order_no: str,
-    who: Merchant,
+    who: Viewer,
     rt: Rt,
     wait: Annotated[int, Query(ge=0, le=30)] = 0,
     after_version: Annotated[int, Query(ge=0)] | None = None,
@@ -130,7 +134,7 @@ async def get_order(
 
 @router.get("/orders", response_model=OrderList, summary="List orders, newest first")
 def list_orders(
-    who: Merchant,
+    who: Viewer,
     rt: Rt,
     request: Request,
     status: OrderStatus | None = None,
@@ -176,7 +180,7 @@ async def stream(merchant_order_no: str, who: Merchant, rt: Rt) -> StreamingResp
 
 
 @router.post("/orders/{merchant_order_no}/sync", response_model=OrderView, summary='Ask WeChat now ("I have paid")')
-def sync(merchant_order_no: str, who: Merchant, rt: Rt) -> Any:
+def sync(merchant_order_no: str, who: Viewer, rt: Rt) -> Any:
     return rt.service.sync(who.mchid, merchant_order_no)
 
 
@@ -197,8 +201,36 @@ def close(merchant_order_no: str, who: Merchant, rt: Rt) -> Any:
 )
 def create_refund(merchant_order_no: str, body: CreateRefund, who: Merchant, rt: Rt) -> Any:
     out_refund_no = body.out_refund_no or f"RF{secrets.token_hex(12)}"
-    refund = rt.service.refund(who.mchid, merchant_order_no, out_refund_no, body.amount_fen, body.reason)
+    refund = rt.service.refund(
+        who.mchid, merchant_order_no, out_refund_no, body.amount_fen, body.reason, body.out_trade_no
+    )
     return refund_view(refund)
+
+
+def actor(who: Principal) -> str:
+    """Who did it, for the event: the role and the API key's id (never the key)."""
+    return f"{who.role} {who.key_id}"
+
+
+@router.post(
+    "/orders/{merchant_order_no}/review/resolve",
+    response_model=OrderView,
+    summary="Settle an order in NEEDS_REVIEW: keep the money, or refund the duplicate or the surplus",
+)
+def resolve_review(merchant_order_no: str, body: ResolveReview, who: Merchant, rt: Rt) -> Any:
+    order = rt.service.resolve_review(
+        who.mchid, merchant_order_no, body.note, body.action, actor(who), body.out_trade_no
+    )
+    return rt.ledger.view_of(order)
+
+
+@router.post(
+    "/orders/{merchant_order_no}/review/notes",
+    response_model=OrderView,
+    summary="File a note on an order (客服: what the payer said); changes no money",
+)
+def note_review(merchant_order_no: str, body: ReviewNote, who: Viewer, rt: Rt) -> Any:
+    return rt.ledger.view_of(rt.service.note_review(who.mchid, merchant_order_no, body.note, actor(who)))
 
 
 @router.get("/refunds/{out_refund_no}", response_model=RefundView, summary="The refund view")

@@ -68,6 +68,27 @@ class CreateRefund(BaseModel):
     out_refund_no: Key | None = None
     amount_fen: Fen
     reason: Annotated[StrictStr, Field(max_length=limits.REFUND_REASON_MAX_CHARS)] = ""
+    out_trade_no: Key | None = Field(
+        None, description="the payment to refund (a duplicate payment); default: the one that paid the order"
+    )
+
+
+Note = Annotated[StrictStr, Field(min_length=1, max_length=500, description="why: kept in the order's history")]
+
+
+class ResolveReview(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: Note
+    action: Literal["accept", "refund"] = Field(
+        description="accept: keep the money; refund: give back the duplicate payment, or what was paid beyond the "
+        "order's amount"
+    )
+    out_trade_no: Key | None = Field(None, description="with refund: the payment to give back (default: the one)")
+
+
+class ReviewNote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: Note
 
 
 class MiniProgramLogin(BaseModel):
@@ -149,7 +170,14 @@ class History(BaseModel):
     state: OrderView
 
 
+class Acknowledgement(BaseModel):
+    note: str
+    by: str = Field(description="the role and API key id of who explained it")
+    at: str
+
+
 class Difference(BaseModel):
+    id: str = Field(description="payment-<transaction_id> or refund-<out_refund_no>: stable across re-imports")
     kind: Literal["missing_in_ledger", "missing_in_bill", "amount_mismatch", "status_mismatch"]
     of: Literal["payment", "refund"]
     out_trade_no: str
@@ -157,6 +185,7 @@ class Difference(BaseModel):
     out_refund_no: str
     bill_fen: int | None
     ledger_fen: int | None
+    acknowledged: Acknowledgement | None = Field(None, description="finance's explanation, once given")
 
 
 class Imported(BaseModel):
@@ -174,6 +203,36 @@ class ReconciliationReport(BaseModel):
     differences_total: int = Field(description="how many differences in all")
     bill_imported: bool
     counts: dict[str, int]
+    acknowledged_total: int = Field(description="differences finance has explained")
+    closed: bool = Field(description="every difference of the day is explained (or there is none)")
+
+
+class AcknowledgeDifference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: Note
+
+
+class Acknowledged(BaseModel):
+    difference: Difference
+    differences_total: int
+    acknowledged_total: int
+    closed: bool
+
+
+class RefusedCallbackView(BaseModel):
+    id: str
+    received_at: str = Field(description="Beijing time")
+    path: str
+    remote: str
+    reason: str
+    headers: dict[str, str]
+    body: str = Field(description="the first 4 KB, as text")
+    body_bytes: int
+    body_sha256: str
+
+
+class RefusedCallbacks(BaseModel):
+    refused: list[RefusedCallbackView]
 
 
 class BillImport(ReconciliationReport):

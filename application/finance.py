@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from application.ledger import Ledger
 from application.payments import PaymentService
-from domain.errors import RefundNotFound
+from domain.errors import InvalidInput, NotFound, RefundNotFound
 
 log = logging.getLogger("zhangben.finance")
 
@@ -195,11 +195,37 @@ class Finance:
         return healed, not_queried
 
     def report(self, mchid: str, bill_date: date) -> dict[str, Any]:
-        """The counts, the matched lines and the first differences (``differences()`` gives every one)."""
+        """The counts, the matched lines and the first differences (``differences()`` gives every one).
+
+        Each difference says whether finance has acknowledged it; the day is
+        ``closed`` when every difference it still has is acknowledged.
+        """
         self.journal_follower.bring_up_to_date()
         report = self.bills.report(mchid, bill_date, partial(self.ledger.known_refunds, mchid))
         report["bill_imported"] = self.bills.has_bill(mchid, bill_date)
+        acknowledged = self.ledger.bill_acknowledgements(mchid, bill_date)
+        for difference in report["differences"]:
+            difference["acknowledged"] = acknowledged.get(difference["id"])
+        explained = sum(1 for d in self.differences(mchid, bill_date) if d["id"] in acknowledged) if acknowledged else 0
+        report["acknowledged_total"] = explained
+        report["closed"] = report["bill_imported"] and explained == report["differences_total"]
         return report
+
+    def acknowledge(self, mchid: str, bill_date: date, difference_id: str, note: str, by: str) -> dict[str, Any]:
+        """Finance explains one difference of the day (idempotent); the answer says whether the day is closed."""
+        if not note.strip():
+            raise InvalidInput("note", "say why in the note: it is what an auditor reads")
+        found = next((d for d in self.differences(mchid, bill_date) if d["id"] == difference_id), None)
+        if found is None:
+            raise NotFound(f"no difference {difference_id!r} in {mchid}'s reconciliation of {bill_date}")
+        bill = self.ledger.acknowledge_difference(mchid, bill_date, difference_id, note, by)
+        report = self.report(mchid, bill_date)
+        return {
+            "difference": found | {"acknowledged": bill.acknowledged[difference_id]},
+            "differences_total": report["differences_total"],
+            "acknowledged_total": report["acknowledged_total"],
+            "closed": report["closed"],
+        }
 
     def differences(self, mchid: str, bill_date: date) -> Iterator[dict[str, Any]]:
         """Every difference of the day, streamed (the exports)."""

@@ -10,9 +10,10 @@ the idempotency checks make the loser a no-op.
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
@@ -424,10 +425,29 @@ class Ledger(Application[UUID]):
         return order
 
     @retry_on_conflict
-    def resolve_review(self, mchid: str, merchant_order_no: str, note: str) -> Order:
+    def resolve_review(
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        note: str,
+        action: str = "accept",
+        by: str = "",
+        out_refund_no: str | None = None,
+    ) -> Order:
         order = self.get_order(mchid, merchant_order_no)
-        order.resolve_review(note, self.clock())
-        self.save(order)
+        version = order.version
+        order.resolve_review(note, self.clock(), action, by, out_refund_no)
+        if order.version != version:
+            self.save(order)
+        return order
+
+    @retry_on_conflict
+    def note_review(self, mchid: str, merchant_order_no: str, note: str, by: str) -> Order:
+        order = self.get_order(mchid, merchant_order_no)
+        version = order.version
+        order.note_review(note, by, self.clock())
+        if order.version != version:
+            self.save(order)
         return order
 
     def _payments(self, order: Order) -> list[Payment]:
@@ -527,6 +547,22 @@ class Ledger(Application[UUID]):
         self.save(bill)
         return bill
 
+    @retry_on_conflict
+    def acknowledge_difference(self, mchid: str, bill_date: date, difference_id: str, note: str, by: str) -> DailyBill:
+        """Finance's explanation of one difference, an event on the day's bill (who, why, when)."""
+        bill: DailyBill | None = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))
+        if bill is None:
+            raise NotFound(f"no bill imported for {bill_date}")
+        version = bill.version
+        bill.acknowledge(difference_id, note, by, self.clock())
+        if bill.version != version:
+            self.save(bill)
+        return bill
+
+    def bill_acknowledgements(self, mchid: str, bill_date: date) -> dict[str, dict[str, str]]:
+        bill: DailyBill | None = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))
+        return dict(bill.acknowledged) if bill is not None else {}
+
     # -- API keys ---------------------------------------------------------------
 
     def issue_api_key(self, mchid: str, role: str, expires_at: datetime | None = None) -> str:
@@ -624,9 +660,18 @@ class Ledger(Application[UUID]):
         return refused
 
     def refused_callbacks(self, limit: int = 1000) -> list[RefusedCallback]:
+        return list(itertools.islice(self.refused_callbacks_since(), limit))
+
+    def refused_callbacks_since(self, after: int = 0, page: int = 500) -> Iterator[RefusedCallback]:
+        """Every refused callback kept, oldest first, read page by page from the log."""
         topic = RefusedCallback.Created.TOPIC
-        notifications = self.recorder.select_notifications(1, limit, topics=[topic])
-        return [self.repository.get(ids.as_uuid(n.originator_id)) for n in notifications]
+        while notifications := self.recorder.select_notifications(after + 1, page, topics=[topic]):
+            wanted = [ids.as_uuid(n.originator_id) for n in notifications]
+            loaded = self.load_many(wanted)
+            yield from (loaded[i] for i in wanted if i in loaded)
+            if len(notifications) < page:
+                return
+            after = notifications[-1].id
 
     # -- reads for people --------------------------------------------------------
 

@@ -42,6 +42,8 @@ from domain.transitions import guard
 log = logging.getLogger("zhangben.payments")
 
 NOTIFY_PATH = "/wechatpay/v3/notify"
+REVIEW_ACTIONS = ("accept", "refund")
+REVIEW_REFUND_PREFIX = "RV"  # + the payment's out_trade_no: the refund a review's resolution made
 CLOSE_ROUNDS = 5  # an attempt that moves (prepaid by its own request) while it is closed is asked about again
 
 
@@ -399,14 +401,67 @@ class PaymentService:
     # -- refunds ------------------------------------------------------------------------------
 
     def refund(
-        self, mchid: str, merchant_order_no: str, out_refund_no: str, amount_fen: int, reason: str = ""
+        self,
+        mchid: str,
+        merchant_order_no: str,
+        out_refund_no: str,
+        amount_fen: int,
+        reason: str = "",
+        out_trade_no: str | None = None,
     ) -> Refund:
-        """Reserve the refund in the ledger (durably), then ask WeChat, then record its answer."""
+        """Reserve the refund in the ledger (durably), then ask WeChat, then record its answer.
+
+        ``out_trade_no`` names the payment to give money back from (a duplicate
+        payment); without it, the payment that paid the order.
+        """
         self.merchant(mchid)
-        refund = self.ledger.request_refund(mchid, merchant_order_no, out_refund_no, amount_fen, reason)
+        refund = self.ledger.request_refund(mchid, merchant_order_no, out_refund_no, amount_fen, reason, out_trade_no)
         if refund.status is not RefundStatus.REQUESTED:
             return refund
         return self.submit_refund(mchid, out_refund_no)
+
+    def resolve_review(
+        self, mchid: str, merchant_order_no: str, note: str, action: str, by: str, out_trade_no: str | None = None
+    ) -> Order:
+        """A person settles an order in NEEDS_REVIEW: keep the money (``accept``) or give it back (``refund``).
+
+        ``refund`` gives back a duplicate payment whole, or what the paying one
+        took beyond the order's amount (``Order.refund_for_review``), through
+        WeChat like any refund, then closes the review.  Retried, it finds its
+        refund (``RV`` + the payment's out_trade_no) and changes nothing twice.
+        """
+        if action not in REVIEW_ACTIONS:
+            raise InvalidInput("action", f"action must be one of {', '.join(REVIEW_ACTIONS)}")
+        if not note.strip():
+            raise InvalidInput("note", "say why in the note: it is kept in the order's history")
+        self.merchant(mchid)
+        if action == "accept":
+            return self.ledger.resolve_review(mchid, merchant_order_no, note, "accept", by)
+        order = self.ledger.get_order(mchid, merchant_order_no)
+        done = order.resolution or {}
+        if order.status is not OrderStatus.NEEDS_REVIEW and (done.get("action"), done.get("note")) == ("refund", note):
+            return order  # this very resolution, asked again
+        earlier = [
+            (orn, r)
+            for orn, r in order.refunds.items()
+            if orn.startswith(REVIEW_REFUND_PREFIX)
+            and r["state"] != "RELEASED"
+            and out_trade_no in (None, r["out_trade_no"])
+        ]
+        if earlier:  # a retry after the refund was reserved: the same refund, not a second one
+            out_refund_no, reserved = earlier[0]
+            target, amount = reserved["out_trade_no"], reserved["amount_fen"]
+        else:
+            target, amount = order.refund_for_review(out_trade_no)
+            out_refund_no = REVIEW_REFUND_PREFIX + target
+        self.refund(mchid, merchant_order_no, out_refund_no, amount, note[:80], target)
+        return self.ledger.resolve_review(mchid, merchant_order_no, note, "refund", by, out_refund_no)
+
+    def note_review(self, mchid: str, merchant_order_no: str, note: str, by: str) -> Order:
+        """客服 files what the payer said ("我已付款"); in the order's history for whoever resolves it."""
+        if not note.strip():
+            raise InvalidInput("note", "the note is empty")
+        return self.ledger.note_review(mchid, merchant_order_no, note, by)
 
     def submit_refund(self, mchid: str, out_refund_no: str) -> Refund:
         merchant = self.merchant(mchid)

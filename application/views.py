@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NotRequired
+from typing import Any, NotRequired
 
 from typing_extensions import (
     TypedDict,  # pydantic reads these as the API's answer schemas, and needs this one before 3.12
@@ -64,6 +64,8 @@ class OrderView(TypedDict):
     paid_at: str | None
     expire_at: str | None
     review_reasons: list[str]
+    resolution: NotRequired[dict[str, Any] | None]  # the last review's resolution: action, note, out_refund_no
+    notes: NotRequired[list[dict[str, str]]]  # notes filed on the order (note, by, at)
     payments: list[PaymentView]
     refunds: list[RefundView]
     version: int
@@ -128,6 +130,8 @@ def order_view(order: Order, payments: Sequence[Payment], refunds: Sequence[Refu
         "paid_at": _iso(order.paid_at),
         "expire_at": _iso(order.expire_at),
         "review_reasons": list(order.review_reasons),
+        "resolution": order.resolution,
+        "notes": list(order.notes),
         "payments": [payment_view(p) for p in payments],
         "refunds": [refund_view(r) for r in refunds],
         # Every event of the order's aggregates bumps this: a change counter

@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.ids import NAMESPACE
 
-ROLES = ("merchant", "auditor", "finance")
+ROLES = ("merchant", "auditor", "finance", "support")  # support (客服): sees orders, asks WeChat, notes; no refunds
 
 
 class ApiKey(Aggregate):

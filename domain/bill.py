@@ -17,6 +17,18 @@ from domain.ids import NAMESPACE
 DIFFERENCE_KINDS = ("missing_in_ledger", "missing_in_bill", "amount_mismatch", "status_mismatch")
 
 
+def difference_id(of: str, transaction_id: str, out_trade_no: str, out_refund_no: str) -> str:
+    """A difference's stable name within its day: what it is about, not where it was found.
+
+    ``payment-<transaction_id>`` (or ``payment-<out_trade_no>`` when WeChat's id is
+    unknown) and ``refund-<out_refund_no>``: the same difference found again by a
+    re-import keeps its id, so an acknowledgement stays with it.
+    """
+    if of == "refund":
+        return f"refund-{out_refund_no}"
+    return f"payment-{transaction_id or out_trade_no}"
+
+
 class DailyBill(Aggregate):
     TOPIC = "zhangben.DailyBill"
 
@@ -37,6 +49,22 @@ class DailyBill(Aggregate):
         def apply(self, bill: DailyBill) -> None:
             bill.imports += 1
 
+    class DifferenceAcknowledged(Aggregate.Event):
+        """Finance explained one difference of the day (its id from ``difference_id``), so the day can close."""
+
+        TOPIC = "zhangben.DailyBill.DifferenceAcknowledged"
+        difference_id: str
+        note: str
+        by: str
+        acknowledged_at: datetime
+
+        def apply(self, bill: DailyBill) -> None:
+            bill.acknowledged[self.difference_id] = {
+                "note": self.note,
+                "by": self.by,
+                "at": self.acknowledged_at.isoformat(),
+            }
+
     @staticmethod
     def create_id(mchid: str, bill_date: str) -> UUID:
         return uuid5(NAMESPACE, f"bill/{mchid}/{bill_date}")
@@ -45,6 +73,16 @@ class DailyBill(Aggregate):
         self.mchid = mchid
         self.bill_date = bill_date
         self.imports = 0
+        self.acknowledged: dict[str, dict[str, str]] = {}
+
+    def acknowledge(self, difference_id: str, note: str, by: str, at: datetime) -> None:
+        """Explain a difference; the same explanation again (a retry) is kept once, a new one replaces it."""
+        earlier = self.acknowledged.get(difference_id)
+        if earlier is not None and earlier["note"] == note and earlier["by"] == by:
+            return
+        self.trigger_event(
+            self.DifferenceAcknowledged, difference_id=difference_id, note=note, by=by, acknowledged_at=at
+        )
 
     def record_import(
         self, lines: int, settled_fen: int, refunded_fen: int, fee_fen: int, sha1: str, imported_at: datetime

@@ -16,7 +16,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain import ids
-from domain.errors import InvalidTransition, RefundConflict, RefundExceedsPaid, RefundLimitReached
+from domain.errors import InvalidInput, InvalidTransition, RefundConflict, RefundExceedsPaid, RefundLimitReached
 from domain.limits import OrderTerms
 from domain.status import OrderStatus as S
 from domain.transitions import guard
@@ -100,13 +100,37 @@ class Order(Aggregate):
             order.status = S.NEEDS_REVIEW
 
     class ReviewResolved(Aggregate.Event):
+        """A person settled what the machine could not: kept the money (accept) or gave it back (refund)."""
+
         TOPIC = "zhangben.Order.ReviewResolved"
         note: str
         resolved_at: datetime
+        action: str  # accept | refund
+        by: str  # who: "<role> <api key id>"
+        out_refund_no: str | None  # the refund that gave the money back (action refund)
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("action", "accept")
+            state.setdefault("by", "")
+            state.setdefault("out_refund_no", None)
 
         def apply(self, order: Order) -> None:
             order.review_reasons.clear()
+            order.resolution = {"action": self.action, "note": self.note, "out_refund_no": self.out_refund_no}
             order.status = order.settled_status()
+
+    class ReviewNoted(Aggregate.Event):
+        """A note on the order for whoever resolves it (客服: "the payer says they paid"); changes no money."""
+
+        TOPIC = "zhangben.Order.ReviewNoted"
+        note: str
+        by: str
+        noted_at: datetime
+
+        def apply(self, order: Order) -> None:
+            order.notes.append({"note": self.note, "by": self.by, "at": self.noted_at.isoformat()})
 
     class RefundRequested(Aggregate.Event):
         TOPIC = "zhangben.Order.RefundRequested"
@@ -202,6 +226,8 @@ class Order(Aggregate):
         self.paid_at: datetime | None = None
         self.refunds: dict[str, dict[str, Any]] = {}
         self.review_reasons: list[str] = []
+        self.resolution: dict[str, Any] | None = None  # the last ReviewResolved: a repeated resolve is a no-op
+        self.notes: list[dict[str, str]] = []
         self.closed_at: datetime | None = None
         self.expired_at: datetime | None = None
 
@@ -314,9 +340,50 @@ class Order(Aggregate):
             detail=detail,
         )
 
-    def resolve_review(self, note: str, resolved_at: datetime) -> None:
+    def resolve_review(
+        self, note: str, resolved_at: datetime, action: str = "accept", by: str = "", out_refund_no: str | None = None
+    ) -> None:
+        """Close the review; the same resolution again (a retried request) changes nothing."""
+        same = {"action": action, "note": note, "out_refund_no": out_refund_no}
+        if self.status is not S.NEEDS_REVIEW and self.resolution == same:
+            return
         self._guard("resolve a review")
-        self.trigger_event(self.ReviewResolved, note=note, resolved_at=resolved_at)
+        self.trigger_event(
+            self.ReviewResolved, note=note, resolved_at=resolved_at, action=action, by=by, out_refund_no=out_refund_no
+        )
+
+    def note_review(self, note: str, by: str, noted_at: datetime) -> None:
+        """A note for the record; the same note by the same person twice in a row is kept once."""
+        if self.notes and self.notes[-1]["note"] == note and self.notes[-1]["by"] == by:
+            return
+        self.trigger_event(self.ReviewNoted, note=note, by=by, noted_at=noted_at)
+
+    def refund_for_review(self, out_trade_no: str | None) -> tuple[str, int]:
+        """Which payment a "refund" resolution gives back, and how much (docs/api.md, "Reviews").
+
+        A payment other than the one that pays the order (a duplicate) goes back
+        whole; the paying one goes back whole if it came after the order was
+        closed, else only what it paid beyond the order's amount.  Without a
+        name, the one other payment with money left is meant.
+        """
+        if out_trade_no is None:
+            others = [o for o in self.captured if o != self.paid_out_trade_no and self.refundable_fen(o) > 0]
+            if len(others) > 1:
+                raise InvalidInput(
+                    "out_trade_no", f"several payments could be refunded ({', '.join(others)}): name one"
+                )
+            out_trade_no = others[0] if others else self.paid_out_trade_no
+        if out_trade_no is None or out_trade_no not in self.captured:
+            raise InvalidInput("out_trade_no", f"{out_trade_no!r} is not a payment WeChat took for this order")
+        if out_trade_no != self.paid_out_trade_no or PAID_AFTER_CLOSE in self.review_reasons:
+            amount = self.refundable_fen(out_trade_no)
+        else:
+            amount = min(self.captured[out_trade_no] - self.amount_fen, self.refundable_fen(out_trade_no))
+        if amount <= 0:
+            raise InvalidInput(
+                "action", f"payment {out_trade_no} has nothing to give back beyond the order's amount: accept instead"
+            )
+        return out_trade_no, amount
 
     def reserve_refund(self, out_refund_no: str, out_trade_no: str, amount_fen: int) -> None:
         """Set aside ``amount_fen`` of one payment for a refund, or refuse."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from adapters.viewdb import ViewDatabase
 from adapters.wechatpay.bills import BillLine, BillMismatch, BillSummary, fen_from_mfen, parse_bill
-from domain.bill import DIFFERENCE_KINDS
+from domain.bill import DIFFERENCE_KINDS, difference_id
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bill_lines (mchid TEXT NOT NULL, bill_date TEXT NOT NULL, line_no INTEGER NOT NULL, "
@@ -276,6 +276,7 @@ class Reconciliation:
                 else:
                     result = "matched" if int(ledger_fen) == int(bill_fen) else "amount_mismatch"
                 yield {
+                    "id": None if result == "matched" else difference_id(what, txn, otn, orn),
                     "line_no": int(line_no),
                     "trade_time": trade_time,
                     "result": result,
@@ -345,6 +346,7 @@ def _diff(
     kind: str, what: str, out_trade_no: str, transaction_id: str, out_refund_no: str, bill_fen: Any, ledger_fen: Any
 ) -> dict[str, Any]:
     return {
+        "id": difference_id(what, transaction_id, out_trade_no, out_refund_no),
         "kind": kind,
         "of": what,
         "out_trade_no": out_trade_no,

@@ -40,4 +40,5 @@ FAULT_STATUS = {
     "PARAM_ERROR": (400, "参数错误"),
     "INVALID_REQUEST": (400, "无效请求"),
     "SIGN_ERROR": (401, "签名错误,请检查后再试"),
+    "ORDER_NOT_EXIST": (404, "订单不存在"),  # e.g. a close that reaches WeChat before the order it closes is visible
 }

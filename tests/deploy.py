@@ -51,7 +51,7 @@ def deploy(root: Path, database_url: str, workers: int = 1, serve_args: tuple[st
     with running_stack(root, database_url, workers=workers, serve_args=serve_args) as stack:
         keys = {
             role: stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role)
-            for role in ("merchant", "auditor", "finance")
+            for role in ("merchant", "auditor", "finance", "support")
         }
         keys["partner"] = stack.cli("apikey", "create", "--merchant", PARTNER.sub_mchid, "--role", "merchant")
         keys["v2"] = stack.cli("apikey", "create", "--merchant", V2.mchid, "--role", "merchant")

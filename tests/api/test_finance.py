@@ -331,3 +331,32 @@ def test_every_kind_of_difference(deployment: Deployment) -> None:
     }
     _, lines, _ = table(book["对账明细"])
     assert {r["商户支付单号"] for r in lines if r["对账结果"] == "对平"} >= {heal, refunded}
+    check_acknowledging_closes_the_day(deployment, day, ghost)
+
+
+def check_acknowledging_closes_the_day(deployment: Deployment, day: date, ghost: str) -> None:
+    """Finance explains each difference (an event with who and why); the day closes when all are explained."""
+    base = f"/v1/finance/reconciliation/{day.isoformat()}/differences"
+    with httpx.Client(
+        base_url=deployment.ledger, headers={"Authorization": f"Bearer {deployment.keys['finance']}"}, timeout=60
+    ) as fin:
+        report = fin.get("/v1/finance/reconciliation", params={"date": day.isoformat()}).json()
+        assert report["closed"] is False and report["acknowledged_total"] == 0
+        ids = [d["id"] for d in report["differences"]]
+        assert len(ids) == 3 and "payment-STRANGER001" not in ids  # WeChat's transaction_id names it
+        assert fin.post(f"{base}/payment-nope/acknowledge", json={"note": "?"}).status_code == 404
+        assert fin.post(f"{base}/{ids[0]}/acknowledge", json={"note": ""}).status_code == 422
+        for number, difference_id in enumerate(ids, start=1):
+            note = f"已核实 {number}"
+            answer = fin.post(f"{base}/{difference_id}/acknowledge", json={"note": note})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["acknowledged_total"] == number and answer.json()["closed"] is (number == 3)
+            acknowledged = answer.json()["difference"]["acknowledged"]
+            assert acknowledged["note"] == note and acknowledged["by"].startswith("finance ")
+            again = fin.post(f"{base}/{difference_id}/acknowledge", json={"note": note})  # a retry: kept once
+            assert again.json()["acknowledged_total"] == number
+        report = fin.get("/v1/finance/reconciliation", params={"date": day.isoformat()}).json()
+        assert report["closed"] is True and all(d["acknowledged"] for d in report["differences"])
+        assert any(d["out_trade_no"] == ghost for d in report["differences"])
+    with deployment.client() as merchant:
+        assert merchant.post(f"{base}/{ids[0]}/acknowledge", json={"note": "x"}).status_code == 403

@@ -86,10 +86,24 @@ def test_the_compose_file_and_the_front_validate() -> None:
 
 
 def test_the_wheel_the_image_installs_runs_outside_the_source_tree(tmp_path: Path) -> None:
-    """What the Dockerfile's first stage builds carries everything (templates, API docs' assets) the second runs."""
+    """What the Dockerfile's first stage builds carries everything (templates, API docs' assets) the second runs.
+
+    The build context is what the Dockerfile's COPY lines take (read from it), so a
+    package missing there fails here.
+    """
+    context = tmp_path / "context"
+    context.mkdir()
+    build_stage = (ROOT / "Dockerfile").read_text().split("\nFROM ")[1]
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", build_stage, re.M):
+        for name in source.split():
+            origin = ROOT / name.rstrip("/")
+            if origin.is_dir():
+                shutil.copytree(origin, context / origin.name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(origin, context / origin.name)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
-        cwd=ROOT,
+        cwd=context,
         capture_output=True,
         text=True,
         timeout=300,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from types import UnionType
 from uuid import UUID
 
@@ -14,6 +14,7 @@ from adapters.persistence import DatabaseNotInitialised
 from application.ledger import Ledger
 from bootstrap.ledger import open_ledger
 from domain.audit import RefusedCallback
+from domain.bill import DailyBill
 from domain.errors import (
     InvalidAmount,
     InvalidInput,
@@ -161,7 +162,7 @@ def test_one_transaction_id_cannot_pay_two_attempts(ledger: Ledger) -> None:
 
 def _every_event_class() -> set[type]:
     classes = set()
-    for aggregate in (Order, Payment, Refund, TransactionIndex, RefusedCallback, Product):
+    for aggregate in (Order, Payment, Refund, TransactionIndex, RefusedCallback, Product, DailyBill):
         for value in vars(aggregate).values():
             if isinstance(value, type) and value.__name__ != "Event" and getattr(value, "TOPIC", None):
                 classes.add(value)
@@ -186,7 +187,10 @@ def _drive_through_every_event(ledger: Ledger, clock: FakeClock) -> None:
         ),
     )
     pay(ledger, p1.out_trade_no, 999)  # Paid, AmountMismatched, NeedsReview
-    ledger.resolve_review(MCHID, "H-1", "customer agreed")
+    ledger.note_review(MCHID, "H-1", "顾客说付了 9.99 元", "support 0123456789abcdef")
+    ledger.resolve_review(MCHID, "H-1", "customer agreed", "accept", "merchant 0123456789abcdef")
+    ledger.record_bill_import(MCHID, date(2026, 11, 22), 3, 1999, 100, 12, "sha1")
+    ledger.acknowledge_difference(MCHID, date(2026, 11, 22), "payment-42000", "测试单", "finance 0123456789abcdef")
     ledger.request_refund(MCHID, "H-1", "H-R1", 100)
     ledger.record_refund_result(MCHID, "H-R1", "PROCESSING", "503-1")
     ledger.record_refund_result(MCHID, "H-R1", "ABNORMAL", "503-1")

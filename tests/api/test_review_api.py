@@ -1,0 +1,169 @@
+"""A person settles what the machine cannot, through the API (issue 16): reviews, payments, differences, refusals.
+
+Each use case is an event with who did it and why, in the order's (or the
+day's) history; each is idempotent; each is allowed only to the roles it names.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
+from tests.deploy import Deployment
+from tests.spec_wechat import SpecWechat, paid_resource
+
+CLOSE = "/v3/pay/transactions/out-trade-no/{}/close"
+
+
+def create(http: httpx.Client, no: str, amount: int = 1000) -> str:
+    made = http.post(
+        "/v1/orders", json={"merchant_order_no": no, "amount_fen": amount, "description": "茶", "channel": "native"}
+    )
+    assert made.status_code == 201, made.text
+    return str(made.json()["payment"]["out_trade_no"])
+
+
+def duplicate_paid(deployment: Deployment, no: str) -> tuple[str, str]:
+    """An order paid twice at WeChat: the close of the first attempt is lost ("not found"), both get paid."""
+    with deployment.client() as http:
+        first = create(http, no)
+        deployment.faults(
+            endpoints={CLOSE.format(first): {"error_rate": 1, "error_code": "ORDER_NOT_EXIST", "count": 1}}
+        )
+        second = http.post(f"/v1/orders/{no}/payments", json={})
+        assert second.status_code == 201, second.text
+        second_otn = second.json()["payment"]["out_trade_no"]
+        deployment.faults(reset=True)
+        deployment.pay(second_otn)
+        deployment.wait_status(no, "PAID")
+        deployment.pay(first)  # the payer paid the first QR code too
+        view = deployment.wait_status(no, "NEEDS_REVIEW")
+        assert view["review_reasons"] == ["duplicate_payment"] and view["paid_fen"] == 1000
+    return first, second_otn
+
+
+def events_of(deployment: Deployment, no: str) -> list[dict[str, Any]]:
+    with deployment.client("auditor") as auditor:
+        return list(auditor.get(f"/v1/audit/orders/{no}/history").json()["events"])
+
+
+def test_a_duplicate_payment_is_refunded_by_resolving_its_review(deployment: Deployment) -> None:
+    duplicate, paying = duplicate_paid(deployment, "REV-DUP")
+    with deployment.client("support") as support:
+        # 客服 sees the order, asks WeChat, files what the payer said; it cannot refund or resolve
+        assert support.get("/v1/orders/REV-DUP").status_code == 200
+        assert support.post("/v1/orders/REV-DUP/sync").status_code == 200
+        noted = support.post("/v1/orders/REV-DUP/review/notes", json={"note": "顾客说扫了两次码"})
+        assert noted.status_code == 200 and noted.json()["notes"][-1]["note"] == "顾客说扫了两次码"
+        assert noted.json()["notes"][-1]["by"].startswith("support ")
+        refused = support.post("/v1/orders/REV-DUP/refunds", json={"amount_fen": 1000, "out_trade_no": duplicate})
+        assert refused.status_code == 403
+        body = {"note": "重复支付，退回第二笔", "action": "refund", "out_trade_no": duplicate}
+        assert support.post("/v1/orders/REV-DUP/review/resolve", json=body).status_code == 403
+    with deployment.client() as merchant:
+        resolved = merchant.post("/v1/orders/REV-DUP/review/resolve", json=body)
+        assert resolved.status_code == 200, resolved.text
+        view = resolved.json()
+        assert view["status"] == "PAID" and view["review_reasons"] == []
+        assert view["resolution"] == {"action": "refund", "note": body["note"], "out_refund_no": f"RV{duplicate}"}
+        (refund,) = view["refunds"]
+        assert (refund["out_trade_no"], refund["amount_fen"], refund["out_refund_no"]) == (
+            duplicate,
+            1000,
+            f"RV{duplicate}",
+        )
+        again = merchant.post("/v1/orders/REV-DUP/review/resolve", json=body)  # a retry changes nothing
+        assert again.status_code == 200 and len(again.json()["refunds"]) == 1
+        deadline = time.monotonic() + 10
+        while merchant.get(f"/v1/refunds/RV{duplicate}").json()["status"] != "SUCCESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        final = merchant.get("/v1/orders/REV-DUP").json()
+        assert final["status"] == "PAID" and final["paid_fen"] == 1000  # the order keeps its one payment
+    resolutions = [e for e in events_of(deployment, "REV-DUP") if e["type"] == "ReviewResolved"]
+    assert len(resolutions) == 1 and resolutions[0]["data"]["by"].startswith("merchant ")
+    assert resolutions[0]["data"]["note"] == body["note"] and resolutions[0]["data"]["action"] == "refund"
+    assert paying != duplicate
+
+
+def test_accepting_keeps_the_money_and_a_different_resolution_after_it_is_refused(deployment: Deployment) -> None:
+    wechat = SpecWechat.from_keyset(deployment.root / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
+    deployment.faults(notifications="drop")
+    with deployment.client() as merchant:
+        otn = create(merchant, "REV-AMT")
+        body = wechat.body(
+            "TRANSACTION.SUCCESS", paid_resource(DIRECT.mchid, DIRECT.appid, otn, 990, "4200000000000000000000016601")
+        )
+        assert (
+            httpx.post(
+                deployment.ledger + "/wechatpay/v3/notify", content=body, headers=wechat.headers(body)
+            ).status_code
+            == 204
+        )
+        deployment.faults(reset=True)
+        assert merchant.get("/v1/orders/REV-AMT").json()["review_reasons"] == ["amount_mismatch"]
+        # paid less than the order: nothing to give back, a refund resolution says so and changes nothing
+        nothing = merchant.post("/v1/orders/REV-AMT/review/resolve", json={"note": "少付", "action": "refund"})
+        assert nothing.status_code == 422 and "accept" in nothing.json()["detail"]
+        assert (
+            merchant.post("/v1/orders/REV-AMT/review/resolve", json={"note": "", "action": "accept"}).status_code == 422
+        )
+        accept = {"note": "顾客用优惠抵了 10 分，店长同意", "action": "accept"}
+        kept = merchant.post("/v1/orders/REV-AMT/review/resolve", json=accept)
+        assert kept.status_code == 200 and kept.json()["status"] == "PAID" and kept.json()["refunds"] == []
+        assert merchant.post("/v1/orders/REV-AMT/review/resolve", json=accept).status_code == 200  # idempotent
+        other = merchant.post("/v1/orders/REV-AMT/review/resolve", json={"note": "改主意", "action": "accept"})
+        assert other.status_code == 409
+    assert [e["type"] for e in events_of(deployment, "REV-AMT")].count("ReviewResolved") == 1
+
+
+def test_a_refund_names_the_payment_it_gives_back(deployment: Deployment) -> None:
+    duplicate, paying = duplicate_paid(deployment, "REV-PAY")
+    with deployment.client() as merchant:
+        named = merchant.post(
+            "/v1/orders/REV-PAY/refunds",
+            json={"out_refund_no": "REV-PAY-R1", "amount_fen": 400, "out_trade_no": duplicate},
+        )
+        assert named.status_code == 202 and named.json()["out_trade_no"] == duplicate
+        plain = merchant.post("/v1/orders/REV-PAY/refunds", json={"out_refund_no": "REV-PAY-R2", "amount_fen": 100})
+        assert plain.status_code == 202 and plain.json()["out_trade_no"] == paying  # default: the paying one
+        too_much = merchant.post(
+            "/v1/orders/REV-PAY/refunds",
+            json={"out_refund_no": "REV-PAY-R3", "amount_fen": 700, "out_trade_no": duplicate},
+        )
+        assert too_much.status_code == 409  # 600 left of that payment
+        unknown = merchant.post(
+            "/v1/orders/REV-PAY/refunds", json={"amount_fen": 1, "out_trade_no": "zb000000000000000000000000001"}
+        )
+        assert unknown.status_code == 409
+        # the review's refund gives back what is left of the duplicate
+        resolved = merchant.post("/v1/orders/REV-PAY/review/resolve", json={"note": "退回剩余", "action": "refund"})
+        assert resolved.status_code == 200, resolved.text
+        by_no = {r["out_refund_no"]: r for r in resolved.json()["refunds"]}
+        assert by_no[f"RV{duplicate}"]["amount_fen"] == 600
+
+
+def test_refused_callbacks_are_listed_for_auditors_only(deployment: Deployment) -> None:
+    wechat = SpecWechat.from_keyset(deployment.root / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
+    forged = b'{"id": "forged-for-the-audit"}'
+    headers = wechat.headers(forged) | {"Wechatpay-Signature": "Zm9yZ2Vk"}
+    assert httpx.post(deployment.ledger + "/wechatpay/v3/notify", content=forged, headers=headers).status_code == 401
+    with deployment.client("auditor") as auditor:
+        listed = auditor.get("/v1/audit/refused-callbacks", params={"reason": "signature"})
+        assert listed.status_code == 200, listed.text
+        found = [r for r in listed.json()["refused"] if "forged-for-the-audit" in r["body"]]
+        assert (
+            len(found) == 1
+            and found[0]["path"] == "/wechatpay/v3/notify"
+            and found[0]["received_at"].endswith("+08:00")
+        )
+        assert auditor.get("/v1/audit/refused-callbacks", params={"reason": "no such reason"}).json()["refused"] == []
+        later = auditor.get("/v1/audit/refused-callbacks", params={"from": "2100-01-01T00:00:00+08:00"})
+        assert later.json()["refused"] == []
+        assert auditor.get("/v1/audit/refused-callbacks", params={"from": "2026-01-01T00:00:00"}).status_code == 422
+    for role in ("finance", "merchant", "support"):
+        with deployment.client(role) as other:
+            assert other.get("/v1/audit/refused-callbacks").status_code == 403
