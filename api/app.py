@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from adapters.persistence import parse_url, ping
-from api import audit, callbacks, cashier, errors, events, finance, merchant, ops, products
+from api import audit, callbacks, cashier, console, errors, events, finance, merchant, ops, products
 from api.db_gate import DatabaseGate
 from api.observe import Observe
 from bootstrap.settings import load_settings
@@ -48,6 +48,7 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
     errors.install(app)
     for module in (merchant, products, events, audit, finance, callbacks, cashier, ops):
         app.include_router(module.router)
+    console.install(app)
 
     app.add_middleware(Observe, probe_store=_probe_store)
     return app

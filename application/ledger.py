@@ -740,6 +740,23 @@ class Ledger(Application[UUID]):
             *(ids.refund_id(order.mchid, no) for no in order.refunds),
         ]
 
+    def find_order_no(self, mchid: str, number: str) -> str | None:
+        """The merchant order number that ``number`` names: itself, a payment's out_trade_no, or WeChat's
+        transaction_id (what a payer reads off their receipt) — within ``mchid``'s orders only."""
+        number = number.strip()
+        if not number:
+            return None
+        try:
+            return self.get_order(mchid, number).merchant_order_no
+        except OrderNotFound:
+            pass
+        index: TransactionIndex | None = self._load_optional(ids.transaction_index_id(number))
+        out_trade_no = index.out_trade_no if index is not None else number
+        payment: Payment | None = self._load_optional(ids.payment_id(out_trade_no))
+        if payment is None or payment.mchid != mchid:
+            return None
+        return str(payment.merchant_order_no)
+
     def order_history(self, mchid: str, merchant_order_no: str, as_of: datetime | None = None) -> list[HistoryEvent]:
         """Every event of the order, its payments and its refunds, oldest first."""
         order = self.get_order(mchid, merchant_order_no)
