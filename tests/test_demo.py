@@ -42,6 +42,7 @@ def test_the_tour_holds_every_step_and_writes_no_secret(tmp_path: Path) -> None:
     assert "16 of 16 steps held" in result.stdout
     assert "paySign = MD5(" in result.stdout and "for the scanned product is PAID" in result.stdout
     assert "✗" not in result.stdout and "Traceback" not in result.stderr
+    assert "/console" in result.stdout  # the tour ends by pointing at the console
 
     secrets = keyset_secrets(workdir / "keys")
     assert len(secrets) > 40  # 4 merchants' APIv3 keys, v2 keys, appsecrets and private keys, the platform's keys

@@ -34,7 +34,7 @@ from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtime
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID, PARTNER, V2
 from scheduler.runner import JOBS, Scheduler
-from zhangben.launch import Stack, StackError, running_stack
+from zhangben.launch import LEDGER_PORT, Stack, StackError, running_stack
 
 GREEN, RED, BOLD, DIM, RESET = (
     ("\033[32m", "\033[31m", "\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "", "", "")
@@ -547,6 +547,10 @@ def run_tour(stack: Stack) -> int:
         tour.stop()
     ok = held == len(STEPS)
     print(f"{BOLD}{GREEN if ok else RED}{held} of {len(STEPS)} steps held{RESET}")
+    print(
+        f"{DIM}The people's side of it: `make serve`, then open http://127.0.0.1:{LEDGER_PORT}/console and log in "
+        f"with the API key it prints (docs/console.md).{RESET}"
+    )
     return 0 if ok else 1
 
 

@@ -180,6 +180,7 @@ def banner(key: str) -> str:
     return f"""
 zhangben is running
   ledger API      {ledger}          (docs: {ledger}/docs, metrics: {ledger}/metrics)
+  console         {ledger}/console  (log in with the API key below)
   WeChat sandbox  {sandbox}          (docs/sandbox.md)
   API key         {key}
                   (demo merchant {DIRECT.mchid}, role merchant; kept in {KEY_FILE})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -190,3 +191,35 @@ def test_a_taken_port_is_said_before_anything_starts(tmp_path: Path) -> None:
         ):
             pass
     assert not (tmp_path / "l.db").exists()  # nothing was started or created
+
+
+def test_make_serve_prints_a_console_key_that_logs_in(tmp_path: Path) -> None:
+    """`make serve`'s banner names the console and a key; that key opens it."""
+    env = {**os.environ, "ZHANGBEN_DATABASE_URL": f"sqlite:///{tmp_path}/var/zhangben.db"}
+    env.pop("ZHANGBEN_CONFIG", None)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "zhangben.launch"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert serve.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while not any("Ctrl-C stops both" in line for line in lines):
+            assert time.monotonic() < deadline and serve.poll() is None, "".join(lines)
+            lines.append(serve.stdout.readline())
+        text = "".join(lines)
+        console = re.search(r"console\s+(http://\S+/console)", text)
+        key = re.search(r"API key\s+(zb_\S+)", text)
+        assert console and key, text
+        with httpx.Client(follow_redirects=False) as http:
+            logged = http.post(console.group(1) + "/login", data={"key": key.group(1)})
+            assert logged.status_code == 303 and logged.headers["location"] == "/console"
+            assert http.get(console.group(1)).status_code == 200
+    finally:
+        serve.terminate()
+        serve.wait(30)
