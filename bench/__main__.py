@@ -30,6 +30,7 @@ import psycopg
 
 from adapters.persistence import parse_url
 from adapters.viewdb import ViewDatabase
+from bench import console as console_bench
 from bench.load import (
     Clients,
     Outcome,
@@ -406,6 +407,8 @@ def main() -> int:
             measure(table, sizes, server)
     finally:
         server.stop()
+    print("console pages on the embedded default (SQLite):")
+    pages = console_bench.measure(1_000 if args.quick else 10_000)
     out = Path(__file__).with_name("results.json")
     out.write_text(
         json.dumps(
@@ -417,6 +420,7 @@ def main() -> int:
                 "machine": platform.machine(),
                 "python": sys.version.split()[0],
                 "figures": table.rows,
+                "console_pages": pages,
             },
             indent=2,
             ensure_ascii=False,
