@@ -359,6 +359,24 @@ def note(
     return _back(path, "备注已记录")
 
 
+@router.post("/refunds/{out_refund_no}/abnormal")
+def abnormal_refund(
+    request: Request,
+    out_refund_no: str,
+    action: Annotated[str, Form()],
+    note: Annotated[str, Form(max_length=500)],
+    order: Annotated[str, Form(max_length=64)],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    session = _checked(request, csrf, "merchant")
+    path = f"/console/orders/{quote(order)}"
+    try:
+        runtime(request).service.handle_abnormal_refund(session.who.mchid, out_refund_no, action, note, session.by)
+    except LedgerError as exc:
+        return _back(path, f"未能处理：{exc}")
+    return _back(path, "异常退款已处理")
+
+
 @router.get("/reviews", response_class=HTMLResponse)
 def reviews(request: Request) -> Response:
     """NEEDS_REVIEW, oldest first: the queue a person works through."""

@@ -20,6 +20,7 @@ from api.models import (
     AuthorizeUrl,
     CreateOrder,
     CreateRefund,
+    HandleAbnormalRefund,
     MiniProgramLogin,
     MiniProgramSession,
     NewPayment,
@@ -231,6 +232,16 @@ def resolve_review(merchant_order_no: str, body: ResolveReview, who: Merchant, r
 )
 def note_review(merchant_order_no: str, body: ReviewNote, who: Viewer, rt: Rt) -> Any:
     return rt.ledger.view_of(rt.service.note_review(who.mchid, merchant_order_no, body.note, actor(who)))
+
+
+@router.post(
+    "/refunds/{out_refund_no}/abnormal",
+    response_model=RefundView,
+    summary="Finish an ABNORMAL refund: re-send it to the merchant's bank card, or record it settled offline",
+)
+def handle_abnormal_refund(out_refund_no: str, body: HandleAbnormalRefund, who: Merchant, rt: Rt) -> Any:
+    refund = rt.service.handle_abnormal_refund(who.mchid, out_refund_no, body.action, body.note, actor(who))
+    return refund_view(refund)
 
 
 @router.get("/refunds/{out_refund_no}", response_model=RefundView, summary="The refund view")

@@ -86,6 +86,15 @@ class ResolveReview(BaseModel):
     out_trade_no: Key | None = Field(None, description="with refund: the payment to give back (default: the one)")
 
 
+class HandleAbnormalRefund(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["merchant_bank_card", "settled_offline"] = Field(
+        description="merchant_bank_card: WeChat pays it to the merchant's bank account (API v3); settled_offline: "
+        "the money went back another way, recorded with the note"
+    )
+    note: Note
+
+
 class ReviewNote(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: Note

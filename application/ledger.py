@@ -54,7 +54,7 @@ from domain.notification import Notification
 from domain.order import Order
 from domain.payment import Payment
 from domain.product import Product
-from domain.refund import Refund
+from domain.refund import SETTLED_OFFLINE, Refund
 from domain.status import OrderStatus, RefundStatus
 
 P = ParamSpec("P")
@@ -531,6 +531,24 @@ class Ledger(Application[UUID]):
             refund.mark_abnormal(refund_id, now)
         else:
             raise InvalidInput("status", f"unknown refund status {status!r}")
+        self.save(refund, order)
+        return refund
+
+    @retry_on_conflict
+    def handle_abnormal_refund(self, mchid: str, out_refund_no: str, how: str, note: str, by: str) -> Refund:
+        """A person finished an ABNORMAL refund (``Refund.AbnormalHandled``, who and why).
+
+        Settled offline, the refund is done for the order now (the payer has
+        their money); re-sent to the merchant's bank card, WeChat's result
+        arrives later as for any refund.
+        """
+        refund = self.get_refund(mchid, out_refund_no)
+        order: Order = self.repository.get(refund.order_id)
+        now = self.clock()
+        if not refund.handle_abnormal(how, note, by, now):
+            return refund
+        if how == SETTLED_OFFLINE and refund.succeed(refund.refund_id or "", now, f"线下退款：{note}"[:100]):
+            order.settle_refund(out_refund_no, now)
         self.save(refund, order)
         return refund
 

@@ -35,7 +35,7 @@ from domain.notification import Notification
 from domain.order import RULES as ORDER_RULES
 from domain.order import Order
 from domain.payment import Payment
-from domain.refund import Refund
+from domain.refund import ABNORMAL_HANDLING, TO_MERCHANT_BANK_CARD, Refund
 from domain.status import OrderStatus, PaymentStatus, RefundStatus
 from domain.transitions import guard
 
@@ -462,6 +462,25 @@ class PaymentService:
         if not note.strip():
             raise InvalidInput("note", "the note is empty")
         return self.ledger.note_review(mchid, merchant_order_no, note, by)
+
+    def handle_abnormal_refund(self, mchid: str, out_refund_no: str, how: str, note: str, by: str) -> Refund:
+        """Finish an ABNORMAL refund: re-send it to the merchant's bank card where WeChat allows (API v3), or record
+        it settled offline.  Idempotent: the same handling again changes nothing."""
+        if how not in ABNORMAL_HANDLING:
+            raise InvalidInput("action", f"action must be one of {', '.join(ABNORMAL_HANDLING)}")
+        if not note.strip():
+            raise InvalidInput("note", "say how the money went back: it is kept in the refund's history")
+        merchant = self.merchant(mchid)
+        refund = self.ledger.get_refund(mchid, out_refund_no)
+        if refund.handling == {"how": how, "note": note, "by": by}:
+            return refund
+        if refund.status is not RefundStatus.ABNORMAL:
+            raise InvalidTransition("refund", out_refund_no, "handle an abnormal refund", refund.status.value)
+        if how == TO_MERCHANT_BANK_CARD:
+            if merchant.is_v2 or not refund.refund_id:
+                raise InvalidInput("action", "WeChat re-sends an abnormal refund only on API v3: settle it offline")
+            self.client.apply_abnormal_refund(merchant, refund.refund_id, out_refund_no)
+        return self.ledger.handle_abnormal_refund(mchid, out_refund_no, how, note, by)
 
     def submit_refund(self, mchid: str, out_refund_no: str) -> Refund:
         merchant = self.merchant(mchid)

@@ -32,6 +32,7 @@ class RefundView(TypedDict):
     requested_at: str | None
     mchid: str
     success_time: str | None
+    handling: NotRequired[dict[str, str] | None]  # how a person finished an ABNORMAL refund (how, note, by)
 
 
 class PaymentView(TypedDict):
@@ -90,6 +91,7 @@ def refund_view(refund: Refund) -> RefundView:
         "requested_at": _iso(refund.requested_at),
         "mchid": refund.mchid,
         "success_time": _iso(refund.success_time),
+        "handling": refund.handling,
     }
 
 

@@ -24,7 +24,12 @@ RULES: dict[str, frozenset[S]] = {
     "record a success": frozenset({S.REQUESTED, S.PROCESSING, S.ABNORMAL}),
     "record a close": frozenset({S.REQUESTED, S.PROCESSING, S.ABNORMAL}),
     "record an abnormal result": frozenset({S.REQUESTED, S.PROCESSING}),
+    "handle an abnormal refund": frozenset({S.ABNORMAL}),
 }
+# How a person finishes an ABNORMAL refund (the payer's card refused it):
+TO_MERCHANT_BANK_CARD = "merchant_bank_card"  # WeChat pays it to the merchant's bank account (v3 异常退款)
+SETTLED_OFFLINE = "settled_offline"  # the merchant gave the money back another way; WeChat is not asked
+ABNORMAL_HANDLING = (TO_MERCHANT_BANK_CARD, SETTLED_OFFLINE)
 
 FINAL = frozenset({S.SUCCESS, S.CLOSED})
 
@@ -89,6 +94,20 @@ class Refund(Aggregate):
             refund.refund_id = self.refund_id or refund.refund_id
             refund.status = S.ABNORMAL
 
+    class AbnormalHandled(Aggregate.Event):
+        """A person finished an ABNORMAL refund: re-sent to the merchant's bank card, or settled offline."""
+
+        TOPIC = "zhangben.Refund.AbnormalHandled"
+        how: str
+        note: str
+        by: str
+        handled_at: datetime
+
+        def apply(self, refund: Refund) -> None:
+            refund.handling = {"how": self.how, "note": self.note, "by": self.by}
+            if self.how == TO_MERCHANT_BANK_CARD:
+                refund.status = S.PROCESSING  # WeChat is paying it again; its result arrives as for any refund
+
     class Notified(kept.Notified):
         """A verified notification, kept whole: raw headers, raw body, decrypted resource."""
 
@@ -126,6 +145,7 @@ class Refund(Aggregate):
         self.refund_id: str | None = None
         self.success_time: datetime | None = None
         self.notification_ids: list[str] = []
+        self.handling: dict[str, str] | None = None
 
     @property
     def is_final(self) -> bool:
@@ -161,6 +181,14 @@ class Refund(Aggregate):
             return False
         self._guard("record a close")
         self.trigger_event(self.Closed, refund_id=refund_id, closed_at=closed_at)
+        return True
+
+    def handle_abnormal(self, how: str, note: str, by: str, handled_at: datetime) -> bool:
+        """Record how a person finished the ABNORMAL refund; the same handling again changes nothing."""
+        if self.handling == {"how": how, "note": note, "by": by} and self.status is not S.ABNORMAL:
+            return False
+        self._guard("handle an abnormal refund")
+        self.trigger_event(self.AbnormalHandled, how=how, note=note, by=by, handled_at=handled_at)
         return True
 
     def mark_abnormal(self, refund_id: str, abnormal_at: datetime) -> bool:

@@ -118,6 +118,17 @@ def routes(sandbox: Sandbox) -> list[Route]:
         refund = await asyncio.to_thread(sandbox.refunds.create, merchant, data, sandbox.faults(), sandbox.time_factor)
         return 200, refund_json(refund)
 
+    async def apply_abnormal_refund(request: Request, merchant: SandboxMerchant, body: bytes) -> tuple[int, Any]:
+        refund = await asyncio.to_thread(
+            sandbox.refunds.apply_abnormal,
+            merchant,
+            request.path_params["refund_id"],
+            json_body(body),
+            sandbox.faults(),
+            sandbox.time_factor,
+        )
+        return 200, refund_json(refund)
+
     async def query_refund(request: Request, merchant: SandboxMerchant, body: bytes) -> tuple[int, Any]:
         sub = request.query_params.get("sub_mchid", "")
         return 200, refund_json(sandbox.refunds.find(merchant, sub, request.path_params["out_refund_no"]))
@@ -207,6 +218,11 @@ def routes(sandbox: Sandbox) -> list[Route]:
         Route("/v3/pay/partner/transactions/{channel}", wechat(prepay(True)), methods=["POST"]),
         Route("/v3/refund/domestic/refunds", wechat(create_refund), methods=["POST"]),
         Route("/v3/refund/domestic/refunds/{out_refund_no}", wechat(query_refund), methods=["GET"]),
+        Route(
+            "/v3/refund/domestic/refunds/{refund_id}/apply-abnormal-refund",
+            wechat(apply_abnormal_refund),
+            methods=["POST"],
+        ),
         Route("/v3/bill/tradebill", wechat(trade_bill), methods=["GET"]),
         Route("/v3/billdownload/file", wechat(download_bill), methods=["GET"]),
         Route("/v3/certificates", wechat(certificates), methods=["GET"]),

@@ -117,12 +117,50 @@ class Refunds:
             raise WechatError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
         return refund
 
+    def apply_abnormal(
+        self,
+        merchant: SandboxMerchant,
+        refund_id: str,
+        body: dict[str, Any],
+        faults: dict[str, Any],
+        time_factor: float,
+    ) -> dict[str, Any]:
+        """发起异常退款: an ABNORMAL refund paid again (to the merchant's or the payer's bank card), then SUCCESS.
+
+        https://pay.weixin.qq.com/doc/v3/merchant/4013070426
+        """
+        kind = body.get("type")
+        if kind not in ("USER_BANK_CARD", "MERCHANT_BANK_CARD"):
+            raise param_error("type", "type 应为 USER_BANK_CARD 或 MERCHANT_BANK_CARD")
+        if kind == "USER_BANK_CARD" and not all(body.get(k) for k in ("bank_type", "bank_account", "real_name")):
+            raise param_error("bank_account", "退款到用户银行卡需要 bank_type、bank_account、real_name")
+        with self.store.transaction():
+            refund = self.store.by_alias("refund", f"rid:{refund_id}")
+            if (
+                refund is None
+                or refund["mchid"] != merchant.mchid
+                or refund["out_refund_no"] != body.get("out_refund_no")
+            ):
+                raise WechatError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+            if refund.get("abnormal_applied") == kind and refund["status"] in ("PROCESSING", "SUCCESS"):
+                return refund  # the same request again
+            if refund["status"] != "ABNORMAL":
+                raise WechatError(400, "INVALID_REQUEST", "退款单状态不是退款异常，无法发起异常退款")
+            refund["status"] = "PROCESSING"
+            refund["abnormal_applied"] = kind
+            refund["next_status"] = "SUCCESS"
+            refund["settle_at"] = time.time() + float(faults.get("refund_delay_seconds", 1.0)) / time_factor
+            self.store.put("refund", refund["key"], refund)
+        return refund
+
     def settle(self, refund: dict[str, Any], status: str) -> dict[str, Any]:
         """Move a refund to its result; ABNORMAL may still end SUCCESS or CLOSED later."""
         refund["status"] = status
         if status == "SUCCESS":
             refund["success_time"] = rfc3339(self.clock.now())
-            refund["user_received_account"] = "支付用户零钱"
+            refund["user_received_account"] = {"MERCHANT_BANK_CARD": "商户银行卡", "USER_BANK_CARD": "用户银行卡"}.get(
+                refund.get("abnormal_applied", ""), "支付用户零钱"
+            )
         refund["settle_at"] = None
         self.store.put("refund", refund["key"], refund)
         return refund

@@ -255,6 +255,19 @@ class WechatPayClient:
     def refund_status(self, merchant: Merchant, out_refund_no: str) -> RefundNotice:
         return refund_notice(self.query_refund(merchant, out_refund_no))
 
+    def apply_abnormal_refund(self, merchant: Merchant, refund_id: str, out_refund_no: str) -> RefundNotice:
+        """发起异常退款: an ABNORMAL refund paid again, to the merchant's own bank account (``MERCHANT_BANK_CARD``).
+
+        The other type (the payer's bank card) needs the payer's card number and
+        name, which the ledger never holds.
+        https://pay.weixin.qq.com/doc/v3/merchant/4013070426 (docs/wechatpay-protocol.md §4.5)
+        """
+        body: dict[str, Any] = {"out_refund_no": out_refund_no, "type": "MERCHANT_BANK_CARD"}
+        if merchant.is_partner:
+            body["sub_mchid"] = merchant.sub_mchid
+        path = f"/v3/refund/domestic/refunds/{refund_id}/apply-abnormal-refund"
+        return refund_notice(_json(self.call(merchant, "POST", path, body)))
+
     def pay_params(self, merchant: Merchant, prepay_id: str) -> dict[str, str]:
         return pay_params(merchant, prepay_id)
 

@@ -49,7 +49,7 @@ _ENDPOINTS = (
     (re.compile(r"/v3/pay/(partner/)?transactions/(native|jsapi|app|h5)$"), "prepay"),
     (re.compile(r"/close$"), "close"),
     (re.compile(r"/v3/pay/(partner/)?transactions/(out-trade-no|id)/"), "query"),
-    (re.compile(r"/v3/refund/domestic/refunds$"), "refund"),
+    (re.compile(r"/v3/refund/domestic/refunds$|/apply-abnormal-refund$"), "refund"),
     (re.compile(r"/v3/refund/domestic/refunds/"), "refund_query"),
     (re.compile(r"/v3/bill/|/billdownload/|/pay/downloadbill$"), "bill"),
     (re.compile(r"/v3/certificates$"), "certificates"),

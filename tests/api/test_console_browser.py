@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.api.test_cashier_browser import browser
 from tests.api.test_finance import cli, sandbox_day, to_next_day_ten
-from tests.api.test_review_api import create, duplicate_paid
+from tests.api.test_review_api import abnormal_refund, create, duplicate_paid
 from tests.deploy import Deployment
 from tests.spec_wechat import SpecWechat, paid_resource
 
@@ -157,3 +157,17 @@ def test_a_post_without_the_csrf_token_is_refused(deployment: Deployment) -> Non
         assert "no token" not in http.get("/console/orders/CON-SUP").text
         cookie = http.cookies.jar
         assert any(c.name == "zb_console" and c.has_nonstandard_attr("HttpOnly") for c in cookie)
+
+
+def test_a_merchant_settles_an_abnormal_refund_offline(deployment: Deployment, browser: Browser) -> None:
+    abnormal_refund(deployment, "CON-ABN")
+    page = login(browser, deployment, "merchant")
+    page.goto(f"{deployment.ledger}/console/orders/CON-ABN")
+    form = page.locator("form.abnormal")
+    form.locator("select[name=action]").select_option("settled_offline")
+    form.locator("input[name=note]").fill("门店现金退还")
+    form.locator("button").click()
+    page.wait_for_selector("#msg")
+    assert page.text_content("#msg") == "异常退款已处理" and page.text_content("#status") == "已全额退款"
+    assert "线下已退" in page.text_content("#refunds") and page.locator("form.abnormal").count() == 0
+    page.context.close()

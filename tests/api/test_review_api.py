@@ -167,3 +167,60 @@ def test_refused_callbacks_are_listed_for_auditors_only(deployment: Deployment) 
     for role in ("finance", "merchant", "support"):
         with deployment.client(role) as other:
             assert other.get("/v1/audit/refused-callbacks").status_code == 403
+
+
+def abnormal_refund(deployment: Deployment, no: str) -> str:
+    """A paid order whose full refund WeChat reports ABNORMAL (the payer's card refused it)."""
+    with deployment.client() as merchant:
+        deployment.pay(create(merchant, no))
+        deployment.wait_status(no, "PAID")
+        deployment.faults(refund_result="ABNORMAL")
+        made = merchant.post(f"/v1/orders/{no}/refunds", json={"out_refund_no": f"{no}-R", "amount_fen": 1000})
+        assert made.status_code == 202, made.text
+        deadline = time.monotonic() + 10
+        while merchant.get(f"/v1/refunds/{no}-R").json()["status"] != "ABNORMAL":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        deployment.faults(reset=True)
+    return f"{no}-R"
+
+
+def test_an_abnormal_refund_is_resent_to_the_merchant_bank_card(deployment: Deployment) -> None:
+    out_refund_no = abnormal_refund(deployment, "ABN-BANK")
+    with deployment.client("support") as support:
+        body = {"action": "merchant_bank_card", "note": "顾客的卡已注销，退到商户银行卡后线下转账"}
+        assert support.post(f"/v1/refunds/{out_refund_no}/abnormal", json=body).status_code == 403
+    with deployment.client() as merchant:
+        resent = merchant.post(f"/v1/refunds/{out_refund_no}/abnormal", json=body)
+        assert resent.status_code == 200, resent.text
+        assert resent.json()["status"] == "PROCESSING" and resent.json()["handling"]["how"] == "merchant_bank_card"
+        assert merchant.post(f"/v1/refunds/{out_refund_no}/abnormal", json=body).status_code == 200  # a retry
+        deadline = time.monotonic() + 15
+        while merchant.get(f"/v1/refunds/{out_refund_no}").json()["status"] != "SUCCESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert deployment.wait_status("ABN-BANK", "REFUNDED")["refunded_fen"] == 1000
+    handled = [e for e in events_of(deployment, "ABN-BANK") if e["type"] == "AbnormalHandled"]
+    assert len(handled) == 1 and handled[0]["data"]["by"].startswith("merchant ")
+
+
+def test_an_abnormal_refund_settled_offline_is_done_for_the_order(deployment: Deployment) -> None:
+    out_refund_no = abnormal_refund(deployment, "ABN-CASH")
+    body = {"action": "settled_offline", "note": "门店现金退还，顾客签字"}
+    with deployment.client() as merchant:
+        assert (
+            merchant.post(
+                f"/v1/refunds/{out_refund_no}/abnormal", json={"action": "settled_offline", "note": " "}
+            ).status_code
+            == 422
+        )
+        settled = merchant.post(f"/v1/refunds/{out_refund_no}/abnormal", json=body)
+        assert settled.status_code == 200, settled.text
+        assert settled.json()["status"] == "SUCCESS" and settled.json()["handling"]["note"] == body["note"]
+        assert merchant.post(f"/v1/refunds/{out_refund_no}/abnormal", json=body).status_code == 200  # idempotent
+        other = merchant.post(
+            f"/v1/refunds/{out_refund_no}/abnormal", json={"action": "settled_offline", "note": "再来"}
+        )
+        assert other.status_code == 409  # it is done
+        assert deployment.wait_status("ABN-CASH", "REFUNDED")["refunded_fen"] == 1000
+    assert [e["type"] for e in events_of(deployment, "ABN-CASH")].count("AbnormalHandled") == 1
