@@ -33,6 +33,7 @@ from bootstrap.wiring import Runtime
 from domain.apikey import Principal
 from domain.errors import LedgerError, NotFound
 from domain.money import fen_to_yuan
+from domain.status import ORDER_STATUS_NAMES
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates" / "console")
@@ -50,16 +51,7 @@ MENU = {
     "finance": [("/console/reconciliation", "对账"), ("/console/exports", "导出")],
 }
 ORDER_READERS = ("merchant", "support", "auditor")
-STATUS_NAMES = {
-    "CREATED": "待支付",
-    "PAYING": "支付中",
-    "PAID": "已支付",
-    "PARTIALLY_REFUNDED": "部分退款",
-    "REFUNDED": "已全额退款",
-    "CLOSED": "已关闭",
-    "EXPIRED": "已过期",
-    "NEEDS_REVIEW": "待人工处理",
-}
+STATUS_NAMES = {status.value: name for status, name in ORDER_STATUS_NAMES.items()}
 REASON_NAMES = {"duplicate_payment": "重复支付", "amount_mismatch": "金额不符", "paid_after_close": "关单后支付"}
 
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from domain.bill import DIFFERENCE_KINDS
 from domain.sheets import Column, Sheet, Workbook
+from domain.status import ORDER_STATUS_NAMES
 
 RESULTS = {
     "matched": "对平",
@@ -26,16 +27,7 @@ RESULTS = {
     "status_mismatch": "状态不符",
 }
 OF = {"payment": "支付", "refund": "退款"}
-ORDER_STATUS = {
-    "CREATED": "待支付",
-    "PAYING": "支付中",
-    "PAID": "已支付",
-    "PARTIALLY_REFUNDED": "部分退款",
-    "REFUNDED": "已全额退款",
-    "CLOSED": "已关闭",
-    "EXPIRED": "已过期",
-    "NEEDS_REVIEW": "待人工处理",
-}
+ORDER_STATUS = {status.value: name for status, name in ORDER_STATUS_NAMES.items()}
 ACCOUNT_NAMES = {
     "wechat_clearing": "微信支付待结算",
     "merchant_sales": "主营业务收入",

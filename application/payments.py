@@ -444,7 +444,7 @@ class PaymentService:
         earlier = [
             (orn, r)
             for orn, r in order.refunds.items()
-            if orn.startswith(REVIEW_REFUND_PREFIX)
+            if orn == REVIEW_REFUND_PREFIX + r["out_trade_no"]
             and r["state"] != "RELEASED"
             and out_trade_no in (None, r["out_trade_no"])
         ]

@@ -47,3 +47,16 @@ class Channel(StrEnum):
 
 # Channels where WeChat needs the payer's openid at prepay time.
 CHANNELS_NEEDING_OPENID = frozenset({Channel.JSAPI, Channel.MINIPROGRAM})
+
+
+# What a person reads for each order status (the console, the finance exports).
+ORDER_STATUS_NAMES = {
+    OrderStatus.CREATED: "待支付",
+    OrderStatus.PAYING: "支付中",
+    OrderStatus.PAID: "已支付",
+    OrderStatus.PARTIALLY_REFUNDED: "部分退款",
+    OrderStatus.REFUNDED: "已全额退款",
+    OrderStatus.CLOSED: "已关闭",
+    OrderStatus.EXPIRED: "已过期",
+    OrderStatus.NEEDS_REVIEW: "待人工处理",
+}
