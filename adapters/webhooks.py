@@ -317,6 +317,31 @@ class WebhookStore:
             for r in rows
         ]
 
+    def recent_attempts(self, endpoint_ids: Sequence[str], limit: int = 50) -> list[dict[str, Any]]:
+        """The latest delivery attempts to these endpoints, newest first (the console's 推送 page)."""
+        if not endpoint_ids:
+            return []
+        marks = ", ".join("?" for _ in endpoint_ids)
+        rows = self.db.execute(
+            "SELECT a.endpoint_id, a.seq, a.attempt, a.at, a.status_code, a.latency_ms, a.error, d.state "  # noqa: S608 — placeholders only
+            "FROM webhook_attempts a LEFT JOIN webhook_deliveries d ON d.endpoint_id = a.endpoint_id AND d.seq = a.seq "
+            f"WHERE a.endpoint_id IN ({marks}) ORDER BY a.at DESC, a.attempt DESC LIMIT ?",
+            (*endpoint_ids, limit),
+        )
+        return [
+            {
+                "endpoint_id": r[0],
+                "seq": int(r[1]),
+                "attempt": int(r[2]),
+                "at": beijing(r[3]),
+                "status_code": r[4],
+                "latency_ms": r[5],
+                "error": r[6],
+                "delivery_state": r[7],
+            }
+            for r in rows
+        ]
+
     def counts(self) -> dict[str, int]:
         """Deliveries by state, and endpoints failing: for the metrics."""
         out = {

@@ -34,6 +34,7 @@ from domain.apikey import Principal
 from domain.errors import LedgerError, NotFound
 from domain.money import fen_to_yuan
 from domain.status import ORDER_STATUS_NAMES
+from projections.business_events import event_id
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates" / "console")
@@ -498,5 +499,9 @@ def refused(request: Request, reason: Annotated[str, Query(max_length=100)] = ""
 @router.get("/webhooks", response_class=HTMLResponse)
 def webhooks(request: Request) -> Response:
     session = _require(request, "merchant")
-    endpoints = runtime(request).webhooks.endpoints(session.who.mchid)
-    return _page(request, "webhooks.html", session, endpoints=endpoints)
+    rt = runtime(request)
+    endpoints = rt.webhooks.endpoints(session.who.mchid)
+    attempts = rt.webhooks.store.recent_attempts([e.id for e in endpoints])
+    for attempt in attempts:
+        attempt["event_id"] = event_id(attempt["seq"])
+    return _page(request, "webhooks.html", session, endpoints=endpoints, attempts=attempts)

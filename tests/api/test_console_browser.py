@@ -6,6 +6,7 @@ Screenshots land in the deployment's directory (console-*.png).
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
@@ -171,3 +172,18 @@ def test_a_merchant_settles_an_abnormal_refund_offline(deployment: Deployment, b
     assert page.text_content("#msg") == "异常退款已处理" and page.text_content("#status") == "已全额退款"
     assert "线下已退" in page.text_content("#refunds") and page.locator("form.abnormal").count() == 0
     page.context.close()
+
+
+def test_the_webhooks_page_shows_recent_deliveries(deployment: Deployment) -> None:
+    with deployment.client() as merchant:
+        made = merchant.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/nobody-listens"})
+        assert made.status_code == 201, made.text
+        deployment.pay(create(merchant, "CON-HOOK"))
+        deployment.wait_status("CON-HOOK", "PAID")
+    with httpx.Client(base_url=deployment.ledger, follow_redirects=False) as http:
+        assert http.post("/console/login", data={"key": deployment.keys["merchant"]}).status_code == 303
+        deadline = time.monotonic() + 20
+        while "nobody-listens" not in (page := http.get("/console/webhooks").text) or "evt_" not in page:
+            assert time.monotonic() < deadline, page[-2000:]
+            time.sleep(0.3)
+        assert re.search(r"<td>evt_\d{16}</td>", page) and "refused" in page.lower()
