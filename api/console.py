@@ -263,6 +263,8 @@ def order_page(request: Request, merchant_order_no: str, as_of: str = "", msg: s
             moment = datetime.fromisoformat(as_of)
         except ValueError:
             raise HTTPException(422, f"as_of 不是时间：{as_of}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=BEIJING)  # a time without an offset is Beijing time, as everywhere
     view = (
         rt.ledger.order_state_as_of(mchid, merchant_order_no, moment)
         if moment
