@@ -17,13 +17,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adapters.wechatpay.beijing import BEIJING
-from domain.sheets import Column, Sheet, Workbook, yuan, yuan_of_mfen
+from adapters.wechatpay.beijing import shown, wall_clock
+from domain.money import fen_to_yuan, mfen_to_yuan
+from domain.sheets import Column, Sheet, Workbook
 
 FORMATS = ("csv", "xlsx")
 YUAN_FORMAT = "#,##0.00"
@@ -51,16 +52,6 @@ def cells(column: Column) -> list[tuple[str, str]]:
     return [(column.key, column.header)]
 
 
-def beijing(value: Any) -> datetime | None:
-    """An ISO time (any offset) or datetime as a naive Beijing date-time: Excel cells have no time zone."""
-    if value in (None, ""):
-        return None
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(BEIJING).replace(tzinfo=None)
-    return moment
-
-
 def _day(value: Any) -> date | None:
     if value in (None, ""):
         return None
@@ -84,12 +75,11 @@ def _csv_values(columns: list[Column], row: Mapping[str, Any]) -> list[str]:
     for column in columns:
         value = row.get(column.key)
         if column.kind == "fen":
-            out += ["", ""] if value is None else [yuan(int(value)), str(int(value))]
+            out += ["", ""] if value is None else [fen_to_yuan(int(value)), str(int(value))]
         elif column.kind == "mfen":
-            out.append("" if value is None else yuan_of_mfen(int(value)))
+            out.append("" if value is None else mfen_to_yuan(int(value)))
         elif column.kind == "datetime":
-            moment = None if value == TOTAL else beijing(value)
-            out.append(moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ("" if value is None else str(value)))
+            out.append(str(value) if value == TOTAL else shown(value))
         else:
             out.append("" if value is None else str(value))
     return out
@@ -163,7 +153,7 @@ def _xlsx_row(ws: Any, columns: list[Column], row: Mapping[str, Any], make: Any)
             fee.number_format = FEE_FORMAT
             out.append(fee)
         elif column.kind == "datetime" and value != TOTAL:
-            cell = make(ws, value=beijing(value))
+            cell = make(ws, value=wall_clock(value))
             cell.number_format = DATETIME_FORMAT
             out.append(cell)
         elif column.kind == "date" and value != TOTAL:

@@ -197,18 +197,17 @@ def check_reachable(store: StoreUrl, *, create: bool = False) -> None:
     file is made only when ``create`` (``db init``, ``serve``): a read command
     pointed at a mistyped path must not leave an empty database behind.
     """
-    if store.kind == "memory":
+    if store.kind == "memory" or (store.kind == "sqlite" and store.path == ":memory:"):
         return
     if store.kind == "sqlite":
         path = Path(store.path)
-        if store.path != ":memory:" and not create and not path.exists():
+        if not create and not path.exists():
             raise DatabaseNotInitialised(f"database {store} does not exist: check the URL, or run `zhangben db init`")
-        if store.path != ":memory:":
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                sqlite3.connect(path).close()
-            except (OSError, sqlite3.Error) as exc:
-                raise DatabaseUnavailable(f"cannot open database {store}: {exc}") from None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sqlite3.connect(path).close()
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseUnavailable(f"cannot open database {store}: {exc}") from None
         return
     try:
         connect(store, 5).close()

@@ -30,7 +30,7 @@ protected methods.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, cast
 from uuid import UUID
 
@@ -292,6 +292,10 @@ def existing(recorder: ApplicationRecorder, originator_ids: Collection[UUID]) ->
     if isinstance(recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder):
         return recorder.existing(originator_ids)
     return {i for i in originator_ids if recorder.select_events(i, limit=1)}
+
+
+# Several aggregates' events by id, read together (``read_streams``, or a projection's shared reader).
+Streams = Callable[[Iterable[UUID]], dict[UUID, list[DomainEvent]]]
 
 
 def read_streams(

@@ -121,6 +121,13 @@ class ViewDatabase:
             rows = [(r[1],) for r in self.execute(f"PRAGMA table_info({table})")]
         return {str(r[0]) for r in rows}
 
+    def add_column(self, table: str, column: str, definition: str) -> bool:
+        """Add a column an upgrade brings (``CREATE TABLE IF NOT EXISTS`` does not); True if it was missing."""
+        if column in self.columns(table):
+            return False
+        self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        return True
+
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lock:
             if self.kind == "postgres":

@@ -56,21 +56,12 @@ def refused_callbacks(
     reason: Annotated[str | None, Query(max_length=100, description="words the refusal's reason contains")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Any:
-    """Every refusal is evidence (rule 3).  A refusal names no merchant before its signature is checked, so
-    an auditor sees those that name no other configured merchant in their body (v3 bodies are encrypted)."""
+    """Every refusal is evidence (rule 3); an auditor sees those that name no other merchant."""
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-22T00:00:00+08:00")
     others = [m for m in rt.settings.merchant_ids() if m != who.mchid]
-    wanted = (reason or "").lower()
-    found = [
-        r
-        for r in rt.ledger.refused_callbacks_since()
-        if (from_ is None or r.received_at >= from_)
-        and (to is None or r.received_at < to)
-        and wanted in r.reason.lower()
-        and not any(other in r.body for other in others)
-    ]
+    found = rt.ledger.refused_callbacks_seen_by(others, reason or "", from_, to)
     return {"refused": [_refused_view(r) for r in reversed(found[-limit:])]}
 
 

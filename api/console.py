@@ -25,13 +25,13 @@ from fastapi import APIRouter, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from adapters.exports import render
-from adapters.wechatpay.beijing import BEIJING
+from adapters.exports import FORMATS, render
+from adapters.wechatpay.beijing import BEIJING, shown
 from api.deps import runtime
-from application.finance_exports import RESULTS, journal_workbook, orders_workbook, reconciliation_workbook
+from application.finance_exports import EXPORTS, RESULTS, export_workbook
 from bootstrap.wiring import Runtime
 from domain.apikey import Principal
-from domain.errors import LedgerError, NotFound
+from domain.errors import LedgerError
 from domain.money import fen_to_yuan
 from domain.status import ORDER_STATUS_NAMES
 from projections.business_events import event_id
@@ -39,7 +39,7 @@ from projections.business_events import event_id
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates" / "console")
 templates.env.filters["yuan"] = lambda fen: "" if fen is None else fen_to_yuan(int(fen))
-templates.env.filters["beijing"] = lambda text: _beijing(text)
+templates.env.filters["beijing"] = shown
 templates.env.filters["pretty"] = lambda value: json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 COOKIE = "zb_console"
@@ -52,7 +52,7 @@ MENU = {
     "finance": [("/console/reconciliation", "对账"), ("/console/exports", "导出")],
 }
 ORDER_READERS = ("merchant", "support", "auditor")
-STATUS_NAMES = {status.value: name for status, name in ORDER_STATUS_NAMES.items()}
+REVIEW_QUEUE_MAX = 1000
 REASON_NAMES = {"duplicate_payment": "重复支付", "amount_mismatch": "金额不符", "paid_after_close": "关单后支付"}
 
 
@@ -62,10 +62,6 @@ class Session:
     def __init__(self, who: Principal, key: str) -> None:
         self.who = who
         self.csrf = csrf_token(key)
-
-    @property
-    def by(self) -> str:
-        return f"{self.who.role} {self.who.key_id}"
 
 
 def csrf_token(key: str) -> str:
@@ -90,12 +86,11 @@ class Forbidden(Exception):
 
 
 def _require(request: Request, *roles: str) -> Session:
+    """A page: logged in, in one of ``roles``."""
     session = _session(request)
     if session is None:
         raise LoginRequired
-    if roles and session.who.role not in roles:
-        raise Forbidden(f"此页面需要角色：{'、'.join(roles)}（当前：{session.who.role}）")
-    return session
+    return _in_role(session, roles, "页面")
 
 
 def _checked(request: Request, csrf: str, *roles: str) -> Session:
@@ -103,8 +98,12 @@ def _checked(request: Request, csrf: str, *roles: str) -> Session:
     session = _session(request)
     if session is None or not hmac.compare_digest(csrf, session.csrf):
         raise Forbidden("表单已失效（CSRF 校验失败），请刷新页面后重试")
+    return _in_role(session, roles, "操作")
+
+
+def _in_role(session: Session, roles: tuple[str, ...], what: str) -> Session:
     if roles and session.who.role not in roles:
-        raise Forbidden(f"此操作需要角色：{'、'.join(roles)}（当前：{session.who.role}）")
+        raise Forbidden(f"此{what}需要角色：{'、'.join(roles)}（当前：{session.who.role}）")
     return session
 
 
@@ -113,20 +112,13 @@ def _page(request: Request, name: str, session: Session | None, **context: Any) 
     return templates.TemplateResponse(
         request,
         name,
-        {"session": session, "menu": menu, "status_names": STATUS_NAMES, "reason_names": REASON_NAMES} | context,
+        {"session": session, "menu": menu, "status_names": ORDER_STATUS_NAMES, "reason_names": REASON_NAMES} | context,
         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"},
     )
 
 
 def _back(path: str, message: str = "") -> RedirectResponse:
     return RedirectResponse(path + (f"{'&' if '?' in path else '?'}msg={quote(message)}" if message else ""), 303)
-
-
-def _beijing(text: Any) -> str:
-    if not text:
-        return ""
-    moment = text if isinstance(text, datetime) else datetime.fromisoformat(str(text))
-    return moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def install(app: FastAPI) -> None:
@@ -226,7 +218,7 @@ def orders(
     start, last = _day_start(day_from), _day_start(day_to)
     end = last + timedelta(days=1) if last else None
     found_orders, next_cursor = rt.orders.list(
-        session.who.mchid, status if status in STATUS_NAMES else None, start, end, 50, cursor
+        session.who.mchid, status if status in ORDER_STATUS_NAMES else None, start, end, 50, cursor
     )
     return _page(
         request,
@@ -302,7 +294,7 @@ def resolve(
     path = f"/console/orders/{quote(merchant_order_no)}"
     try:
         runtime(request).service.resolve_review(
-            session.who.mchid, merchant_order_no, note, action, session.by, out_trade_no or None
+            session.who.mchid, merchant_order_no, note, action, session.who.actor, out_trade_no or None
         )
     except LedgerError as exc:
         return _back(path, f"未能处理：{exc}")
@@ -348,7 +340,7 @@ def note(
     session = _checked(request, csrf, "merchant", "support")
     path = f"/console/orders/{quote(merchant_order_no)}"
     try:
-        runtime(request).service.note_review(session.who.mchid, merchant_order_no, text, session.by)
+        runtime(request).service.note_review(session.who.mchid, merchant_order_no, text, session.who.actor)
     except LedgerError as exc:
         return _back(path, f"未能记录：{exc}")
     return _back(path, "备注已记录")
@@ -366,7 +358,9 @@ def abnormal_refund(
     session = _checked(request, csrf, "merchant")
     path = f"/console/orders/{quote(order)}"
     try:
-        runtime(request).service.handle_abnormal_refund(session.who.mchid, out_refund_no, action, note, session.by)
+        runtime(request).service.handle_abnormal_refund(
+            session.who.mchid, out_refund_no, action, note, session.who.actor
+        )
     except LedgerError as exc:
         return _back(path, f"未能处理：{exc}")
     return _back(path, "异常退款已处理")
@@ -376,15 +370,8 @@ def abnormal_refund(
 def reviews(request: Request) -> Response:
     """NEEDS_REVIEW, oldest first: the queue a person works through."""
     session = _require(request, "merchant", "support")
-    rt = runtime(request)
-    queue: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page, cursor = rt.orders.list(session.who.mchid, "NEEDS_REVIEW", None, None, 100, cursor)
-        queue += page
-        if cursor is None or len(queue) >= 1000:
-            break
-    return _page(request, "reviews.html", session, queue=list(reversed(queue)))
+    queue = runtime(request).orders.oldest(session.who.mchid, "NEEDS_REVIEW", REVIEW_QUEUE_MAX)
+    return _page(request, "reviews.html", session, queue=queue)
 
 
 # -- finance ---------------------------------------------------------------------------------
@@ -426,8 +413,10 @@ def acknowledge(
     session = _checked(request, csrf, "finance")
     path = f"/console/reconciliation?date={day}"
     try:
-        result = runtime(request).finance.acknowledge(session.who.mchid, _date(day), difference_id, text, session.by)
-    except (LedgerError, NotFound) as exc:
+        result = runtime(request).finance.acknowledge(
+            session.who.mchid, _date(day), difference_id, text, session.who.actor
+        )
+    except LedgerError as exc:
         return _back(path, f"未能确认：{exc}")
     return _back(path, "已确认" + ("，当日已关账" if result["closed"] else ""))
 
@@ -445,19 +434,13 @@ def export_file(
 ) -> Response:
     """The same files as ``zhangben export`` (application/finance_exports.py)."""
     session = _require(request, "finance")
-    if what not in ("reconciliation", "journal", "orders") or fmt not in ("xlsx", "csv"):
+    if what not in EXPORTS or fmt not in FORMATS:
         raise HTTPException(404, "没有这种导出")
-    rt = runtime(request)
     start, end = _date(day), _date(to) if to else _date(day)
     if end < start:
         raise HTTPException(422, "结束日期早于开始日期")
-    mchids = [session.who.mchid]
-    if what == "reconciliation":
-        book = reconciliation_workbook(rt.finance, mchids, start, end)
-    elif what == "journal":
-        book = journal_workbook(rt.finance, mchids, start, end)
-    else:
-        book = orders_workbook(_orders_of(rt, session.who.mchid, start, end))
+    rt = runtime(request)
+    book = export_workbook(what, rt.finance, rt.orders.created_on, [session.who.mchid], start, end)
     media = (
         "text/csv; charset=utf-8"
         if fmt == "csv"
@@ -469,18 +452,6 @@ def export_file(
     )
 
 
-def _orders_of(rt: Runtime, mchid: str, start: date, end: date) -> list[dict[str, Any]]:
-    begin = datetime.combine(start, datetime.min.time(), BEIJING)
-    stop = datetime.combine(end + timedelta(days=1), datetime.min.time(), BEIJING)
-    found: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page, cursor = rt.orders.list(mchid, None, begin, stop, 100, cursor)
-        found += page
-        if cursor is None:
-            return found
-
-
 # -- audit and webhooks ----------------------------------------------------------------------
 
 
@@ -489,12 +460,7 @@ def refused(request: Request, reason: Annotated[str, Query(max_length=100)] = ""
     session = _require(request, "auditor")
     rt = runtime(request)
     others = [m for m in rt.settings.merchant_ids() if m != session.who.mchid]
-    wanted = reason.lower()
-    found = [
-        r
-        for r in rt.ledger.refused_callbacks_since()
-        if wanted in r.reason.lower() and not any(other in r.body for other in others)
-    ]
+    found = rt.ledger.refused_callbacks_seen_by(others, reason)
     return _page(request, "refused.html", session, refused=list(reversed(found[-200:])), reason=reason)
 
 

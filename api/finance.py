@@ -74,4 +74,4 @@ def import_bill(bill_date: date, who: Clerk, rt: Rt) -> Any:
     summary="Explain one difference of a day's reconciliation; the day closes when every one is explained",
 )
 def acknowledge(bill_date: date, difference_id: str, body: AcknowledgeDifference, who: Clerk, rt: Rt) -> Any:
-    return rt.finance.acknowledge(who.mchid, bill_date, difference_id, body.note, f"{who.role} {who.key_id}")
+    return rt.finance.acknowledge(who.mchid, bill_date, difference_id, body.note, who.actor)

@@ -208,11 +208,6 @@ def create_refund(merchant_order_no: str, body: CreateRefund, who: Merchant, rt:
     return refund_view(refund)
 
 
-def actor(who: Principal) -> str:
-    """Who did it, for the event: the role and the API key's id (never the key)."""
-    return f"{who.role} {who.key_id}"
-
-
 @router.post(
     "/orders/{merchant_order_no}/review/resolve",
     response_model=OrderView,
@@ -220,7 +215,7 @@ def actor(who: Principal) -> str:
 )
 def resolve_review(merchant_order_no: str, body: ResolveReview, who: Merchant, rt: Rt) -> Any:
     order = rt.service.resolve_review(
-        who.mchid, merchant_order_no, body.note, body.action, actor(who), body.out_trade_no
+        who.mchid, merchant_order_no, body.note, body.action, who.actor, body.out_trade_no
     )
     return rt.ledger.view_of(order)
 
@@ -231,7 +226,7 @@ def resolve_review(merchant_order_no: str, body: ResolveReview, who: Merchant, r
     summary="File a note on an order (客服: what the payer said); changes no money",
 )
 def note_review(merchant_order_no: str, body: ReviewNote, who: Viewer, rt: Rt) -> Any:
-    return rt.ledger.view_of(rt.service.note_review(who.mchid, merchant_order_no, body.note, actor(who)))
+    return rt.ledger.view_of(rt.service.note_review(who.mchid, merchant_order_no, body.note, who.actor))
 
 
 @router.post(
@@ -240,7 +235,7 @@ def note_review(merchant_order_no: str, body: ReviewNote, who: Viewer, rt: Rt) -
     summary="Finish an ABNORMAL refund: re-send it to the merchant's bank card, or record it settled offline",
 )
 def handle_abnormal_refund(out_refund_no: str, body: HandleAbnormalRefund, who: Merchant, rt: Rt) -> Any:
-    refund = rt.service.handle_abnormal_refund(who.mchid, out_refund_no, body.action, body.note, actor(who))
+    refund = rt.service.handle_abnormal_refund(who.mchid, out_refund_no, body.action, body.note, who.actor)
     return refund_view(refund)
 
 

@@ -201,12 +201,14 @@ class Finance:
         ``closed`` when every difference it still has is acknowledged.
         """
         self.journal_follower.bring_up_to_date()
-        report = self.bills.report(mchid, bill_date, partial(self.ledger.known_refunds, mchid))
+        known = partial(self.ledger.known_refunds, mchid)
+        report = self.bills.report(mchid, bill_date, known)
         report["bill_imported"] = self.bills.has_bill(mchid, bill_date)
         acknowledged = self.ledger.bill_acknowledgements(mchid, bill_date)
         for difference in report["differences"]:
             difference["acknowledged"] = acknowledged.get(difference["id"])
-        explained = sum(1 for d in self.differences(mchid, bill_date) if d["id"] in acknowledged) if acknowledged else 0
+        differences = self.bills.differences(mchid, bill_date, known) if acknowledged else iter(())
+        explained = sum(1 for d in differences if d["id"] in acknowledged)
         report["acknowledged_total"] = explained
         report["closed"] = report["bill_imported"] and explained == report["differences_total"]
         return report
@@ -239,6 +241,9 @@ class Finance:
 
     def bill_totals(self, mchid: str, bill_date: date) -> dict[str, int]:
         return self.bills.bill_totals(mchid, bill_date)
+
+    def has_bill(self, mchid: str, bill_date: date) -> bool:
+        return self.bills.has_bill(mchid, bill_date)
 
     def journal_report(self, mchid: str, day_from: date, day_to: date) -> dict[str, Any]:
         self.journal_follower.bring_up_to_date()

@@ -9,7 +9,7 @@ the 合计 row.  Every sum is in integer fen.  The files are written by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import date, timedelta
 from typing import Any, Protocol
 
@@ -27,7 +27,6 @@ RESULTS = {
     "status_mismatch": "状态不符",
 }
 OF = {"payment": "支付", "refund": "退款"}
-ORDER_STATUS = {status.value: name for status, name in ORDER_STATUS_NAMES.items()}
 ACCOUNT_NAMES = {
     "wechat_clearing": "微信支付待结算",
     "merchant_sales": "主营业务收入",
@@ -40,7 +39,7 @@ ACCOUNT_NAMES = {
 class Books(Protocol):
     """What the exports read (``application.finance.Finance``)."""
 
-    def report(self, mchid: str, bill_date: date) -> dict[str, Any]: ...
+    def has_bill(self, mchid: str, bill_date: date) -> bool: ...
 
     def lines(self, mchid: str, bill_date: date) -> Iterator[dict[str, Any]]: ...
 
@@ -99,7 +98,7 @@ LINE_COLUMNS = [
 def reconciliation_workbook(books: Books, mchids: Sequence[str], day_from: date, day_to: date) -> Workbook:
     """汇总 (per day: matched, each kind of difference, the bill's trades, refunds, fees, net settlement),
     对账明细 (every bill line with its result, and what only the ledger has) and 差异 (the differences alone)."""
-    reconciled = [(m, d) for m in mchids for d in days(day_from, day_to) if books.report(m, d)["bill_imported"]]
+    reconciled = [(m, d) for m in mchids for d in days(day_from, day_to) if books.has_bill(m, d)]
     line_totals: dict[str, Any] = {}
     difference_totals: dict[str, Any] = {}
     return Workbook(
@@ -205,17 +204,20 @@ def journal_workbook(books: Books, mchids: Sequence[str], day_from: date, day_to
         for mchid, report in reports.items()
         for account, sums in report["trial_balance"]["accounts"].items()
     ]
+    line_totals: dict[str, Any] = {}
+    balance_totals: dict[str, Any] = {}
     return Workbook(
         "journal",
         [
-            Sheet("日记账", JOURNAL_COLUMNS, lines, _totals(lines, ("debit_fen", "credit_fen"))),
-            Sheet("试算平衡", BALANCE_COLUMNS, balances, _totals(balances, ("debit_fen", "credit_fen", "balance_fen"))),
+            Sheet("日记账", JOURNAL_COLUMNS, _summing(lines, line_totals, ("debit_fen", "credit_fen")), line_totals),
+            Sheet(
+                "试算平衡",
+                BALANCE_COLUMNS,
+                _summing(balances, balance_totals, ("debit_fen", "credit_fen", "balance_fen")),
+                balance_totals,
+            ),
         ],
     )
-
-
-def _totals(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, int]:
-    return {key: sum(int(r.get(key) or 0) for r in rows) for key in keys}
 
 
 # -- orders ----------------------------------------------------------------------------------
@@ -237,6 +239,21 @@ ORDER_COLUMNS = [
 ]
 
 
+EXPORTS = ("reconciliation", "journal", "orders")
+OrdersOn = Callable[[str, date, date], Iterable[Mapping[str, Any]]]  # a merchant's orders created on these days
+
+
+def export_workbook(
+    what: str, books: Books, orders_on: OrdersOn, mchids: Sequence[str], day_from: date, day_to: date
+) -> Workbook:
+    """One of ``EXPORTS`` for these merchants and days: what ``zhangben export`` and the console both write."""
+    if what == "reconciliation":
+        return reconciliation_workbook(books, mchids, day_from, day_to)
+    if what == "journal":
+        return journal_workbook(books, mchids, day_from, day_to)
+    return orders_workbook(view for mchid in mchids for view in orders_on(mchid, day_from, day_to))
+
+
 def orders_workbook(orders: Iterable[Mapping[str, Any]]) -> Workbook:
     """订单: one row per order view, with its description and the 微信支付订单号 of the attempt that was paid."""
     totals: dict[str, Any] = {}
@@ -252,7 +269,7 @@ def _order_row(view: Mapping[str, Any]) -> dict[str, Any]:
         "merchant_order_no": view["merchant_order_no"],
         "description": view.get("description", ""),
         "status": view["status"],
-        "status_name": ORDER_STATUS.get(view["status"], view["status"]),
+        "status_name": ORDER_STATUS_NAMES.get(view["status"], view["status"]),
         "transaction_id": paid["transaction_id"] if paid else None,
         "out_trade_no": paid["out_trade_no"] if paid else None,
         "amount_fen": view["amount_fen"],

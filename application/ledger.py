@@ -13,7 +13,7 @@ import functools
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
@@ -23,7 +23,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Repos
 from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError
 
-from adapters.recorders import existing, read_streams, replay
+from adapters.recorders import Streams, existing, read_streams, replay
 from application import apikeys
 from application.history import HistoryEvent, history_events, version_at
 from application.views import OrderView, order_view
@@ -59,9 +59,6 @@ from domain.status import OrderStatus, RefundStatus
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# Several aggregates' events by id, read together (``Ledger.streams``, or a projection's shared reader).
-Streams = Callable[[Iterable[UUID]], dict[UUID, list[DomainEvent]]]
 
 # Where "now" comes from: injected (``bootstrap.clock``), never read inside an event.
 Clock = Callable[[], datetime]
@@ -435,18 +432,14 @@ class Ledger(Application[UUID]):
         out_refund_no: str | None = None,
     ) -> Order:
         order = self.get_order(mchid, merchant_order_no)
-        version = order.version
-        order.resolve_review(note, self.clock(), action, by, out_refund_no)
-        if order.version != version:
+        if order.resolve_review(note, self.clock(), action, by, out_refund_no):
             self.save(order)
         return order
 
     @retry_on_conflict
     def note_review(self, mchid: str, merchant_order_no: str, note: str, by: str) -> Order:
         order = self.get_order(mchid, merchant_order_no)
-        version = order.version
-        order.note_review(note, by, self.clock())
-        if order.version != version:
+        if order.note_review(note, by, self.clock()):
             self.save(order)
         return order
 
@@ -571,9 +564,7 @@ class Ledger(Application[UUID]):
         bill: DailyBill | None = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))
         if bill is None:
             raise NotFound(f"no bill imported for {bill_date}")
-        version = bill.version
-        bill.acknowledge(difference_id, note, by, self.clock())
-        if bill.version != version:
+        if bill.acknowledge(difference_id, note, by, self.clock()):
             self.save(bill)
         return bill
 
@@ -690,6 +681,29 @@ class Ledger(Application[UUID]):
             if len(notifications) < page:
                 return
             after = notifications[-1].id
+
+    def refused_callbacks_seen_by(
+        self,
+        others: Collection[str],
+        reason: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[RefusedCallback]:
+        """The refusals an auditor of one merchant may read, oldest first, filtered by time and reason words.
+
+        A refusal names no merchant before its signature is checked, so one is
+        shown unless its body names one of ``others`` (the other merchants
+        configured; a v3 body is encrypted and names none).
+        """
+        wanted = reason.lower()
+        return [
+            r
+            for r in self.refused_callbacks_since()
+            if (since is None or r.received_at >= since)
+            and (until is None or r.received_at < until)
+            and wanted in r.reason.lower()
+            and not any(other in r.body for other in others)
+        ]
 
     # -- reads for people --------------------------------------------------------
 

@@ -43,7 +43,6 @@ log = logging.getLogger("zhangben.payments")
 
 NOTIFY_PATH = "/wechatpay/v3/notify"
 REVIEW_ACTIONS = ("accept", "refund")
-REVIEW_REFUND_PREFIX = "RV"  # + the payment's out_trade_no: the refund a review's resolution made
 CLOSE_ROUNDS = 5  # an attempt that moves (prepaid by its own request) while it is closed is asked about again
 
 
@@ -426,9 +425,9 @@ class PaymentService:
         """A person settles an order in NEEDS_REVIEW: keep the money (``accept``) or give it back (``refund``).
 
         ``refund`` gives back a duplicate payment whole, or what the paying one
-        took beyond the order's amount (``Order.refund_for_review``), through
+        took beyond the order's amount (``Order.review_refund``), through
         WeChat like any refund, then closes the review.  Retried, it finds its
-        refund (``RV`` + the payment's out_trade_no) and changes nothing twice.
+        refund and the resolution already made, and changes nothing twice.
         """
         if action not in REVIEW_ACTIONS:
             raise InvalidInput("action", f"action must be one of {', '.join(REVIEW_ACTIONS)}")
@@ -438,22 +437,7 @@ class PaymentService:
         if action == "accept":
             return self.ledger.resolve_review(mchid, merchant_order_no, note, "accept", by)
         order = self.ledger.get_order(mchid, merchant_order_no)
-        done = order.resolution or {}
-        if order.status is not OrderStatus.NEEDS_REVIEW and (done.get("action"), done.get("note")) == ("refund", note):
-            return order  # this very resolution, asked again
-        earlier = [
-            (orn, r)
-            for orn, r in order.refunds.items()
-            if orn == REVIEW_REFUND_PREFIX + r["out_trade_no"]
-            and r["state"] != "RELEASED"
-            and out_trade_no in (None, r["out_trade_no"])
-        ]
-        if earlier:  # a retry after the refund was reserved: the same refund, not a second one
-            out_refund_no, reserved = earlier[0]
-            target, amount = reserved["out_trade_no"], reserved["amount_fen"]
-        else:
-            target, amount = order.refund_for_review(out_trade_no)
-            out_refund_no = REVIEW_REFUND_PREFIX + target
+        out_refund_no, target, amount = order.review_refund(out_trade_no)  # a retry finds the refund it made
         self.refund(mchid, merchant_order_no, out_refund_no, amount, note[:80], target)
         return self.ledger.resolve_review(mchid, merchant_order_no, note, "refund", by, out_refund_no)
 
@@ -472,10 +456,8 @@ class PaymentService:
             raise InvalidInput("note", "say how the money went back: it is kept in the refund's history")
         merchant = self.merchant(mchid)
         refund = self.ledger.get_refund(mchid, out_refund_no)
-        if refund.handling == {"how": how, "note": note, "by": by}:
+        if not refund.needs_handling(how, note, by):
             return refund
-        if refund.status is not RefundStatus.ABNORMAL:
-            raise InvalidTransition("refund", out_refund_no, "handle an abnormal refund", refund.status.value)
         if how == TO_MERCHANT_BANK_CARD:
             if merchant.is_v2 or not refund.refund_id:
                 raise InvalidInput("action", "WeChat re-sends an abnormal refund only on API v3: settle it offline")

@@ -97,3 +97,8 @@ class Principal:
     key_id: str
     mchid: str
     role: str
+
+    @property
+    def actor(self) -> str:
+        """Who did it, as events record it: the role and the key's id (never the key)."""
+        return f"{self.role} {self.key_id}"

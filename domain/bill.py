@@ -75,14 +75,15 @@ class DailyBill(Aggregate):
         self.imports = 0
         self.acknowledged: dict[str, dict[str, str]] = {}
 
-    def acknowledge(self, difference_id: str, note: str, by: str, at: datetime) -> None:
-        """Explain a difference; the same explanation again (a retry) is kept once, a new one replaces it."""
+    def acknowledge(self, difference_id: str, note: str, by: str, at: datetime) -> bool:
+        """Explain a difference; the same explanation again (a retry) is kept once (False), a new one replaces it."""
         earlier = self.acknowledged.get(difference_id)
         if earlier is not None and earlier["note"] == note and earlier["by"] == by:
-            return
+            return False
         self.trigger_event(
             self.DifferenceAcknowledged, difference_id=difference_id, note=note, by=by, acknowledged_at=at
         )
+        return True
 
     def record_import(
         self, lines: int, settled_fen: int, refunded_fen: int, fee_fen: int, sha1: str, imported_at: datetime

@@ -41,6 +41,13 @@ def fen_to_yuan(fen: Fen) -> str:
     return f"{sign}{whole}.{cents:02d}"
 
 
+def mfen_to_yuan(mfen: int) -> str:
+    """Thousandths of a fen as yuan text with five decimals, as WeChat's bill writes fees: ``4200`` → ``"0.04200"``."""
+    sign = "-" if mfen < 0 else ""
+    whole, rest = divmod(abs(mfen), 100_000)
+    return f"{sign}{whole}.{rest:05d}"
+
+
 def yuan_to_fen(text: str, field: str = "amount") -> Fen:
     """Parse yuan text (as in WeChat bills, ``"12.34"`` or ``"¥12.34"``) into fen.
 

@@ -31,6 +31,7 @@ AMOUNT_MISMATCH = "amount_mismatch"
 PAID_AFTER_CLOSE = "paid_after_close"
 
 RESERVED, SUCCEEDED, RELEASED = "RESERVED", "SUCCESS", "RELEASED"
+REVIEW_REFUND_PREFIX = "RV"  # + the payment's out_trade_no: the refund a review's resolution made
 
 RULES: dict[str, frozenset[S]] = {
     "start a payment attempt": frozenset({S.CREATED, S.PAYING, S.EXPIRED}),
@@ -342,30 +343,41 @@ class Order(Aggregate):
 
     def resolve_review(
         self, note: str, resolved_at: datetime, action: str = "accept", by: str = "", out_refund_no: str | None = None
-    ) -> None:
-        """Close the review; the same resolution again (a retried request) changes nothing."""
+    ) -> bool:
+        """Close the review; the same resolution again (a retried request) changes nothing (False)."""
         same = {"action": action, "note": note, "out_refund_no": out_refund_no}
         if self.status is not S.NEEDS_REVIEW and self.resolution == same:
-            return
+            return False
         self._guard("resolve a review")
         self.trigger_event(
             self.ReviewResolved, note=note, resolved_at=resolved_at, action=action, by=by, out_refund_no=out_refund_no
         )
+        return True
 
-    def note_review(self, note: str, by: str, noted_at: datetime) -> None:
-        """A note for the record; the same note by the same person twice in a row is kept once."""
+    def note_review(self, note: str, by: str, noted_at: datetime) -> bool:
+        """A note for the record; the same note by the same person twice in a row is kept once (False)."""
         if self.notes and self.notes[-1]["note"] == note and self.notes[-1]["by"] == by:
-            return
+            return False
         self.trigger_event(self.ReviewNoted, note=note, by=by, noted_at=noted_at)
+        return True
 
-    def refund_for_review(self, out_trade_no: str | None) -> tuple[str, int]:
-        """Which payment a "refund" resolution gives back, and how much (docs/api.md, "Reviews").
+    def review_refund(self, out_trade_no: str | None) -> tuple[str, str, int]:
+        """The refund a "refund" resolution makes: its number, the payment it gives back, how much (docs/api.md).
 
         A payment other than the one that pays the order (a duplicate) goes back
         whole; the paying one goes back whole if it came after the order was
         closed, else only what it paid beyond the order's amount.  Without a
-        name, the one other payment with money left is meant.
+        name, the one other payment with money left is meant.  The refund is
+        numbered ``RV`` + that payment's out_trade_no, so a retried resolution
+        finds the one it already reserved instead of making a second.
         """
+        for out_refund_no, reserved in self.refunds.items():
+            if (
+                out_refund_no == REVIEW_REFUND_PREFIX + reserved["out_trade_no"]
+                and reserved["state"] != RELEASED
+                and out_trade_no in (None, reserved["out_trade_no"])
+            ):
+                return out_refund_no, reserved["out_trade_no"], reserved["amount_fen"]
         if out_trade_no is None:
             others = [o for o in self.captured if o != self.paid_out_trade_no and self.refundable_fen(o) > 0]
             if len(others) > 1:
@@ -383,7 +395,7 @@ class Order(Aggregate):
             raise InvalidInput(
                 "action", f"payment {out_trade_no} has nothing to give back beyond the order's amount: accept instead"
             )
-        return out_trade_no, amount
+        return REVIEW_REFUND_PREFIX + out_trade_no, out_trade_no, amount
 
     def reserve_refund(self, out_refund_no: str, out_trade_no: str, amount_fen: int) -> None:
         """Set aside ``amount_fen`` of one payment for a refund, or refuse."""

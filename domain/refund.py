@@ -183,11 +183,20 @@ class Refund(Aggregate):
         self.trigger_event(self.Closed, refund_id=refund_id, closed_at=closed_at)
         return True
 
-    def handle_abnormal(self, how: str, note: str, by: str, handled_at: datetime) -> bool:
-        """Record how a person finished the ABNORMAL refund; the same handling again changes nothing."""
+    def needs_handling(self, how: str, note: str, by: str) -> bool:
+        """False for this very handling done already (a retry); refused unless the refund is ABNORMAL.
+
+        Asked before WeChat is, so a retry never sends the refund to WeChat twice.
+        """
         if self.handling == {"how": how, "note": note, "by": by} and self.status is not S.ABNORMAL:
             return False
         self._guard("handle an abnormal refund")
+        return True
+
+    def handle_abnormal(self, how: str, note: str, by: str, handled_at: datetime) -> bool:
+        """Record how a person finished the ABNORMAL refund; the same handling again changes nothing."""
+        if not self.needs_handling(how, note, by):
+            return False
         self.trigger_event(self.AbnormalHandled, how=how, note=note, by=by, handled_at=handled_at)
         return True
 

@@ -39,17 +39,3 @@ class Workbook:
     kind: str  # reconciliation | journal | orders: the file's name
     sheets: list[Sheet]
     csv_sheet: int = 0  # a CSV holds one sheet: this one (the lines; the summary is the XLSX's)
-
-
-def yuan_of_mfen(mfen: int) -> str:
-    """Milli-fen as 元 text with five decimals, exactly, as WeChat's bill writes fees: 4200 → ``0.04200``."""
-    sign = "-" if mfen < 0 else ""
-    whole, rest = divmod(abs(mfen), 100_000)
-    return f"{sign}{whole}.{rest:05d}"
-
-
-def yuan(fen: int) -> str:
-    """Integer fen as 元 text with two decimals, exactly: 123456 → ``1234.56``, -5 → ``-0.05``."""
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{sign}{whole}.{cents:02d}"

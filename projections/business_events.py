@@ -29,10 +29,11 @@ from uuid import UUID
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import Notification
 
+from adapters.recorders import Streams
 from adapters.viewdb import ViewDatabase, sortable
 from adapters.wechatpay.beijing import BEIJING
 from domain import ids
-from projections.core import EventLog, Streams
+from projections.core import EventLog
 
 # The order views as of (order, moment) pairs, from the events alone (``Ledger.views_at_many``, from bootstrap)
 ViewsAt = Callable[[list[tuple[UUID, datetime]], Streams], Sequence[Mapping[str, Any] | None]]
@@ -92,9 +93,10 @@ class BusinessEvents:
         self.db = db
         self.views_at = views_at
 
-    def create_tables(self) -> None:
+    def create_tables(self) -> bool:
         for statement in DDL:
             self.db.execute(statement)
+        return False
 
     def prepare(self, notifications: Sequence[Notification]) -> list[tuple[Any, ...]]:
         """The batch's business events, each with its order's view as of that event (all read in a few queries)."""

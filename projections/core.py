@@ -24,7 +24,7 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
 from adapters.persistence import is_unavailable
-from adapters.recorders import read_streams, replay
+from adapters.recorders import Streams, read_streams, replay
 from adapters.viewdb import ViewDatabase
 
 log = logging.getLogger("zhangben.projections")
@@ -34,8 +34,6 @@ BATCH = 500
 REBUILD_BATCH = 5000  # a replay reads the log in large pages: fewer round trips, an order's events mostly together
 
 
-# Several aggregates' events, by aggregate id: what the views are computed from (``Ledger.views_of_many``).
-Streams = Callable[[Iterable[UUID]], dict[UUID, list[DomainEvent]]]
 SHARED_STREAMS_MAX = 20_000
 
 
@@ -96,7 +94,9 @@ class Projection(Protocol[Prepared]):
     @property
     def tables(self) -> Sequence[str]: ...
 
-    def create_tables(self) -> None: ...
+    def create_tables(self) -> bool:
+        """Make the tables; True when an existing table changed shape and the log must be replayed into it."""
+        ...
 
     def prepare(self, notifications: Sequence[Notification]) -> Prepared:
         """Read what the batch needs; no writes."""
@@ -125,7 +125,8 @@ class Follower:
             "INSERT INTO projection_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
             (self.projection.name,),
         )
-        self.projection.create_tables()
+        if self.projection.create_tables():  # a column an upgrade added is filled by replaying the log
+            self.db.execute("UPDATE projection_tracking SET position = 0 WHERE name = ?", (self.projection.name,))
 
     @property
     def position(self) -> int:

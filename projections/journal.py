@@ -165,17 +165,13 @@ class Journal:
         self.db = db
         self._cache: dict[UUID, Any] = {}
 
-    def create_tables(self) -> None:
+    def create_tables(self) -> bool:
         for statement in DDL:
             self.db.execute(statement)
-        self._add_note_column()
-
-    def _add_note_column(self) -> None:
-        """A database made before journal notes existed gets the column (then ``projections rebuild journal``)."""
-        if self.db.kind == "postgres":
-            self.db.execute("ALTER TABLE journal_lines ADD COLUMN IF NOT EXISTS note TEXT NOT NULL DEFAULT ''")
-        elif not any(row[1] == "note" for row in self.db.execute("PRAGMA table_info(journal_lines)")):
-            self.db.execute("ALTER TABLE journal_lines ADD COLUMN note TEXT NOT NULL DEFAULT ''")
+        # a database made before journal notes existed gets the column; lines are never rewritten by a replay,
+        # so old lines get their notes from `projections rebuild journal`
+        self.db.add_column("journal_lines", "note", "TEXT NOT NULL DEFAULT ''")
+        return False
 
     def _aggregate(self, aggregate_id: UUID) -> Any:
         if aggregate_id not in self._cache:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import builtins  # the class below has a method named `list`
 import json
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
+from adapters.recorders import Streams
 from adapters.viewdb import ViewDatabase, sortable
+from adapters.wechatpay.beijing import BEIJING
 from domain import ids
-from projections.core import EventLog, Streams
+from projections.core import EventLog
 
 # The views of several orders, computed from their aggregates read in two queries (``Ledger.views_of_many``,
 # handed over by bootstrap).
@@ -53,12 +55,10 @@ class OrderStatusView:
         self.views_of = views_of
         self._order_of: dict[UUID, UUID] = {}  # payment or refund id → order id
 
-    def create_tables(self) -> None:
+    def create_tables(self) -> bool:
         for statement in DDL:
             self.db.execute(statement)
-        if "paid_ms" not in self.db.columns("order_status"):  # a view made before the column: add it, replay to fill
-            self.db.execute("ALTER TABLE order_status ADD COLUMN paid_ms BIGINT")
-            self.db.execute("UPDATE projection_tracking SET position = 0 WHERE name = ?", (NAME,))
+        return self.db.add_column("order_status", "paid_ms", "BIGINT")  # a view from before it: replayed to fill it
 
     def prepare(self, notifications: Sequence[Notification]) -> list[tuple[Any, ...]]:
         owned = [
@@ -134,6 +134,25 @@ class OrderStatusView:
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1][1], page[-1][2]) if len(rows) > limit else None
         return [json.loads(r[0]) for r in page], next_cursor
+
+    def created_on(self, mchid: str, day_from: date, day_to: date) -> Iterator[dict[str, Any]]:
+        """Every order created on these Beijing days (both included), newest first, page by page (the exports)."""
+        start = datetime.combine(day_from, time.min, BEIJING)
+        end = datetime.combine(day_to + timedelta(days=1), time.min, BEIJING)
+        cursor = None
+        while True:
+            page, cursor = self.list(mchid, None, start, end, 500, cursor)
+            yield from page
+            if cursor is None:
+                return
+
+    def oldest(self, mchid: str, status: str, limit: int) -> builtins.list[dict[str, Any]]:
+        """The oldest orders in ``status``, oldest first (the review queue works through them in that order)."""
+        rows = self.db.execute(
+            "SELECT view FROM order_status WHERE mchid = ? AND status = ? ORDER BY created_at, order_id LIMIT ?",
+            (mchid, status, limit),
+        )
+        return [json.loads(r[0]) for r in rows]
 
     def open_orders(self) -> builtins.list[dict[str, Any]]:
         """Orders a payment may still arrive for: what the expiry and query jobs look at."""

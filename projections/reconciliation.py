@@ -220,8 +220,7 @@ class Reconciliation:
             (mchid, day),
         ):
             for _, txn, otn, bill_fen, ledger_fen in page:
-                kind = "missing_in_ledger" if ledger_fen is None else "amount_mismatch"
-                yield _diff(kind, "payment", otn, txn, "", bill_fen, ledger_fen)
+                yield _diff(_result(bill_fen, ledger_fen, False), "payment", otn, txn, "", bill_fen, ledger_fen)
 
     def refund_differences(self, mchid: str, bill_date: date, known_refunds: KnownRefunds) -> Iterator[dict[str, Any]]:
         """The refund lines that differ (what healing asks WeChat about), in bill order."""
@@ -233,11 +232,7 @@ class Reconciliation:
         ):
             known = known_refunds([row[1] for row in page if row[5] is None])
             for _, orn, otn, txn, bill_fen, ledger_fen in page:
-                if ledger_fen is None:
-                    kind = "status_mismatch" if orn in known else "missing_in_ledger"
-                else:
-                    kind = "amount_mismatch"
-                yield _diff(kind, "refund", otn, txn, orn, bill_fen, ledger_fen)
+                yield _diff(_result(bill_fen, ledger_fen, orn in known), "refund", otn, txn, orn, bill_fen, ledger_fen)
 
     def _not_in_bill(self, mchid: str, day: str) -> Iterator[dict[str, Any]]:
         for kind, source in _NOT_IN_BILL.items():
@@ -271,10 +266,7 @@ class Reconciliation:
             unknown = [r[5] for r in rows if r[2] == "refund" and r[8] is None]
             known = known_refunds(unknown) if unknown else set()
             for line_no, trade_time, what, otn, txn, orn, bill_fen, fee, ledger_fen in rows:
-                if ledger_fen is None:
-                    result = "status_mismatch" if orn in known else "missing_in_ledger"
-                else:
-                    result = "matched" if int(ledger_fen) == int(bill_fen) else "amount_mismatch"
+                result = _result(bill_fen, ledger_fen, orn in known)
                 yield {
                     "id": None if result == "matched" else difference_id(what, txn, otn, orn),
                     "line_no": int(line_no),
@@ -340,6 +332,13 @@ class Reconciliation:
 
 
 _AMOUNT = {_PAYMENTS: "settled_fen", _REFUNDS: "refund_fen"}
+
+
+def _result(bill_fen: Any, ledger_fen: Any, known_refund: bool) -> str:
+    """What reconciling one bill line found: ``matched`` or the kind of difference (the module's docstring)."""
+    if ledger_fen is None:  # the ledger has no money for it: a refund it knows has only not heard of the success
+        return "status_mismatch" if known_refund else "missing_in_ledger"
+    return "matched" if int(ledger_fen) == int(bill_fen) else "amount_mismatch"
 
 
 def _diff(

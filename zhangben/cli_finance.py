@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 import signal
 import time
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from adapters.exports import FORMATS, render, write_export
-from adapters.wechatpay.beijing import BEIJING
 from adapters.wechatpay.bills import BillFormatError
 from adapters.wechatpay.errors import WechatPayBusinessError
 from api import logs
-from application.finance_exports import journal_workbook, orders_workbook, reconciliation_workbook
+from application.finance_exports import export_workbook
 from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import Runtime, build_runtime
 from projections.core import Runner
@@ -117,12 +114,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     rt = command_runtime()
     try:
         mchids = chosen_merchants(rt.settings, args.merchant)
-        if args.what == "reconciliation":
-            book = reconciliation_workbook(rt.finance, mchids, day_from, day_to)
-        elif args.what == "journal":
-            book = journal_workbook(rt.finance, mchids, day_from, day_to)
-        else:
-            book = orders_workbook(view for mchid in mchids for view in _orders(rt, mchid, day_from, day_to))
+        if args.what == "orders":
+            rt.followers["order_status"].catch_up()  # no runner in this process: the view as of now
+        book = export_workbook(args.what, rt.finance, rt.orders.created_on, mchids, day_from, day_to)
         with console.progress(f"{args.what} export: rows") as advance:
             tally = console.Tally(advance)
             for sheet in book.sheets:
@@ -146,18 +140,6 @@ def export_format(out: Path, given: str | None) -> str:
     if suffix in FORMATS and suffix != given:
         raise UsageError(f"--format {given} contradicts the file name {out} (.{suffix})")
     return given
-
-
-def _orders(rt: Runtime, mchid: str, day_from: date, day_to: date) -> Iterator[dict[str, Any]]:
-    rt.followers["order_status"].catch_up()
-    start = datetime.combine(day_from, dtime.min, BEIJING)
-    end = datetime.combine(day_to + timedelta(days=1), dtime.min, BEIJING)
-    cursor = None
-    while True:
-        page, cursor = rt.orders.list(mchid, None, start, end, 500, cursor)
-        yield from page  # newest first, as the order list
-        if cursor is None:
-            return
 
 
 def cmd_projections_status(args: argparse.Namespace) -> int:

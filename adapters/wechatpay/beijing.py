@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 
@@ -20,3 +21,18 @@ def compact(moment: datetime) -> str:
 def from_compact(text: str) -> datetime:
     """API v2's ``yyyyMMddHHmmss`` (Beijing) as an aware datetime; ``ValueError`` if it is not one."""
     return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)
+
+
+def wall_clock(value: Any) -> datetime | None:
+    """An ISO time (any offset) or a datetime as Beijing wall-clock time, without a zone (what an Excel cell or a
+    person reads); None for nothing.  A time without an offset is taken as already Beijing."""
+    if value in (None, ""):
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.astimezone(BEIJING).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+def shown(value: Any) -> str:
+    """``2026-11-22 10:00:00``: a time as a person reads it (Beijing), or "" for nothing."""
+    moment = wall_clock(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
