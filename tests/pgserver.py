@@ -128,6 +128,13 @@ class ThrowawayPostgres:
         """Stop the server as a crash would (``-m immediate``), keeping its data: an outage, not the end."""
         self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop")
 
+    def __enter__(self) -> ThrowawayPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop")

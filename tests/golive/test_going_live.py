@@ -178,12 +178,8 @@ class Front:
 
 @pytest.fixture
 def server() -> Iterator[ThrowawayPostgres]:
-    pg = ThrowawayPostgres()
-    pg.start()
-    try:
+    with ThrowawayPostgres() as pg:
         yield pg
-    finally:
-        pg.stop()
 
 
 def wait_until(check: object, what: str, timeout: float = 20) -> None:

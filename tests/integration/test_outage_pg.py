@@ -27,12 +27,8 @@ OUTAGE_SECONDS = 10
 
 @pytest.fixture
 def server() -> Iterator[ThrowawayPostgres]:
-    pg = ThrowawayPostgres(durable=True)  # fsync and synchronous commit: a crash loses nothing acknowledged
-    pg.start()
-    try:
+    with ThrowawayPostgres(durable=True) as pg:  # fsync and synchronous commit: a crash loses nothing acknowledged
         yield pg
-    finally:
-        pg.stop()
 
 
 class Load:

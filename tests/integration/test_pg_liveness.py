@@ -18,12 +18,8 @@ from tests.pgserver import ThrowawayPostgres
 
 @pytest.fixture
 def server() -> Iterator[ThrowawayPostgres]:
-    pg = ThrowawayPostgres()
-    pg.start()
-    try:
+    with ThrowawayPostgres() as pg:
         yield pg
-    finally:
-        pg.stop()
 
 
 def test_every_checkout_after_a_restart_gets_a_live_connection(server: ThrowawayPostgres) -> None:
