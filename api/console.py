@@ -27,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 
 from adapters.exports import FORMATS, render
 from adapters.wechatpay.beijing import BEIJING, shown
+from adapters.wechatpay.errors import WechatPayError
 from api.deps import runtime
 from application.finance_exports import EXPORTS, RESULTS, export_workbook
 from bootstrap.wiring import Runtime
@@ -35,6 +36,9 @@ from domain.errors import LedgerError
 from domain.money import fen_to_yuan
 from domain.status import ORDER_STATUS_NAMES
 from projections.business_events import event_id
+
+# What a person's action may run into and is told on the page: the ledger's refusal, or WeChat's (NOT_ENOUGH, …)
+REFUSED = (LedgerError, WechatPayError)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates" / "console")
@@ -296,9 +300,9 @@ def resolve(
         runtime(request).service.resolve_review(
             session.who.mchid, merchant_order_no, note, action, session.who.actor, out_trade_no or None
         )
-    except LedgerError as exc:
+    except REFUSED as exc:
         return _back(path, f"未能处理：{exc}")
-    return _back(path, "已处理：" + ("退款已提交" if action == "refund" else "保留款项"))
+    return _back(path, "已处理：" + ("退款已被微信受理" if action == "refund" else "保留款项"))
 
 
 @router.post("/orders/{merchant_order_no}/refund")
@@ -318,7 +322,7 @@ def refund(
         runtime(request).service.refund(
             session.who.mchid, merchant_order_no, number, amount_fen, reason, out_trade_no or None
         )
-    except LedgerError as exc:
+    except REFUSED as exc:
         return _back(path, f"未能退款：{exc}")
     return _back(path, f"退款 {number} 已提交")
 
@@ -341,7 +345,7 @@ def note(
     path = f"/console/orders/{quote(merchant_order_no)}"
     try:
         runtime(request).service.note_review(session.who.mchid, merchant_order_no, text, session.who.actor)
-    except LedgerError as exc:
+    except REFUSED as exc:
         return _back(path, f"未能记录：{exc}")
     return _back(path, "备注已记录")
 
@@ -361,7 +365,7 @@ def abnormal_refund(
         runtime(request).service.handle_abnormal_refund(
             session.who.mchid, out_refund_no, action, note, session.who.actor
         )
-    except LedgerError as exc:
+    except REFUSED as exc:
         return _back(path, f"未能处理：{exc}")
     return _back(path, "异常退款已处理")
 

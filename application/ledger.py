@@ -521,7 +521,8 @@ class Ledger(Application[UUID]):
             if refund.close(refund_id, now):
                 order.release_refund(out_refund_no, "closed by WeChat")
         elif status == RefundStatus.ABNORMAL:
-            refund.mark_abnormal(refund_id, now)
+            if refund.mark_abnormal(refund_id, now):
+                order.refund_abnormal(out_refund_no)
         else:
             raise InvalidInput("status", f"unknown refund status {status!r}")
         self.save(refund, order)

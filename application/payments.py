@@ -426,8 +426,11 @@ class PaymentService:
 
         ``refund`` gives back a duplicate payment whole, or what the paying one
         took beyond the order's amount (``Order.review_refund``), through
-        WeChat like any refund, then closes the review.  Retried, it finds its
-        refund and the resolution already made, and changes nothing twice.
+        WeChat like any refund, and closes the review only once WeChat has
+        accepted that refund: one WeChat refuses answers 409 and leaves the
+        review open; retried, the resolution makes a new refund (a new number)
+        instead of reusing the dead one, and once done it changes nothing twice.
+        A refund that later closes or goes ABNORMAL opens the review again.
         """
         if action not in REVIEW_ACTIONS:
             raise InvalidInput("action", f"action must be one of {', '.join(REVIEW_ACTIONS)}")
@@ -438,7 +441,17 @@ class PaymentService:
             return self.ledger.resolve_review(mchid, merchant_order_no, note, "accept", by)
         order = self.ledger.get_order(mchid, merchant_order_no)
         out_refund_no, target, amount = order.review_refund(out_trade_no)  # a retry finds the refund it made
-        self.refund(mchid, merchant_order_no, out_refund_no, amount, note[:80], target)
+        refund = self.refund(mchid, merchant_order_no, out_refund_no, amount, note[:80], target)
+        if refund.status is RefundStatus.REQUESTED:
+            raise WechatPayUnavailable(
+                f"WeChat has not taken refund {out_refund_no} yet (it is sent again by the refund follow-up); "
+                "the review stays open until WeChat accepts it: retry the resolution"
+            )
+        if refund.status is RefundStatus.ABNORMAL:
+            raise Conflict(
+                f"refund {out_refund_no} is ABNORMAL at WeChat: finish it (POST /v1/refunds/{out_refund_no}/abnormal);"
+                " the review closes when the money has gone back"
+            )
         return self.ledger.resolve_review(mchid, merchant_order_no, note, "refund", by, out_refund_no)
 
     def note_review(self, mchid: str, merchant_order_no: str, note: str, by: str) -> Order:

@@ -9,6 +9,7 @@ concurrency on the order is what keeps the refund total within what was paid.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -29,6 +30,10 @@ MAX_REFUNDS_PER_ORDER = 50
 DUPLICATE_PAYMENT = "duplicate_payment"
 AMOUNT_MISMATCH = "amount_mismatch"
 PAID_AFTER_CLOSE = "paid_after_close"
+REVIEW_REFUND_FAILED = "review_refund_failed"  # the refund a resolution made closed or went ABNORMAL: money kept
+
+# Reasons that hold back the shop's "paid": the paying payment itself does not settle the order.
+HOLDS_PAID = frozenset({AMOUNT_MISMATCH, PAID_AFTER_CLOSE})
 
 RESERVED, SUCCEEDED, RELEASED = "RESERVED", "SUCCESS", "RELEASED"
 REVIEW_REFUND_PREFIX = "RV"  # + the payment's out_trade_no: the refund a review's resolution made
@@ -93,11 +98,19 @@ class Order(Aggregate):
         transaction_id: str
         total_fen: int
         detail: str
+        out_refund_no: str | None  # the resolution's refund that failed (reason review_refund_failed)
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("out_refund_no", None)
 
         def apply(self, order: Order) -> None:
             order.captured.setdefault(self.out_trade_no, self.total_fen)
             order.transactions.setdefault(self.out_trade_no, self.transaction_id)
             order.review_reasons.append(self.reason)
+            if self.out_refund_no is not None:
+                order.failed_review_refund = self.out_refund_no
             order.status = S.NEEDS_REVIEW
 
     class ReviewResolved(Aggregate.Event):
@@ -119,6 +132,7 @@ class Order(Aggregate):
 
         def apply(self, order: Order) -> None:
             order.review_reasons.clear()
+            order.failed_review_refund = None
             order.resolution = {"action": self.action, "note": self.note, "out_refund_no": self.out_refund_no}
             order.status = order.settled_status()
 
@@ -228,6 +242,7 @@ class Order(Aggregate):
         self.refunds: dict[str, dict[str, Any]] = {}
         self.review_reasons: list[str] = []
         self.resolution: dict[str, Any] | None = None  # the last ReviewResolved: a repeated resolve is a no-op
+        self.failed_review_refund: str | None = None  # the resolution's refund that closed or went ABNORMAL
         self.notes: list[dict[str, str]] = []
         self.closed_at: datetime | None = None
         self.expired_at: datetime | None = None
@@ -331,7 +346,15 @@ class Order(Aggregate):
                 "payment succeeded after the order was closed",
             )
 
-    def _review(self, reason: str, out_trade_no: str, transaction_id: str, total_fen: int, detail: str) -> None:
+    def _review(
+        self,
+        reason: str,
+        out_trade_no: str,
+        transaction_id: str,
+        total_fen: int,
+        detail: str,
+        out_refund_no: str | None = None,
+    ) -> None:
         self.trigger_event(
             self.NeedsReview,
             reason=reason,
@@ -339,16 +362,23 @@ class Order(Aggregate):
             transaction_id=transaction_id,
             total_fen=total_fen,
             detail=detail,
+            out_refund_no=out_refund_no,
         )
 
     def resolve_review(
         self, note: str, resolved_at: datetime, action: str = "accept", by: str = "", out_refund_no: str | None = None
     ) -> bool:
-        """Close the review; the same resolution again (a retried request) changes nothing (False)."""
+        """Close the review; the same resolution again (a retried request) changes nothing (False).
+
+        A resolution by refund names a refund that is still alive: one WeChat
+        closed gave nothing back, and cannot close a review.
+        """
         same = {"action": action, "note": note, "out_refund_no": out_refund_no}
         if self.status is not S.NEEDS_REVIEW and self.resolution == same:
             return False
         self._guard("resolve a review")
+        if out_refund_no is not None and self.refunds.get(out_refund_no, {}).get("state", RELEASED) == RELEASED:
+            raise RefundConflict(f"refund {out_refund_no!r} was closed and gave nothing back: resolve again")
         self.trigger_event(
             self.ReviewResolved, note=note, resolved_at=resolved_at, action=action, by=by, out_refund_no=out_refund_no
         )
@@ -369,11 +399,13 @@ class Order(Aggregate):
         closed, else only what it paid beyond the order's amount.  Without a
         name, the one other payment with money left is meant.  The refund is
         numbered ``RV`` + that payment's out_trade_no, so a retried resolution
-        finds the one it already reserved instead of making a second.
+        finds the one it already reserved (and not closed) instead of making a
+        second; after one WeChat closed, the next is ``RV…-2``, ``RV…-3``: a
+        dead refund number is never sent again.
         """
         for out_refund_no, reserved in self.refunds.items():
             if (
-                out_refund_no == REVIEW_REFUND_PREFIX + reserved["out_trade_no"]
+                is_review_refund(out_refund_no, reserved["out_trade_no"])
                 and reserved["state"] != RELEASED
                 and out_trade_no in (None, reserved["out_trade_no"])
             ):
@@ -395,7 +427,9 @@ class Order(Aggregate):
             raise InvalidInput(
                 "action", f"payment {out_trade_no} has nothing to give back beyond the order's amount: accept instead"
             )
-        return REVIEW_REFUND_PREFIX + out_trade_no, out_trade_no, amount
+        tried = sum(1 for no in self.refunds if is_review_refund(no, out_trade_no))
+        number = REVIEW_REFUND_PREFIX + out_trade_no + (f"-{tried + 1}" if tried else "")
+        return number, out_trade_no, amount
 
     def reserve_refund(self, out_refund_no: str, out_trade_no: str, amount_fen: int) -> None:
         """Set aside ``amount_fen`` of one payment for a refund, or refuse."""
@@ -429,14 +463,43 @@ class Order(Aggregate):
             amount_fen=refund["amount_fen"],
             success_time=success_time,
         )
+        if self.failed_review_refund == out_refund_no and self.review_reasons == [REVIEW_REFUND_FAILED]:
+            # the ABNORMAL refund that reopened the review was finished after all: the money went back
+            self.trigger_event(
+                self.ReviewResolved,
+                note=f"refund {out_refund_no} succeeded after all",
+                resolved_at=success_time,
+                action="refund",
+                by="",
+                out_refund_no=out_refund_no,
+            )
 
     def release_refund(self, out_refund_no: str, reason: str) -> None:
-        state = self.refunds[out_refund_no]["state"]
-        if state == RELEASED:
+        refund = self.refunds[out_refund_no]
+        if refund["state"] == RELEASED:
             return
-        if state == SUCCEEDED:
+        if refund["state"] == SUCCEEDED:
             raise InvalidTransition("refund", out_refund_no, "release", "SUCCESS")
         self.trigger_event(self.RefundReleased, out_refund_no=out_refund_no, reason=reason)
+        self._reopen_review(out_refund_no, f"refund {out_refund_no} was {reason}: the money did not go back")
+
+    def refund_abnormal(self, out_refund_no: str) -> None:
+        """WeChat could not pay a refund back (ABNORMAL): a review it resolved is open again until it is finished."""
+        self._reopen_review(
+            out_refund_no,
+            f"refund {out_refund_no} is ABNORMAL at WeChat: finish it (merchant bank card or offline) to give it back",
+        )
+
+    def _reopen_review(self, out_refund_no: str, detail: str) -> None:
+        """The refund a resolution made failed: the order is back in review, with why (docs/api.md)."""
+        resolved_by_it = self.resolution is not None and self.resolution.get("out_refund_no") == out_refund_no
+        if not resolved_by_it or self.failed_review_refund == out_refund_no:
+            return
+        refund = self.refunds[out_refund_no]
+        otn = refund["out_trade_no"]
+        self._review(
+            REVIEW_REFUND_FAILED, otn, self.transactions[otn], self.captured[otn], detail, out_refund_no=out_refund_no
+        )
 
     def close(self, closed_at: datetime, reason: str) -> None:
         if self.status is S.CLOSED:
@@ -449,3 +512,47 @@ class Order(Aggregate):
             return
         self._guard("expire")
         self.trigger_event(self.Expired, expired_at=expired_at)
+
+
+def is_review_refund(out_refund_no: str, out_trade_no: str) -> bool:
+    """Whether ``out_refund_no`` is one a review's resolution made for this payment (``RV…``, ``RV…-2``, …)."""
+    base = REVIEW_REFUND_PREFIX + out_trade_no
+    return out_refund_no == base or (out_refund_no.startswith(base + "-") and out_refund_no[len(base) + 1 :].isdigit())
+
+
+def paid_announcements(events: Sequence[Any]) -> set[int]:
+    """The versions of an order's events that tell the shop "paid in full, nobody has to look" (``order.paid``).
+
+    The paying payment is announced when it settles the order by itself; one
+    that differs from the order's amount or came after the order closed is
+    held back (the same command flagged it, so the answer never changes as the
+    stream grows), and the order is announced paid by the first resolution that
+    keeps the money — an ``accept``, or a refund of only the surplus, not of the
+    whole payment.  A duplicate payment never holds it back: the order was paid
+    and announced by its first payment.  Works on any stream of ``Order``
+    events, those written before this rule included (docs/webhooks.md).
+    """
+    announced: set[int] = set()
+    paid: Order.Paid | None = None
+    requested: dict[str, Order.RefundRequested] = {}
+    for event in events:
+        if isinstance(event, Order.Paid):
+            paid = event
+            held = any(
+                isinstance(other, Order.NeedsReview)
+                and other.out_trade_no == event.out_trade_no
+                and other.reason in HOLDS_PAID
+                for other in events
+            )
+            if not held:
+                announced.add(event.originator_version)
+        elif isinstance(event, Order.RefundRequested):
+            requested[event.out_refund_no] = event
+        elif isinstance(event, Order.ReviewResolved) and paid is not None and not announced:
+            refund = requested.get(event.out_refund_no or "") if event.action == "refund" else None
+            gives_all_back = (
+                refund is not None and refund.out_trade_no == paid.out_trade_no and refund.amount_fen >= paid.total_fen
+            )
+            if not gives_all_back:
+                announced.add(event.originator_version)
+    return announced

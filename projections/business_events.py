@@ -9,7 +9,8 @@ writes byte-for-byte the same rows.
 
 | ledger event | business event |
 |---|---|
-| ``Order.Paid`` | ``order.paid`` |
+| ``Order.Paid`` | ``order.paid``, when that payment settles the order by itself (``domain.order.paid_announcements``) |
+| ``Order.ReviewResolved`` | ``order.paid``, when a person's resolution keeps the money of an order not yet announced |
 | ``Order.NeedsReview`` | ``order.needs_review`` (and ``payment.duplicate`` when money was taken twice) |
 | ``Order.Closed`` / ``Order.Expired`` | ``order.closed`` / ``order.expired`` |
 | ``Order.Refunded`` | ``refund.succeeded`` |
@@ -33,6 +34,7 @@ from adapters.recorders import Streams
 from adapters.viewdb import ViewDatabase, sortable
 from adapters.wechatpay.beijing import BEIJING
 from domain import ids
+from domain.order import paid_announcements
 from projections.core import EventLog
 
 # The order views as of (order, moment) pairs, from the events alone (``Ledger.views_at_many``, from bootstrap)
@@ -51,12 +53,14 @@ INSERT = (
 )
 _ORDER_EVENTS = {
     "zhangben.Order.Paid": "order.paid",
+    "zhangben.Order.ReviewResolved": "order.paid",
     "zhangben.Order.NeedsReview": "order.needs_review",
     "zhangben.Order.Closed": "order.closed",
     "zhangben.Order.Expired": "order.expired",
     "zhangben.Order.Refunded": "refund.succeeded",
     "zhangben.Order.RefundReleased": "refund.closed",
 }
+_PAID_TOPICS = frozenset({"zhangben.Order.Paid", "zhangben.Order.ReviewResolved"})
 _DUPLICATE_REASON = "duplicate_payment"
 
 
@@ -115,14 +119,18 @@ class BusinessEvents:
             else order_of[ids.as_uuid(n.originator_id)]
             for n, _ in chosen
         ]
+        streams = self.log.streams_through(notifications[-1].id)
         views = self.views_at(
-            [(order_id, event.timestamp) for order_id, (_, event) in zip(order_ids, chosen, strict=True)],
-            self.log.streams_through(notifications[-1].id),
+            [(order_id, event.timestamp) for order_id, (_, event) in zip(order_ids, chosen, strict=True)], streams
         )
+        paid_ids = {order_id for (n, _), order_id in zip(chosen, order_ids, strict=True) if n.topic in _PAID_TOPICS}
+        announced = {i: paid_announcements(events) for i, events in streams(paid_ids).items()} if paid_ids else {}
         rows: list[tuple[Any, ...]] = []
         for (n, event), order_id, view in zip(chosen, order_ids, views, strict=True):
             if view is None:
                 continue
+            if n.topic in _PAID_TOPICS and event.originator_version not in announced.get(order_id, ()):
+                continue  # held back for a person's review, or already announced
             data = {k: _plain(v) for k, v in vars(event).items() if k not in _ENVELOPE}
             for index, kind in enumerate(_kinds(n.topic, event)):
                 seq = n.id * PER_POSITION + index

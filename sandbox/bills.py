@@ -14,6 +14,7 @@ from typing import Any
 
 from domain.money import fen_to_yuan
 from sandbox.clock import BEIJING
+from sandbox.transactions import paid_total
 
 FEE_RATE = Decimal("0.006")
 FEE_RATE_TEXT = "0.60%"
@@ -50,7 +51,7 @@ def bill_rows(
     if bill_type in ("ALL", "SUCCESS"):
         for t in transactions:
             if t.get("success_time") and _day(t["success_time"]) == bill_date:
-                total = t["reported_total"]
+                total = paid_total(t)
                 fee = fee_yuan(total)
                 rows.append(
                     (

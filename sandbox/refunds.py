@@ -10,7 +10,7 @@ from sandbox.clock import BEIJING, SandboxClock, rfc3339
 from sandbox.config import SandboxMerchant
 from sandbox.errors import WechatError, param_error
 from sandbox.store import SandboxStore
-from sandbox.transactions import Transactions
+from sandbox.transactions import Transactions, paid_total
 from sandbox.validation import check_amount, check_notify_url, check_out_refund_no
 
 MAX_REFUNDS = 50
@@ -54,13 +54,14 @@ class Refunds:
                 if existing["out_trade_no"] != txn["out_trade_no"] or existing["refund"] != refund_fen:
                     raise WechatError(400, "INVALID_REQUEST", "商户退款单号已被使用，且请求参数与原退款单不一致")
                 return existing
-            if total_fen != txn["total"]:
+            total = paid_total(txn)  # what WeChat says was paid, not the prepay's total
+            if total_fen != total:
                 raise WechatError(400, "INVALID_REQUEST", "订单金额与原订单金额不一致")
             refunds = [r for r in self.store.all("refund") if r["txn_key"] == txn["key"]]
             if len(refunds) >= MAX_REFUNDS:
                 raise WechatError(400, "INVALID_REQUEST", f"单笔订单最多退款{MAX_REFUNDS}次")
             committed = sum(r["refund"] for r in refunds if r["status"] != "CLOSED")
-            if refund_fen > txn["total"] - committed:
+            if refund_fen > total - committed:
                 raise WechatError(400, "INVALID_REQUEST", "申请退款金额超过订单可退金额")
             balance = faults.get("refund_balance_fen")
             if balance is not None and refund_fen > int(balance):
@@ -82,7 +83,7 @@ class Refunds:
                 "create_time": rfc3339(now),
                 "success_time": None,
                 "refund": refund_fen,
-                "total": txn["total"],
+                "total": total,
                 "payer_total": txn["payer_total"],
                 # where the refund goes next, and when (real seconds, scaled like notifications)
                 "next_status": faults.get("refund_result", "SUCCESS"),

@@ -253,6 +253,12 @@ class Transactions:
         return txn
 
 
+def paid_total(txn: dict[str, Any]) -> int:
+    """The transaction's total at WeChat: what it reports everywhere once paid (query, notification, bill,
+    refund limits) — the prepay's total unless the payment said otherwise (``/sandbox/pay``'s ``total_fen``)."""
+    return int(txn.get("reported_total", txn["total"]))
+
+
 def _prepay_answer(txn: dict[str, Any]) -> dict[str, str]:
     if txn["trade_type"] == "NATIVE":
         return {"code_url": txn["code_url"]}
@@ -284,7 +290,7 @@ def transaction_json(txn: dict[str, Any]) -> dict[str, Any]:
             "success_time": txn["success_time"],
             "payer": {txn["openid_field"]: txn["openid"]},
             "amount": {
-                "total": txn["reported_total"],
+                "total": paid_total(txn),
                 "payer_total": txn["payer_total"],
                 "currency": "CNY",
                 "payer_currency": "CNY",

@@ -16,7 +16,7 @@ from adapters.wechatpay.beijing import BEIJING, compact
 from sandbox.clock import rfc3339
 from sandbox.config import SandboxMerchant
 from sandbox.errors import WechatError
-from sandbox.transactions import DEFAULT_EXPIRY, STATE_DESC
+from sandbox.transactions import DEFAULT_EXPIRY, STATE_DESC, paid_total
 from sandbox.validation import check_notify_url
 
 TRADE_TYPES = {"JSAPI": "jsapi", "NATIVE": "native", "APP": "app", "MWEB": "h5"}
@@ -153,7 +153,7 @@ def paid_fields(txn: dict[str, Any]) -> dict[str, str]:
         "is_subscribe": "N",
         "trade_type": txn["trade_type"],
         "bank_type": "OTHERS",
-        "total_fee": str(txn["reported_total"]),
+        "total_fee": str(paid_total(txn)),
         "fee_type": "CNY",
         "cash_fee": str(txn["payer_total"]),
         "transaction_id": txn["transaction_id"],
@@ -163,7 +163,7 @@ def paid_fields(txn: dict[str, Any]) -> dict[str, str]:
     }
     if txn["openid_field"] == "sub_openid":
         fields |= {"sub_openid": txn["openid"], "sub_is_subscribe": "N"}
-    coupon = txn["reported_total"] - txn["payer_total"]
+    coupon = paid_total(txn) - txn["payer_total"]
     if coupon > 0:
         fields |= {
             "coupon_fee": str(coupon),
@@ -214,7 +214,7 @@ def refundquery_answer(txn: dict[str, Any], refunds: list[dict[str, Any]]) -> di
     answer = {
         "transaction_id": txn["transaction_id"],
         "out_trade_no": txn["out_trade_no"],
-        "total_fee": str(txn["total"]),
+        "total_fee": str(paid_total(txn)),
         "cash_fee": str(txn["payer_total"]),
         "refund_count": str(len(refunds)),
         "refund_fee": str(sum(r["refund"] for r in refunds)),

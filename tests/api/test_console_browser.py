@@ -43,16 +43,26 @@ def test_a_merchant_resolves_a_duplicate_payment_by_refunding_it(deployment: Dep
     assert page.text_content("#status") == "待人工处理"
     events_before = page.locator("#timeline tr").count()
     page.screenshot(path=str(deployment.root / "console-order-review.png"), full_page=True)
-    page.select_option("#resolve-action", "refund")
-    page.select_option("#resolve-payment", duplicate)
-    page.fill("#resolve-note", "重复支付，退回第二笔")
-    page.click("#resolve")
-    page.wait_for_selector("#msg")
-    assert "退款已提交" in page.text_content("#msg")
+
+    def resolve_by_refund() -> None:
+        page.select_option("#resolve-action", "refund")
+        page.select_option("#resolve-payment", duplicate)
+        page.fill("#resolve-note", "重复支付，退回第二笔")
+        page.click("#resolve")
+        page.wait_for_selector("#msg")
+
+    deployment.faults(refund_balance_fen=0)  # WeChat refuses the refund: the review stays open (issue 23, point 1)
+    resolve_by_refund()
+    assert "未能处理" in page.text_content("#msg") and "NOT_ENOUGH" in page.text_content("#msg")
+    assert page.text_content("#status") == "待人工处理"
+    page.screenshot(path=str(deployment.root / "console-order-refund-refused.png"), full_page=True)
+    deployment.faults(reset=True)
+    resolve_by_refund()
+    assert "退款已被微信受理" in page.text_content("#msg")
     assert page.text_content("#status") == "已支付"
     assert page.locator("#timeline tr").count() > events_before
     assert "ReviewResolved" in page.text_content("#timeline")
-    assert f"RV{duplicate}" in page.text_content("#refunds")
+    assert f"RV{duplicate}-2" in page.text_content("#refunds")  # a new refund, not the dead one
     page.screenshot(path=str(deployment.root / "console-order-resolved.png"), full_page=True)
     # the timeline's first event opens the order as it stood then
     page.click("#timeline tr:nth-child(2) a")

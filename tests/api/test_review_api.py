@@ -89,6 +89,78 @@ def test_a_duplicate_payment_is_refunded_by_resolving_its_review(deployment: Dep
     assert paying != duplicate
 
 
+def wait_refund(merchant: httpx.Client, out_refund_no: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while (refund := merchant.get(f"/v1/refunds/{out_refund_no}").json())["status"] != status:
+        assert time.monotonic() < deadline, refund
+        time.sleep(0.1)
+    return dict(refund)
+
+
+def test_a_review_refund_wechat_refuses_leaves_the_review_open_and_the_retry_makes_a_new_refund(
+    deployment: Deployment,
+) -> None:
+    """Issue 23, point 1: the duplicate 1,000 fen go back, or the order stays in the review queue."""
+    duplicate, _ = duplicate_paid(deployment, "REV-NE")
+    body = {"note": "重复支付，退回第二笔", "action": "refund", "out_trade_no": duplicate}
+    with deployment.client() as merchant:
+        deployment.faults(refund_balance_fen=0)
+        refused = merchant.post("/v1/orders/REV-NE/review/resolve", json=body)
+        assert refused.status_code == 409 and refused.json()["code"] == "NOT_ENOUGH", refused.text
+        view = merchant.get("/v1/orders/REV-NE").json()
+        assert view["status"] == "NEEDS_REVIEW" and view.get("resolution") is None
+        assert merchant.get(f"/v1/refunds/RV{duplicate}").json()["status"] == "CLOSED"
+        queue = merchant.get("/v1/orders", params={"status": "NEEDS_REVIEW"}).json()["orders"]
+        assert "REV-NE" in [o["merchant_order_no"] for o in queue]
+        deployment.faults(reset=True)
+        retried = merchant.post("/v1/orders/REV-NE/review/resolve", json=body)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["resolution"]["out_refund_no"] == f"RV{duplicate}-2"  # never the dead one again
+        assert wait_refund(merchant, f"RV{duplicate}-2", "SUCCESS")["amount_fen"] == 1000
+        final = deployment.wait_status("REV-NE", "PAID")
+        assert {r["out_refund_no"]: r["status"] for r in final["refunds"]} == {
+            f"RV{duplicate}": "CLOSED",
+            f"RV{duplicate}-2": "SUCCESS",
+        }
+
+
+def test_an_overpaid_order_gives_its_surplus_back_after_a_refused_first_try(deployment: Deployment) -> None:
+    """Paid 1,500 for 1,000: the surplus 500 goes back (the sandbox refunds what it says was paid)."""
+    with deployment.client() as merchant:
+        deployment.pay(create(merchant, "REV-OVER"), total_fen=1500)
+        view = deployment.wait_status("REV-OVER", "NEEDS_REVIEW")
+        assert view["review_reasons"] == ["amount_mismatch"] and view["paid_fen"] == 1500
+        body = {"note": "多付 5 元，退回", "action": "refund"}
+        deployment.faults(refund_balance_fen=0)
+        assert merchant.post("/v1/orders/REV-OVER/review/resolve", json=body).status_code == 409
+        deployment.faults(reset=True)
+        resolved = merchant.post("/v1/orders/REV-OVER/review/resolve", json=body)
+        assert resolved.status_code == 200, resolved.text
+        number = resolved.json()["resolution"]["out_refund_no"]
+        assert number.endswith("-2")
+        assert wait_refund(merchant, number, "SUCCESS")["amount_fen"] == 500
+        assert merchant.get("/v1/orders/REV-OVER").json()["refunded_fen"] == 500
+
+
+def test_a_review_refund_that_closes_later_puts_the_order_back_in_review(deployment: Deployment) -> None:
+    duplicate, _ = duplicate_paid(deployment, "REV-CL")
+    body = {"note": "重复支付，退回第二笔", "action": "refund", "out_trade_no": duplicate}
+    with deployment.client() as merchant:
+        deployment.faults(refund_result="CLOSED")
+        resolved = merchant.post("/v1/orders/REV-CL/review/resolve", json=body)
+        assert resolved.status_code == 200 and resolved.json()["status"] == "PAID", resolved.text  # WeChat took it
+        wait_refund(merchant, f"RV{duplicate}", "CLOSED")
+        deployment.faults(reset=True)
+        back = deployment.wait_status("REV-CL", "NEEDS_REVIEW")
+        assert back["review_reasons"] == ["review_refund_failed"]
+        why = [e for e in events_of(deployment, "REV-CL") if e["type"] == "NeedsReview"][-1]["data"]
+        assert why["out_refund_no"] == f"RV{duplicate}" and "did not go back" in why["detail"]
+        again = merchant.post("/v1/orders/REV-CL/review/resolve", json=body)
+        assert again.status_code == 200 and again.json()["resolution"]["out_refund_no"] == f"RV{duplicate}-2"
+        wait_refund(merchant, f"RV{duplicate}-2", "SUCCESS")
+        assert deployment.wait_status("REV-CL", "PAID")["review_reasons"] == []
+
+
 def test_accepting_keeps_the_money_and_a_different_resolution_after_it_is_refused(deployment: Deployment) -> None:
     wechat = SpecWechat.from_keyset(deployment.root / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
     deployment.faults(notifications="drop")

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from sandbox.keyset import DIRECT, PARTNER
+from tests.api.test_review_api import duplicate_paid
 from tests.deploy import Deployment, deploy
 from zhangben.launch import free_port
 
@@ -280,3 +281,52 @@ def test_another_merchants_events_and_endpoints_are_404(stack: Deployment) -> No
         assert http.get(f"/v1/webhook-endpoints/{endpoint['id']}").status_code == 404
         bad = http.post("/v1/webhook-endpoints", json={"url": "https://x.example/h", "event_types": ["order.shipped"]})
         assert bad.status_code == 422
+
+
+def test_an_order_paid_short_over_or_twice_is_announced_paid_only_when_settled(stack: Deployment) -> None:
+    """Issue 23, point 2: a shop that ships on ``order.paid`` never ships an underpaid order; the feed after a
+    rebuild is the same; ``payment.duplicate`` reaches the webhook receiver."""
+    port = free_port()
+    with stack.client() as http:
+        endpoint = http.post("/v1/webhook-endpoints", json={"url": f"http://127.0.0.1:{port}/zhangben"}).json()
+        receiver = ReceiverProcess(stack.root, port, endpoint["secret"])
+        workers = Workers(stack)
+        receiver.start()
+        workers.start()
+        try:
+            for no, total in (("WH-R-UNDER", 800), ("WH-R-OVER", 1500)):
+                made = http.post(
+                    "/v1/orders",
+                    json={"merchant_order_no": no, "amount_fen": 1000, "description": "茶", "channel": "native"},
+                )
+                stack.pay(made.json()["payment"]["out_trade_no"], total_fen=total)
+                stack.wait_status(no, "NEEDS_REVIEW")
+            duplicate_paid(stack, "WH-R-TWICE")
+            held = {"WH-R-UNDER": ["order.needs_review"], "WH-R-OVER": ["order.needs_review"]}
+            held["WH-R-TWICE"] = ["order.paid", "order.needs_review", "payment.duplicate"]
+            wait_until(lambda: by_order(receiver.events(), "WH-R-") == held, 30, "the reviews, and no order.paid")
+            status = {e["merchant_order_no"]: e["data"]["order"]["status"] for e in receiver.events()}
+            assert status["WH-R-UNDER"] == status["WH-R-OVER"] == "NEEDS_REVIEW"
+
+            accept = {"note": "顾客线下补了 2 元", "action": "accept"}
+            assert http.post("/v1/orders/WH-R-UNDER/review/resolve", json=accept).status_code == 200
+            surplus = {"note": "多付 5 元，退回", "action": "refund"}
+            assert http.post("/v1/orders/WH-R-OVER/review/resolve", json=surplus).status_code == 200
+            assert http.post("/v1/orders/WH-R-TWICE/review/resolve", json=surplus).status_code == 200
+            settled = {
+                "WH-R-UNDER": ["order.needs_review", "order.paid"],
+                "WH-R-OVER": ["order.needs_review", "order.paid", "refund.succeeded"],
+                "WH-R-TWICE": [*held["WH-R-TWICE"], "refund.succeeded"],  # paid once, announced once
+            }
+            wait_until(lambda: by_order(receiver.events(), "WH-R-") == settled, 30, "order.paid once settled")
+            paid = [
+                e for e in receiver.events() if e["type"] == "order.paid" and e["merchant_order_no"] != "WH-R-TWICE"
+            ]
+            assert {e["data"]["order"]["status"] for e in paid} == {"PAID"}
+            assert {e["data"]["detail"]["action"] for e in paid} == {"accept", "refund"}
+        finally:
+            workers.stop()
+            receiver.stop()
+        feed = http.get("/v1/events", params={"limit": 500}).json()["events"]
+        stack.cli("projections", "rebuild", "business_events")
+        assert http.get("/v1/events", params={"limit": 500}).json()["events"] == feed

@@ -297,6 +297,38 @@ def test_refund_closed_and_abnormal_on_request(
     assert full.status_code == 200
 
 
+def test_an_overpaid_transaction_refunds_what_it_reports_as_paid(
+    sandbox: RunningSandbox, merchant: SpecMerchant, receiver: NotifyReceiver
+) -> None:
+    """The total WeChat reports for a transaction is the one its refunds are checked against (issue 23, point 3)."""
+    paid = paid_order(merchant, sandbox, receiver, "RFUND00003", 1000, total_fen=1500)
+    assert paid["amount"]["total"] == 1500
+    queried = merchant.call("GET", f"/v3/pay/transactions/out-trade-no/RFUND00003?mchid={merchant.mchid}").json()
+    assert queried["amount"]["total"] == 1500
+    body = {"out_trade_no": "RFUND00003", "out_refund_no": "RO1", "amount": {"refund": 500, "total": 1000}}
+    stale = merchant.call(
+        "POST", "/v3/refund/domestic/refunds", body | {"amount": {"refund": 500, "total": 1000, "currency": "CNY"}}
+    )
+    assert stale.status_code == 400 and stale.json()["code"] == "INVALID_REQUEST"  # not the total WeChat reports
+    surplus = merchant.call(
+        "POST", "/v3/refund/domestic/refunds", body | {"amount": {"refund": 500, "total": 1500, "currency": "CNY"}}
+    )
+    assert surplus.status_code == 200, surplus.text
+    assert surplus.json()["amount"]["total"] == 1500 and surplus.json()["amount"]["refund"] == 500
+    rest = merchant.call(
+        "POST",
+        "/v3/refund/domestic/refunds",
+        body | {"out_refund_no": "RO2", "amount": {"refund": 1000, "total": 1500, "currency": "CNY"}},
+    )
+    assert rest.status_code == 200, rest.text  # 1,500 paid: the other 1,000 can go back too
+    beyond = merchant.call(
+        "POST",
+        "/v3/refund/domestic/refunds",
+        body | {"out_refund_no": "RO3", "amount": {"refund": 1, "total": 1500, "currency": "CNY"}},
+    )
+    assert beyond.status_code == 400 and beyond.json()["code"] == "INVALID_REQUEST"
+
+
 def test_retry_schedule_compressed(sandbox: RunningSandbox, merchant: SpecMerchant, receiver: NotifyReceiver) -> None:
     sandbox.control.post("/sandbox/faults", json={"time_factor": 100})
     receiver.answers = [500, 503]

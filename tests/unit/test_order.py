@@ -4,7 +4,16 @@ from datetime import timedelta
 import pytest
 
 from domain.errors import InvalidTransition, RefundConflict, RefundExceedsPaid, RefundLimitReached
-from domain.order import AMOUNT_MISMATCH, DUPLICATE_PAYMENT, MAX_REFUNDS_PER_ORDER, PAID_AFTER_CLOSE, RULES, Order
+from domain.order import (
+    AMOUNT_MISMATCH,
+    DUPLICATE_PAYMENT,
+    MAX_REFUNDS_PER_ORDER,
+    PAID_AFTER_CLOSE,
+    REVIEW_REFUND_FAILED,
+    RULES,
+    Order,
+    paid_announcements,
+)
 from domain.status import OrderStatus as S
 from tests.unit.builders import T0, new_order, order_in
 
@@ -143,3 +152,111 @@ def test_event_bodies_replay_to_the_same_state() -> None:
 
 def test_new_order_starts_created() -> None:
     assert new_order().status is S.CREATED
+
+
+# -- a review resolved by a refund, and the shop's "paid" (issue 23, points 1 and 2) ------------------------------
+
+
+def overpaid(total: int = 1500) -> tuple[Order, str]:
+    order = order_in(S.PAYING)
+    otn = order.attempts[0]
+    order.record_payment(otn, "tx-1", total, T0)
+    return order, otn
+
+
+def test_a_retry_after_a_closed_review_refund_makes_a_new_refund_number() -> None:
+    order, otn = overpaid()
+    number, target, amount = order.review_refund(None)
+    assert (number, target, amount) == (f"RV{otn}", otn, 500)
+    order.reserve_refund(number, target, amount)
+    assert order.review_refund(None)[0] == number  # still alive: a retry finds it
+    order.release_refund(number, "refused by WeChat")
+    assert order.status is S.NEEDS_REVIEW  # it never resolved the review
+    with pytest.raises(RefundConflict):
+        order.resolve_review("退多付部分", T0, "refund", "merchant k1", number)  # a dead refund resolves nothing
+    again, _, amount = order.review_refund(None)
+    assert (again, amount) == (f"RV{otn}-2", 500)
+    order.reserve_refund(again, otn, amount)
+    assert order.resolve_review("退多付部分", T0, "refund", "merchant k1", again)
+    assert order.status is S.PAID
+    order.release_refund(again, "closed by WeChat")  # closed after the resolution: back in review, with why
+    assert order.status is S.NEEDS_REVIEW and order.review_reasons == [REVIEW_REFUND_FAILED]
+    assert order.review_refund(None)[0] == f"RV{otn}-3"
+
+
+def test_an_abnormal_review_refund_reopens_the_review_until_it_succeeds() -> None:
+    order, otn = overpaid()
+    number, _, amount = order.review_refund(None)
+    order.reserve_refund(number, otn, amount)
+    order.resolve_review("退多付部分", T0, "refund", "merchant k1", number)
+    order.refund_abnormal(number)
+    order.refund_abnormal(number)  # told twice: one review
+    assert order.status is S.NEEDS_REVIEW and order.review_reasons == [REVIEW_REFUND_FAILED]
+    assert order.review_refund(None)[0] == number  # not dead: it is to be finished, not replaced
+    order.settle_refund(number, T0)  # finished by a person (bank card or offline)
+    assert order.status is S.PARTIALLY_REFUNDED and order.review_reasons == [] and order.refunded_fen == 500
+
+
+def test_a_refund_that_did_not_resolve_a_review_reopens_nothing() -> None:
+    order = order_in(S.PAID)
+    order.reserve_refund("R1", order.paid_out_trade_no or "", 100)
+    order.refund_abnormal("R1")
+    order.release_refund("R1", "closed by WeChat")
+    assert order.status is S.PAID
+
+
+def announced(order: Order) -> list[str]:
+    events = order.collect_events()
+    versions = paid_announcements(events)
+    return [type(e).__name__ for e in events if e.originator_version in versions]
+
+
+def test_only_an_order_paid_in_full_is_announced_paid() -> None:
+    order = order_in(S.PAYING)
+    order.record_payment(order.attempts[0], "tx-1", 1000, T0)
+    assert announced(order) == ["Paid"]
+
+
+def test_an_underpaid_order_is_announced_paid_only_once_a_person_accepts_it() -> None:
+    order = order_in(S.PAYING)
+    order.record_payment(order.attempts[0], "tx-1", 800, T0)
+    assert announced(order) == []
+    order = order_in(S.PAYING)
+    order.record_payment(order.attempts[0], "tx-1", 800, T0)
+    order.resolve_review("顾客线下补了 2 元", T0, "accept", "merchant k1")
+    assert announced(order) == ["ReviewResolved"]
+
+
+def test_an_overpaid_order_is_announced_paid_once_its_surplus_goes_back_even_if_reviewed_again() -> None:
+    order, otn = overpaid()
+    number, _, amount = order.review_refund(None)
+    order.reserve_refund(number, otn, amount)
+    order.resolve_review("退多付部分", T0, "refund", "merchant k1", number)
+    order.release_refund(number, "closed by WeChat")
+    again, _, amount = order.review_refund(None)
+    order.reserve_refund(again, otn, amount)
+    order.resolve_review("再退一次", T0, "refund", "merchant k1", again)
+    assert announced(order) == ["ReviewResolved"]  # the first resolution only
+
+
+def test_a_duplicate_payment_never_holds_back_the_first_announcement() -> None:
+    order = order_in(S.PAYING)
+    first = order.attempts[0]
+    order.start_attempt(order.next_out_trade_no(), "native", None, T0)
+    order.record_payment(first, "tx-1", 1000, T0)
+    order.record_payment(order.attempts[1], "tx-2", 1000, T0)
+    number, target, amount = order.review_refund(None)
+    order.reserve_refund(number, target, amount)
+    order.resolve_review("重复支付", T0, "refund", "merchant k1", number)
+    assert announced(order) == ["Paid"]
+
+
+def test_a_payment_after_close_given_back_whole_is_never_announced_paid() -> None:
+    order = order_in(S.CLOSED)
+    otn = order.attempts[0]
+    order.record_payment(otn, "tx-1", 1000, T0)
+    number, _, amount = order.review_refund(None)
+    assert amount == 1000
+    order.reserve_refund(number, otn, amount)
+    order.resolve_review("订单已关闭，全额退回", T0, "refund", "merchant k1", number)
+    assert announced(order) == []
