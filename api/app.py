@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from adapters.persistence import parse_url, ping
-from api import audit, callbacks, cashier, console, errors, events, finance, merchant, ops, products
+from api import audit, callbacks, cashier, console, errors, events, finance, logs, merchant, ops, products
 from api.db_gate import DatabaseGate
 from api.observe import Observe
 from bootstrap.settings import load_settings
@@ -28,6 +28,8 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = rt is None
+        if owned:  # a worker of `serve --workers N` is a process of its own, spawned with no logging set up
+            logs.configure()
         app.state.runtime = rt or build_runtime(load_settings())
         app.state.metrics = ops.Metrics(app.state.runtime)
         app.state.db_gate = DatabaseGate(partial(_probe, app.state.runtime))

@@ -25,6 +25,7 @@ import segno
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
+from adapters.wechatpay.beijing import beijing_iso
 from api.deps import runtime
 from bootstrap.wiring import Runtime
 from domain.errors import PaymentNotFound
@@ -64,7 +65,7 @@ def _payment(rt: Runtime, out_trade_no: str, token: str) -> Payment:
 
 def _status(rt: Runtime, payment: Payment) -> dict[str, Any]:
     view = rt.ledger.order_view(payment.mchid, payment.merchant_order_no)
-    return {"status": view["status"], "version": view["version"], "expire_at": payment.expire_at.isoformat()}
+    return {"status": view["status"], "version": view["version"], "expire_at": beijing_iso(payment.expire_at)}
 
 
 @router.get("/pay/{out_trade_no}", response_class=HTMLResponse)

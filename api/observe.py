@@ -57,8 +57,8 @@ class Observe:
         try:
             await self._within_budget(scope, receive, send_with_id, started)
         finally:
+            self._record(scope, status[0], time.perf_counter() - start)  # the access line carries the request id
             logs.request_id.reset(token)
-            self._record(scope, status[0], time.perf_counter() - start)
 
     async def _within_budget(self, scope: Scope, receive: Receive, send: Send, started: list[bool]) -> None:
         """A 503 at once while the database is known down; a 503 after the budget if a call hangs on it."""

@@ -100,6 +100,18 @@ class _LedgerCollector(Collector):
             labels=["mchid", "date"],
         )
         abnormal = GaugeMetricFamily("zhangben_refunds_abnormal", "Refunds ABNORMAL at WeChat, waiting for a person")
+        reviews = CounterMetricFamily(
+            "zhangben_reviews",
+            "Orders sent to a person's review (kind: needs_review, every one; duplicate, money taken twice)",
+            labels=["kind"],
+        )
+        try:
+            counts = self.rt.events.counts(("order.needs_review", "payment.duplicate"))
+            reviews.add_metric(["needs_review"], counts.get("order.needs_review", 0))
+            reviews.add_metric(["duplicate"], counts.get("payment.duplicate", 0))
+        except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked
+            pass
+        yield reviews
         try:
             for mchid, day, matched_lines, count in self.rt.reconciliation.latest_results():
                 differences.add_metric([mchid, day], count)

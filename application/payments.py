@@ -15,6 +15,7 @@ from typing import Any
 
 from adapters.sessions import SessionKeys
 from adapters.wechatpay import oauth
+from adapters.wechatpay.beijing import beijing_iso
 from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
 from adapters.wechatpay.client import PrepayResult, WechatPayClient
 from adapters.wechatpay.config import Merchant
@@ -58,7 +59,7 @@ class Checkout:
             "out_trade_no": self.payment.out_trade_no,
             "status": self.payment.status.value,
             "channel": self.payment.channel,
-            "expire_at": self.payment.expire_at.isoformat(),
+            "expire_at": beijing_iso(self.payment.expire_at),
         }
         if self.prepay is not None:
             for key in ("code_url", "h5_url", "pay_params", "app_params"):

@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Mapping
 
+from adapters.wechatpay.beijing import beijing_iso
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import SignatureError, WechatPayError
 from adapters.wechatpay.v2_callbacks import ProductScan, product_scan_answer, read_product_scan
@@ -37,8 +38,8 @@ def product_view(product: Product) -> dict[str, object]:
         "amount_fen": product.amount_fen,
         "description": product.description,
         "active": product.active,
-        "created_at": product.created_at.isoformat(),
-        "updated_at": product.updated_at.isoformat(),
+        "created_at": beijing_iso(product.created_at),
+        "updated_at": beijing_iso(product.updated_at),
     }
 
 

@@ -14,7 +14,7 @@ from typing_extensions import (
     TypedDict,  # pydantic reads these as the API's answer schemas, and needs this one before 3.12
 )
 
-from adapters.wechatpay.beijing import BEIJING
+from adapters.wechatpay.beijing import beijing_iso
 from domain.order import Order
 from domain.payment import Payment
 from domain.refund import Refund
@@ -73,8 +73,7 @@ class OrderView(TypedDict):
 
 
 def _iso(value: datetime | None) -> str | None:
-    # what people and clients see is Beijing time with its offset, as WeChat and its bills write it; storage is UTC
-    return value.astimezone(BEIJING).isoformat() if value is not None else None
+    return beijing_iso(value) if value is not None else None
 
 
 def refund_view(refund: Refund) -> RefundView:

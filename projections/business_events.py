@@ -46,6 +46,7 @@ DDL = [
     "CREATE TABLE IF NOT EXISTS business_events (seq BIGINT PRIMARY KEY, mchid TEXT NOT NULL, type TEXT NOT NULL, "
     "order_id TEXT NOT NULL, created_at TEXT NOT NULL, body TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS business_events_by_merchant ON business_events (mchid, seq)",
+    "CREATE INDEX IF NOT EXISTS business_events_by_type ON business_events (type)",  # the review counter's
 ]
 INSERT = (
     "INSERT INTO business_events (seq, mchid, type, order_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?) "
@@ -177,6 +178,14 @@ class BusinessEvents:
             (*params, limit),
         )
         return [_event(r) for r in rows]
+
+    def counts(self, types: Sequence[str]) -> dict[str, int]:
+        """How many events of each type there are, all merchants (durable totals for ``/metrics``)."""
+        rows = self.db.execute(
+            f"SELECT type, COUNT(*) FROM business_events WHERE type IN ({', '.join('?' for _ in types)}) GROUP BY type",  # noqa: S608 — placeholders
+            tuple(types),
+        )
+        return {str(kind): int(count) for kind, count in rows}
 
     def last_seq(self, mchid: str) -> int:
         rows = self.db.execute("SELECT MAX(seq) FROM business_events WHERE mchid = ?", (mchid,))

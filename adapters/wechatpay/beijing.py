@@ -13,6 +13,14 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(BEIJING).replace(microsecond=0).isoformat()
 
 
+def beijing_iso(moment: datetime) -> str:
+    """ISO 8601 in Beijing time with its offset (``…+08:00``), microseconds kept: every time the API answers.
+
+    Storage is UTC; what people and clients see is Beijing time, as WeChat and its bills write it (docs/api.md).
+    """
+    return moment.astimezone(BEIJING).isoformat()
+
+
 def compact(moment: datetime) -> str:
     """``20261122100000``: API v2's ``yyyyMMddHHmmss``, always Beijing time (docs/wechatpay-protocol.md §6.2)."""
     return moment.astimezone(BEIJING).strftime("%Y%m%d%H%M%S")

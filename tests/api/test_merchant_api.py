@@ -381,6 +381,12 @@ def test_operations(deployment: Deployment) -> None:
         for _ in range(40):  # new connections: spread over every worker
             assert httpx.get(f"{deployment.ledger}/healthz").status_code == 200
         assert healthz_count() == before + 40  # one scrape sums all the workers, whichever answers it
+    # every worker logs a JSON access line with its request id (issue 23, point 9: `--workers 2` logged none)
+    lines = (deployment.root / "processes.log").read_text(encoding="utf-8", errors="replace").splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    access = [e for e in entries if e.get("route") == "/healthz" and e.get("status") == 200]
+    assert len(access) >= 40 and all(e["request_id"] and e["logger"] == "zhangben.http" for e in access), lines[-20:]
+    with httpx.Client(base_url=deployment.ledger) as http:
         assert http.get("/openapi.json").json()["info"]["title"] == "zhangben"
         assert http.get("/docs").status_code == 200
 
@@ -424,12 +430,17 @@ def test_every_time_shown_is_beijing_time_with_its_offset(deployment: Deployment
         deployment.pay(created["payment"]["out_trade_no"])
         view = deployment.wait_status("API-TZ1", "PAID")
         shown = [view["created_at"], view["paid_at"], view["expire_at"], view["payments"][0]["created_at"]]
+        shown.append(created["payment"]["expire_at"])  # the create answer's attempt (issue 23, point 9)
         history = auditor.get("/v1/audit/orders/API-TZ1/history").json()
         shown += [e["timestamp"] for e in history["events"]]
         events = http.get("/v1/events", params={"type": "order.paid", "limit": 500}).json()["events"]
         shown += [e["created_at"] for e in events if e["merchant_order_no"] == "API-TZ1"]
         endpoint = http.post("/v1/webhook-endpoints", json={"url": "https://shop.example.com/tz"}).json()
         shown.append(endpoint["created_at"])
+    with deployment.client("v2") as v2:  # a product (Native mode 1 is a v2 merchant's)
+        product = v2.post("/v1/products", json={"product_id": "tz-1", "amount_fen": 100, "description": "茶"}).json()
+        shown += [product["created_at"], product["updated_at"]]
+    with deployment.client() as http:
         assert http.delete(f"/v1/webhook-endpoints/{endpoint['id']}").status_code == 204
     assert len(shown) > 6 and all(s.endswith("+08:00") for s in shown), shown
     printed = deployment.cli("history", "API-TZ1", "--merchant", DIRECT.mchid)

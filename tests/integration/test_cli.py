@@ -76,6 +76,7 @@ def test_history_of_a_paid_and_partially_refunded_order(database_url: str, tmp_p
         (["history", "NOPE", "--merchant", MCHID], {}, "order 'NOPE' not found"),
         (["history", "X", "--merchant", MCHID, "--as-of", "last tuesday"], {}, "not an ISO 8601"),
         (["db", "init"], {"ZHANGBEN_DATABASE_URL": "mysql://u:hunter2@h/db"}, "unsupported database URL"),
+        (["db", "init"], {"ZHANGBEN_DATABASE_URL": "postgres://u:hunter2@[::1:bad/x"}, "malformed database URL"),
         (["db", "init"], {"ZHANGBEN_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:9/db"}, "cannot reach database"),
         (["history", "X"], {"ZHANGBEN_CONFIG": "/nonexistent/zhangben.toml"}, "does not exist"),
     ],
