@@ -68,6 +68,7 @@ def _probe(rt: Runtime) -> None:
     """
     _probe_store(rt)
     pool = getattr(getattr(rt.ledger.recorder, "datastore", None), "pool", None)
-    if pool is not None:
-        pool.check()
+    check = getattr(pool, "check", None)  # psycopg_pool's; SQLite's pool has none (a missing one kept the gate shut)
+    if callable(check):
+        check()
     rt.ledger.recorder.max_notification_id()

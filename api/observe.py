@@ -27,6 +27,7 @@ log = logging.getLogger("zhangben.http")
 # Paths that never touch the database, and calls that may legitimately take long (long-poll, streams, bills).
 _NO_DATABASE = ("/healthz", "/metrics", "/docs", "/redoc", "/openapi.json")
 REQUEST_BUDGET_SECONDS = 5.0
+QUICK_CHECK_SECONDS = 1.0  # a request unanswered after this has the database checked beside it
 
 
 class Observe:
@@ -35,6 +36,7 @@ class Observe:
     def __init__(self, app: ASGIApp, probe_store: Callable[[Any], None]) -> None:
         self.app = app
         self.probe_store = probe_store
+        self._probing: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,7 +63,9 @@ class Observe:
             logs.request_id.reset(token)
 
     async def _within_budget(self, scope: Scope, receive: Receive, send: Send, started: list[bool]) -> None:
-        """A 503 at once while the database is known down; a 503 after the budget if a call hangs on it."""
+        """A 503 at once while the database is known down, within about a second when a request meets it down
+        (the database is checked beside any request slower than ``QUICK_CHECK_SECONDS``), and after the budget
+        if a call hangs on a database that answers."""
         app_state = scope["app"].state
         gate: DatabaseGate | None = getattr(app_state, "db_gate", None)
         path: str = scope["path"]
@@ -74,19 +78,41 @@ class Observe:
         if _long(scope) or path.startswith("/wechatpay/"):
             await self.app(scope, receive, send)  # callbacks keep their own 4.5 s budget (api/callbacks.py)
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REQUEST_BUDGET_SECONDS
+        task = asyncio.ensure_future(self.app(scope, receive, send))
         try:
-            await asyncio.wait_for(self.app(scope, receive, send), REQUEST_BUDGET_SECONDS)
-        except TimeoutError:
-            if started[0]:
-                raise  # the answer has begun: nothing better can be sent now
-            try:
-                await asyncio.to_thread(self.probe_store, app_state.runtime)
-            except Exception as exc:  # noqa: BLE001 — the database is the reason: say so, and stop sending it work
-                gate.trip(str(exc))
-                await _unavailable(path)(scope, receive, send)
+            if await _finished(task, QUICK_CHECK_SECONDS):
                 return
-            busy = errors.problem(503, "Busy", f"no answer within {REQUEST_BUDGET_SECONDS:.0f}s; retry", "busy")
-            await busy(scope, receive, send)
+            # slow: is it the database?  Checked beside the request (one probe at a time per worker), so a request
+            # that meets a dead server is answered 503 within a second or two, not at the end of the budget
+            probe = self._probe(app_state.runtime)
+            await asyncio.wait({task, probe}, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+                return
+            failure = probe.exception() if probe.done() else None
+            if failure is None and await _finished(task, max(0.0, deadline - loop.time())):
+                return
+        except BaseException:
+            await _cancel(task)
+            raise
+        await _cancel(task)
+        if started[0]:
+            raise TimeoutError("the answer had begun when the budget ran out")  # nothing better can be sent now
+        if failure is not None:  # the database is the reason: say so, and stop sending it work
+            gate.trip(str(failure))
+            await _unavailable(path)(scope, receive, send)
+            return
+        busy = errors.problem(503, "Busy", f"no answer within {REQUEST_BUDGET_SECONDS:.0f}s; retry", "busy")
+        await busy(scope, receive, send)
+
+    def _probe(self, runtime: Any) -> asyncio.Future[None]:
+        """The database checked on a fresh connection, shared by every slow request of this worker meanwhile."""
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(asyncio.to_thread(self.probe_store, runtime))
+            self._probing.add_done_callback(lambda done: done.cancelled() or done.exception())  # read: no warning
+        return self._probing
 
     @staticmethod
     def _record(scope: Scope, status: int, elapsed: float) -> None:
@@ -104,6 +130,23 @@ class Observe:
             status,
             extra={"method": method, "route": path, "status": status, "duration_ms": round(elapsed * 1000, 1)},
         )
+
+
+async def _finished(task: asyncio.Future[None], seconds: float) -> bool:
+    """Whether ``task`` ended within ``seconds`` (its exception, if any, raised here)."""
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if done:
+        task.result()
+    return bool(done)
+
+
+async def _cancel(task: asyncio.Future[None]) -> None:
+    if not task.done():
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 — abandoned: its answer is no longer wanted
+            pass
 
 
 def _long(scope: Scope) -> bool:

@@ -14,10 +14,12 @@ from adapters import metrics, persistence
 from adapters.leases import Leases
 from adapters.refusals import RefusalCounter
 from adapters.sessions import SessionKeys
+from adapters.throttles import SharedThrottle
 from adapters.viewdb import ViewDatabase
 from adapters.webhooks import WebhookStore
 from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.config import load_merchants
+from adapters.wechatpay.platform import REFRESH_COOLDOWN_SECONDS
 from adapters.wechatpay.v2_client import WechatPayV2Client
 from application.callbacks import Callbacks
 from application.cashier_links import CashierLinks
@@ -101,6 +103,7 @@ def init_database(settings: Settings) -> None:
         WebhookStore(db).create_tables()
         SessionKeys(db).create_tables()
         RefusalCounter(db).create_tables()
+        SharedThrottle(db).create_tables()
     finally:
         db.close()
         ledger.close()
@@ -111,7 +114,13 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     real = settings.wechatpay_base_url.rstrip("/") == DEFAULT_WECHATPAY_BASE_URL
     merchants = load_merchants(settings.merchants, settings.config_path, https_only=real)
     ledger = open_ledger(settings.database_url, clock=clock)
-    client = WechatPayClient(settings.wechatpay_base_url, merchants)  # each client keeps its API's merchants
+    db = ViewDatabase(persistence.parse_url(settings.database_url))
+    throttle = SharedThrottle(db)
+    client = WechatPayClient(  # each client keeps its API's merchants
+        settings.wechatpay_base_url,
+        merchants,
+        refresh_claim=lambda mchid: throttle.claim(f"platform-certificates:{mchid}", REFRESH_COOLDOWN_SECONDS),
+    )
     v2 = WechatPayV2Client(
         settings.wechatpay_base_url,
         merchants,
@@ -120,7 +129,6 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     )
     metrics.instruments().listen(client.stats, "v3")  # every WeChat call this runtime makes is counted and timed
     metrics.instruments().listen(v2.stats, "v2")
-    db = ViewDatabase(persistence.parse_url(settings.database_url))
     views = build_views(ledger, db)
     service = PaymentService(
         ledger, client, settings.wechat_api_base_url, v2, settings.wechat_open_base_url, SessionKeys(db)

@@ -64,7 +64,10 @@ class WechatPayClient:
         max_attempts: int = 4,
         backoff_seconds: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
+        refresh_claim: Callable[[str], bool] | None = None,
     ) -> None:
+        """``refresh_claim(mchid)`` says whether this process may download that merchant's platform certificates
+        now, shared with the other workers (``adapters.throttles``); without it, each process decides alone."""
         self.base_url = base_url.rstrip("/")
         self.merchants = {mchid: m for mchid, m in merchants.items() if not m.is_v2}  # v2 ones have their client
         self.http = http or httpx.Client(
@@ -77,7 +80,10 @@ class WechatPayClient:
         self.keys: dict[str, PlatformKeys] = {}
         for mchid, merchant in merchants.items():
             known = {merchant.public_key_id: merchant.platform_public_key} if merchant.platform_public_key else {}
-            self.keys[mchid] = PlatformKeys(known, downloader=partial(self.download_certificates, merchant))
+            claim = partial(refresh_claim, mchid) if refresh_claim is not None else None
+            self.keys[mchid] = PlatformKeys(
+                known, downloader=partial(self.download_certificates, merchant), claim=claim
+            )
 
     def merchant(self, mchid: str) -> Merchant:
         try:

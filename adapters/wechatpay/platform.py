@@ -4,7 +4,8 @@ A ``PUB_KEY_ID_…`` serial names the WeChat Pay public key from the config;
 any other serial names a platform certificate, downloaded from
 ``/v3/certificates`` and decrypted with the APIv3 key.  Several certificates
 live side by side during a rotation, so they are kept per serial, and an
-unknown serial triggers one refresh before it is refused.
+unknown serial triggers one refresh before it is refused — at most one a
+minute per merchant, across every worker (a shared ``Claim``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class PlatformCertificate:
 
 
 Downloader = Callable[[], list[PlatformCertificate]]
+# Whether this process may download now: a claim shared with the other workers (``adapters.throttles``)
+Claim = Callable[[], bool]
 
 
 class PlatformKeys:
@@ -43,12 +46,14 @@ class PlatformKeys:
         public_keys: Mapping[str, rsa.RSAPublicKey],
         downloader: Downloader | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        claim: Claim | None = None,
     ) -> None:
         self._keys: dict[str, rsa.RSAPublicKey] = dict(public_keys)
         self._certificates: dict[str, PlatformCertificate] = {}
         self._downloader = downloader
         self._monotonic = monotonic
         self._last_refresh = -REFRESH_COOLDOWN_SECONDS
+        self._claim = claim
         self._lock = threading.Lock()
 
     @property
@@ -60,12 +65,30 @@ class PlatformKeys:
         if self._downloader is None:
             return []
         with self._lock:
-            self._last_refresh = self._monotonic()
-            certificates = self._downloader()
-            for cert in certificates:
-                self._certificates[cert.serial_no] = cert
-                self._keys[cert.serial_no] = cert.public_key
+            return self._download()
+
+    def _download(self) -> list[PlatformCertificate]:
+        assert self._downloader is not None  # noqa: S101 — callers checked
+        self._last_refresh = self._monotonic()
+        certificates = self._downloader()
+        for cert in certificates:
+            self._certificates[cert.serial_no] = cert
+            self._keys[cert.serial_no] = cert.public_key
         return certificates
+
+    def _refresh_for_unknown(self, serial: str) -> None:
+        """One download for an unknown serial, unless one was made (here, or by any worker) within the cool-down.
+
+        Checked and made under the lock, so concurrent callbacks in this process
+        make one download; the shared claim stops the other processes.
+        """
+        with self._lock:
+            if serial in self._keys or self._monotonic() - self._last_refresh < REFRESH_COOLDOWN_SECONDS:
+                return
+            self._last_refresh = self._monotonic()  # a refused claim cools down too: ask again a minute later
+            if self._claim is not None and not self._claim():
+                return
+            self._download()
 
     def key_for(self, serial: str, now: float | None = None) -> rsa.RSAPublicKey:
         """The key ``serial`` names; a platform certificate past its ``expire_time`` verifies nothing.
@@ -81,14 +104,9 @@ class PlatformKeys:
                 f"{known.expire_time.isoformat()}"
             )
         key = self._keys.get(serial)
-        if (
-            key is None
-            and self._downloader is not None
-            and not serial.startswith("PUB_KEY_ID_")
-            and self._monotonic() - self._last_refresh >= REFRESH_COOLDOWN_SECONDS
-        ):
+        if key is None and self._downloader is not None and not serial.startswith("PUB_KEY_ID_"):
             try:
-                self.refresh()
+                self._refresh_for_unknown(serial)
             except WechatPayError as exc:  # e.g. 404 in public-key mode: the serial stays unknown
                 raise SignatureError(f"unknown Wechatpay-Serial {serial!r} ({exc})") from None
             key = self._keys.get(serial)

@@ -130,6 +130,8 @@ def test_a_database_restart_under_load_recovers_by_itself(server: ThrowawayPostg
         unavailable = [c for c in load.calls if c["status"] == 503]
         assert unavailable and all(c["type"].startswith("application/problem+json") for c in unavailable)
         assert max(c["seconds"] for c in load.calls) < 7, "an API call hung during the outage"
+        slowest = max(c["seconds"] for c in unavailable)
+        assert slowest < 3.5, f"a 503 took {slowest:.1f}s: the first call to meet the outage must be told quickly"
         assert load.settled(), [
             (round(c["at"] - up_at, 1), c["kind"], c["status"], round(c["seconds"], 1)) for c in load.calls[-16:]
         ]
