@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from adapters.wechatpay.beijing import BEIJING
 from api.deps import Rt, role
 from api.models import History, RefusedCallbacks
-from domain.apikey import Principal
+from domain.apikey import OPERATOR, Principal
 from domain.audit import RefusedCallback
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -49,19 +49,19 @@ def history(
     summary="Callbacks the ledger refused (bad signature, stale, oversized, throttled), newest first",
 )
 def refused_callbacks(
-    who: Annotated[Principal, Depends(role("auditor"))],
+    who: Annotated[Principal, Depends(role("auditor", OPERATOR))],
     rt: Rt,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
     reason: Annotated[str | None, Query(max_length=100, description="words the refusal's reason contains")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Any:
-    """Every refusal is evidence (rule 3); an auditor sees those that name no other merchant."""
+    """Every refusal is evidence (rule 3).  A merchant's auditor sees those that came to its own notify path;
+    the deployment's operator sees every one, those on the shared paths (which name no merchant) included."""
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-22T00:00:00+08:00")
-    others = [m for m in rt.settings.merchant_ids() if m != who.mchid]
-    found = rt.ledger.refused_callbacks_seen_by(others, reason or "", from_, to)
+    found = rt.ledger.refused_callbacks_seen_by(None if who.role == OPERATOR else who.mchid, reason or "", from_, to)
     return {"refused": [_refused_view(r) for r in reversed(found[-limit:])]}
 
 

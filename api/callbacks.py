@@ -50,30 +50,45 @@ async def _bounded_body(request: Request) -> tuple[bytes, bool]:
     return b"".join(chunks), True
 
 
-async def _refuse_oversized(request: Request, body_start: bytes) -> int:
+async def _refuse_oversized(request: Request, body_start: bytes, merchant: str | None = None) -> int:
     """Keep the refusal of a body too large (bounded, throttled per source): 413, or 429 when throttled."""
     rt = runtime(request)
     remote = request.client.host if request.client else ""
     reason = f"body larger than {MAX_CALLBACK_BYTES} bytes"
+    known = merchant if merchant in rt.service.merchants else None
     try:
         await asyncio.to_thread(
-            rt.callbacks.refused, request.url.path, remote, dict(request.headers), body_start, reason
+            rt.callbacks.refused, request.url.path, remote, dict(request.headers), body_start, reason, known
         )
     except RefusalsThrottled:
         return 429
     return 413
 
 
+@router.post("/wechatpay/v3/notify/{merchant}", status_code=204, include_in_schema=False)
+async def notify_merchant(request: Request, merchant: str) -> Response:
+    """The merchant's own notify path (``notify_url`` = ``…/wechatpay/v3/notify/{mchid or sub_mchid}``):
+    a refusal here is that merchant's to see, attributed before any signature is checked."""
+    return await _v3_notify(request, merchant)
+
+
 @router.post("/wechatpay/v3/notify", status_code=204, include_in_schema=False)
 async def notify(request: Request) -> Response:
+    """The shared path, still accepted: its refusals name no merchant (the deployment's operator sees them)."""
+    return await _v3_notify(request, None)
+
+
+async def _v3_notify(request: Request, merchant: str | None) -> Response:
     rt = runtime(request)
     body, whole = await _bounded_body(request)
     metrics = request.app.state.metrics
     if not whole:
         metrics.callbacks.labels("refused_content").inc()
-        return _fail(await _refuse_oversized(request, body), "通知内容过大")
+        return _fail(await _refuse_oversized(request, body, merchant), "通知内容过大")
     remote = request.client.host if request.client else ""
-    work = asyncio.to_thread(rt.callbacks.handle, dict(request.headers), body, path=request.url.path, remote=remote)
+    work = asyncio.to_thread(
+        rt.callbacks.handle, dict(request.headers), body, path=request.url.path, remote=remote, merchant=merchant
+    )
     try:
         await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
     except RefusalsThrottled as exc:
@@ -112,14 +127,18 @@ def _xml(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/xml")
 
 
-async def _v2_notify(request: Request, handle: Callable[..., NotificationOutcome]) -> Response:
+async def _v2_notify(
+    request: Request, handle: Callable[..., NotificationOutcome], merchant: str | None = None
+) -> Response:
     body, whole = await _bounded_body(request)
     metrics = request.app.state.metrics
     if not whole:
         metrics.callbacks.labels("refused_content").inc()
-        return _xml(fail_xml("通知内容过大"), await _refuse_oversized(request, body))
+        return _xml(fail_xml("通知内容过大"), await _refuse_oversized(request, body, merchant))
     remote = request.client.host if request.client else ""
-    work = asyncio.to_thread(handle, dict(request.headers), body, path=request.url.path, remote=remote)
+    work = asyncio.to_thread(
+        handle, dict(request.headers), body, path=request.url.path, remote=remote, merchant=merchant
+    )
     try:
         await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
     except RefusalsThrottled as exc:
@@ -153,10 +172,22 @@ async def notify_v2(request: Request) -> Response:
     return await _v2_notify(request, runtime(request).callbacks.handle_v2_pay)
 
 
+@router.post("/wechatpay/v2/notify/{merchant}", include_in_schema=False)
+async def notify_v2_merchant(request: Request, merchant: str) -> Response:
+    """API v2 pay results on the merchant's own path (refusals attributed to it)."""
+    return await _v2_notify(request, runtime(request).callbacks.handle_v2_pay, merchant)
+
+
 @router.post("/wechatpay/v2/refund-notify", include_in_schema=False)
 async def refund_notify_v2(request: Request) -> Response:
     """API v2 refund results: ``req_info`` (AES-256-ECB under the MD5 of the API key)."""
     return await _v2_notify(request, runtime(request).callbacks.handle_v2_refund)
+
+
+@router.post("/wechatpay/v2/refund-notify/{merchant}", include_in_schema=False)
+async def refund_notify_v2_merchant(request: Request, merchant: str) -> Response:
+    """API v2 refund results on the merchant's own path (refusals attributed to it)."""
+    return await _v2_notify(request, runtime(request).callbacks.handle_v2_refund, merchant)
 
 
 @router.post("/wechatpay/v2/native-callback", include_in_schema=False)

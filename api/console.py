@@ -31,7 +31,7 @@ from adapters.wechatpay.errors import WechatPayError
 from api.deps import runtime
 from application.finance_exports import EXPORTS, RESULTS, export_workbook
 from bootstrap.wiring import Runtime
-from domain.apikey import Principal
+from domain.apikey import OPERATOR, Principal
 from domain.errors import LedgerError
 from domain.money import fen_to_yuan
 from domain.status import ORDER_STATUS_NAMES
@@ -54,6 +54,7 @@ MENU = {
     "support": [("/console", "订单"), ("/console/reviews", "待处理")],
     "auditor": [("/console", "订单"), ("/console/refused", "拒绝的回调")],
     "finance": [("/console/reconciliation", "对账"), ("/console/exports", "导出")],
+    "operator": [("/console/refused", "拒绝的回调（全部）")],
 }
 ORDER_READERS = ("merchant", "support", "auditor")
 REVIEW_QUEUE_MAX = 1000
@@ -461,10 +462,9 @@ def export_file(
 
 @router.get("/refused", response_class=HTMLResponse)
 def refused(request: Request, reason: Annotated[str, Query(max_length=100)] = "") -> Response:
-    session = _require(request, "auditor")
+    session = _require(request, "auditor", OPERATOR)
     rt = runtime(request)
-    others = [m for m in rt.settings.merchant_ids() if m != session.who.mchid]
-    found = rt.ledger.refused_callbacks_seen_by(others, reason)
+    found = rt.ledger.refused_callbacks_seen_by(None if session.who.role == OPERATOR else session.who.mchid, reason)
     return _page(request, "refused.html", session, refused=list(reversed(found[-200:])), reason=reason)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from adapters.refusals import RefusalCounter
 from adapters.wechatpay.callbacks import Callback, CallbackRejected, RefundNotice, TransactionNotice, read_callback
+from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import SignatureError
 from adapters.wechatpay.v2_callbacks import read_pay_notify, read_refund_notify
 from application.ledger import Ledger
@@ -62,40 +63,90 @@ class Callbacks:
         }
 
     def handle(
-        self, headers: Mapping[str, str], body: bytes, *, path: str = NOTIFY_PATH, remote: str = ""
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        path: str = NOTIFY_PATH,
+        remote: str = "",
+        merchant: str | None = None,
     ) -> NotificationOutcome:
-        """A v3 notification: verify, translate, apply — or refuse, keep the refusal, and raise."""
+        """A v3 notification: verify, translate, apply — or refuse, keep the refusal, and raise.
+
+        ``merchant`` is the one the notify path names (``/wechatpay/v3/notify/{merchant}``): only its keys are
+        tried, and a refusal is that merchant's; without it (the shared path) every v3 merchant's are.
+        """
         client = self.payments.client
+        merchants = self._named(client.merchants, merchant)
         return self._apply(
-            lambda: read_callback(headers, body, client.merchants, client.keys), headers, body, path, remote
+            lambda: read_callback(headers, body, merchants, client.keys), headers, body, path, remote, merchant
         )
 
     def handle_v2_pay(
-        self, headers: Mapping[str, str], body: bytes, *, path: str = V2_NOTIFY_PATH, remote: str = ""
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        path: str = V2_NOTIFY_PATH,
+        remote: str = "",
+        merchant: str | None = None,
     ) -> NotificationOutcome:
         """A v2 pay result (signed XML), the same way through."""
-        merchants = self.payments.merchants
-        return self._apply(lambda: read_pay_notify(headers, body, merchants), headers, body, path, remote)
+        merchants = self._named(self.v2_merchants, merchant)
+        return self._apply(lambda: read_pay_notify(headers, body, merchants), headers, body, path, remote, merchant)
 
     def handle_v2_refund(
-        self, headers: Mapping[str, str], body: bytes, *, path: str = V2_REFUND_NOTIFY_PATH, remote: str = ""
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        path: str = V2_REFUND_NOTIFY_PATH,
+        remote: str = "",
+        merchant: str | None = None,
     ) -> NotificationOutcome:
         """A v2 refund result (``req_info``), the same way through."""
-        merchants = self.payments.merchants
-        return self._apply(lambda: read_refund_notify(headers, body, merchants), headers, body, path, remote)
+        merchants = self._named(self.v2_merchants, merchant)
+        return self._apply(lambda: read_refund_notify(headers, body, merchants), headers, body, path, remote, merchant)
+
+    @property
+    def v2_merchants(self) -> Mapping[str, Merchant]:
+        return {key: m for key, m in self.payments.merchants.items() if m.is_v2}
+
+    @staticmethod
+    def _named(merchants: Mapping[str, Merchant], merchant: str | None) -> Mapping[str, Merchant]:
+        """Every merchant of that API, or only the one a notify path names (none if it names another)."""
+        if merchant is None:
+            return merchants
+        return {merchant: merchants[merchant]} if merchant in merchants else {}
 
     def _apply(
-        self, read: Callable[[], Callback], headers: Mapping[str, str], body: bytes, path: str, remote: str
+        self,
+        read: Callable[[], Callback],
+        headers: Mapping[str, str],
+        body: bytes,
+        path: str,
+        remote: str,
+        merchant: str | None,
     ) -> NotificationOutcome:
         try:
             callback = read()
             # the readers translate only the types in TRANSLATIONS, each of which has a use case here
             return self.dispatch[callback.event_type](callback)
         except (SignatureError, CallbackRejected, CallbackRefused) as exc:
-            self.refused(path, remote, headers, body, str(exc))
+            # attributed to the merchant its path names, if that is one of ours (else nobody's: the operator's)
+            known = merchant if merchant in self.payments.merchants else None
+            self.refused(path, remote, headers, body, str(exc), known)
             raise
 
-    def refused(self, path: str, remote: str, headers: Mapping[str, str], body: bytes, reason: str) -> None:
+    def refused(
+        self,
+        path: str,
+        remote: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        reason: str,
+        merchant: str | None = None,
+    ) -> None:
         """Keep a refused callback for audit (rule 3: refused and recorded, never swallowed), bounded.
 
         Every refusal is counted per source; the first ``limit_per_minute`` of a
@@ -111,7 +162,7 @@ class Callbacks:
                         "refused callbacks from %s: more than %d this minute; counting, not keeping", source, count - 1
                     )
                 raise RefusalsThrottled(source)
-        self.ledger.record_refused_callback(path, remote, dict(headers), body, reason)
+        self.ledger.record_refused_callback(path, remote, dict(headers), body, reason, merchant)
         log.warning("refused a callback from %s: %s", source, reason)
 
     def payment_succeeded(self, callback: Callback) -> NotificationOutcome:

@@ -13,7 +13,7 @@ import functools
 import itertools
 import random
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
@@ -659,10 +659,11 @@ class Ledger(Application[UUID]):
     # -- audit --------------------------------------------------------------------
 
     def record_refused_callback(
-        self, path: str, remote: str, headers: dict[str, str], body: bytes, reason: str
+        self, path: str, remote: str, headers: dict[str, str], body: bytes, reason: str, mchid: str | None = None
     ) -> RefusedCallback:
-        """Keep a refused callback, bounded: who sent it, when, why, its headers, its first 4 KB and hash."""
-        refused = RefusedCallback.of(path, remote, dict(headers), body, reason, self.clock())
+        """Keep a refused callback, bounded: who sent it, when, why, its headers, its first 4 KB and hash, and the
+        merchant whose notify path it came to (None on a shared path)."""
+        refused = RefusedCallback.of(path, remote, dict(headers), body, reason, self.clock(), mchid)
         try:
             self.save(refused)
         except IntegrityError:
@@ -685,25 +686,25 @@ class Ledger(Application[UUID]):
 
     def refused_callbacks_seen_by(
         self,
-        others: Collection[str],
+        mchid: str | None,
         reason: str = "",
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[RefusedCallback]:
-        """The refusals an auditor of one merchant may read, oldest first, filtered by time and reason words.
+        """The refusals one merchant's auditor may read (``mchid``), or every one (None: the deployment's
+        operator), oldest first, filtered by time and reason words.
 
-        A refusal names no merchant before its signature is checked, so one is
-        shown unless its body names one of ``others`` (the other merchants
-        configured; a v3 body is encrypted and names none).
+        A refusal is attributed by the notify path it came to (``/wechatpay/v3/notify/{mchid}``), before any
+        signature is checked; one on a shared path names no merchant and only the operator sees it.
         """
         wanted = reason.lower()
         return [
             r
             for r in self.refused_callbacks_since()
-            if (since is None or r.received_at >= since)
+            if (mchid is None or r.mchid == mchid)
+            and (since is None or r.received_at >= since)
             and (until is None or r.received_at < until)
             and wanted in r.reason.lower()
-            and not any(other in r.body for other in others)
         ]
 
     # -- reads for people --------------------------------------------------------

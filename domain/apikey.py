@@ -15,7 +15,11 @@ from eventsourcing.domain import Aggregate
 
 from domain.ids import NAMESPACE
 
-ROLES = ("merchant", "auditor", "finance", "support")  # support (客服): sees orders, asks WeChat, notes; no refunds
+# support (客服): sees orders, asks WeChat, notes; no refunds.  operator: the deployment's, not a merchant's (its
+# key names no merchant): sees what no merchant owns, such as callbacks refused on a shared notify path
+ROLES = ("merchant", "auditor", "finance", "support", "operator")
+OPERATOR = "operator"
+DEPLOYMENT = ""  # the "merchant" of an operator's key: none
 
 
 class ApiKey(Aggregate):

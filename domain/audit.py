@@ -41,13 +41,18 @@ class RefusedCallback(Aggregate):
         received_at: datetime
         body_sha256: str
         body_bytes: int
-        class_version = 2
+        mchid: str | None  # the merchant whose notify path it came to; None: a shared path, nobody's to see
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             body = str(state.get("body", ""))
             state.setdefault("body_sha256", hashlib.sha256(body.encode()).hexdigest())
             state.setdefault("body_bytes", len(body.encode()))
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state.setdefault("mchid", None)
 
     @staticmethod
     def create_id(path: str, body_sha256: str, reason: str, received_at: datetime) -> UUID:
@@ -63,6 +68,7 @@ class RefusedCallback(Aggregate):
         received_at: datetime,
         body_sha256: str = "",
         body_bytes: int = 0,
+        mchid: str | None = None,
     ) -> None:
         self.path = path
         self.remote = remote
@@ -72,10 +78,18 @@ class RefusedCallback(Aggregate):
         self.received_at = received_at
         self.body_sha256 = body_sha256
         self.body_bytes = body_bytes
+        self.mchid = mchid
 
     @classmethod
     def of(
-        cls, path: str, remote: str, headers: dict[str, str], body: bytes, reason: str, received_at: datetime
+        cls,
+        path: str,
+        remote: str,
+        headers: dict[str, str],
+        body: bytes,
+        reason: str,
+        received_at: datetime,
+        mchid: str | None = None,
     ) -> RefusedCallback:
         """The bounded record of a refusal: the body's first 4 KB (as text), its size and SHA-256."""
         return cls(
@@ -87,4 +101,5 @@ class RefusedCallback(Aggregate):
             received_at=received_at,
             body_sha256=hashlib.sha256(body).hexdigest(),
             body_bytes=len(body),
+            mchid=mchid,
         )

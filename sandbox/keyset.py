@@ -231,7 +231,8 @@ def init_keyset(
 
 
 def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: Path, ledger_url: str) -> str:
-    notify = f"{ledger_url}/wechatpay/{merchant.api}/notify"
+    key = merchant.sub_mchid or merchant.mchid  # the merchant in the path: its refusals are its own (docs/wechatpay.md)
+    notify = f"{ledger_url}/wechatpay/{merchant.api}/notify/{key}"
     lines = [
         "[[merchants]]",
         f'name = "{merchant.label}"',
@@ -263,7 +264,7 @@ def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
     ]
     if merchant.api == "v2":
         lines += [
-            f'refund_notify_url = "{ledger_url}/wechatpay/v2/refund-notify"',
+            f'refund_notify_url = "{ledger_url}/wechatpay/v2/refund-notify/{key}"',
             "# Native mode 1's 扫码回调URL: set in the merchant platform at WeChat; the sandbox reads it here",
             f'native_callback_url = "{ledger_url}/wechatpay/v2/native-callback"',
         ]

@@ -53,6 +53,7 @@ def deploy(root: Path, database_url: str, workers: int = 1, serve_args: tuple[st
             role: stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role)
             for role in ("merchant", "auditor", "finance", "support")
         }
+        keys["operator"] = stack.cli("apikey", "create", "--role", "operator")
         keys["partner"] = stack.cli("apikey", "create", "--merchant", PARTNER.sub_mchid, "--role", "merchant")
         keys["v2"] = stack.cli("apikey", "create", "--merchant", V2.mchid, "--role", "merchant")
         keys["v2_partner"] = stack.cli("apikey", "create", "--merchant", V2_PARTNER.sub_mchid, "--role", "merchant")

@@ -130,9 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     apikey = commands.add_parser("apikey", help="API keys")
     apikey_commands = apikey.add_subparsers(title="apikey commands", metavar="COMMAND")
     apikey_create = apikey_commands.add_parser("create", help="print a new API key once (only its hash is stored)")
-    apikey_create.add_argument("--merchant", required=True, metavar="MCHID", help="whose orders the key reaches")
     apikey_create.add_argument(
-        "--role", required=True, choices=ROLES, help="merchant: orders; finance: bills and exports; auditor: read-only"
+        "--merchant", metavar="MCHID", help="whose orders the key reaches (every role but operator needs one)"
+    )
+    apikey_create.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="merchant: orders; finance: bills and exports; auditor: read-only; support: 客服; "
+        "operator: the deployment's (no merchant): every refused callback",
     )
     apikey_create.add_argument("--expires-in-days", type=int, metavar="N", help="the key stops working after N days")
     apikey_create.set_defaults(handler="zhangben.commands:cmd_apikey_create")

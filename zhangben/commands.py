@@ -16,7 +16,7 @@ from application.ledger import Ledger
 from application.views import OrderView
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings, load_settings
-from domain.apikey import ApiKey
+from domain.apikey import DEPLOYMENT, OPERATOR, ApiKey
 from domain.errors import OrderNotFound
 from zhangben import console
 from zhangben.usage import UsageError
@@ -25,7 +25,13 @@ from zhangben.usage import UsageError
 def cmd_apikey_create(args: argparse.Namespace) -> int:
     settings = load_settings()
     known = settings.merchant_ids()
-    if known and args.merchant not in known:
+    if args.role == OPERATOR:
+        if args.merchant:
+            raise UsageError("an operator key is the deployment's: it names no merchant (drop --merchant)")
+        args.merchant = DEPLOYMENT
+    elif not args.merchant:
+        raise UsageError(f"--merchant is needed for a {args.role} key")
+    elif known and args.merchant not in known:
         raise UsageError(f"merchant {args.merchant} is not in {settings.config_path} (known: {', '.join(known)})")
     days = getattr(args, "expires_in_days", None)
     if days is not None and days < 1:

@@ -399,9 +399,11 @@ def _v2_settings(base: Path, table: dict[str, Any], where: str) -> dict[str, Any
 
 
 def _refund_notify_url(notify_url: str) -> str:
-    """``…/wechatpay/v2/notify`` → ``…/wechatpay/v2/refund-notify``, the ledger's route for v2 refund results."""
-    if notify_url.endswith("/wechatpay/v2/notify"):
-        return notify_url.removesuffix("notify") + "refund-notify"
+    """``…/wechatpay/v2/notify[/{merchant}]`` → ``…/wechatpay/v2/refund-notify[/{merchant}]``, the ledger's
+    route for v2 refund results (the merchant's own path kept)."""
+    head, marker, merchant = notify_url.rpartition("/wechatpay/v2/notify")
+    if marker and (merchant == "" or (merchant.startswith("/") and "/" not in merchant[1:])):
+        return f"{head}/wechatpay/v2/refund-notify{merchant}"
     return notify_url
 
 

@@ -31,7 +31,7 @@ def test_the_generated_config_loads(config: tuple[Path, list[dict[str, Any]]]) -
     assert "BEGIN" not in repr(partner)
     v2, v2_partner = merchants["1900000002"], merchants["1900000209"]
     assert v2.is_v2 and v2.v2_sign_type == "MD5" and len(v2.v2_key) == 32 and v2.client_cert_file is not None
-    assert v2.refund_notify_url == "http://l/wechatpay/v2/refund-notify"
+    assert v2.refund_notify_url == "http://l/wechatpay/v2/refund-notify/1900000002"  # the merchant in the path
     assert v2_partner.is_partner and v2_partner.v2_sign_type == "HMAC-SHA256"
     assert v2.v2_key not in repr(v2)
 

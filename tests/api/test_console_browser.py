@@ -145,7 +145,8 @@ def test_an_auditor_sees_refused_callbacks_and_raw_events(deployment: Deployment
     wechat = SpecWechat.from_keyset(deployment.root / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
     forged = b'{"id": "forged-for-the-console"}'
     headers = wechat.headers(forged) | {"Wechatpay-Signature": "Zm9yZ2Vk"}
-    assert httpx.post(deployment.ledger + "/wechatpay/v3/notify", content=forged, headers=headers).status_code == 401
+    notify = f"{deployment.ledger}/wechatpay/v3/notify/{DIRECT.mchid}"  # this merchant's own path: its auditor's
+    assert httpx.post(notify, content=forged, headers=headers).status_code == 401
     page = login(browser, deployment, "auditor")
     page.goto(f"{deployment.ledger}/console/refused")
     assert "forged-for-the-console" in page.content()

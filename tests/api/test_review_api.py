@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
+from sandbox.keyset import DIRECT, PARTNER, PUBLIC_KEY_ID
 from tests.deploy import Deployment
 from tests.spec_wechat import SpecWechat, paid_resource
 
@@ -218,20 +218,40 @@ def test_a_refund_names_the_payment_it_gives_back(deployment: Deployment) -> Non
         assert by_no[f"RV{duplicate}"]["amount_fen"] == 600
 
 
-def test_refused_callbacks_are_listed_for_auditors_only(deployment: Deployment) -> None:
+def test_refused_callbacks_are_each_merchants_own_and_the_shared_path_the_operators(deployment: Deployment) -> None:
+    """Issue 23, point 7: a forged callback to merchant A's notify path is A's auditor's to see, never B's; one
+    on the shared path names no merchant, and only the deployment's operator sees it."""
     wechat = SpecWechat.from_keyset(deployment.root / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
-    forged = b'{"id": "forged-for-the-audit"}'
-    headers = wechat.headers(forged) | {"Wechatpay-Signature": "Zm9yZ2Vk"}
-    assert httpx.post(deployment.ledger + "/wechatpay/v3/notify", content=forged, headers=headers).status_code == 401
+
+    def forge(path: str, marker: str) -> int:
+        forged = f'{{"id": "{marker}"}}'.encode()
+        headers = wechat.headers(forged) | {"Wechatpay-Signature": "Zm9yZ2Vk"}
+        return httpx.post(deployment.ledger + path, content=forged, headers=headers).status_code
+
+    assert forge(f"/wechatpay/v3/notify/{DIRECT.mchid}", "forged-for-direct") == 401
+    assert forge(f"/wechatpay/v3/notify/{PARTNER.sub_mchid}", "forged-for-partner") == 401
+    assert forge("/wechatpay/v3/notify", "forged-on-the-shared-path") == 401
+    assert forge("/wechatpay/v3/notify/1234567890", "forged-for-nobody") == 401
+
+    def seen(role: str, **params: str) -> list[str]:
+        with deployment.client(role) as reader:
+            listed = reader.get("/v1/audit/refused-callbacks", params={"limit": 500} | params)
+            assert listed.status_code == 200, listed.text
+            return [r["body"] for r in listed.json()["refused"]]
+
+    mine = seen("auditor")
+    assert any("forged-for-direct" in b for b in mine)
+    assert not any(m in b for b in mine for m in ("partner", "shared-path", "nobody"))  # not A's: invisible
+    operator = seen("operator")
+    assert all(any(m in b for b in operator) for m in ("direct", "partner", "shared-path", "nobody"))
     with deployment.client("auditor") as auditor:
-        listed = auditor.get("/v1/audit/refused-callbacks", params={"reason": "signature"})
-        assert listed.status_code == 200, listed.text
-        found = [r for r in listed.json()["refused"] if "forged-for-the-audit" in r["body"]]
-        assert (
-            len(found) == 1
-            and found[0]["path"] == "/wechatpay/v3/notify"
-            and found[0]["received_at"].endswith("+08:00")
-        )
+        found = [
+            r
+            for r in auditor.get("/v1/audit/refused-callbacks", params={"reason": "signature"}).json()["refused"]
+            if "forged-for-direct" in r["body"]
+        ]
+        assert len(found) == 1 and found[0]["path"] == f"/wechatpay/v3/notify/{DIRECT.mchid}"
+        assert found[0]["received_at"].endswith("+08:00")
         assert auditor.get("/v1/audit/refused-callbacks", params={"reason": "no such reason"}).json()["refused"] == []
         later = auditor.get("/v1/audit/refused-callbacks", params={"from": "2100-01-01T00:00:00+08:00"})
         assert later.json()["refused"] == []
@@ -239,6 +259,8 @@ def test_refused_callbacks_are_listed_for_auditors_only(deployment: Deployment) 
     for role in ("finance", "merchant", "support"):
         with deployment.client(role) as other:
             assert other.get("/v1/audit/refused-callbacks").status_code == 403
+    with deployment.client("operator") as operator_client:  # the deployment's key reaches no merchant's orders
+        assert operator_client.get("/v1/orders").status_code == 403
 
 
 def abnormal_refund(deployment: Deployment, no: str) -> str:

@@ -203,7 +203,7 @@ def test_a_paid_and_refunded_order_behind_tls_with_the_systemd_commands(
         init_keyset(
             etc / "keys", config, front.base, f"http://127.0.0.1:{sandbox_port}", f"https://127.0.0.1:{free_port()}"
         )
-        assert f'notify_url = "{front.base}/wechatpay/v3/notify"' in config.read_text()
+        assert f'notify_url = "{front.base}/wechatpay/v3/notify/{DIRECT.mchid}"' in config.read_text()
         credentials = tmp_path / "credentials"
         credentials.mkdir(mode=0o700)
         (credentials / "database_url").write_text(server.create_database("golive") + "\n")
@@ -283,7 +283,7 @@ def test_a_paid_and_refunded_order_behind_tls_with_the_systemd_commands(
         front.stop()
         caddy_log = (tmp_path / "caddy.log").read_text()
         # WeChat's payment and refund notifications came in over TLS through the front
-        assert caddy_log.count('"uri":"/wechatpay/v3/notify"') >= 2, caddy_log[-2000:]
+        assert caddy_log.count(f'"uri":"/wechatpay/v3/notify/{DIRECT.mchid}"') >= 2, caddy_log[-2000:]
     finally:
         for process in processes:
             process.terminate()

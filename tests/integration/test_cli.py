@@ -79,6 +79,8 @@ def test_history_of_a_paid_and_partially_refunded_order(database_url: str, tmp_p
         (["db", "init"], {"ZHANGBEN_DATABASE_URL": "postgres://u:hunter2@[::1:bad/x"}, "malformed database URL"),
         (["db", "init"], {"ZHANGBEN_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:9/db"}, "cannot reach database"),
         (["history", "X"], {"ZHANGBEN_CONFIG": "/nonexistent/zhangben.toml"}, "does not exist"),
+        (["apikey", "create", "--role", "merchant"], {}, "--merchant is needed"),
+        (["apikey", "create", "--role", "operator", "--merchant", MCHID], {}, "names no merchant"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(args: list[str], env: dict[str, str], message: str, tmp_path: Path) -> None:
