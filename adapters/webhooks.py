@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.leases import owner_id
+from adapters.secretbox import DataKeys, NoDataKey
 from adapters.viewdb import ViewDatabase, sortable
 from adapters.wechatpay.beijing import BEIJING
 
@@ -121,16 +122,55 @@ _ENDPOINT_COLUMNS = (
 )
 
 
-def _endpoint(row: Sequence[Any]) -> Endpoint:
-    return Endpoint(
-        row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], int(row[8]), row[9], row[10]
-    )
+def _context(endpoint_id: str) -> str:
+    """What a sealed secret is bound to: its endpoint (the current and the previous secret alike)."""
+    return f"webhook_endpoints/{endpoint_id}"
 
 
 class WebhookStore:
-    def __init__(self, db: ViewDatabase) -> None:
+    """Endpoints, their secrets sealed under the data key (``adapters.secretbox``), and the delivery queue."""
+
+    def __init__(self, db: ViewDatabase, box: DataKeys | None = None) -> None:
         self.db = db
+        self.box = box
         self.owner = owner_id()
+
+    def _seal(self, endpoint_id: str, secret: str) -> str:
+        if self.box is None:
+            raise NoDataKey("a webhook endpoint (its signing secret)")
+        return self.box.seal(secret, _context(endpoint_id))
+
+    def _open(self, endpoint_id: str, value: str | None) -> str | None:
+        if value is None or self.box is None:
+            return value
+        return self.box.open(value, _context(endpoint_id))
+
+    def _endpoint(self, row: Sequence[Any]) -> Endpoint:
+        secret = self._open(row[0], row[4]) or ""
+        old = self._open(row[0], row[5])
+        return Endpoint(
+            row[0], row[1], row[2], json.loads(row[3]), secret, old, row[6], row[7], int(row[8]), row[9], row[10]
+        )
+
+    def reseal(self) -> int:
+        """Seal every secret kept in clear (from before sealing) or under an older data key; how many endpoints."""
+        if self.box is None:
+            return 0
+        changed = 0
+        for endpoint_id, secret, old in self.db.execute("SELECT id, secret, old_secret FROM webhook_endpoints"):
+            if self.box.needs_reseal(secret) or (old is not None and self.box.needs_reseal(old)):
+                plain, plain_old = self._open(endpoint_id, secret) or "", self._open(endpoint_id, old)
+                self.db.execute(
+                    "UPDATE webhook_endpoints SET secret = ?, old_secret = ? WHERE id = ? AND secret = ?",
+                    (
+                        self._seal(endpoint_id, plain),
+                        None if plain_old is None else self._seal(endpoint_id, plain_old),
+                        endpoint_id,
+                        secret,
+                    ),
+                )
+                changed += 1
+        return changed
 
     def create_tables(self) -> None:
         for statement in DDL:
@@ -142,7 +182,15 @@ class WebhookStore:
         endpoint_id = "we_" + uuid.uuid4().hex[:20]
         self.db.execute(
             f"INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, 'active', NULL)",  # noqa: S608 — fixed column list
-            (endpoint_id, mchid, url, json.dumps(types), new_secret(), sortable(now), position),
+            (
+                endpoint_id,
+                mchid,
+                url,
+                json.dumps(types),
+                self._seal(endpoint_id, new_secret()),
+                sortable(now),
+                position,
+            ),
         )
         found = self.endpoint(endpoint_id)
         assert found is not None  # noqa: S101 — just written
@@ -153,7 +201,7 @@ class WebhookStore:
             f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ? AND state <> 'deleted'",  # noqa: S608
             (endpoint_id,),
         )
-        return _endpoint(rows[0]) if rows else None
+        return self._endpoint(rows[0]) if rows else None
 
     def endpoints(self, mchid: str | None = None) -> list[Endpoint]:
         where, params = "state <> 'deleted'", []
@@ -164,7 +212,7 @@ class WebhookStore:
             f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE {where} ORDER BY created_at, id",  # noqa: S608
             params,
         )
-        return [_endpoint(r) for r in rows]
+        return [self._endpoint(r) for r in rows]
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         with self.db.transaction():
@@ -176,7 +224,7 @@ class WebhookStore:
     def rotate_secret(self, endpoint_id: str, grace_until: datetime) -> Endpoint:
         self.db.execute(
             "UPDATE webhook_endpoints SET old_secret = secret, old_secret_until = ?, secret = ? WHERE id = ?",
-            (sortable(grace_until), new_secret(), endpoint_id),
+            (sortable(grace_until), self._seal(endpoint_id, new_secret()), endpoint_id),
         )
         found = self.endpoint(endpoint_id)
         assert found is not None  # noqa: S101 — the caller checked it exists

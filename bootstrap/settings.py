@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.persistence import DEFAULT_DATABASE_URL
+from adapters.secretbox import DataKeyError, read_keyring
 from adapters.wechatpay import miniprogram, oauth
 
 DEFAULT_CONFIG = "zhangben.toml"
@@ -43,6 +44,8 @@ class Settings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # the key that signs payer links (cashier_url); None: payer pages are off.  Never printed (repr=False).
     cashier_key: bytes | None = field(default=None, repr=False)
+    # the keyring that seals the secrets kept in the database (adapters/secretbox.py); None: none are kept
+    data_key_file: Path | None = None
     # where payers reach the ledger (https://pay.example.com); None: the base URL of the create request
     public_base_url: str | None = None
     merchants: list[dict[str, Any]] = field(default_factory=list)
@@ -97,6 +100,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         or oauth.DEFAULT_OPEN_BASE_URL,
         trusted_proxies=_networks(path, env.get("ZHANGBEN_TRUSTED_PROXIES"), data.get("trusted_proxies")),
         cashier_key=_cashier_key(path, env.get("ZHANGBEN_CASHIER_KEY_FILE") or data.get("cashier_key_file")),
+        data_key_file=_data_key_file(path, env.get("ZHANGBEN_DATA_KEY_FILE") or data.get("data_key_file")),
         public_base_url=(env.get("ZHANGBEN_PUBLIC_BASE_URL") or data.get("public_base_url") or "").rstrip("/") or None,
         merchants=merchants,
     )
@@ -132,6 +136,18 @@ def _cashier_key(config_path: Path, value: str | None) -> bytes | None:
     if len(key) < 32:
         raise SettingsError(f"cashier_key_file = {path} must hold at least 32 bytes (it holds {len(key)})")
     return key
+
+
+def _data_key_file(config_path: Path, value: str | None) -> Path | None:
+    """The data keyring's file, checked now (exists, owner-only, well formed) so a mistake is one line at start."""
+    path_text = _relative(config_path, value)
+    if path_text is None:
+        return None
+    try:
+        read_keyring(Path(path_text))
+    except DataKeyError as exc:
+        raise SettingsError(str(exc)) from None
+    return Path(path_text)
 
 
 def _networks(

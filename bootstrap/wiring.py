@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from adapters import metrics, persistence
 from adapters.leases import Leases
 from adapters.refusals import RefusalCounter
+from adapters.secretbox import DataKeys
 from adapters.sessions import SessionKeys
 from adapters.throttles import SharedThrottle
 from adapters.viewdb import ViewDatabase
@@ -90,6 +91,21 @@ def build_views(ledger: Ledger, db: ViewDatabase) -> Views:
     return Views(orders, journal, Reconciliation(db), events, followers)
 
 
+def data_keys(settings: Settings) -> DataKeys | None:
+    """The keyring that seals the secrets kept in the database, if one is configured."""
+    return DataKeys(settings.data_key_file) if settings.data_key_file is not None else None
+
+
+def reseal_secrets(settings: Settings) -> tuple[int, int]:
+    """Every stored secret sealed under the keyring's first key: (webhook endpoints, session keys) changed."""
+    box = data_keys(settings)
+    db = ViewDatabase(persistence.parse_url(settings.database_url))
+    try:
+        return WebhookStore(db, box).reseal(), SessionKeys(db, box).reseal()
+    finally:
+        db.close()
+
+
 def init_database(settings: Settings) -> None:
     """``zhangben db init``: the event store's tables, the views' and the scheduler's leases, once."""
     ledger = open_ledger(settings.database_url, create_tables=True)
@@ -100,10 +116,15 @@ def init_database(settings: Settings) -> None:
             follower.create_tables()
         views.reconciliation.create_tables()
         Leases(db).create_tables()
-        WebhookStore(db).create_tables()
-        SessionKeys(db).create_tables()
+        box = data_keys(settings)
+        webhooks, sessions = WebhookStore(db, box), SessionKeys(db, box)
+        webhooks.create_tables()
+        sessions.create_tables()
         RefusalCounter(db).create_tables()
         SharedThrottle(db).create_tables()
+        # secrets kept in clear before sealing existed (or under a rotated-out key) are sealed now
+        webhooks.reseal()
+        sessions.reseal()
     finally:
         db.close()
         ledger.close()
@@ -115,6 +136,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     merchants = load_merchants(settings.merchants, settings.config_path, https_only=real)
     ledger = open_ledger(settings.database_url, clock=clock)
     db = ViewDatabase(persistence.parse_url(settings.database_url))
+    box = data_keys(settings)
     throttle = SharedThrottle(db)
     client = WechatPayClient(  # each client keeps its API's merchants
         settings.wechatpay_base_url,
@@ -131,7 +153,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     metrics.instruments().listen(v2.stats, "v2")
     views = build_views(ledger, db)
     service = PaymentService(
-        ledger, client, settings.wechat_api_base_url, v2, settings.wechat_open_base_url, SessionKeys(db)
+        ledger, client, settings.wechat_api_base_url, v2, settings.wechat_open_base_url, SessionKeys(db, box)
     )
     finance = Finance(ledger, service, views.reconciliation, views.journal, views.followers["journal"])
     callbacks = Callbacks(ledger, service, RefusalCounter(db))
@@ -151,6 +173,6 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         v2,
         Products(service, callbacks),
         views.events,
-        Webhooks(WebhookStore(db), views.events, clock, settings.webhooks_time_factor),
+        Webhooks(WebhookStore(db, box), views.events, clock, settings.webhooks_time_factor),
         CashierLinks(settings.cashier_key, clock),
     )

@@ -143,11 +143,13 @@ def routes(sandbox: Sandbox) -> list[Route]:
         return {"serial_no": serial, "live": [c[2] for c in sandbox.certificates()]}
 
     async def sandbox_wx_login(request: Request) -> Any:
-        """Plays ``wx.login`` in a mini-program: a single-use code, valid five minutes."""
+        """Plays ``wx.login`` in a mini-program: a single-use code, valid five minutes (``session_key``: the one
+        WeChat will hand out for it, base64 of 16 bytes, so a test knows what to look for; random otherwise)."""
         data = await control_json(request)
         appid = data.get("appid", "")
         if sandbox.config.merchant_for_appid(appid) is None:
             raise param_error("appid", "unknown appid", appid)
+        session_key = data.get("session_key") or base64.b64encode(secrets.token_bytes(16)).decode()
         code = secrets.token_urlsafe(24)
         sandbox.store.put(
             "wxcode",
@@ -156,7 +158,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
                 "appid": appid,
                 "openid": data.get("openid")
                 or "o" + hashlib.sha256(f"{appid}{secrets.token_hex(4)}".encode()).hexdigest()[:27],
-                "session_key": base64.b64encode(secrets.token_bytes(16)).decode(),
+                "session_key": str(session_key),
                 "expires_at": rfc3339(sandbox.clock.now() + timedelta(minutes=5)),
                 "used": False,
             },

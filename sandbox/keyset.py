@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from adapters.secretbox import write_new_keyring
 from adapters.wechatpay.signing import certificate_serial
 
 
@@ -220,6 +221,7 @@ def init_keyset(
     )
     _tls_files(platform)
     _random_text(keys_dir / "cashier_key", 43, ALNUM)  # signs the payers' links (cashier_url)
+    write_new_keyring(keys_dir / "data_key")  # seals the secrets the ledger keeps in its database
     done.append(f"sandbox platform certificate {platform_serial}, WeChat Pay public key {PUBLIC_KEY_ID}")
     done.append(f"sandbox TLS certificate for {tls_url} (v2 refunds, mutual TLS)")
     if config_path.exists():
@@ -293,6 +295,9 @@ def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str, t
             f'wechatpay_ca_file = "{platform / "tls_ca.pem"}"',
             "# signs the payers' links (cashier_url): any 32+ random bytes, the same file for every worker",
             f'cashier_key_file = "{keys_dir / "cashier_key"}"',
+            "# seals the secrets kept in the database (webhook secrets, mini-program session keys): a keyring,",
+            "# the first key seals; `zhangben keys rotate-data-key` adds a new one and seals everything again",
+            f'data_key_file = "{keys_dir / "data_key"}"',
             "",
             *merchant_tables,
             "# Read by the sandbox only; absent in production.",

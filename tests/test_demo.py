@@ -13,6 +13,12 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.persistence import parse_url
+from adapters.secretbox import DataKeys
+from adapters.sessions import SessionKeys
+from adapters.viewdb import ViewDatabase
+from adapters.webhooks import WebhookStore
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,15 +53,22 @@ def test_the_tour_holds_every_step_and_writes_no_secret(tmp_path: Path) -> None:
     secrets = keyset_secrets(workdir / "keys")
     assert len(secrets) > 40  # 4 merchants' APIv3 keys, v2 keys, appsecrets and private keys, the platform's keys
     database = sqlite3.connect(workdir / "ledger.db")
+    views = ViewDatabase(parse_url(f"sqlite:///{workdir / 'ledger.db'}"))
+    box = DataKeys(workdir / "keys" / "data_key")  # what is stored is sealed: look for the secrets themselves
     try:
-        sessions = [row[0] for row in database.execute("SELECT session_key FROM miniprogram_sessions")]
-        webhooks = [row[0] for row in database.execute("SELECT secret FROM webhook_endpoints")]
+        keys = SessionKeys(views, box)
+        sessions = [
+            keys.get(appid, openid) or ""
+            for appid, openid in database.execute("SELECT appid, openid FROM miniprogram_sessions")
+        ]
+        webhooks = [e.secret for e in WebhookStore(views, box).endpoints()]
         events = "\n".join(
             bytes(row[0]).decode("utf-8", "replace") for row in database.execute("SELECT state FROM stored_events")
         )
     finally:
+        views.close()
         database.close()
-    assert sessions and webhooks and events
+    assert all(sessions) and sessions and webhooks and events
     secrets |= {s: "a mini-program session key" for s in sessions} | {w: "a webhook secret" for w in webhooks}
 
     log = (workdir / "processes.log").read_text(encoding="utf-8", errors="replace")

@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys_init.add_argument("--ledger-url", default="http://127.0.0.1:8000", help="base of the notify_urls")
     keys_init.add_argument("--sandbox-url", default="http://127.0.0.1:8900", help="the WeChat Pay base URL to use")
     keys_init.set_defaults(handler="zhangben.cli_sandbox:cmd_keys_init")
+    keys_rotate = keys_commands.add_parser(
+        "rotate-data-key",
+        help="add a new data key (first in data_key_file) and seal every secret in the database again under it",
+    )
+    keys_rotate.set_defaults(handler="zhangben.commands:cmd_keys_rotate_data_key")
 
     tour = commands.add_parser("demo", help="the end-to-end tour: every step printed, exit 0 if all held")
     tour.add_argument("--workdir", metavar="DIR", help="run in DIR and keep it (keys, database, the processes' log)")

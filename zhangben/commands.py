@@ -10,12 +10,14 @@ import json
 import sys
 from datetime import datetime, timedelta
 
+from adapters.secretbox import rotate
 from adapters.wechatpay.beijing import BEIJING
 from application.history import HistoryEvent
 from application.ledger import Ledger
 from application.views import OrderView
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings, load_settings
+from bootstrap.wiring import reseal_secrets
 from domain.apikey import DEPLOYMENT, OPERATOR, ApiKey
 from domain.errors import OrderNotFound
 from zhangben import console
@@ -43,6 +45,18 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     print(key)
+    return 0
+
+
+def cmd_keys_rotate_data_key(args: argparse.Namespace) -> int:
+    """A new data key first in the keyring (the older ones stay, to open what they sealed), then every stored
+    secret sealed again under it.  Running processes notice the changed file by themselves."""
+    settings = load_settings()
+    if settings.data_key_file is None:
+        raise UsageError(f"no data_key_file is set in {settings.config_path}: `zhangben keys init` writes one")
+    kid = rotate(settings.data_key_file)
+    endpoints, sessions = reseal_secrets(settings)
+    print(f"data key {kid} now seals; sealed again: {endpoints} webhook endpoint(s), {sessions} session key(s)")
     return 0
 
 

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from adapters.persistence import parse_url
+from adapters.secretbox import DataKeys
+from adapters.sessions import SessionKeys
 from adapters.viewdb import ViewDatabase
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID
 from tests.deploy import Deployment
@@ -257,12 +259,13 @@ def test_miniprogram_login(deployment: Deployment) -> None:
     # the session key is kept in the database, for every worker and after a restart; never answered or logged
     db = ViewDatabase(parse_url(deployment.database_url))
     try:
-        [(session_key,)] = db.execute(
+        [(sealed,)] = db.execute(
             "SELECT session_key FROM miniprogram_sessions WHERE appid = ? AND openid = ?", (DIRECT.appid, "oMiniApi1")
         )
+        session_key = SessionKeys(db, DataKeys(deployment.root / "keys" / "data_key")).get(DIRECT.appid, "oMiniApi1")
     finally:
         db.close()
-    assert len(base64.b64decode(session_key)) == 16
+    assert sealed.startswith("zb1:") and session_key is not None and len(base64.b64decode(session_key)) == 16
     assert session_key not in (deployment.root / "processes.log").read_text(encoding="utf-8", errors="replace")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from adapters.persistence import parse_url
+from adapters.secretbox import DataKeys, write_new_keyring
 from adapters.viewdb import ViewDatabase
 from adapters.webhooks import WebhookStore, signature_header
 from application.webhooks import RETRY_SCHEDULE, DeliveryWorker, Webhooks
@@ -120,9 +121,15 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def hooks(database_url: str, clock: FakeClock) -> Iterator[tuple[Webhooks, ListFeed]]:
+def box(tmp_path: Path) -> DataKeys:
+    write_new_keyring(tmp_path / "data_key")
+    return DataKeys(tmp_path / "data_key")
+
+
+@pytest.fixture
+def hooks(database_url: str, clock: FakeClock, box: DataKeys) -> Iterator[tuple[Webhooks, ListFeed]]:
     db = ViewDatabase(parse_url(database_url))
-    store = WebhookStore(db)
+    store = WebhookStore(db, box)
     store.create_tables()
     feed = ListFeed()
     webhooks = Webhooks(store, feed, clock)
@@ -247,14 +254,14 @@ def test_one_order_in_order_other_orders_and_endpoints_in_parallel(
 
 
 def test_two_workers_never_hold_one_delivery_at_once(
-    hooks: tuple[Webhooks, ListFeed], receiver: Receiver, database_url: str, clock: FakeClock
+    hooks: tuple[Webhooks, ListFeed], receiver: Receiver, database_url: str, clock: FakeClock, box: DataKeys
 ) -> None:
     webhooks, feed = hooks
     webhooks.create_endpoint("M1", receiver.url)
     for i in range(20):
         feed.add("M1", f"o{i}")
     other_db = ViewDatabase(parse_url(database_url))
-    other = Webhooks(WebhookStore(other_db), feed, clock)
+    other = Webhooks(WebhookStore(other_db, box), feed, clock)
     try:
         receiver.delay = 0.05
         workers = [
