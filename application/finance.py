@@ -11,14 +11,17 @@ import hashlib
 import io
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import date
+from contextlib import AbstractContextManager, contextmanager
+from datetime import date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from adapters.wechatpay.errors import WechatPayError
+from adapters.wechatpay.evidence import Exchange, captured
 from application.ledger import Ledger
 from application.payments import PaymentService
+from domain.bill import DailyBill
 from domain.errors import InvalidInput, NotFound, RefundNotFound
 
 log = logging.getLogger("zhangben.finance")
@@ -67,6 +70,16 @@ class BillStore(Protocol):
     def record_result(self, mchid: str, bill_date: date, matched: int, differences: int) -> None: ...
 
 
+class BillFiles(Protocol):
+    """Every imported bill file, kept compressed under its SHA-1 (``adapters.bill_archive``)."""
+
+    def keep(self, mchid: str, bill_date: date, sha1: str, content: bytes | Path, now: datetime) -> None: ...
+
+    def has(self, mchid: str, bill_date: date, sha1: str) -> bool: ...
+
+    def lines(self, mchid: str, bill_date: date, sha1: str) -> AbstractContextManager[Iterator[str]]: ...
+
+
 class JournalBook(Protocol):
     """The double-entry journal (``projections.journal``)."""
 
@@ -90,7 +103,9 @@ class Finance:
         journal: JournalBook,
         journal_follower: FollowsLog,
         heal_queries: int = 200,
+        archive: BillFiles | None = None,
     ) -> None:
+        self.archive = archive  # the bill files, kept for a rebuild (None: not kept)
         self.heal_queries = heal_queries  # queries at WeChat per import; the rest are left as differences
         self.ledger = ledger
         self.payments = payments
@@ -110,11 +125,20 @@ class Finance:
         A bill given as a file is read streaming (a million lines need no more
         memory than a page); WeChat's download arrives whole.
         """
+        calls: list[Exchange] = []
         if content is None:
             merchant = self.payments.merchant(mchid)
-            content = self.payments.wechat(merchant).trade_bill(merchant, bill_date)
+            with captured() as calls:
+                try:
+                    content = self.payments.wechat(merchant).trade_bill(merchant, bill_date)
+                except WechatPayError:
+                    self.ledger.record_wechat_calls(DailyBill.create_id(mchid, bill_date.isoformat()), _data(calls))
+                    raise
         with _opened(content) as lines:
             result = self.bills.store_bill(mchid, bill_date, lines, progress)
+        sha1 = _sha1(content)
+        if self.archive is not None:  # the file itself, for an auditor and for a rebuild of these tables
+            self.archive.keep(mchid, bill_date, sha1, content, self.ledger.clock())
         self.ledger.record_bill_import(
             mchid,
             bill_date,
@@ -122,7 +146,8 @@ class Finance:
             result.settled_fen,
             result.refunded_fen,
             result.fee_fen,
-            _sha1(content),
+            sha1,
+            _data(calls),
         )
         report = self.report(mchid, bill_date)
         found = report["differences"]
@@ -149,6 +174,29 @@ class Finance:
                 report["differences"][:3],
             )
         return report
+
+    def rebuild_reconciliation(self, progress: Callable[[int], None] | None = None) -> dict[str, list[str]]:
+        """The reconciliation's tables again, from the kept bill files and the event log (no call to WeChat).
+
+        Each imported day's latest file (the ``sha1`` of its last ``DailyBill.Imported``) is stored again and
+        compared with the ledger as it stands; a day whose file was never kept (imported before bills were
+        kept) is left as it was, and named.
+        """
+        rebuilt: list[str] = []
+        missing: list[str] = []
+        for bill in self.ledger.daily_bills():
+            name = f"{bill.mchid} {bill.bill_date}"
+            if self.archive is None or not self.archive.has(bill.mchid, bill.day, bill.sha1):
+                missing.append(name)
+                continue
+            with self.archive.lines(bill.mchid, bill.day, bill.sha1) as lines:
+                self.bills.store_bill(bill.mchid, bill.day, lines)
+            report = self.report(bill.mchid, bill.day)
+            self.bills.record_result(bill.mchid, bill.day, report["matched"], report["differences_total"])
+            rebuilt.append(name)
+            if progress:
+                progress(len(rebuilt))
+        return {"rebuilt": rebuilt, "not_kept": missing}
 
     def _heal(self, mchid: str, bill_date: date) -> tuple[list[str], int]:
         """WeChat has money the ledger does not: ask WeChat about those of its own orders, the way sync does.
@@ -275,3 +323,7 @@ def _sha1(content: bytes | Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _data(calls: Sequence[Exchange]) -> list[dict[str, Any]]:
+    return [call.as_data() for call in calls]

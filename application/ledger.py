@@ -13,7 +13,7 @@ import functools
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
@@ -297,11 +297,21 @@ class Ledger(Application[UUID]):
         prepay_id: str | None = None,
         code_url: str | None = None,
         h5_url: str | None = None,
+        exchanges: Sequence[Mapping[str, Any]] = (),
     ) -> Payment:
+        """WeChat opened the attempt; the prepay request and its answer are kept in the same save."""
         payment = self.get_payment(out_trade_no)
         payment.record_prepay(prepay_id, code_url, h5_url, self.clock())
+        payment.record_wechat_calls(exchanges)
         self.save(payment)
         return payment
+
+    @retry_on_conflict
+    def record_wechat_calls(self, aggregate_id: UUID, exchanges: Sequence[Mapping[str, Any]]) -> None:
+        """Keep requests to WeChat and its answers on the payment, refund or day's bill they were for."""
+        aggregate = self._load_optional(aggregate_id)
+        if aggregate is not None and exchanges and aggregate.record_wechat_calls(exchanges):
+            self.save(aggregate)
 
     @retry_on_conflict
     def record_notification(self, out_trade_no: str, notification: Notification) -> bool:
@@ -550,11 +560,21 @@ class Ledger(Application[UUID]):
 
     @retry_on_conflict
     def record_bill_import(
-        self, mchid: str, bill_date: date, lines: int, settled_fen: int, refunded_fen: int, fee_fen: int, sha1: str
+        self,
+        mchid: str,
+        bill_date: date,
+        lines: int,
+        settled_fen: int,
+        refunded_fen: int,
+        fee_fen: int,
+        sha1: str,
+        exchanges: Sequence[Mapping[str, Any]] = (),
     ) -> DailyBill:
-        """The day's bill was imported: the journal takes its fee and settlement from this event."""
+        """The day's bill was imported: the journal takes its fee and settlement from this event (the download's
+        requests and answers kept beside it)."""
         bill = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))
         bill = bill or DailyBill(mchid=mchid, bill_date=bill_date.isoformat())
+        bill.record_wechat_calls(exchanges)
         bill.record_import(lines, settled_fen, refunded_fen, fee_fen, sha1, self.clock())
         self.save(bill)
         return bill
@@ -568,6 +588,19 @@ class Ledger(Application[UUID]):
         if bill.acknowledge(difference_id, note, by, self.clock()):
             self.save(bill)
         return bill
+
+    def daily_bills(self) -> list[DailyBill]:
+        """Every day's bill ever imported, in the order first imported (read page by page from the log)."""
+        topic = DailyBill.Created.TOPIC
+        found: list[DailyBill] = []
+        start = 1
+        while notifications := self.recorder.select_notifications(start, 1000, topics=[topic]):
+            loaded = self.load_many(ids.as_uuid(n.originator_id) for n in notifications)
+            found += [loaded[i] for i in (ids.as_uuid(n.originator_id) for n in notifications) if i in loaded]
+            if len(notifications) < 1000:
+                break
+            start = notifications[-1].id + 1
+        return found
 
     def bill_acknowledgements(self, mchid: str, bill_date: date) -> dict[str, dict[str, str]]:
         bill: DailyBill | None = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))

@@ -9,9 +9,11 @@ they can never disagree about what they change.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from adapters.sessions import SessionKeys
 from adapters.wechatpay import oauth
@@ -22,15 +24,18 @@ from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
     MerchantConfigError,
     WechatPayBusinessError,
+    WechatPayError,
     WechatPayNotFound,
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
+from adapters.wechatpay.evidence import Exchange, captured
 from adapters.wechatpay.gateway import Gateway
 from adapters.wechatpay.miniprogram import DEFAULT_BASE_URL, MiniProgramSession, code_to_session
 from adapters.wechatpay.v2_client import WechatPayV2Client
 from application.ledger import Ledger, PaymentOutcome
 from application.views import OrderView
+from domain import ids
 from domain.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition
 from domain.notification import Notification
 from domain.order import RULES as ORDER_RULES
@@ -225,26 +230,47 @@ class PaymentService:
             return Checkout(payment, self._stored_prepay(merchant, payment))
         if payment.status is not PaymentStatus.CREATED:
             return Checkout(payment, None)
-        result = self.wechat(merchant).prepay(
-            merchant,
-            payment.channel,
-            payment.out_trade_no,
-            payment.description,
-            payment.amount_fen,
-            payment.expire_at,
-            order.attach,
-            payment.payer_openid,
-            client_ip,
-            product_id,
-        )
-        try:
-            payment = self.ledger.record_prepay(payment.out_trade_no, result.prepay_id, result.code_url, result.h5_url)
+        with captured() as calls:
+            try:
+                result = self.wechat(merchant).prepay(
+                    merchant,
+                    payment.channel,
+                    payment.out_trade_no,
+                    payment.description,
+                    payment.amount_fen,
+                    payment.expire_at,
+                    order.attach,
+                    payment.payer_openid,
+                    client_ip,
+                    product_id,
+                )
+            except WechatPayError:
+                self._keep(payment.id, calls)  # what was asked, and WeChat's refusal
+                raise
+        try:  # the request and its answer are kept in the same save as the prepay
+            payment = self.ledger.record_prepay(
+                payment.out_trade_no, result.prepay_id, result.code_url, result.h5_url, _data(calls)
+            )
         except InvalidTransition:
             # closed by a concurrent request while this prepay was on its way: WeChat has just opened it, so
             # close it there too, or a payer could pay an attempt the ledger calls closed
+            self._keep(payment.id, calls)
             self._close_at_wechat(merchant, payment.out_trade_no)
             raise
         return Checkout(payment, result)
+
+    @contextmanager
+    def _evidence(self, aggregate_id: UUID) -> Iterator[None]:
+        """Keep on ``aggregate_id`` every request to WeChat made in the block, and the answers (or failures)."""
+        with captured() as calls:
+            try:
+                yield
+            finally:
+                self._keep(aggregate_id, calls)
+
+    def _keep(self, aggregate_id: UUID, calls: Sequence[Exchange]) -> None:
+        if calls:
+            self.ledger.record_wechat_calls(aggregate_id, _data(calls))
 
     def _stored_prepay(self, merchant: Merchant, payment: Payment) -> PrepayResult:
         """A repeated request gets what was prepaid; the client-side signatures are made afresh."""
@@ -288,7 +314,8 @@ class PaymentService:
     def _close_at_wechat(self, merchant: Merchant, out_trade_no: str) -> bool:
         """Close one attempt at WeChat; True (and the payment recorded) if WeChat says it was paid."""
         try:
-            self.wechat(merchant).close(merchant, out_trade_no)
+            with self._evidence(ids.payment_id(out_trade_no)):
+                self.wechat(merchant).close(merchant, out_trade_no)
         except WechatPayNotFound:
             pass  # never reached WeChat (or not yet: the caller's version check covers a prepay in flight)
         except WechatPayBusinessError as exc:
@@ -306,7 +333,8 @@ class PaymentService:
         if not payment.is_open:
             return payment
         try:
-            self.wechat(merchant).close(merchant, out_trade_no)
+            with self._evidence(payment.id):
+                self.wechat(merchant).close(merchant, out_trade_no)
         except WechatPayNotFound:
             pass  # never reached WeChat
         except WechatPayBusinessError as exc:
@@ -330,7 +358,8 @@ class PaymentService:
 
     def sync_payment(self, merchant: Merchant, out_trade_no: str) -> PaymentOutcome | None:
         try:
-            notice = self.wechat(merchant).transaction(merchant, out_trade_no)
+            with self._evidence(ids.payment_id(out_trade_no)):
+                notice = self.wechat(merchant).transaction(merchant, out_trade_no)
         except WechatPayNotFound:
             return None  # WeChat never saw this attempt
         return self.apply_transaction(notice, "query")
@@ -475,16 +504,18 @@ class PaymentService:
         if how == TO_MERCHANT_BANK_CARD:
             if merchant.is_v2 or not refund.refund_id:
                 raise InvalidInput("action", "WeChat re-sends an abnormal refund only on API v3: settle it offline")
-            self.client.apply_abnormal_refund(merchant, refund.refund_id, out_refund_no)
+            with self._evidence(refund.id):
+                self.client.apply_abnormal_refund(merchant, refund.refund_id, out_refund_no)
         return self.ledger.handle_abnormal_refund(mchid, out_refund_no, how, note, by)
 
     def submit_refund(self, mchid: str, out_refund_no: str) -> Refund:
         merchant = self.merchant(mchid)
         refund = self.ledger.get_refund(mchid, out_refund_no)
         try:
-            notice = self.wechat(merchant).request_refund(
-                merchant, refund.out_trade_no, out_refund_no, refund.amount_fen, refund.total_fen, refund.reason
-            )
+            with self._evidence(refund.id):
+                notice = self.wechat(merchant).request_refund(
+                    merchant, refund.out_trade_no, out_refund_no, refund.amount_fen, refund.total_fen, refund.reason
+                )
         except (WechatPayUnavailable, WechatPayRateLimited) as exc:
             # Still REQUESTED: the refund follow-up submits it again, with the same out_refund_no.
             log.warning("refund %s not submitted yet: %s", out_refund_no, exc)
@@ -500,7 +531,8 @@ class PaymentService:
         merchant = self.merchant(mchid)
         refund = self.ledger.get_refund(mchid, out_refund_no)
         try:
-            notice = self.wechat(merchant).refund_status(merchant, out_refund_no)
+            with self._evidence(refund.id):
+                notice = self.wechat(merchant).refund_status(merchant, out_refund_no)
         except WechatPayNotFound:
             return self.submit_refund(mchid, out_refund_no) if refund.status is RefundStatus.REQUESTED else refund
         return self.apply_refund(mchid, notice)
@@ -516,3 +548,7 @@ class PaymentService:
             notice.user_received_account,
             notification,
         )
+
+
+def _data(calls: Sequence[Exchange]) -> list[dict[str, Any]]:
+    return [call.as_data() for call in calls]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters import metrics, persistence
+from adapters.bill_archive import BillArchive
 from adapters.leases import Leases
 from adapters.refusals import RefusalCounter
 from adapters.secretbox import DataKeys
@@ -115,6 +116,7 @@ def init_database(settings: Settings) -> None:
         for follower in views.followers.values():
             follower.create_tables()
         views.reconciliation.create_tables()
+        BillArchive(db).create_tables()
         Leases(db).create_tables()
         box = data_keys(settings)
         webhooks, sessions = WebhookStore(db, box), SessionKeys(db, box)
@@ -155,7 +157,9 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     service = PaymentService(
         ledger, client, settings.wechat_api_base_url, v2, settings.wechat_open_base_url, SessionKeys(db, box)
     )
-    finance = Finance(ledger, service, views.reconciliation, views.journal, views.followers["journal"])
+    finance = Finance(
+        ledger, service, views.reconciliation, views.journal, views.followers["journal"], archive=BillArchive(db)
+    )
     callbacks = Callbacks(ledger, service, RefusalCounter(db))
     return Runtime(
         settings,

@@ -6,11 +6,14 @@ views (the journal keeps only the latest import's fee and settlement lines).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
+from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain import exchange
 from domain.ids import NAMESPACE
 
 # What a reconciliation can find between a day's bill and the ledger (docs/finance.md).
@@ -48,6 +51,7 @@ class DailyBill(Aggregate):
 
         def apply(self, bill: DailyBill) -> None:
             bill.imports += 1
+            bill.sha1 = self.sha1  # the file this import read (kept in the bill archive)
 
     class DifferenceAcknowledged(Aggregate.Event):
         """Finance explained one difference of the day (its id from ``difference_id``), so the day can close."""
@@ -65,6 +69,15 @@ class DailyBill(Aggregate):
                 "at": self.acknowledged_at.isoformat(),
             }
 
+    class WechatCalled(exchange.WechatCalled):
+        """What the ledger asked WeChat Pay about this day's bill, and the answer (evidence)."""
+
+        TOPIC = "zhangben.DailyBill.WechatCalled"
+
+    def record_wechat_calls(self, exchanges: Iterable[Mapping[str, Any]]) -> int:
+        """Keep each request to WeChat and its answer; how many (``domain.exchange``)."""
+        return exchange.keep_exchanges(self, self.WechatCalled, exchanges)
+
     @staticmethod
     def create_id(mchid: str, bill_date: str) -> UUID:
         return uuid5(NAMESPACE, f"bill/{mchid}/{bill_date}")
@@ -73,6 +86,7 @@ class DailyBill(Aggregate):
         self.mchid = mchid
         self.bill_date = bill_date
         self.imports = 0
+        self.sha1 = ""
         self.acknowledged: dict[str, dict[str, str]] = {}
 
     def acknowledge(self, difference_id: str, note: str, by: str, at: datetime) -> bool:

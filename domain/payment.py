@@ -8,13 +8,14 @@ notification or an active query) ever reaches it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain import ids
+from domain import exchange, ids
 from domain import notification as kept
 from domain.errors import TransactionConflict
 from domain.notification import Notification, keep_notification
@@ -120,6 +121,15 @@ class Payment(Aggregate):
 
         def apply(self, payment: Payment) -> None:
             payment.status = S.EXPIRED
+
+    class WechatCalled(exchange.WechatCalled):
+        """What the ledger asked WeChat Pay about this payment, and the answer (evidence)."""
+
+        TOPIC = "zhangben.Payment.WechatCalled"
+
+    def record_wechat_calls(self, exchanges: Iterable[Mapping[str, Any]]) -> int:
+        """Keep each request to WeChat and its answer; how many (``domain.exchange``)."""
+        return exchange.keep_exchanges(self, self.WechatCalled, exchanges)
 
     @staticmethod
     def create_id(out_trade_no: str) -> UUID:

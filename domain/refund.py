@@ -9,12 +9,14 @@ refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain import ids
+from domain import exchange, ids
 from domain import notification as kept
 from domain.notification import Notification, keep_notification
 from domain.status import RefundStatus as S
@@ -112,6 +114,15 @@ class Refund(Aggregate):
         """A verified notification, kept whole: raw headers, raw body, decrypted resource."""
 
         TOPIC = "zhangben.Refund.Notified"
+
+    class WechatCalled(exchange.WechatCalled):
+        """What the ledger asked WeChat Pay about this refund, and the answer (evidence)."""
+
+        TOPIC = "zhangben.Refund.WechatCalled"
+
+    def record_wechat_calls(self, exchanges: Iterable[Mapping[str, Any]]) -> int:
+        """Keep each request to WeChat and its answer; how many (``domain.exchange``)."""
+        return exchange.keep_exchanges(self, self.WechatCalled, exchanges)
 
     @staticmethod
     def create_id(mchid: str, out_refund_no: str) -> UUID:

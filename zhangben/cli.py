@@ -205,7 +205,12 @@ def _finance_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     status = sub.add_parser("status", help="each projection's position and lag")
     status.set_defaults(handler="zhangben.cli_finance:cmd_projections_status")
     rebuild = sub.add_parser("rebuild", help="drop a projection and replay the log into it")
-    rebuild.add_argument("name", nargs="?", choices=PROJECTIONS, help="one projection (default: all of them)")
+    rebuild.add_argument(
+        "name",
+        nargs="?",
+        choices=(*PROJECTIONS, "reconciliation"),
+        help="one projection (default: all of them); reconciliation: again from the kept bill files and the log",
+    )
     rebuild.set_defaults(handler="zhangben.cli_finance:cmd_projections_rebuild")
     run = sub.add_parser("run", help="run one projection in this process")
     run.add_argument("name", choices=PROJECTIONS, help="the projection this process follows the log for")

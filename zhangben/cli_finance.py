@@ -163,8 +163,15 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     rt = command_runtime()
     try:
         head = rt.followers["order_status"].log.head()
-        for name in [args.name] if args.name else list(rt.followers):
+        for name in [args.name] if args.name else [*rt.followers, "reconciliation"]:
             start = time.perf_counter()
+            if name == "reconciliation":  # after the journal: its ledger_money is what the bills are compared with
+                with console.progress("rebuilding reconciliation: days") as advance:
+                    done = rt.finance.rebuild_reconciliation(advance)
+                print(f"reconciliation: {len(done['rebuilt'])} day(s) from their kept bill files")
+                if done["not_kept"]:
+                    print(f"  left as they were (no file kept): {', '.join(done['not_kept'])}")
+                continue
             with console.progress(f"rebuilding {name}: events", total=head) as advance:
                 count = rt.followers[name].rebuild(advance)
             elapsed = time.perf_counter() - start

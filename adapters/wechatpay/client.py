@@ -16,14 +16,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from adapters.wechatpay import signing
+from adapters.wechatpay import evidence, signing
 from adapters.wechatpay.beijing import rfc3339
 from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice, refund_notice, transaction_notice
 from adapters.wechatpay.config import Merchant
@@ -134,15 +134,44 @@ class WechatPayClient:
         if merchant.public_key_id:
             # asks WeChat to sign its answer with the public key (docs/wechatpay-protocol.md §2.3, §9.4)
             headers["Wechatpay-Serial"] = merchant.public_key_id
+        started, clock = datetime.now(UTC), time.monotonic()
         try:
             response = self.http.request(method, url, content=raw, headers=headers)
         except httpx.TimeoutException as exc:
-            raise WechatPayUnavailable(f"WeChat Pay timed out: {type(exc).__name__}", code="TIMEOUT") from None
+            failure = WechatPayUnavailable(f"WeChat Pay timed out: {type(exc).__name__}", code="TIMEOUT")
+            evidence.keep(
+                evidence.exchange(
+                    endpoint_of(url), method, url, raw, 0, {}, b"", str(failure), started, time.monotonic() - clock
+                )
+            )
+            raise failure from None
         except httpx.TransportError as exc:
-            raise WechatPayUnavailable(f"WeChat Pay unreachable: {exc}", code="UNREACHABLE") from None
-        if response.is_success:
+            failure = WechatPayUnavailable(f"WeChat Pay unreachable: {exc}", code="UNREACHABLE")
+            evidence.keep(
+                evidence.exchange(
+                    endpoint_of(url), method, url, raw, 0, {}, b"", str(failure), started, time.monotonic() - clock
+                )
+            )
+            raise failure from None
+        error = None if response.is_success else error_for(response)
+        evidence.keep(
+            evidence.exchange(
+                endpoint_of(url),
+                method,
+                url,
+                raw,
+                response.status_code,
+                response.headers,
+                response.content,
+                str(error or ""),
+                started,
+                time.monotonic() - clock,
+                keep_response="/billdownload/" not in url,  # the bill file itself is kept apart, compressed
+            )
+        )
+        if error is None:
             return response
-        raise error_for(response)
+        raise error
 
     # -- payments --------------------------------------------------------------------
 

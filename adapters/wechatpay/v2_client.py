@@ -15,12 +15,12 @@ from __future__ import annotations
 import gzip
 import ssl
 import time
-from collections.abc import Callable
-from datetime import date, datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
 
 import httpx
 
-from adapters.wechatpay import v2_signing
+from adapters.wechatpay import evidence, v2_signing
 from adapters.wechatpay.beijing import compact
 from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
 from adapters.wechatpay.client import PrepayResult
@@ -121,16 +121,39 @@ class WechatPayV2Client:
     def _post(self, merchant: Merchant, path: str, params: dict[str, str], certificate: bool) -> httpx.Response:
         client = self._client_with_certificate(merchant) if certificate else self.http
         url = (self.secapi_base_url if certificate else self.base_url) + path
+        request = self._request(merchant, params)
+        started, clock = datetime.now(UTC), time.monotonic()
+
+        def kept(status: int, headers: Mapping[str, str], body: bytes, error: str) -> None:
+            evidence.keep(
+                evidence.exchange(
+                    endpoint_of(path),
+                    "POST",
+                    url,
+                    request,
+                    status,
+                    headers,
+                    body,
+                    error,
+                    started,
+                    time.monotonic() - clock,
+                    keep_response=path != "/pay/downloadbill" or body.lstrip().startswith(b"<xml>"),
+                )
+            )
+
         try:
             response = client.post(
                 url,
-                content=self._request(merchant, params),
+                content=request,
                 headers={"Content-Type": "text/xml; charset=utf-8", "User-Agent": "zhangben/0.1 (+httpx)"},
             )
         except httpx.TimeoutException as exc:
+            kept(0, {}, b"", f"timed out: {type(exc).__name__}")
             raise WechatPayUnavailable(f"WeChat Pay timed out: {type(exc).__name__}", code="TIMEOUT") from None
         except httpx.TransportError as exc:
+            kept(0, {}, b"", f"unreachable: {exc}")
             raise WechatPayUnavailable(f"WeChat Pay unreachable: {exc}", code="UNREACHABLE") from None
+        kept(response.status_code, response.headers, response.content, "")
         if response.status_code >= 500:
             raise WechatPayUnavailable(f"WeChat Pay answered {response.status_code}", status=response.status_code)
         if response.status_code != 200:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,9 @@ from typing import Any
 import httpx
 from openpyxl import load_workbook
 
+from adapters.persistence import parse_url
+from adapters.viewdb import ViewDatabase
+from bootstrap.ledger import open_ledger
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment
 from tests.spec_merchant import SpecMerchant
@@ -331,7 +335,50 @@ def test_every_kind_of_difference(deployment: Deployment) -> None:
     }
     _, lines, _ = table(book["对账明细"])
     assert {r["商户支付单号"] for r in lines if r["对账结果"] == "对平"} >= {heal, refunded}
+    check_the_reconciliation_rebuilds_from_the_kept_bill(deployment, day)
     check_acknowledging_closes_the_day(deployment, day, ghost)
+
+
+def check_the_reconciliation_rebuilds_from_the_kept_bill(deployment: Deployment, day: date) -> None:
+    """Issue 23, point 5: the bill file is kept (compressed, under WeChat's SHA-1) with the download's requests and
+    answers; the reconciliation's tables, wiped, come back the same from the kept file and the event log."""
+    with httpx.Client(
+        base_url=deployment.ledger, headers={"Authorization": f"Bearer {deployment.keys['finance']}"}, timeout=60
+    ) as fin:
+
+        def report() -> dict[str, Any]:
+            answer = fin.get("/v1/finance/reconciliation", params={"date": day.isoformat()})
+            assert answer.status_code == 200, answer.text
+            return dict(answer.json())
+
+        live = report()
+        db = ViewDatabase(parse_url(deployment.database_url))
+        try:
+            [(sha1, size)] = db.execute(
+                "SELECT sha1, size FROM bill_files WHERE mchid = ? AND bill_date = ?", (DIRECT.mchid, day.isoformat())
+            )
+            db.execute("DELETE FROM bill_lines")  # the read model lost, as after a bad migration
+            db.execute("DELETE FROM reconciliation_runs")
+        finally:
+            db.close()
+        assert fin.get("/v1/finance/reconciliation", params={"date": day.isoformat()}).status_code == 404
+        done = cli(deployment, "projections", "rebuild", "reconciliation")
+        assert done.returncode == 0 and "1 day(s) from their kept bill files" in done.stdout, done.stdout + done.stderr
+        assert report() == live
+    history = cli(deployment, "history", "DIF-HEAL", "--merchant", DIRECT.mchid, "--json")
+    assert history.returncode == 0, history.stderr
+    imported = [e for e in json.loads(history.stdout)["events"] if e["type"] == "WechatCalled"]
+    assert imported, "the query that healed DIF-HEAL is kept with the payment"
+    ledger = open_ledger(deployment.database_url)
+    try:
+        bill = ledger.daily_bills()[-1]
+        calls = [e.exchange for e in ledger.repository.event_store.get(bill.id) if hasattr(e, "exchange")]
+    finally:
+        ledger.close()
+    assert bill.sha1 == sha1 and size > 0
+    assert [c["endpoint"] for c in calls][:2] == ["bill", "bill"]  # the ticket, then the file
+    assert calls[0]["response_headers"]["wechatpay-signature"] and sha1 in calls[0]["response_body"].lower()
+    assert "token=***" in calls[1]["url"] and calls[1]["response_body"].startswith("[")  # the file is kept apart
 
 
 def check_acknowledging_closes_the_day(deployment: Deployment, day: date, ghost: str) -> None:

@@ -245,6 +245,23 @@ def test_refunds(deployment: Deployment) -> None:
             time.sleep(0.05)
         deployment.wait_status("API-F1", "REFUNDED")
         is_problem(http.get("/v1/refunds/NO-SUCH-REFUND"), 404)
+    # the evidence (issue 23, point 5): what the ledger asked WeChat and what WeChat answered, in the history
+    history = json.loads(deployment.cli("history", "API-F1", "--merchant", DIRECT.mchid, "--json"))["events"]
+    calls = [(e["aggregate"], e["data"]["exchange"]) for e in history if e["type"] == "WechatCalled"]
+    prepay = [x for aggregate, x in calls if aggregate == "Payment" and x["endpoint"] == "prepay"]
+    refunds = [x for aggregate, x in calls if aggregate == "Refund" and x["endpoint"] == "refund"]
+    assert len(prepay) == 1 and prepay[0]["status"] == 200 and "code_url" in prepay[0]["response_body"]
+    assert len(refunds) == 2 and {x["status"] for x in refunds} == {200}
+    first = next(x for x in refunds if "API-F1-R1" in x["request_body"])
+    assert first["method"] == "POST" and first["url"].endswith("/v3/refund/domestic/refunds")
+    assert refund.json()["refund_id"] in first["response_body"]  # WeChat's answer, as it came
+    assert {"wechatpay-signature", "wechatpay-serial", "wechatpay-timestamp"} <= set(first["response_headers"])
+    assert "authorization" not in json.dumps(calls).lower()  # our own signature is never kept
+    with deployment.client("auditor") as auditor:  # the auditor's API shows the same
+        audited = auditor.get("/v1/audit/orders/API-F1/history").json()["events"]
+        assert [e["data"] for e in audited if e["type"] == "WechatCalled"] == [
+            e["data"] for e in history if e["type"] == "WechatCalled"
+        ]
 
 
 def test_miniprogram_login(deployment: Deployment) -> None:
