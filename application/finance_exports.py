@@ -232,7 +232,9 @@ ORDER_COLUMNS = [
     Column("out_trade_no", "商户支付单号", width=30),
     Column("amount_fen", "订单金额", "fen"),
     Column("paid_fen", "实收金额", "fen"),
+    Column("settlement_fen", "应结金额", "fen"),
     Column("payer_total_fen", "用户实付", "fen"),
+    Column("coupon_fen", "券", "fen"),
     Column("refunded_fen", "已退款", "fen"),
     Column("created_at", "下单时间", "datetime", 20),
     Column("paid_at", "支付时间", "datetime", 20),
@@ -258,7 +260,7 @@ def orders_workbook(orders: Iterable[Mapping[str, Any]]) -> Workbook:
     """订单: one row per order view, with its description and the 微信支付订单号 of the attempt that was paid."""
     totals: dict[str, Any] = {}
     rows = (_order_row(view) for view in orders)
-    money = ("amount_fen", "paid_fen", "payer_total_fen", "refunded_fen")
+    money = ("amount_fen", "paid_fen", "settlement_fen", "payer_total_fen", "coupon_fen", "refunded_fen")
     return Workbook("orders", [Sheet("订单", ORDER_COLUMNS, _summing(rows, totals, money), totals)])
 
 
@@ -274,7 +276,9 @@ def _order_row(view: Mapping[str, Any]) -> dict[str, Any]:
         "out_trade_no": paid["out_trade_no"] if paid else None,
         "amount_fen": view["amount_fen"],
         "paid_fen": view["paid_fen"],
+        "settlement_fen": view.get("settlement_fen", view["paid_fen"]),  # views before coupons were split: all
         "payer_total_fen": view.get("payer_total_fen", view["paid_fen"]),
+        "coupon_fen": view.get("coupon_fen", view["paid_fen"] - view.get("payer_total_fen", view["paid_fen"])),
         "refunded_fen": view["refunded_fen"],
         "created_at": view.get("created_at"),
         "paid_at": view.get("paid_at"),

@@ -333,6 +333,7 @@ class Ledger(Application[UUID]):
         source: str,
         notification: Notification | None = None,
         mchid: str | None = None,
+        nocash_fen: int = 0,
     ) -> PaymentOutcome:
         """Record WeChat's word that money was taken (from a notification or a query).
 
@@ -343,6 +344,7 @@ class Ledger(Application[UUID]):
         """
         require_fen(total_fen, "total_fen")
         require_fen(payer_total_fen, "payer_total_fen", allow_zero=True)
+        require_fen(nocash_fen, "nocash_fen", allow_zero=True)
         # the payment and the transaction's index in one round trip; the order (named by the payment) in a second
         payment_id, index_id = ids.payment_id(out_trade_no), ids.transaction_index_id(transaction_id)
         loaded = self.load_many((payment_id, index_id))
@@ -358,7 +360,7 @@ class Ledger(Application[UUID]):
         if index is not None and index.out_trade_no != out_trade_no:
             raise TransactionConflict(f"transaction {transaction_id} is already recorded for {index.out_trade_no}")
         order: Order = self.repository.get(payment.order_id)
-        if not payment.mark_paid(transaction_id, total_fen, payer_total_fen, success_time, source):
+        if not payment.mark_paid(transaction_id, total_fen, payer_total_fen, success_time, source, nocash_fen):
             return PaymentOutcome(payment, order, changed=False)
         order.record_payment(out_trade_no, transaction_id, total_fen, success_time)
         self.save(payment, order, TransactionIndex(transaction_id=transaction_id, out_trade_no=out_trade_no))
@@ -372,7 +374,13 @@ class Ledger(Application[UUID]):
         return payment
 
     @retry_on_conflict
-    def close_payment(self, out_trade_no: str, reason: str, seen_version: int | None = None) -> Payment | None:
+    def close_payment(
+        self,
+        out_trade_no: str,
+        reason: str,
+        seen_version: int | None = None,
+        exchanges: Sequence[Mapping[str, Any]] = (),
+    ) -> Payment | None:
         """One attempt closed (at WeChat first, by the caller); the order stays open.
 
         With ``seen_version`` (the attempt's version when WeChat was asked to
@@ -383,6 +391,7 @@ class Ledger(Application[UUID]):
         payment = self.get_payment(out_trade_no)
         if seen_version is not None and payment.version != seen_version and payment.is_open:
             return None
+        payment.record_wechat_calls(exchanges)
         payment.close(self.clock(), reason)
         self.save(payment)
         return payment
@@ -511,6 +520,7 @@ class Ledger(Application[UUID]):
         success_time: datetime | None = None,
         user_received_account: str = "",
         notification: Notification | None = None,
+        settlement_fen: int | None = None,
     ) -> Refund:
         """Apply WeChat's word on a refund: PROCESSING, SUCCESS, CLOSED or ABNORMAL.
 
@@ -526,7 +536,7 @@ class Ledger(Application[UUID]):
             refund.submit(refund_id, now)
         elif status == RefundStatus.SUCCESS:
             if refund.succeed(refund_id, success_time or now, user_received_account):
-                order.settle_refund(out_refund_no, success_time or now)
+                order.settle_refund(out_refund_no, success_time or now, settlement_fen)
         elif status == RefundStatus.CLOSED:
             if refund.close(refund_id, now):
                 order.release_refund(out_refund_no, "closed by WeChat")

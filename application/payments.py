@@ -255,7 +255,8 @@ class PaymentService:
             # closed by a concurrent request while this prepay was on its way: WeChat has just opened it, so
             # close it there too, or a payer could pay an attempt the ledger calls closed
             self._keep(payment.id, calls)
-            self._close_at_wechat(merchant, payment.out_trade_no)
+            with self._evidence(payment.id):
+                self._close_at_wechat(merchant, payment.out_trade_no)
             raise
         return Checkout(payment, result)
 
@@ -301,12 +302,17 @@ class PaymentService:
                 payment = self.ledger.get_payment(out_trade_no)
                 if not payment.is_open:
                     break
-                if self._close_at_wechat(merchant, out_trade_no):
+                with captured() as calls:
+                    paid_at_wechat = self._close_at_wechat(merchant, out_trade_no)
+                if paid_at_wechat:
+                    self._keep(payment.id, calls)
                     paid = True
                     break
-                # closed twice (a concurrent request) is closed once; prepaid since WeChat was asked: ask again
-                if self.ledger.close_payment(out_trade_no, reason, seen_version=payment.version) is not None:
+                # closed twice (a concurrent request) is closed once; prepaid since WeChat was asked: ask again.
+                # The close's request and answer are kept in the same save as the close.
+                if self.ledger.close_payment(out_trade_no, reason, payment.version, _data(calls)) is not None:
                     break
+                self._keep(payment.id, calls)
             else:
                 raise ConcurrencyConflict(f"attempt {out_trade_no} kept changing while it was being closed; retry")
         return paid
@@ -314,8 +320,7 @@ class PaymentService:
     def _close_at_wechat(self, merchant: Merchant, out_trade_no: str) -> bool:
         """Close one attempt at WeChat; True (and the payment recorded) if WeChat says it was paid."""
         try:
-            with self._evidence(ids.payment_id(out_trade_no)):
-                self.wechat(merchant).close(merchant, out_trade_no)
+            self.wechat(merchant).close(merchant, out_trade_no)
         except WechatPayNotFound:
             pass  # never reached WeChat (or not yet: the caller's version check covers a prepay in flight)
         except WechatPayBusinessError as exc:
@@ -383,6 +388,7 @@ class PaymentService:
                 source,
                 notification,
                 mchid,
+                notice.nocash_fen,
             )
         payment = self.ledger.get_payment(notice.out_trade_no)
         if notice.trade_state == "CLOSED" and payment.is_open:
@@ -547,6 +553,7 @@ class PaymentService:
             notice.success_time,
             notice.user_received_account,
             notification,
+            notice.settlement_refund_fen,
         )
 
 

@@ -45,6 +45,8 @@ class PaymentView(TypedDict):
     payer_total_fen: NotRequired[
         int | None
     ]  # what the payer paid: less than paid_fen when a coupon (代金券) paid the rest
+    coupon_fen: NotRequired[int | None]  # what coupons paid (paid_fen − payer_total_fen)
+    settlement_fen: NotRequired[int | None]  # 应结订单金额: what WeChat settles (paid_fen less the 免充值券)
     created_at: str | None
     expire_at: str | None
 
@@ -58,6 +60,8 @@ class OrderView(TypedDict):
     payer_total_fen: NotRequired[
         int
     ]  # (absent in views written before it existed) what the payer paid of paid_fen; a coupon paid the difference
+    coupon_fen: NotRequired[int]  # what coupons paid of paid_fen (充值券 and 免充值券)
+    settlement_fen: NotRequired[int]  # 应结订单金额: what WeChat settles for the paying payment (less the 免充值券)
     refunded_fen: int
     description: str
     attach: str | None
@@ -103,6 +107,8 @@ def payment_view(payment: Payment) -> PaymentView:
         "amount_fen": payment.amount_fen,
         "paid_fen": payment.total_fen,
         "payer_total_fen": payment.payer_total_fen,
+        "coupon_fen": None if payment.total_fen is None else payment.total_fen - (payment.payer_total_fen or 0),
+        "settlement_fen": payment.settlement_fen,
         "created_at": _iso(payment.created_at),
         "expire_at": _iso(payment.expire_at),
     }
@@ -116,14 +122,23 @@ def _payer_total(order: Order, payments: Sequence[Payment]) -> int:
     return paying.payer_total_fen if paying.payer_total_fen is not None else order.paid_fen
 
 
+def _settlement(order: Order, payments: Sequence[Payment]) -> int:
+    """应结订单金额 of the paying attempt (0 before it is paid)."""
+    paying = next((p for p in payments if p.out_trade_no == order.paid_out_trade_no), None)
+    return (paying.settlement_fen or 0) if paying is not None else 0
+
+
 def order_view(order: Order, payments: Sequence[Payment], refunds: Sequence[Refund]) -> OrderView:
+    payer_total = _payer_total(order, payments)
     return {
         "merchant_order_no": order.merchant_order_no,
         "mchid": order.mchid,
         "status": order.status.value,
         "amount_fen": order.amount_fen,
         "paid_fen": order.paid_fen,
-        "payer_total_fen": _payer_total(order, payments),
+        "payer_total_fen": payer_total,
+        "coupon_fen": order.paid_fen - payer_total,
+        "settlement_fen": _settlement(order, payments),
         "refunded_fen": order.refunded_fen,
         "description": order.description,
         "attach": order.attach,

@@ -165,6 +165,13 @@ class Order(Aggregate):
         out_refund_no: str
         amount_fen: int
         success_time: datetime
+        # 应结退款金额: what WeChat took back from the merchant (the amount less its 免充值券 share); None: all of it
+        settlement_fen: int | None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("settlement_fen", None)
 
         def apply(self, order: Order) -> None:
             order.refunds[self.out_refund_no]["state"] = SUCCEEDED
@@ -451,7 +458,7 @@ class Order(Aggregate):
             amount_fen=amount_fen,
         )
 
-    def settle_refund(self, out_refund_no: str, success_time: datetime) -> None:
+    def settle_refund(self, out_refund_no: str, success_time: datetime, settlement_fen: int | None = None) -> None:
         refund = self.refunds[out_refund_no]
         if refund["state"] == SUCCEEDED:
             return
@@ -462,6 +469,7 @@ class Order(Aggregate):
             out_refund_no=out_refund_no,
             amount_fen=refund["amount_fen"],
             success_time=success_time,
+            settlement_fen=settlement_fen,
         )
         if self.failed_review_refund == out_refund_no and self.review_reasons == [REVIEW_REFUND_FAILED]:
             # the ABNORMAL refund that reopened the review was finished after all: the money went back

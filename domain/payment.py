@@ -81,11 +81,18 @@ class Payment(Aggregate):
         payer_total_fen: int
         success_time: datetime
         source: str
+        nocash_fen: int  # 免充值券: the merchant's own discount, which WeChat does not settle
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("nocash_fen", 0)
 
         def apply(self, payment: Payment) -> None:
             payment.transaction_id = self.transaction_id
             payment.total_fen = self.total_fen
             payment.payer_total_fen = self.payer_total_fen
+            payment.nocash_fen = self.nocash_fen
             payment.success_time = self.success_time
             payment.status = S.PAID
 
@@ -170,9 +177,15 @@ class Payment(Aggregate):
         self.transaction_id: str | None = None
         self.total_fen: int | None = None
         self.payer_total_fen: int | None = None
+        self.nocash_fen = 0
         self.success_time: datetime | None = None
         self.amount_mismatch = False
         self.trade_state: str | None = None
+
+    @property
+    def settlement_fen(self) -> int | None:
+        """应结订单金额: what WeChat settles for this payment (the total less the 免充值券); None until paid."""
+        return None if self.total_fen is None else self.total_fen - self.nocash_fen
 
     @property
     def is_open(self) -> bool:
@@ -201,8 +214,13 @@ class Payment(Aggregate):
         payer_total_fen: int,
         success_time: datetime,
         source: str,
+        nocash_fen: int = 0,
     ) -> bool:
-        """Record WeChat's success; say whether it changed anything."""
+        """Record WeChat's success; say whether it changed anything.
+
+        ``nocash_fen`` is the 免充值券 share of the total: WeChat settles ``total_fen - nocash_fen``
+        (应结订单金额); the payer paid ``payer_total_fen``; coupons made up the rest.
+        """
         if self.status is S.PAID:
             if transaction_id == self.transaction_id:
                 return False
@@ -218,6 +236,7 @@ class Payment(Aggregate):
             payer_total_fen=payer_total_fen,
             success_time=success_time,
             source=source,
+            nocash_fen=nocash_fen,
         )
         if total_fen != self.amount_fen:
             self.trigger_event(self.AmountMismatched, expected_fen=self.amount_fen, total_fen=total_fen)

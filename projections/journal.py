@@ -2,8 +2,8 @@
 
 | event | debit | credit |
 |---|---|---|
-| ``Payment.Paid`` (every payment WeChat took, duplicates too) | wechat_clearing | merchant_sales |
-| ``Order.Refunded`` (a refund succeeded) | refunds | wechat_clearing |
+| ``Payment.Paid`` (every payment WeChat took, duplicates too) | wechat_clearing (应结), merchant_discounts (免充值券) | merchant_sales (订单金额) |
+| ``Order.Refunded`` (a refund succeeded) | refunds | wechat_clearing (应结退款), merchant_discounts (its 免充值券 share) |
 | ``DailyBill.Imported``: the day's fee (the bill's own rate) | wechat_fees | wechat_clearing |
 | ``DailyBill.Imported``: settlement, dated T+1 | bank | wechat_clearing |
 
@@ -34,7 +34,7 @@ from domain import ids
 from projections.core import EventLog
 
 NAME = "journal"
-ACCOUNTS = ("wechat_clearing", "merchant_sales", "refunds", "wechat_fees", "bank")
+ACCOUNTS = ("wechat_clearing", "merchant_sales", "merchant_discounts", "refunds", "wechat_fees", "bank")
 TOPICS = ("zhangben.Payment.Paid", "zhangben.Order.Refunded", "zhangben.DailyBill.Imported")
 DDL = [
     "CREATE TABLE IF NOT EXISTS journal_lines (event_ref BIGINT NOT NULL, line_no INTEGER NOT NULL, "
@@ -95,6 +95,24 @@ def pair(
     ]
 
 
+def split(
+    ref: int,
+    mchid: str,
+    day: str,
+    debited: Sequence[tuple[str, int]],
+    credited: Sequence[tuple[str, int]],
+    reference: str,
+) -> list[Line]:
+    """One balanced movement over several accounts (zero amounts left out): the debits equal the credits."""
+    assert sum(f for _, f in debited) == sum(f for _, f in credited)  # noqa: S101 — a journal that cannot balance
+    lines = [(account, fen, 0) for account, fen in debited if fen] + [
+        (account, 0, fen) for account, fen in credited if fen
+    ]
+    return [
+        Line(ref, n, mchid, day, account, debit, credit, reference) for n, (account, debit, credit) in enumerate(lines)
+    ]
+
+
 def payment_lines(
     ref: int,
     mchid: str,
@@ -103,32 +121,62 @@ def payment_lines(
     total_fen: int,
     success_time: datetime,
     payer_total_fen: int | None = None,
+    nocash_fen: int = 0,
 ) -> tuple[list[Line], Money]:
-    """The sale at its full total: a coupon (代金券) is part of what WeChat settles, so it is a note, not a line.
+    """The sale at its full total (订单金额), split by who pays it.
 
-    WeChat's bill shows the coupon in its own column and settles the order's
-    total (应结订单金额 = total − 充值券), so the sale is booked at ``total_fen``
-    and the payer's share is written beside it for the clerk.
-    https://pay.weixin.qq.com/doc/v3/merchant/4012791869 (交易账单: 代金券金额)
+    WeChat settles 应结订单金额 = total − 免充值券 (NOCASH coupons): a 充值券 (CASH
+    coupon) was funded in advance and WeChat settles it with the payer's share,
+    a 免充值券 is the merchant's own discount and nothing is settled for it.  So
+    the sale is credited at ``total_fen``, WeChat owes the settlement
+    (``wechat_clearing``), and the 免充值券 is the merchant's discount
+    (``merchant_discounts``); the payer's and the coupons' shares are noted for
+    the clerk.  What reconciliation matches against the bill's 应结订单金额 is
+    the settlement.
+    https://pay.weixin.qq.com/doc/v3/merchant/4012791869 (交易账单: 应结订单金额, 代金券金额)
     """
     day = beijing_day(success_time)
+    settlement = total_fen - nocash_fen
     note = ""
     if payer_total_fen is not None and payer_total_fen < total_fen:
-        note = f"payer paid {payer_total_fen} fen, coupon {total_fen - payer_total_fen} fen"
+        coupons = total_fen - payer_total_fen
+        note = f"payer paid {payer_total_fen} fen, coupons {coupons} fen ({nocash_fen} of them 免充值券)"
     lines = [
         dataclasses.replace(line, note=note)
-        for line in pair(ref, mchid, day, "wechat_clearing", "merchant_sales", total_fen, out_trade_no)
+        for line in split(
+            ref,
+            mchid,
+            day,
+            [("wechat_clearing", settlement), ("merchant_discounts", nocash_fen)],
+            [("merchant_sales", total_fen)],
+            out_trade_no,
+        )
     ]
-    return lines, Money("payment", transaction_id, mchid, day, out_trade_no, total_fen, ref)
+    return lines, Money("payment", transaction_id, mchid, day, out_trade_no, settlement, ref)
 
 
 def refund_lines(
-    ref: int, mchid: str, out_trade_no: str, out_refund_no: str, amount_fen: int, success_time: datetime
+    ref: int,
+    mchid: str,
+    out_trade_no: str,
+    out_refund_no: str,
+    amount_fen: int,
+    success_time: datetime,
+    settlement_fen: int | None = None,
 ) -> tuple[list[Line], Money]:
+    """The refund at its amount; WeChat takes back its 应结退款金额, the 免充值券 share goes back to the discount."""
     day = beijing_day(success_time)
+    settlement = amount_fen if settlement_fen is None else settlement_fen
     return (
-        pair(ref, mchid, day, "refunds", "wechat_clearing", amount_fen, out_refund_no),
-        Money("refund", out_refund_no, mchid, day, out_trade_no, amount_fen, ref),
+        split(
+            ref,
+            mchid,
+            day,
+            [("refunds", amount_fen)],
+            [("wechat_clearing", settlement), ("merchant_discounts", amount_fen - settlement)],
+            out_refund_no,
+        ),
+        Money("refund", out_refund_no, mchid, day, out_trade_no, settlement, ref),
     )
 
 
@@ -198,12 +246,19 @@ class Journal:
                     event.total_fen,
                     event.success_time,
                     event.payer_total_fen,
+                    event.nocash_fen,
                 )
             elif n.topic == "zhangben.Order.Refunded":
                 order = self._aggregate(ids.as_uuid(n.originator_id))
                 refund = self._aggregate(ids.refund_id(order.mchid, event.out_refund_no))
                 lines, money = refund_lines(
-                    n.id, order.mchid, refund.out_trade_no, event.out_refund_no, event.amount_fen, event.success_time
+                    n.id,
+                    order.mchid,
+                    refund.out_trade_no,
+                    event.out_refund_no,
+                    event.amount_fen,
+                    event.success_time,
+                    event.settlement_fen,
                 )
             else:
                 bill = self._aggregate(ids.as_uuid(n.originator_id))

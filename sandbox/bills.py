@@ -8,13 +8,15 @@ most five decimals in yuan, so no rounding happens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from domain.money import fen_to_yuan
 from sandbox.clock import BEIJING
-from sandbox.transactions import paid_total
+from sandbox.refunds import shares_of
+from sandbox.transactions import coupon_fen, paid_total, settlement_total
 
 FEE_RATE = Decimal("0.006")
 FEE_RATE_TEXT = "0.60%"
@@ -42,19 +44,37 @@ def _line(fields: list[str]) -> str:
     return ",".join("`" + f.replace(",", "，") for f in fields)
 
 
+@dataclass(frozen=True)
+class BillRow:
+    time: str
+    fields: list[str]
+    settled_fen: int  # 应结订单金额 (payments) …
+    refund_fen: int  # … 退款金额, which is the 应结退款金额 (refunds)
+    fee: Decimal
+    total_fen: int = 0  # 订单金额
+    applied_refund_fen: int = 0  # 申请退款金额
+    cash_coupon_refund_fen: int = 0  # 充值券退款金额
+
+
 def bill_rows(
     bill_date: date, transactions: list[dict[str, Any]], refunds: list[dict[str, Any]], bill_type: str
-) -> list[tuple[str, list[str], int, int, Decimal]]:
-    """(time, fields, settled fen, refund fen, fee) for each line of the day, in time order."""
+) -> list[BillRow]:
+    """Each line of the day, in time order.
+
+    A payment's 应结订单金额 is its total less the 免充值券 (what WeChat settles), 代金券金额 every coupon, 订单金额
+    the total; a refund's 退款金额 is what WeChat takes back (less the 免充值券 share), 充值券退款金额 the 充值券's
+    share and 申请退款金额 the refund asked for.  The fee is on what is settled.
+    https://pay.weixin.qq.com/doc/v3/merchant/4012791869
+    """
     rows = []
     by_key = {t["key"]: t for t in transactions}
     if bill_type in ("ALL", "SUCCESS"):
         for t in transactions:
             if t.get("success_time") and _day(t["success_time"]) == bill_date:
-                total = paid_total(t)
-                fee = fee_yuan(total)
+                total, settled = paid_total(t), settlement_total(t)
+                fee = fee_yuan(settled)
                 rows.append(
-                    (
+                    BillRow(
                         t["success_time"],
                         [
                             _stamp(t["success_time"]),
@@ -69,9 +89,8 @@ def bill_rows(
                             "SUCCESS",
                             "OTHERS",
                             "CNY",
-                            fen_to_yuan(total),
-                            # a coupon (充值代金券, CASH) paid part: WeChat still settles the total
-                            fen_to_yuan(total - t.get("payer_total", total)),
+                            fen_to_yuan(settled),
+                            fen_to_yuan(coupon_fen(t)),
                             "0",
                             "0",
                             "0.00",
@@ -86,18 +105,20 @@ def bill_rows(
                             "0.00",
                             "",
                         ],
-                        total,
+                        settled,
                         0,
                         fee,
+                        total_fen=total,
                     )
                 )
     if bill_type in ("ALL", "REFUND"):
         for r in refunds:
             if r["status"] == "SUCCESS" and _day(r["success_time"]) == bill_date:
                 t = by_key[r["txn_key"]]
-                fee = -fee_yuan(r["refund"])
+                shares = shares_of(r)
+                fee = -fee_yuan(shares["settlement_refund"])
                 rows.append(
-                    (
+                    BillRow(
                         r["success_time"],
                         [
                             _stamp(r["success_time"]),
@@ -116,8 +137,8 @@ def bill_rows(
                             "0.00",
                             r["refund_id"],
                             r["out_refund_no"],
-                            fen_to_yuan(r["refund"]),
-                            "0.00",
+                            fen_to_yuan(shares["settlement_refund"]),
+                            fen_to_yuan(shares["cash_coupon_refund"]),
                             "ORIGINAL",
                             "SUCCESS",
                             t["description"],
@@ -129,31 +150,31 @@ def bill_rows(
                             "",
                         ],
                         0,
-                        r["refund"],
+                        shares["settlement_refund"],
                         fee,
+                        applied_refund_fen=r["refund"],
+                        cash_coupon_refund_fen=shares["cash_coupon_refund"],
                     )
                 )
-    rows.sort(key=lambda row: row[0])
+    rows.sort(key=lambda row: row.time)
     return rows
 
 
-def render_bill(rows: list[tuple[str, list[str], int, int, Decimal]]) -> bytes:
-    settled = sum(r[2] for r in rows)
-    refunded = sum(r[3] for r in rows)
-    fees = sum((r[4] for r in rows), Decimal("0"))
+def render_bill(rows: list[BillRow]) -> bytes:
+    fees = sum((r.fee for r in rows), Decimal("0"))
     lines = [
         HEADER,
-        *(_line(r[1]) for r in rows),
+        *(_line(r.fields) for r in rows),
         SUMMARY_HEADER,
         _line(
             [
                 str(len(rows)),
-                fen_to_yuan(settled),
-                fen_to_yuan(refunded),
-                "0.00",
+                fen_to_yuan(sum(r.settled_fen for r in rows)),
+                fen_to_yuan(sum(r.refund_fen for r in rows)),
+                fen_to_yuan(sum(r.cash_coupon_refund_fen for r in rows)),
                 f"{fees:.5f}",
-                fen_to_yuan(settled),
-                fen_to_yuan(refunded),
+                fen_to_yuan(sum(r.total_fen for r in rows)),
+                fen_to_yuan(sum(r.applied_refund_fen for r in rows)),
             ]
         ),
     ]

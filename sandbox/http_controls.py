@@ -20,7 +20,7 @@ from sandbox.clock import BEIJING, rfc3339
 from sandbox.errors import WechatError, param_error
 from sandbox.refunds import refund_json
 from sandbox.service import Sandbox
-from sandbox.transactions import transaction_json
+from sandbox.transactions import COUPON_TYPES, transaction_json
 
 SEEN_FIELDS = (
     "mchid",
@@ -65,6 +65,18 @@ def routes(sandbox: Sandbox) -> list[Route]:
         for field in ("payer_total_fen", "total_fen"):
             if field in data and (isinstance(data[field], bool) or not isinstance(data[field], int) or data[field] < 0):
                 raise param_error(field, f"{field} must be an integer number of fen", data[field])
+        coupon = data.get("coupon")
+        if coupon is not None:
+            if "payer_total_fen" in data:
+                raise param_error("coupon", "give a coupon or payer_total_fen, not both", coupon)
+            if (
+                not isinstance(coupon, dict)
+                or coupon.get("type") not in COUPON_TYPES
+                or isinstance(coupon.get("amount_fen"), bool)
+                or not isinstance(coupon.get("amount_fen"), int)
+                or coupon["amount_fen"] <= 0
+            ):
+                raise param_error("coupon", 'coupon is {"type": "CASH"|"NOCASH", "amount_fen": N > 0}', coupon)
         txn = sandbox.transactions.find_for_payer(data.get("out_trade_no"), data.get("code_url"), data.get("prepay_id"))
         return transaction_json(await asyncio.to_thread(pay, txn["key"], result, openid, data))
 
@@ -76,6 +88,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
             data.get("payer_total_fen"),
             data.get("total_fen"),
             bool(data.get("late", False)),
+            data.get("coupon"),
         )
         if txn["state"] == "SUCCESS":
             sandbox.notify_payment(txn)

@@ -10,7 +10,7 @@ from sandbox.clock import BEIJING, SandboxClock, rfc3339
 from sandbox.config import SandboxMerchant
 from sandbox.errors import WechatError, param_error
 from sandbox.store import SandboxStore
-from sandbox.transactions import Transactions, paid_total
+from sandbox.transactions import Transactions, coupon_fen, coupon_type, paid_total, settlement_total
 from sandbox.validation import check_amount, check_notify_url, check_out_refund_no
 
 MAX_REFUNDS = 50
@@ -18,6 +18,39 @@ MAX_REFUNDS = 50
 
 def refund_key(mchid: str, sub_mchid: str, out_refund_no: str) -> str:
     return f"{mchid}|{sub_mchid}|{out_refund_no}"
+
+
+def coupon_shares(txn: dict[str, Any], refund_fen: int, refunded_before: int, discount_before: int) -> dict[str, Any]:
+    """A refund gives the coupon back pro rata, as WeChat does: of everything refunded so far, the coupon's share
+    is ``refunded × coupon // total`` (so refunds that add up to the total give the whole coupon back).
+
+    ``discount_refund`` is the coupon's part, ``payer_refund`` the payer's; ``settlement_refund`` (应结退款金额)
+    what WeChat takes back from the merchant: the refund less its 免充值券 part (a 充值券's part was settled, and
+    goes back from the merchant like the payer's).
+    """
+    total, coupon = paid_total(txn), coupon_fen(txn)
+    discount = (refunded_before + refund_fen) * coupon // total - discount_before if total else 0
+    nocash = discount if coupon_type(txn) == "NOCASH" else 0
+    return {
+        "discount_refund": discount,
+        "payer_refund": refund_fen - discount,
+        "settlement_refund": refund_fen - nocash,
+        "cash_coupon_refund": discount - nocash,  # 充值券退款金额
+        "settlement_total": settlement_total(txn),
+        "coupon_type": coupon_type(txn),
+    }
+
+
+def shares_of(refund: dict[str, Any]) -> dict[str, int]:
+    """A refund's shares; a refund kept before coupons were split gives all of it from the payer."""
+    amount = int(refund["refund"])
+    return {
+        "discount_refund": int(refund.get("discount_refund", 0)),
+        "payer_refund": int(refund.get("payer_refund", amount)),
+        "settlement_refund": int(refund.get("settlement_refund", amount)),
+        "cash_coupon_refund": int(refund.get("cash_coupon_refund", 0)),
+        "settlement_total": int(refund.get("settlement_total", refund["total"])),
+    }
 
 
 class Refunds:
@@ -60,9 +93,11 @@ class Refunds:
             refunds = [r for r in self.store.all("refund") if r["txn_key"] == txn["key"]]
             if len(refunds) >= MAX_REFUNDS:
                 raise WechatError(400, "INVALID_REQUEST", f"单笔订单最多退款{MAX_REFUNDS}次")
-            committed = sum(r["refund"] for r in refunds if r["status"] != "CLOSED")
+            live = [r for r in refunds if r["status"] != "CLOSED"]
+            committed = sum(r["refund"] for r in live)
             if refund_fen > total - committed:
                 raise WechatError(400, "INVALID_REQUEST", "申请退款金额超过订单可退金额")
+            shares = coupon_shares(txn, refund_fen, committed, sum(r.get("discount_refund", 0) for r in live))
             balance = faults.get("refund_balance_fen")
             if balance is not None and refund_fen > int(balance):
                 raise WechatError(403, "NOT_ENOUGH", "基本账户余额不足，请充值后重新发起")
@@ -85,6 +120,7 @@ class Refunds:
                 "refund": refund_fen,
                 "total": total,
                 "payer_total": txn["payer_total"],
+                **shares,
                 # where the refund goes next, and when (real seconds, scaled like notifications)
                 "next_status": faults.get("refund_result", "SUCCESS"),
                 "settle_at": time.time() + float(faults.get("refund_delay_seconds", 1.0)) / time_factor,
@@ -178,7 +214,22 @@ class Refunds:
         ]
 
 
+def _promotions(refund: dict[str, Any], shares: dict[str, int]) -> list[dict[str, Any]]:
+    if not shares["discount_refund"]:
+        return []
+    return [
+        {
+            "promotion_id": f"1000{refund['transaction_id'][-10:]}",
+            "scope": "GLOBAL",
+            "type": "COUPON",
+            "amount": refund["total"] - refund["payer_total"],
+            "refund_amount": shares["discount_refund"],
+        }
+    ]
+
+
 def refund_json(refund: dict[str, Any]) -> dict[str, Any]:
+    shares = shares_of(refund)
     body: dict[str, Any] = {
         "refund_id": refund["refund_id"],
         "out_refund_no": refund["out_refund_no"],
@@ -193,14 +244,14 @@ def refund_json(refund: dict[str, Any]) -> dict[str, Any]:
             "total": refund["total"],
             "refund": refund["refund"],
             "payer_total": refund["payer_total"],
-            "payer_refund": refund["refund"],
-            "settlement_refund": refund["refund"],
-            "settlement_total": refund["total"],
-            "discount_refund": 0,
+            "payer_refund": shares["payer_refund"],
+            "settlement_refund": shares["settlement_refund"],
+            "settlement_total": shares["settlement_total"],
+            "discount_refund": shares["discount_refund"],
             "currency": "CNY",
             "from": [],
         },
-        "promotion_detail": [],
+        "promotion_detail": _promotions(refund, shares),
     }
     if refund["success_time"]:
         body["success_time"] = refund["success_time"]
@@ -225,7 +276,10 @@ def refund_notice_json(refund: dict[str, Any]) -> dict[str, Any]:
             "total": refund["total"],
             "refund": refund["refund"],
             "payer_total": refund["payer_total"],
-            "payer_refund": refund["refund"],
+            "payer_refund": shares_of(refund)["payer_refund"],
+            "settlement_refund": shares_of(refund)["settlement_refund"],
+            "settlement_total": shares_of(refund)["settlement_total"],
+            "discount_refund": shares_of(refund)["discount_refund"],
         },
     }
     if refund["success_time"]:

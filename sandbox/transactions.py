@@ -223,6 +223,7 @@ class Transactions:
         payer_total: int | None,
         total_override: int | None,
         late: bool,
+        coupon: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The payer pays (or fails to).  Returns the updated transaction."""
         with self.store.transaction():
@@ -243,8 +244,14 @@ class Transactions:
                     "42" + now.astimezone(BEIJING).strftime("%Y%m%d") + f"{secrets.randbelow(10**18):018d}"
                 )
                 txn["success_time"] = rfc3339(now)
-                txn["payer_total"] = payer_total if payer_total is not None else txn["total"]
                 txn["reported_total"] = total_override if total_override is not None else txn["total"]
+                if coupon is not None:  # the payer pays what the coupon leaves
+                    if coupon["amount_fen"] > txn["reported_total"]:
+                        raise WechatError(400, "PARAM_ERROR", "代金券金额超过订单金额")
+                    txn["coupon_type"] = coupon["type"]
+                    txn["payer_total"] = txn["reported_total"] - coupon["amount_fen"]
+                else:
+                    txn["payer_total"] = payer_total if payer_total is not None else txn["reported_total"]
                 if not txn["openid"]:
                     txn["openid"] = openid
                     txn["openid_field"] = "sp_openid" if txn["partner"] else "openid"
@@ -257,6 +264,51 @@ def paid_total(txn: dict[str, Any]) -> int:
     """The transaction's total at WeChat: what it reports everywhere once paid (query, notification, bill,
     refund limits) — the prepay's total unless the payment said otherwise (``/sandbox/pay``'s ``total_fen``)."""
     return int(txn.get("reported_total", txn["total"]))
+
+
+# Coupons (代金券): a 充值券 (CASH) was funded in advance and WeChat settles it with the payer's share; a
+# 免充值券 (NOCASH, v2 NO_CASH) is the merchant's own discount: 应结订单金额 = 订单金额 − 免充值券.
+# https://pay.weixin.qq.com/doc/v3/merchant/4012791869, https://pay.weixin.qq.com/wiki/doc/api/tools/sp_coupon.php
+COUPON_TYPES = ("CASH", "NOCASH")
+
+
+def coupon_fen(txn: dict[str, Any]) -> int:
+    """What coupons paid: the total less what the payer paid."""
+    return paid_total(txn) - int(txn.get("payer_total", paid_total(txn)))
+
+
+def coupon_type(txn: dict[str, Any]) -> str:
+    return str(txn.get("coupon_type") or "CASH")  # a payer_total_fen without a coupon kind: a 充值券
+
+
+def nocash_fen(txn: dict[str, Any]) -> int:
+    return coupon_fen(txn) if coupon_type(txn) == "NOCASH" else 0
+
+
+def settlement_total(txn: dict[str, Any]) -> int:
+    """应结订单金额: what WeChat settles to the merchant for the transaction."""
+    return paid_total(txn) - nocash_fen(txn)
+
+
+def promotion_detail(txn: dict[str, Any]) -> list[dict[str, Any]]:
+    """The coupon as v3's ``promotion_detail[]`` (docs/wechatpay-protocol.md §3.3); none without one."""
+    coupon = coupon_fen(txn)
+    if coupon <= 0:
+        return []
+    return [
+        {
+            "coupon_id": f"1000{txn['transaction_id'][-10:]}",
+            "name": "免充值代金券" if coupon_type(txn) == "NOCASH" else "充值代金券",
+            "scope": "GLOBAL",
+            "type": coupon_type(txn),
+            "amount": coupon,
+            "stock_id": "8888888",
+            "wechatpay_contribute": 0,
+            "merchant_contribute": coupon,
+            "other_contribute": 0,
+            "currency": "CNY",
+        }
+    ]
 
 
 def _prepay_answer(txn: dict[str, Any]) -> dict[str, str]:
@@ -296,6 +348,8 @@ def transaction_json(txn: dict[str, Any]) -> dict[str, Any]:
                 "payer_currency": "CNY",
             },
         }
+        if promotions := promotion_detail(txn):
+            body["promotion_detail"] = promotions
     else:
         body["amount"] = {"total": txn["total"], "currency": "CNY", "payer_currency": "CNY"}
     return body

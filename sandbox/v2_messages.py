@@ -16,7 +16,16 @@ from adapters.wechatpay.beijing import BEIJING, compact
 from sandbox.clock import rfc3339
 from sandbox.config import SandboxMerchant
 from sandbox.errors import WechatError
-from sandbox.transactions import DEFAULT_EXPIRY, STATE_DESC, paid_total
+from sandbox.refunds import shares_of
+from sandbox.transactions import (
+    DEFAULT_EXPIRY,
+    STATE_DESC,
+    coupon_fen,
+    coupon_type,
+    nocash_fen,
+    paid_total,
+    settlement_total,
+)
 from sandbox.validation import check_notify_url
 
 TRADE_TYPES = {"JSAPI": "jsapi", "NATIVE": "native", "APP": "app", "MWEB": "h5"}
@@ -163,15 +172,17 @@ def paid_fields(txn: dict[str, Any]) -> dict[str, str]:
     }
     if txn["openid_field"] == "sub_openid":
         fields |= {"sub_openid": txn["openid"], "sub_is_subscribe": "N"}
-    coupon = paid_total(txn) - txn["payer_total"]
+    coupon = coupon_fen(txn)
     if coupon > 0:
         fields |= {
             "coupon_fee": str(coupon),
             "coupon_count": "1",
-            "coupon_type_0": "CASH",
+            "coupon_type_0": "NO_CASH" if coupon_type(txn) == "NOCASH" else "CASH",
             "coupon_id_0": f"1000{txn['transaction_id'][-10:]}",
             "coupon_fee_0": str(coupon),
         }
+    if nocash_fen(txn):  # 应结订单金额, sent when a 免充值券 was used
+        fields["settlement_total_fee"] = str(settlement_total(txn))
     return {k: v for k, v in fields.items() if v != ""}
 
 
@@ -197,10 +208,12 @@ def refund_answer(refund: dict[str, Any]) -> dict[str, str]:
         "out_refund_no": refund["out_refund_no"],
         "refund_id": refund["refund_id"],
         "refund_fee": str(refund["refund"]),
-        "settlement_refund_fee": str(refund["refund"]),
+        "settlement_refund_fee": str(shares_of(refund)["settlement_refund"]),
         "total_fee": str(refund["total"]),
+        "settlement_total_fee": str(shares_of(refund)["settlement_total"]),
         "cash_fee": str(refund["payer_total"]),
-        "cash_refund_fee": str(refund["refund"]),
+        "cash_refund_fee": str(shares_of(refund)["payer_refund"]),
+        "coupon_refund_fee": str(shares_of(refund)["discount_refund"]),
         "refund_channel": "",
     }
 
@@ -225,7 +238,7 @@ def refundquery_answer(txn: dict[str, Any], refunds: list[dict[str, Any]]) -> di
             f"refund_id_{n}": refund["refund_id"],
             f"refund_channel_{n}": "ORIGINAL",
             f"refund_fee_{n}": str(refund["refund"]),
-            f"settlement_refund_fee_{n}": str(refund["refund"]),
+            f"settlement_refund_fee_{n}": str(shares_of(refund)["settlement_refund"]),
             f"refund_status_{n}": REFUND_STATUS[refund["status"]],
             f"refund_account_{n}": "REFUND_SOURCE_UNSETTLED_FUNDS",
             f"refund_recv_accout_{n}": refund.get("user_received_account", "支付用户零钱"),
@@ -246,8 +259,8 @@ def refund_notice(refund: dict[str, Any]) -> dict[str, str]:
         "refund_recv_accout": refund.get("user_received_account", "支付用户零钱"),
         "refund_request_source": "API",
         "refund_status": REFUND_STATUS[refund["status"]],
-        "settlement_refund_fee": str(refund["refund"]),
-        "settlement_total_fee": str(refund["total"]),
+        "settlement_refund_fee": str(shares_of(refund)["settlement_refund"]),
+        "settlement_total_fee": str(shares_of(refund)["settlement_total"]),
         "success_time": _beijing_seconds(refund["success_time"]) if refund.get("success_time") else "",
         "total_fee": str(refund["total"]),
         "transaction_id": refund["transaction_id"],

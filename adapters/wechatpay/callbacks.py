@@ -40,6 +40,9 @@ class TransactionNotice:
     payer_total_fen: int | None
     success_time: datetime | None
     trade_state_desc: str
+    # 免充值券 (a NOCASH coupon, v2 NO_CASH): the merchant's own discount, not settled by WeChat:
+    # 应结订单金额 = total − nocash (https://pay.weixin.qq.com/doc/v3/merchant/4012791869)
+    nocash_fen: int = 0
 
     @property
     def took_money(self) -> bool:
@@ -58,6 +61,8 @@ class RefundNotice:
     refund_fen: int | None
     success_time: datetime | None
     user_received_account: str
+    # 应结退款金额: what WeChat takes back from the merchant, the refund less its 免充值券 share
+    settlement_refund_fen: int | None = None
 
 
 @dataclass(frozen=True)
@@ -180,10 +185,26 @@ def transaction_notice(resource: Mapping[str, Any]) -> TransactionNotice:
         payer_total_fen=_fen(amount.get("payer_total"), "amount.payer_total"),
         success_time=_time(resource.get("success_time")),
         trade_state_desc=str(resource.get("trade_state_desc", "")),
+        nocash_fen=_nocash(resource.get("promotion_detail")),
     )
     if notice.took_money and not (notice.transaction_id and notice.total_fen and notice.success_time):
         raise CallbackRejected("a paid transaction without transaction_id, amount.total or success_time")
+    if notice.total_fen is not None and notice.nocash_fen > notice.total_fen:
+        raise CallbackRejected("promotion_detail's NOCASH coupons exceed amount.total")
     return notice
+
+
+def _nocash(promotions: Any) -> int:
+    """The 免充值券 of ``promotion_detail[]``: coupons of ``type`` NOCASH (CASH ones WeChat settles)."""
+    if promotions is None:
+        return 0
+    if not isinstance(promotions, list):
+        raise CallbackRejected("promotion_detail is not a list")
+    total = 0
+    for promotion in promotions:
+        if isinstance(promotion, dict) and promotion.get("type") == "NOCASH":
+            total += _fen(promotion.get("amount"), "promotion_detail.amount") or 0
+    return total
 
 
 def refund_notice(resource: Mapping[str, Any]) -> RefundNotice:
@@ -197,6 +218,9 @@ def refund_notice(resource: Mapping[str, Any]) -> RefundNotice:
             refund_fen=_fen((resource.get("amount") or {}).get("refund"), "amount.refund"),
             success_time=_time(resource.get("success_time")),
             user_received_account=str(resource.get("user_received_account", "")),
+            settlement_refund_fen=_fen(
+                (resource.get("amount") or {}).get("settlement_refund"), "amount.settlement_refund"
+            ),
         )
     except KeyError as missing:
         raise CallbackRejected(f"refund has no {missing.args[0]}") from None

@@ -78,10 +78,23 @@ def v2_transaction_notice(fields: Mapping[str, str], trade_state: str | None = N
         payer_total_fen=_fen(fields, "cash_fee"),
         success_time=_v2_time(fields.get("time_end", "")),
         trade_state_desc=fields.get("trade_state_desc", ""),
+        nocash_fen=_v2_nocash(fields),
     )
     if notice.took_money and not (notice.transaction_id and notice.total_fen and notice.success_time):
         raise CallbackRejected("a paid transaction without transaction_id, total_fee or time_end")
+    if notice.total_fen is not None and notice.nocash_fen > notice.total_fen:
+        raise CallbackRejected("NO_CASH coupons exceed total_fee")
     return notice
+
+
+def _v2_nocash(fields: Mapping[str, str]) -> int:
+    """The 免充值券 among ``coupon_type_$n`` / ``coupon_fee_$n`` (``NO_CASH``; ``CASH`` ones WeChat settles)."""
+    count = fields.get("coupon_count", "0")
+    if not count.isdigit():
+        raise CallbackRejected(f"coupon_count {count!r} is not a number")
+    return sum(
+        _fen(fields, f"coupon_fee_{n}") or 0 for n in range(int(count)) if fields.get(f"coupon_type_{n}") == "NO_CASH"
+    )
 
 
 def v2_refund_notice(fields: Mapping[str, str], suffix: str = "") -> RefundNotice:
@@ -101,6 +114,7 @@ def v2_refund_notice(fields: Mapping[str, str], suffix: str = "") -> RefundNotic
         refund_fen=_fen(fields, f"refund_fee{suffix}"),
         success_time=_v2_time(success),
         user_received_account=fields.get(f"refund_recv_accout{suffix}", ""),
+        settlement_refund_fen=_fen(fields, f"settlement_refund_fee{suffix}"),
     )
 
 
