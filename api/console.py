@@ -29,7 +29,7 @@ from adapters.exports import FORMATS, render
 from adapters.wechatpay.beijing import BEIJING, shown
 from adapters.wechatpay.errors import WechatPayError
 from api.deps import runtime
-from application.finance_exports import EXPORTS, RESULTS, export_workbook
+from application.finance_exports import EXPORTS, FUND_FLOW_ITEMS, RESULTS, export_workbook
 from bootstrap.wiring import Runtime
 from domain.apikey import OPERATOR, Principal
 from domain.errors import LedgerError
@@ -391,7 +391,15 @@ def reconciliation(
     bill_date = _date(day) if day else _latest_day(rt, session.who.mchid)
     report = rt.finance.report(session.who.mchid, bill_date)
     return _page(
-        request, "reconciliation.html", session, report=report, day=bill_date.isoformat(), results=RESULTS, msg=msg
+        request,
+        "reconciliation.html",
+        session,
+        report=report,
+        day=bill_date.isoformat(),
+        results=RESULTS,
+        msg=msg,
+        fund_flow=rt.finance.fund_flow_if_imported(session.who.mchid, bill_date),
+        fund_flow_items=FUND_FLOW_ITEMS,
     )
 
 

@@ -68,6 +68,22 @@ def import_bill(bill_date: date, who: Clerk, rt: Rt) -> Any:
         raise HTTPException(502, f"WeChat's bill could not be read: {exc}") from None
 
 
+@router.get("/fund-flow", summary="A day's fund flow bill (资金账单) against the journal's WeChat balance")
+def fund_flow(who: Clerk, rt: Rt, date: date) -> Any:
+    return rt.finance.fund_flow_report(who.mchid, date)
+
+
+@router.post(
+    "/fund-flow/{bill_date}/import",
+    summary="Download the day's fund flow bill (资金账单) from WeChat and compare it with the journal",
+)
+def import_fund_flow(bill_date: date, who: Clerk, rt: Rt) -> Any:
+    try:
+        return rt.finance.import_fund_flow(who.mchid, bill_date)
+    except BillFormatError as exc:
+        raise HTTPException(502, f"WeChat's fund flow bill could not be read: {exc}") from None
+
+
 @router.post(
     "/reconciliation/{bill_date}/differences/{difference_id}/acknowledge",
     response_model=Acknowledged,

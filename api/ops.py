@@ -100,6 +100,11 @@ class _LedgerCollector(Collector):
             labels=["mchid", "date"],
         )
         abnormal = GaugeMetricFamily("zhangben_refunds_abnormal", "Refunds ABNORMAL at WeChat, waiting for a person")
+        fund_flow = GaugeMetricFamily(
+            "zhangben_fund_flow_differences",
+            "Differences between each merchant's latest fund flow bill (资金账单) and the journal's WeChat balance",
+            labels=["mchid", "date"],
+        )
         reviews = CounterMetricFamily(
             "zhangben_reviews",
             "Orders sent to a person's review (kind: needs_review, every one; duplicate, money taken twice)",
@@ -116,6 +121,8 @@ class _LedgerCollector(Collector):
             for mchid, day, matched_lines, count in self.rt.reconciliation.latest_results():
                 differences.add_metric([mchid, day], count)
                 matched.add_metric([mchid, day], matched_lines)
+            for mchid, day, count in self.rt.reconciliation.latest_fund_flow_results():
+                fund_flow.add_metric([mchid, day], count)
             abnormal.add_metric(
                 [],
                 sum(
@@ -127,7 +134,7 @@ class _LedgerCollector(Collector):
             )
         except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked
             pass
-        yield from (differences, matched, abnormal)
+        yield from (differences, matched, abnormal, fund_flow)
 
     def _webhooks(self) -> Iterator[Any]:
         deliveries = GaugeMetricFamily(

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from adapters.wechatpay.errors import WechatPayError
 from adapters.wechatpay.evidence import Exchange, captured
+from adapters.wechatpay.fundflow import parse_fund_flow
 from application.ledger import Ledger
 from application.payments import PaymentService
 from domain.bill import DailyBill
@@ -69,6 +70,8 @@ class BillStore(Protocol):
 
     def record_result(self, mchid: str, bill_date: date, matched: int, differences: int) -> None: ...
 
+    def record_fund_flow_result(self, mchid: str, bill_date: date, differences: int) -> None: ...
+
 
 class BillFiles(Protocol):
     """Every imported bill file, kept compressed under its SHA-1 (``adapters.bill_archive``)."""
@@ -86,6 +89,8 @@ class JournalBook(Protocol):
     def lines(self, mchid: str, day_from: date, day_to: date) -> list[dict[str, Any]]: ...
 
     def trial_balance(self, mchid: str, day_from: date, day_to: date) -> dict[str, Any]: ...
+
+    def balance_movements(self, mchid: str, day: date) -> dict[str, int]: ...
 
 
 class FollowsLog(Protocol):
@@ -185,6 +190,8 @@ class Finance:
         rebuilt: list[str] = []
         missing: list[str] = []
         for bill in self.ledger.daily_bills():
+            if not bill.imports:
+                continue  # a day of which only the fund flow bill was imported
             name = f"{bill.mchid} {bill.bill_date}"
             if self.archive is None or not self.archive.has(bill.mchid, bill.day, bill.sha1):
                 missing.append(name)
@@ -197,6 +204,73 @@ class Finance:
             if progress:
                 progress(len(rebuilt))
         return {"rebuilt": rebuilt, "not_kept": missing}
+
+    # -- the fund flow bill (资金账单): what reached the balance and the bank ---------------------------------
+
+    def import_fund_flow(self, mchid: str, bill_date: date, content: bytes | Path | None = None) -> dict[str, Any]:
+        """Download (or take) the day's fund flow bill, keep it, record its figures, and compare them with the
+        journal's WeChat balance (``fund_flow_report``).  Import the day's trade bill first: its fee and its
+        settlement are what the journal books."""
+        calls: list[Exchange] = []
+        if content is None:
+            merchant = self.payments.merchant(mchid)
+            with captured() as calls:
+                try:
+                    content = self.payments.wechat(merchant).fund_flow_bill(merchant, bill_date)
+                except WechatPayError:
+                    self.ledger.record_wechat_calls(DailyBill.create_id(mchid, bill_date.isoformat()), _data(calls))
+                    raise
+        with _opened(content) as lines:
+            day = parse_fund_flow(lines)
+        if day.closing_fen is None:
+            raise InvalidInput("bill", "the fund flow bill has no movement")
+        sha1 = _sha1(content)
+        if self.archive is not None:
+            self.archive.keep(mchid, bill_date, sha1, content, self.ledger.clock())
+        figures = day.totals() | {"lines": day.lines, "closing_fen": day.closing_fen}
+        self.ledger.record_fund_flow_import(mchid, bill_date, figures, sha1, _data(calls))
+        return self.fund_flow_report(mchid, bill_date)
+
+    def fund_flow_report(self, mchid: str, bill_date: date) -> dict[str, Any]:
+        """The day's fund flow against the journal's WeChat balance (docs/finance.md, "The fund flow bill").
+
+        Each category — sales in, refunds out, fees, settlement to the bank, anything else — is compared; the
+        closing balance too, and what the categories do not explain of its difference is ``opening_balance``
+        (a difference carried from an earlier day).
+        """
+        bill = self.ledger.daily_bill(mchid, bill_date)
+        if bill is None or bill.fund_flow is None:
+            raise NotFound(f"no fund flow bill imported for {bill_date}: import it first")
+        self.journal_follower.bring_up_to_date()
+        journal = self.journal.balance_movements(mchid, bill_date)
+        wechat = {k: int(v) for k, v in bill.fund_flow.items() if k != "sha1"}
+        differences = []
+        sign = {"income_fen": 1, "refunds_fen": -1, "fees_fen": -1, "settlement_fen": -1, "other_fen": 1}
+        explained = 0
+        for key, direction in sign.items():
+            gap = wechat[key] - journal[key]
+            explained += direction * gap
+            if gap:
+                differences.append(_fund_difference(key.removesuffix("_fen"), wechat[key], journal[key]))
+        opening_gap = (wechat["closing_fen"] - journal["closing_fen"]) - explained
+        if opening_gap:
+            opening_wechat = wechat["closing_fen"] - sum(d * wechat[k] for k, d in sign.items())
+            opening_journal = journal["closing_fen"] - sum(d * journal[k] for k, d in sign.items())
+            differences.append(_fund_difference("opening_balance", opening_wechat, opening_journal))
+        self.bills.record_fund_flow_result(mchid, bill_date, len(differences))
+        return {
+            "mchid": mchid,
+            "date": bill_date.isoformat(),
+            "lines": wechat["lines"],
+            "wechat": {k: v for k, v in wechat.items() if k != "lines"},
+            "journal": journal,
+            "differences": differences,
+        }
+
+    def fund_flow_if_imported(self, mchid: str, bill_date: date) -> dict[str, Any] | None:
+        """The day's fund flow report, or None when no fund flow bill of that day was imported (the exports)."""
+        bill = self.ledger.daily_bill(mchid, bill_date)
+        return self.fund_flow_report(mchid, bill_date) if bill is not None and bill.fund_flow is not None else None
 
     def _heal(self, mchid: str, bill_date: date) -> tuple[list[str], int]:
         """WeChat has money the ledger does not: ask WeChat about those of its own orders, the way sync does.
@@ -327,3 +401,24 @@ def _sha1(content: bytes | Path) -> str:
 
 def _data(calls: Sequence[Exchange]) -> list[dict[str, Any]]:
     return [call.as_data() for call in calls]
+
+
+FUND_FLOW_KINDS = {
+    "income": "微信入账（交易）与账本应结收入不符",
+    "refunds": "退款出账与账本应结退款不符",
+    "fees": "手续费与账本不符",
+    "settlement": "结算到银行与账本不符",
+    "other": "账本没有的资金变动（赔付、扣款等）",
+    "opening_balance": "期初余额不符（之前某天的差异带过来）",
+}
+
+
+def _fund_difference(kind: str, wechat_fen: int, journal_fen: int) -> dict[str, Any]:
+    return {
+        "id": f"fundflow-{kind}",
+        "kind": kind,
+        "title": FUND_FLOW_KINDS[kind],
+        "wechat_fen": wechat_fen,
+        "journal_fen": journal_fen,
+        "difference_fen": wechat_fen - journal_fen,
+    }

@@ -31,6 +31,7 @@ ACCOUNT_NAMES = {
     "wechat_clearing": "微信支付待结算",
     "merchant_sales": "主营业务收入",
     "refunds": "销售退款",
+    "merchant_discounts": "商户优惠（免充值券）",
     "wechat_fees": "微信支付手续费",
     "bank": "银行存款",
 }
@@ -46,6 +47,8 @@ class Books(Protocol):
     def bill_totals(self, mchid: str, bill_date: date) -> dict[str, int]: ...
 
     def journal_report(self, mchid: str, day_from: date, day_to: date) -> dict[str, Any]: ...
+
+    def fund_flow_if_imported(self, mchid: str, bill_date: date) -> dict[str, Any] | None: ...
 
 
 def days(day_from: date, day_to: date) -> Iterator[date]:
@@ -95,9 +98,54 @@ LINE_COLUMNS = [
 ]
 
 
+FUND_FLOW_COLUMNS = [
+    Column("mchid", "商户号", width=12),
+    Column("date", "账单日期", "date", 12),
+    Column("item", "项目", width=26),
+    Column("wechat_fen", "资金账单", "fen"),
+    Column("journal_fen", "账本（微信支付待结算）", "fen"),
+    Column("difference_fen", "差额", "fen"),
+    Column("result", "结果", width=36),
+]
+FUND_FLOW_ITEMS = {
+    "income_fen": "交易入账（应结）",
+    "refunds_fen": "退款出账（应结）",
+    "fees_fen": "手续费",
+    "settlement_fen": "结算到银行",
+    "other_fen": "其他资金变动",
+    "closing_fen": "日终余额",
+}
+
+
+def _fund_flow_rows(books: Books, mchids: Sequence[str], day_from: date, day_to: date) -> Iterator[dict[str, Any]]:
+    """资金账单: per day, each movement of the WeChat balance beside the journal's, and where the day closed."""
+    for mchid in mchids:
+        for day in days(day_from, day_to):
+            report = books.fund_flow_if_imported(mchid, day)
+            if report is None:
+                continue
+            titles = {d["kind"] + "_fen": d["title"] for d in report["differences"]}
+            opening = next((d for d in report["differences"] if d["kind"] == "opening_balance"), None)
+            for key, item in FUND_FLOW_ITEMS.items():
+                wechat, journal = report["wechat"][key], report["journal"][key]
+                result = titles.get(key, "一致" if wechat == journal else "")
+                if key == "closing_fen" and wechat != journal:
+                    result = opening["title"] if opening else "由上面各项差额引起"
+                yield {
+                    "mchid": mchid,
+                    "date": day.isoformat(),
+                    "item": item,
+                    "wechat_fen": wechat,
+                    "journal_fen": journal,
+                    "difference_fen": wechat - journal,
+                    "result": result,
+                }
+
+
 def reconciliation_workbook(books: Books, mchids: Sequence[str], day_from: date, day_to: date) -> Workbook:
     """汇总 (per day: matched, each kind of difference, the bill's trades, refunds, fees, net settlement),
-    对账明细 (every bill line with its result, and what only the ledger has) and 差异 (the differences alone)."""
+    对账明细 (every bill line with its result, and what only the ledger has), 差异 (the differences alone) and
+    资金账单 (the fund flow bill against the journal's WeChat balance)."""
     reconciled = [(m, d) for m in mchids for d in days(day_from, day_to) if books.has_bill(m, d)]
     line_totals: dict[str, Any] = {}
     difference_totals: dict[str, Any] = {}
@@ -121,6 +169,7 @@ def reconciliation_workbook(books: Books, mchids: Sequence[str], day_from: date,
                 ),
                 difference_totals,
             ),
+            Sheet("资金账单", FUND_FLOW_COLUMNS, _fund_flow_rows(books, mchids, day_from, day_to)),
         ],
         csv_sheet=1,
     )

@@ -590,6 +590,27 @@ class Ledger(Application[UUID]):
         return bill
 
     @retry_on_conflict
+    def record_fund_flow_import(
+        self,
+        mchid: str,
+        bill_date: date,
+        figures: dict[str, int],
+        sha1: str,
+        exchanges: Sequence[Mapping[str, Any]] = (),
+    ) -> DailyBill:
+        """The day's fund flow bill was imported (``DailyBill.FundFlowImported``), its download's evidence beside."""
+        bill = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))
+        bill = bill or DailyBill(mchid=mchid, bill_date=bill_date.isoformat())
+        bill.record_wechat_calls(exchanges)
+        bill.record_fund_flow(figures, sha1, self.clock())
+        self.save(bill)
+        return bill
+
+    def daily_bill(self, mchid: str, bill_date: date) -> DailyBill | None:
+        bill: DailyBill | None = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))
+        return bill
+
+    @retry_on_conflict
     def acknowledge_difference(self, mchid: str, bill_date: date, difference_id: str, note: str, by: str) -> DailyBill:
         """Finance's explanation of one difference, an event on the day's bill (who, why, when)."""
         bill: DailyBill | None = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))

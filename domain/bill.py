@@ -53,6 +53,32 @@ class DailyBill(Aggregate):
             bill.imports += 1
             bill.sha1 = self.sha1  # the file this import read (kept in the bill archive)
 
+    class FundFlowImported(Aggregate.Event):
+        """The day's fund flow bill (资金账单) was imported: the balance's movements, summed, and where it closed."""
+
+        TOPIC = "zhangben.DailyBill.FundFlowImported"
+        lines: int
+        income_fen: int  # 交易: what came in for sales (应结)
+        refunds_fen: int  # 退款: what went out for refunds (应结退款)
+        fees_fen: int  # 手续费
+        settlement_fen: int  # 结算 / 提现: what went to the bank
+        other_fen: int  # any other movement, signed (赔付 in, 扣款 out …)
+        closing_fen: int  # 账户结余 after the day's last movement
+        sha1: str
+        imported_at: datetime
+
+        def apply(self, bill: DailyBill) -> None:
+            bill.fund_flow = {
+                "lines": self.lines,
+                "income_fen": self.income_fen,
+                "refunds_fen": self.refunds_fen,
+                "fees_fen": self.fees_fen,
+                "settlement_fen": self.settlement_fen,
+                "other_fen": self.other_fen,
+                "closing_fen": self.closing_fen,
+                "sha1": self.sha1,
+            }
+
     class DifferenceAcknowledged(Aggregate.Event):
         """Finance explained one difference of the day (its id from ``difference_id``), so the day can close."""
 
@@ -87,6 +113,7 @@ class DailyBill(Aggregate):
         self.bill_date = bill_date
         self.imports = 0
         self.sha1 = ""
+        self.fund_flow: dict[str, int | str] | None = None  # the latest fund flow import's figures
         self.acknowledged: dict[str, dict[str, str]] = {}
 
     def acknowledge(self, difference_id: str, note: str, by: str, at: datetime) -> bool:
@@ -111,6 +138,10 @@ class DailyBill(Aggregate):
             sha1=sha1,
             imported_at=imported_at,
         )
+
+    def record_fund_flow(self, figures: dict[str, int], sha1: str, imported_at: datetime) -> None:
+        """``figures``: lines, income_fen, refunds_fen, fees_fen, settlement_fen, other_fen, closing_fen."""
+        self.trigger_event(self.FundFlowImported, sha1=sha1, imported_at=imported_at, **figures)
 
     @property
     def day(self) -> date:

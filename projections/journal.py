@@ -321,6 +321,39 @@ class Journal:
             for r in rows
         ]
 
+    def balance_movements(self, mchid: str, day: date) -> dict[str, int]:
+        """How the WeChat balance (``wechat_clearing``) moved on ``day``, in the fund flow bill's terms, and where it
+        closed: sales in at 应结 (sales less the 免充值券 given), refunds out at 应结 (less the 免充值券 taken back),
+        fees, what went to the bank, and the balance through the end of the day."""
+        sums = {
+            account: (int(debit), int(credit))
+            for account, debit, credit in self.db.execute(
+                "SELECT account, SUM(debit_fen), SUM(credit_fen) FROM journal_lines WHERE mchid = ? AND day = ? "
+                "GROUP BY account",
+                (mchid, day.isoformat()),
+            )
+        }
+        closing = self.db.execute(
+            "SELECT COALESCE(SUM(debit_fen), 0) - COALESCE(SUM(credit_fen), 0) FROM journal_lines "
+            "WHERE mchid = ? AND day <= ? AND account = 'wechat_clearing'",
+            (mchid, day.isoformat()),
+        )[0][0]
+
+        def debit(account: str) -> int:
+            return sums.get(account, (0, 0))[0]
+
+        def credit(account: str) -> int:
+            return sums.get(account, (0, 0))[1]
+
+        return {
+            "income_fen": credit("merchant_sales") - debit("merchant_discounts"),
+            "refunds_fen": debit("refunds") - credit("merchant_discounts"),
+            "fees_fen": debit("wechat_fees") - credit("wechat_fees"),
+            "settlement_fen": debit("bank") - credit("bank"),
+            "other_fen": 0,
+            "closing_fen": int(closing),
+        }
+
     def trial_balance(self, mchid: str, day_from: date, day_to: date) -> dict[str, Any]:
         rows = self.db.execute(
             "SELECT account, SUM(debit_fen), SUM(credit_fen) FROM journal_lines WHERE mchid = ? AND day >= ? "

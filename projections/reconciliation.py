@@ -36,6 +36,8 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS bill_lines_by_refund ON bill_lines (out_refund_no)",
     "CREATE TABLE IF NOT EXISTS reconciliation_runs (mchid TEXT NOT NULL, bill_date TEXT NOT NULL, "
     "matched BIGINT NOT NULL, differences BIGINT NOT NULL, PRIMARY KEY (mchid, bill_date))",
+    "CREATE TABLE IF NOT EXISTS fund_flow_runs (mchid TEXT NOT NULL, bill_date TEXT NOT NULL, "
+    "differences BIGINT NOT NULL, PRIMARY KEY (mchid, bill_date))",
 ]
 COLUMNS = (
     "mchid",
@@ -152,6 +154,23 @@ class Reconciliation:
             "ON CONFLICT (mchid, bill_date) DO UPDATE SET matched = excluded.matched, differences = excluded.differences",
             (mchid, bill_date.isoformat(), matched, differences),
         )
+
+    def record_fund_flow_result(self, mchid: str, bill_date: date, differences: int) -> None:
+        self.db.execute(
+            "INSERT INTO fund_flow_runs (mchid, bill_date, differences) VALUES (?, ?, ?) "
+            "ON CONFLICT (mchid, bill_date) DO UPDATE SET differences = excluded.differences",
+            (mchid, bill_date.isoformat(), differences),
+        )
+
+    def latest_fund_flow_results(self) -> list[tuple[str, str, int]]:
+        """Each merchant's most recent fund flow day: (mchid, date, differences)."""
+        return [
+            (r[0], r[1], int(r[2]))
+            for r in self.db.execute(
+                "SELECT r.mchid, r.bill_date, r.differences FROM fund_flow_runs r WHERE r.bill_date = "
+                "(SELECT MAX(bill_date) FROM fund_flow_runs x WHERE x.mchid = r.mchid)"
+            )
+        ]
 
     def latest_results(self) -> list[tuple[str, str, int, int]]:
         """Each merchant's most recent reconciled day: (mchid, date, matched, differences)."""

@@ -178,7 +178,20 @@ def routes(sandbox: Sandbox) -> list[Route]:
         )
         return {"code": code}
 
+    async def sandbox_fund_flow(request: Request) -> Any:
+        """A movement of the merchant's balance that is neither a payment nor a refund (赔付, 扣款…), now."""
+        data = await control_json(request)
+        mchid, kind, fen = data.get("mchid", ""), data.get("kind", "赔付"), data.get("fen")
+        if mchid not in sandbox.config.merchants:
+            raise param_error("mchid", "unknown mchid", mchid)
+        if isinstance(fen, bool) or not isinstance(fen, int) or fen == 0:
+            raise param_error("fen", "fen must be a non-zero integer (+ comes in, − goes out)", fen)
+        if kind in ("交易", "退款", "手续费", "结算"):
+            raise param_error("kind", "payments, refunds, fees and settlements move by themselves", kind)
+        return await asyncio.to_thread(sandbox.add_fund_movement, mchid, str(kind), fen, str(data.get("note", "")))
+
     return [
+        Route("/sandbox/fund-flow", control(sandbox_fund_flow), methods=["POST"]),
         Route("/sandbox/pay", control(sandbox_pay), methods=["POST"]),
         Route("/sandbox/scan", control(sandbox_scan), methods=["POST"]),
         Route("/sandbox/faults", control(sandbox_faults), methods=["GET", "POST"]),

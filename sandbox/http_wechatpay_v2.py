@@ -169,6 +169,26 @@ def routes(sandbox: Sandbox, *, secapi: bool) -> list[Route]:
             return Response(gzip.compress(content), media_type="application/zip")
         return Response(content, media_type="text/plain; charset=utf-8")
 
+    async def downloadfundflow(params: Params, merchant: SandboxMerchant) -> Response:
+        """下载资金账单: mutual TLS, HMAC-SHA256 only (https://pay.weixin.qq.com/wiki/doc/api/jsapi.php?chapter=9_18)."""
+        if params.get("sign_type") != v2_signing.HMAC_SHA256:
+            return _return_fail("sign_type must be HMAC-SHA256")
+        if params.get("account_type") != "Basic":
+            return _return_fail("invalid account_type")
+        try:
+            bill_date = datetime.strptime(params.get("bill_date", ""), "%Y%m%d").date()
+        except ValueError:
+            return _return_fail("invalid bill_date")
+        if not sandbox.bill_ready(bill_date):
+            today = sandbox.clock.now().astimezone(BEIJING).date()
+            return _return_fail("Bill Creating" if bill_date < today else "No Bill Exist")
+        content = await asyncio.to_thread(sandbox.fund_flow, merchant.mchid, bill_date)
+        if content is None:
+            return _return_fail("No Bill Exist")
+        if params.get("tar_type") == "GZIP":
+            return Response(gzip.compress(content), media_type="application/zip")
+        return Response(content, media_type="text/plain; charset=utf-8")
+
     table = [
         Route("/pay/unifiedorder", wechat(unifiedorder), methods=["POST"]),
         Route("/pay/orderquery", wechat(orderquery), methods=["POST"]),
@@ -178,6 +198,7 @@ def routes(sandbox: Sandbox, *, secapi: bool) -> list[Route]:
     ]
     if secapi:
         table.append(Route("/secapi/pay/refund", wechat(refund), methods=["POST"]))
+        table.append(Route("/pay/downloadfundflow", wechat(downloadfundflow), methods=["POST"]))
     return table
 
 

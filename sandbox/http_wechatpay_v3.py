@@ -153,6 +153,28 @@ def routes(sandbox: Sandbox) -> list[Route]:
         content = sandbox.bill(merchant.mchid, query.get("sub_mchid", ""), bill_date, bill_type)
         if content is None:
             raise WechatError(400, "NO_STATEMENT_EXIST", "当日无交易，账单不存在")
+        return 200, _ticket(request, merchant, content, tar_type)
+
+    async def fund_flow_bill(request: Request, merchant: SandboxMerchant, body: bytes) -> tuple[int, Any]:
+        """申请资金账单 (https://pay.weixin.qq.com/doc/v3/merchant/4012791870): the basic account's movements."""
+        query = request.query_params
+        try:
+            bill_date = date.fromisoformat(query.get("bill_date", ""))
+        except ValueError:
+            raise param_error("bill_date", "bill_date 格式应为 yyyy-MM-DD", query.get("bill_date"), "query") from None
+        if query.get("account_type", "BASIC") != "BASIC":
+            raise param_error("account_type", "沙箱只有基本账户 BASIC", query.get("account_type"), "query")
+        tar_type = query.get("tar_type")
+        if tar_type not in (None, "GZIP"):
+            raise param_error("tar_type", "tar_type 只支持 GZIP", tar_type, "query")
+        if not sandbox.bill_ready(bill_date):
+            raise WechatError(400, "NO_STATEMENT_EXIST", "账单尚未生成，请于次日10点后下载")
+        content = sandbox.fund_flow(merchant.mchid, bill_date)
+        if content is None:
+            raise WechatError(400, "NO_STATEMENT_EXIST", "当日无资金变动，账单不存在")
+        return 200, _ticket(request, merchant, content, tar_type)
+
+    def _ticket(request: Request, merchant: SandboxMerchant, content: bytes, tar_type: str | None) -> dict[str, str]:
         token = secrets.token_urlsafe(24)
         sandbox.store.put(
             "bill_token",
@@ -165,7 +187,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
             },
         )
         base = str(request.base_url).rstrip("/")
-        return 200, {
+        return {
             "hash_type": "SHA1",
             "hash_value": hashlib.sha1(content).hexdigest(),  # noqa: S324 — WeChat's choice
             "download_url": f"{base}/v3/billdownload/file?token={token}",
@@ -224,6 +246,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
             methods=["POST"],
         ),
         Route("/v3/bill/tradebill", wechat(trade_bill), methods=["GET"]),
+        Route("/v3/bill/fundflowbill", wechat(fund_flow_bill), methods=["GET"]),
         Route("/v3/billdownload/file", wechat(download_bill), methods=["GET"]),
         Route("/v3/certificates", wechat(certificates), methods=["GET"]),
     ]

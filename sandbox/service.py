@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import random
+import secrets
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -22,9 +23,10 @@ from starlette.responses import Response
 from adapters.wechatpay import signing, v2_signing
 from sandbox import v2_messages
 from sandbox.bills import bill_rows, render_bill
-from sandbox.clock import BEIJING, SandboxClock
+from sandbox.clock import BEIJING, SandboxClock, rfc3339
 from sandbox.config import SandboxConfig, SandboxMerchant
 from sandbox.errors import FAULT_STATUS, WechatError, param_error
+from sandbox.fundflow import movements, render_fund_flow
 from sandbox.keyset import new_certificate
 from sandbox.notifier import Notifier
 from sandbox.refunds import Refunds, refund_notice_json
@@ -151,6 +153,28 @@ class Sandbox:
         refunds = [r for r in self.store.all("refund") if r["txn_key"] in keys]
         rows = bill_rows(bill_date, transactions, refunds, bill_type)
         return render_bill(rows) if rows else None
+
+    def fund_flow(self, mchid: str, bill_date: date) -> bytes | None:
+        """The day's fund flow bill of a merchant's basic account (``sandbox/fundflow.py``), or None."""
+        transactions = [t for t in self.store.all("transaction") if t["mchid"] == mchid and not t["sub_mchid"]]
+        keys = {t["key"] for t in transactions}
+        refunds = [r for r in self.store.all("refund") if r["txn_key"] in keys]
+        extra = [m for m in self.store.all("fund_movement") if m["mchid"] == mchid]
+        return render_fund_flow(bill_date, movements(bill_date, transactions, refunds, extra))
+
+    def add_fund_movement(self, mchid: str, kind: str, fen: int, note: str) -> dict[str, Any]:
+        """Another movement of the balance, now (赔付 in, 扣款 out, …): what a reconciliation must find."""
+        reference = "ADJ" + secrets.token_hex(8).upper()
+        movement: dict[str, Any] = {
+            "mchid": mchid,
+            "kind": kind,
+            "fen": fen,
+            "note": note,
+            "at": rfc3339(self.clock.now()),
+            "reference": reference,
+        }
+        self.store.put("fund_movement", reference, movement)
+        return movement
 
     # -- background -----------------------------------------------------------------------
 

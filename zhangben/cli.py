@@ -181,6 +181,11 @@ def _finance_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     reconcile = commands.add_parser("reconcile", help="import a day's WeChat trade bill and reconcile it")
     reconcile.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the bill's day (Beijing time)")
     reconcile.add_argument("--bill", metavar="FILE", help="read the bill from a file instead of downloading it")
+    reconcile.add_argument(
+        "--fund-flow-bill",
+        metavar="FILE",
+        help="read the fund flow bill (资金账单) from a file; without --bill it is downloaded with the trade bill",
+    )
     reconcile.add_argument("--merchant", metavar="MCHID", help="one merchant (default: every merchant configured)")
     reconcile.set_defaults(handler="zhangben.cli_finance:cmd_reconcile")
 

@@ -48,13 +48,8 @@ def command_runtime() -> Runtime:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     bill_date = _date(args.date, "--date")
-    content = None
-    if args.bill:
-        try:
-            content = Path(args.bill)
-            content.open("rb").close()  # readable now, with a clear message, not halfway through the import
-        except OSError as exc:
-            raise UsageError(f"--bill {args.bill}: {exc.strerror}") from None
+    content = _readable(args.bill, "--bill")
+    fund_flow = _readable(getattr(args, "fund_flow_bill", None), "--fund-flow-bill")
     rt = command_runtime()
     differences = 0
     try:
@@ -76,9 +71,49 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 raise UsageError(f"the bill cannot be read: {exc}") from None
             differences += report["differences_total"]
             _print_report(bill_date, mchid, report)
+            if content is None or fund_flow is not None:
+                differences += _reconcile_fund_flow(rt, mchid, bill_date, fund_flow)
     finally:
         rt.close()
     return 0 if not differences else 3
+
+
+def _reconcile_fund_flow(rt: Runtime, mchid: str, bill_date: date, content: Path | None) -> int:
+    """The day's fund flow bill (资金账单) beside the trade bill: its differences with the journal's WeChat balance."""
+    if rt.service.merchant(mchid).is_partner:
+        return 0  # a sub-merchant's balance is its own: its fund flow bill is not the service provider's to read
+    try:
+        report = rt.finance.import_fund_flow(mchid, bill_date, content)
+    except WechatPayBusinessError as exc:
+        if not exc.is_code("NO_STATEMENT_EXIST"):
+            raise
+        print("  fund flow: no bill from WeChat (no movement that day, or not ready before 10:00)")
+        return 0
+    except BillFormatError as exc:
+        raise UsageError(f"the fund flow bill cannot be read: {exc}") from None
+    wechat = report["wechat"]
+    print(
+        f"  fund flow: {report['lines']} movements, closing balance {wechat['closing_fen']} fen, "
+        f"differences {len(report['differences'])}"
+    )
+    for difference in report["differences"]:
+        print(
+            f"    {difference['kind']}: WeChat {difference['wechat_fen']} fen, ledger {difference['journal_fen']} fen "
+            f"({difference['title']})"
+        )
+    return len(report["differences"])
+
+
+def _readable(name: str | None, option: str) -> Path | None:
+    """A file given on the command line, readable now (a clear message, not an error halfway through the import)."""
+    if not name:
+        return None
+    try:
+        path = Path(name)
+        path.open("rb").close()
+    except OSError as exc:
+        raise UsageError(f"{option} {name}: {exc.strerror}") from None
+    return path
 
 
 def _print_report(bill_date: date, mchid: str, report: dict[str, Any]) -> None:

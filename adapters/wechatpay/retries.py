@@ -51,7 +51,7 @@ _ENDPOINTS = (
     (re.compile(r"/v3/pay/(partner/)?transactions/(out-trade-no|id)/"), "query"),
     (re.compile(r"/v3/refund/domestic/refunds$|/apply-abnormal-refund$"), "refund"),
     (re.compile(r"/v3/refund/domestic/refunds/"), "refund_query"),
-    (re.compile(r"/v3/bill/|/billdownload/|/pay/downloadbill$"), "bill"),
+    (re.compile(r"/v3/bill/|/billdownload/|/pay/downloadbill$|/pay/downloadfundflow$"), "bill"),
     (re.compile(r"/v3/certificates$"), "certificates"),
     (re.compile(r"/pay/unifiedorder$"), "prepay"),
     (re.compile(r"/pay/orderquery$"), "query"),

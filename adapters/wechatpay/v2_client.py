@@ -40,6 +40,7 @@ from adapters.wechatpay.v2_callbacks import v2_refund_notice, v2_transaction_not
 TRADE_TYPES = {"native": "NATIVE", "jsapi": "JSAPI", "miniprogram": "JSAPI", "app": "APP", "h5": "MWEB"}
 RETRYABLE = ("SYSTEMERROR", "BIZERR_NEED_RETRY")
 NOT_FOUND = ("ORDERNOTEXIST", "REFUNDNOTEXIST")
+FILE_PATHS = ("/pay/downloadbill", "/pay/downloadfundflow")  # answers that are files: kept apart, not in the evidence
 # downloadbill's answers when there is no file (yet): the same meaning as v3's NO_STATEMENT_EXIST
 NO_BILL = ("No Bill Exist", "Bill Creating")
 
@@ -114,14 +115,16 @@ class WechatPayV2Client:
     def _retry(self) -> Retry:
         return Retry(self.max_attempts, self.backoff_seconds, self.sleep, self.stats)
 
-    def _request(self, merchant: Merchant, params: dict[str, str]) -> bytes:
+    def _request(self, merchant: Merchant, params: dict[str, str], sign_type: str | None = None) -> bytes:
         fields = self._ids(merchant) | params | {"nonce_str": v2_signing.new_nonce()}
-        return v2_signing.to_xml(v2_signing.signed(fields, merchant.v2_key, merchant.v2_sign_type))
+        return v2_signing.to_xml(v2_signing.signed(fields, merchant.v2_key, sign_type or merchant.v2_sign_type))
 
-    def _post(self, merchant: Merchant, path: str, params: dict[str, str], certificate: bool) -> httpx.Response:
+    def _post(
+        self, merchant: Merchant, path: str, params: dict[str, str], certificate: bool, sign_type: str | None = None
+    ) -> httpx.Response:
         client = self._client_with_certificate(merchant) if certificate else self.http
         url = (self.secapi_base_url if certificate else self.base_url) + path
-        request = self._request(merchant, params)
+        request = self._request(merchant, params, sign_type)
         started, clock = datetime.now(UTC), time.monotonic()
 
         def kept(status: int, headers: Mapping[str, str], body: bytes, error: str) -> None:
@@ -137,7 +140,7 @@ class WechatPayV2Client:
                     error,
                     started,
                     time.monotonic() - clock,
-                    keep_response=path != "/pay/downloadbill" or body.lstrip().startswith(b"<xml>"),
+                    keep_response=path not in FILE_PATHS or body.lstrip().startswith(b"<xml>"),
                 )
             )
 
@@ -293,7 +296,23 @@ class WechatPayV2Client:
         response = self._retry().run(
             lambda: self._post(merchant, "/pay/downloadbill", params, certificate=False), lambda _: "200", "bill"
         )
-        content = response.content
+        return self._bill_file(response.content, gzip_file)
+
+    def fund_flow_bill(self, merchant: Merchant, bill_date: date) -> bytes:
+        """``/pay/downloadfundflow``: the basic account's fund flow bill (资金账单), over mutual TLS and signed with
+        HMAC-SHA256 whatever the merchant's sign type (https://pay.weixin.qq.com/wiki/doc/api/jsapi.php?chapter=9_18)."""
+        if merchant.is_partner:
+            raise MerchantConfigError(f"merchant {merchant.mchid}: a sub-merchant's fund flow bill is not downloaded")
+        params = {"bill_date": bill_date.strftime("%Y%m%d"), "account_type": "Basic", "tar_type": "GZIP"}
+        response = self._retry().run(
+            lambda: self._post(merchant, "/pay/downloadfundflow", params, True, v2_signing.HMAC_SHA256),
+            lambda _: "200",
+            "bill",
+        )
+        return self._bill_file(response.content, True)
+
+    @staticmethod
+    def _bill_file(content: bytes, gzip_file: bool) -> bytes:
         if content.lstrip().startswith(b"<xml>"):
             fields = v2_signing.parse_xml(content)
             message = fields.get("return_msg") or fields.get("err_code_des") or ""

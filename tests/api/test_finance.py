@@ -200,7 +200,7 @@ def check_clean_reconciliation_files(deployment: Deployment, day: date, balance:
     done = cli(deployment, "export", "reconciliation", "--date", day.isoformat(), "--out", str(path))
     assert done.returncode == 0, done.stderr
     book = load_workbook(path)
-    assert book.sheetnames == ["汇总", "对账明细", "差异"]
+    assert book.sheetnames == ["汇总", "对账明细", "差异", "资金账单"]
     _, summary, _ = table(book["汇总"])
     items = {r["项目"]: r for r in summary if r["商户号"] == DIRECT.mchid}
     paid, refunded = items["对平：支付"], items["对平：退款"]
@@ -354,8 +354,14 @@ def check_the_reconciliation_rebuilds_from_the_kept_bill(deployment: Deployment,
         live = report()
         db = ViewDatabase(parse_url(deployment.database_url))
         try:
-            [(sha1, size)] = db.execute(
-                "SELECT sha1, size FROM bill_files WHERE mchid = ? AND bill_date = ?", (DIRECT.mchid, day.isoformat())
+            ledger = open_ledger(deployment.database_url)
+            try:
+                sha1 = ledger.daily_bill(DIRECT.mchid, day).sha1  # type: ignore[union-attr]
+            finally:
+                ledger.close()
+            [(size,)] = db.execute(
+                "SELECT size FROM bill_files WHERE mchid = ? AND bill_date = ? AND sha1 = ?",
+                (DIRECT.mchid, day.isoformat(), sha1),
             )
             db.execute("DELETE FROM bill_lines")  # the read model lost, as after a bad migration
             db.execute("DELETE FROM reconciliation_runs")
@@ -371,12 +377,13 @@ def check_the_reconciliation_rebuilds_from_the_kept_bill(deployment: Deployment,
     assert imported, "the query that healed DIF-HEAL is kept with the payment"
     ledger = open_ledger(deployment.database_url)
     try:
-        bill = ledger.daily_bills()[-1]
+        bill = ledger.daily_bill(DIRECT.mchid, day)
+        assert bill is not None
         calls = [e.exchange for e in ledger.repository.event_store.get(bill.id) if hasattr(e, "exchange")]
     finally:
         ledger.close()
     assert bill.sha1 == sha1 and size > 0
-    assert [c["endpoint"] for c in calls][:2] == ["bill", "bill"]  # the ticket, then the file
+    assert [c["endpoint"] for c in calls][:2] == ["bill", "bill"]  # the ticket, then the file (fund flow's after)
     assert calls[0]["response_headers"]["wechatpay-signature"] and sha1 in calls[0]["response_body"].lower()
     assert "token=***" in calls[1]["url"] and calls[1]["response_body"].startswith("[")  # the file is kept apart
 
