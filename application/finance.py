@@ -17,9 +17,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import WechatPayError
 from adapters.wechatpay.evidence import Exchange, captured
 from adapters.wechatpay.fundflow import parse_fund_flow
+from adapters.wechatpay.gateway import Gateway
 from application.ledger import Ledger
 from application.payments import PaymentService
 from domain.bill import DailyBill
@@ -132,13 +134,7 @@ class Finance:
         """
         calls: list[Exchange] = []
         if content is None:
-            merchant = self.payments.merchant(mchid)
-            with captured() as calls:
-                try:
-                    content = self.payments.wechat(merchant).trade_bill(merchant, bill_date)
-                except WechatPayError:
-                    self.ledger.record_wechat_calls(DailyBill.create_id(mchid, bill_date.isoformat()), _data(calls))
-                    raise
+            content, calls = self._download(mchid, bill_date, lambda wechat, m: wechat.trade_bill(m, bill_date))
         with _opened(content) as lines:
             result = self.bills.store_bill(mchid, bill_date, lines, progress)
         sha1 = _sha1(content)
@@ -180,6 +176,19 @@ class Finance:
             )
         return report
 
+    def _download(
+        self, mchid: str, bill_date: date, fetch: Callable[[Gateway, Merchant], bytes]
+    ) -> tuple[bytes, list[Exchange]]:
+        """A bill file from WeChat with the requests made for it; a refusal's requests are kept on the day's bill
+        before the error goes on."""
+        merchant = self.payments.merchant(mchid)
+        with captured() as calls:
+            try:
+                return fetch(self.payments.wechat(merchant), merchant), calls
+            except WechatPayError:
+                self.ledger.record_wechat_calls(DailyBill.create_id(mchid, bill_date.isoformat()), _data(calls))
+                raise
+
     def rebuild_reconciliation(self, progress: Callable[[int], None] | None = None) -> dict[str, list[str]]:
         """The reconciliation's tables again, from the kept bill files and the event log (no call to WeChat).
 
@@ -213,13 +222,7 @@ class Finance:
         settlement are what the journal books."""
         calls: list[Exchange] = []
         if content is None:
-            merchant = self.payments.merchant(mchid)
-            with captured() as calls:
-                try:
-                    content = self.payments.wechat(merchant).fund_flow_bill(merchant, bill_date)
-                except WechatPayError:
-                    self.ledger.record_wechat_calls(DailyBill.create_id(mchid, bill_date.isoformat()), _data(calls))
-                    raise
+            content, calls = self._download(mchid, bill_date, lambda wechat, m: wechat.fund_flow_bill(m, bill_date))
         with _opened(content) as lines:
             day = parse_fund_flow(lines)
         if day.closing_fen is None:

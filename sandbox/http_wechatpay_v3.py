@@ -135,10 +135,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
 
     async def trade_bill(request: Request, merchant: SandboxMerchant, body: bytes) -> tuple[int, Any]:
         query = request.query_params
-        try:
-            bill_date = date.fromisoformat(query.get("bill_date", ""))
-        except ValueError:
-            raise param_error("bill_date", "bill_date 格式应为 yyyy-MM-DD", query.get("bill_date"), "query") from None
+        bill_date = _bill_date(query.get("bill_date", ""))
         bill_type = query.get("bill_type", "ALL")
         if bill_type not in ("ALL", "SUCCESS", "REFUND"):
             raise param_error("bill_type", "bill_type 只支持 ALL、SUCCESS、REFUND", bill_type, "query")
@@ -158,10 +155,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
     async def fund_flow_bill(request: Request, merchant: SandboxMerchant, body: bytes) -> tuple[int, Any]:
         """申请资金账单 (https://pay.weixin.qq.com/doc/v3/merchant/4012791870): the basic account's movements."""
         query = request.query_params
-        try:
-            bill_date = date.fromisoformat(query.get("bill_date", ""))
-        except ValueError:
-            raise param_error("bill_date", "bill_date 格式应为 yyyy-MM-DD", query.get("bill_date"), "query") from None
+        bill_date = _bill_date(query.get("bill_date", ""))
         if query.get("account_type", "BASIC") != "BASIC":
             raise param_error("account_type", "沙箱只有基本账户 BASIC", query.get("account_type"), "query")
         tar_type = query.get("tar_type")
@@ -173,6 +167,12 @@ def routes(sandbox: Sandbox) -> list[Route]:
         if content is None:
             raise WechatError(400, "NO_STATEMENT_EXIST", "当日无资金变动，账单不存在")
         return 200, _ticket(request, merchant, content, tar_type)
+
+    def _bill_date(text: str) -> date:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise param_error("bill_date", "bill_date 格式应为 yyyy-MM-DD", text, "query") from None
 
     def _ticket(request: Request, merchant: SandboxMerchant, content: bytes, tar_type: str | None) -> dict[str, str]:
         token = secrets.token_urlsafe(24)
