@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from adapters.secretbox import DataKeys, NoDataKey
+from adapters.secretbox import DataKeys, NoDataKey, is_sealed
 from adapters.viewdb import ViewDatabase, sortable
 
 DDL = [
@@ -53,7 +53,11 @@ class SessionKeys:
         if not rows:
             return None
         value = str(rows[0][0])
-        return self.box.open(value, _context(appid, openid)) if self.box is not None else value
+        if self.box is None:
+            if is_sealed(value):
+                raise NoDataKey("reading a mini-program session key")
+            return value
+        return self.box.open(value, _context(appid, openid))
 
     def reseal(self) -> int:
         """Seal every key kept in clear (from before sealing) or under an older data key; how many."""
