@@ -303,7 +303,11 @@ class PaymentService:
                 if not payment.is_open:
                     break
                 with captured() as calls:
-                    paid_at_wechat = self._close_at_wechat(merchant, out_trade_no)
+                    try:
+                        paid_at_wechat = self._close_at_wechat(merchant, out_trade_no)
+                    except WechatPayError:
+                        self._keep(payment.id, calls)  # the refusal is evidence too
+                        raise
                 if paid_at_wechat:
                     self._keep(payment.id, calls)
                     paid = True
