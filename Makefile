@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve demo test lint bench install clean chromium deploy-tools
+.PHONY: serve demo test test-ha lint bench install clean chromium deploy-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "zhangben needs Python >= 3.11"'
@@ -48,8 +48,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The suite on every core (one test file per worker: a file's deployment is shared by its tests), without the
+# slow fault matrices; `make test-ha` runs those (docs/operations.md, "Tests").
 test: lint chromium deploy-tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not ha" $(PYTEST_ARGS)
+
+test-ha: $(STAMP) chromium deploy-tools
+	$(BIN)/python -m pytest -n auto --dist loadfile -m ha $(PYTEST_ARGS)
 
 bench: $(STAMP)  # QUICK=1: smaller loads, under 3 minutes
 	$(BIN)/python -m bench $(if $(QUICK),--quick)

@@ -177,6 +177,7 @@ def _reset_faults(deployment: Deployment) -> Any:
     deployment.faults(reset=True)
 
 
+@pytest.mark.ha
 def test_a_flood_of_forged_callbacks_is_counted_not_stored(deployment: Deployment, wechat: SpecWechat) -> None:
     """Last in this module: it uses up this source's refusals for the minute."""
     huge = b'{"x": "' + b"A" * 300_000 + b'"}'

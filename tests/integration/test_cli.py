@@ -162,10 +162,19 @@ def test_long_running_processes_log_json_and_an_idle_scheduler_is_quiet(tmp_path
         ],
         "scheduler": [sys.executable, "-m", "zhangben.cli", "scheduler", "run", "--tick", "0.5"],
     }
+    # an idle deployment: no merchant configured, so no bill to fetch whatever the hour (from 10:00 Beijing time
+    # the daily bill job would otherwise ask WeChat for yesterday's bills)
+    idle = tmp_path / "idle.toml"
+    idle.write_text("# a deployment with nothing to do\n", encoding="utf-8")
     logs = {}
     for name, command in runs.items():
         process = subprocess.Popen(
-            command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            env=env | ({"ZHANGBEN_CONFIG": str(idle)} if name == "scheduler" else {}),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         time.sleep(4)
         if name == "sandbox":  # a request, so the sandbox logs something

@@ -174,7 +174,19 @@ def _drive_through_every_event(ledger: Ledger, clock: FakeClock) -> None:
     _, p1 = ledger.create_order(
         MCHID, "H-1", 1000, "tea", "jsapi", payer_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", attach="门店 1"
     )
-    ledger.record_prepay(p1.out_trade_no, prepay_id="wx201410272009395522657a690389285100")
+    exchange = {
+        "endpoint": "prepay",
+        "method": "POST",
+        "url": "https://api.mch.weixin.qq.com/v3/pay/transactions/jsapi",
+        "request_body": '{"out_trade_no":"x"}',
+        "status": 200,
+        "response_headers": {"wechatpay-serial": "PUB_KEY_ID_0114232134912410000000000000"},
+        "response_body": '{"prepay_id":"wx20"}',
+        "error": "",
+        "at": "2026-11-22T02:00:00+00:00",
+        "duration_ms": 12,
+    }
+    ledger.record_prepay(p1.out_trade_no, prepay_id="wx201410272009395522657a690389285100", exchanges=[exchange])
     ledger.record_payment_failure(p1.out_trade_no, "PAYERROR", "余额不足")
     ledger.record_notification(
         p1.out_trade_no,
@@ -189,9 +201,12 @@ def _drive_through_every_event(ledger: Ledger, clock: FakeClock) -> None:
     pay(ledger, p1.out_trade_no, 999)  # Paid, AmountMismatched, NeedsReview
     ledger.note_review(MCHID, "H-1", "顾客说付了 9.99 元", "support 0123456789abcdef")
     ledger.resolve_review(MCHID, "H-1", "customer agreed", "accept", "merchant 0123456789abcdef")
-    ledger.record_bill_import(MCHID, date(2026, 11, 22), 3, 1999, 100, 12, "sha1")
+    ledger.record_bill_import(MCHID, date(2026, 11, 22), 3, 1999, 100, 12, "sha1", [exchange | {"endpoint": "bill"}])
+    figures = {"lines": 4, "income_fen": 1999, "refunds_fen": 100, "fees_fen": 12, "settlement_fen": 0}
+    ledger.record_fund_flow_import(MCHID, date(2026, 11, 22), figures | {"other_fen": 5, "closing_fen": 1892}, "sha1b")
     ledger.acknowledge_difference(MCHID, date(2026, 11, 22), "payment-42000", "测试单", "finance 0123456789abcdef")
-    ledger.request_refund(MCHID, "H-1", "H-R1", 100)
+    refund = ledger.request_refund(MCHID, "H-1", "H-R1", 100)
+    ledger.record_wechat_calls(refund.id, [exchange | {"endpoint": "refund", "url": "/v3/refund/domestic/refunds"}])
     ledger.record_refund_result(MCHID, "H-R1", "PROCESSING", "503-1")
     ledger.record_refund_result(MCHID, "H-R1", "ABNORMAL", "503-1")
     ledger.record_refund_result(

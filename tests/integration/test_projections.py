@@ -138,6 +138,7 @@ def test_a_second_runner_cannot_double_a_batch(runtime: Runtime) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.ha
 def test_exactly_once_through_sigkills(postgres: ThrowawayPostgres, keyset: Path, tmp_path: Path) -> None:
     url = postgres.create_database("kill")
     env = {**os.environ, "ZHANGBEN_CONFIG": str(keyset / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": url}

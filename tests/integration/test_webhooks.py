@@ -140,6 +140,7 @@ def by_order(events: list[dict[str, Any]], prefix: str) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.ha
 def test_every_event_arrives_in_order_through_sigkills_and_an_outage(stack: Deployment) -> None:
     port = free_port()
     with stack.client() as http:
