@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bootstrap.ledger import open_ledger
+from domain.apikey import DEPLOYMENT, OPERATOR
 from sandbox.keyset import DIRECT, PARTNER, V2, V2_PARTNER
 from zhangben.launch import Stack, running_stack
 
@@ -49,14 +51,20 @@ class Deployment(Stack):
 def deploy(root: Path, database_url: str, workers: int = 1, serve_args: tuple[str, ...] = ()) -> Iterator[Deployment]:
     """``zhangben sandbox`` and ``zhangben serve`` as processes on free ports, with keys for every role."""
     with running_stack(root, database_url, workers=workers, serve_args=serve_args) as stack:
-        keys = {
-            role: stack.cli("apikey", "create", "--merchant", DIRECT.mchid, "--role", role)
-            for role in ("merchant", "auditor", "finance", "support")
+        # what `zhangben apikey create` does (tests/integration/test_cli.py runs the command), in this process:
+        # seven processes of their own cost seconds per deployment
+        wanted = {role: (DIRECT.mchid, role) for role in ("merchant", "auditor", "finance", "support")}
+        wanted |= {
+            "operator": (DEPLOYMENT, OPERATOR),
+            "partner": (PARTNER.sub_mchid, "merchant"),
+            "v2": (V2.mchid, "merchant"),
+            "v2_partner": (V2_PARTNER.sub_mchid, "merchant"),
         }
-        keys["operator"] = stack.cli("apikey", "create", "--role", "operator")
-        keys["partner"] = stack.cli("apikey", "create", "--merchant", PARTNER.sub_mchid, "--role", "merchant")
-        keys["v2"] = stack.cli("apikey", "create", "--merchant", V2.mchid, "--role", "merchant")
-        keys["v2_partner"] = stack.cli("apikey", "create", "--merchant", V2_PARTNER.sub_mchid, "--role", "merchant")
+        ledger = open_ledger(database_url)
+        try:
+            keys = {name: ledger.issue_api_key(mchid, role) for name, (mchid, role) in wanted.items()}
+        finally:
+            ledger.close()
         yield Deployment(**vars(stack), keys=keys)
 
 

@@ -27,6 +27,7 @@ import httpx
 from application.apikeys import parse
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import load_settings
+from bootstrap.wiring import init_database
 from sandbox.keyset import DIRECT, V2, init_keyset
 
 LEDGER_PORT, SANDBOX_PORT = 8000, 8900
@@ -121,7 +122,7 @@ def running_stack(
         init_keyset(keys_dir or root / "keys", config, ledger, sandbox, f"https://127.0.0.1:{free_port()}")
     env = {**os.environ, "ZHANGBEN_CONFIG": str(config.resolve()), "ZHANGBEN_DATABASE_URL": database_url}
     stack = Stack(root, ledger, sandbox, env, database_url)
-    stack.cli("db", "init")
+    init_database(load_settings(env))  # what `zhangben db init` does, without a process of its own
     to_terminal = log_path == Path("-")
     where = "the output above" if to_terminal else str(log_path or root / "processes.log")
     log: IO[bytes] | None = None if to_terminal else (log_path or root / "processes.log").open("wb")
@@ -133,8 +134,7 @@ def running_stack(
                 [*python, "sandbox", "--port", str(sandbox_port)], env=env, cwd=root, stdout=log, stderr=stderr
             )
         )
-        _wait(f"{sandbox}/sandbox/clock", stack.processes[-1], where)
-        stack.processes.append(
+        stack.processes.append(  # started together: the ledger needs WeChat only once it is asked to pay
             subprocess.Popen(
                 [*python, "serve", "--port", str(ledger_port), "--workers", str(workers), *serve_args],
                 env=env,
@@ -143,7 +143,8 @@ def running_stack(
                 stderr=stderr,
             )
         )
-        _wait(f"{ledger}/healthz", stack.processes[-1], where)
+        _wait(f"{sandbox}/sandbox/clock", stack.processes[0], where)
+        _wait(f"{ledger}/healthz", stack.processes[1], where)
         yield stack
     finally:
         for process in stack.processes:

@@ -36,6 +36,7 @@ from scheduler.runner import Scheduler
 from zhangben.usage import UsageError
 
 log = logging.getLogger("zhangben.serve")
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -166,6 +167,9 @@ def run_workers(sock: socket.socket, host: str, port: int, workers: int) -> None
         workers=workers,
         log_level="warning",
         log_config=None,
+        # SIGTERM: requests in flight get this long to finish; live streams (SSE, long-polls) never do on their own
+        # and are cut, their clients reconnect (a deploy or `docker stop` is not held up for minutes)
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         # the peer stays the peer: only `trusted_proxies` decide whose X-Forwarded-For is read (api/client_ip.py);
         # uvicorn's own default would believe any local process
         proxy_headers=False,

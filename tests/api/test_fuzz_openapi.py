@@ -70,7 +70,7 @@ def test_no_5xx_and_every_4xx_is_problem_json(fuzz_app: Any) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case: Any) -> None:
             if case.query and "wait" in case.query:
                 case.query["wait"] = 0  # the long-poll would only make the fuzzer slow, not find more
