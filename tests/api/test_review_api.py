@@ -7,9 +7,11 @@ day's) history; each is idempotent; each is allowed only to the roles it names.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from sandbox.keyset import DIRECT, PARTNER, PUBLIC_KEY_ID
 from tests.deploy import Deployment
@@ -190,6 +192,26 @@ def test_accepting_keeps_the_money_and_a_different_resolution_after_it_is_refuse
         other = merchant.post("/v1/orders/REV-AMT/review/resolve", json={"note": "改主意", "action": "accept"})
         assert other.status_code == 409
     assert [e["type"] for e in events_of(deployment, "REV-AMT")].count("ReviewResolved") == 1
+
+
+def test_money_sent_to_review_is_counted_and_alerted_on(deployment: Deployment) -> None:
+    """Issue 23, point 9: duplicate payments and amount mismatches have a rate to alert on."""
+    duplicate_paid(deployment, "REV-ALERT")
+    deadline = time.monotonic() + 10
+    while True:
+        scraped = httpx.get(f"{deployment.ledger}/metrics").text
+        samples = dict(
+            line.rsplit(" ", 1) for line in scraped.splitlines() if line.startswith("zhangben_reviews_total{")
+        )
+        if float(samples.get('zhangben_reviews_total{kind="duplicate"}', 0)) >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert float(samples['zhangben_reviews_total{kind="duplicate"}']) >= 1
+    assert float(samples['zhangben_reviews_total{kind="needs_review"}']) >= 1
+    rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "ops" / "prometheus-rules.yml").read_text())
+    alerts = {r["alert"]: r["expr"] for group in rules["groups"] for r in group["rules"]}
+    assert "zhangben_reviews_total" in alerts["ZhangbenPaymentsNeedReview"]
+    assert 'kind="duplicate"' in alerts["ZhangbenDuplicatePaymentsRising"]
 
 
 def test_a_refund_names_the_payment_it_gives_back(deployment: Deployment) -> None:
