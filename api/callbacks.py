@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -65,76 +66,71 @@ async def _refuse_oversized(request: Request, body_start: bytes, merchant: str |
     return 413
 
 
+@dataclass(frozen=True)
+class Reply:
+    """How one API version answers WeChat: success, and a failure with its HTTP status (it retries on FAIL)."""
+
+    success: Callable[[], Response]
+    failure: Callable[[int, str], Response]
+
+
+V3 = Reply(lambda: Response(status_code=204), _fail)
+V2 = Reply(lambda: _xml(SUCCESS_XML), lambda status, message: _xml(fail_xml(message), status))
+
+
 @router.post("/wechatpay/v3/notify/{merchant}", status_code=204, include_in_schema=False)
 async def notify_merchant(request: Request, merchant: str) -> Response:
     """The merchant's own notify path (``notify_url`` = ``…/wechatpay/v3/notify/{mchid or sub_mchid}``):
     a refusal here is that merchant's to see, attributed before any signature is checked."""
-    return await _v3_notify(request, merchant)
+    return await _notify(request, runtime(request).callbacks.handle, V3, merchant)
 
 
 @router.post("/wechatpay/v3/notify", status_code=204, include_in_schema=False)
 async def notify(request: Request) -> Response:
     """The shared path, still accepted: its refusals name no merchant (the deployment's operator sees them)."""
-    return await _v3_notify(request, None)
+    return await _notify(request, runtime(request).callbacks.handle, V3)
 
 
-async def _v3_notify(request: Request, merchant: str | None) -> Response:
-    rt = runtime(request)
-    body, whole = await _bounded_body(request)
-    metrics = request.app.state.metrics
-    if not whole:
-        metrics.callbacks.labels("refused_content").inc()
-        return _fail(await _refuse_oversized(request, body, merchant), "通知内容过大")
-    remote = request.client.host if request.client else ""
-    work = asyncio.to_thread(
-        rt.callbacks.handle, dict(request.headers), body, path=request.url.path, remote=remote, merchant=merchant
-    )
-    try:
-        await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
-    except RefusalsThrottled as exc:
-        metrics.callbacks.labels("refused_throttled").inc()
-        return _fail(429, str(exc))
-    except SignatureError as exc:
-        metrics.callbacks.labels("refused_signature").inc()
-        return _fail(401, f"签名验证失败: {exc}")
-    except (CallbackRejected, CallbackRefused) as exc:
-        metrics.callbacks.labels("refused_content").inc()
-        return _fail(400, f"通知内容无法接受: {exc}")
-    except TimeoutError:
-        metrics.callbacks.labels("timeout").inc()
-        log.warning("callback took longer than %.1fs; WeChat will retry", ANSWER_BUDGET_SECONDS)
-        return _fail(503, "处理超时，请重试")
-    except Exception as exc:  # never a traceback to WeChat; it retries on 5xx
-        if is_unavailable(exc):
-            metrics.callbacks.labels("database_unavailable").inc()
-            trip_gate(request, exc)
-            return _fail(503, "数据库暂不可用，请重试")
-        metrics.callbacks.labels("error").inc()
-        log.exception("callback failed")
-        return _fail(500, "处理失败，请重试")
-    metrics.callbacks.labels("accepted").inc()
-    return Response(status_code=204)
+@router.post("/wechatpay/v2/notify", include_in_schema=False)
+async def notify_v2(request: Request) -> Response:
+    """API v2 pay results: signed XML (MD5 or HMAC-SHA256)."""
+    return await _notify(request, runtime(request).callbacks.handle_v2_pay, V2)
+
+
+@router.post("/wechatpay/v2/notify/{merchant}", include_in_schema=False)
+async def notify_v2_merchant(request: Request, merchant: str) -> Response:
+    """API v2 pay results on the merchant's own path (refusals attributed to it)."""
+    return await _notify(request, runtime(request).callbacks.handle_v2_pay, V2, merchant)
+
+
+@router.post("/wechatpay/v2/refund-notify", include_in_schema=False)
+async def refund_notify_v2(request: Request) -> Response:
+    """API v2 refund results: ``req_info`` (AES-256-ECB under the MD5 of the API key)."""
+    return await _notify(request, runtime(request).callbacks.handle_v2_refund, V2)
+
+
+@router.post("/wechatpay/v2/refund-notify/{merchant}", include_in_schema=False)
+async def refund_notify_v2_merchant(request: Request, merchant: str) -> Response:
+    """API v2 refund results on the merchant's own path (refusals attributed to it)."""
+    return await _notify(request, runtime(request).callbacks.handle_v2_refund, V2, merchant)
 
 
 def database_unavailable(path: str) -> Response:
     """WeChat's own failure answer (it retries), for a callback that arrives while the database is down."""
-    if path.startswith("/wechatpay/v2/"):
-        return _xml(fail_xml("数据库暂不可用，请重试"), 503)
-    return _fail(503, "数据库暂不可用，请重试")
+    reply = V2 if path.startswith("/wechatpay/v2/") else V3
+    return reply.failure(503, "数据库暂不可用，请重试")
 
 
-def _xml(body: bytes, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type="application/xml")
-
-
-async def _v2_notify(
-    request: Request, handle: Callable[..., NotificationOutcome], merchant: str | None = None
+async def _notify(
+    request: Request, handle: Callable[..., NotificationOutcome], reply: Reply, merchant: str | None = None
 ) -> Response:
+    """Every notification, v3 or v2, the one way: read (bounded), handle within WeChat's budget, answer success
+    only once stored, and each refusal with the status WeChat's rules give, counted by result."""
     body, whole = await _bounded_body(request)
     metrics = request.app.state.metrics
     if not whole:
         metrics.callbacks.labels("refused_content").inc()
-        return _xml(fail_xml("通知内容过大"), await _refuse_oversized(request, body, merchant))
+        return reply.failure(await _refuse_oversized(request, body, merchant), "通知内容过大")
     remote = request.client.host if request.client else ""
     work = asyncio.to_thread(
         handle, dict(request.headers), body, path=request.url.path, remote=remote, merchant=merchant
@@ -143,51 +139,31 @@ async def _v2_notify(
         await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
     except RefusalsThrottled as exc:
         metrics.callbacks.labels("refused_throttled").inc()
-        return _xml(fail_xml(str(exc)), 429)
+        return reply.failure(429, str(exc))
     except SignatureError as exc:
         metrics.callbacks.labels("refused_signature").inc()
-        return _xml(fail_xml(f"签名验证失败: {exc}"), 401)
+        return reply.failure(401, f"签名验证失败: {exc}")
     except (CallbackRejected, CallbackRefused) as exc:
         metrics.callbacks.labels("refused_content").inc()
-        return _xml(fail_xml(f"通知内容无法接受: {exc}"), 400)
+        return reply.failure(400, f"通知内容无法接受: {exc}")
     except TimeoutError:
         metrics.callbacks.labels("timeout").inc()
         log.warning("callback took longer than %.1fs; WeChat will retry", ANSWER_BUDGET_SECONDS)
-        return _xml(fail_xml("处理超时，请重试"), 503)
-    except Exception as exc:  # never a traceback to WeChat; FAIL makes it retry
+        return reply.failure(503, "处理超时，请重试")
+    except Exception as exc:  # never a traceback to WeChat; it retries on a failure
         if is_unavailable(exc):
             metrics.callbacks.labels("database_unavailable").inc()
             trip_gate(request, exc)
-            return _xml(fail_xml("数据库暂不可用，请重试"), 503)
+            return reply.failure(503, "数据库暂不可用，请重试")
         metrics.callbacks.labels("error").inc()
         log.exception("callback failed")
-        return _xml(fail_xml("处理失败，请重试"), 500)
+        return reply.failure(500, "处理失败，请重试")
     metrics.callbacks.labels("accepted").inc()
-    return _xml(SUCCESS_XML)
+    return reply.success()
 
 
-@router.post("/wechatpay/v2/notify", include_in_schema=False)
-async def notify_v2(request: Request) -> Response:
-    """API v2 pay results: signed XML (MD5 or HMAC-SHA256)."""
-    return await _v2_notify(request, runtime(request).callbacks.handle_v2_pay)
-
-
-@router.post("/wechatpay/v2/notify/{merchant}", include_in_schema=False)
-async def notify_v2_merchant(request: Request, merchant: str) -> Response:
-    """API v2 pay results on the merchant's own path (refusals attributed to it)."""
-    return await _v2_notify(request, runtime(request).callbacks.handle_v2_pay, merchant)
-
-
-@router.post("/wechatpay/v2/refund-notify", include_in_schema=False)
-async def refund_notify_v2(request: Request) -> Response:
-    """API v2 refund results: ``req_info`` (AES-256-ECB under the MD5 of the API key)."""
-    return await _v2_notify(request, runtime(request).callbacks.handle_v2_refund)
-
-
-@router.post("/wechatpay/v2/refund-notify/{merchant}", include_in_schema=False)
-async def refund_notify_v2_merchant(request: Request, merchant: str) -> Response:
-    """API v2 refund results on the merchant's own path (refusals attributed to it)."""
-    return await _v2_notify(request, runtime(request).callbacks.handle_v2_refund, merchant)
+def _xml(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/xml")
 
 
 @router.post("/wechatpay/v2/native-callback", include_in_schema=False)

@@ -18,6 +18,7 @@ from adapters.refusals import RefusalCounter
 from adapters.wechatpay.callbacks import Callback, CallbackRejected, RefundNotice, TransactionNotice, read_callback
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import SignatureError
+from adapters.wechatpay.platform import PlatformKeys
 from adapters.wechatpay.v2_callbacks import read_pay_notify, read_refund_notify
 from application.ledger import Ledger
 from application.payments import PaymentService
@@ -50,9 +51,16 @@ class NotificationOutcome:
 
 
 class Callbacks:
-    def __init__(self, ledger: Ledger, payments: PaymentService, refusals: RefusalCounter | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        payments: PaymentService,
+        keys: Mapping[str, PlatformKeys],
+        refusals: RefusalCounter | None = None,
+    ) -> None:
         self.ledger = ledger
         self.payments = payments
+        self.keys = keys  # WeChat's keys per merchant (the v3 client's), to verify v3 notifications
         self.refusals = refusals  # per-source counts and the limit on refusals kept (None: keep every one)
         # event type → use case: every type the adapter translates has exactly one.
         self.dispatch: dict[str, Callable[[Callback], NotificationOutcome]] = {
@@ -76,10 +84,9 @@ class Callbacks:
         ``merchant`` is the one the notify path names (``/wechatpay/v3/notify/{merchant}``): only its keys are
         tried, and a refusal is that merchant's; without it (the shared path) every v3 merchant's are.
         """
-        client = self.payments.client
-        merchants = self._named(client.merchants, merchant)
+        merchants = self._named(self.v3_merchants, merchant)
         return self._apply(
-            lambda: read_callback(headers, body, merchants, client.keys), headers, body, path, remote, merchant
+            lambda: read_callback(headers, body, merchants, self.keys), headers, body, path, remote, merchant
         )
 
     def handle_v2_pay(
@@ -107,6 +114,10 @@ class Callbacks:
         """A v2 refund result (``req_info``), the same way through."""
         merchants = self._named(self.v2_merchants, merchant)
         return self._apply(lambda: read_refund_notify(headers, body, merchants), headers, body, path, remote, merchant)
+
+    @property
+    def v3_merchants(self) -> Mapping[str, Merchant]:
+        return {key: m for key, m in self.payments.merchants.items() if not m.is_v2}
 
     @property
     def v2_merchants(self) -> Mapping[str, Merchant]:

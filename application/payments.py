@@ -47,7 +47,6 @@ from domain.transitions import guard
 
 log = logging.getLogger("zhangben.payments")
 
-NOTIFY_PATH = "/wechatpay/v3/notify"
 REVIEW_ACTIONS = ("accept", "refund")
 CLOSE_ROUNDS = 5  # an attempt that moves (prepaid by its own request) while it is closed is asked about again
 

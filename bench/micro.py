@@ -306,7 +306,7 @@ def main() -> int:
             service = payment_service(ledger, keys_root)
             callbacks = callback_bodies(ledger, keys_root, "CB", n)
             merchants, keys = service.merchants, service.client.keys
-            callbacks_app = Callbacks(service.ledger, service)
+            callbacks_app = Callbacks(service.ledger, service, service.client.keys)
             start = time.perf_counter()
             for headers, body in callbacks:
                 open_notification(headers, body, merchants, keys)

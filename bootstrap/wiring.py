@@ -160,7 +160,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     finance = Finance(
         ledger, service, views.reconciliation, views.journal, views.followers["journal"], archive=BillArchive(db)
     )
-    callbacks = Callbacks(ledger, service, RefusalCounter(db))
+    callbacks = Callbacks(ledger, service, client.keys, RefusalCounter(db))
     return Runtime(
         settings,
         ledger,

@@ -102,7 +102,7 @@ def wire(start_sandbox: Callable[..., RunningSandbox], keyset: Path, tmp_path: P
         client = WechatPayClient(sandbox.url, merchants, sleep=sleeps.append)
         ledger = open_ledger(f"sqlite:///{tmp_path}/ledger-{len(built)}.db", create_tables=True)
         service = PaymentService(ledger, client)
-        endpoint.callbacks = Callbacks(ledger, service)
+        endpoint.callbacks = Callbacks(ledger, service, service.client.keys)
         wired = Wired(sandbox, ledger, client, service, endpoint.callbacks, endpoint, sleeps)
         built.append(wired)
         return wired
