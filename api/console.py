@@ -34,7 +34,7 @@ from bootstrap.wiring import Runtime
 from domain.apikey import OPERATOR, Principal
 from domain.errors import LedgerError
 from domain.money import fen_to_yuan
-from domain.status import ORDER_STATUS_NAMES
+from domain.status import ORDER_STATUS_NAMES, OrderStatus
 from projections.business_events import event_id
 
 # What a person's action may run into and is told on the page: the ledger's refusal, or WeChat's (NOT_ENOUGH, …)
@@ -375,7 +375,7 @@ def abnormal_refund(
 def reviews(request: Request) -> Response:
     """NEEDS_REVIEW, oldest first: the queue a person works through."""
     session = _require(request, "merchant", "support")
-    queue = runtime(request).orders.oldest(session.who.mchid, "NEEDS_REVIEW", REVIEW_QUEUE_MAX)
+    queue = runtime(request).orders.oldest(session.who.mchid, OrderStatus.NEEDS_REVIEW.value, REVIEW_QUEUE_MAX)
     return _page(request, "reviews.html", session, queue=queue)
 
 

@@ -58,3 +58,7 @@ def role(*allowed: str) -> Callable[[Principal], Awaitable[Principal]]:
         return who
 
     return check
+
+
+# The caller of a route only a merchant's own key may use (orders, refunds, products, events, webhooks)
+Merchant = Annotated[Principal, Depends(role("merchant"))]

@@ -12,9 +12,9 @@ import asyncio
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from api.deps import Rt, await_projection, role
+from api.deps import Merchant, Rt, await_projection
 from api.models import (
     BusinessEventModel,
     CreateWebhookEndpoint,
@@ -27,11 +27,9 @@ from api.models import (
     WebhookEndpointWithSecret,
 )
 from application.webhooks import EVENT_TYPES
-from domain.apikey import Principal
 from projections.business_events import NAME, event_id, seq_of
 
 router = APIRouter(prefix="/v1", tags=["events and webhooks"])
-Merchant = Annotated[Principal, Depends(role("merchant"))]
 
 
 def _seq(text: str) -> int:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import StreamingResponse
 
 from api.client_ip import payer_ip
-from api.deps import Rt, await_projection, role
+from api.deps import Merchant, Rt, await_projection, role
 from api.models import (
     AuthorizeUrl,
     CreateOrder,
@@ -36,14 +36,13 @@ from application.views import OrderView, RefundView, refund_view
 from bootstrap.wiring import Runtime
 from domain.apikey import Principal
 from domain.limits import IDEMPOTENCY_KEY_MAX_CHARS
-from domain.status import OrderStatus
+from domain.status import FINAL_ORDER, OrderStatus
 
 router = APIRouter(prefix="/v1", tags=["merchant"])
-Merchant = Annotated[Principal, Depends(role("merchant"))]
 # 客服 (support) sees an order, asks WeChat about it and files notes; it never moves money
 Viewer = Annotated[Principal, Depends(role("merchant", "support"))]
 # After these nobody waits on the payer any more: the live stream ends.
-SETTLED = {"PAID", "PARTIALLY_REFUNDED", "REFUNDED", "CLOSED", "EXPIRED", "NEEDS_REVIEW"}
+SETTLED = FINAL_ORDER
 
 
 def _client_ip(request: Request, from_body: object = None) -> str:

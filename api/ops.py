@@ -15,6 +15,7 @@ from adapters.metrics import exposition, instruments
 from adapters.persistence import is_unavailable
 from api.deps import runtime
 from bootstrap.wiring import Runtime
+from domain.status import RefundStatus
 
 router = APIRouter(include_in_schema=False)
 MAX_READY_LAG_EVENTS = 1000
@@ -129,7 +130,7 @@ class _LedgerCollector(Collector):
                     1
                     for o in self.rt.orders.orders_with_open_refunds()
                     for r in o["refunds"]
-                    if r["status"] == "ABNORMAL"
+                    if r["status"] == RefundStatus.ABNORMAL
                 ),
             )
         except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked

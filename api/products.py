@@ -10,15 +10,13 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 import segno
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
-from api.deps import Rt, role
+from api.deps import Merchant, Rt
 from api.models import ProductCode, ProductList, ProductView, SaveProduct
 from application.products import product_view
-from domain.apikey import Principal
 
 router = APIRouter(prefix="/v1", tags=["products"])
-Merchant = Annotated[Principal, Depends(role("merchant"))]
 
 
 @router.post(

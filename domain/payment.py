@@ -19,6 +19,7 @@ from domain import exchange, ids
 from domain import notification as kept
 from domain.errors import TransactionConflict
 from domain.notification import Notification, keep_notification
+from domain.status import OPEN_PAYMENT
 from domain.status import PaymentStatus as S
 from domain.transitions import guard
 
@@ -30,7 +31,7 @@ RULES: dict[str, frozenset[S]] = {
     "mark paid": frozenset({S.CREATED, S.PREPAID, S.FAILED, S.CLOSED, S.EXPIRED}),
 }
 
-OPEN = frozenset({S.CREATED, S.PREPAID})
+OPEN = OPEN_PAYMENT
 
 
 class Payment(Aggregate):

@@ -45,6 +45,21 @@ class Channel(StrEnum):
     H5 = "h5"
 
 
+# Sets compared against stored views too, where statuses are plain strings: each name equals its value, so a
+# member and its string hash and compare alike.
+OPEN_PAYMENT = frozenset({PaymentStatus.CREATED, PaymentStatus.PREPAID})  # WeChat may still take money for it
+FOLLOWED_REFUND = frozenset({RefundStatus.PROCESSING, RefundStatus.ABNORMAL})  # not final: asked about again
+FINAL_ORDER = frozenset(  # nothing more will happen without a person or a refund: a live stream can end
+    {
+        OrderStatus.PAID,
+        OrderStatus.PARTIALLY_REFUNDED,
+        OrderStatus.REFUNDED,
+        OrderStatus.CLOSED,
+        OrderStatus.EXPIRED,
+        OrderStatus.NEEDS_REVIEW,
+    }
+)
+
 # Channels where WeChat needs the payer's openid at prepay time.
 CHANNELS_NEEDING_OPENID = frozenset({Channel.JSAPI, Channel.MINIPROGRAM})
 

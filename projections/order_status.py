@@ -16,6 +16,7 @@ from adapters.recorders import Streams
 from adapters.viewdb import ViewDatabase, sortable
 from adapters.wechatpay.beijing import BEIJING
 from domain import ids
+from domain.status import FOLLOWED_REFUND
 from projections.core import EventLog
 
 # The views of several orders, computed from their aggregates read in two queries (``Ledger.views_of_many``,
@@ -96,7 +97,7 @@ class OrderStatusView:
             sortable(datetime.fromisoformat(view["created_at"])),
             view["version"],
             json.dumps(view, ensure_ascii=False),
-            sum(1 for r in view["refunds"] if r["status"] in ("PROCESSING", "ABNORMAL")),
+            sum(1 for r in view["refunds"] if r["status"] in FOLLOWED_REFUND),
             _paid_ms(view),
         )
 

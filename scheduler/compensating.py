@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from adapters.leases import Leases
 from bootstrap.wiring import Runtime
+from domain.status import OPEN_PAYMENT
 
 OFFSETS = [timedelta(minutes=m) for m in (1, 3, 10, 30, 60)]
 HOURLY = timedelta(hours=1)
@@ -29,7 +30,7 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     queried = paid = 0
     for order in rt.orders.open_orders():
         for payment in order["payments"]:
-            if payment["status"] not in ("CREATED", "PREPAID"):
+            if payment["status"] not in OPEN_PAYMENT:
                 continue
             created = datetime.fromisoformat(payment["created_at"])
             checks = leases.checks("payment", payment["out_trade_no"])

@@ -14,6 +14,7 @@ from typing import Any
 
 from adapters.leases import Leases
 from bootstrap.wiring import Runtime
+from domain.status import OPEN_PAYMENT
 
 GRACE = timedelta(seconds=60)
 
@@ -21,7 +22,7 @@ GRACE = timedelta(seconds=60)
 def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     expired = paid = 0
     for order in rt.orders.open_orders():
-        open_attempts = [p for p in order["payments"] if p["status"] in ("CREATED", "PREPAID")]
+        open_attempts = [p for p in order["payments"] if p["status"] in OPEN_PAYMENT]
         if not open_attempts and _ended(order, now):
             # every attempt ended (a PAYERROR, say) and nobody started another: the order expires too
             rt.ledger.expire_order(order["mchid"], order["merchant_order_no"])

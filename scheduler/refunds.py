@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from adapters.leases import Leases
 from bootstrap.wiring import Runtime
+from domain.status import FOLLOWED_REFUND, RefundStatus
 
 log = logging.getLogger("zhangben.scheduler")
 OFFSETS = [timedelta(minutes=m) for m in (1, 2, 5, 10, 30, 60)]
@@ -30,9 +31,9 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
     queried = settled = abnormal = 0
     for order in rt.orders.orders_with_open_refunds():
         for refund in order["refunds"]:
-            if refund["status"] not in ("PROCESSING", "ABNORMAL"):
+            if refund["status"] not in FOLLOWED_REFUND:
                 continue
-            is_abnormal = refund["status"] == "ABNORMAL"
+            is_abnormal = refund["status"] == RefundStatus.ABNORMAL
             checks = leases.checks("refund", refund["out_refund_no"])
             if due_at(datetime.fromisoformat(refund["requested_at"]), checks, is_abnormal) > now:
                 abnormal += is_abnormal
@@ -40,7 +41,7 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
             result = rt.service.sync_refund(refund["mchid"], refund["out_refund_no"])
             leases.checked("refund", refund["out_refund_no"], now)
             queried += 1
-            if result.status.value == "ABNORMAL":
+            if result.status is RefundStatus.ABNORMAL:
                 abnormal += 1
                 log.warning("refund %s is ABNORMAL at WeChat: a person must finish it", refund["out_refund_no"])
             elif result.is_final:

@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.wechatpay.errors import MerchantConfigError
 from adapters.wechatpay.signing import load_private_key, load_public_key
+from domain.status import Channel
 
-CHANNELS = ("native", "jsapi", "miniprogram", "app", "h5")
+CHANNELS = tuple(channel.value for channel in Channel)
 
 
 @dataclass(frozen=True)
