@@ -34,7 +34,8 @@ from adapters.recorders import Streams
 from adapters.viewdb import ViewDatabase, sortable
 from adapters.wechatpay.beijing import BEIJING
 from domain import ids
-from domain.order import paid_announcements
+from domain.order import Order, paid_announcements
+from domain.refund import Refund
 from projections.core import EventLog
 
 # The order views as of (order, moment) pairs, from the events alone (``Ledger.views_at_many``, from bootstrap)
@@ -53,15 +54,16 @@ INSERT = (
     "ON CONFLICT (seq) DO NOTHING"
 )
 _ORDER_EVENTS = {
-    "zhangben.Order.Paid": "order.paid",
-    "zhangben.Order.ReviewResolved": "order.paid",
-    "zhangben.Order.NeedsReview": "order.needs_review",
-    "zhangben.Order.Closed": "order.closed",
-    "zhangben.Order.Expired": "order.expired",
-    "zhangben.Order.Refunded": "refund.succeeded",
-    "zhangben.Order.RefundReleased": "refund.closed",
+    Order.Paid.TOPIC: "order.paid",
+    Order.ReviewResolved.TOPIC: "order.paid",
+    Order.NeedsReview.TOPIC: "order.needs_review",
+    Order.Closed.TOPIC: "order.closed",
+    Order.Expired.TOPIC: "order.expired",
+    Order.Refunded.TOPIC: "refund.succeeded",
+    Order.RefundReleased.TOPIC: "refund.closed",
 }
-_PAID_TOPICS = frozenset({"zhangben.Order.Paid", "zhangben.Order.ReviewResolved"})
+ORDER_TOPICS = Order.TOPIC + "."
+_PAID_TOPICS = frozenset({Order.Paid.TOPIC, Order.ReviewResolved.TOPIC})
 _DUPLICATE_REASON = "duplicate_payment"
 
 
@@ -108,16 +110,14 @@ class BusinessEvents:
         chosen = [
             (n, cast(DomainEvent, self.log.mapper.to_domain_event(n)))
             for n in notifications
-            if n.topic in _ORDER_EVENTS or n.topic == "zhangben.Refund.Abnormal"
+            if n.topic in _ORDER_EVENTS or n.topic == Refund.Abnormal.TOPIC
         ]
-        refunds = [ids.as_uuid(n.originator_id) for n, _ in chosen if not n.topic.startswith("zhangben.Order.")]
+        refunds = [ids.as_uuid(n.originator_id) for n, _ in chosen if not n.topic.startswith(ORDER_TOPICS)]
         order_of = (
             {i: a.order_id for i, a in self.log.aggregates(refunds, notifications[-1].id).items()} if refunds else {}
         )
         order_ids = [
-            ids.as_uuid(n.originator_id)
-            if n.topic.startswith("zhangben.Order.")
-            else order_of[ids.as_uuid(n.originator_id)]
+            ids.as_uuid(n.originator_id) if n.topic.startswith(ORDER_TOPICS) else order_of[ids.as_uuid(n.originator_id)]
             for n, _ in chosen
         ]
         streams = self.log.streams_through(notifications[-1].id)
@@ -209,7 +209,7 @@ _ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "orig
 
 
 def _kinds(topic: str, event: DomainEvent) -> list[str]:
-    if topic == "zhangben.Refund.Abnormal":
+    if topic == Refund.Abnormal.TOPIC:
         return ["refund.abnormal"]
     kind = _ORDER_EVENTS[topic]
     if kind == "order.needs_review" and getattr(event, "reason", "") == _DUPLICATE_REASON:

@@ -31,11 +31,14 @@ from eventsourcing.persistence import Notification
 from adapters.viewdb import ViewDatabase
 from adapters.wechatpay.beijing import BEIJING
 from domain import ids
+from domain.bill import DailyBill
+from domain.order import Order
+from domain.payment import Payment
 from projections.core import EventLog
 
 NAME = "journal"
 ACCOUNTS = ("wechat_clearing", "merchant_sales", "merchant_discounts", "refunds", "wechat_fees", "bank")
-TOPICS = ("zhangben.Payment.Paid", "zhangben.Order.Refunded", "zhangben.DailyBill.Imported")
+TOPICS = (Payment.Paid.TOPIC, Order.Refunded.TOPIC, DailyBill.Imported.TOPIC)
 DDL = [
     "CREATE TABLE IF NOT EXISTS journal_lines (event_ref BIGINT NOT NULL, line_no INTEGER NOT NULL, "
     "mchid TEXT NOT NULL, day TEXT NOT NULL, account TEXT NOT NULL, debit_fen BIGINT NOT NULL, "
@@ -227,7 +230,7 @@ class Journal:
         return self._cache[aggregate_id]
 
     def prepare(self, notifications: Sequence[Notification]) -> Batch:
-        paid = {ids.as_uuid(n.originator_id) for n in notifications if n.topic == "zhangben.Payment.Paid"}
+        paid = {ids.as_uuid(n.originator_id) for n in notifications if n.topic == Payment.Paid.TOPIC}
         unknown = [i for i in paid if i not in self._cache]
         if unknown:  # the batch's payments in one query, not one each
             self._cache |= self.log.aggregates(unknown, notifications[-1].id)
@@ -236,7 +239,7 @@ class Journal:
             if n.topic not in TOPICS:
                 continue
             event: Any = self.log.mapper.to_domain_event(n)
-            if n.topic == "zhangben.Payment.Paid":
+            if n.topic == Payment.Paid.TOPIC:
                 payment = self._aggregate(ids.as_uuid(n.originator_id))
                 lines, money = payment_lines(
                     n.id,
@@ -248,7 +251,7 @@ class Journal:
                     event.payer_total_fen,
                     event.nocash_fen,
                 )
-            elif n.topic == "zhangben.Order.Refunded":
+            elif n.topic == Order.Refunded.TOPIC:
                 order = self._aggregate(ids.as_uuid(n.originator_id))
                 refund = self._aggregate(ids.refund_id(order.mchid, event.out_refund_no))
                 lines, money = refund_lines(

@@ -16,6 +16,9 @@ from adapters.recorders import Streams
 from adapters.viewdb import ViewDatabase, sortable
 from adapters.wechatpay.beijing import BEIJING
 from domain import ids
+from domain.order import Order
+from domain.payment import Payment
+from domain.refund import Refund
 from domain.status import FOLLOWED_REFUND
 from projections.core import EventLog
 
@@ -65,7 +68,7 @@ class OrderStatusView:
         owned = [
             ids.as_uuid(n.originator_id)
             for n in notifications
-            if n.topic.startswith(("zhangben.Payment.", "zhangben.Refund."))
+            if n.topic.startswith((Payment.TOPIC + ".", Refund.TOPIC + "."))
         ]
         unknown = [i for i in owned if i not in self._order_of]
         if unknown:  # a payment's or refund's order, read once (it never changes)
@@ -73,7 +76,7 @@ class OrderStatusView:
         touched: dict[UUID, None] = {}
         for n in notifications:
             originator = ids.as_uuid(n.originator_id)
-            if n.topic.startswith("zhangben.Order."):
+            if n.topic.startswith(Order.TOPIC + "."):
                 touched[originator] = None
             elif originator in self._order_of:
                 touched[self._order_of[originator]] = None
