@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve demo test test-ha lint bench install clean chromium deploy-tools
+.PHONY: serve demo check test test-ha lint bench install clean chromium deploy-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "zhangben needs Python >= 3.11"'
@@ -48,10 +48,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The fast tier: lint, the domain's unit tests and the use cases in process against an in-memory WeChat
+# (tests/application/fake_wechat.py) — no process, no network; run first by `make test`.
+check: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/application tests/test_layers.py
+
 # The suite on every core (one test file per worker: a file's deployment is shared by its tests), without the
-# slow fault matrices; `make test-ha` runs those (docs/operations.md, "Tests").
-test: lint chromium deploy-tools
-	$(BIN)/python -m pytest -n auto --dist loadfile -m "not ha" $(PYTEST_ARGS)
+# slow fault matrices; `make test-ha` runs those (README, "Tests and benchmarks").
+test: check chromium deploy-tools
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not ha" --ignore=tests/unit --ignore=tests/application \
+	  --ignore=tests/test_layers.py $(PYTEST_ARGS)
 
 test-ha: $(STAMP) chromium deploy-tools
 	$(BIN)/python -m pytest -n auto --dist loadfile -m ha $(PYTEST_ARGS)
