@@ -50,7 +50,7 @@ from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment, deploy
 from tests.pgserver import ThrowawayPostgres
 from tests.spec_wechat import SpecWechat, paid_resource
-from zhangben import console
+from zhangben import terminal
 
 MCHID = DIRECT.mchid
 
@@ -402,7 +402,7 @@ def main() -> int:
     server.start()
     figures = 7 + (4 if sizes.bill_lines else 0)  # callbacks 3, creates 2, lag 1, rebuild 1; each bill 2
     try:
-        with console.progress("bench: figures measured", total=figures) as advance:
+        with terminal.progress("bench: figures measured", total=figures) as advance:
             table = Table(advance)
             measure(table, sizes, server)
     finally:

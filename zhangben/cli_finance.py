@@ -17,7 +17,7 @@ from application.finance_exports import export_workbook
 from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import Runtime, build_runtime
 from projections.core import Runner
-from zhangben import console
+from zhangben import terminal
 from zhangben.usage import UsageError
 
 
@@ -58,7 +58,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             raise UsageError("--bill is one merchant's file: pass --merchant MCHID too")
         for mchid in merchants:
             try:
-                with console.progress(f"merchant {mchid}'s {bill_date} bill: lines") as advance:
+                with terminal.progress(f"merchant {mchid}'s {bill_date} bill: lines") as advance:
                     report = rt.finance.import_bill(mchid, bill_date, content, advance)
             except WechatPayBusinessError as exc:
                 if not exc.is_code("NO_STATEMENT_EXIST"):
@@ -152,8 +152,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.what == "orders":
             rt.followers["order_status"].catch_up()  # no runner in this process: the view as of now
         book = export_workbook(args.what, rt.finance, rt.orders.created_on, mchids, day_from, day_to)
-        with console.progress(f"{args.what} export: rows") as advance:
-            tally = console.Tally(advance)
+        with terminal.progress(f"{args.what} export: rows") as advance:
+            tally = terminal.Tally(advance)
             for sheet in book.sheets:
                 sheet.rows = tally.through(sheet.rows)
             write_export(out, render(book, fmt))
@@ -188,7 +188,7 @@ def cmd_projections_status(args: argparse.Namespace) -> int:
             lag = follower.lag_seconds(datetime.now(UTC)) if position < head else 0.0
             rows.append((name, position, head - position, f"{lag:.1f}" if lag else "0"))
         numbers = ("position", "lag (events)", "lag (seconds)")
-        console.table(("projection", *numbers), rows, right=numbers)
+        terminal.table(("projection", *numbers), rows, right=numbers)
     finally:
         rt.close()
     return 0
@@ -201,13 +201,13 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
         for name in [args.name] if args.name else [*rt.followers, "reconciliation"]:
             start = time.perf_counter()
             if name == "reconciliation":  # after the journal: its ledger_money is what the bills are compared with
-                with console.progress("rebuilding reconciliation: days") as advance:
+                with terminal.progress("rebuilding reconciliation: days") as advance:
                     done = rt.finance.rebuild_reconciliation(advance)
                 print(f"reconciliation: {len(done['rebuilt'])} day(s) from their kept bill files")
                 if done["not_kept"]:
                     print(f"  left as they were (no file kept): {', '.join(done['not_kept'])}")
                 continue
-            with console.progress(f"rebuilding {name}: events", total=head) as advance:
+            with terminal.progress(f"rebuilding {name}: events", total=head) as advance:
                 count = rt.followers[name].rebuild(advance)
             elapsed = time.perf_counter() - start
             rate = count / elapsed if elapsed else 0

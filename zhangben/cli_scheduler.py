@@ -9,7 +9,7 @@ import threading
 from api import logs
 from bootstrap.clock import system_clock
 from scheduler.runner import Scheduler
-from zhangben import console
+from zhangben import terminal
 from zhangben.cli_finance import command_runtime
 
 
@@ -18,7 +18,7 @@ def cmd_scheduler_status(args: argparse.Namespace) -> int:
     try:
         scheduler = Scheduler(rt, system_clock)
         scheduler.create_tables()
-        console.table(
+        terminal.table(
             ("job", "last run (UTC)", "result", "next run (UTC)", "runs", "failed", "last error"),
             (
                 (

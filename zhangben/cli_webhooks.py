@@ -9,7 +9,7 @@ import time
 
 from api import logs
 from application.webhooks import DeliveryWorker
-from zhangben import console
+from zhangben import terminal
 from zhangben.cli_finance import chosen_merchants, command_runtime
 
 
@@ -64,7 +64,7 @@ def cmd_webhooks_list(args: argparse.Namespace) -> int:
         if not endpoints:
             print(f"no webhook endpoint for {mchid}")
         else:
-            console.table(
+            terminal.table(
                 ("endpoint", "state", "url", "events"),
                 (
                     (

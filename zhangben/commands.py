@@ -20,7 +20,7 @@ from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import reseal_secrets
 from domain.apikey import DEPLOYMENT, OPERATOR, ApiKey
 from domain.errors import OrderNotFound
-from zhangben import console
+from zhangben import terminal
 from zhangben.usage import UsageError
 
 
@@ -75,7 +75,7 @@ def cmd_apikey_list(args: argparse.Namespace) -> int:
         keys, now = ledger.api_keys(args.merchant), ledger.clock()
     finally:
         ledger.close()
-    console.table(
+    terminal.table(
         ("key id", "merchant", "role", "issued (Beijing)", "state"),
         (
             (
@@ -206,7 +206,7 @@ def print_history(
 ) -> None:
     when = f"as of {as_of.astimezone(BEIJING).isoformat()}" if as_of else "now"
     print(f"order {order_no} (merchant {mchid}), {len(events)} events, {when}")
-    console.table(
+    terminal.table(
         ("time (Beijing, +08:00)", "aggregate", "v", "event", "details"),
         (
             (
