@@ -16,22 +16,23 @@ from datetime import date, datetime, timedelta
 from adapters.leases import Leases
 from adapters.wechatpay.beijing import BEIJING
 from adapters.wechatpay.errors import WechatPayBusinessError
-from bootstrap.wiring import Runtime
+from application.finance import Finance
+from projections.reconciliation import Reconciliation
 
 log = logging.getLogger("zhangben.scheduler")
 READY_HOUR = 10
 
 
-def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
+def run(finance: Finance, bills: Reconciliation, leases: Leases, now: datetime) -> dict[str, int]:
     local = now.astimezone(BEIJING)
     if local.hour < READY_HOUR:
         return {"imported": 0, "not_ready": 0, "differences": 0}
     day = local.date() - timedelta(days=1)
     imported = not_ready = differences = 0
-    for mchid in rt.service.merchants:
-        if not rt.reconciliation.has_bill(mchid, day):
+    for mchid in finance.payments.merchants:
+        if not bills.has_bill(mchid, day):
             try:
-                report = rt.finance.import_bill(mchid, day)
+                report = finance.import_bill(mchid, day)
             except WechatPayBusinessError as exc:
                 if not exc.is_code("NO_STATEMENT_EXIST"):
                     raise
@@ -48,17 +49,17 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
                     report["differences_total"],
                     report["counts"],
                 )
-        differences += _fund_flow(rt, mchid, day)
+        differences += _fund_flow(finance, mchid, day)
     return {"imported": imported, "not_ready": not_ready, "differences": differences}
 
 
-def _fund_flow(rt: Runtime, mchid: str, day: date) -> int:
+def _fund_flow(finance: Finance, mchid: str, day: date) -> int:
     """The day's fund flow bill, once, after its trade bill (whose fee and settlement the journal books)."""
-    bill = rt.ledger.daily_bill(mchid, day)
-    if rt.service.merchant(mchid).is_partner or (bill is not None and bill.fund_flow is not None):
+    bill = finance.ledger.daily_bill(mchid, day)
+    if finance.payments.merchant(mchid).is_partner or (bill is not None and bill.fund_flow is not None):
         return 0
     try:
-        report = rt.finance.import_fund_flow(mchid, day)
+        report = finance.import_fund_flow(mchid, day)
     except WechatPayBusinessError as exc:
         if not exc.is_code("NO_STATEMENT_EXIST"):
             raise

@@ -7,8 +7,8 @@ import logging
 from datetime import datetime, timedelta
 
 from adapters.leases import Leases
+from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.errors import WechatPayError
-from bootstrap.wiring import Runtime
 
 log = logging.getLogger("zhangben.scheduler")
 WARN_BEFORE = timedelta(days=7)
@@ -17,9 +17,9 @@ WARN_BEFORE = timedelta(days=7)
 API_CERT_WARN_BEFORE = timedelta(days=30)
 
 
-def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
+def run(client: WechatPayClient, leases: Leases, now: datetime) -> dict[str, int]:
     refreshed = expiring = 0
-    for mchid, merchant in rt.client.merchants.items():
+    for mchid, merchant in client.merchants.items():
         last = merchant.last_api_certificate  # a renewed one beside it ends the warnings about the old
         if last is not None and last.not_after is not None and last.not_after - now < API_CERT_WARN_BEFORE:
             expiring += 1
@@ -33,7 +33,7 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
         if merchant.platform_public_key is not None:
             continue  # public-key mode: nothing to download, the key does not expire
         try:
-            certificates = rt.client.keys[mchid].refresh()
+            certificates = client.keys[mchid].refresh()
         except WechatPayError as exc:
             log.warning("platform certificates for %s could not be refreshed: %s", mchid, exc)
             raise

@@ -12,8 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from adapters.leases import Leases
-from bootstrap.wiring import Runtime
+from application.payments import PaymentService
 from domain.status import OPEN_PAYMENT
+from projections.order_status import OrderStatusView
 
 OFFSETS = [timedelta(minutes=m) for m in (1, 3, 10, 30, 60)]
 HOURLY = timedelta(hours=1)
@@ -26,9 +27,9 @@ def due_at(created_at: datetime, checks: int) -> datetime:
     return created_at + OFFSETS[-1] + HOURLY * (checks - len(OFFSETS) + 1)
 
 
-def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
+def run(service: PaymentService, orders: OrderStatusView, leases: Leases, now: datetime) -> dict[str, int]:
     queried = paid = 0
-    for order in rt.orders.open_orders():
+    for order in orders.open_orders():
         for payment in order["payments"]:
             if payment["status"] not in OPEN_PAYMENT:
                 continue
@@ -37,7 +38,7 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
             when = due_at(created, checks)
             if when > now or when > datetime.fromisoformat(payment["expire_at"]) + OUTER_BOUND:
                 continue
-            outcome = rt.service.sync_payment(rt.service.merchant(order["mchid"]), payment["out_trade_no"])
+            outcome = service.sync_payment(service.merchant(order["mchid"]), payment["out_trade_no"])
             leases.checked("payment", payment["out_trade_no"], now)
             queried += 1
             paid += 1 if outcome is not None and outcome.changed else 0

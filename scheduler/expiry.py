@@ -13,24 +13,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.leases import Leases
-from bootstrap.wiring import Runtime
+from application.payments import PaymentService
 from domain.status import OPEN_PAYMENT
+from projections.order_status import OrderStatusView
 
 GRACE = timedelta(seconds=60)
 
 
-def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
+def run(service: PaymentService, orders: OrderStatusView, leases: Leases, now: datetime) -> dict[str, int]:
     expired = paid = 0
-    for order in rt.orders.open_orders():
+    for order in orders.open_orders():
         open_attempts = [p for p in order["payments"] if p["status"] in OPEN_PAYMENT]
         if not open_attempts and _ended(order, now):
             # every attempt ended (a PAYERROR, say) and nobody started another: the order expires too
-            rt.ledger.expire_order(order["mchid"], order["merchant_order_no"])
+            service.ledger.expire_order(order["mchid"], order["merchant_order_no"])
             expired += 1
         for payment in open_attempts:
             if datetime.fromisoformat(payment["expire_at"]) + GRACE > now:
                 continue
-            result = rt.service.expire_attempt(order["mchid"], payment["out_trade_no"])
+            result = service.expire_attempt(order["mchid"], payment["out_trade_no"])
             if result.status.value == "PAID":
                 paid += 1
             else:

@@ -11,8 +11,9 @@ import logging
 from datetime import datetime, timedelta
 
 from adapters.leases import Leases
-from bootstrap.wiring import Runtime
+from application.payments import PaymentService
 from domain.status import FOLLOWED_REFUND, RefundStatus
+from projections.order_status import OrderStatusView
 
 log = logging.getLogger("zhangben.scheduler")
 OFFSETS = [timedelta(minutes=m) for m in (1, 2, 5, 10, 30, 60)]
@@ -27,9 +28,9 @@ def due_at(requested_at: datetime, checks: int, abnormal: bool) -> datetime:
     return requested_at + OFFSETS[-1] + HOURLY * (checks - len(OFFSETS) + 1)
 
 
-def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
+def run(service: PaymentService, orders: OrderStatusView, leases: Leases, now: datetime) -> dict[str, int]:
     queried = settled = abnormal = 0
-    for order in rt.orders.orders_with_open_refunds():
+    for order in orders.orders_with_open_refunds():
         for refund in order["refunds"]:
             if refund["status"] not in FOLLOWED_REFUND:
                 continue
@@ -38,7 +39,7 @@ def run(rt: Runtime, leases: Leases, now: datetime) -> dict[str, int]:
             if due_at(datetime.fromisoformat(refund["requested_at"]), checks, is_abnormal) > now:
                 abnormal += is_abnormal
                 continue
-            result = rt.service.sync_refund(refund["mchid"], refund["out_refund_no"])
+            result = service.sync_refund(refund["mchid"], refund["out_refund_no"])
             leases.checked("refund", refund["out_refund_no"], now)
             queried += 1
             if result.status is RefundStatus.ABNORMAL:

@@ -32,12 +32,25 @@ class Job:
     run: Callable[[Runtime, Leases, datetime], dict[str, int]]
 
 
+# Each job takes the few parts it uses; only this table knows the runtime they come from.
 JOBS = (
-    Job("compensating_query", timedelta(seconds=30), compensating.run),
-    Job("expiry", timedelta(seconds=30), expiry.run),
-    Job("refund_follow_up", timedelta(seconds=60), refunds.run),
-    Job("daily_bill", timedelta(minutes=10), bills.run),
-    Job("certificates", timedelta(hours=12), certificates.run),
+    Job(
+        "compensating_query",
+        timedelta(seconds=30),
+        lambda rt, leases, now: compensating.run(rt.service, rt.orders, leases, now),
+    ),
+    Job("expiry", timedelta(seconds=30), lambda rt, leases, now: expiry.run(rt.service, rt.orders, leases, now)),
+    Job(
+        "refund_follow_up",
+        timedelta(seconds=60),
+        lambda rt, leases, now: refunds.run(rt.service, rt.orders, leases, now),
+    ),
+    Job(
+        "daily_bill",
+        timedelta(minutes=10),
+        lambda rt, leases, now: bills.run(rt.finance, rt.reconciliation, leases, now),
+    ),
+    Job("certificates", timedelta(hours=12), lambda rt, leases, now: certificates.run(rt.client, leases, now)),
 )
 
 
