@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -20,7 +21,6 @@ from tests.deploy import Deployment
 from tests.spec_wechat import SpecWechat, paid_resource
 
 NOTIFY = "/wechatpay/v3/notify"
-FLOOD_SECONDS = 25  # 300 forged posts take a few seconds; the wait before them is at most this
 
 
 @pytest.fixture
@@ -189,14 +189,13 @@ def test_a_flood_of_forged_callbacks_is_counted_not_stored(deployment: Deploymen
     before = len(refused(deployment))
     forged = b'{"id": "x", "padding": "' + b"B" * 20_000 + b'"}'
     headers = wechat.headers(forged) | {"Wechatpay-Signature": "Zm9yZ2Vk"}
-    if (left := 60 - time.time() % 60) < FLOOD_SECONDS:  # the counter is per minute: keep the flood inside one
-        time.sleep(left + 0.2)
-    started = time.monotonic()
     statuses = [post(deployment, forged, headers).status_code for _ in range(300)]
-    assert time.monotonic() - started < FLOOD_SECONDS, "the flood outlasted its window; raise FLOOD_SECONDS"
-    assert set(statuses) <= {401, 429} and statuses[-1] == 429
+    # the limit is per source and minute: however the flood falls across minutes (a slow machine), each minute
+    # keeps at most 60, and 300 refusals overflow at least one of them
+    assert set(statuses) <= {401, 429} and 429 in statuses
     recorded = refused(deployment)[before:]
-    assert 0 < len(recorded) <= 60, "at most a minute's limit kept"
+    per_minute = Counter(r.received_at.strftime("%Y-%m-%dT%H:%M") for r in recorded)
+    assert recorded and max(per_minute.values()) <= 60, per_minute
     assert all(len(r.body) <= 4096 and r.body_bytes == len(forged) for r in recorded)
     assert sum(len(r.body) + len(json.dumps(r.headers)) for r in recorded) < 1_000_000  # was 66 MB for 300
     database = ViewDatabase(parse_url(deployment.database_url))
