@@ -12,13 +12,14 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
+
+from zhangben.launch import free_port as launch_free_port
 
 USER = "zhangben"
 PASSWORD = "test-only-password"
@@ -45,9 +46,7 @@ def find_bindir() -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return launch_free_port()  # below the ephemeral range (zhangben/launch.py)
 
 
 class ThrowawayPostgres:

@@ -11,6 +11,7 @@ same ``running_stack`` on free ports in a scratch directory.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,9 +40,31 @@ class StackError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free port below the kernel's ephemeral range, for a server started a moment later.
+
+    A port the kernel hands out for ``bind(0)`` comes from the ephemeral range, which every outgoing
+    connection draws from too: with tests on every core, one of them could take the port before the server
+    binds it ("Address already in use").  Below that range only another ``free_port`` could, at random.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = secrets.choice(range(max(1024, low - 12_000), low))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded machine: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere the range starts higher still
 
 
 def ensure_free(port: int, what: str) -> None:
