@@ -383,13 +383,13 @@ class Ledger(Application[UUID]):
     ) -> Payment | None:
         """One attempt closed (at WeChat first, by the caller); the order stays open.
 
-        With ``seen_version`` (the attempt's version when WeChat was asked to
-        close it), nothing is closed if the attempt moved since — it may have
+        With ``seen_version`` (the attempt's ``state_version`` when WeChat was
+        asked to close it: the evidence kept meanwhile does not count), nothing is closed if the attempt moved since — it may have
         been prepaid meanwhile, and WeChat's "not found" no longer holds — and
         None says: ask WeChat again.
         """
         payment = self.get_payment(out_trade_no)
-        if seen_version is not None and payment.version != seen_version and payment.is_open:
+        if seen_version is not None and payment.state_version != seen_version and payment.is_open:
             return None
         payment.record_wechat_calls(exchanges)
         payment.close(self.clock(), reason)

@@ -313,7 +313,7 @@ class PaymentService:
                     break
                 # closed twice (a concurrent request) is closed once; prepaid since WeChat was asked: ask again.
                 # The close's request and answer are kept in the same save as the close.
-                if self.ledger.close_payment(out_trade_no, reason, payment.version, _data(calls)) is not None:
+                if self.ledger.close_payment(out_trade_no, reason, payment.state_version, _data(calls)) is not None:
                     break
                 self._keep(payment.id, calls)
             else:

@@ -135,6 +135,9 @@ class Payment(Aggregate):
 
         TOPIC = "zhangben.Payment.WechatCalled"
 
+        def apply(self, payment: Payment) -> None:
+            payment.calls_kept += 1
+
     def record_wechat_calls(self, exchanges: Iterable[Mapping[str, Any]]) -> int:
         """Keep each request to WeChat and its answer; how many (``domain.exchange``)."""
         return exchange.keep_exchanges(self, self.WechatCalled, exchanges)
@@ -179,9 +182,16 @@ class Payment(Aggregate):
         self.total_fen: int | None = None
         self.payer_total_fen: int | None = None
         self.nocash_fen = 0
+        self.calls_kept = 0  # WechatCalled events: evidence, which moves the version but not the attempt
         self.success_time: datetime | None = None
         self.amount_mismatch = False
         self.trade_state: str | None = None
+
+    @property
+    def state_version(self) -> int:
+        """The version counting only what changes the attempt, not the evidence kept on it: what a close compares
+        to learn whether the attempt moved (was prepaid) while WeChat was being asked."""
+        return int(self.version) - self.calls_kept
 
     @property
     def settlement_fen(self) -> int | None:
