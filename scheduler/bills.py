@@ -38,6 +38,9 @@ def run(finance: Finance, bills: Reconciliation, leases: Leases, now: datetime) 
                     raise
                 not_ready += 1
                 log.info("bill for %s on %s not available yet: %s", mchid, day, exc)
+                # no trades that day (or not made yet): the balance may still have moved (the day before's
+                # settlement), so the fund flow bill is still asked for
+                differences += _fund_flow(finance, mchid, day)
                 continue
             imported += 1
             differences += report["differences_total"]

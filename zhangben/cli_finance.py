@@ -66,6 +66,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 print(
                     f"{bill_date} merchant {mchid}: no bill from WeChat (no trades that day, or not ready before 10:00)"
                 )
+                if content is None or fund_flow is not None:  # the balance may have moved all the same
+                    differences += _reconcile_fund_flow(rt, mchid, bill_date, fund_flow)
                 continue
             except BillFormatError as exc:  # BillMismatch too: a damaged file
                 raise UsageError(f"the bill cannot be read: {exc}") from None
