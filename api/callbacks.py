@@ -78,41 +78,28 @@ V3 = Reply(lambda: Response(status_code=204), _fail)
 V2 = Reply(lambda: _xml(SUCCESS_XML), lambda status, message: _xml(fail_xml(message), status))
 
 
-@router.post("/wechatpay/v3/notify/{merchant}", status_code=204, include_in_schema=False)
-async def notify_merchant(request: Request, merchant: str) -> Response:
-    """The merchant's own notify path (``notify_url`` = ``…/wechatpay/v3/notify/{mchid or sub_mchid}``):
-    a refusal here is that merchant's to see, attributed before any signature is checked."""
-    return await _notify(request, runtime(request).callbacks.handle, V3, merchant)
-
-
+# Each route also on the merchant's own path (``…/{merchant}``, the merchant's mchid or sub_mchid, as
+# ``zhangben keys init`` writes notify_url): there a refusal is that merchant's, attributed before any signature
+# is checked; on the shared path it names no merchant (the deployment's operator sees it).
 @router.post("/wechatpay/v3/notify", status_code=204, include_in_schema=False)
+@router.post("/wechatpay/v3/notify/{merchant}", status_code=204, include_in_schema=False)
 async def notify(request: Request) -> Response:
-    """The shared path, still accepted: its refusals name no merchant (the deployment's operator sees them)."""
+    """API v3 notifications: signed JSON, the resource AES-256-GCM encrypted."""
     return await _notify(request, runtime(request).callbacks.handle, V3)
 
 
 @router.post("/wechatpay/v2/notify", include_in_schema=False)
+@router.post("/wechatpay/v2/notify/{merchant}", include_in_schema=False)
 async def notify_v2(request: Request) -> Response:
     """API v2 pay results: signed XML (MD5 or HMAC-SHA256)."""
     return await _notify(request, runtime(request).callbacks.handle_v2_pay, V2)
 
 
-@router.post("/wechatpay/v2/notify/{merchant}", include_in_schema=False)
-async def notify_v2_merchant(request: Request, merchant: str) -> Response:
-    """API v2 pay results on the merchant's own path (refusals attributed to it)."""
-    return await _notify(request, runtime(request).callbacks.handle_v2_pay, V2, merchant)
-
-
 @router.post("/wechatpay/v2/refund-notify", include_in_schema=False)
+@router.post("/wechatpay/v2/refund-notify/{merchant}", include_in_schema=False)
 async def refund_notify_v2(request: Request) -> Response:
     """API v2 refund results: ``req_info`` (AES-256-ECB under the MD5 of the API key)."""
     return await _notify(request, runtime(request).callbacks.handle_v2_refund, V2)
-
-
-@router.post("/wechatpay/v2/refund-notify/{merchant}", include_in_schema=False)
-async def refund_notify_v2_merchant(request: Request, merchant: str) -> Response:
-    """API v2 refund results on the merchant's own path (refusals attributed to it)."""
-    return await _notify(request, runtime(request).callbacks.handle_v2_refund, V2, merchant)
 
 
 def database_unavailable(path: str) -> Response:
@@ -121,11 +108,10 @@ def database_unavailable(path: str) -> Response:
     return reply.failure(503, "数据库暂不可用，请重试")
 
 
-async def _notify(
-    request: Request, handle: Callable[..., NotificationOutcome], reply: Reply, merchant: str | None = None
-) -> Response:
+async def _notify(request: Request, handle: Callable[..., NotificationOutcome], reply: Reply) -> Response:
     """Every notification, v3 or v2, the one way: read (bounded), handle within WeChat's budget, answer success
     only once stored, and each refusal with the status WeChat's rules give, counted by result."""
+    merchant: str | None = request.path_params.get("merchant")
     body, whole = await _bounded_body(request)
     metrics = request.app.state.metrics
     if not whole:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from adapters.refusals import RefusalCounter
 from adapters.wechatpay.callbacks import Callback, CallbackRejected, RefundNotice, TransactionNotice, read_callback
@@ -62,6 +63,9 @@ class Callbacks:
         self.payments = payments
         self.keys = keys  # WeChat's keys per merchant (the v3 client's), to verify v3 notifications
         self.refusals = refusals  # per-source counts and the limit on refusals kept (None: keep every one)
+        # each API's merchants, once: a notification is verified against its own API's only
+        self.v3_merchants = {key: m for key, m in payments.merchants.items() if not m.is_v2}
+        self.v2_merchants = {key: m for key, m in payments.merchants.items() if m.is_v2}
         # event type → use case: every type the adapter translates has exactly one.
         self.dispatch: dict[str, Callable[[Callback], NotificationOutcome]] = {
             "TRANSACTION.SUCCESS": self.payment_succeeded,
@@ -84,10 +88,8 @@ class Callbacks:
         ``merchant`` is the one the notify path names (``/wechatpay/v3/notify/{merchant}``): only its keys are
         tried, and a refusal is that merchant's; without it (the shared path) every v3 merchant's are.
         """
-        merchants = self._named(self.v3_merchants, merchant)
-        return self._apply(
-            lambda: read_callback(headers, body, merchants, self.keys), headers, body, path, remote, merchant
-        )
+        read = partial(read_callback, headers, body, keys=self.keys)
+        return self._apply(read, self.v3_merchants, headers, body, path, remote, merchant)
 
     def handle_v2_pay(
         self,
@@ -99,8 +101,9 @@ class Callbacks:
         merchant: str | None = None,
     ) -> NotificationOutcome:
         """A v2 pay result (signed XML), the same way through."""
-        merchants = self._named(self.v2_merchants, merchant)
-        return self._apply(lambda: read_pay_notify(headers, body, merchants), headers, body, path, remote, merchant)
+        return self._apply(
+            partial(read_pay_notify, headers, body), self.v2_merchants, headers, body, path, remote, merchant
+        )
 
     def handle_v2_refund(
         self,
@@ -112,16 +115,8 @@ class Callbacks:
         merchant: str | None = None,
     ) -> NotificationOutcome:
         """A v2 refund result (``req_info``), the same way through."""
-        merchants = self._named(self.v2_merchants, merchant)
-        return self._apply(lambda: read_refund_notify(headers, body, merchants), headers, body, path, remote, merchant)
-
-    @property
-    def v3_merchants(self) -> Mapping[str, Merchant]:
-        return {key: m for key, m in self.payments.merchants.items() if not m.is_v2}
-
-    @property
-    def v2_merchants(self) -> Mapping[str, Merchant]:
-        return {key: m for key, m in self.payments.merchants.items() if m.is_v2}
+        read = partial(read_refund_notify, headers, body)
+        return self._apply(read, self.v2_merchants, headers, body, path, remote, merchant)
 
     @staticmethod
     def _named(merchants: Mapping[str, Merchant], merchant: str | None) -> Mapping[str, Merchant]:
@@ -132,7 +127,8 @@ class Callbacks:
 
     def _apply(
         self,
-        read: Callable[[], Callback],
+        read: Callable[[Mapping[str, Merchant]], Callback],
+        merchants: Mapping[str, Merchant],
         headers: Mapping[str, str],
         body: bytes,
         path: str,
@@ -140,7 +136,7 @@ class Callbacks:
         merchant: str | None,
     ) -> NotificationOutcome:
         try:
-            callback = read()
+            callback = read(self._named(merchants, merchant))
             # the readers translate only the types in TRANSLATIONS, each of which has a use case here
             return self.dispatch[callback.event_type](callback)
         except (SignatureError, CallbackRejected, CallbackRefused) as exc:

@@ -152,6 +152,17 @@ class Ledger(Application[UUID]):
         """The events of several aggregates, read in one query (``adapters.recorders``); absent ones are left out."""
         return read_streams(self.recorder, self.mapper, aggregate_ids)
 
+    def created(self, topic: str, after: int = 0, page: int = 1000) -> Iterator[Any]:
+        """Every aggregate whose creation event has ``topic``, in the order created, read page by page from the
+        log (each page's aggregates in one query)."""
+        while notifications := self.recorder.select_notifications(after + 1, page, topics=[topic]):
+            wanted = [ids.as_uuid(n.originator_id) for n in notifications]
+            loaded = self.load_many(wanted)
+            yield from (loaded[i] for i in wanted if i in loaded)
+            if len(notifications) < page:
+                return
+            after = notifications[-1].id
+
     def known_payments(self, out_trade_nos: Iterable[str]) -> set[str]:
         """Which of these out_trade_no are attempts the ledger issued (one query)."""
         by_id = {ids.payment_id(otn): otn for otn in out_trade_nos}
@@ -621,17 +632,8 @@ class Ledger(Application[UUID]):
         return bill
 
     def daily_bills(self) -> list[DailyBill]:
-        """Every day's bill ever imported, in the order first imported (read page by page from the log)."""
-        topic = DailyBill.Created.TOPIC
-        found: list[DailyBill] = []
-        start = 1
-        while notifications := self.recorder.select_notifications(start, 1000, topics=[topic]):
-            loaded = self.load_many(ids.as_uuid(n.originator_id) for n in notifications)
-            found += [loaded[i] for i in (ids.as_uuid(n.originator_id) for n in notifications) if i in loaded]
-            if len(notifications) < 1000:
-                break
-            start = notifications[-1].id + 1
-        return found
+        """Every day's bill ever imported, in the order first imported."""
+        return list(self.created(DailyBill.Created.TOPIC))
 
     def bill_acknowledgements(self, mchid: str, bill_date: date) -> dict[str, dict[str, str]]:
         bill: DailyBill | None = self._load_optional(DailyBill.create_id(mchid, bill_date.isoformat()))
@@ -651,16 +653,7 @@ class Ledger(Application[UUID]):
 
     def api_keys(self, mchid: str | None = None) -> list[ApiKey]:
         """Every key issued (revoked and expired ones too), oldest first; never a secret, only ids."""
-        topic = ApiKey.Created.TOPIC
-        found: list[ApiKey] = []
-        start = 1
-        while True:
-            notifications = self.recorder.select_notifications(start, 1000, topics=[topic])
-            found += [self.repository.get(ids.as_uuid(n.originator_id)) for n in notifications]
-            if len(notifications) < 1000:
-                break
-            start = notifications[-1].id + 1
-        return [k for k in found if mchid is None or k.mchid == mchid]
+        return [k for k in self.created(ApiKey.Created.TOPIC) if mchid is None or k.mchid == mchid]
 
     def _api_key(self, key_id: str) -> ApiKey:
         try:
@@ -739,14 +732,7 @@ class Ledger(Application[UUID]):
 
     def refused_callbacks_since(self, after: int = 0, page: int = 500) -> Iterator[RefusedCallback]:
         """Every refused callback kept, oldest first, read page by page from the log."""
-        topic = RefusedCallback.Created.TOPIC
-        while notifications := self.recorder.select_notifications(after + 1, page, topics=[topic]):
-            wanted = [ids.as_uuid(n.originator_id) for n in notifications]
-            loaded = self.load_many(wanted)
-            yield from (loaded[i] for i in wanted if i in loaded)
-            if len(notifications) < page:
-                return
-            after = notifications[-1].id
+        return self.created(RefusedCallback.Created.TOPIC, after, page)
 
     def refused_callbacks_seen_by(
         self,
