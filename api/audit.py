@@ -29,11 +29,11 @@ def history(
 ) -> dict[str, Any]:
     if as_of is not None and as_of.tzinfo is None:
         raise HTTPException(422, "as_of needs a UTC offset, e.g. 2026-11-22T10:00:00+08:00")
-    events = rt.ledger.order_history(who.mchid, merchant_order_no, as_of)
+    events = rt.rooms.reads.order_history(who.mchid, merchant_order_no, as_of)
     state = (
-        rt.ledger.order_state_as_of(who.mchid, merchant_order_no, as_of)
+        rt.rooms.reads.order_state_as_of(who.mchid, merchant_order_no, as_of)
         if as_of
-        else rt.ledger.order_view(who.mchid, merchant_order_no)
+        else rt.rooms.reads.order_view(who.mchid, merchant_order_no)
     )
     return {
         "merchant_order_no": merchant_order_no,
@@ -61,7 +61,9 @@ def refused_callbacks(
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-22T00:00:00+08:00")
-    found = rt.ledger.refused_callbacks_seen_by(None if who.role == OPERATOR else who.mchid, reason or "", from_, to)
+    found = rt.rooms.audit.refused_callbacks_seen_by(
+        None if who.role == OPERATOR else who.mchid, reason or "", from_, to
+    )
     return {"refused": [_refused_view(r) for r in reversed(found[-limit:])]}
 
 

@@ -22,6 +22,7 @@ from adapters.wechatpay.v2_callbacks import SUCCESS_XML, fail_xml
 from api.deps import runtime
 from api.errors import trip_gate
 from application.callbacks import CallbackRefused, NotificationOutcome, RefusalsThrottled
+from domain.audit import Arrival
 
 router = APIRouter(tags=["wechatpay"])
 log = logging.getLogger("zhangben.callbacks")
@@ -51,16 +52,17 @@ async def _bounded_body(request: Request) -> tuple[bytes, bool]:
     return b"".join(chunks), True
 
 
-async def _refuse_oversized(request: Request, body_start: bytes, merchant: str | None = None) -> int:
-    """Keep the refusal of a body too large (bounded, throttled per source): 413, or 429 when throttled."""
-    rt = runtime(request)
+def _arrival(request: Request, body: bytes) -> Arrival:
+    """The callback as it arrived, with the merchant its path names (``…/{merchant}``; None on a shared path)."""
     remote = request.client.host if request.client else ""
+    return Arrival(request.url.path, remote, dict(request.headers), body, request.path_params.get("merchant"))
+
+
+async def _refuse_oversized(request: Request, body_start: bytes) -> int:
+    """Keep the refusal of a body too large (bounded, throttled per source): 413, or 429 when throttled."""
     reason = f"body larger than {MAX_CALLBACK_BYTES} bytes"
-    known = merchant if merchant in rt.service.merchants else None
     try:
-        await asyncio.to_thread(
-            rt.callbacks.refused, request.url.path, remote, dict(request.headers), body_start, reason, known
-        )
+        await asyncio.to_thread(runtime(request).callbacks.refused, _arrival(request, body_start), reason)
     except RefusalsThrottled:
         return 429
     return 413
@@ -108,19 +110,15 @@ def database_unavailable(path: str) -> Response:
     return reply.failure(503, "数据库暂不可用，请重试")
 
 
-async def _notify(request: Request, handle: Callable[..., NotificationOutcome], reply: Reply) -> Response:
+async def _notify(request: Request, handle: Callable[[Arrival], NotificationOutcome], reply: Reply) -> Response:
     """Every notification, v3 or v2, the one way: read (bounded), handle within WeChat's budget, answer success
     only once stored, and each refusal with the status WeChat's rules give, counted by result."""
-    merchant: str | None = request.path_params.get("merchant")
     body, whole = await _bounded_body(request)
     metrics = request.app.state.metrics
     if not whole:
         metrics.callbacks.labels("refused_content").inc()
-        return reply.failure(await _refuse_oversized(request, body, merchant), "通知内容过大")
-    remote = request.client.host if request.client else ""
-    work = asyncio.to_thread(
-        handle, dict(request.headers), body, path=request.url.path, remote=remote, merchant=merchant
-    )
+        return reply.failure(await _refuse_oversized(request, body), "通知内容过大")
+    work = asyncio.to_thread(handle, _arrival(request, body))
     try:
         await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
     except RefusalsThrottled as exc:
@@ -159,8 +157,7 @@ async def native_callback(request: Request) -> Response:
     body, whole = await _bounded_body(request)
     if not whole:
         return _xml(fail_xml("请求内容过大"), await _refuse_oversized(request, body))
-    remote = request.client.host if request.client else ""
-    work = asyncio.to_thread(rt.products.scan, body, dict(request.headers), remote)
+    work = asyncio.to_thread(rt.products.scan, _arrival(request, body))
     try:
         answer = await asyncio.wait_for(work, ANSWER_BUDGET_SECONDS)
     except RefusalsThrottled as exc:

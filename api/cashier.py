@@ -64,7 +64,7 @@ def _payment(rt: Runtime, out_trade_no: str, token: str) -> Payment:
 
 
 def _status(rt: Runtime, payment: Payment) -> dict[str, Any]:
-    view = rt.ledger.order_view(payment.mchid, payment.merchant_order_no)
+    view = rt.rooms.reads.order_view(payment.mchid, payment.merchant_order_no)
     return {"status": view["status"], "version": view["version"], "expire_at": beijing_iso(payment.expire_at)}
 
 

@@ -78,7 +78,7 @@ def _session(request: Request) -> Session | None:
     key = request.cookies.get(COOKIE)
     if not key:
         return None
-    who = runtime(request).ledger.authenticate(key)
+    who = runtime(request).rooms.keys.authenticate(key)
     return Session(who, key) if who is not None else None
 
 
@@ -164,7 +164,7 @@ def login(
     key: Annotated[str, Form(max_length=200)],
     next_page: Annotated[str, Form(alias="next")] = "/console",
 ) -> Response:
-    who = runtime(request).ledger.authenticate(key.strip())
+    who = runtime(request).rooms.keys.authenticate(key.strip())
     if who is None:
         return _page(request, "login.html", None, next=_inside(next_page), msg="API key 无效、已撤销或已过期")
     home = _inside(next_page) if who.role in ORDER_READERS else MENU[who.role][0][0]
@@ -205,7 +205,7 @@ def orders(
     session = _require(request, *ORDER_READERS)
     rt = runtime(request)
     if q:
-        found = rt.ledger.find_order_no(session.who.mchid, q)
+        found = rt.rooms.reads.find_order_no(session.who.mchid, q)
         if found is not None:
             return RedirectResponse(f"/console/orders/{quote(found)}", 303)
         return _page(
@@ -263,11 +263,11 @@ def order_page(request: Request, merchant_order_no: str, as_of: str = "", msg: s
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=BEIJING)  # a time without an offset is Beijing time, as everywhere
     view = (
-        rt.ledger.order_state_as_of(mchid, merchant_order_no, moment)
+        rt.rooms.reads.order_state_as_of(mchid, merchant_order_no, moment)
         if moment
-        else rt.ledger.order_view(mchid, merchant_order_no)
+        else rt.rooms.reads.order_view(mchid, merchant_order_no)
     )
-    events = rt.ledger.order_history(mchid, merchant_order_no)
+    events = rt.rooms.reads.order_history(mchid, merchant_order_no)
     captured = [p for p in view["payments"] if p.get("transaction_id")]
     return _page(
         request,
@@ -472,7 +472,9 @@ def export_file(
 def refused(request: Request, reason: Annotated[str, Query(max_length=100)] = "") -> Response:
     session = _require(request, "auditor", OPERATOR)
     rt = runtime(request)
-    found = rt.ledger.refused_callbacks_seen_by(None if session.who.role == OPERATOR else session.who.mchid, reason)
+    found = rt.rooms.audit.refused_callbacks_seen_by(
+        None if session.who.role == OPERATOR else session.who.mchid, reason
+    )
     return _page(request, "refused.html", session, refused=list(reversed(found[-200:])), reason=reason)
 
 

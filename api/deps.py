@@ -42,7 +42,7 @@ def await_projection(request: Request, rt: Runtime, name: str) -> None:
 def principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    found = runtime(request).ledger.authenticate(credentials.credentials.strip()) if credentials else None
+    found = runtime(request).rooms.keys.authenticate(credentials.credentials.strip()) if credentials else None
     if found is None:
         raise HTTPException(
             401, "a valid API key is required: Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"}

@@ -67,17 +67,7 @@ def create_order(
     idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX_CHARS)] = None,
 ) -> dict[str, Any]:
     answer = rt.service.create_order(
-        who.mchid,
-        body.merchant_order_no,
-        body.amount_fen,
-        body.description,
-        body.channel,
-        body.payer_openid,
-        body.expire_seconds,
-        body.attach,
-        _client_ip(request, body.payer_client_ip),
-        idempotency_key or None,
-        appid=body.appid,
+        body.request(who.mchid, _client_ip(request, body.payer_client_ip), idempotency_key or None)
     )
     if not answer.created:
         response.status_code = 200  # the same request again: the same answer
@@ -104,7 +94,7 @@ def new_payment(
     answer = rt.service.open_attempt(
         who.mchid,
         merchant_order_no,
-        body.channel,
+        str(body.channel) if body.channel else None,
         body.payer_openid,
         _client_ip(request, body.payer_client_ip),
         body.appid,
@@ -124,11 +114,11 @@ async def get_order(
     wait: Annotated[int, Query(ge=0, le=30)] = 0,
     after_version: Annotated[int, Query(ge=0)] | None = None,
 ) -> Any:
-    view = await asyncio.to_thread(rt.ledger.order_view, who.mchid, merchant_order_no)
+    view = await asyncio.to_thread(rt.rooms.reads.order_view, who.mchid, merchant_order_no)
     deadline = time.monotonic() + wait
     while after_version is not None and view["version"] <= after_version and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-        view = await asyncio.to_thread(rt.ledger.order_view, who.mchid, merchant_order_no)
+        view = await asyncio.to_thread(rt.rooms.reads.order_view, who.mchid, merchant_order_no)
     return view
 
 
@@ -157,7 +147,7 @@ def list_orders(
     "/orders/{merchant_order_no}/stream", summary="Live status as Server-Sent Events", response_class=StreamingResponse
 )
 async def stream(merchant_order_no: str, who: Merchant, rt: Rt) -> StreamingResponse:
-    first = await asyncio.to_thread(rt.ledger.order_view, who.mchid, merchant_order_no)
+    first = await asyncio.to_thread(rt.rooms.reads.order_view, who.mchid, merchant_order_no)
 
     async def events() -> AsyncIterator[str]:
         view, last, quiet = first, -1, 0.0
@@ -172,7 +162,7 @@ async def stream(merchant_order_no: str, who: Merchant, rt: Rt) -> StreamingResp
                 yield ": keep-alive\n\n"
             await asyncio.sleep(0.2)
             quiet += 0.2
-            view = await asyncio.to_thread(rt.ledger.order_view, who.mchid, merchant_order_no)
+            view = await asyncio.to_thread(rt.rooms.reads.order_view, who.mchid, merchant_order_no)
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -190,7 +180,7 @@ def sync(merchant_order_no: str, who: Viewer, rt: Rt) -> Any:
     summary="Close an unpaid order at WeChat and in the ledger",
 )
 def close(merchant_order_no: str, who: Merchant, rt: Rt) -> Any:
-    return rt.ledger.view_of(rt.service.close_order(who.mchid, merchant_order_no))
+    return rt.rooms.reads.view_of(rt.service.close_order(who.mchid, merchant_order_no))
 
 
 @router.post(
@@ -216,7 +206,7 @@ def resolve_review(merchant_order_no: str, body: ResolveReview, who: Merchant, r
     order = rt.service.resolve_review(
         who.mchid, merchant_order_no, body.note, body.action, who.actor, body.out_trade_no
     )
-    return rt.ledger.view_of(order)
+    return rt.rooms.reads.view_of(order)
 
 
 @router.post(
@@ -225,7 +215,7 @@ def resolve_review(merchant_order_no: str, body: ResolveReview, who: Merchant, r
     summary="File a note on an order (客服: what the payer said); changes no money",
 )
 def note_review(merchant_order_no: str, body: ReviewNote, who: Viewer, rt: Rt) -> Any:
-    return rt.ledger.view_of(rt.service.note_review(who.mchid, merchant_order_no, body.note, who.actor))
+    return rt.rooms.reads.view_of(rt.service.note_review(who.mchid, merchant_order_no, body.note, who.actor))
 
 
 @router.post(

@@ -24,8 +24,8 @@ from typing_extensions import TypedDict
 from application.views import OrderView
 from domain import limits
 from domain.money import MAX_FEN
+from domain.status import Channel
 
-Channel = Literal["native", "jsapi", "miniprogram", "app", "h5"]
 Key = Annotated[
     str, Field(min_length=limits.KEY_MIN_CHARS, max_length=limits.KEY_MAX_CHARS, pattern=limits.KEY_PATTERN)
 ]
@@ -53,6 +53,13 @@ class CreateOrder(BaseModel):
     payer_client_ip: IPvAnyAddress | None = Field(
         None, description="the payer's IP as your back end saw it (H5 needs it); default: from trusted proxies"
     )
+
+    def request(self, mchid: str, client_ip: str, idempotency_key: str | None) -> limits.NewOrder:
+        """The request as the ledger takes it, whole (``domain.limits.NewOrder``)."""
+        terms = limits.OrderTerms(
+            self.amount_fen, self.description, str(self.channel), self.payer_openid, self.expire_seconds, self.attach
+        )
+        return limits.NewOrder(mchid, self.merchant_order_no, terms, idempotency_key, self.appid, client_ip)
 
 
 class NewPayment(BaseModel):

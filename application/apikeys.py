@@ -2,7 +2,8 @@
 
 A key is ``zb_<key id>_<secret>``.  The secret is 32 random bytes, so a
 salted SHA-256 is enough (nothing to brute-force); the key id finds the
-stored hash without scanning.
+stored hash without scanning.  ``ApiKeys`` holds the commands: issue, list,
+revoke, rotate (https://owasp.org/www-project-api-security/ on keys kept as hashes).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from application.ledger import Ledger, retry_on_conflict
 from domain.apikey import ROLES, ApiKey, Principal
+from domain.errors import Conflict, NotFound
 
 PREFIX = "zb_"
 
@@ -69,3 +72,50 @@ def authenticate(get_key: Callable[[UUID], ApiKey], key: str, now: datetime) -> 
     if not hmac.compare_digest(record.digest, _digest(record.salt, secret)) or not record.usable_at(now):
         return None
     return Principal(key_id=record.key_id, mchid=record.mchid, role=record.role)
+
+
+class ApiKeys:
+    """The commands on API keys, over the ledger's store; only hashes are ever saved."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def issue_api_key(self, mchid: str, role: str, expires_at: datetime | None = None) -> str:
+        """A new API key for ``mchid`` in ``role``: returned once, only its hash is stored."""
+        key, record = issue(mchid, role, self.ledger.clock(), expires_at)
+        self.ledger.save(record)
+        return key
+
+    def authenticate(self, key: str) -> Principal | None:
+        """Who holds ``key``, or None (the same work either way)."""
+        return authenticate(self.ledger.repository.get, key, self.ledger.clock())
+
+    def api_keys(self, mchid: str | None = None) -> list[ApiKey]:
+        """Every key issued (revoked and expired ones too), oldest first; never a secret, only ids."""
+        return [k for k in self.ledger.created(ApiKey.Created.TOPIC) if mchid is None or k.mchid == mchid]
+
+    def _api_key(self, key_id: str) -> ApiKey:
+        try:
+            return self.ledger.repository.get(ApiKey.create_id(key_id))
+        except AggregateNotFoundError:
+            raise NotFound(f"API key {key_id!r} not found") from None
+
+    @retry_on_conflict
+    def revoke_api_key(self, key_id: str, reason: str = "revoked") -> ApiKey:
+        """The key stops working now, in every worker (each request reads it from the event store)."""
+        record = self._api_key(key_id)
+        record.revoke(self.ledger.clock(), reason)
+        self.ledger.save(record)
+        return record
+
+    @retry_on_conflict
+    def rotate_api_key(self, key_id: str, grace: timedelta) -> tuple[str, ApiKey]:
+        """A new key with the same merchant and role; the old one keeps working for ``grace``, then expires."""
+        old = self._api_key(key_id)
+        now = self.ledger.clock()
+        if not old.usable_at(now):
+            raise Conflict(f"API key {key_id!r} is revoked or expired: create a new one instead")
+        key, new = issue(old.mchid, old.role, now, old.expires_at)
+        old.expire(now + grace, f"rotated to {new.key_id}")
+        self.ledger.save(old, new)
+        return key, new

@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from adapters.refusals import RefusalCounter
-from adapters.wechatpay.callbacks import Callback, CallbackRejected, RefundNotice, TransactionNotice, read_callback
+from adapters.wechatpay.callbacks import Callback, CallbackRejected, read_callback
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import SignatureError
 from adapters.wechatpay.platform import PlatformKeys
 from adapters.wechatpay.v2_callbacks import read_pay_notify, read_refund_notify
-from application.ledger import Ledger
+from application.audit import Audit
 from application.payments import PaymentService
+from domain.audit import Arrival
 from domain.errors import LedgerError, PaymentNotFound, RefundNotFound
+from domain.notices import RefundNotice, TransactionNotice
 
 log = logging.getLogger("zhangben.callbacks")
-
-NOTIFY_PATH = "/wechatpay/v3/notify"
-V2_NOTIFY_PATH = "/wechatpay/v2/notify"
-V2_REFUND_NOTIFY_PATH = "/wechatpay/v2/refund-notify"
 
 
 class CallbackRefused(LedgerError):
@@ -52,15 +50,17 @@ class NotificationOutcome:
 
 
 class Callbacks:
+    """Every callback's way through, given its parts at wiring time."""
+
     def __init__(
         self,
-        ledger: Ledger,
         payments: PaymentService,
+        audit: Audit,
         keys: Mapping[str, PlatformKeys],
         refusals: RefusalCounter | None = None,
     ) -> None:
-        self.ledger = ledger
         self.payments = payments
+        self.audit = audit  # where refusals are kept
         self.keys = keys  # WeChat's keys per merchant (the v3 client's), to verify v3 notifications
         self.refusals = refusals  # per-source counts and the limit on refusals kept (None: keep every one)
         # each API's merchants, once: a notification is verified against its own API's only
@@ -74,49 +74,22 @@ class Callbacks:
             "REFUND.CLOSED": self.refund_settled,
         }
 
-    def handle(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        *,
-        path: str = NOTIFY_PATH,
-        remote: str = "",
-        merchant: str | None = None,
-    ) -> NotificationOutcome:
+    def handle(self, arrival: Arrival) -> NotificationOutcome:
         """A v3 notification: verify, translate, apply — or refuse, keep the refusal, and raise.
 
-        ``merchant`` is the one the notify path names (``/wechatpay/v3/notify/{merchant}``): only its keys are
-        tried, and a refusal is that merchant's; without it (the shared path) every v3 merchant's are.
+        ``arrival.mchid`` is the merchant the notify path names (``/wechatpay/v3/notify/{merchant}``): only its
+        keys are tried, and a refusal is that merchant's; without it (the shared path) every v3 merchant's are.
         """
-        read = partial(read_callback, headers, body, keys=self.keys)
-        return self._apply(read, self.v3_merchants, headers, body, path, remote, merchant)
+        read = partial(read_callback, arrival.headers, arrival.body, keys=self.keys)
+        return self._apply(read, self.v3_merchants, arrival)
 
-    def handle_v2_pay(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        *,
-        path: str = V2_NOTIFY_PATH,
-        remote: str = "",
-        merchant: str | None = None,
-    ) -> NotificationOutcome:
+    def handle_v2_pay(self, arrival: Arrival) -> NotificationOutcome:
         """A v2 pay result (signed XML), the same way through."""
-        return self._apply(
-            partial(read_pay_notify, headers, body), self.v2_merchants, headers, body, path, remote, merchant
-        )
+        return self._apply(partial(read_pay_notify, arrival.headers, arrival.body), self.v2_merchants, arrival)
 
-    def handle_v2_refund(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        *,
-        path: str = V2_REFUND_NOTIFY_PATH,
-        remote: str = "",
-        merchant: str | None = None,
-    ) -> NotificationOutcome:
+    def handle_v2_refund(self, arrival: Arrival) -> NotificationOutcome:
         """A v2 refund result (``req_info``), the same way through."""
-        read = partial(read_refund_notify, headers, body)
-        return self._apply(read, self.v2_merchants, headers, body, path, remote, merchant)
+        return self._apply(partial(read_refund_notify, arrival.headers, arrival.body), self.v2_merchants, arrival)
 
     @staticmethod
     def _named(merchants: Mapping[str, Merchant], merchant: str | None) -> Mapping[str, Merchant]:
@@ -126,50 +99,37 @@ class Callbacks:
         return {merchant: merchants[merchant]} if merchant in merchants else {}
 
     def _apply(
-        self,
-        read: Callable[[Mapping[str, Merchant]], Callback],
-        merchants: Mapping[str, Merchant],
-        headers: Mapping[str, str],
-        body: bytes,
-        path: str,
-        remote: str,
-        merchant: str | None,
+        self, read: Callable[[Mapping[str, Merchant]], Callback], merchants: Mapping[str, Merchant], arrival: Arrival
     ) -> NotificationOutcome:
         try:
-            callback = read(self._named(merchants, merchant))
+            callback = read(self._named(merchants, arrival.mchid))
             # the readers translate only the types in TRANSLATIONS, each of which has a use case here
             return self.dispatch[callback.event_type](callback)
         except (SignatureError, CallbackRejected, CallbackRefused) as exc:
-            # attributed to the merchant its path names, if that is one of ours (else nobody's: the operator's)
-            known = merchant if merchant in self.payments.merchants else None
-            self.refused(path, remote, headers, body, str(exc), known)
+            self.refused(arrival, str(exc))
             raise
 
-    def refused(
-        self,
-        path: str,
-        remote: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        reason: str,
-        merchant: str | None = None,
-    ) -> None:
+    def refused(self, arrival: Arrival, reason: str) -> None:
         """Keep a refused callback for audit (rule 3: refused and recorded, never swallowed), bounded.
 
         Every refusal is counted per source; the first ``limit_per_minute`` of a
         source's minute are kept as events (headers, the body's first 4 KB and its
         hash).  Past that the source is throttled: counted, answered 429, not kept.
+        A refusal is attributed to the merchant its path names, if that is one of
+        ours (else nobody's: the deployment operator's).
         """
-        source = remote or "?"
+        source = arrival.remote or "?"
         if self.refusals is not None:
-            count = self.refusals.count(source, self.ledger.clock())
+            count = self.refusals.count(source, self.audit.ledger.clock())
             if count > self.refusals.limit_per_minute:
                 if count == self.refusals.limit_per_minute + 1:
                     log.warning(
                         "refused callbacks from %s: more than %d this minute; counting, not keeping", source, count - 1
                     )
                 raise RefusalsThrottled(source)
-        self.ledger.record_refused_callback(path, remote, dict(headers), body, reason, merchant)
+        if arrival.mchid is not None and arrival.mchid not in self.payments.merchants:
+            arrival = replace(arrival, mchid=None)
+        self.audit.record_refused_callback(arrival, reason)
         log.warning("refused a callback from %s: %s", source, reason)
 
     def payment_succeeded(self, callback: Callback) -> NotificationOutcome:

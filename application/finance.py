@@ -22,9 +22,9 @@ from adapters.wechatpay.errors import WechatPayError
 from adapters.wechatpay.evidence import Exchange, captured
 from adapters.wechatpay.fundflow import parse_fund_flow
 from adapters.wechatpay.gateway import Gateway
-from application.ledger import Ledger
+from application.bills import Bills
 from application.payments import PaymentService
-from domain.bill import DailyBill
+from domain.bill import BillSummary, DailyBill
 from domain.errors import InvalidInput, NotFound, RefundNotFound
 
 log = logging.getLogger("zhangben.finance")
@@ -104,7 +104,7 @@ class FollowsLog(Protocol):
 class Finance:
     def __init__(
         self,
-        ledger: Ledger,
+        days: Bills,
         payments: PaymentService,
         bills: BillStore,
         journal: JournalBook,
@@ -114,7 +114,8 @@ class Finance:
     ) -> None:
         self.archive = archive  # the bill files, kept for a rebuild (None: not kept)
         self.heal_queries = heal_queries  # queries at WeChat per import; the rest are left as differences
-        self.ledger = ledger
+        self.days = days  # the days' bills as events (``DailyBill``)
+        self.ledger = days.ledger  # which numbers are the ledger's own
         self.payments = payments
         self.bills = bills
         self.journal = journal
@@ -140,16 +141,8 @@ class Finance:
         sha1 = _sha1(content)
         if self.archive is not None:  # the file itself, for an auditor and for a rebuild of these tables
             self.archive.keep(mchid, bill_date, sha1, content, self.ledger.clock())
-        self.ledger.record_bill_import(
-            mchid,
-            bill_date,
-            result.lines,
-            result.settled_fen,
-            result.refunded_fen,
-            result.fee_fen,
-            sha1,
-            _data(calls),
-        )
+        summary = BillSummary(result.lines, result.settled_fen, result.refunded_fen, result.fee_fen, sha1)
+        self.days.record_bill_import(mchid, bill_date, summary, _data(calls))
         report = self.report(mchid, bill_date)
         found = report["differences"]
         healed, not_queried = self._heal(mchid, bill_date) if report["differences_total"] else ([], 0)
@@ -198,7 +191,7 @@ class Finance:
         """
         rebuilt: list[str] = []
         missing: list[str] = []
-        for bill in self.ledger.daily_bills():
+        for bill in self.days.daily_bills():
             if not bill.imports:
                 continue  # a day of which only the fund flow bill was imported
             name = f"{bill.mchid} {bill.bill_date}"
@@ -231,7 +224,7 @@ class Finance:
         if self.archive is not None:
             self.archive.keep(mchid, bill_date, sha1, content, self.ledger.clock())
         figures = day.totals() | {"lines": day.lines, "closing_fen": day.closing_fen}
-        self.ledger.record_fund_flow_import(mchid, bill_date, figures, sha1, _data(calls))
+        self.days.record_fund_flow_import(mchid, bill_date, figures, sha1, _data(calls))
         return self.fund_flow_report(mchid, bill_date)
 
     def fund_flow_report(self, mchid: str, bill_date: date) -> dict[str, Any]:
@@ -241,7 +234,7 @@ class Finance:
         closing balance too, and what the categories do not explain of its difference is ``opening_balance``
         (a difference carried from an earlier day).
         """
-        bill = self.ledger.daily_bill(mchid, bill_date)
+        bill = self.days.daily_bill(mchid, bill_date)
         if bill is None or bill.fund_flow is None:
             raise NotFound(f"no fund flow bill imported for {bill_date}: import it first")
         self.journal_follower.bring_up_to_date()
@@ -272,7 +265,7 @@ class Finance:
 
     def fund_flow_if_imported(self, mchid: str, bill_date: date) -> dict[str, Any] | None:
         """The day's fund flow report, or None when no fund flow bill of that day was imported (the exports)."""
-        bill = self.ledger.daily_bill(mchid, bill_date)
+        bill = self.days.daily_bill(mchid, bill_date)
         return self.fund_flow_report(mchid, bill_date) if bill is not None and bill.fund_flow is not None else None
 
     def _heal(self, mchid: str, bill_date: date) -> tuple[list[str], int]:
@@ -329,7 +322,7 @@ class Finance:
         known = partial(self.ledger.known_refunds, mchid)
         report = self.bills.report(mchid, bill_date, known)
         report["bill_imported"] = self.bills.has_bill(mchid, bill_date)
-        acknowledged = self.ledger.bill_acknowledgements(mchid, bill_date)
+        acknowledged = self.days.bill_acknowledgements(mchid, bill_date)
         for difference in report["differences"]:
             difference["acknowledged"] = acknowledged.get(difference["id"])
         differences = self.bills.differences(mchid, bill_date, known) if acknowledged else iter(())
@@ -345,7 +338,7 @@ class Finance:
         found = next((d for d in self.differences(mchid, bill_date) if d["id"] == difference_id), None)
         if found is None:
             raise NotFound(f"no difference {difference_id!r} in {mchid}'s reconciliation of {bill_date}")
-        bill = self.ledger.acknowledge_difference(mchid, bill_date, difference_id, note, by)
+        bill = self.days.acknowledge_difference(mchid, bill_date, difference_id, note, by)
         report = self.report(mchid, bill_date)
         return {
             "difference": found | {"acknowledged": bill.acknowledged[difference_id]},

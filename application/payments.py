@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
 from adapters.sessions import SessionKeys
 from adapters.wechatpay import oauth
 from adapters.wechatpay.beijing import beijing_iso
-from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
-from adapters.wechatpay.client import PrepayResult, WechatPayClient
+from adapters.wechatpay.client import PrepayRequest, PrepayResult, WechatPayClient
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
     MerchantConfigError,
@@ -33,10 +32,13 @@ from adapters.wechatpay.evidence import Exchange, captured
 from adapters.wechatpay.gateway import Gateway
 from adapters.wechatpay.miniprogram import DEFAULT_BASE_URL, MiniProgramSession, code_to_session
 from adapters.wechatpay.v2_client import WechatPayV2Client
-from application.ledger import Ledger, PaymentOutcome
+from application.orders import PaymentOutcome
+from application.rooms import Rooms
 from application.views import OrderView
 from domain import ids
 from domain.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition
+from domain.limits import NewOrder
+from domain.notices import RefundNotice, TransactionNotice
 from domain.notification import Notification
 from domain.order import RULES as ORDER_RULES
 from domain.order import Order
@@ -95,14 +97,15 @@ class PaymentService:
 
     def __init__(
         self,
-        ledger: Ledger,
+        rooms: Rooms,
         client: WechatPayClient,
         login_base_url: str = DEFAULT_BASE_URL,
         v2: WechatPayV2Client | None = None,
         open_base_url: str = oauth.DEFAULT_OPEN_BASE_URL,
         session_keys: SessionKeys | None = None,
     ) -> None:
-        self.ledger = ledger
+        self.ledger = rooms.store  # loading
+        self.orders, self.refunds, self.reviews, self.reads = rooms.orders, rooms.refunds, rooms.reviews, rooms.reads
         self.open_base_url = open_base_url  # WeChat's web authorisation page (open.weixin.qq.com)
         self.session_keys = session_keys
         self.client = client
@@ -131,41 +134,17 @@ class PaymentService:
 
     # -- orders and attempts ---------------------------------------------------------
 
-    def create_order(
-        self,
-        mchid: str,
-        merchant_order_no: str,
-        amount_fen: int,
-        description: str,
-        channel: str,
-        payer_openid: str | None = None,
-        expire_seconds: int = 900,
-        attach: str | None = None,
-        client_ip: str = "127.0.0.1",
-        idempotency_key: str | None = None,
-        product_id: str | None = None,
-        appid: str | None = None,
-    ) -> OrderAnswer:
+    def create_order(self, request: NewOrder) -> OrderAnswer:
         """``POST /v1/orders``: the order (new, or the same request again) with its prepaid attempt.
 
         The ``Idempotency-Key`` is checked and kept by the ledger in the same
         transaction as the order; the order is loaded once.
         """
-        merchant = self.merchant(mchid)
-        opened = self.ledger.open_order(
-            mchid,
-            merchant_order_no,
-            amount_fen,
-            description,
-            channel,
-            payer_openid,
-            expire_seconds,
-            attach,
-            idempotency_key,
-            self.app_for(merchant, channel, appid),
-        )
-        checkout = self._checkout(merchant, opened.order, opened.payment, client_ip, product_id)
-        return OrderAnswer(opened.order, self.ledger.view_of(opened.order, checkout.payment), checkout, opened.created)
+        merchant = self.merchant(request.mchid)
+        app = self.app_for(merchant, request.terms.channel, request.appid)
+        opened = self.orders.open_order(replace(request, appid=app))
+        checkout = self._checkout(merchant, opened.order, opened.payment, request.client_ip, request.product_id)
+        return OrderAnswer(opened.order, self.reads.view_of(opened.order, checkout.payment), checkout, opened.created)
 
     def new_payment(
         self,
@@ -192,23 +171,18 @@ class PaymentService:
         merchant = self.merchant(mchid)
         order = self.ledger.get_order(mchid, merchant_order_no)
         guard(ORDER_RULES, "order", merchant_order_no, "start a payment attempt", order.status)
-        seen = order.version  # one open attempt per order: a concurrent request that gets in first wins
+        seen = order  # one open attempt per order: a concurrent request that gets in first wins
         if self._close_open_attempts(merchant, order, "replaced by a new payment attempt"):
             order = self.ledger.get_order(mchid, merchant_order_no)
             raise InvalidTransition("order", merchant_order_no, "start a payment attempt", order.status.value)
         if appid is not None:
             self.app_for(merchant, channel or order.channel, appid)  # an unknown appid is refused before anything
-        payment = self.ledger.start_payment(
-            mchid,
-            merchant_order_no,
-            channel,
-            payer_openid,
-            lambda chosen: self.app_for(merchant, chosen, appid),
-            expected_version=seen,
+        payment = self.orders.start_payment(
+            seen, channel, payer_openid, lambda chosen: self.app_for(merchant, chosen, appid)
         )
         order = self.ledger.get_order(mchid, merchant_order_no)
         checkout = self._checkout(merchant, order, payment, client_ip)
-        return OrderAnswer(order, self.ledger.view_of(order, checkout.payment), checkout)
+        return OrderAnswer(order, self.reads.view_of(order, checkout.payment), checkout)
 
     def app_for(self, merchant: Merchant, channel: str, appid: str | None) -> str:
         """The appid an attempt pays through: the one the order names, else the app that claims its channel."""
@@ -231,23 +205,12 @@ class PaymentService:
             return Checkout(payment, None)
         with captured() as calls:
             try:
-                result = self.wechat(merchant).prepay(
-                    merchant,
-                    payment.channel,
-                    payment.out_trade_no,
-                    payment.description,
-                    payment.amount_fen,
-                    payment.expire_at,
-                    order.attach,
-                    payment.payer_openid,
-                    client_ip,
-                    product_id,
-                )
+                result = self.wechat(merchant).prepay(merchant, PrepayRequest.of(payment, order, client_ip, product_id))
             except WechatPayError:
                 self._keep(payment.id, calls)  # what was asked, and WeChat's refusal
                 raise
         try:  # the request and its answer are kept in the same save as the prepay
-            payment = self.ledger.record_prepay(
+            payment = self.orders.record_prepay(
                 payment.out_trade_no, result.prepay_id, result.code_url, result.h5_url, _data(calls)
             )
         except InvalidTransition:
@@ -291,7 +254,7 @@ class PaymentService:
         if self._close_open_attempts(merchant, order, "closed by merchant"):
             order = self.ledger.get_order(mchid, merchant_order_no)
             raise InvalidTransition("order", merchant_order_no, "close", order.status.value)
-        return self.ledger.close_order(mchid, merchant_order_no)
+        return self.orders.close_order(mchid, merchant_order_no)
 
     def _close_open_attempts(self, merchant: Merchant, order: Order, reason: str) -> bool:
         """Close every open attempt at WeChat, then in the ledger; True if one of them turned out to be paid."""
@@ -313,7 +276,7 @@ class PaymentService:
                     break
                 # closed twice (a concurrent request) is closed once; prepaid since WeChat was asked: ask again.
                 # The close's request and answer are kept in the same save as the close.
-                if self.ledger.close_payment(out_trade_no, reason, payment.state_version, _data(calls)) is not None:
+                if self.orders.close_payment(out_trade_no, reason, payment.state_version, _data(calls)) is not None:
                     break
                 self._keep(payment.id, calls)
             else:
@@ -351,7 +314,7 @@ class PaymentService:
                 return self.ledger.get_payment(out_trade_no)
             if not exc.is_code("ORDER_CLOSED"):
                 raise
-        return self.ledger.expire_payment(out_trade_no)
+        return self.orders.expire_payment(out_trade_no)
 
     # -- what WeChat says about payments ----------------------------------------------------
 
@@ -362,7 +325,7 @@ class PaymentService:
         for out_trade_no in order.attempts:
             if self.ledger.get_payment(out_trade_no).status is not PaymentStatus.PAID:
                 self.sync_payment(merchant, out_trade_no)
-        return self.ledger.order_view(mchid, merchant_order_no)
+        return self.reads.order_view(mchid, merchant_order_no)
 
     def sync_payment(self, merchant: Merchant, out_trade_no: str) -> PaymentOutcome | None:
         try:
@@ -381,23 +344,12 @@ class PaymentService:
     ) -> PaymentOutcome | None:
         """The one translation of WeChat's word on a payment into ledger commands."""
         if notice.took_money:
-            assert notice.transaction_id and notice.total_fen and notice.success_time  # noqa: S101 — narrows the types; transaction_notice refuses a paid notice without them
-            return self.ledger.record_payment_success(
-                notice.out_trade_no,
-                notice.transaction_id,
-                notice.total_fen,
-                notice.payer_total_fen if notice.payer_total_fen is not None else notice.total_fen,
-                notice.success_time,
-                source,
-                notification,
-                mchid,
-                notice.nocash_fen,
-            )
+            return self.orders.record_payment_success(notice, source, notification, mchid)
         payment = self.ledger.get_payment(notice.out_trade_no)
         if notice.trade_state == "CLOSED" and payment.is_open:
-            self.ledger.close_payment(notice.out_trade_no, "closed at WeChat")
+            self.orders.close_payment(notice.out_trade_no, "closed at WeChat")
         elif notice.trade_state == "PAYERROR" and payment.is_open:
-            self.ledger.record_payment_failure(notice.out_trade_no, "PAYERROR", notice.trade_state_desc)
+            self.orders.record_payment_failure(notice.out_trade_no, "PAYERROR", notice.trade_state_desc)
         return None
 
     # -- the payer's openid ------------------------------------------------------------------
@@ -453,7 +405,7 @@ class PaymentService:
         payment); without it, the payment that paid the order.
         """
         self.merchant(mchid)
-        refund = self.ledger.request_refund(mchid, merchant_order_no, out_refund_no, amount_fen, reason, out_trade_no)
+        refund = self.refunds.request_refund(mchid, merchant_order_no, out_refund_no, amount_fen, reason, out_trade_no)
         if refund.status is not RefundStatus.REQUESTED:
             return refund
         return self.submit_refund(mchid, out_refund_no)
@@ -477,7 +429,7 @@ class PaymentService:
             raise InvalidInput("note", "say why in the note: it is kept in the order's history")
         self.merchant(mchid)
         if action == "accept":
-            return self.ledger.resolve_review(mchid, merchant_order_no, note, "accept", by)
+            return self.reviews.resolve_review(mchid, merchant_order_no, note, "accept", by)
         order = self.ledger.get_order(mchid, merchant_order_no)
         out_refund_no, target, amount = order.review_refund(out_trade_no)  # a retry finds the refund it made
         refund = self.refund(mchid, merchant_order_no, out_refund_no, amount, note[:80], target)
@@ -491,13 +443,13 @@ class PaymentService:
                 f"refund {out_refund_no} is ABNORMAL at WeChat: finish it (POST /v1/refunds/{out_refund_no}/abnormal);"
                 " the review closes when the money has gone back"
             )
-        return self.ledger.resolve_review(mchid, merchant_order_no, note, "refund", by, out_refund_no)
+        return self.reviews.resolve_review(mchid, merchant_order_no, note, "refund", by, out_refund_no)
 
     def note_review(self, mchid: str, merchant_order_no: str, note: str, by: str) -> Order:
         """客服 files what the payer said ("我已付款"); in the order's history for whoever resolves it."""
         if not note.strip():
             raise InvalidInput("note", "the note is empty")
-        return self.ledger.note_review(mchid, merchant_order_no, note, by)
+        return self.reviews.note_review(mchid, merchant_order_no, note, by)
 
     def handle_abnormal_refund(self, mchid: str, out_refund_no: str, how: str, note: str, by: str) -> Refund:
         """Finish an ABNORMAL refund: re-send it to the merchant's bank card where WeChat allows (API v3), or record
@@ -515,7 +467,7 @@ class PaymentService:
                 raise InvalidInput("action", "WeChat re-sends an abnormal refund only on API v3: settle it offline")
             with self._evidence(refund.id):
                 self.client.apply_abnormal_refund(merchant, refund.refund_id, out_refund_no)
-        return self.ledger.handle_abnormal_refund(mchid, out_refund_no, how, note, by)
+        return self.refunds.handle_abnormal_refund(mchid, out_refund_no, how, note, by)
 
     def submit_refund(self, mchid: str, out_refund_no: str) -> Refund:
         merchant = self.merchant(mchid)
@@ -532,7 +484,7 @@ class PaymentService:
         except WechatPayBusinessError as exc:
             # WeChat will never make this refund: free the reserved amount, then tell the caller.
             log.warning("refund %s refused by WeChat: %s", out_refund_no, exc)
-            self.ledger.record_refund_result(mchid, out_refund_no, "CLOSED")
+            self.refunds.record_refund_result(mchid, RefundNotice.closed(out_refund_no))
             raise
         return self.apply_refund(mchid, notice)
 
@@ -548,16 +500,7 @@ class PaymentService:
 
     def apply_refund(self, mchid: str, notice: RefundNotice, notification: Notification | None = None) -> Refund:
         """The one translation of WeChat's word on a refund; a notification is kept in the same save."""
-        return self.ledger.record_refund_result(
-            mchid,
-            notice.out_refund_no,
-            notice.status,
-            notice.refund_id,
-            notice.success_time,
-            notice.user_received_account,
-            notification,
-            notice.settlement_refund_fen,
-        )
+        return self.refunds.record_refund_result(mchid, notice, notification)
 
 
 def _data(calls: Sequence[Exchange]) -> list[dict[str, Any]]:

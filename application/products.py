@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Mapping
 
 from adapters.wechatpay.beijing import beijing_iso
 from adapters.wechatpay.config import Merchant
@@ -23,13 +22,14 @@ from adapters.wechatpay.errors import SignatureError, WechatPayError
 from adapters.wechatpay.v2_callbacks import ProductScan, product_scan_answer, read_product_scan
 from adapters.wechatpay.v2_signing import bizpayurl, new_nonce
 from application.callbacks import Callbacks
+from application.catalogue import Catalogue
 from application.payments import PaymentService
+from domain.audit import Arrival
 from domain.errors import Conflict, LedgerError, ProductNotFound
+from domain.limits import NewOrder, OrderTerms
 from domain.product import Product
 
 log = logging.getLogger("zhangben.products")
-
-NATIVE_CALLBACK_PATH = "/wechatpay/v2/native-callback"
 
 
 def product_view(product: Product) -> dict[str, object]:
@@ -44,27 +44,27 @@ def product_view(product: Product) -> dict[str, object]:
 
 
 class Products:
-    def __init__(self, payments: PaymentService, callbacks: Callbacks) -> None:
+    def __init__(self, catalogue: Catalogue, payments: PaymentService, callbacks: Callbacks) -> None:
+        self.catalogue = catalogue
         self.payments = payments
-        self.ledger = payments.ledger
         self.callbacks = callbacks
 
     def save(
         self, mchid: str, product_id: str, amount_fen: int, description: str, active: bool = True
     ) -> tuple[Product, bool]:
         self._v2_merchant(mchid)
-        return self.ledger.save_product(mchid, product_id, amount_fen, description, active)
+        return self.catalogue.save_product(mchid, product_id, amount_fen, description, active)
 
     def get(self, mchid: str, product_id: str) -> Product:
-        return self.ledger.get_product(mchid, product_id)
+        return self.catalogue.get_product(mchid, product_id)
 
     def list(self, mchid: str) -> list[Product]:
-        return self.ledger.products(mchid)
+        return self.catalogue.products(mchid)
 
     def code_url(self, mchid: str, product_id: str) -> str:
         """The signed ``bizpayurl`` to print; it names the product only, so a price change needs no reprint."""
         merchant = self._v2_merchant(mchid)
-        self.ledger.get_product(mchid, product_id)
+        self.catalogue.get_product(mchid, product_id)
         return bizpayurl(
             merchant.appid,
             merchant.account_mchid,
@@ -83,34 +83,34 @@ class Products:
             )
         return merchant
 
-    def scan(self, body: bytes, headers: Mapping[str, str], remote: str = "") -> bytes:
+    def scan(self, arrival: Arrival) -> bytes:
         """WeChat's scan callback → a new order, prepaid → the signed answer (or a signed FAIL)."""
         try:
-            scan = read_product_scan(body, self.payments.merchants)
+            scan = read_product_scan(arrival.body, self.payments.merchants)
         except (SignatureError, WechatPayError) as exc:
-            self.callbacks.refused(NATIVE_CALLBACK_PATH, remote, headers, body, str(exc))
+            self.callbacks.refused(arrival, str(exc))
             raise
         return self._answer(scan)
 
     def _answer(self, scan: ProductScan) -> bytes:
         merchant = scan.merchant
         try:
-            product = self.ledger.get_product(merchant.mchid, scan.product_id)
+            product = self.catalogue.get_product(merchant.mchid, scan.product_id)
         except ProductNotFound:
             return product_scan_answer(merchant, None, "商品不存在")
         if not product.active:
             return product_scan_answer(merchant, None, "商品已下架")
         merchant_order_no = f"{product.product_id}-{secrets.token_hex(6)}"
         try:
-            answer = self.payments.create_order(
-                merchant.mchid,
-                merchant_order_no,
+            terms = OrderTerms(
                 product.amount_fen,
                 product.description,
                 "native",
-                payer_openid=scan.openid,
+                scan.openid,
                 attach=f"product_id={product.product_id}",
-                product_id=product.product_id,
+            )
+            answer = self.payments.create_order(
+                NewOrder(merchant.mchid, merchant_order_no, terms, product_id=product.product_id)
             )
         except (LedgerError, WechatPayError) as exc:
             log.warning("product %s: scan not answered with a prepay: %s", product.product_id, exc)

@@ -30,6 +30,7 @@ import psycopg
 
 from adapters.persistence import parse_url
 from adapters.viewdb import ViewDatabase
+from application.orders import Orders
 from bench import console as console_bench
 from bench.load import (
     Clients,
@@ -46,6 +47,7 @@ from bench.load import (
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_views, init_database
+from domain.limits import OrderTerms
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment, deploy
 from tests.pgserver import ThrowawayPostgres
@@ -138,7 +140,7 @@ class Load:
 
         def one(i: int) -> tuple[str, str]:
             no = f"{prefix}{i}"
-            _, payment = self.ledger.create_order(MCHID, no, 1000, "双十一", "native")
+            _, payment = Orders(self.ledger).create_order(MCHID, no, OrderTerms(1000, "双十一", "native"))
             return no, payment.out_trade_no
 
         with ThreadPoolExecutor(4) as pool:

@@ -19,9 +19,12 @@ from typing import Any
 
 import httpx
 
+from application.orders import Orders
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import load_settings
 from bootstrap.wiring import build_runtime
+from domain.limits import OrderTerms
+from domain.notices import TransactionNotice
 from sandbox.keyset import DIRECT
 from tests.deploy import deploy
 
@@ -35,12 +38,22 @@ def seed(database_url: str, orders: int) -> None:
     try:
         for i in range(orders):
             no = f"CON{i:06d}"
-            _, payment = ledger.create_order(DIRECT.mchid, no, 1000 + i, "奶茶", "native")
+            _, payment = Orders(ledger).create_order(DIRECT.mchid, no, OrderTerms(1000 + i, "奶茶", "native"))
             if i % 100 == 0:  # a second attempt paid too: a duplicate payment, in review
-                second = ledger.start_payment(DIRECT.mchid, no, None, None, lambda _c: DIRECT.appid)
-                ledger.record_payment_success(second.out_trade_no, f"43{i:026d}", 1000 + i, 1000 + i, now, "query")
+                second = Orders(ledger).start_payment(
+                    ledger.get_order(DIRECT.mchid, no), None, None, lambda _c: DIRECT.appid
+                )
+                Orders(ledger).record_payment_success(
+                    TransactionNotice.paid(second.out_trade_no, f"43{i:026d}", 1000 + i, now, payer_total_fen=1000 + i),
+                    "query",
+                )
             if i % 10 == 0:
-                ledger.record_payment_success(payment.out_trade_no, f"42{i:026d}", 1000 + i, 1000 + i, now, "query")
+                Orders(ledger).record_payment_success(
+                    TransactionNotice.paid(
+                        payment.out_trade_no, f"42{i:026d}", 1000 + i, now, payer_total_fen=1000 + i
+                    ),
+                    "query",
+                )
     finally:
         ledger.close()
 

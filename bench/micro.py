@@ -30,12 +30,19 @@ from adapters.wechatpay import signing
 from adapters.wechatpay.callbacks import open_notification
 from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.config import load_merchants
+from application.audit import Audit
 from application.callbacks import Callbacks
 from application.ledger import Ledger
+from application.orders import Orders
 from application.payments import PaymentService
+from application.rooms import Rooms
 from bench.webhooks import webhook_ingest
+from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings
-from bootstrap.wiring import build_views, init_database, open_ledger
+from bootstrap.wiring import build_views, init_database
+from domain.audit import Arrival
+from domain.limits import OrderTerms
+from domain.notices import TransactionNotice
 from projections.core import Follower
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID, init_keyset
 from tests.pgserver import ThrowawayPostgres
@@ -99,7 +106,9 @@ def raw_sqlite_inserts(path: Path, count: int) -> float:
 
 
 def create_orders(ledger: Ledger, prefix: str, count: int) -> float:
-    return timed(count, lambda i: ledger.create_order(MCHID, f"{prefix}{i}", 1000, "bench", "native"))
+    return timed(
+        count, lambda i: Orders(ledger).create_order(MCHID, f"{prefix}{i}", OrderTerms(1000, "bench", "native"))
+    )
 
 
 def pay_orders(ledger: Ledger, prefix: str, count: int) -> float:
@@ -107,7 +116,9 @@ def pay_orders(ledger: Ledger, prefix: str, count: int) -> float:
     attempts = [ledger.get_order(MCHID, f"{prefix}{i}").attempts[0] for i in range(count)]
     return timed(
         count,
-        lambda i: ledger.record_payment_success(attempts[i], f"42{prefix}{i}", 1000, 1000, now, "notification"),
+        lambda i: Orders(ledger).record_payment_success(
+            TransactionNotice.paid(attempts[i], f"42{prefix}{i}", 1000, now, payer_total_fen=1000), "notification"
+        ),
     )
 
 
@@ -117,7 +128,7 @@ def callback_bodies(ledger: Ledger, keys_root: Path, prefix: str, count: int) ->
     apiv3_key = (keys_root / "keys" / MCHID / "apiv3_key").read_bytes().strip()
     callbacks = []
     for i in range(count):
-        _, payment = ledger.create_order(MCHID, f"{prefix}{i}", 1000, "bench", "native")
+        _, payment = Orders(ledger).create_order(MCHID, f"{prefix}{i}", OrderTerms(1000, "bench", "native"))
         resource = {
             "mchid": MCHID,
             "appid": DIRECT.appid,
@@ -160,7 +171,7 @@ def callback_bodies(ledger: Ledger, keys_root: Path, prefix: str, count: int) ->
 def payment_service(ledger: Ledger, keys_root: Path) -> PaymentService:
     tables = tomllib.loads((keys_root / "zhangben.toml").read_text())["merchants"]
     merchants = load_merchants(tables, keys_root / "zhangben.toml")
-    return PaymentService(ledger, WechatPayClient("http://127.0.0.1:9", merchants))
+    return PaymentService(Rooms.over(ledger), WechatPayClient("http://127.0.0.1:9", merchants))
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -306,7 +317,8 @@ def main() -> int:
             service = payment_service(ledger, keys_root)
             callbacks = callback_bodies(ledger, keys_root, "CB", n)
             merchants, keys = service.merchants, service.client.keys
-            callbacks_app = Callbacks(service.ledger, service, service.client.keys)
+            callbacks_app = Callbacks(service, Audit(service.ledger), service.client.keys)
+            arrivals = [Arrival("/wechatpay/v3/notify", "127.0.0.1", h, b) for h, b in callbacks]
             start = time.perf_counter()
             for headers, body in callbacks:
                 open_notification(headers, body, merchants, keys)
@@ -314,7 +326,7 @@ def main() -> int:
             record("verify + decrypt one callback (CPU only)", per_callback_us, "µs")
             record(
                 "callbacks ingested (verify, decrypt, apply) /s",
-                timed(len(callbacks), lambda i: callbacks_app.handle(*callbacks[i])),
+                timed(len(callbacks), lambda i: callbacks_app.handle(arrivals[i])),
                 "callbacks/s",
                 "raw 1-row INSERT txn /s",
                 raw,

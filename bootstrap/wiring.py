@@ -29,6 +29,8 @@ from application.finance import Finance
 from application.ledger import Clock, Ledger
 from application.payments import PaymentService
 from application.products import Products
+from application.reads import OrderReads
+from application.rooms import Rooms
 from application.webhooks import Webhooks
 from bootstrap.clock import system_clock
 from bootstrap.ledger import open_ledger
@@ -55,6 +57,7 @@ class Views:
 class Runtime:
     settings: Settings
     ledger: Ledger
+    rooms: Rooms
     client: WechatPayClient
     service: PaymentService
     callbacks: Callbacks
@@ -85,9 +88,9 @@ def event_log(ledger: Ledger) -> EventLog:
 
 
 def build_views(ledger: Ledger, db: ViewDatabase) -> Views:
-    log = event_log(ledger)
-    orders, journal = OrderStatusView(log, db, ledger.views_of_many), Journal(log, db)
-    events = BusinessEvents(log, db, ledger.views_at_many)
+    log, reads = event_log(ledger), OrderReads(ledger)
+    orders, journal = OrderStatusView(log, db, reads.views_of_many), Journal(log, db)
+    events = BusinessEvents(log, db, reads.views_at_many)
     followers: dict[str, Follower] = {p.name: Follower(log, db, p) for p in (orders, journal, events)}
     return Views(orders, journal, Reconciliation(db), events, followers)
 
@@ -137,6 +140,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     real = settings.wechatpay_base_url.rstrip("/") == DEFAULT_WECHATPAY_BASE_URL
     merchants = load_merchants(settings.merchants, settings.config_path, https_only=real)
     ledger = open_ledger(settings.database_url, clock=clock)
+    rooms = Rooms.over(ledger)
     db = ViewDatabase(persistence.parse_url(settings.database_url))
     box = data_keys(settings)
     throttle = SharedThrottle(db)
@@ -155,15 +159,16 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     metrics.instruments().listen(v2.stats, "v2")
     views = build_views(ledger, db)
     service = PaymentService(
-        ledger, client, settings.wechat_api_base_url, v2, settings.wechat_open_base_url, SessionKeys(db, box)
+        rooms, client, settings.wechat_api_base_url, v2, settings.wechat_open_base_url, SessionKeys(db, box)
     )
     finance = Finance(
-        ledger, service, views.reconciliation, views.journal, views.followers["journal"], archive=BillArchive(db)
+        rooms.bills, service, views.reconciliation, views.journal, views.followers["journal"], archive=BillArchive(db)
     )
-    callbacks = Callbacks(ledger, service, client.keys, RefusalCounter(db))
+    callbacks = Callbacks(service, rooms.audit, client.keys, RefusalCounter(db))
     return Runtime(
         settings,
         ledger,
+        rooms,
         client,
         service,
         callbacks,
@@ -175,7 +180,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         views.followers,
         Leases(db),
         v2,
-        Products(service, callbacks),
+        Products(rooms.catalogue, service, callbacks),
         views.events,
         Webhooks(WebhookStore(db, box), views.events, clock, settings.webhooks_time_factor),
         CashierLinks(settings.cashier_key, clock),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
@@ -20,6 +22,18 @@ HEADERS_KEPT = 40
 def kept_headers(headers: dict[str, str]) -> dict[str, str]:
     """At most ``HEADERS_KEPT`` headers, each value cut at ``HEADER_VALUE_KEPT_CHARS``."""
     return {k[:100]: v[:HEADER_VALUE_KEPT_CHARS] for k, v in list(headers.items())[:HEADERS_KEPT]}
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A callback as it arrived, before anything is believed of it: the path it came to, the sender's
+    address, its headers and raw body, and the merchant that path names (None: a shared path)."""
+
+    path: str
+    remote: str
+    headers: Mapping[str, str]
+    body: bytes
+    mchid: str | None = None
 
 
 class RefusedCallback(Aggregate):
@@ -81,25 +95,17 @@ class RefusedCallback(Aggregate):
         self.mchid = mchid
 
     @classmethod
-    def of(
-        cls,
-        path: str,
-        remote: str,
-        headers: dict[str, str],
-        body: bytes,
-        reason: str,
-        received_at: datetime,
-        mchid: str | None = None,
-    ) -> RefusedCallback:
+    def of(cls, arrival: Arrival, reason: str, received_at: datetime) -> RefusedCallback:
         """The bounded record of a refusal: the body's first 4 KB (as text), its size and SHA-256."""
+        body = arrival.body
         return cls(
-            path=path[:200],
-            remote=remote[:64],
-            headers=kept_headers(headers),
+            path=arrival.path[:200],
+            remote=arrival.remote[:64],
+            headers=kept_headers(dict(arrival.headers)),
             body=body[:BODY_KEPT_BYTES].decode("utf-8", "replace"),
             reason=reason[:500],
             received_at=received_at,
             body_sha256=hashlib.sha256(body).hexdigest(),
             body_bytes=len(body),
-            mchid=mchid,
+            mchid=arrival.mchid,
         )

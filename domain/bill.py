@@ -7,6 +7,7 @@ views (the journal keeps only the latest import's fee and settlement lines).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid5
@@ -30,6 +31,18 @@ def difference_id(of: str, transaction_id: str, out_trade_no: str, out_refund_no
     if of == "refund":
         return f"refund-{out_refund_no}"
     return f"payment-{transaction_id or out_trade_no}"
+
+
+@dataclass(frozen=True)
+class BillSummary:
+    """What one imported trade bill adds up to: its lines, the money settled and refunded, WeChat's fees
+    (all integer fen), and the file's SHA-1 (https://pay.weixin.qq.com/doc/v3/merchant/4012791880)."""
+
+    lines: int
+    settled_fen: int
+    refunded_fen: int
+    fee_fen: int
+    sha1: str
 
 
 class DailyBill(Aggregate):
@@ -126,18 +139,8 @@ class DailyBill(Aggregate):
         )
         return True
 
-    def record_import(
-        self, lines: int, settled_fen: int, refunded_fen: int, fee_fen: int, sha1: str, imported_at: datetime
-    ) -> None:
-        self.trigger_event(
-            self.Imported,
-            lines=lines,
-            settled_fen=settled_fen,
-            refunded_fen=refunded_fen,
-            fee_fen=fee_fen,
-            sha1=sha1,
-            imported_at=imported_at,
-        )
+    def record_import(self, summary: BillSummary, imported_at: datetime) -> None:
+        self.trigger_event(self.Imported, imported_at=imported_at, **asdict(summary))
 
     def record_fund_flow(self, figures: dict[str, int], sha1: str, imported_at: datetime) -> None:
         """``figures``: lines, income_fen, refunds_fen, fees_fen, settlement_fen, other_fen, closing_fen."""

@@ -230,14 +230,7 @@ class Order(Aggregate):
         self.created_at = created_at
         # The creation body, kept apart from what later attempts change:
         # the idempotency check compares a repeated create against it.
-        self.terms: OrderTerms = {
-            "amount_fen": amount_fen,
-            "description": description,
-            "channel": channel,
-            "payer_openid": payer_openid,
-            "expire_seconds": expire_seconds,
-            "attach": attach,
-        }
+        self.terms = OrderTerms(amount_fen, description, channel, payer_openid, expire_seconds, attach)
         self.status = S.CREATED
         self.attempts: list[str] = []
         self.expire_at: datetime | None = None

@@ -48,6 +48,7 @@ class Channel(StrEnum):
 # Sets compared against stored views too, where statuses are plain strings: each name equals its value, so a
 # member and its string hash and compare alike.
 OPEN_PAYMENT = frozenset({PaymentStatus.CREATED, PaymentStatus.PREPAID})  # WeChat may still take money for it
+OPEN_ORDER = frozenset({OrderStatus.CREATED, OrderStatus.PAYING})  # unpaid and not ended: it may still be paid
 FOLLOWED_REFUND = frozenset({RefundStatus.PROCESSING, RefundStatus.ABNORMAL})  # not final: asked about again
 FINAL_ORDER = frozenset(  # nothing more will happen without a person or a refund: a live stream can end
     {

@@ -58,7 +58,7 @@ def run(finance: Finance, bills: Reconciliation, leases: Leases, now: datetime) 
 
 def _fund_flow(finance: Finance, mchid: str, day: date) -> int:
     """The day's fund flow bill, once, after its trade bill (whose fee and settlement the journal books)."""
-    bill = finance.ledger.daily_bill(mchid, day)
+    bill = finance.days.daily_bill(mchid, day)
     if finance.payments.merchant(mchid).is_partner or (bill is not None and bill.fund_flow is not None):
         return 0
     try:

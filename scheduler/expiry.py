@@ -26,7 +26,7 @@ def run(service: PaymentService, orders: OrderStatusView, leases: Leases, now: d
         open_attempts = [p for p in order["payments"] if p["status"] in OPEN_PAYMENT]
         if not open_attempts and _ended(order, now):
             # every attempt ended (a PAYERROR, say) and nobody started another: the order expires too
-            service.ledger.expire_order(order["mchid"], order["merchant_order_no"])
+            service.orders.expire_order(order["mchid"], order["merchant_order_no"])
             expired += 1
         for payment in open_attempts:
             if datetime.fromisoformat(payment["expire_at"]) + GRACE > now:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from application.apikeys import ApiKeys
 from bootstrap.ledger import open_ledger
 from domain.apikey import DEPLOYMENT, OPERATOR
 from sandbox.keyset import DIRECT, PARTNER, V2, V2_PARTNER
@@ -62,7 +63,7 @@ def deploy(root: Path, database_url: str, workers: int = 1, serve_args: tuple[st
         }
         ledger = open_ledger(database_url)
         try:
-            keys = {name: ledger.issue_api_key(mchid, role) for name, (mchid, role) in wanted.items()}
+            keys = {name: ApiKeys(ledger).issue_api_key(mchid, role) for name, (mchid, role) in wanted.items()}
         finally:
             ledger.close()
         yield Deployment(**vars(stack), keys=keys)

@@ -12,8 +12,10 @@ from datetime import datetime, timedelta
 
 from adapters.secretbox import rotate
 from adapters.wechatpay.beijing import BEIJING
+from application.apikeys import ApiKeys
 from application.history import HistoryEvent
 from application.ledger import Ledger
+from application.reads import OrderReads
 from application.views import OrderView
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings, load_settings
@@ -41,7 +43,7 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     ledger = open_ledger(settings.database_url)
     try:
         expires = ledger.clock() + timedelta(days=days) if days else None
-        key = ledger.issue_api_key(args.merchant, args.role, expires)
+        key = ApiKeys(ledger).issue_api_key(args.merchant, args.role, expires)
     finally:
         ledger.close()
     print(key)
@@ -72,7 +74,7 @@ def _key_state(key: ApiKey, now: datetime) -> str:
 def cmd_apikey_list(args: argparse.Namespace) -> int:
     ledger = open_ledger(load_settings().database_url)
     try:
-        keys, now = ledger.api_keys(args.merchant), ledger.clock()
+        keys, now = ApiKeys(ledger).api_keys(args.merchant), ledger.clock()
     finally:
         ledger.close()
     terminal.table(
@@ -94,7 +96,7 @@ def cmd_apikey_list(args: argparse.Namespace) -> int:
 def cmd_apikey_revoke(args: argparse.Namespace) -> int:
     ledger = open_ledger(load_settings().database_url)
     try:
-        key = ledger.revoke_api_key(_key_id(args.key_id))
+        key = ApiKeys(ledger).revoke_api_key(_key_id(args.key_id))
     finally:
         ledger.close()
     print(f"key {key.key_id} ({key.mchid}, {key.role}) revoked: it answers 401 from now on")
@@ -106,7 +108,7 @@ def cmd_apikey_rotate(args: argparse.Namespace) -> int:
         raise UsageError("--grace-hours must not be negative")
     ledger = open_ledger(load_settings().database_url)
     try:
-        key, record = ledger.rotate_api_key(_key_id(args.key_id), timedelta(hours=args.grace_hours))
+        key, record = ApiKeys(ledger).rotate_api_key(_key_id(args.key_id), timedelta(hours=args.grace_hours))
     finally:
         ledger.close()
     print(key)
@@ -138,11 +140,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     ledger = open_ledger(settings.database_url)
     try:
         mchid = _find_merchant(ledger, settings, args.merchant, args.merchant_order_no)
-        events = ledger.order_history(mchid, args.merchant_order_no, as_of)
+        events = OrderReads(ledger).order_history(mchid, args.merchant_order_no, as_of)
         if as_of is None:
-            state = ledger.order_view(mchid, args.merchant_order_no)
+            state = OrderReads(ledger).order_view(mchid, args.merchant_order_no)
         else:
-            state = ledger.order_state_as_of(mchid, args.merchant_order_no, as_of)
+            state = OrderReads(ledger).order_state_as_of(mchid, args.merchant_order_no, as_of)
     finally:
         ledger.close()
     if args.json:

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.webhooks import verify_signature
 from adapters.wechatpay.beijing import BEIJING
+from adapters.wechatpay.client import PrepayRequest
 from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtime
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID, PARTNER, V2
@@ -367,7 +368,7 @@ class Tour:
     def late_payment(self) -> None:
         order = self.create("TOUR-6", 700, expire_seconds=60)
         otn = order["payment"]["out_trade_no"]
-        self.runtime.ledger.expire_payment(otn)
+        self.runtime.rooms.orders.expire_payment(otn)
         say(f"the ledger expires TOUR-6 locally: {self.order('TOUR-6')['status']}")
         self.pay(out_trade_no=otn, late=True)
         say("WeChat does not always enforce time_expire: the payer pays anyway, and WeChat notifies")
@@ -402,9 +403,8 @@ class Tour:
         """
         self.faults(notifications="drop")
         merchant = self.runtime.client.merchant(PARTNER.sub_mchid)
-        self.runtime.client.prepay(
-            merchant, "native", "STRANGER01", "门店收银", 1500, datetime.now(UTC) + timedelta(minutes=30)
-        )
+        expiry = datetime.now(UTC) + timedelta(minutes=30)
+        self.runtime.client.prepay(merchant, PrepayRequest("native", "STRANGER01", "门店收银", 1500, expiry))
         self.pay(out_trade_no="STRANGER01")
         say(
             f"(seeded for step 9: sub-merchant {PARTNER.sub_mchid} was paid 1500 fen at WeChat for STRANGER01, "

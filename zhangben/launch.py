@@ -25,7 +25,7 @@ from typing import IO
 
 import httpx
 
-from application.apikeys import parse
+from application.apikeys import ApiKeys, parse
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import load_settings
 from bootstrap.wiring import init_database
@@ -189,7 +189,7 @@ def demo_api_key(database_url: str) -> str:
             return key
     ledger = open_ledger(database_url)
     try:
-        key = ledger.issue_api_key(DIRECT.mchid, "merchant")
+        key = ApiKeys(ledger).issue_api_key(DIRECT.mchid, "merchant")
     finally:
         ledger.close()
     KEY_FILE.parent.mkdir(parents=True, exist_ok=True)

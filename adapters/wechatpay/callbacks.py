@@ -22,47 +22,12 @@ from adapters.wechatpay import signing
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import SignatureError, WechatPayError
 from adapters.wechatpay.platform import PlatformKeys
+from domain.notices import RefundNotice, TransactionNotice
 from domain.notification import Notification
 
 
 class CallbackRejected(WechatPayError):
     """A callback that verified but cannot be accepted (wrong merchant, malformed content)."""
-
-
-@dataclass(frozen=True)
-class TransactionNotice:
-    """WeChat's word on one payment attempt, from a notification or a query."""
-
-    out_trade_no: str
-    trade_state: str
-    transaction_id: str | None
-    total_fen: int | None
-    payer_total_fen: int | None
-    success_time: datetime | None
-    trade_state_desc: str
-    # 免充值券 (a NOCASH coupon, v2 NO_CASH): the merchant's own discount, not settled by WeChat:
-    # 应结订单金额 = total − nocash (https://pay.weixin.qq.com/doc/v3/merchant/4012791869)
-    nocash_fen: int = 0
-
-    @property
-    def took_money(self) -> bool:
-        """SUCCESS, or REFUND (paid, then refunded): either way money was taken."""
-        return self.trade_state in ("SUCCESS", "REFUND")
-
-
-@dataclass(frozen=True)
-class RefundNotice:
-    """WeChat's word on one refund, from a notification or a query."""
-
-    out_refund_no: str
-    out_trade_no: str
-    refund_id: str
-    status: str
-    refund_fen: int | None
-    success_time: datetime | None
-    user_received_account: str
-    # 应结退款金额: what WeChat takes back from the merchant, the refund less its 免充值券 share
-    settlement_refund_fen: int | None = None
 
 
 @dataclass(frozen=True)

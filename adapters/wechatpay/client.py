@@ -25,7 +25,7 @@ import httpx
 
 from adapters.wechatpay import evidence, signing
 from adapters.wechatpay.beijing import rfc3339
-from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice, refund_notice, transaction_notice
+from adapters.wechatpay.callbacks import refund_notice, transaction_notice
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
     MerchantConfigError,
@@ -38,9 +38,45 @@ from adapters.wechatpay.errors import (
 )
 from adapters.wechatpay.platform import PlatformCertificate, PlatformKeys, decrypt_certificates
 from adapters.wechatpay.retries import CallStats, Retry, endpoint_of
+from domain.notices import RefundNotice, TransactionNotice
+from domain.order import Order
+from domain.payment import Payment
+from domain.status import CHANNELS_NEEDING_OPENID, Channel
 
 ENDPOINTS = {"native": "native", "jsapi": "jsapi", "miniprogram": "jsapi", "app": "app", "h5": "h5"}
 NOT_RETRYABLE_5XX = ("OPENID_MISMATCH", "INVALID_TRANSACTIONID")
+
+
+@dataclass(frozen=True)
+class PrepayRequest:
+    """One attempt as WeChat is asked to open it (v3 ``/v3/pay/transactions/{channel}``,
+    https://pay.weixin.qq.com/doc/v3/merchant/4012791856; v2 ``/pay/unifiedorder``,
+    https://pay.weixin.qq.com/wiki/doc/api/native.php?chapter=9_1): built once from the attempt, sent whole."""
+
+    channel: str
+    out_trade_no: str
+    description: str
+    total_fen: int
+    time_expire: datetime
+    attach: str | None = None
+    payer_openid: str | None = None
+    client_ip: str = "127.0.0.1"  # H5's payer_client_ip (v2 spbill_create_ip)
+    product_id: str | None = None  # Native mode 1: the printed code's product
+
+    @classmethod
+    def of(cls, payment: Payment, order: Order, client_ip: str, product_id: str | None = None) -> PrepayRequest:
+        """The request for ``payment``, an attempt of ``order`` (whose ``attach`` WeChat hands back)."""
+        return cls(
+            payment.channel,
+            payment.out_trade_no,
+            payment.description,
+            payment.amount_fen,
+            payment.expire_at,
+            order.attach,
+            payment.payer_openid,
+            client_ip,
+            product_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -175,40 +211,29 @@ class WechatPayClient:
 
     # -- payments --------------------------------------------------------------------
 
-    def prepay(
-        self,
-        merchant: Merchant,
-        channel: str,
-        out_trade_no: str,
-        description: str,
-        total_fen: int,
-        time_expire: datetime,
-        attach: str | None = None,
-        payer_openid: str | None = None,
-        client_ip: str = "127.0.0.1",
-        product_id: str | None = None,
-    ) -> PrepayResult:
+    def prepay(self, merchant: Merchant, request: PrepayRequest) -> PrepayResult:
+        channel = request.channel
         body: dict[str, Any] = self._ids(merchant) | {
-            "description": description,
-            "out_trade_no": out_trade_no,
-            "time_expire": rfc3339(time_expire),
+            "description": request.description,
+            "out_trade_no": request.out_trade_no,
+            "time_expire": rfc3339(request.time_expire),
             "notify_url": merchant.notify_url,
-            "amount": {"total": total_fen, "currency": "CNY"},
+            "amount": {"total": request.total_fen, "currency": "CNY"},
         }
-        if attach:
-            body["attach"] = attach
-        if channel in ("jsapi", "miniprogram"):
-            body["payer"] = self._payer(merchant, payer_openid or "")
-        if channel == "h5":
-            body["scene_info"] = {"payer_client_ip": client_ip, "h5_info": {"type": "Wap"}}
+        if request.attach:
+            body["attach"] = request.attach
+        if channel in CHANNELS_NEEDING_OPENID:
+            body["payer"] = self._payer(merchant, request.payer_openid or "")
+        if channel == Channel.H5:
+            body["scene_info"] = {"payer_client_ip": request.client_ip, "h5_info": {"type": "Wap"}}
         prefix = "/v3/pay/partner/transactions/" if merchant.is_partner else "/v3/pay/transactions/"
         answer = self.call(merchant, "POST", prefix + ENDPOINTS[channel], body).json()
-        if channel == "native":
+        if channel == Channel.NATIVE:
             return PrepayResult(code_url=answer["code_url"])
-        if channel == "h5":
+        if channel == Channel.H5:
             return PrepayResult(h5_url=answer["h5_url"])
         prepay_id = answer["prepay_id"]
-        if channel == "app":
+        if channel == Channel.APP:
             return PrepayResult(prepay_id=prepay_id, app_params=app_params(merchant, prepay_id))
         return PrepayResult(prepay_id=prepay_id, pay_params=pay_params(merchant, prepay_id))
 

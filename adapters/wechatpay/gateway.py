@@ -7,28 +7,16 @@ and projection is written once and a merchant's ``api`` setting picks the wire.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Protocol
 
-from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
-from adapters.wechatpay.client import PrepayResult
+from adapters.wechatpay.client import PrepayRequest, PrepayResult
 from adapters.wechatpay.config import Merchant
+from domain.notices import RefundNotice, TransactionNotice
 
 
 class Gateway(Protocol):
-    def prepay(
-        self,
-        merchant: Merchant,
-        channel: str,
-        out_trade_no: str,
-        description: str,
-        total_fen: int,
-        time_expire: datetime,
-        attach: str | None = None,
-        payer_openid: str | None = None,
-        client_ip: str = "127.0.0.1",
-        product_id: str | None = None,
-    ) -> PrepayResult: ...
+    def prepay(self, merchant: Merchant, request: PrepayRequest) -> PrepayResult: ...
 
     def transaction(self, merchant: Merchant, out_trade_no: str) -> TransactionNotice: ...
 

@@ -18,9 +18,10 @@ from datetime import datetime
 
 from adapters.wechatpay import v2_signing
 from adapters.wechatpay.beijing import BEIJING, from_compact
-from adapters.wechatpay.callbacks import Callback, CallbackRejected, RefundNotice, TransactionNotice
+from adapters.wechatpay.callbacks import Callback, CallbackRejected
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import SignatureError
+from domain.notices import RefundNotice, TransactionNotice
 from domain.notification import Notification
 
 # refundquery's refund_status_$n and the refund notice's refund_status, in v3's words

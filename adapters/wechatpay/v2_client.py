@@ -22,8 +22,7 @@ import httpx
 
 from adapters.wechatpay import evidence, v2_signing
 from adapters.wechatpay.beijing import compact
-from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
-from adapters.wechatpay.client import PrepayResult
+from adapters.wechatpay.client import PrepayRequest, PrepayResult
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
     MerchantConfigError,
@@ -36,6 +35,7 @@ from adapters.wechatpay.errors import (
 )
 from adapters.wechatpay.retries import CallStats, Retry, endpoint_of
 from adapters.wechatpay.v2_callbacks import v2_refund_notice, v2_transaction_notice
+from domain.notices import RefundNotice, TransactionNotice
 
 TRADE_TYPES = {"native": "NATIVE", "jsapi": "JSAPI", "miniprogram": "JSAPI", "app": "APP", "h5": "MWEB"}
 RETRYABLE = ("SYSTEMERROR", "BIZERR_NEED_RETRY")
@@ -186,34 +186,23 @@ class WechatPayV2Client:
 
     # -- payments ---------------------------------------------------------------------------
 
-    def prepay(
-        self,
-        merchant: Merchant,
-        channel: str,
-        out_trade_no: str,
-        description: str,
-        total_fen: int,
-        time_expire: datetime,
-        attach: str | None = None,
-        payer_openid: str | None = None,
-        client_ip: str = "127.0.0.1",
-        product_id: str | None = None,
-    ) -> PrepayResult:
+    def prepay(self, merchant: Merchant, request: PrepayRequest) -> PrepayResult:
         """``/pay/unifiedorder``; ``time_expire`` in Beijing time, whatever the server's zone."""
-        trade_type = TRADE_TYPES[channel]
+        trade_type = TRADE_TYPES[request.channel]
+        payer_openid, product_id = request.payer_openid, request.product_id
         params = {
-            "body": description,
-            "out_trade_no": out_trade_no,
-            "total_fee": str(total_fen),
-            "spbill_create_ip": client_ip,
+            "body": request.description,
+            "out_trade_no": request.out_trade_no,
+            "total_fee": str(request.total_fen),
+            "spbill_create_ip": request.client_ip,
             "notify_url": merchant.notify_url,
             "trade_type": trade_type,
-            "time_expire": compact(time_expire),
+            "time_expire": compact(request.time_expire),
         }
-        if attach:
-            params["attach"] = attach
+        if request.attach:
+            params["attach"] = request.attach
         if trade_type == "NATIVE":
-            params["product_id"] = product_id or out_trade_no[:32]
+            params["product_id"] = product_id or request.out_trade_no[:32]
         if trade_type == "JSAPI":
             # a sub-merchant's own app knows its payers by sub_openid
             params["sub_openid" if merchant.is_partner and merchant.sub_appid else "openid"] = payer_openid or ""

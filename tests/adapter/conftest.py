@@ -19,7 +19,9 @@ from adapters.wechatpay.errors import SignatureError
 from application.callbacks import CallbackRefused, Callbacks
 from application.ledger import Ledger
 from application.payments import PaymentService
+from application.rooms import Rooms
 from bootstrap.ledger import open_ledger
+from domain.audit import Arrival
 from tests.fixtures_sandbox import RunningSandbox
 
 
@@ -36,7 +38,8 @@ class NotifyEndpoint:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 assert endpoint.callbacks is not None
                 try:
-                    endpoint.callbacks.handle(dict(self.headers), body, remote=self.client_address[0])
+                    arrival = Arrival(self.path, self.client_address[0], dict(self.headers), body)
+                    endpoint.callbacks.handle(arrival)
                     status, payload = 204, b""
                 except SignatureError as exc:
                     status, payload = 401, json.dumps({"code": "FAIL", "message": str(exc)}).encode()
@@ -101,8 +104,9 @@ def wire(start_sandbox: Callable[..., RunningSandbox], keyset: Path, tmp_path: P
         sleeps: list[float] = []
         client = WechatPayClient(sandbox.url, merchants, sleep=sleeps.append)
         ledger = open_ledger(f"sqlite:///{tmp_path}/ledger-{len(built)}.db", create_tables=True)
-        service = PaymentService(ledger, client)
-        endpoint.callbacks = Callbacks(ledger, service, service.client.keys)
+        rooms = Rooms.over(ledger)
+        service = PaymentService(rooms, client)
+        endpoint.callbacks = Callbacks(service, rooms.audit, service.client.keys)
         wired = Wired(sandbox, ledger, client, service, endpoint.callbacks, endpoint, sleeps)
         built.append(wired)
         return wired

@@ -15,8 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from adapters.wechatpay import signing
 from adapters.wechatpay.callbacks import TRANSLATIONS, CallbackRejected
 from adapters.wechatpay.errors import SignatureError, WechatPayBusinessError
+from application.audit import Audit
 from application.callbacks import CallbackRefused
+from application.reads import OrderReads
+from domain.audit import Arrival
 from domain.errors import InvalidTransition
+from domain.limits import NewOrder, OrderTerms
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID, PARTNER
 from tests.adapter.conftest import Wired
 
@@ -24,7 +28,7 @@ MERCHANTS = [DIRECT.mchid, PARTNER.sub_mchid]
 
 
 def status(wired: Wired, mchid: str, no: str) -> str:
-    return wired.ledger.order_view(mchid, no)["status"]
+    return OrderReads(wired.ledger).order_view(mchid, no)["status"]
 
 
 def check_pay_sign(wired: Wired, mchid: str, params: dict[str, str]) -> None:
@@ -39,7 +43,9 @@ def check_pay_sign(wired: Wired, mchid: str, params: dict[str, str]) -> None:
 @pytest.mark.parametrize("channel", ["native", "jsapi", "miniprogram", "app", "h5"])
 def test_every_channel_prepays_direct_and_partner(wired: Wired, mchid: str, channel: str) -> None:
     openid = "oPayer123" if channel in ("jsapi", "miniprogram") else None
-    order, checkout = wired.service.create_order(mchid, f"CH-{channel}", 990, "奶茶", channel, openid)
+    order, checkout = wired.service.create_order(
+        NewOrder(mchid, f"CH-{channel}", OrderTerms(990, "奶茶", channel, payer_openid=openid))
+    )
     view = checkout.view()
     assert view["status"] == "PREPAID" and view["out_trade_no"] == order.attempts[0]
     if channel == "native":
@@ -57,22 +63,24 @@ def test_every_channel_prepays_direct_and_partner(wired: Wired, mchid: str, chan
         assert params["appId"] == expected_app
         check_pay_sign(wired, mchid, params)
     # the same request again: the same attempt, nothing new at WeChat or in the ledger
-    again_order, again = wired.service.create_order(mchid, f"CH-{channel}", 990, "奶茶", channel, openid)
+    again_order, again = wired.service.create_order(
+        NewOrder(mchid, f"CH-{channel}", OrderTerms(990, "奶茶", channel, payer_openid=openid))
+    )
     assert again.payment.out_trade_no == checkout.payment.out_trade_no
     assert (again.view().get("code_url"), again.view().get("h5_url")) == (view.get("code_url"), view.get("h5_url"))
 
 
 @pytest.mark.parametrize("mchid", MERCHANTS)
 def test_pay_notify_refund_cycle(wired: Wired, mchid: str) -> None:
-    order, checkout = wired.service.create_order(mchid, "CYCLE-1", 1000, "奶茶", "native")
+    order, checkout = wired.service.create_order(NewOrder(mchid, "CYCLE-1", OrderTerms(1000, "奶茶", "native")))
     wired.pay(checkout.payment.out_trade_no)
     wired.wait_until(lambda: status(wired, mchid, "CYCLE-1") == "PAID")
     refund = wired.service.refund(mchid, "CYCLE-1", "CYCLE-1-R1", 300, "少糖")
     assert refund.status.value == "PROCESSING"
     wired.wait_until(lambda: wired.ledger.get_refund(mchid, "CYCLE-1-R1").status.value == "SUCCESS")
-    view = wired.ledger.order_view(mchid, "CYCLE-1")
+    view = OrderReads(wired.ledger).order_view(mchid, "CYCLE-1")
     assert (view["status"], view["paid_fen"], view["refunded_fen"]) == ("PARTIALLY_REFUNDED", 1000, 300)
-    kinds = [(e.aggregate, e.type) for e in wired.ledger.order_history(mchid, "CYCLE-1")]
+    kinds = [(e.aggregate, e.type) for e in OrderReads(wired.ledger).order_history(mchid, "CYCLE-1")]
     for expected in [
         ("Payment", "Prepaid"),
         ("Payment", "Notified"),
@@ -84,7 +92,7 @@ def test_pay_notify_refund_cycle(wired: Wired, mchid: str) -> None:
         ("Order", "Refunded"),
     ]:
         assert expected in kinds
-    notified = next(e for e in wired.ledger.order_history(mchid, "CYCLE-1") if e.type == "Notified")
+    notified = next(e for e in OrderReads(wired.ledger).order_history(mchid, "CYCLE-1") if e.type == "Notified")
     assert notified.data["headers"]["Wechatpay-Signature"] and json.loads(notified.data["body"])["resource"]
     assert notified.data["resource"]["trade_state"] == "SUCCESS"
     assert set(wired.endpoint.answers) == {204}
@@ -92,30 +100,32 @@ def test_pay_notify_refund_cycle(wired: Wired, mchid: str) -> None:
 
 def test_duplicates_change_the_ledger_once(wired: Wired) -> None:
     wired.faults(notifications="duplicate", duplicate_count=5)
-    _, checkout = wired.service.create_order(DIRECT.mchid, "DUP-1", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "DUP-1", OrderTerms(500, "tea", "native")))
     wired.pay(checkout.payment.out_trade_no)
     wired.wait_until(lambda: len(wired.endpoint.answers) == 5)
     assert set(wired.endpoint.answers) == {204}
-    kinds = [e.type for e in wired.ledger.order_history(DIRECT.mchid, "DUP-1")]
+    kinds = [e.type for e in OrderReads(wired.ledger).order_history(DIRECT.mchid, "DUP-1")]
     assert kinds.count("Paid") == 2 and kinds.count("Notified") == 1  # Payment.Paid + Order.Paid
 
 
 def test_a_dropped_notification_is_healed_by_sync(wired: Wired) -> None:
     wired.faults(notifications="drop")
-    _, checkout = wired.service.create_order(DIRECT.mchid, "DROP-1", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "DROP-1", OrderTerms(500, "tea", "native")))
     wired.pay(checkout.payment.out_trade_no)
     time.sleep(0.3)
     assert status(wired, DIRECT.mchid, "DROP-1") == "PAYING"
     assert wired.service.sync(DIRECT.mchid, "DROP-1")["status"] == "PAID"
     paid = [
-        e for e in wired.ledger.order_history(DIRECT.mchid, "DROP-1") if e.aggregate == "Payment" and e.type == "Paid"
+        e
+        for e in OrderReads(wired.ledger).order_history(DIRECT.mchid, "DROP-1")
+        if e.aggregate == "Payment" and e.type == "Paid"
     ]
     assert paid[0].data["source"] == "query"
 
 
 def test_closing_a_paid_order_records_the_payment_instead(wired: Wired) -> None:
     wired.faults(notifications="drop")
-    _, checkout = wired.service.create_order(DIRECT.mchid, "CLOSE-1", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "CLOSE-1", OrderTerms(500, "tea", "native")))
     wired.pay(checkout.payment.out_trade_no)
     with pytest.raises(InvalidTransition):
         wired.service.close_order(DIRECT.mchid, "CLOSE-1")
@@ -123,7 +133,7 @@ def test_closing_a_paid_order_records_the_payment_instead(wired: Wired) -> None:
 
 
 def test_closing_an_unpaid_order_closes_it_at_wechat(wired: Wired) -> None:
-    _, checkout = wired.service.create_order(DIRECT.mchid, "CLOSE-2", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "CLOSE-2", OrderTerms(500, "tea", "native")))
     assert wired.service.close_order(DIRECT.mchid, "CLOSE-2").status.value == "CLOSED"
     merchant = wired.client.merchant(DIRECT.mchid)
     assert wired.client.query(merchant, checkout.payment.out_trade_no)["trade_state"] == "CLOSED"
@@ -131,7 +141,7 @@ def test_closing_an_unpaid_order_closes_it_at_wechat(wired: Wired) -> None:
 
 
 def test_a_new_attempt_closes_the_previous_one_first(wired: Wired) -> None:
-    _, first = wired.service.create_order(DIRECT.mchid, "AGAIN-1", 500, "tea", "native")
+    _, first = wired.service.create_order(NewOrder(DIRECT.mchid, "AGAIN-1", OrderTerms(500, "tea", "native")))
     second = wired.service.new_payment(DIRECT.mchid, "AGAIN-1", "jsapi", "oPayer9")
     assert second.payment.out_trade_no != first.payment.out_trade_no and "pay_params" in second.view()
     merchant = wired.client.merchant(DIRECT.mchid)
@@ -160,7 +170,7 @@ def _in_thread(work: Any) -> tuple[threading.Thread, list[Any]]:
 
 def test_an_attempt_closed_while_its_prepay_is_in_flight_is_closed_at_wechat_too(wired: Wired) -> None:
     """A's attempt is closed by B (WeChat: not found) before A's prepay lands: A closes it at WeChat after."""
-    wired.service.create_order(DIRECT.mchid, "RACE-1", 500, "tea", "native")
+    wired.service.create_order(NewOrder(DIRECT.mchid, "RACE-1", OrderTerms(500, "tea", "native")))
     real_prepay, entered, release = wired.client.prepay, threading.Event(), threading.Event()
 
     def held_prepay(*args: Any, **kwargs: Any) -> Any:
@@ -185,7 +195,7 @@ def test_an_attempt_closed_while_its_prepay_is_in_flight_is_closed_at_wechat_too
 
 def test_an_attempt_prepaid_while_it_is_being_closed_is_asked_about_again(wired: Wired) -> None:
     """B hears "not found" for A's attempt, then A's prepay lands: B's close sees the attempt moved and asks again."""
-    wired.service.create_order(DIRECT.mchid, "RACE-2", 500, "tea", "native")
+    wired.service.create_order(NewOrder(DIRECT.mchid, "RACE-2", OrderTerms(500, "tea", "native")))
     real_prepay, real_close = wired.client.prepay, wired.client.close
     b_asked, a_done = threading.Event(), threading.Event()
 
@@ -229,7 +239,7 @@ def test_an_attempt_prepaid_while_it_is_being_closed_is_asked_about_again(wired:
 
 
 def test_a_refund_wechat_refuses_frees_the_reservation(wired: Wired) -> None:
-    _, checkout = wired.service.create_order(DIRECT.mchid, "NE-1", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "NE-1", OrderTerms(500, "tea", "native")))
     wired.pay(checkout.payment.out_trade_no)
     wired.wait_until(lambda: status(wired, DIRECT.mchid, "NE-1") == "PAID")
     wired.faults(refund_balance_fen=0)
@@ -252,7 +262,7 @@ def test_injected_errors_and_latency_are_retried_with_the_same_identifiers(wired
             }
         }
     )
-    _, checkout = wired.service.create_order(DIRECT.mchid, "FLAKY-1", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "FLAKY-1", OrderTerms(500, "tea", "native")))
     assert checkout.view()["code_url"]
     assert wired.client.stats.by_code.get("SYSTEM_ERROR") == 2 and len(wired.sleeps) == 2
     wired.faults(
@@ -272,7 +282,7 @@ def test_injected_errors_and_latency_are_retried_with_the_same_identifiers(wired
 
 def test_certificate_mode_downloads_certificates_and_follows_a_rotation(wire: Any) -> None:
     wired = wire(mode="certificate", public_key=False)
-    _, checkout = wired.service.create_order(DIRECT.mchid, "CERT-1", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "CERT-1", OrderTerms(500, "tea", "native")))
     keys = wired.client.keys[DIRECT.mchid]
     first = {c.serial_no for c in keys.certificates}
     assert len(first) == 1
@@ -286,7 +296,7 @@ def test_certificate_mode_downloads_certificates_and_follows_a_rotation(wire: An
 
 def test_public_key_mode(wire: Any) -> None:
     wired = wire(mode="public_key")
-    _, checkout = wired.service.create_order(DIRECT.mchid, "PK-1", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "PK-1", OrderTerms(500, "tea", "native")))
     wired.pay(checkout.payment.out_trade_no)
     wired.wait_until(lambda: status(wired, DIRECT.mchid, "PK-1") == "PAID")
     assert wired.client.keys[DIRECT.mchid].certificates == []
@@ -297,7 +307,7 @@ def test_public_key_mode(wire: Any) -> None:
 
 def _captured(wired: Wired, no: str) -> tuple[dict[str, str], bytes]:
     """A real notification as WeChat sent it, taken from the payment's Notified event."""
-    event = next(e for e in wired.ledger.order_history(DIRECT.mchid, no) if e.type == "Notified")
+    event = next(e for e in OrderReads(wired.ledger).order_history(DIRECT.mchid, no) if e.type == "Notified")
     return dict(event.data["headers"]), event.data["body"].encode()
 
 
@@ -321,7 +331,7 @@ def _tamper(body: bytes) -> bytes:
 
 
 def test_bad_callbacks_are_refused_recorded_and_change_nothing(wired: Wired) -> None:
-    _, checkout = wired.service.create_order(DIRECT.mchid, "BAD-1", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "BAD-1", OrderTerms(500, "tea", "native")))
     wired.pay(checkout.payment.out_trade_no)
     wired.wait_until(lambda: status(wired, DIRECT.mchid, "BAD-1") == "PAID")
     headers, body = _captured(wired, "BAD-1")
@@ -342,8 +352,8 @@ def test_bad_callbacks_are_refused_recorded_and_change_nothing(wired: Wired) -> 
     before = wired.ledger.recorder.max_notification_id()
     for _name, bad_headers, bad_body, error in cases:
         with pytest.raises(error):
-            wired.callbacks.handle(bad_headers, bad_body, remote="203.0.113.9")
-    refused = wired.ledger.refused_callbacks()
+            wired.callbacks.handle(Arrival("/wechatpay/v3/notify", "203.0.113.9", bad_headers, bad_body))
+    refused = Audit(wired.ledger).refused_callbacks()
     assert len(refused) == len(cases)
     assert all(r.remote == "203.0.113.9" and r.path == "/wechatpay/v3/notify" and r.reason for r in refused)
     assert "SIGNTEST" in refused[2].reason
@@ -351,7 +361,7 @@ def test_bad_callbacks_are_refused_recorded_and_change_nothing(wired: Wired) -> 
     assert {n.topic for n in positions} == {"zhangben.RefusedCallback.Created"}  # nothing else changed
 
 
-def _resource_callback(wired: Wired, resource: dict[str, Any]) -> tuple[dict[str, str], bytes]:
+def _resource_callback(wired: Wired, resource: dict[str, Any]) -> Arrival:
     merchant = wired.client.merchant(DIRECT.mchid)
     nonce = "0123456789ab"
     envelope = {
@@ -369,11 +379,13 @@ def _resource_callback(wired: Wired, resource: dict[str, Any]) -> tuple[dict[str
         },
     }
     body = json.dumps(envelope).encode()
-    return _sign(wired, {"Wechatpay-Signature-Type": signing.SCHEMA}, body), body
+    return Arrival(
+        "/wechatpay/v3/notify", "127.0.0.1", _sign(wired, {"Wechatpay-Signature-Type": signing.SCHEMA}, body), body
+    )
 
 
 def test_wrong_merchant_unknown_order_and_amount_mismatch(wired: Wired) -> None:
-    _, checkout = wired.service.create_order(DIRECT.mchid, "AMT-1", 500, "tea", "native")
+    _, checkout = wired.service.create_order(NewOrder(DIRECT.mchid, "AMT-1", OrderTerms(500, "tea", "native")))
     otn = checkout.payment.out_trade_no
     paid = {
         "mchid": DIRECT.mchid,
@@ -386,16 +398,16 @@ def test_wrong_merchant_unknown_order_and_amount_mismatch(wired: Wired) -> None:
         "amount": {"total": 499, "payer_total": 499, "currency": "CNY"},
     }
     with pytest.raises(CallbackRejected, match="mchid"):
-        wired.callbacks.handle(*_resource_callback(wired, paid | {"mchid": "1999999999"}))
+        wired.callbacks.handle(_resource_callback(wired, paid | {"mchid": "1999999999"}))
     with pytest.raises(CallbackRefused, match="unknown out_trade_no"):
-        wired.callbacks.handle(*_resource_callback(wired, paid | {"out_trade_no": "zbUNKNOWN000000000000000001"}))
+        wired.callbacks.handle(_resource_callback(wired, paid | {"out_trade_no": "zbUNKNOWN000000000000000001"}))
     assert status(wired, DIRECT.mchid, "AMT-1") == "PAYING"
-    wired.callbacks.handle(*_resource_callback(wired, paid))
-    view = wired.ledger.order_view(DIRECT.mchid, "AMT-1")
+    wired.callbacks.handle(_resource_callback(wired, paid))
+    view = OrderReads(wired.ledger).order_view(DIRECT.mchid, "AMT-1")
     assert (
         view["status"] == "NEEDS_REVIEW" and view["review_reasons"] == ["amount_mismatch"] and view["paid_fen"] == 499
     )
-    assert len(wired.ledger.refused_callbacks()) == 2
+    assert len(Audit(wired.ledger).refused_callbacks()) == 2
 
 
 def test_every_translated_event_type_has_exactly_one_use_case(wired: Wired) -> None:

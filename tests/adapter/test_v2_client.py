@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from adapters.wechatpay import v2_signing
+from adapters.wechatpay.client import PrepayRequest
 from adapters.wechatpay.config import Merchant, load_merchants
 from adapters.wechatpay.errors import (
     MerchantConfigError,
@@ -56,7 +57,7 @@ def test_systemerror_is_retried_with_the_same_out_trade_no(
         "/sandbox/faults",
         json={"endpoints": {"/pay/unifiedorder": {"error_rate": 1, "error_code": "SYSTEMERROR", "count": 2}}},
     )
-    result = client.prepay(merchant, "native", "V2RETRY0001", "tea", 100, _expiry())
+    result = client.prepay(merchant, PrepayRequest("native", "V2RETRY0001", "tea", 100, _expiry()))
     assert result.code_url and len(sleeps) == 2 and client.stats.by_code["SYSTEMERROR"] == 2
     assert client.transaction(merchant, "V2RETRY0001").trade_state == "NOTPAY"  # one order at WeChat
 
@@ -66,7 +67,7 @@ def test_bizerr_need_retry_on_a_refund_then_unavailable_after_the_last_attempt(
 ) -> None:
     client, sleeps = v2
     merchant = client.merchant(V2.mchid)
-    client.prepay(merchant, "native", "V2RETRY0002", "tea", 100, _expiry())
+    client.prepay(merchant, PrepayRequest("native", "V2RETRY0002", "tea", 100, _expiry()))
     sandbox.control.post("/sandbox/pay", json={"out_trade_no": "V2RETRY0002"})
     sandbox.control.post(
         "/sandbox/faults",

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from adapters.persistence import parse_url
 from adapters.refusals import RefusalCounter
 from adapters.viewdb import ViewDatabase
+from application.audit import Audit
 from bootstrap.ledger import open_ledger
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment
@@ -47,7 +48,7 @@ def refused(deployment: Deployment) -> list[Any]:
     """The refusals as recorded in the event store (any worker may have taken the request)."""
     ledger = open_ledger(deployment.database_url)
     try:
-        return ledger.refused_callbacks()
+        return Audit(ledger).refused_callbacks()
     finally:
         ledger.close()
 

@@ -15,6 +15,7 @@ from openpyxl import load_workbook
 
 from adapters.persistence import parse_url
 from adapters.viewdb import ViewDatabase
+from application.bills import Bills
 from bootstrap.ledger import open_ledger
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment
@@ -356,7 +357,7 @@ def check_the_reconciliation_rebuilds_from_the_kept_bill(deployment: Deployment,
         try:
             ledger = open_ledger(deployment.database_url)
             try:
-                sha1 = ledger.daily_bill(DIRECT.mchid, day).sha1  # type: ignore[union-attr]
+                sha1 = Bills(ledger).daily_bill(DIRECT.mchid, day).sha1  # type: ignore[union-attr]
             finally:
                 ledger.close()
             [(size,)] = db.execute(
@@ -377,7 +378,7 @@ def check_the_reconciliation_rebuilds_from_the_kept_bill(deployment: Deployment,
     assert imported, "the query that healed DIF-HEAL is kept with the payment"
     ledger = open_ledger(deployment.database_url)
     try:
-        bill = ledger.daily_bill(DIRECT.mchid, day)
+        bill = Bills(ledger).daily_bill(DIRECT.mchid, day)
         assert bill is not None
         calls = [e.exchange for e in ledger.repository.event_store.get(bill.id) if hasattr(e, "exchange")]
     finally:

@@ -16,8 +16,10 @@ from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
 from application.apikeys import issue
+from application.orders import Orders
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_runtime, init_database
+from domain.limits import OrderTerms
 from sandbox.config import load_sandbox_config
 from sandbox.keyset import DIRECT
 from tests.fixtures_sandbox import RunningSandbox
@@ -45,7 +47,7 @@ def fuzz_app(keyset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     key, record = issue(DIRECT.mchid, "merchant", ledger.clock())
     ledger.save(record)
     KEY["merchant"] = key
-    ledger.create_order(DIRECT.mchid, "FUZZ-1", 100, "fuzz", "native")
+    Orders(ledger).create_order(DIRECT.mchid, "FUZZ-1", OrderTerms(100, "fuzz", "native"))
     app = create_app(runtime, projection_running=False)
     with TestClient(app):  # runs the lifespan
         yield app

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from application.audit import Audit
 from bootstrap.ledger import open_ledger
 from sandbox.keyset import V2, V2_PARTNER
 from tests.deploy import Deployment
@@ -35,7 +36,7 @@ def _create(d: Deployment, no: str, role: str = "v2", **body: Any) -> dict[str, 
 def _refused(d: Deployment) -> int:
     ledger = open_ledger(d.database_url)
     try:
-        return len(ledger.refused_callbacks())
+        return len(Audit(ledger).refused_callbacks())
     finally:
         ledger.close()
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from adapters.wechatpay.callbacks import RefundNotice, TransactionNotice
-from adapters.wechatpay.client import PrepayResult
+from adapters.wechatpay.client import PrepayRequest, PrepayResult
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import WechatPayBusinessError, WechatPayNotFound
+from domain.notices import RefundNotice, TransactionNotice
 
 _ids = itertools.count(1)
 
@@ -30,11 +30,10 @@ class FakeWechat:
 
     # -- what the ledger asks (the Gateway protocol) ------------------------------------------
 
-    def prepay(self, merchant: Merchant, channel: str, out_trade_no: str, description: str, total_fen: int,
-               time_expire: datetime, attach: str | None = None, payer_openid: str | None = None,
-               client_ip: str = "127.0.0.1", product_id: str | None = None) -> PrepayResult:  # fmt: skip
+    def prepay(self, merchant: Merchant, request: PrepayRequest) -> PrepayResult:
+        out_trade_no = request.out_trade_no
         self.calls.append(f"prepay {out_trade_no}")
-        self.transactions.setdefault(out_trade_no, {"state": "NOTPAY", "total": total_fen})
+        self.transactions.setdefault(out_trade_no, {"state": "NOTPAY", "total": request.total_fen})
         return PrepayResult(code_url=f"weixin://wxpay/bizpayurl?pr={out_trade_no[-8:]}")
 
     def transaction(self, merchant: Merchant, out_trade_no: str) -> TransactionNotice:

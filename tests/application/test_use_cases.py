@@ -15,9 +15,11 @@ import pytest
 from adapters.wechatpay.config import load_merchants
 from adapters.wechatpay.errors import WechatPayBusinessError
 from application.payments import PaymentService
+from application.rooms import Rooms
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import load_settings
 from domain.errors import Conflict, InvalidTransition
+from domain.limits import NewOrder, OrderTerms
 from domain.order import REVIEW_REFUND_FAILED, Order, paid_announcements
 from sandbox.keyset import DIRECT, init_keyset
 from tests.application.fake_wechat import FakeWechat
@@ -38,13 +40,13 @@ def world(merchants: dict[str, object]) -> Iterator[tuple[PaymentService, FakeWe
     wechat = FakeWechat({k: m for k, m in merchants.items() if not m.is_v2})  # type: ignore[attr-defined]
     ledger = open_ledger("memory://", create_tables=True)
     try:
-        yield PaymentService(ledger, wechat), wechat  # type: ignore[arg-type]
+        yield PaymentService(Rooms.over(ledger), wechat), wechat  # type: ignore[arg-type]
     finally:
         ledger.close()
 
 
 def paid_order(service: PaymentService, wechat: FakeWechat, no: str, amount: int, total: int | None = None) -> str:
-    answer = service.create_order(MCHID, no, amount, "茶", "native")
+    answer = service.create_order(NewOrder(MCHID, no, OrderTerms(amount, "茶", "native")))
     out_trade_no = answer.checkout.payment.out_trade_no
     service.apply_transaction(wechat.pay(out_trade_no, total), "notification")
     return out_trade_no
@@ -60,7 +62,7 @@ def announced(service: PaymentService, no: str) -> list[str]:
 def test_an_order_paid_in_full_is_announced_at_once(world: tuple[PaymentService, FakeWechat]) -> None:
     service, wechat = world
     paid_order(service, wechat, "U-1", 1000)
-    assert service.ledger.order_view(MCHID, "U-1")["status"] == "PAID"
+    assert service.reads.order_view(MCHID, "U-1")["status"] == "PAID"
     assert announced(service, "U-1") == ["Paid"]
 
 
@@ -69,12 +71,12 @@ def test_a_refused_review_refund_keeps_the_review_and_the_retry_makes_a_new_refu
 ) -> None:
     service, wechat = world
     out_trade_no = paid_order(service, wechat, "U-2", 1000, total=1500)
-    assert service.ledger.order_view(MCHID, "U-2")["status"] == "NEEDS_REVIEW"
+    assert service.reads.order_view(MCHID, "U-2")["status"] == "NEEDS_REVIEW"
     assert announced(service, "U-2") == []  # 1,500 for 1,000: not "paid" to the shop
     wechat.refuse_refunds = "NOT_ENOUGH"
     with pytest.raises(WechatPayBusinessError):
         service.resolve_review(MCHID, "U-2", "多付 5 元", "refund", "merchant k1")
-    assert service.ledger.order_view(MCHID, "U-2")["status"] == "NEEDS_REVIEW"
+    assert service.reads.order_view(MCHID, "U-2")["status"] == "NEEDS_REVIEW"
     wechat.refuse_refunds = ""
     order = service.resolve_review(MCHID, "U-2", "多付 5 元", "refund", "merchant k1")
     assert order.resolution is not None and order.resolution["out_refund_no"] == f"RV{out_trade_no}-2"
@@ -82,7 +84,7 @@ def test_a_refused_review_refund_keeps_the_review_and_the_retry_makes_a_new_refu
     assert announced(service, "U-2") == ["ReviewResolved"]
     # WeChat closes that refund later: back in review, with why; the next try is a third number
     service.apply_refund(MCHID, wechat.settle(f"RV{out_trade_no}-2", "CLOSED"))
-    view = service.ledger.order_view(MCHID, "U-2")
+    view = service.reads.order_view(MCHID, "U-2")
     assert view["status"] == "NEEDS_REVIEW" and view["review_reasons"] == [REVIEW_REFUND_FAILED]
     order = service.resolve_review(MCHID, "U-2", "再退一次", "refund", "merchant k1")
     assert order.resolution is not None and order.resolution["out_refund_no"] == f"RV{out_trade_no}-3"
@@ -96,27 +98,27 @@ def test_an_abnormal_review_refund_reopens_the_review_until_it_is_finished(
     out_trade_no = paid_order(service, wechat, "U-3", 1000, total=1200)
     service.resolve_review(MCHID, "U-3", "多付 2 元", "refund", "merchant k1")
     service.apply_refund(MCHID, wechat.settle(f"RV{out_trade_no}", "ABNORMAL"))
-    assert service.ledger.order_view(MCHID, "U-3")["review_reasons"] == [REVIEW_REFUND_FAILED]
+    assert service.reads.order_view(MCHID, "U-3")["review_reasons"] == [REVIEW_REFUND_FAILED]
     with pytest.raises(Conflict, match="ABNORMAL"):  # finish it, do not replace it
         service.resolve_review(MCHID, "U-3", "多付 2 元", "refund", "merchant k1")
     service.handle_abnormal_refund(MCHID, f"RV{out_trade_no}", "settled_offline", "现金退还", "merchant k1")
-    view = service.ledger.order_view(MCHID, "U-3")
+    view = service.reads.order_view(MCHID, "U-3")
     assert view["review_reasons"] == [] and view["status"] in ("PAID", "PARTIALLY_REFUNDED")
 
 
 def test_closing_an_attempt_wechat_says_is_paid_records_the_payment(world: tuple[PaymentService, FakeWechat]) -> None:
     service, wechat = world
-    answer = service.create_order(MCHID, "U-4", 300, "茶", "native")
+    answer = service.create_order(NewOrder(MCHID, "U-4", OrderTerms(300, "茶", "native")))
     wechat.pay(answer.checkout.payment.out_trade_no)  # the notification is lost
     with pytest.raises(InvalidTransition):
         service.close_order(MCHID, "U-4")  # WeChat answers ORDERPAID: the ledger learns of the payment instead
-    assert service.ledger.order_view(MCHID, "U-4")["status"] == "PAID"
+    assert service.reads.order_view(MCHID, "U-4")["status"] == "PAID"
     assert f"query {answer.checkout.payment.out_trade_no}" in wechat.calls
 
 
 def test_the_same_notification_twice_changes_the_ledger_once(world: tuple[PaymentService, FakeWechat]) -> None:
     service, wechat = world
-    answer = service.create_order(MCHID, "U-5", 300, "茶", "native")
+    answer = service.create_order(NewOrder(MCHID, "U-5", OrderTerms(300, "茶", "native")))
     notice = wechat.pay(answer.checkout.payment.out_trade_no)
     first = service.apply_transaction(notice, "notification")
     again = service.apply_transaction(notice, "query")

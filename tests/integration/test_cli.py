@@ -15,7 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from application.apikeys import ApiKeys
+from application.orders import Orders
+from application.refunds import Refunds
 from bootstrap.ledger import open_ledger
+from domain.limits import OrderTerms
+from domain.notices import RefundNotice, TransactionNotice
 from sandbox.keyset import init_keyset
 from zhangben.launch import StackError, free_port, running_stack
 
@@ -42,14 +47,19 @@ def test_history_of_a_paid_and_partially_refunded_order(database_url: str, tmp_p
     assert "test-only-password" not in init.stdout
 
     ledger = open_ledger(database_url)
-    _, payment = ledger.create_order(MCHID, "CLI-1", 1000, "奶茶", "native")
-    ledger.record_prepay(payment.out_trade_no, code_url="weixin://wxpay/bizpayurl?pr=x")
-    ledger.record_payment_success(payment.out_trade_no, "4200009999", 1000, 1000, datetime.now(UTC), "notification")
+    _, payment = Orders(ledger).create_order(MCHID, "CLI-1", OrderTerms(1000, "奶茶", "native"))
+    Orders(ledger).record_prepay(payment.out_trade_no, code_url="weixin://wxpay/bizpayurl?pr=x")
+    Orders(ledger).record_payment_success(
+        TransactionNotice.paid(payment.out_trade_no, "4200009999", 1000, datetime.now(UTC), payer_total_fen=1000),
+        "notification",
+    )
     time.sleep(0.05)
     between = datetime.now(UTC)
     time.sleep(0.05)
-    ledger.request_refund(MCHID, "CLI-1", "CLI-R1", 250, "少糖")
-    ledger.record_refund_result(MCHID, "CLI-R1", "SUCCESS", "50300001")
+    Refunds(ledger).request_refund(MCHID, "CLI-1", "CLI-R1", 250, "少糖")
+    Refunds(ledger).record_refund_result(
+        MCHID, RefundNotice(out_refund_no="CLI-R1", status="SUCCESS", refund_id="50300001")
+    )
     ledger.close()
 
     table = zhangben("history", "CLI-1", env=env, cwd=tmp_path)
@@ -100,7 +110,7 @@ def test_version_and_a_closed_pipe(tmp_path: Path) -> None:
     zhangben("db", "init", env=env, cwd=tmp_path)
     ledger = open_ledger(env["ZHANGBEN_DATABASE_URL"])
     for _ in range(3000):  # 300 KB of `apikey list`: far more than a pipe holds (64 KiB)
-        ledger.issue_api_key(MCHID, "merchant")
+        ApiKeys(ledger).issue_api_key(MCHID, "merchant")
     ledger.close()
     # `zhangben apikey list | head -1`: the reader stops after one line
     writer = subprocess.Popen(

@@ -11,8 +11,13 @@ from typing import Any
 import pytest
 
 from application.ledger import Ledger
+from application.orders import Orders
+from application.reads import OrderReads
+from application.refunds import Refunds
 from bootstrap.ledger import open_ledger
 from domain.errors import RefundExceedsPaid
+from domain.limits import OrderTerms
+from domain.notices import TransactionNotice
 from tests.pgserver import ThrowawayPostgres
 
 MCHID = "1900000001"
@@ -61,24 +66,28 @@ def paid_events(ledger: Ledger) -> Counter[str]:
 
 
 def test_twenty_threads_record_the_same_success_once(ledger: Ledger) -> None:
-    _, payment = ledger.create_order(MCHID, "K-1", 1000, "tea", "native")
+    _, payment = Orders(ledger).create_order(MCHID, "K-1", OrderTerms(1000, "tea", "native"))
     success_time = datetime(2026, 11, 22, 10, tzinfo=UTC)
     results, errors = all_at_once(
         THREADS,
-        lambda _: ledger.record_payment_success(
-            payment.out_trade_no, "4200000001", 1000, 1000, success_time, "notification"
+        lambda _: Orders(ledger).record_payment_success(
+            TransactionNotice.paid(payment.out_trade_no, "4200000001", 1000, success_time, payer_total_fen=1000),
+            "notification",
         ),
     )
     assert errors == []
     assert sum(1 for r in results if r.changed) == 1
     assert paid_events(ledger) == {"zhangben.Payment.Paid": 1, "zhangben.Order.Paid": 1}
-    assert ledger.order_view(MCHID, "K-1")["status"] == "PAID"
+    assert OrderReads(ledger).order_view(MCHID, "K-1")["status"] == "PAID"
 
 
 def test_twenty_concurrent_refunds_never_exceed_what_was_paid(ledger: Ledger) -> None:
-    _, payment = ledger.create_order(MCHID, "K-2", 1000, "tea", "native")
-    ledger.record_payment_success(payment.out_trade_no, "4200000002", 1000, 1000, datetime.now(UTC), "query")
-    results, errors = all_at_once(THREADS, lambda i: ledger.request_refund(MCHID, "K-2", f"K-2-R{i}", 150))
+    _, payment = Orders(ledger).create_order(MCHID, "K-2", OrderTerms(1000, "tea", "native"))
+    Orders(ledger).record_payment_success(
+        TransactionNotice.paid(payment.out_trade_no, "4200000002", 1000, datetime.now(UTC), payer_total_fen=1000),
+        "query",
+    )
+    results, errors = all_at_once(THREADS, lambda i: Refunds(ledger).request_refund(MCHID, "K-2", f"K-2-R{i}", 150))
     assert all(isinstance(e, RefundExceedsPaid) for e in errors), errors
     assert len(results) == 6  # 6 × 150 = 900 ≤ 1000 < 7 × 150
     order = ledger.get_order(MCHID, "K-2")
@@ -86,7 +95,9 @@ def test_twenty_concurrent_refunds_never_exceed_what_was_paid(ledger: Ledger) ->
 
 
 def test_twenty_threads_creating_the_same_order_make_one(ledger: Ledger) -> None:
-    results, errors = all_at_once(THREADS, lambda _: ledger.create_order(MCHID, "K-3", 1000, "tea", "native"))
+    results, errors = all_at_once(
+        THREADS, lambda _: Orders(ledger).create_order(MCHID, "K-3", OrderTerms(1000, "tea", "native"))
+    )
     assert errors == []
     assert len({order.id for order, _ in results}) == 1
-    assert len(ledger.order_history(MCHID, "K-3")) == 3
+    assert len(OrderReads(ledger).order_history(MCHID, "K-3")) == 3

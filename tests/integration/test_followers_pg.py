@@ -19,7 +19,10 @@ import pytest
 
 from adapters.recorders import LedgerPostgresRecorder
 from application.ledger import Ledger
+from application.orders import Orders
 from bootstrap.ledger import open_ledger
+from domain.limits import OrderTerms
+from domain.notices import TransactionNotice
 from tests.pgserver import ThrowawayPostgres
 
 MCHID = "1900000001"
@@ -48,10 +51,13 @@ def test_a_follower_misses_nothing_while_writers_hammer_the_log(ledgers: tuple[L
         i = 0
         while not stop.is_set():
             no = f"F{worker}-{i}"
-            _, payment = ledger.create_order(MCHID, no, 100, "follow", "native")
+            _, payment = Orders(ledger).create_order(MCHID, no, OrderTerms(100, "follow", "native"))
             if i % 2 == 0:  # a second transaction on the same order: payment, order and index together
-                ledger.record_payment_success(
-                    payment.out_trade_no, f"42{worker}{i:020d}", 100, 100, datetime.now(UTC), "notification"
+                Orders(ledger).record_payment_success(
+                    TransactionNotice.paid(
+                        payment.out_trade_no, f"42{worker}{i:020d}", 100, datetime.now(UTC), payer_total_fen=100
+                    ),
+                    "notification",
                 )
             with lock:
                 writes[0] += 1
@@ -95,15 +101,18 @@ def test_a_follower_misses_nothing_while_writers_hammer_the_log(ledgers: tuple[L
 def test_group_commit_answers_each_caller_alone_when_one_conflicts(ledgers: tuple[Ledger, Ledger]) -> None:
     """Twenty threads record one payment at once: grouped or not, exactly one ``Paid`` is stored."""
     ledger = ledgers[0]
-    _, payment = ledger.create_order(MCHID, "G-1", 100, "group", "native")
-    others = [ledger.create_order(MCHID, f"G-{i}", 100, "group", "native")[1] for i in range(2, 12)]
+    _, payment = Orders(ledger).create_order(MCHID, "G-1", OrderTerms(100, "group", "native"))
+    others = [Orders(ledger).create_order(MCHID, f"G-{i}", OrderTerms(100, "group", "native"))[1] for i in range(2, 12)]
     barrier = threading.Barrier(len(others) + 20)
     errors: list[BaseException] = []
 
     def pay(out_trade_no: str, transaction_id: str) -> None:
         barrier.wait()
         try:
-            ledger.record_payment_success(out_trade_no, transaction_id, 100, 100, datetime.now(UTC), "notification")
+            Orders(ledger).record_payment_success(
+                TransactionNotice.paid(out_trade_no, transaction_id, 100, datetime.now(UTC), payer_total_fen=100),
+                "notification",
+            )
         except BaseException as exc:  # collected and asserted on below
             errors.append(exc)
 

@@ -8,7 +8,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from application.orders import Orders
 from bootstrap.ledger import open_ledger
+from domain.limits import OrderTerms
+from domain.notices import TransactionNotice
 
 
 def zhangben(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -27,8 +30,11 @@ def test_projection_and_scheduler_commands(keyset: Path, tmp_path: Path) -> None
     assert zhangben("db", "init", env=env, cwd=tmp_path).returncode == 0
     ledger = open_ledger(env["ZHANGBEN_DATABASE_URL"])
     for i in range(3):
-        _, payment = ledger.create_order("1900000001", f"OPS-{i}", 100, "tea", "native")
-        ledger.record_payment_success(payment.out_trade_no, f"42OPS{i}", 100, 100, datetime.now(UTC), "query")
+        _, payment = Orders(ledger).create_order("1900000001", f"OPS-{i}", OrderTerms(100, "tea", "native"))
+        Orders(ledger).record_payment_success(
+            TransactionNotice.paid(payment.out_trade_no, f"42OPS{i}", 100, datetime.now(UTC), payer_total_fen=100),
+            "query",
+        )
     head = ledger.recorder.max_notification_id()
     ledger.close()
 

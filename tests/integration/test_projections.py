@@ -16,9 +16,15 @@ from typing import Any
 
 import pytest
 
+from application.bills import Bills
 from application.ledger import Ledger
+from application.orders import Orders
+from application.refunds import Refunds
 from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import Runtime, build_runtime, init_database
+from domain.bill import BillSummary
+from domain.limits import OrderTerms
+from domain.notices import RefundNotice, TransactionNotice
 from projections.core import Follower
 from tests.pgserver import ThrowawayPostgres
 
@@ -37,14 +43,19 @@ def runtime(database_url: str, keyset: Path) -> Iterator[Runtime]:
 def some_history(ledger: Ledger, prefix: str, count: int) -> None:
     now = datetime.now(UTC)
     for i in range(count):
-        _, payment = ledger.create_order(MCHID, f"{prefix}{i}", 1000 + i, "tea", "native")
+        _, payment = Orders(ledger).create_order(MCHID, f"{prefix}{i}", OrderTerms(1000 + i, "tea", "native"))
         if i % 4 == 3:
             continue
-        ledger.record_payment_success(payment.out_trade_no, f"42{prefix}{i}", 1000 + i, 1000 + i, now, "query")
+        Orders(ledger).record_payment_success(
+            TransactionNotice.paid(payment.out_trade_no, f"42{prefix}{i}", 1000 + i, now, payer_total_fen=1000 + i),
+            "query",
+        )
         if i % 3 == 0:
-            ledger.request_refund(MCHID, f"{prefix}{i}", f"{prefix}R{i}", 100)
-            ledger.record_refund_result(MCHID, f"{prefix}R{i}", "SUCCESS", "503", now)
-    ledger.record_bill_import(MCHID, date(2026, 11, 22), 10, 5000, 300, 30, "sha1")
+            Refunds(ledger).request_refund(MCHID, f"{prefix}{i}", f"{prefix}R{i}", 100)
+            Refunds(ledger).record_refund_result(
+                MCHID, RefundNotice(out_refund_no=f"{prefix}R{i}", status="SUCCESS", refund_id="503", success_time=now)
+            )
+    Bills(ledger).record_bill_import(MCHID, date(2026, 11, 22), BillSummary(10, 5000, 300, 30, "sha1"))
 
 
 def snapshot(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:

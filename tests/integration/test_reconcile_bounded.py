@@ -17,7 +17,9 @@ from adapters.persistence import parse_url
 from adapters.viewdb import ViewDatabase
 from application.finance import Finance
 from application.ledger import Ledger
+from application.orders import Orders
 from bootstrap.ledger import open_ledger
+from domain.limits import OrderTerms
 from projections.core import EventLog
 from projections.journal import Journal
 from projections.reconciliation import Reconciliation
@@ -70,7 +72,10 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 
 def test_strangers_are_counted_not_queried_and_queries_are_bounded(ledger: Ledger, tmp_path: Path) -> None:
-    own = [ledger.create_order(DIRECT.mchid, f"OWN-{i}", 1000, "x", "native")[1].out_trade_no for i in range(3)]
+    own = [
+        Orders(ledger).create_order(DIRECT.mchid, f"OWN-{i}", OrderTerms(1000, "x", "native"))[1].out_trade_no
+        for i in range(3)
+    ]
     strangers = [f"STRANGER{i:05d}" for i in range(500)]
     bill = tmp_path / "bill.csv"
     write_bill(bill, strangers[:250] + own + strangers[250:])

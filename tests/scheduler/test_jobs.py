@@ -18,6 +18,7 @@ from adapters.leases import Leases
 from adapters.wechatpay.beijing import BEIJING
 from bootstrap.settings import Settings
 from bootstrap.wiring import Runtime, build_runtime, init_database
+from domain.limits import NewOrder, OrderTerms
 from sandbox.keyset import DIRECT, V2
 from scheduler.runner import JOBS, Scheduler
 from tests.conftest import FakeClock
@@ -39,7 +40,7 @@ class World:
 
     def order(self, no: str, amount: int = 1000, expire_seconds: int = 900) -> str:
         _, checkout = self.rt.service.create_order(
-            DIRECT.mchid, no, amount, "tea", "native", expire_seconds=expire_seconds
+            NewOrder(DIRECT.mchid, no, OrderTerms(amount, "tea", "native", expire_seconds=expire_seconds))
         )
         return checkout.payment.out_trade_no
 
@@ -49,7 +50,7 @@ class World:
         return answer.json()
 
     def status(self, no: str) -> str:
-        return self.rt.ledger.order_view(DIRECT.mchid, no)["status"]
+        return self.rt.rooms.reads.order_view(DIRECT.mchid, no)["status"]
 
     def faults(self, **faults: Any) -> None:
         assert self.sandbox.control.post("/sandbox/faults", json=faults).status_code == 200
@@ -91,7 +92,9 @@ def test_a_dropped_notification_is_healed_by_the_compensating_query(world: World
     assert scheduler.run_due()["compensating_query"] == {"queried": 1, "paid": 1}
     assert world.status("J-Q1") == "PAID"
     paid = [
-        e for e in world.rt.ledger.order_history(DIRECT.mchid, "J-Q1") if e.type == "Paid" and e.aggregate == "Payment"
+        e
+        for e in world.rt.rooms.reads.order_history(DIRECT.mchid, "J-Q1")
+        if e.type == "Paid" and e.aggregate == "Payment"
     ]
     assert paid[0].data["source"] == "query"
 
@@ -127,7 +130,7 @@ def test_a_failed_payment_leaves_the_order_payable_and_then_it_expires(world: Wo
         assert answer.status_code == 200, answer.text
     world.clock.advance(seconds=61)
     assert world.scheduler("compensating_query").run_due()["compensating_query"]["queried"] == 2
-    view = world.rt.ledger.order_view(DIRECT.mchid, "J-F1")
+    view = world.rt.rooms.reads.order_view(DIRECT.mchid, "J-F1")
     assert (view["status"], view["payments"][0]["status"]) == ("PAYING", "FAILED")
     # payable again: the payer of J-F2 tries once more, and pays
     again = world.rt.service.new_payment(DIRECT.mchid, "J-F2")
@@ -238,7 +241,7 @@ def test_two_scheduler_processes_on_one_postgres_run_each_job_once_per_due_time(
     rt = make_world(sandbox, keyset, url, clock)
     sandbox.control.post("/sandbox/faults", json={"notifications": "drop"})
     for i in range(4):
-        rt.service.create_order(DIRECT.mchid, f"J-2S{i}", 1000, "tea", "native")
+        rt.service.create_order(NewOrder(DIRECT.mchid, f"J-2S{i}", OrderTerms(1000, "tea", "native")))
     Scheduler(rt, clock, JOBS).create_tables()
     rt.followers["order_status"].catch_up()
     due = (clock.now + timedelta(seconds=61)).isoformat()
@@ -259,12 +262,14 @@ def test_two_scheduler_processes_on_one_postgres_run_each_job_once_per_due_time(
 def test_a_v2_merchant_runs_the_same_jobs(world: World) -> None:
     """orderquery heals a lost notification, closeorder ends an expired attempt, refundquery settles a refund."""
     rt = world.rt
-    _, paid = rt.service.create_order(V2.mchid, "J-V2-1", 1000, "tea", "native")
+    _, paid = rt.service.create_order(NewOrder(V2.mchid, "J-V2-1", OrderTerms(1000, "tea", "native")))
     world.pay(paid.payment.out_trade_no)  # the XML notification is dropped
     world.clock.advance(seconds=61)
     assert world.scheduler("compensating_query").run_due()["compensating_query"] == {"queried": 1, "paid": 1}
-    assert rt.ledger.order_view(V2.mchid, "J-V2-1")["status"] == "PAID"
-    _, unpaid = rt.service.create_order(V2.mchid, "J-V2-2", 500, "tea", "native", expire_seconds=60)
+    assert rt.rooms.reads.order_view(V2.mchid, "J-V2-1")["status"] == "PAID"
+    _, unpaid = rt.service.create_order(
+        NewOrder(V2.mchid, "J-V2-2", OrderTerms(500, "tea", "native", expire_seconds=60))
+    )
     world.clock.advance(seconds=130)
     assert world.scheduler("expiry").run_due()["expiry"] == {"expired": 1, "paid": 0}
     merchant = rt.service.merchant(V2.mchid)

@@ -14,7 +14,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from application.ledger import Ledger
+from application.rooms import Rooms
 from bootstrap.ledger import open_ledger
 from domain.errors import (
     InvalidTransition,
@@ -26,6 +26,8 @@ from domain.errors import (
     RefundLimitReached,
     TransactionConflict,
 )
+from domain.limits import OrderTerms
+from domain.notices import RefundNotice, TransactionNotice
 from domain.order import Order
 from domain.status import OrderStatus
 
@@ -90,7 +92,7 @@ def status_from_events(events: list[Any]) -> OrderStatus:
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.ledger: Ledger = open_ledger("memory://", create_tables=True, clock=Clock())
+        self.ledger = Rooms.over(open_ledger("memory://", create_tables=True, clock=Clock()))
         self.wechat_took: dict[str, tuple[str, int]] = {}  # out_trade_no → (transaction_id, total)
         self.success_calls: list[tuple[str, str, int]] = []
         self.touched: list[Any] = []
@@ -102,12 +104,12 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _order(self, no: str) -> Order | None:
         try:
-            return self.ledger.get_order(MCHID, no)
+            return self.ledger.store.get_order(MCHID, no)
         except OrderNotFound:
             return None
 
     def _position(self) -> int:
-        return self.ledger.recorder.max_notification_id() or 0
+        return self.ledger.store.recorder.max_notification_id() or 0
 
     def _refused(self, call: Any, *allowed: type[LedgerError]) -> Any:
         """Run a command; a refusal must be one of ``allowed`` and store nothing."""
@@ -132,25 +134,33 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def create_order(self, no: str, amount: int, channel: str) -> None:
         existing = self._order(no)
-        result = self._refused(lambda: self.ledger.create_order(MCHID, no, amount, "goods", channel), OrderConflict)
+        result = self._refused(
+            lambda: self.ledger.orders.create_order(MCHID, no, OrderTerms(amount, "goods", channel)), OrderConflict
+        )
         if existing is None:
             assert result is not None
-        elif existing.terms["amount_fen"] != amount or existing.terms["channel"] != channel:
+        elif existing.terms.amount_fen != amount or existing.terms.channel != channel:
             assert result is None, "a different body under the same order number was accepted"
         else:
             assert result is not None and result[0].id == existing.id
 
     @rule(no=st.sampled_from(ORDER_NOS))
     def start_payment(self, no: str) -> None:
-        self._refused(lambda: self.ledger.start_payment(MCHID, no), InvalidTransition, OrderNotFound)
+        self._refused(
+            lambda: self.ledger.orders.start_payment(self.ledger.store.get_order(MCHID, no)),
+            InvalidTransition,
+            OrderNotFound,
+        )
 
     @precondition(lambda self: self._attempts())
     @rule(data=st.data(), delta=st.sampled_from([0, 0, 0, -1, 1]))
     def wechat_reports_success(self, data: st.DataObject, delta: int) -> None:
         otn = data.draw(st.sampled_from(self._attempts()))
-        payment = self.ledger.get_payment(otn)
+        payment = self.ledger.store.get_payment(otn)
         txn, total = self.wechat_took.setdefault(otn, (f"42{otn}", payment.amount_fen + delta))
-        outcome = self.ledger.record_payment_success(otn, txn, total, total, self.ledger.clock(), "notification")
+        outcome = self.ledger.orders.record_payment_success(
+            TransactionNotice.paid(otn, txn, total, self.ledger.store.clock(), payer_total_fen=total), "notification"
+        )
         self.success_calls.append((otn, txn, total))
         self.touched += [outcome.payment, outcome.order]
 
@@ -159,7 +169,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def duplicate_notification(self, data: st.DataObject) -> None:
         otn, txn, total = data.draw(st.sampled_from(self.success_calls))
         before = self._position()
-        outcome = self.ledger.record_payment_success(otn, txn, total, total, self.ledger.clock(), "notification")
+        outcome = self.ledger.orders.record_payment_success(
+            TransactionNotice.paid(otn, txn, total, self.ledger.store.clock(), payer_total_fen=total), "notification"
+        )
         assert not outcome.changed and self._position() == before
 
     @precondition(lambda self: len(self.wechat_took) >= 2)
@@ -171,19 +183,21 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         txn_of_b = self.wechat_took[b][0]
         self._refused(
-            lambda: self.ledger.record_payment_success(a, txn_of_b, 1, 1, self.ledger.clock(), "query"),
+            lambda: self.ledger.orders.record_payment_success(
+                TransactionNotice.paid(a, txn_of_b, 1, self.ledger.store.clock(), payer_total_fen=1), "query"
+            ),
             TransactionConflict,
         )
 
     @rule(no=st.sampled_from(ORDER_NOS))
     def close_order(self, no: str) -> None:
-        self._refused(lambda: self.ledger.close_order(MCHID, no), InvalidTransition, OrderNotFound)
+        self._refused(lambda: self.ledger.orders.close_order(MCHID, no), InvalidTransition, OrderNotFound)
 
     @precondition(lambda self: self._attempts())
     @rule(data=st.data())
     def expire_attempt(self, data: st.DataObject) -> None:
         otn = data.draw(st.sampled_from(self._attempts()))
-        self._refused(lambda: self.ledger.expire_payment(otn), InvalidTransition)
+        self._refused(lambda: self.ledger.orders.expire_payment(otn), InvalidTransition)
 
     @rule(
         no=st.sampled_from(ORDER_NOS),
@@ -192,7 +206,7 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def request_refund(self, no: str, refund_no: str, amount: int) -> None:
         self._refused(
-            lambda: self.ledger.request_refund(MCHID, no, f"{no}-{refund_no}", amount),
+            lambda: self.ledger.refunds.request_refund(MCHID, no, f"{no}-{refund_no}", amount),
             InvalidTransition,
             OrderNotFound,
             RefundExceedsPaid,
@@ -205,11 +219,18 @@ class LedgerMachine(RuleBasedStateMachine):
         key = f"{no}-{refund_no}"
         if key not in (o.refunds if (o := self._order(no)) else {}):
             return
-        self._refused(lambda: self.ledger.record_refund_result(MCHID, key, result, f"50{key}"), InvalidTransition)
+        self._refused(
+            lambda: self.ledger.refunds.record_refund_result(
+                MCHID, RefundNotice(out_refund_no=key, status=result, refund_id=f"50{key}")
+            ),
+            InvalidTransition,
+        )
 
     @rule(no=st.sampled_from(ORDER_NOS))
     def resolve_review(self, no: str) -> None:
-        self._refused(lambda: self.ledger.resolve_review(MCHID, no, "checked"), InvalidTransition, OrderNotFound)
+        self._refused(
+            lambda: self.ledger.reviews.resolve_review(MCHID, no, "checked"), InvalidTransition, OrderNotFound
+        )
 
     # -- invariants ---------------------------------------------------------------
 
@@ -229,9 +250,9 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def one_paid_per_transaction(self) -> None:
         paid = Counter()
-        for n in self.ledger.recorder.select_notifications(1, 100_000):
+        for n in self.ledger.store.recorder.select_notifications(1, 100_000):
             if n.topic == "zhangben.Payment.Paid":
-                paid[self.ledger.mapper.to_domain_event(n).transaction_id] += 1
+                paid[self.ledger.store.mapper.to_domain_event(n).transaction_id] += 1
         assert all(count == 1 for count in paid.values())
         assert set(paid) == {txn for txn, _ in self.wechat_took.values()}
 
@@ -240,13 +261,13 @@ class LedgerMachine(RuleBasedStateMachine):
         for no in ORDER_NOS:
             order = self._order(no)
             if order is not None:
-                events = list(self.ledger.repository.event_store.get(order.id))
+                events = list(self.ledger.store.repository.event_store.get(order.id))
                 assert order.status is status_from_events(events)
 
     @invariant()
     def replay_rebuilds_the_same_state(self) -> None:
         for aggregate in self.touched:
-            stored = self.ledger.repository.get(aggregate.id)
+            stored = self.ledger.store.repository.get(aggregate.id)
             assert stored.version == aggregate.version
             assert _state(stored) == _state(aggregate)
         self.touched.clear()
