@@ -31,6 +31,7 @@ from bootstrap.wiring import Runtime
 from domain.errors import PaymentNotFound
 from domain.money import fen_to_yuan
 from domain.payment import Payment
+from domain.requests import NewAttempt
 
 router = APIRouter(tags=["cashier"], include_in_schema=False)
 TEMPLATE = (Path(__file__).parent / "templates" / "cashier.html").read_text(encoding="utf-8")
@@ -129,5 +130,5 @@ def cashier_refresh(out_trade_no: str, request: Request, t: Token = "") -> dict[
     payment = _payment(rt, out_trade_no, t)
     if datetime.now(UTC) < payment.expire_at:
         raise HTTPException(409, "this QR code has not expired yet")
-    checkout = rt.service.new_payment(payment.mchid, payment.merchant_order_no, "native")
+    checkout = rt.service.new_payment(NewAttempt(payment.mchid, payment.merchant_order_no, "native"))
     return {"out_trade_no": checkout.payment.out_trade_no}

@@ -34,6 +34,7 @@ from bootstrap.wiring import Runtime
 from domain.apikey import OPERATOR, Principal
 from domain.errors import LedgerError
 from domain.money import fen_to_yuan
+from domain.requests import NewRefund
 from domain.status import ORDER_STATUS_NAMES, OrderStatus
 from projections.business_events import event_id
 
@@ -298,7 +299,7 @@ def resolve(
     session = _checked(request, csrf, "merchant")
     path = f"/console/orders/{quote(merchant_order_no)}"
     try:
-        runtime(request).service.resolve_review(
+        runtime(request).refunding.resolve_review(
             session.who.mchid, merchant_order_no, note, action, session.who.actor, out_trade_no or None
         )
     except REFUSED as exc:
@@ -320,9 +321,8 @@ def refund(
     path = f"/console/orders/{quote(merchant_order_no)}"
     number = out_refund_no if re.fullmatch(r"CR[0-9a-f]{20}", out_refund_no) else "CR" + secrets.token_hex(10)
     try:
-        runtime(request).service.refund(
-            session.who.mchid, merchant_order_no, number, amount_fen, reason, out_trade_no or None
-        )
+        refund = NewRefund(session.who.mchid, merchant_order_no, number, amount_fen, reason, out_trade_no or None)
+        runtime(request).refunding.refund(refund)
     except REFUSED as exc:
         return _back(path, f"未能退款：{exc}")
     return _back(path, f"退款 {number} 已提交")
@@ -345,7 +345,7 @@ def note(
     session = _checked(request, csrf, "merchant", "support")
     path = f"/console/orders/{quote(merchant_order_no)}"
     try:
-        runtime(request).service.note_review(session.who.mchid, merchant_order_no, text, session.who.actor)
+        runtime(request).refunding.note_review(session.who.mchid, merchant_order_no, text, session.who.actor)
     except REFUSED as exc:
         return _back(path, f"未能记录：{exc}")
     return _back(path, "备注已记录")
@@ -363,7 +363,7 @@ def abnormal_refund(
     session = _checked(request, csrf, "merchant")
     path = f"/console/orders/{quote(order)}"
     try:
-        runtime(request).service.handle_abnormal_refund(
+        runtime(request).refunding.handle_abnormal_refund(
             session.who.mchid, out_refund_no, action, note, session.who.actor
         )
     except REFUSED as exc:

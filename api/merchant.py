@@ -92,12 +92,7 @@ def new_payment(
 ) -> dict[str, Any]:
     body = body or NewPayment()
     answer = rt.service.open_attempt(
-        who.mchid,
-        merchant_order_no,
-        str(body.channel) if body.channel else None,
-        body.payer_openid,
-        _client_ip(request, body.payer_client_ip),
-        body.appid,
+        body.request(who.mchid, merchant_order_no, _client_ip(request, body.payer_client_ip))
     )
     return _with_cashier_url(answer, rt, request)
 
@@ -191,9 +186,7 @@ def close(merchant_order_no: str, who: Merchant, rt: Rt) -> Any:
 )
 def create_refund(merchant_order_no: str, body: CreateRefund, who: Merchant, rt: Rt) -> Any:
     out_refund_no = body.out_refund_no or f"RF{secrets.token_hex(12)}"
-    refund = rt.service.refund(
-        who.mchid, merchant_order_no, out_refund_no, body.amount_fen, body.reason, body.out_trade_no
-    )
+    refund = rt.refunding.refund(body.request(who.mchid, merchant_order_no, out_refund_no))
     return refund_view(refund)
 
 
@@ -203,7 +196,7 @@ def create_refund(merchant_order_no: str, body: CreateRefund, who: Merchant, rt:
     summary="Settle an order in NEEDS_REVIEW: keep the money, or refund the duplicate or the surplus",
 )
 def resolve_review(merchant_order_no: str, body: ResolveReview, who: Merchant, rt: Rt) -> Any:
-    order = rt.service.resolve_review(
+    order = rt.refunding.resolve_review(
         who.mchid, merchant_order_no, body.note, body.action, who.actor, body.out_trade_no
     )
     return rt.rooms.reads.view_of(order)
@@ -215,7 +208,7 @@ def resolve_review(merchant_order_no: str, body: ResolveReview, who: Merchant, r
     summary="File a note on an order (客服: what the payer said); changes no money",
 )
 def note_review(merchant_order_no: str, body: ReviewNote, who: Viewer, rt: Rt) -> Any:
-    return rt.rooms.reads.view_of(rt.service.note_review(who.mchid, merchant_order_no, body.note, who.actor))
+    return rt.rooms.reads.view_of(rt.refunding.note_review(who.mchid, merchant_order_no, body.note, who.actor))
 
 
 @router.post(
@@ -224,7 +217,7 @@ def note_review(merchant_order_no: str, body: ReviewNote, who: Viewer, rt: Rt) -
     summary="Finish an ABNORMAL refund: re-send it to the merchant's bank card, or record it settled offline",
 )
 def handle_abnormal_refund(out_refund_no: str, body: HandleAbnormalRefund, who: Merchant, rt: Rt) -> Any:
-    refund = rt.service.handle_abnormal_refund(who.mchid, out_refund_no, body.action, body.note, who.actor)
+    refund = rt.refunding.handle_abnormal_refund(who.mchid, out_refund_no, body.action, body.note, who.actor)
     return refund_view(refund)
 
 
@@ -238,7 +231,7 @@ def get_refund(out_refund_no: str, who: Merchant, rt: Rt) -> Any:
 )
 def miniprogram_login(body: MiniProgramLogin, who: Merchant, rt: Rt) -> Any:
     # The session key stays server-side, in the database: never returned, never logged.
-    session = rt.service.miniprogram_login(who.mchid, body.code, body.appid)
+    session = rt.payers.miniprogram_login(who.mchid, body.code, body.appid)
     return {"openid": session.openid, "unionid": session.unionid}
 
 
@@ -254,11 +247,11 @@ def oauth_authorize_url(
     state: Annotated[str, Query(max_length=128, pattern=r"^[A-Za-z0-9_-]*$")] = "",
     appid: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Any:
-    url = rt.service.oauth_authorize_url(who.mchid, redirect_uri, state, appid)
+    url = rt.payers.oauth_authorize_url(who.mchid, redirect_uri, state, appid)
     return {"url": url, "appid": parse_qs(urlsplit(url).query)["appid"][0]}
 
 
 @router.post("/wechat/oauth/openid", response_model=OAuthOpenId, summary="公众号 page: the code → the payer's openid")
 def oauth_openid(body: OAuthCode, who: Merchant, rt: Rt) -> Any:
-    openid, appid = rt.service.oauth_openid(who.mchid, body.code, body.appid)
+    openid, appid = rt.payers.oauth_openid(who.mchid, body.code, body.appid)
     return {"openid": openid, "appid": appid}

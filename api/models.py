@@ -24,6 +24,7 @@ from typing_extensions import TypedDict
 from application.views import OrderView
 from domain import limits
 from domain.money import MAX_FEN
+from domain.requests import NewAttempt, NewOrder, NewRefund, OrderTerms
 from domain.status import Channel
 
 Key = Annotated[
@@ -54,12 +55,12 @@ class CreateOrder(BaseModel):
         None, description="the payer's IP as your back end saw it (H5 needs it); default: from trusted proxies"
     )
 
-    def request(self, mchid: str, client_ip: str, idempotency_key: str | None) -> limits.NewOrder:
-        """The request as the ledger takes it, whole (``domain.limits.NewOrder``)."""
-        terms = limits.OrderTerms(
+    def request(self, mchid: str, client_ip: str, idempotency_key: str | None) -> NewOrder:
+        """The request as the ledger takes it, whole (``domain.requests.NewOrder``)."""
+        terms = OrderTerms(
             self.amount_fen, self.description, str(self.channel), self.payer_openid, self.expire_seconds, self.attach
         )
-        return limits.NewOrder(mchid, self.merchant_order_no, terms, idempotency_key, self.appid, client_ip)
+        return NewOrder(mchid, self.merchant_order_no, terms, idempotency_key, self.appid, client_ip)
 
 
 class NewPayment(BaseModel):
@@ -68,6 +69,11 @@ class NewPayment(BaseModel):
     payer_openid: OpenId | None = None
     appid: AppId | None = None
     payer_client_ip: IPvAnyAddress | None = None
+
+    def request(self, mchid: str, merchant_order_no: str, client_ip: str) -> NewAttempt:
+        """The request as the ledger takes it, whole (``domain.requests.NewAttempt``)."""
+        channel = str(self.channel) if self.channel else None
+        return NewAttempt(mchid, merchant_order_no, channel, self.payer_openid, self.appid, client_ip)
 
 
 class CreateRefund(BaseModel):
@@ -78,6 +84,10 @@ class CreateRefund(BaseModel):
     out_trade_no: Key | None = Field(
         None, description="the payment to refund (a duplicate payment); default: the one that paid the order"
     )
+
+    def request(self, mchid: str, merchant_order_no: str, out_refund_no: str) -> NewRefund:
+        """The request as the ledger takes it, whole (``domain.requests.NewRefund``)."""
+        return NewRefund(mchid, merchant_order_no, out_refund_no, self.amount_fen, self.reason, self.out_trade_no)
 
 
 Note = Annotated[StrictStr, Field(min_length=1, max_length=500, description="why: kept in the order's history")]

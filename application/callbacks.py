@@ -23,6 +23,7 @@ from adapters.wechatpay.platform import PlatformKeys
 from adapters.wechatpay.v2_callbacks import read_pay_notify, read_refund_notify
 from application.audit import Audit
 from application.payments import PaymentService
+from application.refunding import RefundService
 from domain.audit import Arrival
 from domain.errors import LedgerError, PaymentNotFound, RefundNotFound
 from domain.notices import RefundNotice, TransactionNotice
@@ -55,11 +56,13 @@ class Callbacks:
     def __init__(
         self,
         payments: PaymentService,
+        refunding: RefundService,
         audit: Audit,
         keys: Mapping[str, PlatformKeys],
         refusals: RefusalCounter | None = None,
     ) -> None:
         self.payments = payments
+        self.refunding = refunding
         self.audit = audit  # where refusals are kept
         self.keys = keys  # WeChat's keys per merchant (the v3 client's), to verify v3 notifications
         self.refusals = refusals  # per-source counts and the limit on refusals kept (None: keep every one)
@@ -148,7 +151,7 @@ class Callbacks:
         notice = callback.notice
         assert isinstance(notice, RefundNotice)  # noqa: S101 — TRANSLATIONS gives this type for this event
         try:
-            self.payments.apply_refund(callback.merchant.mchid, notice, callback.notification)
+            self.refunding.apply_refund(callback.merchant.mchid, notice, callback.notification)
         except RefundNotFound:
             raise CallbackRefused(f"unknown out_refund_no {notice.out_refund_no}") from None
         return NotificationOutcome(callback.event_type, notice.out_trade_no, True)

@@ -23,7 +23,7 @@ from adapters.wechatpay.evidence import Exchange, captured
 from adapters.wechatpay.fundflow import parse_fund_flow
 from adapters.wechatpay.gateway import Gateway
 from application.bills import Bills
-from application.payments import PaymentService
+from application.refunding import RefundService
 from domain.bill import BillSummary, DailyBill
 from domain.errors import InvalidInput, NotFound, RefundNotFound
 
@@ -105,7 +105,7 @@ class Finance:
     def __init__(
         self,
         days: Bills,
-        payments: PaymentService,
+        refunding: RefundService,
         bills: BillStore,
         journal: JournalBook,
         journal_follower: FollowsLog,
@@ -116,7 +116,8 @@ class Finance:
         self.heal_queries = heal_queries  # queries at WeChat per import; the rest are left as differences
         self.days = days  # the days' bills as events (``DailyBill``)
         self.ledger = days.ledger  # which numbers are the ledger's own
-        self.payments = payments
+        self.refunding = refunding  # refunds asked about again when the bill shows WeChat's word on them
+        self.payments = refunding.payments  # the merchants, and payments asked about again
         self.bills = bills
         self.journal = journal
         self.journal_follower = journal_follower
@@ -298,7 +299,7 @@ class Finance:
                 continue
             queries += 1
             try:
-                self.payments.sync_refund(mchid, difference["out_refund_no"])
+                self.refunding.sync_refund(mchid, difference["out_refund_no"])
                 healed.append(difference["out_refund_no"])
             except RefundNotFound:
                 continue

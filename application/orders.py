@@ -18,12 +18,13 @@ from domain import ids
 from domain.errors import AttemptRaced, InvalidInput, OrderConflict, PaymentNotFound, TransactionConflict
 from domain.idempotency import IdempotencyKey, body_digest
 from domain.index import TransactionIndex
-from domain.limits import MAX_ATTEMPTS_PER_ORDER, NewOrder, OrderTerms, require_channel, require_key
+from domain.limits import MAX_ATTEMPTS_PER_ORDER, require_channel, require_key
 from domain.money import require_fen
 from domain.notices import TransactionNotice
 from domain.notification import Notification
 from domain.order import Order
 from domain.payment import Payment
+from domain.requests import NewOrder, OrderTerms
 from domain.status import OPEN_ORDER
 
 

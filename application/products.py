@@ -26,8 +26,8 @@ from application.catalogue import Catalogue
 from application.payments import PaymentService
 from domain.audit import Arrival
 from domain.errors import Conflict, LedgerError, ProductNotFound
-from domain.limits import NewOrder, OrderTerms
 from domain.product import Product
+from domain.requests import NewOrder, OrderTerms
 
 log = logging.getLogger("zhangben.products")
 

@@ -17,6 +17,7 @@ from domain.notices import RefundNotice
 from domain.notification import Notification
 from domain.order import Order
 from domain.refund import SETTLED_OFFLINE, Refund
+from domain.requests import NewRefund
 from domain.status import RefundStatus
 
 
@@ -27,20 +28,14 @@ class Refunds:
         self.ledger = ledger
 
     @retry_on_conflict
-    def request_refund(
-        self,
-        mchid: str,
-        merchant_order_no: str,
-        out_refund_no: str,
-        amount_fen: int,
-        reason: str = "",
-        out_trade_no: str | None = None,
-    ) -> Refund:
+    def request_refund(self, request: NewRefund) -> Refund:
         """Reserve a refund on the order; idempotent by ``out_refund_no``.
 
-        ``out_trade_no`` names the payment to give money back from (a duplicate
-        payment); without it, the payment that paid the order.
+        ``request.out_trade_no`` names the payment to give money back from (a
+        duplicate payment); without it, the payment that paid the order.
         """
+        mchid, merchant_order_no, out_refund_no = request.mchid, request.merchant_order_no, request.out_refund_no
+        amount_fen = request.amount_fen
         require_fen(amount_fen, "amount_fen")
         require_key(out_refund_no, "out_refund_no")
         order = self.ledger.get_order(mchid, merchant_order_no)
@@ -49,7 +44,7 @@ class Refunds:
             if existing.order_id != order.id or existing.amount_fen != amount_fen:
                 raise RefundConflict(f"refund {out_refund_no!r} already exists with different terms")
             return existing
-        target = out_trade_no or order.paid_out_trade_no
+        target = request.out_trade_no or order.paid_out_trade_no
         if target is None or target not in order.captured:
             raise InvalidTransition("order", merchant_order_no, "request a refund", order.status.value)
         order.reserve_refund(out_refund_no, target, amount_fen)
@@ -62,7 +57,7 @@ class Refunds:
             transaction_id=order.transactions[target],
             amount_fen=amount_fen,
             total_fen=order.captured[target],
-            reason=reason,
+            reason=request.reason,
             requested_at=self.ledger.clock(),
         )
         self.ledger.save(order, refund)

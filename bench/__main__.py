@@ -47,7 +47,7 @@ from bench.load import (
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_views, init_database
-from domain.limits import OrderTerms
+from domain.requests import OrderTerms
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment, deploy
 from tests.pgserver import ThrowawayPostgres

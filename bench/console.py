@@ -23,8 +23,8 @@ from application.orders import Orders
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import load_settings
 from bootstrap.wiring import build_runtime
-from domain.limits import OrderTerms
 from domain.notices import TransactionNotice
+from domain.requests import OrderTerms
 from sandbox.keyset import DIRECT
 from tests.deploy import deploy
 

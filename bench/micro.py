@@ -35,14 +35,17 @@ from application.callbacks import Callbacks
 from application.ledger import Ledger
 from application.orders import Orders
 from application.payments import PaymentService
+from application.refunding import RefundService
+from application.refunds import Refunds
+from application.reviews import Reviews
 from application.rooms import Rooms
 from bench.webhooks import webhook_ingest
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_views, init_database
 from domain.audit import Arrival
-from domain.limits import OrderTerms
 from domain.notices import TransactionNotice
+from domain.requests import OrderTerms
 from projections.core import Follower
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID, init_keyset
 from tests.pgserver import ThrowawayPostgres
@@ -317,7 +320,8 @@ def main() -> int:
             service = payment_service(ledger, keys_root)
             callbacks = callback_bodies(ledger, keys_root, "CB", n)
             merchants, keys = service.merchants, service.client.keys
-            callbacks_app = Callbacks(service, Audit(service.ledger), service.client.keys)
+            refunding = RefundService(service, Refunds(service.ledger), Reviews(service.ledger))
+            callbacks_app = Callbacks(service, refunding, Audit(service.ledger), service.client.keys)
             arrivals = [Arrival("/wechatpay/v3/notify", "127.0.0.1", h, b) for h, b in callbacks]
             start = time.perf_counter()
             for headers, body in callbacks:

@@ -27,9 +27,11 @@ from application.callbacks import Callbacks
 from application.cashier_links import CashierLinks
 from application.finance import Finance
 from application.ledger import Clock, Ledger
+from application.payers import Payers
 from application.payments import PaymentService
 from application.products import Products
 from application.reads import OrderReads
+from application.refunding import RefundService
 from application.rooms import Rooms
 from application.webhooks import Webhooks
 from bootstrap.clock import system_clock
@@ -60,6 +62,8 @@ class Runtime:
     rooms: Rooms
     client: WechatPayClient
     service: PaymentService
+    refunding: RefundService
+    payers: Payers
     callbacks: Callbacks
     finance: Finance
     db: ViewDatabase
@@ -158,19 +162,21 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     metrics.instruments().listen(client.stats, "v3")  # every WeChat call this runtime makes is counted and timed
     metrics.instruments().listen(v2.stats, "v2")
     views = build_views(ledger, db)
-    service = PaymentService(
-        rooms, client, settings.wechat_api_base_url, v2, settings.wechat_open_base_url, SessionKeys(db, box)
-    )
+    service = PaymentService(rooms, client, v2)
+    refunding = RefundService(service, rooms.refunds, rooms.reviews)
+    payers = Payers(service, settings.wechat_api_base_url, settings.wechat_open_base_url, SessionKeys(db, box))
     finance = Finance(
-        rooms.bills, service, views.reconciliation, views.journal, views.followers["journal"], archive=BillArchive(db)
+        rooms.bills, refunding, views.reconciliation, views.journal, views.followers["journal"], archive=BillArchive(db)
     )
-    callbacks = Callbacks(service, rooms.audit, client.keys, RefusalCounter(db))
+    callbacks = Callbacks(service, refunding, rooms.audit, client.keys, RefusalCounter(db))
     return Runtime(
         settings,
         ledger,
         rooms,
         client,
         service,
+        refunding,
+        payers,
         callbacks,
         finance,
         db,

@@ -11,11 +11,8 @@ is what the merchant allows (docs/wechatpay-protocol.md §4.2, §4.5).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
 
 from domain.errors import InvalidInput
-from domain.money import require_fen
 from domain.status import CHANNELS_NEEDING_OPENID, Channel
 
 DESCRIPTION_MAX_BYTES = 127
@@ -76,46 +73,3 @@ def require_attach(value: str | None) -> str | None:
     if value is not None and len(value.encode()) > ATTACH_MAX_BYTES:
         raise InvalidInput("attach", f"attach is longer than WeChat's {ATTACH_MAX_BYTES} bytes")
     return value
-
-
-@dataclass(frozen=True)
-class OrderTerms:
-    """What an order is created with; the same terms again are the same order (the idempotency check)."""
-
-    amount_fen: int
-    description: str
-    channel: str
-    payer_openid: str | None = None
-    expire_seconds: int = EXPIRE_SECONDS_DEFAULT
-    attach: str | None = None
-
-    def checked(self) -> OrderTerms:
-        """These terms, if every one is within WeChat's and the ledger's limits; else ``InvalidInput``."""
-        require_fen(self.amount_fen, "amount_fen")
-        require_description(self.description)
-        require_channel(self.channel, self.payer_openid)
-        require_expire_seconds(self.expire_seconds)
-        require_attach(self.attach)
-        return self
-
-    def as_dict(self) -> dict[str, Any]:
-        """The terms by name, as the order's ``Created`` event and the request digest carry them."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class NewOrder:
-    """A request for an order, whole: who asks, the merchant's number, the terms, and how to prepay it.
-
-    ``appid`` names the app that pays (None: the one that claims the channel);
-    ``client_ip`` (H5's ``payer_client_ip``) and ``product_id`` (Native mode 1)
-    go to WeChat with the prepay; ``idempotency_key`` is the request's own name.
-    """
-
-    mchid: str
-    merchant_order_no: str
-    terms: OrderTerms
-    idempotency_key: str | None = None
-    appid: str | None = None
-    client_ip: str = "127.0.0.1"
-    product_id: str | None = None

@@ -18,7 +18,7 @@ from eventsourcing.domain import Aggregate
 
 from domain import ids
 from domain.errors import InvalidInput, InvalidTransition, RefundConflict, RefundExceedsPaid, RefundLimitReached
-from domain.limits import OrderTerms
+from domain.requests import OrderTerms
 from domain.status import OrderStatus as S
 from domain.transitions import guard
 

@@ -32,8 +32,10 @@ from adapters.viewdb import ViewDatabase
 from adapters.wechatpay.beijing import BEIJING
 from domain import ids
 from domain.bill import DailyBill
+from domain.notices import RefundNotice, TransactionNotice
 from domain.order import Order
 from domain.payment import Payment
+from domain.status import RefundStatus
 from projections.core import EventLog
 
 NAME = "journal"
@@ -88,44 +90,35 @@ def beijing_day(moment: datetime) -> str:
     return moment.astimezone(BEIJING).date().isoformat()
 
 
-def pair(
-    ref: int, mchid: str, day: str, debit: str, credit: str, fen: int, reference: str, first: int = 0
-) -> list[Line]:
-    """One balanced movement: the same fen out of one account and into another."""
-    return [
-        Line(ref, first, mchid, day, debit, fen, 0, reference),
-        Line(ref, first + 1, mchid, day, credit, 0, fen, reference),
-    ]
+@dataclass(frozen=True)
+class Posting:
+    """Where one event's lines go: the event's position (``ref``), the merchant, the day and what they are for."""
+
+    ref: int
+    mchid: str
+    day: str
+    reference: str
+
+    def pair(self, debit: str, credit: str, fen: int, first: int = 0) -> list[Line]:
+        """One balanced movement: the same fen out of one account and into another."""
+        return [
+            Line(self.ref, first, self.mchid, self.day, debit, fen, 0, self.reference),
+            Line(self.ref, first + 1, self.mchid, self.day, credit, 0, fen, self.reference),
+        ]
+
+    def split(self, debited: Sequence[tuple[str, int]], credited: Sequence[tuple[str, int]]) -> list[Line]:
+        """One balanced movement over several accounts (zero amounts left out): the debits equal the credits."""
+        assert sum(f for _, f in debited) == sum(f for _, f in credited)  # noqa: S101 — a journal that cannot balance
+        lines = [(account, fen, 0) for account, fen in debited if fen] + [
+            (account, 0, fen) for account, fen in credited if fen
+        ]
+        return [
+            Line(self.ref, n, self.mchid, self.day, account, debit, credit, self.reference)
+            for n, (account, debit, credit) in enumerate(lines)
+        ]
 
 
-def split(
-    ref: int,
-    mchid: str,
-    day: str,
-    debited: Sequence[tuple[str, int]],
-    credited: Sequence[tuple[str, int]],
-    reference: str,
-) -> list[Line]:
-    """One balanced movement over several accounts (zero amounts left out): the debits equal the credits."""
-    assert sum(f for _, f in debited) == sum(f for _, f in credited)  # noqa: S101 — a journal that cannot balance
-    lines = [(account, fen, 0) for account, fen in debited if fen] + [
-        (account, 0, fen) for account, fen in credited if fen
-    ]
-    return [
-        Line(ref, n, mchid, day, account, debit, credit, reference) for n, (account, debit, credit) in enumerate(lines)
-    ]
-
-
-def payment_lines(
-    ref: int,
-    mchid: str,
-    out_trade_no: str,
-    transaction_id: str,
-    total_fen: int,
-    success_time: datetime,
-    payer_total_fen: int | None = None,
-    nocash_fen: int = 0,
-) -> tuple[list[Line], Money]:
+def payment_lines(ref: int, mchid: str, paid: TransactionNotice) -> tuple[list[Line], Money]:
     """The sale at its full total (订单金额), split by who pays it.
 
     WeChat settles 应结订单金额 = total − 免充值券 (NOCASH coupons): a 充值券 (CASH
@@ -138,68 +131,55 @@ def payment_lines(
     the settlement.
     https://pay.weixin.qq.com/doc/v3/merchant/4012791869 (交易账单: 应结订单金额, 代金券金额)
     """
-    day = beijing_day(success_time)
+    assert paid.total_fen is not None and paid.success_time is not None  # noqa: S101 — a recorded payment has both
+    total_fen, nocash_fen, payer_total_fen = paid.total_fen, paid.nocash_fen, paid.payer_total_fen
+    day = beijing_day(paid.success_time)
     settlement = total_fen - nocash_fen
     note = ""
     if payer_total_fen is not None and payer_total_fen < total_fen:
         coupons = total_fen - payer_total_fen
         note = f"payer paid {payer_total_fen} fen, coupons {coupons} fen ({nocash_fen} of them 免充值券)"
+    posting = Posting(ref, mchid, day, paid.out_trade_no)
     lines = [
         dataclasses.replace(line, note=note)
-        for line in split(
-            ref,
-            mchid,
-            day,
-            [("wechat_clearing", settlement), ("merchant_discounts", nocash_fen)],
-            [("merchant_sales", total_fen)],
-            out_trade_no,
+        for line in posting.split(
+            [("wechat_clearing", settlement), ("merchant_discounts", nocash_fen)], [("merchant_sales", total_fen)]
         )
     ]
-    return lines, Money("payment", transaction_id, mchid, day, out_trade_no, settlement, ref)
+    return lines, Money("payment", paid.transaction_id or "", mchid, day, paid.out_trade_no, settlement, ref)
 
 
-def refund_lines(
-    ref: int,
-    mchid: str,
-    out_trade_no: str,
-    out_refund_no: str,
-    amount_fen: int,
-    success_time: datetime,
-    settlement_fen: int | None = None,
-) -> tuple[list[Line], Money]:
+def refund_lines(ref: int, mchid: str, refunded: RefundNotice) -> tuple[list[Line], Money]:
     """The refund at its amount; WeChat takes back its 应结退款金额, the 免充值券 share goes back to the discount."""
-    day = beijing_day(success_time)
-    settlement = amount_fen if settlement_fen is None else settlement_fen
+    assert refunded.refund_fen is not None and refunded.success_time is not None  # noqa: S101 — a settled refund
+    amount_fen = refunded.refund_fen
+    day = beijing_day(refunded.success_time)
+    settlement = amount_fen if refunded.settlement_refund_fen is None else refunded.settlement_refund_fen
+    posting = Posting(ref, mchid, day, refunded.out_refund_no)
     return (
-        split(
-            ref,
-            mchid,
-            day,
+        posting.split(
             [("refunds", amount_fen)],
             [("wechat_clearing", settlement), ("merchant_discounts", amount_fen - settlement)],
-            out_refund_no,
         ),
-        Money("refund", out_refund_no, mchid, day, out_trade_no, settlement, ref),
+        Money("refund", refunded.out_refund_no, mchid, day, refunded.out_trade_no, settlement, ref),
     )
 
 
 def bill_lines(ref: int, mchid: str, bill_date: date, settled_fen: int, refunded_fen: int, fee_fen: int) -> list[Line]:
     """Fee on the bill's day; the net settled to the bank the next day (T+1)."""
     reference = bill_reference(mchid, bill_date)
+    on_day = Posting(ref, mchid, bill_date.isoformat(), reference)
+    next_day = Posting(ref, mchid, (bill_date + timedelta(days=1)).isoformat(), reference)
     lines = []
     if fee_fen > 0:
-        lines += pair(ref, mchid, bill_date.isoformat(), "wechat_fees", "wechat_clearing", fee_fen, reference)
+        lines += on_day.pair("wechat_fees", "wechat_clearing", fee_fen)
     elif fee_fen < 0:  # refunds return their fee: a day of refunds only has a negative fee total
-        lines += pair(ref, mchid, bill_date.isoformat(), "wechat_clearing", "wechat_fees", -fee_fen, reference)
+        lines += on_day.pair("wechat_clearing", "wechat_fees", -fee_fen)
     net = settled_fen - refunded_fen - fee_fen
     if net > 0:
-        lines += pair(
-            ref, mchid, (bill_date + timedelta(days=1)).isoformat(), "bank", "wechat_clearing", net, reference, first=2
-        )
+        lines += next_day.pair("bank", "wechat_clearing", net, first=2)
     elif net < 0:  # more refunded than taken that day: the bank pays WeChat back
-        lines += pair(
-            ref, mchid, (bill_date + timedelta(days=1)).isoformat(), "wechat_clearing", "bank", -net, reference, first=2
-        )
+        lines += next_day.pair("wechat_clearing", "bank", -net, first=2)
     return lines
 
 
@@ -241,9 +221,7 @@ class Journal:
             event: Any = self.log.mapper.to_domain_event(n)
             if n.topic == Payment.Paid.TOPIC:
                 payment = self._aggregate(ids.as_uuid(n.originator_id))
-                lines, money = payment_lines(
-                    n.id,
-                    payment.mchid,
+                took = TransactionNotice.paid(
                     payment.out_trade_no,
                     event.transaction_id,
                     event.total_fen,
@@ -251,18 +229,19 @@ class Journal:
                     event.payer_total_fen,
                     event.nocash_fen,
                 )
+                lines, money = payment_lines(n.id, payment.mchid, took)
             elif n.topic == Order.Refunded.TOPIC:
                 order = self._aggregate(ids.as_uuid(n.originator_id))
                 refund = self._aggregate(ids.refund_id(order.mchid, event.out_refund_no))
-                lines, money = refund_lines(
-                    n.id,
-                    order.mchid,
-                    refund.out_trade_no,
-                    event.out_refund_no,
-                    event.amount_fen,
-                    event.success_time,
-                    event.settlement_fen,
+                refunded = RefundNotice(
+                    out_refund_no=event.out_refund_no,
+                    status=RefundStatus.SUCCESS.value,
+                    out_trade_no=refund.out_trade_no,
+                    refund_fen=event.amount_fen,
+                    success_time=event.success_time,
+                    settlement_refund_fen=event.settlement_fen,
                 )
+                lines, money = refund_lines(n.id, order.mchid, refunded)
             else:
                 bill = self._aggregate(ids.as_uuid(n.originator_id))
                 reference = bill_reference(bill.mchid, bill.day)

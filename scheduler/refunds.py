@@ -11,7 +11,7 @@ import logging
 from datetime import datetime, timedelta
 
 from adapters.leases import Leases
-from application.payments import PaymentService
+from application.refunding import RefundService
 from domain.status import FOLLOWED_REFUND, RefundStatus
 from projections.order_status import OrderStatusView
 
@@ -28,7 +28,7 @@ def due_at(requested_at: datetime, checks: int, abnormal: bool) -> datetime:
     return requested_at + OFFSETS[-1] + HOURLY * (checks - len(OFFSETS) + 1)
 
 
-def run(service: PaymentService, orders: OrderStatusView, leases: Leases, now: datetime) -> dict[str, int]:
+def run(service: RefundService, orders: OrderStatusView, leases: Leases, now: datetime) -> dict[str, int]:
     queried = settled = abnormal = 0
     for order in orders.orders_with_open_refunds():
         for refund in order["refunds"]:

@@ -43,7 +43,7 @@ JOBS = (
     Job(
         "refund_follow_up",
         timedelta(seconds=60),
-        lambda rt, leases, now: refunds.run(rt.service, rt.orders, leases, now),
+        lambda rt, leases, now: refunds.run(rt.refunding, rt.orders, leases, now),
     ),
     Job(
         "daily_bill",

@@ -16,7 +16,7 @@ from application.apikeys import ApiKeys
 from bootstrap.ledger import open_ledger
 from domain.apikey import DEPLOYMENT, OPERATOR
 from sandbox.keyset import DIRECT, PARTNER, V2, V2_PARTNER
-from zhangben.launch import Stack, running_stack
+from zhangben.launch import Stack, StackPlan, running_stack
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Deployment(Stack):
 @contextmanager
 def deploy(root: Path, database_url: str, workers: int = 1, serve_args: tuple[str, ...] = ()) -> Iterator[Deployment]:
     """``zhangben sandbox`` and ``zhangben serve`` as processes on free ports, with keys for every role."""
-    with running_stack(root, database_url, workers=workers, serve_args=serve_args) as stack:
+    with running_stack(root, database_url, StackPlan(workers=workers, serve_args=serve_args)) as stack:
         # what `zhangben apikey create` does (tests/integration/test_cli.py runs the command), in this process:
         # seven processes of their own cost seconds per deployment
         wanted = {role: (DIRECT.mchid, role) for role in ("merchant", "auditor", "finance", "support")}

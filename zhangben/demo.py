@@ -35,7 +35,7 @@ from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtime
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID, PARTNER, V2
 from scheduler.runner import JOBS, Scheduler
-from zhangben.launch import LEDGER_PORT, Stack, StackError, running_stack
+from zhangben.launch import LEDGER_PORT, Stack, StackError, StackPlan, running_stack
 
 GREEN, RED, BOLD, DIM, RESET = (
     ("\033[32m", "\033[31m", "\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "", "", "")
@@ -522,7 +522,7 @@ def main(workdir: Path | None = None) -> int:
 
 def _tour_in(root: Path) -> int:
     try:
-        with running_stack(root, f"sqlite:///{root}/ledger.db", serve_args=("--no-scheduler",)) as stack:
+        with running_stack(root, f"sqlite:///{root}/ledger.db", StackPlan(serve_args=("--no-scheduler",))) as stack:
             return run_tour(stack)
     except StackError as exc:
         print(f"{RED}could not start: {exc}{RESET}")

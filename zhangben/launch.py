@@ -117,32 +117,37 @@ def _wait(url: str, process: subprocess.Popen[bytes], where: str) -> None:
             time.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class StackPlan:
+    """How a stack runs: ``serve``'s workers and flags, fixed ports (else free ones), where the config and keys
+    are (else made under the stack's root), and where the processes write (``Path("-")``: this terminal)."""
+
+    workers: int = 1
+    serve_args: tuple[str, ...] = ()
+    ledger_port: int | None = None
+    sandbox_port: int | None = None
+    config: Path | None = None
+    keys_dir: Path | None = None
+    log_path: Path | None = None
+
+
 @contextmanager
-def running_stack(
-    root: Path,
-    database_url: str,
-    *,
-    workers: int = 1,
-    serve_args: tuple[str, ...] = (),
-    ledger_port: int | None = None,
-    sandbox_port: int | None = None,
-    config: Path | None = None,
-    keys_dir: Path | None = None,
-    log_path: Path | None = None,
-) -> Iterator[Stack]:
+def running_stack(root: Path, database_url: str, plan: StackPlan = StackPlan()) -> Iterator[Stack]:
     """Keys and config (when missing), schema, then the sandbox and the ledger; both stopped on exit.
 
-    The processes write to ``log_path`` (default ``root/processes.log``), or to
-    this terminal when ``log_path`` is ``Path("-")``.
+    The processes write to ``plan.log_path`` (default ``root/processes.log``), or to
+    this terminal when it is ``Path("-")``.  The one harness of ``make serve``,
+    ``zhangben demo`` and the tests' deployments (``tests/deploy.py``).
     """
-    ledger_port, sandbox_port = ledger_port or free_port(), sandbox_port or free_port()
+    workers, serve_args, config, log_path = plan.workers, plan.serve_args, plan.config, plan.log_path
+    ledger_port, sandbox_port = plan.ledger_port or free_port(), plan.sandbox_port or free_port()
     for port, what in ((sandbox_port, "the sandbox"), (ledger_port, "the ledger")):
         ensure_free(port, what)
     ledger, sandbox = f"http://127.0.0.1:{ledger_port}", f"http://127.0.0.1:{sandbox_port}"
     config = config or root / "zhangben.toml"
     if not config.exists():
         # the TLS listener's port chosen free as well (not "the next one"), and written where both sides read it
-        init_keyset(keys_dir or root / "keys", config, ledger, sandbox, f"https://127.0.0.1:{free_port()}")
+        init_keyset(plan.keys_dir or root / "keys", config, ledger, sandbox, f"https://127.0.0.1:{free_port()}")
     env = {**os.environ, "ZHANGBEN_CONFIG": str(config.resolve()), "ZHANGBEN_DATABASE_URL": database_url}
     stack = Stack(root, ledger, sandbox, env, database_url)
     init_database(load_settings(env))  # what `zhangben db init` does, without a process of its own
@@ -238,14 +243,8 @@ def main() -> int:
     # A SIGTERM (a process manager, `timeout`) stops both children too, as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        with running_stack(
-            Path.cwd(),
-            settings.database_url,
-            ledger_port=LEDGER_PORT,
-            sandbox_port=SANDBOX_PORT,
-            config=config,
-            log_path=Path("-"),
-        ) as stack:
+        plan = StackPlan(ledger_port=LEDGER_PORT, sandbox_port=SANDBOX_PORT, config=config, log_path=Path("-"))
+        with running_stack(Path.cwd(), settings.database_url, plan) as stack:
             print(banner(demo_api_key(settings.database_url)), flush=True)
             while stack.running():
                 time.sleep(0.5)

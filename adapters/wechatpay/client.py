@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -41,6 +41,7 @@ from adapters.wechatpay.retries import CallStats, Retry, endpoint_of
 from domain.notices import RefundNotice, TransactionNotice
 from domain.order import Order
 from domain.payment import Payment
+from domain.refund import Refund
 from domain.status import CHANNELS_NEEDING_OPENID, Channel
 
 ENDPOINTS = {"native": "native", "jsapi": "jsapi", "miniprogram": "jsapi", "app": "app", "h5": "h5"}
@@ -77,6 +78,23 @@ class PrepayRequest:
             client_ip,
             product_id,
         )
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    """One refund as WeChat is asked to make it (v3 ``/v3/refund/domestic/refunds``,
+    https://pay.weixin.qq.com/doc/v3/merchant/4012791862; v2 ``/secapi/pay/refund``): the same
+    ``out_refund_no`` and body on every retry, so WeChat makes it once."""
+
+    out_trade_no: str
+    out_refund_no: str
+    refund_fen: int
+    total_fen: int
+    reason: str = ""
+
+    @classmethod
+    def of(cls, refund: Refund) -> RefundRequest:
+        return cls(refund.out_trade_no, refund.out_refund_no, refund.amount_fen, refund.total_fen, refund.reason)
 
 
 @dataclass(frozen=True)
@@ -155,9 +173,7 @@ class WechatPayClient:
             "Accept": "application/json",
             "User-Agent": "zhangben/0.1 (+httpx)",
             "Authorization": signing.build_authorization(
-                merchant.account_mchid,
-                certificate.serial_no,
-                certificate.private_key,
+                signing.Signer(merchant.account_mchid, certificate.serial_no, certificate.private_key),
                 method,
                 canonical,
                 raw,
@@ -170,38 +186,24 @@ class WechatPayClient:
         if merchant.public_key_id:
             # asks WeChat to sign its answer with the public key (docs/wechatpay-protocol.md §2.3, §9.4)
             headers["Wechatpay-Serial"] = merchant.public_key_id
-        started, clock = datetime.now(UTC), time.monotonic()
+        sending = evidence.Sending(endpoint_of(url), method, url, raw)
         try:
             response = self.http.request(method, url, content=raw, headers=headers)
         except httpx.TimeoutException as exc:
             failure = WechatPayUnavailable(f"WeChat Pay timed out: {type(exc).__name__}", code="TIMEOUT")
-            evidence.keep(
-                evidence.exchange(
-                    endpoint_of(url), method, url, raw, 0, {}, b"", str(failure), started, time.monotonic() - clock
-                )
-            )
+            evidence.keep(sending.unanswered(str(failure)))
             raise failure from None
         except httpx.TransportError as exc:
             failure = WechatPayUnavailable(f"WeChat Pay unreachable: {exc}", code="UNREACHABLE")
-            evidence.keep(
-                evidence.exchange(
-                    endpoint_of(url), method, url, raw, 0, {}, b"", str(failure), started, time.monotonic() - clock
-                )
-            )
+            evidence.keep(sending.unanswered(str(failure)))
             raise failure from None
         error = None if response.is_success else error_for(response)
         evidence.keep(
-            evidence.exchange(
-                endpoint_of(url),
-                method,
-                url,
-                raw,
+            sending.answered(
                 response.status_code,
                 response.headers,
                 response.content,
                 str(error or ""),
-                started,
-                time.monotonic() - clock,
                 keep_response="/billdownload/" not in url,  # the bill file itself is kept apart, compressed
             )
         )
@@ -276,23 +278,15 @@ class WechatPayClient:
 
     # -- refunds -----------------------------------------------------------------------
 
-    def refund(
-        self,
-        merchant: Merchant,
-        out_trade_no: str,
-        out_refund_no: str,
-        refund_fen: int,
-        total_fen: int,
-        reason: str = "",
-    ) -> dict[str, Any]:
+    def refund(self, merchant: Merchant, request: RefundRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "out_trade_no": out_trade_no,
-            "out_refund_no": out_refund_no,
+            "out_trade_no": request.out_trade_no,
+            "out_refund_no": request.out_refund_no,
             "notify_url": merchant.notify_url,
-            "amount": {"refund": refund_fen, "total": total_fen, "currency": "CNY"},
+            "amount": {"refund": request.refund_fen, "total": request.total_fen, "currency": "CNY"},
         }
-        if reason:
-            body["reason"] = reason[:80]
+        if request.reason:
+            body["reason"] = request.reason[:80]
         if merchant.is_partner:
             body["sub_mchid"] = merchant.sub_mchid
         return _json(self.call(merchant, "POST", "/v3/refund/domestic/refunds", body))
@@ -301,16 +295,8 @@ class WechatPayClient:
         query = f"?{urlencode({'sub_mchid': merchant.sub_mchid})}" if merchant.is_partner else ""
         return _json(self.call(merchant, "GET", f"/v3/refund/domestic/refunds/{out_refund_no}{query}"))
 
-    def request_refund(
-        self,
-        merchant: Merchant,
-        out_trade_no: str,
-        out_refund_no: str,
-        refund_fen: int,
-        total_fen: int,
-        reason: str = "",
-    ) -> RefundNotice:
-        return refund_notice(self.refund(merchant, out_trade_no, out_refund_no, refund_fen, total_fen, reason))
+    def request_refund(self, merchant: Merchant, request: RefundRequest) -> RefundNotice:
+        return refund_notice(self.refund(merchant, request))
 
     def refund_status(self, merchant: Merchant, out_refund_no: str) -> RefundNotice:
         return refund_notice(self.query_refund(merchant, out_refund_no))

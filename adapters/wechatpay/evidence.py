@@ -18,10 +18,11 @@ what makes the answer WeChat's.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,34 +73,39 @@ class Exchange:
         }
 
 
-def exchange(
-    endpoint: str,
-    method: str,
-    url: str,
-    request_body: bytes,
-    status: int,
-    headers: Mapping[str, str],
-    response_body: bytes,
-    error: str,
-    started: datetime,
-    duration_seconds: float,
-    *,
-    keep_response: bool = True,
-) -> Exchange:
-    """The bounded, redacted record of one attempt (``keep_response=False``: a file's bytes, summarised)."""
-    answer = _text(response_body) if keep_response else f"[{len(response_body)} bytes, kept apart]"
-    return Exchange(
-        endpoint=endpoint,
-        method=method,
-        url=redact(url),
-        request_body=_V2_SIGN.sub(rf"\g<1>{MASK}\g<2>", _text(request_body)),
-        status=status,
-        response_headers={k.lower(): v[:512] for k, v in headers.items() if k.lower() in KEPT_HEADERS},
-        response_body=answer,
-        error=redact(error)[:500],
-        at=started.astimezone(UTC).isoformat(),
-        duration_ms=int(duration_seconds * 1000),
-    )
+@dataclass(frozen=True)
+class Sending:
+    """One request as it leaves for WeChat, timed from then: ``answered`` or ``unanswered`` makes its record."""
+
+    endpoint: str
+    method: str
+    url: str
+    body: bytes
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    clock: float = field(default_factory=time.monotonic)
+
+    def answered(
+        self, status: int, headers: Mapping[str, str], body: bytes, error: str = "", *, keep_response: bool = True
+    ) -> Exchange:
+        """The bounded, redacted record of the request and WeChat's answer (``keep_response=False``: a file's
+        bytes, summarised)."""
+        answer = _text(body) if keep_response else f"[{len(body)} bytes, kept apart]"
+        return Exchange(
+            endpoint=self.endpoint,
+            method=self.method,
+            url=redact(self.url),
+            request_body=_V2_SIGN.sub(rf"\g<1>{MASK}\g<2>", _text(self.body)),
+            status=status,
+            response_headers={k.lower(): v[:512] for k, v in headers.items() if k.lower() in KEPT_HEADERS},
+            response_body=answer,
+            error=redact(error)[:500],
+            at=self.started.astimezone(UTC).isoformat(),
+            duration_ms=int((time.monotonic() - self.clock) * 1000),
+        )
+
+    def unanswered(self, error: str) -> Exchange:
+        """The record of a request that got no answer (a timeout, a connection refused)."""
+        return self.answered(0, {}, b"", error)
 
 
 def _text(body: bytes) -> str:

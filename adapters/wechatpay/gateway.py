@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Protocol
 
-from adapters.wechatpay.client import PrepayRequest, PrepayResult
+from adapters.wechatpay.client import PrepayRequest, PrepayResult, RefundRequest
 from adapters.wechatpay.config import Merchant
 from domain.notices import RefundNotice, TransactionNotice
 
@@ -22,15 +22,7 @@ class Gateway(Protocol):
 
     def close(self, merchant: Merchant, out_trade_no: str) -> None: ...
 
-    def request_refund(
-        self,
-        merchant: Merchant,
-        out_trade_no: str,
-        out_refund_no: str,
-        refund_fen: int,
-        total_fen: int,
-        reason: str = "",
-    ) -> RefundNotice: ...
+    def request_refund(self, merchant: Merchant, request: RefundRequest) -> RefundNotice: ...
 
     def refund_status(self, merchant: Merchant, out_refund_no: str) -> RefundNotice: ...
 

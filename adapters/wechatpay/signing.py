@@ -84,20 +84,24 @@ def response_message(timestamp: str, nonce: str, body: bytes) -> bytes:
     return f"{timestamp}\n{nonce}\n".encode() + body + b"\n"
 
 
+@dataclass(frozen=True)
+class Signer:
+    """Who signs a request to WeChat: the merchant, its API certificate's serial number and private key."""
+
+    mchid: str
+    serial_no: str
+    private_key: rsa.RSAPrivateKey
+
+
 def build_authorization(
-    mchid: str,
-    serial_no: str,
-    private_key: rsa.RSAPrivateKey,
-    method: str,
-    canonical_url: str,
-    body: bytes,
-    timestamp: str,
-    nonce: str,
+    signer: Signer, method: str, canonical_url: str, body: bytes, timestamp: str, nonce: str
 ) -> str:
-    signature = sign(private_key, request_message(method, canonical_url, timestamp, nonce, body))
+    """The ``Authorization`` header over the request's signing message
+    (https://pay.weixin.qq.com/doc/v3/merchant/4012365336)."""
+    signature = sign(signer.private_key, request_message(method, canonical_url, timestamp, nonce, body))
     return (
-        f'{SCHEMA} mchid="{mchid}",nonce_str="{nonce}",signature="{signature}",'
-        f'timestamp="{timestamp}",serial_no="{serial_no}"'
+        f'{SCHEMA} mchid="{signer.mchid}",nonce_str="{nonce}",signature="{signature}",'
+        f'timestamp="{timestamp}",serial_no="{signer.serial_no}"'
     )
 
 

@@ -16,13 +16,13 @@ import gzip
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import date
 
 import httpx
 
 from adapters.wechatpay import evidence, v2_signing
 from adapters.wechatpay.beijing import compact
-from adapters.wechatpay.client import PrepayRequest, PrepayResult
+from adapters.wechatpay.client import PrepayRequest, PrepayResult, RefundRequest
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import (
     MerchantConfigError,
@@ -125,24 +125,11 @@ class WechatPayV2Client:
         client = self._client_with_certificate(merchant) if certificate else self.http
         url = (self.secapi_base_url if certificate else self.base_url) + path
         request = self._request(merchant, params, sign_type)
-        started, clock = datetime.now(UTC), time.monotonic()
+        sending = evidence.Sending(endpoint_of(path), "POST", url, request)
 
         def kept(status: int, headers: Mapping[str, str], body: bytes, error: str) -> None:
-            evidence.keep(
-                evidence.exchange(
-                    endpoint_of(path),
-                    "POST",
-                    url,
-                    request,
-                    status,
-                    headers,
-                    body,
-                    error,
-                    started,
-                    time.monotonic() - clock,
-                    keep_response=path not in FILE_PATHS or body.lstrip().startswith(b"<xml>"),
-                )
-            )
+            whole = path not in FILE_PATHS or body.lstrip().startswith(b"<xml>")
+            evidence.keep(sending.answered(status, headers, body, error, keep_response=whole))
 
         try:
             response = client.post(
@@ -236,25 +223,18 @@ class WechatPayV2Client:
 
     # -- refunds ------------------------------------------------------------------------------
 
-    def request_refund(
-        self,
-        merchant: Merchant,
-        out_trade_no: str,
-        out_refund_no: str,
-        refund_fen: int,
-        total_fen: int,
-        reason: str = "",
-    ) -> RefundNotice:
+    def request_refund(self, merchant: Merchant, request: RefundRequest) -> RefundNotice:
         """``/secapi/pay/refund`` with the client certificate; WeChat answers "accepted", the result follows."""
+        out_trade_no, out_refund_no = request.out_trade_no, request.out_refund_no
         params = {
             "out_trade_no": out_trade_no,
             "out_refund_no": out_refund_no,
-            "total_fee": str(total_fen),
-            "refund_fee": str(refund_fen),
+            "total_fee": str(request.total_fen),
+            "refund_fee": str(request.refund_fen),
             "notify_url": merchant.refund_notify_url or merchant.notify_url,
         }
-        if reason:
-            params["refund_desc"] = reason[:80]
+        if request.reason:
+            params["refund_desc"] = request.reason[:80]
         answer = self.call(merchant, "/secapi/pay/refund", params, certificate=True)
         return RefundNotice(
             out_refund_no=answer.get("out_refund_no", out_refund_no),

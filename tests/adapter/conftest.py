@@ -19,6 +19,7 @@ from adapters.wechatpay.errors import SignatureError
 from application.callbacks import CallbackRefused, Callbacks
 from application.ledger import Ledger
 from application.payments import PaymentService
+from application.refunding import RefundService
 from application.rooms import Rooms
 from bootstrap.ledger import open_ledger
 from domain.audit import Arrival
@@ -65,6 +66,7 @@ class Wired:
     ledger: Ledger
     client: WechatPayClient
     service: PaymentService
+    refunding: RefundService
     callbacks: Callbacks
     endpoint: NotifyEndpoint
     sleeps: list[float]
@@ -106,8 +108,9 @@ def wire(start_sandbox: Callable[..., RunningSandbox], keyset: Path, tmp_path: P
         ledger = open_ledger(f"sqlite:///{tmp_path}/ledger-{len(built)}.db", create_tables=True)
         rooms = Rooms.over(ledger)
         service = PaymentService(rooms, client)
-        endpoint.callbacks = Callbacks(service, rooms.audit, service.client.keys)
-        wired = Wired(sandbox, ledger, client, service, endpoint.callbacks, endpoint, sleeps)
+        refunding = RefundService(service, rooms.refunds, rooms.reviews)
+        endpoint.callbacks = Callbacks(service, refunding, rooms.audit, service.client.keys)
+        wired = Wired(sandbox, ledger, client, service, refunding, endpoint.callbacks, endpoint, sleeps)
         built.append(wired)
         return wired
 

@@ -20,7 +20,7 @@ from application.callbacks import CallbackRefused
 from application.reads import OrderReads
 from domain.audit import Arrival
 from domain.errors import InvalidTransition
-from domain.limits import NewOrder, OrderTerms
+from domain.requests import NewAttempt, NewOrder, NewRefund, OrderTerms
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID, PARTNER
 from tests.adapter.conftest import Wired
 
@@ -75,7 +75,7 @@ def test_pay_notify_refund_cycle(wired: Wired, mchid: str) -> None:
     order, checkout = wired.service.create_order(NewOrder(mchid, "CYCLE-1", OrderTerms(1000, "奶茶", "native")))
     wired.pay(checkout.payment.out_trade_no)
     wired.wait_until(lambda: status(wired, mchid, "CYCLE-1") == "PAID")
-    refund = wired.service.refund(mchid, "CYCLE-1", "CYCLE-1-R1", 300, "少糖")
+    refund = wired.refunding.refund(NewRefund(mchid, "CYCLE-1", "CYCLE-1-R1", 300, "少糖"))
     assert refund.status.value == "PROCESSING"
     wired.wait_until(lambda: wired.ledger.get_refund(mchid, "CYCLE-1-R1").status.value == "SUCCESS")
     view = OrderReads(wired.ledger).order_view(mchid, "CYCLE-1")
@@ -142,7 +142,7 @@ def test_closing_an_unpaid_order_closes_it_at_wechat(wired: Wired) -> None:
 
 def test_a_new_attempt_closes_the_previous_one_first(wired: Wired) -> None:
     _, first = wired.service.create_order(NewOrder(DIRECT.mchid, "AGAIN-1", OrderTerms(500, "tea", "native")))
-    second = wired.service.new_payment(DIRECT.mchid, "AGAIN-1", "jsapi", "oPayer9")
+    second = wired.service.new_payment(NewAttempt(DIRECT.mchid, "AGAIN-1", "jsapi", "oPayer9"))
     assert second.payment.out_trade_no != first.payment.out_trade_no and "pay_params" in second.view()
     merchant = wired.client.merchant(DIRECT.mchid)
     assert wired.client.query(merchant, first.payment.out_trade_no)["trade_state"] == "CLOSED"
@@ -150,7 +150,7 @@ def test_a_new_attempt_closes_the_previous_one_first(wired: Wired) -> None:
     wired.pay(second.payment.out_trade_no)
     wired.wait_until(lambda: status(wired, DIRECT.mchid, "AGAIN-1") == "PAID")
     with pytest.raises(InvalidTransition):
-        wired.service.new_payment(DIRECT.mchid, "AGAIN-1")
+        wired.service.new_payment(NewAttempt(DIRECT.mchid, "AGAIN-1"))
 
 
 def _in_thread(work: Any) -> tuple[threading.Thread, list[Any]]:
@@ -180,10 +180,10 @@ def test_an_attempt_closed_while_its_prepay_is_in_flight_is_closed_at_wechat_too
         return real_prepay(*args, **kwargs)
 
     wired.client.prepay = held_prepay  # type: ignore[method-assign]
-    thread, outcome = _in_thread(lambda: wired.service.new_payment(DIRECT.mchid, "RACE-1"))
+    thread, outcome = _in_thread(lambda: wired.service.new_payment(NewAttempt(DIRECT.mchid, "RACE-1")))
     assert entered.wait(10)
     held = next(p for p in wired.ledger.get_order(DIRECT.mchid, "RACE-1").attempts[-1:])
-    winner = wired.service.new_payment(DIRECT.mchid, "RACE-1")  # B: closes A's attempt, not yet at WeChat
+    winner = wired.service.new_payment(NewAttempt(DIRECT.mchid, "RACE-1"))  # B: closes A's attempt, not yet at WeChat
     release.set()
     thread.join(10)
     assert isinstance(outcome[0], InvalidTransition)  # A is told its attempt was replaced
@@ -218,7 +218,7 @@ def test_an_attempt_prepaid_while_it_is_being_closed_is_asked_about_again(wired:
 
     def a() -> Any:
         try:
-            return wired.service.new_payment(DIRECT.mchid, "RACE-2")
+            return wired.service.new_payment(NewAttempt(DIRECT.mchid, "RACE-2"))
         finally:
             a_done.set()
 
@@ -229,7 +229,7 @@ def test_an_attempt_prepaid_while_it_is_being_closed_is_asked_about_again(wired:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     held.append(wired.ledger.get_order(DIRECT.mchid, "RACE-2").attempts[-1])
-    winner = wired.service.new_payment(DIRECT.mchid, "RACE-2")  # B
+    winner = wired.service.new_payment(NewAttempt(DIRECT.mchid, "RACE-2"))  # B
     thread.join(10)
     assert not isinstance(outcome[0], Exception), outcome
     assert wired.ledger.get_payment(held[0]).status.value == "CLOSED"
@@ -244,11 +244,11 @@ def test_a_refund_wechat_refuses_frees_the_reservation(wired: Wired) -> None:
     wired.wait_until(lambda: status(wired, DIRECT.mchid, "NE-1") == "PAID")
     wired.faults(refund_balance_fen=0)
     with pytest.raises(WechatPayBusinessError) as info:
-        wired.service.refund(DIRECT.mchid, "NE-1", "NE-1-R1", 500)
+        wired.refunding.refund(NewRefund(DIRECT.mchid, "NE-1", "NE-1-R1", 500))
     assert info.value.is_code("NOT_ENOUGH")
     assert wired.ledger.get_refund(DIRECT.mchid, "NE-1-R1").status.value == "CLOSED"
     wired.faults(reset=True)
-    assert wired.service.refund(DIRECT.mchid, "NE-1", "NE-1-R2", 500).status.value == "PROCESSING"
+    assert wired.refunding.refund(NewRefund(DIRECT.mchid, "NE-1", "NE-1-R2", 500)).status.value == "PROCESSING"
 
 
 def test_injected_errors_and_latency_are_retried_with_the_same_identifiers(wired: Wired) -> None:

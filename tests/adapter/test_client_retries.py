@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from adapters.wechatpay import signing
-from adapters.wechatpay.client import WechatPayClient
+from adapters.wechatpay.client import RefundRequest, WechatPayClient
 from adapters.wechatpay.config import Merchant, load_merchants
 from adapters.wechatpay.errors import (
     SignatureError,
@@ -94,7 +94,7 @@ def test_retryable_errors_are_retried_with_the_same_body_then_surface(
     client, fake, sleeps = client_for(keys, [(status, {"code": code, "message": "busy"})])
     merchant = client.merchant(DIRECT.mchid)
     with pytest.raises(error) as info:
-        client.refund(merchant, "ZB0000000001", "R1", 100, 1000)
+        client.refund(merchant, RefundRequest("ZB0000000001", "R1", 100, 1000))
     assert info.value.code == code
     assert len(fake.requests) == 4
     assert len({r.content for r in fake.requests}) == 1  # the same out_refund_no, the same body

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from adapters.wechatpay import v2_signing
-from adapters.wechatpay.client import PrepayRequest
+from adapters.wechatpay.client import PrepayRequest, RefundRequest
 from adapters.wechatpay.config import Merchant, load_merchants
 from adapters.wechatpay.errors import (
     MerchantConfigError,
@@ -73,7 +73,7 @@ def test_bizerr_need_retry_on_a_refund_then_unavailable_after_the_last_attempt(
         "/sandbox/faults",
         json={"endpoints": {"/secapi/pay/refund": {"error_rate": 1, "error_code": "BIZERR_NEED_RETRY", "count": 1}}},
     )
-    notice = client.request_refund(merchant, "V2RETRY0002", "V2RETRY0002-R", 40, 100)
+    notice = client.request_refund(merchant, RefundRequest("V2RETRY0002", "V2RETRY0002-R", 40, 100))
     assert notice.status == "PROCESSING" and notice.refund_fen == 40 and len(sleeps) == 1
     sandbox.control.post("/sandbox/faults", json={"endpoints": {"/pay/orderquery": {"error_rate": 1}}})
     with pytest.raises(WechatPayUnavailable):
@@ -92,7 +92,7 @@ def test_a_refund_without_the_client_certificate(sandbox: RunningSandbox, keyset
     bare = {k: Merchant(**{**vars(m), "client_cert_file": None, "client_key_file": None}) for k, m in merchants.items()}
     client = WechatPayV2Client(sandbox.url, bare, secapi_base_url=sandbox.tls_url)
     with pytest.raises(MerchantConfigError, match="client_cert_file"):
-        client.request_refund(bare[V2.mchid], "X", "R", 1, 1)
+        client.request_refund(bare[V2.mchid], RefundRequest("X", "R", 1, 1))
     # another merchant's certificate is not this one's, but the handshake itself needs a known one:
     # a client certificate nobody configured is refused before any HTTP is spoken
     stranger = keyset / "stranger"
@@ -112,7 +112,7 @@ def test_a_refund_without_the_client_certificate(sandbox: RunningSandbox, keyset
         sleep=lambda _: None,
     )
     with pytest.raises(WechatPayUnavailable):
-        client.request_refund(foreign[V2.mchid], "X", "R", 1, 1)
+        client.request_refund(foreign[V2.mchid], RefundRequest("X", "R", 1, 1))
 
 
 def test_an_answer_whose_sign_does_not_check_is_not_believed(keyset: Path) -> None:

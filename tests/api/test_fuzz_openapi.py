@@ -19,7 +19,7 @@ from application.apikeys import issue
 from application.orders import Orders
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_runtime, init_database
-from domain.limits import OrderTerms
+from domain.requests import OrderTerms
 from sandbox.config import load_sandbox_config
 from sandbox.keyset import DIRECT
 from tests.fixtures_sandbox import RunningSandbox

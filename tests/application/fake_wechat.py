@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from adapters.wechatpay.client import PrepayRequest, PrepayResult
+from adapters.wechatpay.client import PrepayRequest, PrepayResult, RefundRequest
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import WechatPayBusinessError, WechatPayNotFound
 from domain.notices import RefundNotice, TransactionNotice
@@ -52,8 +52,9 @@ class FakeWechat:
             raise WechatPayBusinessError("ORDERPAID", code="ORDERPAID", status=400)
         txn["state"] = "CLOSED"
 
-    def request_refund(self, merchant: Merchant, out_trade_no: str, out_refund_no: str, refund_fen: int,
-                       total_fen: int, reason: str = "") -> RefundNotice:  # fmt: skip
+    def request_refund(self, merchant: Merchant, request: RefundRequest) -> RefundNotice:
+        out_trade_no, out_refund_no, refund_fen = request.out_trade_no, request.out_refund_no, request.refund_fen
+        total_fen = request.total_fen
         self.calls.append(f"refund {out_refund_no}")
         if out_refund_no not in self.refunds:
             if self.refuse_refunds:

@@ -15,12 +15,15 @@ import pytest
 from adapters.wechatpay.config import load_merchants
 from adapters.wechatpay.errors import WechatPayBusinessError
 from application.payments import PaymentService
+from application.refunding import RefundService
+from application.refunds import Refunds
+from application.reviews import Reviews
 from application.rooms import Rooms
 from bootstrap.ledger import open_ledger
 from bootstrap.settings import load_settings
 from domain.errors import Conflict, InvalidTransition
-from domain.limits import NewOrder, OrderTerms
 from domain.order import REVIEW_REFUND_FAILED, Order, paid_announcements
+from domain.requests import NewOrder, OrderTerms
 from sandbox.keyset import DIRECT, init_keyset
 from tests.application.fake_wechat import FakeWechat
 
@@ -43,6 +46,11 @@ def world(merchants: dict[str, object]) -> Iterator[tuple[PaymentService, FakeWe
         yield PaymentService(Rooms.over(ledger), wechat), wechat  # type: ignore[arg-type]
     finally:
         ledger.close()
+
+
+def refunding(service: PaymentService) -> RefundService:
+    """The refunds and reviews over the same store and the same (fake) WeChat."""
+    return RefundService(service, Refunds(service.ledger), Reviews(service.ledger))
 
 
 def paid_order(service: PaymentService, wechat: FakeWechat, no: str, amount: int, total: int | None = None) -> str:
@@ -75,18 +83,18 @@ def test_a_refused_review_refund_keeps_the_review_and_the_retry_makes_a_new_refu
     assert announced(service, "U-2") == []  # 1,500 for 1,000: not "paid" to the shop
     wechat.refuse_refunds = "NOT_ENOUGH"
     with pytest.raises(WechatPayBusinessError):
-        service.resolve_review(MCHID, "U-2", "多付 5 元", "refund", "merchant k1")
+        refunding(service).resolve_review(MCHID, "U-2", "多付 5 元", "refund", "merchant k1")
     assert service.reads.order_view(MCHID, "U-2")["status"] == "NEEDS_REVIEW"
     wechat.refuse_refunds = ""
-    order = service.resolve_review(MCHID, "U-2", "多付 5 元", "refund", "merchant k1")
+    order = refunding(service).resolve_review(MCHID, "U-2", "多付 5 元", "refund", "merchant k1")
     assert order.resolution is not None and order.resolution["out_refund_no"] == f"RV{out_trade_no}-2"
     assert wechat.refunds[f"RV{out_trade_no}-2"]["refund"] == 500
     assert announced(service, "U-2") == ["ReviewResolved"]
     # WeChat closes that refund later: back in review, with why; the next try is a third number
-    service.apply_refund(MCHID, wechat.settle(f"RV{out_trade_no}-2", "CLOSED"))
+    refunding(service).apply_refund(MCHID, wechat.settle(f"RV{out_trade_no}-2", "CLOSED"))
     view = service.reads.order_view(MCHID, "U-2")
     assert view["status"] == "NEEDS_REVIEW" and view["review_reasons"] == [REVIEW_REFUND_FAILED]
-    order = service.resolve_review(MCHID, "U-2", "再退一次", "refund", "merchant k1")
+    order = refunding(service).resolve_review(MCHID, "U-2", "再退一次", "refund", "merchant k1")
     assert order.resolution is not None and order.resolution["out_refund_no"] == f"RV{out_trade_no}-3"
     assert announced(service, "U-2") == ["ReviewResolved"]  # announced once, by the first resolution
 
@@ -96,12 +104,12 @@ def test_an_abnormal_review_refund_reopens_the_review_until_it_is_finished(
 ) -> None:
     service, wechat = world
     out_trade_no = paid_order(service, wechat, "U-3", 1000, total=1200)
-    service.resolve_review(MCHID, "U-3", "多付 2 元", "refund", "merchant k1")
-    service.apply_refund(MCHID, wechat.settle(f"RV{out_trade_no}", "ABNORMAL"))
+    refunding(service).resolve_review(MCHID, "U-3", "多付 2 元", "refund", "merchant k1")
+    refunding(service).apply_refund(MCHID, wechat.settle(f"RV{out_trade_no}", "ABNORMAL"))
     assert service.reads.order_view(MCHID, "U-3")["review_reasons"] == [REVIEW_REFUND_FAILED]
     with pytest.raises(Conflict, match="ABNORMAL"):  # finish it, do not replace it
-        service.resolve_review(MCHID, "U-3", "多付 2 元", "refund", "merchant k1")
-    service.handle_abnormal_refund(MCHID, f"RV{out_trade_no}", "settled_offline", "现金退还", "merchant k1")
+        refunding(service).resolve_review(MCHID, "U-3", "多付 2 元", "refund", "merchant k1")
+    refunding(service).handle_abnormal_refund(MCHID, f"RV{out_trade_no}", "settled_offline", "现金退还", "merchant k1")
     view = service.reads.order_view(MCHID, "U-3")
     assert view["review_reasons"] == [] and view["status"] in ("PAID", "PARTIALLY_REFUNDED")
 

@@ -19,10 +19,10 @@ from application.apikeys import ApiKeys
 from application.orders import Orders
 from application.refunds import Refunds
 from bootstrap.ledger import open_ledger
-from domain.limits import OrderTerms
 from domain.notices import RefundNotice, TransactionNotice
+from domain.requests import NewRefund, OrderTerms
 from sandbox.keyset import init_keyset
-from zhangben.launch import StackError, free_port, running_stack
+from zhangben.launch import StackError, StackPlan, free_port, running_stack
 
 MCHID = "1900000001"
 
@@ -56,7 +56,7 @@ def test_history_of_a_paid_and_partially_refunded_order(database_url: str, tmp_p
     time.sleep(0.05)
     between = datetime.now(UTC)
     time.sleep(0.05)
-    Refunds(ledger).request_refund(MCHID, "CLI-1", "CLI-R1", 250, "少糖")
+    Refunds(ledger).request_refund(NewRefund(MCHID, "CLI-1", "CLI-R1", 250, "少糖"))
     Refunds(ledger).record_refund_result(
         MCHID, RefundNotice(out_refund_no="CLI-R1", status="SUCCESS", refund_id="50300001")
     )
@@ -209,7 +209,7 @@ def test_a_taken_port_is_said_before_anything_starts(tmp_path: Path) -> None:
         taken = other.getsockname()[1]
         with (
             pytest.raises(StackError, match=f"port {taken} for the ledger is already in use"),
-            running_stack(tmp_path, f"sqlite:///{tmp_path}/l.db", ledger_port=taken),
+            running_stack(tmp_path, f"sqlite:///{tmp_path}/l.db", StackPlan(ledger_port=taken)),
         ):
             pass
     assert not (tmp_path / "l.db").exists()  # nothing was started or created

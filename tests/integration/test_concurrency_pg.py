@@ -16,8 +16,8 @@ from application.reads import OrderReads
 from application.refunds import Refunds
 from bootstrap.ledger import open_ledger
 from domain.errors import RefundExceedsPaid
-from domain.limits import OrderTerms
 from domain.notices import TransactionNotice
+from domain.requests import NewRefund, OrderTerms
 from tests.pgserver import ThrowawayPostgres
 
 MCHID = "1900000001"
@@ -87,7 +87,9 @@ def test_twenty_concurrent_refunds_never_exceed_what_was_paid(ledger: Ledger) ->
         TransactionNotice.paid(payment.out_trade_no, "4200000002", 1000, datetime.now(UTC), payer_total_fen=1000),
         "query",
     )
-    results, errors = all_at_once(THREADS, lambda i: Refunds(ledger).request_refund(MCHID, "K-2", f"K-2-R{i}", 150))
+    results, errors = all_at_once(
+        THREADS, lambda i: Refunds(ledger).request_refund(NewRefund(MCHID, "K-2", f"K-2-R{i}", 150))
+    )
     assert all(isinstance(e, RefundExceedsPaid) for e in errors), errors
     assert len(results) == 6  # 6 × 150 = 900 ≤ 1000 < 7 × 150
     order = ledger.get_order(MCHID, "K-2")

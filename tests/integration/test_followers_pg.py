@@ -21,8 +21,8 @@ from adapters.recorders import LedgerPostgresRecorder
 from application.ledger import Ledger
 from application.orders import Orders
 from bootstrap.ledger import open_ledger
-from domain.limits import OrderTerms
 from domain.notices import TransactionNotice
+from domain.requests import OrderTerms
 from tests.pgserver import ThrowawayPostgres
 
 MCHID = "1900000001"

@@ -26,13 +26,13 @@ from domain.errors import (
     TransactionConflict,
 )
 from domain.index import TransactionIndex
-from domain.limits import OrderTerms
 from domain.notices import RefundNotice, TransactionNotice
 from domain.notification import Notification
 from domain.order import Order
 from domain.payment import Payment
 from domain.product import Product
 from domain.refund import Refund
+from domain.requests import NewRefund, OrderTerms
 from tests.conftest import FakeClock
 
 MCHID = "1900000001"
@@ -90,7 +90,7 @@ def test_create_pay_partial_refund_and_history(ledger: Rooms, clock: FakeClock) 
     )
     pay(ledger, payment.out_trade_no, 1000)
     before_refund = datetime.now().astimezone()
-    ledger.refunds.request_refund(MCHID, "C-1", "RF-1", 300, "broken cup")
+    ledger.refunds.request_refund(NewRefund(MCHID, "C-1", "RF-1", 300, "broken cup"))
     ledger.refunds.record_refund_result(
         MCHID, RefundNotice(out_refund_no="RF-1", status="PROCESSING", refund_id="5030001")
     )
@@ -143,7 +143,9 @@ def test_a_second_attempt_paid_too_is_kept_and_needs_review(ledger: Rooms) -> No
     pay(ledger, second.out_trade_no, 800)
     view = ledger.reads.order_view(MCHID, "E-1")
     assert view["status"] == "NEEDS_REVIEW" and view["review_reasons"] == ["duplicate_payment"]
-    refund = ledger.refunds.request_refund(MCHID, "E-1", "DUP-1", 800, "duplicate payment", second.out_trade_no)
+    refund = ledger.refunds.request_refund(
+        NewRefund(MCHID, "E-1", "DUP-1", 800, "duplicate payment", second.out_trade_no)
+    )
     assert refund.out_trade_no == second.out_trade_no
     with pytest.raises(InvalidTransition):
         ledger.orders.start_payment(ledger.store.get_order(MCHID, "E-1"))
@@ -152,12 +154,12 @@ def test_a_second_attempt_paid_too_is_kept_and_needs_review(ledger: Rooms) -> No
 def test_refunds_never_exceed_what_was_paid(ledger: Rooms) -> None:
     _, payment = ledger.orders.create_order(MCHID, "F-1", OrderTerms(1000, "tea", "native"))
     pay(ledger, payment.out_trade_no, 1000)
-    ledger.refunds.request_refund(MCHID, "F-1", "F-R1", 600)
+    ledger.refunds.request_refund(NewRefund(MCHID, "F-1", "F-R1", 600))
     with pytest.raises(RefundExceedsPaid):
-        ledger.refunds.request_refund(MCHID, "F-1", "F-R2", 401)
+        ledger.refunds.request_refund(NewRefund(MCHID, "F-1", "F-R2", 401))
     ledger.refunds.record_refund_result(MCHID, RefundNotice(out_refund_no="F-R1", status="CLOSED", refund_id="503"))
-    ledger.refunds.request_refund(MCHID, "F-1", "F-R2", 1000)
-    assert ledger.refunds.request_refund(MCHID, "F-1", "F-R2", 1000).out_refund_no == "F-R2"
+    ledger.refunds.request_refund(NewRefund(MCHID, "F-1", "F-R2", 1000))
+    assert ledger.refunds.request_refund(NewRefund(MCHID, "F-1", "F-R2", 1000)).out_refund_no == "F-R2"
 
 
 def test_one_transaction_id_cannot_pay_two_attempts(ledger: Rooms) -> None:
@@ -221,7 +223,7 @@ def _drive_through_every_event(ledger: Rooms, clock: FakeClock) -> None:
     ledger.bills.acknowledge_difference(
         MCHID, date(2026, 11, 22), "payment-42000", "测试单", "finance 0123456789abcdef"
     )
-    refund = ledger.refunds.request_refund(MCHID, "H-1", "H-R1", 100)
+    refund = ledger.refunds.request_refund(NewRefund(MCHID, "H-1", "H-R1", 100))
     ledger.store.record_wechat_calls(
         refund.id, [exchange | {"endpoint": "refund", "url": "/v3/refund/domestic/refunds"}]
     )
@@ -242,9 +244,9 @@ def _drive_through_every_event(ledger: Rooms, clock: FakeClock) -> None:
     )
     arrival = Arrival("/wechatpay/v3/notify", "127.0.0.1", {"Wechatpay-Signature": "x"}, b"{}")
     ledger.audit.record_refused_callback(arrival, "Wechatpay-Signature does not verify")
-    ledger.refunds.request_refund(MCHID, "H-1", "H-R2", 100)
+    ledger.refunds.request_refund(NewRefund(MCHID, "H-1", "H-R2", 100))
     ledger.refunds.record_refund_result(MCHID, RefundNotice(out_refund_no="H-R2", status="CLOSED", refund_id="503-2"))
-    ledger.refunds.request_refund(MCHID, "H-1", "H-R3", 50)
+    ledger.refunds.request_refund(NewRefund(MCHID, "H-1", "H-R3", 50))
     ledger.refunds.record_refund_result(MCHID, RefundNotice(out_refund_no="H-R3", status="ABNORMAL", refund_id="503-3"))
     ledger.refunds.handle_abnormal_refund(MCHID, "H-R3", "settled_offline", "现金退还", "merchant 0123456789abcdef")
     _, p2 = ledger.orders.create_order(MCHID, "H-2", OrderTerms(1000, "tea", "native"))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from application.orders import Orders
 from bootstrap.ledger import open_ledger
-from domain.limits import OrderTerms
 from domain.notices import TransactionNotice
+from domain.requests import OrderTerms
 
 
 def zhangben(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -23,8 +23,8 @@ from application.refunds import Refunds
 from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import Runtime, build_runtime, init_database
 from domain.bill import BillSummary
-from domain.limits import OrderTerms
 from domain.notices import RefundNotice, TransactionNotice
+from domain.requests import NewRefund, OrderTerms
 from projections.core import Follower
 from tests.pgserver import ThrowawayPostgres
 
@@ -51,7 +51,7 @@ def some_history(ledger: Ledger, prefix: str, count: int) -> None:
             "query",
         )
         if i % 3 == 0:
-            Refunds(ledger).request_refund(MCHID, f"{prefix}{i}", f"{prefix}R{i}", 100)
+            Refunds(ledger).request_refund(NewRefund(MCHID, f"{prefix}{i}", f"{prefix}R{i}", 100))
             Refunds(ledger).record_refund_result(
                 MCHID, RefundNotice(out_refund_no=f"{prefix}R{i}", status="SUCCESS", refund_id="503", success_time=now)
             )

@@ -15,11 +15,12 @@ import pytest
 
 from adapters.persistence import parse_url
 from adapters.viewdb import ViewDatabase
+from application.bills import Bills
 from application.finance import Finance
 from application.ledger import Ledger
 from application.orders import Orders
 from bootstrap.ledger import open_ledger
-from domain.limits import OrderTerms
+from domain.requests import OrderTerms
 from projections.core import EventLog
 from projections.journal import Journal
 from projections.reconciliation import Reconciliation
@@ -30,10 +31,12 @@ DAY = date(2026, 11, 22)
 
 
 class AskedWechat:
-    """Stands in for PaymentService where healing calls it: records each query, WeChat knows nothing new."""
+    """Stands in for RefundService (and its PaymentService) where healing calls them: records each query,
+    WeChat knows nothing new."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.payments = self
 
     def merchant(self, mchid: str) -> str:
         return mchid
@@ -85,7 +88,7 @@ def test_strangers_are_counted_not_queried_and_queries_are_bounded(ledger: Ledge
     bills = Reconciliation(db, differences_shown=10)
     bills.create_tables()
     wechat = AskedWechat()
-    finance = Finance(ledger, wechat, bills, journal, UpToDate(), heal_queries=2)  # type: ignore[arg-type]
+    finance = Finance(Bills(ledger), wechat, bills, journal, UpToDate(), heal_queries=2)  # type: ignore[arg-type]
 
     report = finance.import_bill(DIRECT.mchid, DAY, bill)
 

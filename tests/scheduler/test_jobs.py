@@ -18,7 +18,7 @@ from adapters.leases import Leases
 from adapters.wechatpay.beijing import BEIJING
 from bootstrap.settings import Settings
 from bootstrap.wiring import Runtime, build_runtime, init_database
-from domain.limits import NewOrder, OrderTerms
+from domain.requests import NewAttempt, NewOrder, NewRefund, OrderTerms
 from sandbox.keyset import DIRECT, V2
 from scheduler.runner import JOBS, Scheduler
 from tests.conftest import FakeClock
@@ -133,7 +133,7 @@ def test_a_failed_payment_leaves_the_order_payable_and_then_it_expires(world: Wo
     view = world.rt.rooms.reads.order_view(DIRECT.mchid, "J-F1")
     assert (view["status"], view["payments"][0]["status"]) == ("PAYING", "FAILED")
     # payable again: the payer of J-F2 tries once more, and pays
-    again = world.rt.service.new_payment(DIRECT.mchid, "J-F2")
+    again = world.rt.service.new_payment(NewAttempt(DIRECT.mchid, "J-F2"))
     assert again.payment.status.value == "PREPAID" and again.payment.out_trade_no != retried
     world.pay(again.payment.out_trade_no)
     world.rt.service.sync(DIRECT.mchid, "J-F2")
@@ -169,7 +169,7 @@ def test_a_processing_refund_ends_success(world: World) -> None:
     otn = world.order("J-R1")
     world.pay(otn)
     world.rt.service.sync(DIRECT.mchid, "J-R1")
-    refund = world.rt.service.refund(DIRECT.mchid, "J-R1", "J-R1-R", 400)
+    refund = world.rt.refunding.refund(NewRefund(DIRECT.mchid, "J-R1", "J-R1-R", 400))
     assert refund.status.value == "PROCESSING"
     import time as real_time
 
@@ -274,7 +274,7 @@ def test_a_v2_merchant_runs_the_same_jobs(world: World) -> None:
     assert world.scheduler("expiry").run_due()["expiry"] == {"expired": 1, "paid": 0}
     merchant = rt.service.merchant(V2.mchid)
     assert rt.v2.transaction(merchant, unpaid.payment.out_trade_no).trade_state == "CLOSED"
-    refund = rt.service.refund(V2.mchid, "J-V2-1", "J-V2-1-R", 400)  # /secapi/pay/refund over mutual TLS
+    refund = rt.refunding.refund(NewRefund(V2.mchid, "J-V2-1", "J-V2-1-R", 400))  # /secapi/pay/refund over mutual TLS
     assert refund.status.value == "PROCESSING" and refund.refund_id
     import time as real_time
 

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.notices import RefundNotice, TransactionNotice
 from projections.journal import Line, bill_lines, payment_lines, refund_lines
 
 T0 = datetime(2026, 11, 22, 17, 30, tzinfo=UTC)  # 01:30 on the 23rd in Beijing
@@ -17,8 +18,14 @@ def balance(lines: list[Line]) -> int:
     return sum(line.debit_fen - line.credit_fen for line in lines)
 
 
+def refunded(out_trade_no: str, out_refund_no: str, fen: int, at: datetime) -> RefundNotice:
+    return RefundNotice(
+        out_refund_no=out_refund_no, status="SUCCESS", out_trade_no=out_trade_no, refund_fen=fen, success_time=at
+    )
+
+
 def test_a_payment_is_clearing_against_sales_on_its_beijing_day() -> None:
-    lines, money = payment_lines(7, "1900000001", "zb01", "4200", 1000, T0)
+    lines, money = payment_lines(7, "1900000001", TransactionNotice.paid("zb01", "4200", 1000, T0))
     assert [(l.account, l.debit_fen, l.credit_fen) for l in lines] == [
         ("wechat_clearing", 1000, 0),
         ("merchant_sales", 0, 1000),
@@ -28,7 +35,7 @@ def test_a_payment_is_clearing_against_sales_on_its_beijing_day() -> None:
 
 
 def test_a_refund_goes_back_through_refunds() -> None:
-    lines, money = refund_lines(9, "1900000001", "zb01", "R1", 300, T0)
+    lines, money = refund_lines(9, "1900000001", refunded("zb01", "R1", 300, T0))
     assert [(l.account, l.debit_fen, l.credit_fen) for l in lines] == [("refunds", 300, 0), ("wechat_clearing", 0, 300)]
     assert money.key == "R1" and lines[0].reference == "R1"
 
@@ -61,9 +68,13 @@ def test_any_history_balances_to_the_fen_for_any_period(history: list[tuple], st
     lines: list[Line] = []
     for ref, item in enumerate(history, start=1):
         if item[0] == "pay":
-            lines += payment_lines(ref, "m", f"zb{ref}", f"42{ref}", item[1], T0 + timedelta(seconds=item[2]))[0]
+            lines += payment_lines(
+                ref, "m", TransactionNotice.paid(f"zb{ref}", f"42{ref}", item[1], T0 + timedelta(seconds=item[2]))
+            )[0]
         elif item[0] == "refund":
-            lines += refund_lines(ref, "m", f"zb{ref}", f"R{ref}", item[1], T0 + timedelta(seconds=item[2]))[0]
+            lines += refund_lines(ref, "m", refunded(f"zb{ref}", f"R{ref}", item[1], T0 + timedelta(seconds=item[2])))[
+                0
+            ]
         else:
             lines += bill_lines(ref, "m", date(2026, 11, 23), item[1], item[2], item[3])
     days = sorted({l.day for l in lines})

@@ -26,9 +26,9 @@ from domain.errors import (
     RefundLimitReached,
     TransactionConflict,
 )
-from domain.limits import OrderTerms
 from domain.notices import RefundNotice, TransactionNotice
 from domain.order import Order
+from domain.requests import NewRefund, OrderTerms
 from domain.status import OrderStatus
 
 MCHID = "1900000001"
@@ -206,7 +206,7 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def request_refund(self, no: str, refund_no: str, amount: int) -> None:
         self._refused(
-            lambda: self.ledger.refunds.request_refund(MCHID, no, f"{no}-{refund_no}", amount),
+            lambda: self.ledger.refunds.request_refund(NewRefund(MCHID, no, f"{no}-{refund_no}", amount)),
             InvalidTransition,
             OrderNotFound,
             RefundExceedsPaid,

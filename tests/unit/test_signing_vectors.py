@@ -17,9 +17,7 @@ NONCE = "593BEC0C930BF1AFEB40B4A08C8FB242"
 
 def test_v1_post_request_signature_and_authorization_header() -> None:
     header = signing.build_authorization(
-        "1900000001",
-        "D7CE59D1F522D701",
-        KEY,
+        signing.Signer("1900000001", "D7CE59D1F522D701", KEY),
         "POST",
         "/v3/pay/transactions/jsapi",
         v.V1_BODY.encode(),
