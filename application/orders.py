@@ -190,7 +190,10 @@ class Orders:
         transaction_id, total_fen, success_time = notice.transaction_id, notice.total_fen, notice.success_time
         if not (notice.took_money and transaction_id and total_fen is not None and success_time is not None):
             raise InvalidInput("notice", f"WeChat's word on {notice.out_trade_no} says no money was taken")
-        require_fen(total_fen, "total_fen")
+        require_fen(total_fen, "total_fen")  # integer fen, whoever built the notice (rule 1)
+        if notice.payer_total_fen is not None:
+            require_fen(notice.payer_total_fen, "payer_total_fen", allow_zero=True)
+        require_fen(notice.nocash_fen, "nocash_fen", allow_zero=True)
         out_trade_no = notice.out_trade_no
         # the payment and the transaction's index in one round trip; the order (named by the payment) in a second
         payment_id, index_id = ids.payment_id(out_trade_no), ids.transaction_index_id(transaction_id)

@@ -313,10 +313,10 @@ class PaymentService:
         if notice.took_money:
             return self.orders.record_payment_success(notice, source, notification, mchid)
         payment = self.ledger.get_payment(notice.out_trade_no)
-        if notice.trade_state == "CLOSED" and payment.is_open:
+        if notice.closed and payment.is_open:
             self.orders.close_payment(notice.out_trade_no, "closed at WeChat")
-        elif notice.trade_state == "PAYERROR" and payment.is_open:
-            self.orders.record_payment_failure(notice.out_trade_no, "PAYERROR", notice.trade_state_desc)
+        elif notice.failed and payment.is_open:
+            self.orders.record_payment_failure(notice.out_trade_no, notice.trade_state, notice.trade_state_desc)
         return None
 
 

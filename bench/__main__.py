@@ -48,11 +48,11 @@ from bootstrap.ledger import open_ledger
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_views, init_database
 from domain.requests import OrderTerms
-from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
-from tests.deploy import Deployment, deploy
-from tests.pgserver import ThrowawayPostgres
-from tests.spec_wechat import SpecWechat, paid_resource
+from sandbox.keyset import DIRECT
+from sandbox.notices import WechatSender, paid_transaction
 from zhangben import terminal
+from zhangben.deployment import Deployment, deploy
+from zhangben.pgserver import ThrowawayPostgres
 
 MCHID = DIRECT.mchid
 
@@ -112,7 +112,7 @@ class Load:
         self.d = d
         self.server = server
         self.url = url
-        self.wechat = SpecWechat.from_keyset(keys, MCHID, PUBLIC_KEY_ID)
+        self.wechat = WechatSender.from_keyset(keys, MCHID)
         self.clients = Clients(d.client)
         self.ledger = open_ledger(url)
         self.serial = 0
@@ -150,7 +150,7 @@ class Load:
         signed = []
         for _, out_trade_no in orders:
             self.serial += 1
-            resource = paid_resource(MCHID, DIRECT.appid, out_trade_no, 1000, f"42{self.serial:026d}")
+            resource = paid_transaction(MCHID, DIRECT.appid, out_trade_no, 1000, f"42{self.serial:026d}")
             body = self.wechat.body("TRANSACTION.SUCCESS", resource)
             signed.append((body, self.wechat.headers(body)))
         return signed

@@ -26,7 +26,7 @@ from bootstrap.wiring import build_runtime
 from domain.notices import TransactionNotice
 from domain.requests import OrderTerms
 from sandbox.keyset import DIRECT
-from tests.deploy import deploy
+from zhangben.deployment import deploy
 
 GOAL_MS = 200
 ROUNDS = 20

@@ -26,7 +26,6 @@ import psycopg
 
 from adapters.persistence import parse_url
 from adapters.viewdb import ViewDatabase
-from adapters.wechatpay import signing
 from adapters.wechatpay.callbacks import open_notification
 from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.config import load_merchants
@@ -47,8 +46,9 @@ from domain.audit import Arrival
 from domain.notices import TransactionNotice
 from domain.requests import OrderTerms
 from projections.core import Follower
-from sandbox.keyset import DIRECT, PUBLIC_KEY_ID, init_keyset
-from tests.pgserver import ThrowawayPostgres
+from sandbox.keyset import DIRECT, init_keyset
+from sandbox.notices import WechatSender, paid_transaction
+from zhangben.pgserver import ThrowawayPostgres
 
 MCHID = "1900000001"
 PAYLOAD = b"x" * 300  # about the size of a stored Order.Created
@@ -127,47 +127,13 @@ def pay_orders(ledger: Ledger, prefix: str, count: int) -> float:
 
 def callback_bodies(ledger: Ledger, keys_root: Path, prefix: str, count: int) -> list[tuple[dict[str, str], bytes]]:
     """Orders, and the TRANSACTION.SUCCESS notifications WeChat would send for them (signed, encrypted)."""
-    platform = signing.load_private_key((keys_root / "keys" / "wechatpay" / "pub_key_private.pem").read_bytes())
-    apiv3_key = (keys_root / "keys" / MCHID / "apiv3_key").read_bytes().strip()
+    wechat = WechatSender.from_keyset(keys_root / "keys", MCHID)
     callbacks = []
     for i in range(count):
         _, payment = Orders(ledger).create_order(MCHID, f"{prefix}{i}", OrderTerms(1000, "bench", "native"))
-        resource = {
-            "mchid": MCHID,
-            "appid": DIRECT.appid,
-            "out_trade_no": payment.out_trade_no,
-            "transaction_id": f"42{prefix}{i:020d}",
-            "trade_type": "NATIVE",
-            "trade_state": "SUCCESS",
-            "success_time": "2026-11-22T10:00:00+08:00",
-            "amount": {"total": 1000, "payer_total": 1000, "currency": "CNY", "payer_currency": "CNY"},
-        }
-        nonce = signing.new_nonce()[:12]
-        body = json.dumps(
-            {
-                "id": str(uuid4()),
-                "create_time": "2026-11-22T10:00:01+08:00",
-                "resource_type": "encrypt-resource",
-                "event_type": "TRANSACTION.SUCCESS",
-                "summary": "支付成功",
-                "resource": {
-                    "original_type": "transaction",
-                    "algorithm": "AEAD_AES_256_GCM",
-                    "nonce": nonce,
-                    "associated_data": "transaction",
-                    "ciphertext": signing.aead_encrypt(apiv3_key, nonce, "transaction", json.dumps(resource).encode()),
-                },
-            }
-        ).encode()
-        ts, n = str(int(time.time())), signing.new_nonce()
-        headers = {
-            "Wechatpay-Timestamp": ts,
-            "Wechatpay-Nonce": n,
-            "Wechatpay-Serial": PUBLIC_KEY_ID,
-            "Wechatpay-Signature-Type": signing.SCHEMA,
-            "Wechatpay-Signature": signing.sign(platform, signing.response_message(ts, n, body)),
-        }
-        callbacks.append((headers, body))
+        resource = paid_transaction(MCHID, DIRECT.appid, payment.out_trade_no, 1000, f"42{prefix}{i:020d}")
+        body = wechat.body("TRANSACTION.SUCCESS", resource)
+        callbacks.append((wechat.headers(body), body))
     return callbacks
 
 
@@ -188,13 +154,12 @@ def api_latencies(server: ThrowawayPostgres, count: int, threads: int = 4) -> di
 
     import httpx
 
-    from tests.deploy import deploy
-    from tests.spec_wechat import SpecWechat, paid_resource
+    from zhangben.deployment import deploy
 
     samples: dict[str, list[float]] = {"create": [], "callback": []}
     with tempfile.TemporaryDirectory() as tmp, deploy(Path(tmp), server.create_database("api"), workers=2) as d:
         d.faults(notifications="drop")  # callbacks come from the load below, not from the sandbox
-        wechat = SpecWechat.from_keyset(Path(tmp) / "keys", MCHID, PUBLIC_KEY_ID)
+        wechat = WechatSender.from_keyset(Path(tmp) / "keys", MCHID)
         local = threading.local()
 
         def http() -> httpx.Client:
@@ -214,7 +179,9 @@ def api_latencies(server: ThrowawayPostgres, count: int, threads: int = 4) -> di
 
         def callback(item: tuple[int, str]) -> None:
             i, otn = item
-            body = wechat.body("TRANSACTION.SUCCESS", paid_resource(MCHID, DIRECT.appid, otn, 1000, f"42LAT{i:020d}"))
+            body = wechat.body(
+                "TRANSACTION.SUCCESS", paid_transaction(MCHID, DIRECT.appid, otn, 1000, f"42LAT{i:020d}")
+            )
             headers = wechat.headers(body)
             start = time.perf_counter()
             answer = http().post("/wechatpay/v3/notify", content=body, headers=headers)

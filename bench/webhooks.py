@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
-from tests.deploy import deploy
-from tests.pgserver import ThrowawayPostgres
-from tests.spec_wechat import SpecWechat, paid_resource
+from sandbox.keyset import DIRECT
+from sandbox.notices import WechatSender, paid_transaction
+from zhangben.deployment import deploy
+from zhangben.pgserver import ThrowawayPostgres
 
 SENDERS = 8
 
@@ -52,7 +52,7 @@ def webhook_ingest(server: ThrowawayPostgres, count: int) -> dict[str, Any]:
     rates: dict[str, list[float]] = {"without": [], "with": []}
     with tempfile.TemporaryDirectory() as tmp, deploy(Path(tmp), server.create_database("hooks"), workers=2) as d:
         d.faults(notifications="drop")  # the callbacks come from the senders below
-        wechat = SpecWechat.from_keyset(Path(tmp) / "keys", DIRECT.mchid, PUBLIC_KEY_ID)
+        wechat = WechatSender.from_keyset(Path(tmp) / "keys", DIRECT.mchid)
         local = threading.local()
 
         def http() -> httpx.Client:
@@ -73,7 +73,7 @@ def webhook_ingest(server: ThrowawayPostgres, count: int) -> dict[str, Any]:
                 bodies = [
                     wechat.body(
                         "TRANSACTION.SUCCESS",
-                        paid_resource(
+                        paid_transaction(
                             DIRECT.mchid,
                             DIRECT.appid,
                             otn,

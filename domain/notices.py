@@ -17,6 +17,8 @@ from datetime import datetime
 from domain.status import RefundStatus
 
 TOOK_MONEY = ("SUCCESS", "REFUND")  # paid; or paid, then refunded: either way money was taken
+CLOSED = "CLOSED"  # WeChat closed the attempt: it will take no money for it
+PAYERROR = "PAYERROR"  # the payment failed (a declined card, say); the payer may try again
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,14 @@ class TransactionNotice:
     def took_money(self) -> bool:
         """SUCCESS, or REFUND (paid, then refunded): either way money was taken."""
         return self.trade_state in TOOK_MONEY
+
+    @property
+    def closed(self) -> bool:
+        return self.trade_state == CLOSED
+
+    @property
+    def failed(self) -> bool:
+        return self.trade_state == PAYERROR
 
     @property
     def payer_paid_fen(self) -> int | None:

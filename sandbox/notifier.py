@@ -7,9 +7,7 @@ The queue lives in the sandbox's database, so a restart resumes it.
 
 from __future__ import annotations
 
-import json
 import logging
-import secrets
 import threading
 import time
 import uuid
@@ -19,21 +17,16 @@ from typing import Any
 
 import httpx
 
-from adapters.wechatpay import signing, v2_signing
+from adapters.wechatpay import v2_signing
 from sandbox.clock import SandboxClock, rfc3339
 from sandbox.config import SandboxConfig
+from sandbox.notices import sealed_body, signed_headers
 from sandbox.store import SandboxStore
 
 log = logging.getLogger("zhangben.sandbox")
 
 # The gaps between attempts: 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h — 24h4m in all.
 RETRY_GAPS = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
-SUMMARIES = {
-    "TRANSACTION.SUCCESS": "支付成功",
-    "REFUND.SUCCESS": "退款成功",
-    "REFUND.ABNORMAL": "退款异常",
-    "REFUND.CLOSED": "退款关闭",
-}
 
 
 class Notifier:
@@ -64,33 +57,9 @@ class Notifier:
         faults: dict[str, Any],
     ) -> None:
         """Encrypt once (the body is the same on every retry) and queue the first attempt."""
-        nonce = secrets.token_urlsafe(9)[:12]
-        plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode()
-        ciphertext = signing.aead_encrypt(self.config.merchants[mchid].apiv3_key, nonce, original_type, plaintext)
-        notification_id = str(uuid.uuid4())
-        envelope = {
-            "id": notification_id,
-            "create_time": rfc3339(self.clock.now()),
-            "resource_type": "encrypt-resource",
-            "event_type": event_type,
-            "summary": SUMMARIES[event_type],
-            "resource": {
-                "original_type": original_type,
-                "algorithm": "AEAD_AES_256_GCM",
-                "ciphertext": ciphertext,
-                "associated_data": original_type,
-                "nonce": nonce,
-            },
-        }
-        self._queue(
-            notification_id,
-            url,
-            event_type,
-            json.dumps(envelope, ensure_ascii=False, separators=(",", ":")),
-            keys,
-            faults,
-            "v3",
-        )
+        apiv3_key = self.config.merchants[mchid].apiv3_key
+        notification_id, body = sealed_body(apiv3_key, event_type, original_type, resource, rfc3339(self.clock.now()))
+        self._queue(notification_id, url, event_type, body, keys, faults, "v3")
 
     def enqueue_v2(self, url: str, event_type: str, body: bytes, keys: dict[str, str], faults: dict[str, Any]) -> None:
         """An API v2 notification: XML, signed (pay) or with ``req_info`` (refund); the same schedule and faults."""
@@ -125,24 +94,11 @@ class Notifier:
 
     def headers(self, body: bytes, probe: bool = False) -> dict[str, str]:
         """The five ``Wechatpay-*`` headers, signed with the key the sandbox's mode names."""
-        timestamp, nonce = str(int(time.time())), signing.new_nonce()
         if self.config.mode == "certificate":
             key, serial = self._certificate()
         else:
             key, serial = self.config.public_key_private, self.config.public_key_id
-        signature = signing.sign(key, signing.response_message(timestamp, nonce, body))
-        if probe:
-            signature = signing.SIGNTEST_PREFIX + secrets.token_urlsafe(24)
-        return {
-            "Content-Type": "application/json",
-            "Wechatpay-Timestamp": timestamp,
-            "Wechatpay-Nonce": nonce,
-            "Wechatpay-Signature": signature,
-            "Wechatpay-Serial": serial,
-            "Wechatpay-Signature-Type": signing.SCHEMA,
-            "Request-ID": str(uuid.uuid4()),
-            "User-Agent": "Mozilla/4.0 (zhangben sandbox notifier)",
-        }
+        return signed_headers(key, serial, body, probe)
 
     # -- the delivery loop ----------------------------------------------------------
 

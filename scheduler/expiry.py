@@ -14,7 +14,7 @@ from typing import Any
 
 from adapters.leases import Leases
 from application.payments import PaymentService
-from domain.status import OPEN_PAYMENT
+from domain.status import OPEN_PAYMENT, PaymentStatus
 from projections.order_status import OrderStatusView
 
 GRACE = timedelta(seconds=60)
@@ -32,7 +32,7 @@ def run(service: PaymentService, orders: OrderStatusView, leases: Leases, now: d
             if datetime.fromisoformat(payment["expire_at"]) + GRACE > now:
                 continue
             result = service.expire_attempt(order["mchid"], payment["out_trade_no"])
-            if result.status.value == "PAID":
+            if result.status is PaymentStatus.PAID:
                 paid += 1
             else:
                 expired += 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.pgserver import PostgresUnavailable, ThrowawayPostgres
+from zhangben.pgserver import PostgresUnavailable, ThrowawayPostgres
 
 pytest_plugins = ["tests.fixtures_sandbox"]
 

@@ -60,6 +60,19 @@ def test_each_layer_imports_only_what_is_inside_it(package: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def test_nothing_outside_the_tests_imports_them() -> None:
+    """The product and ``make bench`` stand alone: the harness they share with the tests (``zhangben.launch``,
+    ``zhangben.deployment``, ``zhangben.pgserver``, ``sandbox.notices``) lives outside ``tests/``."""
+    wrong = [
+        f"{path.relative_to(ROOT)}:{node.lineno} imports {name}"
+        for package in (*OURS, "bench")
+        for path in _modules(package)
+        for node, name in _imports(ast.parse(path.read_text(encoding="utf-8")))
+        if name.split(".")[0] == "tests"
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_an_import_inside_a_function_says_why() -> None:
     """Imports at the top show a module's dependencies; a hidden one is there only for start-up time."""
     hidden: set[str] = set()

@@ -16,7 +16,7 @@ from adapters.sessions import SessionKeys
 from adapters.viewdb import ViewDatabase
 from sandbox.keyset import DIRECT
 from tests.deploy import Deployment
-from tests.pgserver import find_bindir
+from zhangben.pgserver import find_bindir
 
 
 def what_is_stored(deployment: Deployment) -> bytes:

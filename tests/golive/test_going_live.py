@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 from sandbox.keyset import DIRECT, init_keyset
-from tests.pgserver import ThrowawayPostgres
 from zhangben.launch import free_port
+from zhangben.pgserver import ThrowawayPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 ZHANGBEN = str(Path(sys.executable).parent / "zhangben")

@@ -18,7 +18,7 @@ from bootstrap.ledger import open_ledger
 from domain.errors import RefundExceedsPaid
 from domain.notices import TransactionNotice
 from domain.requests import NewRefund, OrderTerms
-from tests.pgserver import ThrowawayPostgres
+from zhangben.pgserver import ThrowawayPostgres
 
 MCHID = "1900000001"
 THREADS = 20

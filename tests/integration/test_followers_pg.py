@@ -23,7 +23,7 @@ from application.orders import Orders
 from bootstrap.ledger import open_ledger
 from domain.notices import TransactionNotice
 from domain.requests import OrderTerms
-from tests.pgserver import ThrowawayPostgres
+from zhangben.pgserver import ThrowawayPostgres
 
 MCHID = "1900000001"
 WRITERS_PER_LEDGER = 6

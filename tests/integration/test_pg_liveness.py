@@ -13,7 +13,7 @@ import pytest
 
 from adapters.pg_liveness import CheckoutGuard
 from bootstrap.ledger import open_ledger
-from tests.pgserver import ThrowawayPostgres
+from zhangben.pgserver import ThrowawayPostgres
 
 
 @pytest.fixture

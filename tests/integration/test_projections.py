@@ -26,7 +26,7 @@ from domain.bill import BillSummary
 from domain.notices import RefundNotice, TransactionNotice
 from domain.requests import NewRefund, OrderTerms
 from projections.core import Follower
-from tests.pgserver import ThrowawayPostgres
+from zhangben.pgserver import ThrowawayPostgres
 
 MCHID = "1900000001"
 

@@ -23,7 +23,7 @@ from sandbox.keyset import DIRECT, V2
 from scheduler.runner import JOBS, Scheduler
 from tests.conftest import FakeClock
 from tests.fixtures_sandbox import RunningSandbox
-from tests.pgserver import ThrowawayPostgres
+from zhangben.pgserver import ThrowawayPostgres
 
 JOB = {job.name: job for job in JOBS}
 

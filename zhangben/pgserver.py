@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster for the test session.
+"""A throwaway PostgreSQL cluster for the test session and ``make bench``.
 
 Started from the PostgreSQL binaries on the machine, in a temporary
 directory, on a free loopback port; removed at the end.  ``initdb``
@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,6 @@ import psycopg
 from zhangben.launch import free_port as launch_free_port
 
 USER = "zhangben"
-PASSWORD = "test-only-password"
 
 
 class PostgresUnavailable(RuntimeError):
@@ -57,6 +57,7 @@ class ThrowawayPostgres:
         self.datadir = self.root / "data"
         self.port = free_port()
         self.run_as: str | None = None
+        self.password = secrets.token_urlsafe(18)  # a new cluster, a new password (loopback only, removed after)
         if os.geteuid() == 0:
             self.run_as = "postgres"
             entry = pwd.getpwnam("postgres")
@@ -64,7 +65,7 @@ class ThrowawayPostgres:
         self._counter = 0
 
     def _run(self, *args: str) -> None:
-        result = subprocess.run(
+        result = subprocess.run(  # noqa: S603 — PostgreSQL's own binaries, found on this machine
             [str(self.bindir / args[0]), *args[1:]],
             user=self.run_as,
             capture_output=True,
@@ -76,7 +77,7 @@ class ThrowawayPostgres:
 
     def start(self) -> None:
         pwfile = self.root / "pw"
-        pwfile.write_text(PASSWORD)
+        pwfile.write_text(self.password)
         if self.run_as:
             entry = pwd.getpwnam(self.run_as)
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
@@ -113,7 +114,7 @@ class ThrowawayPostgres:
                 time.sleep(0.2)
 
     def url(self, dbname: str) -> str:
-        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, prefix: str = "t") -> str:
         """A fresh, empty database; returns its URL."""
