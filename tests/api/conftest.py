@@ -1,3 +1,3 @@
-from tests.deploy import Deployment, deployment
+from tests.deploy import Deployment, deployment, shared_deployment
 
-__all__ = ["Deployment", "deployment"]
+__all__ = ["Deployment", "deployment", "shared_deployment"]

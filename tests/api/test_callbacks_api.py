@@ -18,8 +18,15 @@ from adapters.viewdb import ViewDatabase
 from application.audit import Audit
 from bootstrap.ledger import open_ledger
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
-from tests.deploy import Deployment
+from tests.deploy import Deployment, sharing
 from tests.spec_wechat import SpecWechat, paid_resource
+
+
+@pytest.fixture(scope="module")
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """This module shares the session's deployment: its orders are its own, it moves no clock."""
+    return sharing(shared_deployment)
+
 
 NOTIFY = "/wechatpay/v3/notify"
 

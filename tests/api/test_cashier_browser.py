@@ -15,7 +15,14 @@ from playwright.sync_api import Browser, sync_playwright
 from adapters import capabilities
 from domain import ids
 from sandbox.keyset import DIRECT
-from tests.deploy import Deployment
+from tests.deploy import Deployment, sharing
+
+
+@pytest.fixture(scope="module")
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """This module shares the session's deployment: its orders are its own, it moves no clock."""
+    return sharing(shared_deployment)
+
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [

@@ -16,8 +16,15 @@ from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.api.test_cashier_browser import browser
 from tests.api.test_finance import cli, sandbox_day, to_next_day_ten
 from tests.api.test_review_api import abnormal_refund, create, duplicate_paid
-from tests.deploy import Deployment
+from tests.deploy import Deployment, sharing
 from tests.spec_wechat import SpecWechat, paid_resource
+
+
+@pytest.fixture(scope="module")
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """This module shares the session's deployment: its orders are its own, it moves no clock."""
+    return sharing(shared_deployment)
+
 
 __all__ = ["browser"]
 pytestmark = pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)

@@ -14,7 +14,14 @@ import pytest
 from playwright.sync_api import Browser, Page, Route
 
 from tests.api.test_cashier_browser import browser
-from tests.deploy import Deployment
+from tests.deploy import Deployment, sharing
+
+
+@pytest.fixture(scope="module")
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """This module shares the session's deployment: its orders are its own, it moves no clock."""
+    return sharing(shared_deployment)
+
 
 __all__ = ["browser"]
 
