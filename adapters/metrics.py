@@ -49,6 +49,12 @@ class Instruments:
             "zhangben_http_request_seconds", "HTTP request latency", ["route"], registry=None, buckets=HTTP_BUCKETS
         )
         self.callbacks = Counter("zhangben_callbacks", "WeChat callbacks by result", ["result"], registry=None)
+        self.shed = Counter(
+            "zhangben_requests_shed",
+            "Requests answered 503 at once because the worker was at capacity (api/admission.py), by route and lane",
+            ["route", "lane"],
+            registry=None,
+        )
         self.wechat_calls = Counter(
             "zhangben_wechatpay_calls",
             "WeChat Pay call attempts by API version, endpoint (prepay, query, close, refund, refund_query, bill, "
@@ -65,7 +71,7 @@ class Instruments:
         )
 
     def collectors(self) -> Iterable[Collector]:
-        return (self.requests, self.latency, self.callbacks, self.wechat_calls, self.wechat_seconds)
+        return (self.requests, self.latency, self.callbacks, self.shed, self.wechat_calls, self.wechat_seconds)
 
     def listen(self, stats: CallStats, api: str) -> None:
         """Count every attempt a WeChat client makes (each runtime's clients call this once)."""

@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 
 from adapters.persistence import parse_url, ping
 from api import audit, callbacks, cashier, console, errors, events, finance, logs, merchant, ops, products
+from api.admission import Admission
 from api.db_gate import DatabaseGate
 from api.observe import Observe
 from bootstrap.settings import load_settings
@@ -48,10 +49,13 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         description="An event-sourced payment ledger for WeChat Pay. Money is always integer fen.",
     )
     errors.install(app)
-    for module in (merchant, products, events, audit, finance, callbacks, cashier, ops):
+    routers = (merchant, products, events, audit, finance, callbacks, cashier, ops, console)
+    for module in routers[:-1]:
         app.include_router(module.router)
     console.install(app)
 
+    # inside Observe: what is shed is logged and counted like any answer, by the route it was for
+    app.add_middleware(Admission, routes=[route for module in routers for route in module.router.routes])
     app.add_middleware(Observe, probe_store=_probe_store)
     return app
 

@@ -104,6 +104,12 @@ async def refund_notify_v2(request: Request) -> Response:
     return await _notify(request, runtime(request).callbacks.handle_v2_refund, V2)
 
 
+def busy(path: str) -> Response:
+    """WeChat's failure answer for a callback this worker had no turn for (``api.admission``): it sends it again."""
+    reply = V2 if path.startswith("/wechatpay/v2/") else V3
+    return reply.failure(503, "系统繁忙，请稍后重试")
+
+
 def database_unavailable(path: str) -> Response:
     """WeChat's own failure answer (it retries), for a callback that arrives while the database is down."""
     reply = V2 if path.startswith("/wechatpay/v2/") else V3

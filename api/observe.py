@@ -75,7 +75,7 @@ class Observe:
         if not gate.is_open:
             await _unavailable(path)(scope, receive, send)
             return
-        if _long(scope) or path.startswith("/wechatpay/"):
+        if is_long(scope) or path.startswith("/wechatpay/"):
             await self.app(scope, receive, send)  # callbacks keep their own 4.5 s budget (api/callbacks.py)
             return
         loop = asyncio.get_running_loop()
@@ -149,13 +149,12 @@ async def _cancel(task: asyncio.Future[None]) -> None:
             pass
 
 
-def _long(scope: Scope) -> bool:
+def is_long(scope: Scope) -> bool:
+    """A live stream, a long-poll or a bill: it holds a connection while it mostly waits."""
     path: str = scope["path"]
-    return (
-        path.endswith("/stream")
-        or Request(scope).query_params.get("wait", "0") != "0"
-        or path.startswith("/v1/finance")
-    )
+    if path.endswith("/stream") or path.startswith("/v1/finance"):
+        return True
+    return b"wait=" in scope.get("query_string", b"") and Request(scope).query_params.get("wait", "0") != "0"
 
 
 def _unavailable(path: str) -> Response:

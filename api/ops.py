@@ -32,6 +32,7 @@ class Metrics:
         self.requests = tools.requests
         self.latency = tools.latency
         self.callbacks = tools.callbacks
+        self.shed = tools.shed
         self.ledger = _LedgerCollector(rt)
 
     def render(self) -> bytes:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from adapters.persistence import parse_url
@@ -40,6 +41,7 @@ from bench.load import (
     closed_loop,
     cpu_seconds,
     open_loop,
+    overload,
     percentile,
     postgres_pids,
     process_tree,
@@ -128,8 +130,11 @@ class Load:
         return self.clients.get().get("/healthz").status_code == 200
 
     def create(self, no: object) -> bool:
+        return self.create_answer(no).status_code in (200, 201)
+
+    def create_answer(self, no: object) -> httpx.Response:
         body = {"merchant_order_no": str(no), "amount_fen": 1000, "description": "双十一", "channel": "native"}
-        return self.clients.get().post("/v1/orders", json=body).status_code in (200, 201)
+        return self.clients.get().post("/v1/orders", json=body)
 
     def notify(self, signed: object) -> bool:
         body, headers = signed  # type: ignore[misc]
@@ -274,6 +279,7 @@ def measure(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> None:
             load.settled()
             phase_callbacks(table, load, sizes)
             phase_creates(table, load, sizes)
+            phase_overload(table, load, sizes)
             lag_outcome, lags = projection_lag(load, sizes.lag, 500)
             table.add(
                 "projection lag p99 (204 → the list shows PAID), 500/s",
@@ -384,6 +390,28 @@ def phase_creates(table: Table, load: Load, sizes: Sizes) -> None:
         outcome.p(0.99) <= 1000 and outcome.errors == 0 and doubled == 0,
         ("GET /healthz p99, 200 clients, ms", base.p(0.99)),
         note=f"{outcome.rate:.0f}/s, {outcome.errors} errors, {doubled} duplicates",
+    )
+
+
+def phase_overload(table: Table, load: Load, sizes: Sizes) -> None:
+    """Orders offered at twice the capacity just measured, open loop: the capacity served, the rest shed at once."""
+    capacity = closed_loop(load.senders[16], [f"CAP{i}" for i in range(sizes.creates // 2)], load.create).rate
+    load.settled()
+    seconds = 5 if sizes.creates < 1000 else 15
+    offered = [f"OVER{i}" for i in range(int(2 * capacity * seconds))]
+    result = overload(load.senders[200], 2 * capacity, offered, load.create_answer)
+    load.settled()
+    accepted_p99 = percentile(result.accepted, 0.99) * 1000 if result.accepted else float("inf")
+    shed_p99 = percentile(result.shed, 0.99) * 1000 if result.shed else 0.0
+    table.add(
+        f"orders offered at 2× capacity ({2 * capacity:.0f}/s for {seconds} s): goodput",
+        result.goodput,
+        "orders/s",
+        "≥ 90 % of capacity; shed ≤ 50 ms; accepted p99 ≤ 1 s",
+        result.goodput >= 0.9 * capacity and shed_p99 <= 50 and accepted_p99 <= 1000 and result.errors == 0,
+        ("capacity (closed loop, 16 clients) /s", capacity),
+        note=f"{len(result.shed)} shed (p99 {shed_p99:.0f} ms, Retry-After {sorted(result.retry_after)}), "
+        f"accepted p99 {accepted_p99:.0f} ms, {result.errors} errors",
     )
 
 

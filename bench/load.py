@@ -128,6 +128,52 @@ def open_loop(senders: Senders, rate: float, items: Sequence[object], send: Call
     return Outcome(len(items), time.perf_counter() - begin, latencies, errors[0])
 
 
+@dataclass
+class Overload:
+    """An open loop past capacity: what was accepted (and how long it waited), what was shed, what failed."""
+
+    seconds: float
+    accepted: list[float] = field(default_factory=list)
+    shed: list[float] = field(default_factory=list)
+    retry_after: set[str] = field(default_factory=set)
+    errors: int = 0
+
+    @property
+    def goodput(self) -> float:
+        return len(self.accepted) / self.seconds if self.seconds > 0 else 0.0
+
+
+def overload(
+    senders: Senders, rate: float, items: Sequence[object], send: Callable[[object], httpx.Response]
+) -> Overload:
+    """``open_loop``, sorting the answers: 2xx accepted, 503 shed (its ``Retry-After`` noted), anything else an
+    error.  Each latency counts from when the item was due."""
+    begin = time.perf_counter() + 0.05
+    result = Overload(0.0)
+    lock = threading.Lock()
+
+    def one(index_item: tuple[int, object]) -> None:
+        index, item = index_item
+        due = begin + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        answer = send(item)
+        waited = time.perf_counter() - due
+        with lock:
+            if answer.is_success:
+                result.accepted.append(waited)
+            elif answer.status_code == 503:
+                result.shed.append(waited)
+                result.retry_after.add(answer.headers.get("retry-after", ""))
+            else:
+                result.errors += 1
+
+    list(senders.pool.map(one, enumerate(items)))
+    result.seconds = time.perf_counter() - begin
+    return result
+
+
 def burst(senders: Senders, items: Sequence[object], send: Callable[[object], bool]) -> Outcome:
     """秒杀: every sender released at once by a barrier, each sending its share of ``items``."""
     latencies: list[float] = []

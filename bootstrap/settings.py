@@ -6,6 +6,7 @@ Only what every command needs lives here; the WeChat Pay merchant settings
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import tomllib
@@ -24,6 +25,17 @@ DEFAULT_WECHATPAY_BASE_URL = "https://api.mch.weixin.qq.com"
 
 class SettingsError(Exception):
     """A configuration that cannot be used; the message names the file and the setting."""
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    """What one HTTP worker takes on at once, and how long a request may wait for its turn (``[admission]``;
+    api/admission.py, docs/operations.md "Load past capacity")."""
+
+    max_in_flight: int = 12  # requests worked on at once (below the event store's pool of 15 connections)
+    queue_seconds: float = 0.5  # the longest a merchant request waits for its turn; past it: 503, Retry-After
+    callback_wait_seconds: float = 2.0  # the longest a WeChat callback or a payer's page waits (WeChat waits 5 s)
+    reserve: int = 4  # slots only callbacks and payer pages may take
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,7 @@ class Settings:
     # where payers reach the ledger (https://pay.example.com); None: the base URL of the create request
     public_base_url: str | None = None
     merchants: list[dict[str, Any]] = field(default_factory=list)
+    admission: AdmissionLimits = AdmissionLimits()
 
     def merchant_ids(self, api: str | None = None) -> list[str]:
         """The ids orders are kept under: ``sub_mchid`` for a partner's sub-merchant, else ``mchid``.
@@ -103,7 +116,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_key_file=_data_key_file(path, env.get("ZHANGBEN_DATA_KEY_FILE") or data.get("data_key_file")),
         public_base_url=(env.get("ZHANGBEN_PUBLIC_BASE_URL") or data.get("public_base_url") or "").rstrip("/") or None,
         merchants=merchants,
+        admission=_admission(path, data.get("admission", {})),
     )
+
+
+def _admission(config_path: Path, table: Any) -> AdmissionLimits:
+    """``[admission]``: positive numbers only, each checked (a zero limit would refuse every request)."""
+    if not isinstance(table, dict):
+        raise SettingsError(f"{config_path}: [admission] must be a table")
+    known = {f.name: f.type for f in dataclasses.fields(AdmissionLimits)}
+    for name, value in table.items():
+        if name not in known:
+            raise SettingsError(f"{config_path}: [admission] has no setting {name!r}; it has {', '.join(known)}")
+        whole, least = name in ("max_in_flight", "reserve"), 0 if name == "reserve" else 1
+        number = isinstance(value, int if whole else (int, float)) and not isinstance(value, bool)
+        if not number or (value < least if whole else value <= 0):
+            kind = f"a whole number from {least}" if whole else "a number of seconds above 0"
+            raise SettingsError(f"{config_path}: [admission] {name} must be {kind}, not {value!r}")
+    return AdmissionLimits(**table)
 
 
 def _database_url_file(config_path: Path, value: str | None) -> str | None:

@@ -8,14 +8,14 @@ import pytest
 
 from zhangben.deployment import Deployment, deploy
 
-__all__ = ["Deployment", "deploy", "deployment", "shared_deployment", "sharing"]
+__all__ = ["STORES", "Deployment", "deploy", "deployment", "shared_postgres", "shared_sqlite", "sharing"]
 
 STORES = ["sqlite", "postgres"]
 
 
-def _deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    root = tmp_path_factory.mktemp(f"deploy-{request.param}")
-    if request.param == "postgres":
+def _deployed(store: str, request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = factory.mktemp(f"deploy-{store}")
+    if store == "postgres":
         url, workers = request.getfixturevalue("postgres").create_database("api"), 2
     else:
         url, workers = f"sqlite:///{root}/ledger.db", 1
@@ -27,18 +27,25 @@ def _deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """A module's own deployment: for tests that count what the whole deployment holds, move its clock or its
     keys."""
-    yield from _deployed(request, tmp_path_factory)
+    yield from _deployed(request.param, request, tmp_path_factory)
 
 
-@pytest.fixture(scope="session", params=STORES)
-def shared_deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """One deployment per store for the whole session (per test worker), for the modules that do not disturb
-    each other: their own order numbers, no clock moved, no count of everything held (``sharing``)."""
-    yield from _deployed(request, tmp_path_factory)
+@pytest.fixture(scope="session")
+def shared_sqlite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The session's SQLite deployment (one per test worker), for the modules that do not disturb each other."""
+    yield from _deployed("sqlite", request, tmp_path_factory)
 
 
-def sharing(shared_deployment: Deployment) -> Deployment:
-    """The body of a module's ``deployment`` fixture that shares the session's: the faults another module set
-    are cleared first."""
-    shared_deployment.faults(reset=True)
-    return shared_deployment
+@pytest.fixture(scope="session")
+def shared_postgres(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The session's PostgreSQL deployment (one per test worker), likewise."""
+    yield from _deployed("postgres", request, tmp_path_factory)
+
+
+def sharing(request: pytest.FixtureRequest) -> Deployment:
+    """The body of a module's ``deployment`` fixture that shares the session's deployment of its store (the
+    module's own order numbers, no clock moved, no count of everything held); the faults another module set are
+    cleared first."""
+    shared: Deployment = request.getfixturevalue(f"shared_{request.param}")
+    shared.faults(reset=True)
+    return shared

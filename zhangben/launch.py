@@ -129,6 +129,7 @@ class StackPlan:
     config: Path | None = None
     keys_dir: Path | None = None
     log_path: Path | None = None
+    config_extra: str = ""  # TOML appended to the config the stack writes (a test's [admission] limits, say)
 
 
 @contextmanager
@@ -148,6 +149,9 @@ def running_stack(root: Path, database_url: str, plan: StackPlan = StackPlan()) 
     if not config.exists():
         # the TLS listener's port chosen free as well (not "the next one"), and written where both sides read it
         init_keyset(plan.keys_dir or root / "keys", config, ledger, sandbox, f"https://127.0.0.1:{free_port()}")
+        if plan.config_extra:
+            with config.open("a", encoding="utf-8") as written:
+                written.write("\n" + plan.config_extra)
     env = {**os.environ, "ZHANGBEN_CONFIG": str(config.resolve()), "ZHANGBEN_DATABASE_URL": database_url}
     stack = Stack(root, ledger, sandbox, env, database_url)
     init_database(load_settings(env))  # what `zhangben db init` does, without a process of its own

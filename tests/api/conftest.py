@@ -1,3 +1,3 @@
-from tests.deploy import Deployment, deployment, shared_deployment
+from tests.deploy import Deployment, deployment, shared_postgres, shared_sqlite
 
-__all__ = ["Deployment", "deployment", "shared_deployment"]
+__all__ = ["Deployment", "deployment", "shared_postgres", "shared_sqlite"]

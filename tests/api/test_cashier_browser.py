@@ -15,13 +15,13 @@ from playwright.sync_api import Browser, sync_playwright
 from adapters import capabilities
 from domain import ids
 from sandbox.keyset import DIRECT
-from tests.deploy import Deployment, sharing
+from tests.deploy import STORES, Deployment, sharing
 
 
-@pytest.fixture(scope="module")
-def deployment(shared_deployment: Deployment) -> Deployment:
+@pytest.fixture(scope="module", params=STORES)
+def deployment(request: pytest.FixtureRequest) -> Deployment:
     """This module shares the session's deployment: its orders are its own, it moves no clock."""
-    return sharing(shared_deployment)
+    return sharing(request)
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -16,14 +16,14 @@ from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.api.test_cashier_browser import browser
 from tests.api.test_finance import cli, sandbox_day, to_next_day_ten
 from tests.api.test_review_api import abnormal_refund, create, duplicate_paid
-from tests.deploy import Deployment, sharing
+from tests.deploy import STORES, Deployment, sharing
 from tests.spec_wechat import SpecWechat, paid_resource
 
 
-@pytest.fixture(scope="module")
-def deployment(shared_deployment: Deployment) -> Deployment:
+@pytest.fixture(scope="module", params=STORES)
+def deployment(request: pytest.FixtureRequest) -> Deployment:
     """This module shares the session's deployment: its orders are its own, it moves no clock."""
-    return sharing(shared_deployment)
+    return sharing(request)
 
 
 __all__ = ["browser"]

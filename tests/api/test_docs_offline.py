@@ -14,13 +14,13 @@ import pytest
 from playwright.sync_api import Browser, Page, Route
 
 from tests.api.test_cashier_browser import browser
-from tests.deploy import Deployment, sharing
+from tests.deploy import STORES, Deployment, sharing
 
 
-@pytest.fixture(scope="module")
-def deployment(shared_deployment: Deployment) -> Deployment:
+@pytest.fixture(scope="module", params=STORES)
+def deployment(request: pytest.FixtureRequest) -> Deployment:
     """This module shares the session's deployment: its orders are its own, it moves no clock."""
-    return sharing(shared_deployment)
+    return sharing(request)
 
 
 __all__ = ["browser"]
