@@ -135,6 +135,7 @@ class Admission:
             await turns.take(lane)
         except Shed as shed:
             _count(scope, lane, self.routes)
+            await _drain(receive)  # the body read, so the connection stays open for the client's retry
             await _busy(path, shed.retry_after)(scope, receive, send)
             return
         started = time.perf_counter()
@@ -149,6 +150,15 @@ class Admission:
             limits = self.limits or getattr(getattr(runtime, "settings", None), "admission", None) or Limits()
             self.turns = Turns(limits)
         return self.turns
+
+
+async def _drain(receive: Receive) -> None:
+    """Read what is left of the request's body (a create's few hundred bytes, a callback's few KB): answering
+    before it is read would make the server drop the keep-alive connection under the client."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 def _busy(path: str, retry_after: int) -> Any:

@@ -33,7 +33,7 @@ class AdmissionLimits:
     api/admission.py, docs/operations.md "Load past capacity")."""
 
     max_in_flight: int = 12  # requests worked on at once (below the event store's pool of 15 connections)
-    queue_seconds: float = 0.5  # the longest a merchant request waits for its turn; past it: 503, Retry-After
+    queue_seconds: float = 0.25  # the longest a merchant request waits for its turn; past it: 503, Retry-After
     callback_wait_seconds: float = 2.0  # the longest a WeChat callback or a payer's page waits (WeChat waits 5 s)
     reserve: int = 4  # slots only callbacks and payer pages may take
 
