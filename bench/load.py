@@ -103,6 +103,15 @@ def closed_loop(senders: Senders, items: Sequence[object], send: Callable[[objec
     return Outcome(len(items), time.perf_counter() - start, latencies, errors[0])
 
 
+def _when_due(begin: float, index: int, rate: float) -> float:
+    """Sleep until item ``index`` of a schedule at ``rate`` per second is due; when that was."""
+    due = begin + index / rate
+    delay = due - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+    return due
+
+
 def open_loop(senders: Senders, rate: float, items: Sequence[object], send: Callable[[object], bool]) -> Outcome:
     """Items sent on a fixed schedule (``rate`` per second) whatever the answers: latency includes queueing.
 
@@ -115,10 +124,7 @@ def open_loop(senders: Senders, rate: float, items: Sequence[object], send: Call
 
     def one(index_item: tuple[int, object]) -> None:
         index, item = index_item
-        due = begin + index / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+        due = _when_due(begin, index, rate)
         ok = send(item)
         latencies.append(time.perf_counter() - due)
         if not ok:
@@ -154,10 +160,7 @@ def overload(
 
     def one(index_item: tuple[int, object]) -> None:
         index, item = index_item
-        due = begin + index / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+        due = _when_due(begin, index, rate)
         answer = send(item)
         waited = time.perf_counter() - due
         with lock:
