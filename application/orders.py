@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from adapters.wechatpay.client import PrepayResult
 from application.ledger import Ledger, retry_on_conflict
 from domain import ids
 from domain.errors import AttemptRaced, InvalidInput, OrderConflict, PaymentNotFound, TransactionConflict
@@ -147,21 +148,25 @@ class Orders:
             appid=appid,
         )
 
-    @retry_on_conflict
     def record_prepay(
-        self,
-        out_trade_no: str,
-        prepay_id: str | None = None,
-        code_url: str | None = None,
-        h5_url: str | None = None,
-        exchanges: Sequence[Mapping[str, Any]] = (),
+        self, payment: Payment, prepaid: PrepayResult, exchanges: Sequence[Mapping[str, Any]] = ()
     ) -> Payment:
-        """WeChat opened the attempt; the prepay request and its answer are kept in the same save."""
-        payment = self.ledger.get_payment(out_trade_no)
-        payment.record_prepay(prepay_id, code_url, h5_url, self.ledger.clock())
-        payment.record_wechat_calls(exchanges)
-        self.ledger.save(payment)
-        return payment
+        """WeChat opened the attempt; the prepay request and its answer are kept in the same save.
+
+        ``payment`` is the attempt as the caller holds it, just saved or read: it is written on as it is, and
+        read again only if it moved meanwhile (a concurrent close, say) — one read fewer per order created.
+        """
+        held = [payment]
+
+        @retry_on_conflict
+        def record_prepay() -> Payment:
+            current = held.pop() if held else self.ledger.get_payment(payment.out_trade_no)
+            current.record_prepay(prepaid.prepay_id, prepaid.code_url, prepaid.h5_url, self.ledger.clock())
+            current.record_wechat_calls(exchanges)
+            self.ledger.save(current)
+            return current
+
+        return record_prepay()
 
     @retry_on_conflict
     def record_notification(self, out_trade_no: str, notification: Notification) -> bool:

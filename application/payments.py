@@ -177,9 +177,7 @@ class PaymentService:
                 self.keep(payment.id, calls)  # what was asked, and WeChat's refusal
                 raise
         try:  # the request and its answer are kept in the same save as the prepay
-            payment = self.orders.record_prepay(
-                payment.out_trade_no, result.prepay_id, result.code_url, result.h5_url, _data(calls)
-            )
+            payment = self.orders.record_prepay(payment, result, _data(calls))
         except InvalidTransition:
             # closed by a concurrent request while this prepay was on its way: WeChat has just opened it, so
             # close it there too, or a payer could pay an attempt the ledger calls closed

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.wechatpay.client import PrepayResult
 from application.apikeys import ApiKeys
 from application.orders import Orders
 from application.refunds import Refunds
@@ -48,7 +49,7 @@ def test_history_of_a_paid_and_partially_refunded_order(database_url: str, tmp_p
 
     ledger = open_ledger(database_url)
     _, payment = Orders(ledger).create_order(MCHID, "CLI-1", OrderTerms(1000, "奶茶", "native"))
-    Orders(ledger).record_prepay(payment.out_trade_no, code_url="weixin://wxpay/bizpayurl?pr=x")
+    Orders(ledger).record_prepay(payment, PrepayResult(code_url="weixin://wxpay/bizpayurl?pr=x"))
     Orders(ledger).record_payment_success(
         TransactionNotice.paid(payment.out_trade_no, "4200009999", 1000, datetime.now(UTC), payer_total_fen=1000),
         "notification",

@@ -11,6 +11,7 @@ from uuid import UUID
 import pytest
 
 from adapters.persistence import DatabaseNotInitialised
+from adapters.wechatpay.client import PrepayResult
 from application.orders import Orders
 from application.rooms import Rooms
 from bootstrap.ledger import open_ledger
@@ -82,7 +83,7 @@ def test_bad_input_changes_nothing(ledger: Rooms) -> None:
 
 def test_create_pay_partial_refund_and_history(ledger: Rooms, clock: FakeClock) -> None:
     _, payment = ledger.orders.create_order(MCHID, "C-1", OrderTerms(1000, "tea", "native"))
-    ledger.orders.record_prepay(payment.out_trade_no, code_url="weixin://wxpay/bizpayurl?pr=abc")
+    ledger.orders.record_prepay(payment, PrepayResult(code_url="weixin://wxpay/bizpayurl?pr=abc"))
     clock.advance(seconds=30)
     ledger.orders.record_notification(
         payment.out_trade_no,
@@ -198,7 +199,7 @@ def _drive_through_every_event(ledger: Rooms, clock: FakeClock) -> None:
         "at": "2026-11-22T02:00:00+00:00",
         "duration_ms": 12,
     }
-    ledger.orders.record_prepay(p1.out_trade_no, prepay_id="wx201410272009395522657a690389285100", exchanges=[exchange])
+    ledger.orders.record_prepay(p1, PrepayResult(prepay_id="wx201410272009395522657a690389285100"), [exchange])
     ledger.orders.record_payment_failure(p1.out_trade_no, "PAYERROR", "余额不足")
     ledger.orders.record_notification(
         p1.out_trade_no,
