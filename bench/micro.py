@@ -202,7 +202,7 @@ def bill_import(url: str, lines: int) -> dict[str, Any]:
     import subprocess
 
     out = subprocess.run(
-        [sys.executable, "-m", "bench.bill_import", url, str(lines)],
+        [sys.executable, "-m", "bench.bill_import", url, str(lines), "known"],  # every line's payment in the journal
         capture_output=True,
         text=True,
         check=True,
