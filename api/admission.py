@@ -42,7 +42,10 @@ from bootstrap.settings import AdmissionLimits as Limits
 EXEMPT = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json")
 PRIORITY = ("/wechatpay/", "/pay/")  # WeChat's callbacks, the payer's cashier page
 MERCHANT, FIRST = "merchant", "priority"
-EWMA_WEIGHT = 0.1  # how fast the service-time estimate follows the work
+EWMA_WEIGHT = 0.1
+DRAIN_LIMIT = (
+    64 * 1024
+)  # a WeChat notification's bound (api/callbacks.py); a merchant body is far smaller  # how fast the service-time estimate follows the work
 
 
 class Shed(Exception):
@@ -83,19 +86,27 @@ class Turns:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting[lane].append(turn)
         try:
-            await asyncio.wait_for(asyncio.shield(turn), wait)
-        except TimeoutError:
-            if turn.done() and not turn.cancelled():  # given a slot as the wait ran out: take it after all
-                return
+            await asyncio.wait({turn}, timeout=wait)  # the turn itself is never cancelled by the wait
+        except asyncio.CancelledError:  # the request was abandoned while it waited
+            if turn.done():
+                self._release()  # a slot handed to it as it went: pass it on, or it is lost for good
             turn.cancel()
-            raise Shed(self._retry_after(wait)) from None
+            raise
         finally:
             if turn in self.waiting[lane]:
                 self.waiting[lane].remove(turn)
+        if turn.done():  # given a slot (give_back hands it over: in_flight already counts it)
+            return
+        turn.cancel()
+        raise Shed(self._retry_after(wait))
 
     def give_back(self, seconds: float) -> None:
-        """A request finished after ``seconds``: its slot goes to the first waiter, priority lane first."""
+        """A request finished after ``seconds``: the estimate of the service time follows, its slot is released."""
         self.service_seconds += EWMA_WEIGHT * (seconds - self.service_seconds)
+        self._release()
+
+    def _release(self) -> None:
+        """A slot is free: it goes to the first waiter, priority lane first; merchants only below their limit."""
         for lane in (FIRST, MERCHANT):
             if lane == MERCHANT and self.in_flight > self.limits.max_in_flight:
                 break  # a reserved slot is freed: it stays for the priority lane
@@ -154,11 +165,14 @@ class Admission:
 
 async def _drain(receive: Receive) -> None:
     """Read what is left of the request's body (a create's few hundred bytes, a callback's few KB): answering
-    before it is read would make the server drop the keep-alive connection under the client."""
-    while True:
+    before it is read would make the server drop the keep-alive connection under the client.  A body past
+    ``DRAIN_LIMIT`` is not read on: at capacity, that connection may close."""
+    read = 0
+    while read <= DRAIN_LIMIT:
         message = await receive()
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
+        read += len(message.get("body", b""))
 
 
 def _busy(path: str, retry_after: int) -> Any:

@@ -72,7 +72,8 @@ class Orders:
         mchid, merchant_order_no = request.mchid, request.merchant_order_no
         require_key(merchant_order_no, "merchant_order_no")
         terms = request.terms.checked()
-        digest = body_digest({"merchant_order_no": merchant_order_no, **terms.as_dict()})
+        fields = terms.as_dict()  # once: the request's digest and the order's Created event
+        digest = body_digest({"merchant_order_no": merchant_order_no, **fields})
         claim: list[IdempotencyKey] = []
         if request.idempotency_key is not None:
             key = request.idempotency_key
@@ -91,7 +92,7 @@ class Orders:
                 self.ledger.save(*claim)
             return OpenedOrder(existing, self.ledger.get_payment(existing.attempts[-1]), created=False)
         now = self.ledger.clock()
-        order = Order(mchid=mchid, merchant_order_no=merchant_order_no, created_at=now, **terms.as_dict())
+        order = Order(mchid=mchid, merchant_order_no=merchant_order_no, created_at=now, **fields)
         payment = self._new_attempt(order, terms.channel, terms.payer_openid, now, request.appid or "")
         self.ledger.save(order, payment, *claim)
         return OpenedOrder(order, payment, created=True)
@@ -215,7 +216,7 @@ class Orders:
         if index is not None and index.out_trade_no != out_trade_no:
             raise TransactionConflict(f"transaction {transaction_id} is already recorded for {index.out_trade_no}")
         order: Order = self.ledger.repository.get(payment.order_id)
-        payer_fen = notice.payer_paid_fen if notice.payer_paid_fen is not None else total_fen
+        payer_fen = notice.payer_total_fen if notice.payer_total_fen is not None else total_fen  # no coupon: all
         if not payment.mark_paid(transaction_id, total_fen, payer_fen, success_time, source, notice.nocash_fen):
             return PaymentOutcome(payment, order, changed=False)
         order.record_payment(out_trade_no, transaction_id, total_fen, success_time)

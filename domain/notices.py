@@ -62,11 +62,6 @@ class TransactionNotice:
     def failed(self) -> bool:
         return self.trade_state == PAYERROR
 
-    @property
-    def payer_paid_fen(self) -> int | None:
-        """What the payer paid in cash: ``payer_total`` where WeChat says it, else the whole total."""
-        return self.payer_total_fen if self.payer_total_fen is not None else self.total_fen
-
 
 @dataclass(frozen=True, kw_only=True)
 class RefundNotice:

@@ -152,3 +152,20 @@ def test_admission_settings_are_read(tmp_path: Any) -> None:
     config.write_text("[admission]\nmax_in_flight = 32\nqueue_seconds = 0.25\n", encoding="utf-8")
     limits = load_settings({"ZHANGBEN_CONFIG": str(config)}).admission
     assert limits == AdmissionLimits(max_in_flight=32, queue_seconds=0.25)
+
+
+def test_a_request_abandoned_as_it_is_given_a_slot_passes_the_slot_on() -> None:
+    async def scenario() -> int:
+        turns = Turns(LIMITS)
+        await turns.take(MERCHANT)
+        await turns.take(MERCHANT)
+        waiter = asyncio.create_task(turns.take(MERCHANT))
+        await _settle()
+        turns.give_back(0.01)  # the slot is handed to the waiter…
+        waiter.cancel()  # …which is abandoned before it runs again (a client gone, a budget spent)
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        turns.give_back(0.01)
+        return turns.in_flight
+
+    assert asyncio.run(scenario()) == 0  # nothing leaked: every slot came back
