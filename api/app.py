@@ -49,7 +49,9 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         description="An event-sourced payment ledger for WeChat Pay. Money is always integer fen.",
     )
     errors.install(app)
-    routers = (merchant, products, events, audit, finance, callbacks, cashier, ops, console)
+    # routes are matched in order, one after another: WeChat's callbacks (their own /wechatpay/ prefix) first,
+    # then the merchant API — the hot paths of a peak do not walk the other routers' patterns first
+    routers = (callbacks, merchant, cashier, products, events, audit, finance, ops, console)
     for module in routers[:-1]:
         app.include_router(module.router)
     console.install(app)

@@ -1,7 +1,8 @@
 """``make bench``: the hot path at a holiday peak, measured through HTTP (docs/performance.md).
 
-``zhangben serve --workers 2`` and the sandbox as processes on a throwaway
-PostgreSQL with fsync on, loaded by threads of this process.  Each figure is
+``zhangben serve --api-only --workers 2`` with ``zhangben work`` beside it
+(production's shape) and the sandbox as processes on a throwaway PostgreSQL
+with fsync on, loaded by threads of this process.  Each figure is
 measured beside a baseline in the same run — ``GET /healthz`` at the same
 concurrency or rate, a raw paged SELECT of the events, a minimal COPY
 importer — printed with its goal, and written to ``bench/results.json``.
@@ -61,14 +62,15 @@ MCHID = DIRECT.mchid
 
 @dataclass(frozen=True)
 class Sizes:
-    creates: int  # open loop at 200/s
+    creates: int  # open loop at 100/s
     rush: int  # 秒杀 creates from 200 clients
     callbacks: int  # per concurrency
-    lag: int  # callbacks at 500/s while the view is watched
+    lag: int  # callbacks at LAG_RATE while the view is watched
     bill_lines: int
 
 
 FULL = Sizes(creates=2000, rush=2000, callbacks=4000, lag=2500, bill_lines=1_000_000)
+LAG_RATE = 260  # callbacks/s: what the server carries with room to spare (the issue's figure)
 QUICK = Sizes(creates=600, rush=500, callbacks=1000, lag=1000, bill_lines=100_000)
 
 
@@ -172,8 +174,36 @@ class Load:
                 time.sleep(0.1)
         raise RuntimeError("the projections did not catch up within the timeout")
 
-    def cpu_pids(self) -> list[int]:
-        return process_tree(self.d.processes[1].pid) + [self.d.processes[0].pid] + postgres_pids(self.server.datadir)
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each kind of process: ledger workers (``serve``), ``work``, PostgreSQL, sandbox."""
+        sandbox, serve, work = self.d.processes
+        groups = {
+            "ledger workers": process_tree(serve.pid),
+            "work": process_tree(work.pid),
+            "PostgreSQL": postgres_pids(self.server.datadir),
+            "sandbox": process_tree(sandbox.pid),
+        }
+        return {name: cpu_seconds(pids) for name, pids in groups.items()}
+
+
+class CpuSplit:
+    """CPU per operation of each kind of process over a stretch of load, and what the senders used meanwhile."""
+
+    def __init__(self, load: Load) -> None:
+        self.load = load
+        self.before = load.cpu()
+        self.senders_before = time.process_time()
+
+    def per(self, count: int) -> tuple[dict[str, float], float]:
+        """ms of CPU per operation, by process kind, and the senders' own ms per operation."""
+        after = self.load.cpu()
+        split = {name: (after[name] - self.before[name]) / count * 1000 for name in after}
+        return split, (time.process_time() - self.senders_before) / count * 1000
+
+
+def split_note(split: dict[str, float], senders: float) -> str:
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in split.items())
+    return f"ms by process: {parts}; the senders used {senders:.2f} ms"
 
 
 def rush_numbers(count: int) -> list[str]:
@@ -271,7 +301,7 @@ def bill(url: str, lines: int, known: bool) -> dict[str, Any]:
 
 def measure(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> None:
     url = server.create_database("bench")
-    with tempfile.TemporaryDirectory() as tmp, deploy(Path(tmp), url, workers=2) as d:
+    with tempfile.TemporaryDirectory() as tmp, deploy(Path(tmp), url, workers=2, work=True) as d:
         d.faults(notifications="drop")  # every callback comes from the senders here
         load = Load(d, Path(tmp) / "keys", server, url)
         try:
@@ -280,9 +310,9 @@ def measure(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> None:
             phase_callbacks(table, load, sizes)
             phase_creates(table, load, sizes)
             phase_overload(table, load, sizes)
-            lag_outcome, lags = projection_lag(load, sizes.lag, 500)
+            lag_outcome, lags = projection_lag(load, sizes.lag, LAG_RATE)
             table.add(
-                "projection lag p99 (204 → the list shows PAID), 500/s",
+                f"projection lag p99 (204 → the list shows PAID), {LAG_RATE}/s",
                 percentile(lags, 0.99) * 1000,
                 "ms",
                 "≤ 500 ms",
@@ -333,48 +363,60 @@ def phase_callbacks(table: Table, load: Load, sizes: Sizes) -> None:
         signed = load.signed_callbacks(orders)
         load.settled()
         base = closed_loop(load.senders[senders], range(sizes.callbacks), load.healthz)
-        pids = load.cpu_pids()
-        cpu_before, sender_before = cpu_seconds(pids), time.process_time()
+        cpu = CpuSplit(load)
         outcome = closed_loop(load.senders[senders], signed, load.notify)
-        cpu = cpu_seconds(pids) - cpu_before
-        sender_cpu = time.process_time() - sender_before
+        load.settled()  # what the projections do for these callbacks counts, even when finished after the run
+        split, senders_ms = cpu.per(outcome.count)
         rates[senders] = outcome.rate
-        goal_met = outcome.rate >= 1000 and outcome.rate >= 0.5 * base.rate and outcome.errors == 0
+        share = 0.5 if senders == 8 else 0.6
+        goal_met = outcome.rate >= 1000 and outcome.rate >= share * base.rate and outcome.errors == 0
         if senders == 32:
             goal_met = goal_met and outcome.rate >= rates[8]
         table.add(
             f"v3 callbacks ingested /s, {senders} senders",
             outcome.rate,
             "callbacks/s",
-            "≥ 1,000/s and ≥ 0.5× /healthz" + (", ≥ at 8" if senders == 32 else ""),
+            f"≥ 1,000/s and ≥ {share}× /healthz" + (", ≥ at 8" if senders == 32 else ""),
             goal_met,
             (f"GET /healthz /s, {senders} senders", base.rate),
             note=f"p50 {outcome.p(0.5):.0f} ms, p99 {outcome.p(0.99):.0f} ms, {outcome.errors} errors",
         )
         if senders == 8:
-            per = cpu / outcome.count * 1000
+            ledger = split["ledger workers"] + split["work"]
             table.add(
-                "CPU per callback, all server processes",
-                per,
+                "ledger CPU per callback (workers + work)",
+                ledger,
                 "ms",
                 "≤ 2 ms",
-                per <= 2,
-                note=f"ledger, sandbox and PostgreSQL; the senders used {sender_cpu / outcome.count * 1000:.2f} ms",
+                ledger <= 2,
+                note=split_note(split, senders_ms),
             )
         load.settled()
 
 
 def phase_creates(table: Table, load: Load, sizes: Sizes) -> None:
-    base = open_loop(load.senders[64], 200, range(sizes.creates), load.healthz)
-    outcome = open_loop(load.senders[64], 200, [f"OPEN{i}" for i in range(sizes.creates)], load.create)
+    base = open_loop(load.senders[64], 100, range(sizes.creates), load.healthz)
+    cpu = CpuSplit(load)
+    outcome = open_loop(load.senders[64], 100, [f"OPEN{i}" for i in range(sizes.creates)], load.create)
+    load.settled()  # the projections' share of these creates is theirs, even when they finish it after the run
+    split, senders_ms = cpu.per(outcome.count)
     table.add(
-        "create order (native, with prepay) p99 at 200/s",
+        "create order (native, with prepay) p99 at 100/s",
         outcome.p(0.99),
         "ms",
-        "≤ 30 ms, 0 errors",
-        outcome.p(0.99) <= 30 and outcome.errors == 0,
-        ("GET /healthz p99 at 200/s, ms", base.p(0.99)),
+        "≤ 50 ms, 0 errors",
+        outcome.p(0.99) <= 50 and outcome.errors == 0,
+        ("GET /healthz p99 at 100/s, ms", base.p(0.99)),
         note=f"{(outcome.count - outcome.errors) / outcome.seconds:.0f}/s accepted, {outcome.errors} not (shed or failed)",
+    )
+    ledger = split["ledger workers"] + split["work"]
+    table.add(
+        "ledger CPU per create (workers + work)",
+        ledger,
+        "ms",
+        "≤ 5 ms",
+        ledger <= 5,
+        note=split_note(split, senders_ms),
     )
     load.settled()
     numbers = rush_numbers(sizes.rush)
@@ -426,12 +468,13 @@ def main() -> int:
         sizes = Sizes(sizes.creates, sizes.rush, sizes.callbacks, sizes.lag, args.bill_lines)
     started = time.monotonic()
     print(
-        f"zhangben bench{' (quick)' if args.quick else ''} — serve --workers 2, PostgreSQL with fsync, "
+        f"zhangben bench{' (quick)' if args.quick else ''} — serve --api-only --workers 2 and work, "
+        "PostgreSQL with fsync, "
         f"{platform.machine()}, Python {platform.python_version()}"
     )
     server = ThrowawayPostgres(durable=True)
     server.start()
-    figures = 7 + (4 if sizes.bill_lines else 0)  # callbacks 3, creates 2, lag 1, rebuild 1; each bill 2
+    figures = 9 + (4 if sizes.bill_lines else 0)  # callbacks 3, creates 3, overload 1, lag 1, rebuild 1; bills 2
     try:
         with terminal.progress("bench: figures measured", total=figures) as advance:
             table = Table(advance)

@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import DomainEvent
@@ -108,19 +108,17 @@ class BusinessEvents:
     def prepare(self, notifications: Sequence[Notification]) -> list[tuple[Any, ...]]:
         """The batch's business events, each with its order's view as of that event (all read in a few queries)."""
         chosen = [
-            (n, cast(DomainEvent, self.log.mapper.to_domain_event(n)))
+            (n, self.log.event(n))
             for n in notifications
             if n.topic in _ORDER_EVENTS or n.topic == Refund.Abnormal.TOPIC
         ]
         refunds = [ids.as_uuid(n.originator_id) for n, _ in chosen if not n.topic.startswith(ORDER_TOPICS)]
-        order_of = (
-            {i: a.order_id for i, a in self.log.aggregates(refunds, notifications[-1].id).items()} if refunds else {}
-        )
+        order_of = {i: a.order_id for i, a in self.log.aggregates(refunds, notifications).items()} if refunds else {}
         order_ids = [
             ids.as_uuid(n.originator_id) if n.topic.startswith(ORDER_TOPICS) else order_of[ids.as_uuid(n.originator_id)]
             for n, _ in chosen
         ]
-        streams = self.log.streams_through(notifications[-1].id)
+        streams = self.log.streams_for(notifications)
         views = self.views_at(
             [(order_id, event.timestamp) for order_id, (_, event) in zip(order_ids, chosen, strict=True)], streams
         )

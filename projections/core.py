@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
@@ -34,7 +34,54 @@ BATCH = 500
 REBUILD_BATCH = 5000  # a replay reads the log in large pages: fewer round trips, an order's events mostly together
 
 
-SHARED_STREAMS_MAX = 20_000
+SHARED_STREAMS_MAX = 20_000  # aggregates whose streams a process keeps for its projections
+SHARED_EVENTS_MAX = 50_000  # decoded events kept for the other projections of the round
+
+
+class KeptStreams:
+    """Aggregates' streams a process keeps for its projections, each complete through ``seen``.
+
+    Every batch of the log that a projection here prepares is first applied to
+    what is kept (``advance``): a batch holds every event whose id lies between
+    its follower's position and its last id (ids become visible in commit order:
+    ``adapters.recorders``), and an aggregate's versions follow its ids, so a
+    stream complete through ``seen`` and a batch that starts at or before
+    ``seen`` give the stream complete through the batch's end.  A batch that
+    starts past ``seen`` (a gap: a follower far ahead of the others) cannot
+    carry anything forward, and what is kept is dropped.  A stream read from the
+    store is kept only if no batch was applied while it was read: the read is
+    then complete through ``seen``, whose batch was selected before it began.
+    """
+
+    def __init__(self, limit: int = SHARED_STREAMS_MAX) -> None:
+        self.limit = limit
+        self.streams: dict[UUID, list[DomainEvent]] = {}
+        self.seen: int | None = None  # every stream kept is complete through this id
+        self.advances = 0  # batches applied: a read that saw this change is not kept
+        self.lock = threading.Lock()
+
+    def advance(self, first: int, last: int, in_batch: Mapping[UUID, list[DomainEvent]]) -> None:
+        with self.lock:
+            self.advances += 1
+            if self.seen is None or first - 1 > self.seen:
+                self.streams.clear()
+                self.seen = last
+                return
+            for aggregate_id, events in in_batch.items():
+                kept = self.streams.get(aggregate_id)
+                if kept is not None and events[-1].originator_version > kept[-1].originator_version:
+                    newest = kept[-1].originator_version
+                    self.streams[aggregate_id] = kept + [e for e in events if e.originator_version > newest]
+            self.seen = max(self.seen, last)
+
+    def keep(self, streams: Mapping[UUID, list[DomainEvent]], advances: int) -> None:
+        """Keep streams read from the store, if no batch was applied since ``advances`` was read."""
+        with self.lock:
+            if advances != self.advances:
+                return
+            if len(self.streams) + len(streams) > self.limit:
+                self.streams.clear()
+            self.streams.update(streams)
 
 
 @dataclass(frozen=True)
@@ -42,43 +89,70 @@ class EventLog:
     """The ledger's event log as a projection reads it, handed over by ``bootstrap``.
 
     ``recorder`` pages through the log, ``mapper`` turns a stored record into
-    its domain event, ``repository`` loads an aggregate by id.  ``streams_through``
-    shares the streams read for one batch among the projections that process
-    the same stretch of the log (the order view and the business events read the
-    same orders): a stream read after a batch ending at position ``P`` was
-    selected holds every event up to ``P``, so it serves any batch ending at or
-    before ``P`` and no later one.
+    its domain event, ``repository`` loads an aggregate by id.  ``streams_for(batch)``
+    reads aggregates' events for a batch of the log: what the projections of this
+    process have read before is kept and carried forward with each batch's own
+    events (``KeptStreams``), not read and decoded again; an aggregate whose first
+    event is in the batch is the batch's events alone.  A decoded event is shared
+    too (``event``): the projections of one round decode a stored event once.
     """
 
     recorder: ApplicationRecorder
     mapper: Mapper[UUID]
     repository: Repository[UUID]
-    _shared: dict[UUID, tuple[int, list[DomainEvent]]] = field(default_factory=dict, compare=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    kept: KeptStreams = field(default_factory=KeptStreams, compare=False, repr=False)
+    _decoded: dict[int, DomainEvent] = field(default_factory=dict, compare=False, repr=False)
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0
 
-    def streams_through(self, position: int) -> Streams:
-        """A stream reader for a batch that ends at ``position``, sharing what others read for it."""
+    def event(self, notification: Notification) -> DomainEvent:
+        """The notification's domain event, decoded once for every projection that follows this log here."""
+        event = self._decoded.get(notification.id)
+        if event is None:
+            event = cast(DomainEvent, self.mapper.to_domain_event(notification))
+            if len(self._decoded) >= SHARED_EVENTS_MAX:
+                self._decoded.clear()
+            self._decoded[notification.id] = event
+        return event
+
+    def streams_for(self, notifications: Sequence[Notification]) -> Streams:
+        """A stream reader for this batch of the log: every event of each aggregate asked for, at least through
+        the batch's last id — kept ones carried forward with the batch's own events, the rest read in one query."""
+        first, last = notifications[0].id, notifications[-1].id
+        in_batch: dict[UUID, list[DomainEvent]] = {}
+        for n in notifications:
+            event = self.event(n)
+            in_batch.setdefault(event.originator_id, []).append(event)
+        kept = self.kept
+        kept.advance(first, last, in_batch)
 
         def read(aggregate_ids: Iterable[UUID]) -> dict[UUID, list[DomainEvent]]:
-            wanted = set(aggregate_ids)
-            with self._lock:
-                found = {i: hit[1] for i in wanted if (hit := self._shared.get(i)) is not None and hit[0] >= position}
-            missing = wanted - found.keys()
+            found: dict[UUID, list[DomainEvent]] = {}
+            born: dict[UUID, list[DomainEvent]] = {}
+            missing: set[UUID] = set()
+            with kept.lock:
+                advances, newest = kept.advances, kept.seen == last
+                for i in set(aggregate_ids):
+                    events = kept.streams.get(i)
+                    batch = in_batch.get(i)
+                    if events is not None:
+                        found[i] = events
+                    elif batch is not None and batch[0].originator_version == 1:
+                        found[i] = batch  # born in this batch: all of it through the batch's end is here
+                        if newest:  # and nothing after the batch was applied: keep it
+                            born[i] = batch
+                    else:
+                        missing.add(i)
             loaded = read_streams(self.recorder, self.mapper, missing) if missing else {}
-            with self._lock:
-                if len(self._shared) + len(loaded) > SHARED_STREAMS_MAX:
-                    self._shared.clear()
-                self._shared.update((i, (position, events)) for i, events in loaded.items())
+            kept.keep(born | loaded, advances)
             return found | loaded
 
         return read
 
-    def aggregates(self, aggregate_ids: Iterable[UUID], through: int) -> dict[UUID, Any]:
-        """Several aggregates, read in one query (or shared, for a batch ending at ``through``); absent ones left out."""
-        streams = self.streams_through(through)(aggregate_ids)
+    def aggregates(self, aggregate_ids: Iterable[UUID], notifications: Sequence[Notification]) -> dict[UUID, Any]:
+        """Several aggregates as of this batch (kept, carried forward, or read in one query); absent ones left out."""
+        streams = self.streams_for(notifications)(aggregate_ids)
         return {aggregate_id: replay(None, events) for aggregate_id, events in streams.items()}
 
 
@@ -225,7 +299,7 @@ class Runner:
         while not self._stop.is_set():
             busy = False
             # every follower of this round stops at the same position, so followers that are level process the
-            # same stretch of the log and share what they read for it (EventLog.streams_through)
+            # same stretch of the log and share what they read and decode for it (EventLog.streams_for)
             stop = self._head()
             for follower in self.followers:
                 name = follower.projection.name

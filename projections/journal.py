@@ -213,12 +213,12 @@ class Journal:
         paid = {ids.as_uuid(n.originator_id) for n in notifications if n.topic == Payment.Paid.TOPIC}
         unknown = [i for i in paid if i not in self._cache]
         if unknown:  # the batch's payments in one query, not one each
-            self._cache |= self.log.aggregates(unknown, notifications[-1].id)
+            self._cache |= self.log.aggregates(unknown, notifications)
         batch = Batch([], [], [])
         for n in notifications:
             if n.topic not in TOPICS:
                 continue
-            event: Any = self.log.mapper.to_domain_event(n)
+            event: Any = self.log.event(n)
             if n.topic == Payment.Paid.TOPIC:
                 payment = self._aggregate(ids.as_uuid(n.originator_id))
                 took = TransactionNotice.paid(

@@ -72,7 +72,7 @@ class OrderStatusView:
         ]
         unknown = [i for i in owned if i not in self._order_of]
         if unknown:  # a payment's or refund's order, read once (it never changes)
-            self._order_of |= {i: a.order_id for i, a in self.log.aggregates(unknown, notifications[-1].id).items()}
+            self._order_of |= {i: a.order_id for i, a in self.log.aggregates(unknown, notifications).items()}
         touched: dict[UUID, None] = {}
         for n in notifications:
             originator = ids.as_uuid(n.originator_id)
@@ -80,7 +80,7 @@ class OrderStatusView:
                 touched[originator] = None
             elif originator in self._order_of:
                 touched[self._order_of[originator]] = None
-        views = self.views_of(list(touched), self.log.streams_through(notifications[-1].id))
+        views = self.views_of(list(touched), self.log.streams_for(notifications))
         return [self._row(views[order_id], order_id) for order_id in touched]
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:

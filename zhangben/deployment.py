@@ -55,12 +55,17 @@ class Deployment(Stack):
 
 @contextmanager
 def deploy(
-    root: Path, database_url: str, workers: int = 1, serve_args: tuple[str, ...] = (), config_extra: str = ""
+    root: Path,
+    database_url: str,
+    workers: int = 1,
+    serve_args: tuple[str, ...] = (),
+    config_extra: str = "",
+    work: bool = False,
 ) -> Iterator[Deployment]:
-    """``zhangben sandbox`` and ``zhangben serve`` as processes on free ports, with keys for every role."""
-    with running_stack(
-        root, database_url, StackPlan(workers=workers, serve_args=serve_args, config_extra=config_extra)
-    ) as stack:
+    """``zhangben sandbox`` and ``zhangben serve`` as processes on free ports, with keys for every role
+    (``work``: ``serve --api-only`` with ``zhangben work`` beside it, production's shape)."""
+    plan = StackPlan(workers=workers, serve_args=serve_args, config_extra=config_extra, work=work)
+    with running_stack(root, database_url, plan) as stack:
         # what `zhangben apikey create` does (tests/integration/test_cli.py runs the command), in this process:
         # seven processes of their own cost seconds per deployment
         wanted = {role: (DIRECT.mchid, role) for role in ("merchant", "auditor", "finance", "support")}

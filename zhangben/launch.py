@@ -130,6 +130,7 @@ class StackPlan:
     keys_dir: Path | None = None
     log_path: Path | None = None
     config_extra: str = ""  # TOML appended to the config the stack writes (a test's [admission] limits, say)
+    work: bool = False  # production's shape: `serve --api-only` and `zhangben work` beside it (docs/going-live.md)
 
 
 @contextmanager
@@ -168,13 +169,16 @@ def running_stack(root: Path, database_url: str, plan: StackPlan = StackPlan()) 
         )
         stack.processes.append(  # started together: the ledger needs WeChat only once it is asked to pay
             subprocess.Popen(
-                [*python, "serve", "--port", str(ledger_port), "--workers", str(workers), *serve_args],
+                [*python, "serve", "--port", str(ledger_port), "--workers", str(workers), *serve_args]
+                + (["--api-only"] if plan.work else []),
                 env=env,
                 cwd=root,
                 stdout=log,
                 stderr=stderr,
             )
         )
+        if plan.work:
+            stack.processes.append(subprocess.Popen([*python, "work"], env=env, cwd=root, stdout=log, stderr=stderr))
         _wait(f"{sandbox}/sandbox/clock", stack.processes[0], where)
         _wait(f"{ledger}/healthz", stack.processes[1], where)
         yield stack
