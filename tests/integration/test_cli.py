@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from adapters.wechatpay.client import PrepayResult
-from application.apikeys import ApiKeys
+from application.apikeys import issue
 from application.orders import Orders
 from application.refunds import Refunds
 from bootstrap.ledger import open_ledger
@@ -110,8 +110,8 @@ def test_version_and_a_closed_pipe(tmp_path: Path) -> None:
     env = {**os.environ, "ZHANGBEN_DATABASE_URL": f"sqlite:///{tmp_path}/l.db"}
     zhangben("db", "init", env=env, cwd=tmp_path)
     ledger = open_ledger(env["ZHANGBEN_DATABASE_URL"])
-    for _ in range(3000):  # 300 KB of `apikey list`: far more than a pipe holds (64 KiB)
-        ApiKeys(ledger).issue_api_key(MCHID, "merchant")
+    now = datetime.now(UTC)  # 300 KB of `apikey list`: far more than a pipe holds (64 KiB); saved in one go
+    ledger.save(*(issue(MCHID, "merchant", now)[1] for _ in range(3000)))
     ledger.close()
     # `zhangben apikey list | head -1`: the reader stops after one line
     writer = subprocess.Popen(
