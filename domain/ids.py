@@ -7,6 +7,7 @@ insert fail instead of creating a twin.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from uuid import UUID, uuid5
 
 # A fixed namespace for this project (itself uuid5(NAMESPACE_URL, "zhangben")).
@@ -22,10 +23,14 @@ def order_id(mchid: str, merchant_order_no: str) -> UUID:
     return uuid5(NAMESPACE, f"order/{mchid}/{merchant_order_no}")
 
 
+# An order's view names its payments and refunds by these ids each time it is computed (a projection's every
+# batch, a rebuild's every page): remembered, not hashed again.
+@lru_cache(maxsize=20_000)
 def payment_id(out_trade_no: str) -> UUID:
     return uuid5(NAMESPACE, f"payment/{out_trade_no}")
 
 
+@lru_cache(maxsize=20_000)
 def refund_id(mchid: str, out_refund_no: str) -> UUID:
     return uuid5(NAMESPACE, f"refund/{mchid}/{out_refund_no}")
 
