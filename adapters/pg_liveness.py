@@ -20,7 +20,7 @@ import psycopg_pool
 MAX_READS = 4  # the goodbye message, then EOF; a chatty live server stops well before
 
 
-def dropped(conn: psycopg.Connection[Any]) -> bool:
+def dropped(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """An idle connection the server has hung up on.
 
     Readable with no query in flight means the server sent something: its

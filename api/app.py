@@ -36,6 +36,9 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         app.state.db_gate = DatabaseGate(partial(_probe, app.state.runtime))
         app.state.projection_running = projection_running
         yield
+        store = app.state.runtime.ledger.async_store
+        if store is not None:  # its connections belong to this event loop
+            await store.close()
         if owned:
             app.state.runtime.close()
 

@@ -10,6 +10,7 @@ or ``out_refund_no`` it never issued for that merchant).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -93,6 +94,47 @@ class Callbacks:
     def handle_v2_refund(self, arrival: Arrival) -> NotificationOutcome:
         """A v2 refund result (``req_info``), the same way through."""
         return self._apply(partial(read_refund_notify, arrival.headers, arrival.body), self.v2_merchants, arrival)
+
+    async def handle_async(self, arrival: Arrival) -> NotificationOutcome:
+        """``handle`` from the event loop (``serve``'s workers): see ``_apply_async``."""
+        read = partial(read_callback, arrival.headers, arrival.body, keys=self.keys)
+        if not self._keys_known(arrival):  # an unknown serial may download WeChat's certificates: not on the loop
+            return await asyncio.to_thread(self._apply, read, self.v3_merchants, arrival)
+        return await self._apply_async(read, self.v3_merchants, arrival)
+
+    async def handle_v2_pay_async(self, arrival: Arrival) -> NotificationOutcome:
+        """``handle_v2_pay`` from the event loop (its MD5 or HMAC-SHA256 signature needs no download)."""
+        read = partial(read_pay_notify, arrival.headers, arrival.body)
+        return await self._apply_async(read, self.v2_merchants, arrival)
+
+    def _keys_known(self, arrival: Arrival) -> bool:
+        serial = next((v for k, v in arrival.headers.items() if k.lower() == "wechatpay-serial"), "")
+        named = self._named(self.v3_merchants, arrival.mchid)
+        return all(self.keys[mchid].knows(serial) for mchid in named if mchid in self.keys)
+
+    async def _apply_async(
+        self, read: Callable[[Mapping[str, Merchant]], Callback], merchants: Mapping[str, Merchant], arrival: Arrival
+    ) -> NotificationOutcome:
+        """``_apply`` without a thread for what a peak is made of: the signature is checked and the resource
+        decrypted here (CPU in C, no I/O), and money taken is recorded through the store's async path
+        (``PaymentService.apply_transaction_async``); anything else, and a refusal's record, go to a thread."""
+        try:
+            callback = read(self._named(merchants, arrival.mchid))
+            if callback.event_type != "TRANSACTION.SUCCESS":
+                return await asyncio.to_thread(self.dispatch[callback.event_type], callback)
+            notice = callback.notice
+            assert isinstance(notice, TransactionNotice)  # noqa: S101 — TRANSLATIONS gives this type for this event
+            mchid = callback.merchant.mchid
+            try:
+                outcome = await self.payments.apply_transaction_async(
+                    notice, "notification", callback.notification, mchid
+                )
+            except PaymentNotFound:
+                raise CallbackRefused(f"unknown out_trade_no {notice.out_trade_no} for merchant {mchid}") from None
+            return NotificationOutcome(callback.event_type, notice.out_trade_no, bool(outcome and outcome.changed))
+        except (SignatureError, CallbackRejected, CallbackRefused) as exc:
+            await asyncio.to_thread(self.refused, arrival, str(exc))
+            raise
 
     @staticmethod
     def _named(merchants: Mapping[str, Merchant], merchant: str | None) -> Mapping[str, Merchant]:

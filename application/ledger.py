@@ -14,12 +14,14 @@ no-op.  The shape follows the library's own example application
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
@@ -53,12 +55,88 @@ def retry_on_conflict(command: Callable[P, R]) -> Callable[P, R]:
             except IntegrityError:
                 if attempt == MAX_CONFLICT_ATTEMPTS:
                     break
-                time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 — jitter, not a secret
-        raise ConcurrencyConflict(
-            f"{command.__name__}: still conflicting after {MAX_CONFLICT_ATTEMPTS} attempts; retry later"
-        )
+                time.sleep(_jitter(attempt))
+        raise _still_conflicting(command.__name__)
 
     return wrapper
+
+
+def _jitter(attempt: int) -> float:
+    return random.uniform(0, 0.005 * 2**attempt)  # noqa: S311 — jitter, not a secret
+
+
+def _still_conflicting(name: str) -> ConcurrencyConflict:
+    return ConcurrencyConflict(f"{name}: still conflicting after {MAX_CONFLICT_ATTEMPTS} attempts; retry later")
+
+
+# -- a command written once, run on a thread or on the event loop -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    """A command's step: read these aggregates (in one round trip; absent ones left out of the answer)."""
+
+    ids: tuple[UUID, ...]
+
+
+@dataclass(frozen=True)
+class Save:
+    """A command's step: save these aggregates' new events, all in one transaction."""
+
+    aggregates: tuple[Any, ...]
+
+
+# A command as a generator of its reads and its save: it decides, the runner does the I/O (``run_steps`` on the
+# synchronous store, ``run_steps_async`` on the event loop), so the hot path has one body for both.
+Steps = Generator[Load | Save, Any, R]
+
+
+class AsyncStore(Protocol):
+    """The event store from the event loop (``adapters.async_store``): no thread hop on the hot path."""
+
+    async def load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]: ...
+
+    async def save(self, *aggregates: Any) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def run_steps(ledger: Ledger, command: Callable[[], Steps[R]], name: str) -> R:
+    """Run a command's steps on ``ledger``, re-run whole on fresh state after a conflict (``retry_on_conflict``)."""
+
+    def once() -> R:
+        steps, answer = command(), None
+        while True:
+            try:
+                step = steps.send(answer)
+            except StopIteration as done:
+                return cast(R, done.value)
+            answer = ledger.load_many(step.ids) if isinstance(step, Load) else ledger.save(*step.aggregates)
+
+    once.__name__ = name
+    return retry_on_conflict(once)()
+
+
+async def run_steps_async(store: AsyncStore, command: Callable[[], Steps[R]], name: str) -> R:
+    """The same on the event loop, through ``store``; a conflict re-runs it the same way."""
+    for attempt in range(1, MAX_CONFLICT_ATTEMPTS + 1):
+        steps, answer = command(), None
+        try:
+            while True:
+                try:
+                    step = steps.send(answer)
+                except StopIteration as done:
+                    return cast(R, done.value)
+                if isinstance(step, Load):
+                    answer = await store.load_many(step.ids)
+                else:
+                    await store.save(*step.aggregates)
+                    answer = None
+        except IntegrityError:
+            if attempt == MAX_CONFLICT_ATTEMPTS:
+                break
+            await asyncio.sleep(_jitter(attempt))
+    raise _still_conflicting(name)
 
 
 class LedgerRepository(Repository[UUID]):
@@ -77,6 +155,8 @@ class Ledger(Application[UUID]):
     def __init__(self, env: dict[str, str] | None, clock: Clock) -> None:
         super().__init__(env)
         self.clock = clock
+        # the same store from an event loop, where there is one (PostgreSQL in `serve`'s workers; bootstrap.wiring)
+        self.async_store: AsyncStore | None = None
 
     def construct_repository(self) -> Repository[UUID]:
         """The library's repository (no aggregate cache: several processes write), replaying with ``replay``."""

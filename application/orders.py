@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from adapters.wechatpay.client import PrepayResult
-from application.ledger import Ledger, retry_on_conflict
+from application.ledger import AsyncStore, Ledger, Load, Save, Steps, retry_on_conflict, run_steps, run_steps_async
 from domain import ids
 from domain.errors import AttemptRaced, InvalidInput, OrderConflict, PaymentNotFound, TransactionConflict
 from domain.idempotency import IdempotencyKey, body_digest
@@ -178,7 +179,6 @@ class Orders:
             self.ledger.save(payment)
         return new
 
-    @retry_on_conflict
     def record_payment_success(
         self,
         notice: TransactionNotice,
@@ -193,6 +193,24 @@ class Orders:
         (``Payment.Notified``) in the same transaction as what it caused.  With
         ``mchid``, another merchant's payment is not found, as everywhere else.
         """
+        steps = partial(self._payment_success, notice, source, notification, mchid)
+        return run_steps(self.ledger, steps, "record_payment_success")
+
+    async def record_payment_success_async(
+        self,
+        store: AsyncStore,
+        notice: TransactionNotice,
+        source: str,
+        notification: Notification | None = None,
+        mchid: str | None = None,
+    ) -> PaymentOutcome:
+        """The same command from the event loop, through ``store``: a callback's hot path without a thread."""
+        steps = partial(self._payment_success, notice, source, notification, mchid)
+        return await run_steps_async(store, steps, "record_payment_success")
+
+    def _payment_success(
+        self, notice: TransactionNotice, source: str, notification: Notification | None, mchid: str | None
+    ) -> Steps[PaymentOutcome]:
         transaction_id, total_fen, success_time = notice.transaction_id, notice.total_fen, notice.success_time
         if not (notice.took_money and transaction_id and total_fen is not None and success_time is not None):
             raise InvalidInput("notice", f"WeChat's word on {notice.out_trade_no} says no money was taken")
@@ -203,24 +221,25 @@ class Orders:
         out_trade_no = notice.out_trade_no
         # the payment and the transaction's index in one round trip; the order (named by the payment) in a second
         payment_id, index_id = ids.payment_id(out_trade_no), ids.transaction_index_id(transaction_id)
-        loaded = self.ledger.load_many((payment_id, index_id))
+        loaded = yield Load((payment_id, index_id))
         payment: Payment | None = loaded.get(payment_id)
         if payment is None or (mchid is not None and payment.mchid != mchid):
             raise PaymentNotFound(out_trade_no)
         noted = notification is not None and payment.record_notification(notification, self.ledger.clock())
         if payment.transaction_id == transaction_id:  # already recorded: at most keep the notification
             if noted:
-                self.ledger.save(payment)
-            return PaymentOutcome(payment, self.ledger.repository.get(payment.order_id), changed=noted)
+                yield Save((payment,))
+            order: Order = (yield Load((payment.order_id,)))[payment.order_id]
+            return PaymentOutcome(payment, order, changed=noted)
         index: TransactionIndex | None = loaded.get(index_id)
         if index is not None and index.out_trade_no != out_trade_no:
             raise TransactionConflict(f"transaction {transaction_id} is already recorded for {index.out_trade_no}")
-        order: Order = self.ledger.repository.get(payment.order_id)
+        order = (yield Load((payment.order_id,)))[payment.order_id]
         payer_fen = notice.payer_total_fen if notice.payer_total_fen is not None else total_fen  # no coupon: all
         if not payment.mark_paid(transaction_id, total_fen, payer_fen, success_time, source, notice.nocash_fen):
             return PaymentOutcome(payment, order, changed=False)
         order.record_payment(out_trade_no, transaction_id, total_fen, success_time)
-        self.ledger.save(payment, order, TransactionIndex(transaction_id=transaction_id, out_trade_no=out_trade_no))
+        yield Save((payment, order, TransactionIndex(transaction_id=transaction_id, out_trade_no=out_trade_no)))
         return PaymentOutcome(payment, order, changed=True)
 
     @retry_on_conflict

@@ -8,6 +8,7 @@ they can never disagree about what they change.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -299,6 +300,20 @@ class PaymentService:
         except WechatPayNotFound:
             return None  # WeChat never saw this attempt
         return self.apply_transaction(notice, "query")
+
+    async def apply_transaction_async(
+        self,
+        notice: TransactionNotice,
+        source: str,
+        notification: Notification | None = None,
+        mchid: str | None = None,
+    ) -> PaymentOutcome | None:
+        """``apply_transaction`` from the event loop: money taken is recorded through the store's async path
+        (no thread hop: a callback's hot path); anything else, or a store without one, on a thread as before."""
+        store = self.ledger.async_store
+        if store is not None and notice.took_money:
+            return await self.orders.record_payment_success_async(store, notice, source, notification, mchid)
+        return await asyncio.to_thread(self.apply_transaction, notice, source, notification, mchid)
 
     def apply_transaction(
         self,

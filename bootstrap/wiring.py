@@ -9,10 +9,13 @@ read models to the use cases that read them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from adapters import metrics, persistence
+from adapters.async_store import AsyncEventStore
 from adapters.bill_archive import BillArchive
 from adapters.leases import Leases
+from adapters.recorders import LedgerPostgresRecorder
 from adapters.refusals import RefusalCounter
 from adapters.secretbox import DataKeys
 from adapters.sessions import SessionKeys
@@ -144,6 +147,9 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     real = settings.wechatpay_base_url.rstrip("/") == DEFAULT_WECHATPAY_BASE_URL
     merchants = load_merchants(settings.merchants, settings.config_path, https_only=real)
     ledger = open_ledger(settings.database_url, clock=clock)
+    store = persistence.parse_url(settings.database_url)
+    if store.kind == "postgres":  # a worker's callbacks record from its event loop (opened there on first use)
+        ledger.async_store = AsyncEventStore(store, cast(LedgerPostgresRecorder, ledger.recorder), ledger.mapper)
     rooms = Rooms.over(ledger)
     db = ViewDatabase(persistence.parse_url(settings.database_url))
     box = data_keys(settings)

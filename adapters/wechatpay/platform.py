@@ -90,6 +90,10 @@ class PlatformKeys:
                 return
             self._download()
 
+    def knows(self, serial: str) -> bool:
+        """Whether ``serial``'s key is here already: a signature under it is checked without a download."""
+        return serial in self._keys
+
     def key_for(self, serial: str, now: float | None = None) -> rsa.RSAPublicKey:
         """The key ``serial`` names; a platform certificate past its ``expire_time`` verifies nothing.
 

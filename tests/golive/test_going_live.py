@@ -231,7 +231,8 @@ def test_a_paid_and_refunded_order_behind_tls_with_the_systemd_commands(
                 assert subprocess.run(command, env=env, cwd=tmp_path, capture_output=True).returncode == 0
             main = [str(api_port) if word == "8000" else word for word in main]
             start(main, env)
-        wait_until(lambda: _up(f"http://127.0.0.1:{api_port}/healthz"), "the API did not start")
+        # generous: the units start several processes while the suite's other workers load the same two cores
+        wait_until(lambda: _up(f"http://127.0.0.1:{api_port}/healthz"), "the API did not start", timeout=60)
         wait_until(lambda: _up(f"http://127.0.0.1:{sandbox_port}/sandbox/clock"), "the sandbox did not start")
 
         key = subprocess.run(
