@@ -80,7 +80,7 @@ class AsyncEventStore:
         """Several aggregates in one query, replayed (absent ones left out)."""
         streams: dict[UUID, list[DomainEvent]] = {}
         async with (await self._connections()).connection() as conn:
-            cursor = await conn.execute(self.select_sql, (list(set(aggregate_ids)),), prepare=True)
+            cursor = await conn.execute(self.select_sql, (list(set(aggregate_ids)),), prepare=True, binary=True)
             rows = await cursor.fetchall()
         for originator_id, version, topic, state in rows:
             stored = StoredEvent(originator_id=originator_id, originator_version=version, topic=topic, state=state)
