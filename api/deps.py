@@ -39,10 +39,12 @@ def await_projection(request: Request, rt: Runtime, name: str) -> None:
         follower.wait_for(follower.log.head(), timeout=1.0)
 
 
-def principal(
+async def principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    found = runtime(request).rooms.keys.authenticate(credentials.credentials.strip()) if credentials else None
+    """The key's holder, read on the event loop (``ApiKeys.authenticate_async``): no thread hop before the route."""
+    keys = runtime(request).rooms.keys
+    found = await keys.authenticate_async(credentials.credentials.strip()) if credentials else None
     if found is None:
         raise HTTPException(
             401, "a valid API key is required: Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"}

@@ -13,6 +13,7 @@ from eventsourcing.persistence import IntegrityError
 from adapters.async_store import AsyncEventStore
 from adapters.persistence import parse_url
 from adapters.recorders import LedgerPostgresRecorder
+from application.apikeys import ApiKeys
 from application.ledger import Ledger
 from application.orders import Orders
 from application.reads import OrderReads
@@ -104,3 +105,21 @@ def test_a_group_with_a_conflict_answers_each_save_alone(ledger: Ledger) -> None
     assert sum(1 for r in results[:2] if isinstance(r, IntegrityError)) == 1 and results[2] is None, results
     assert ledger.get_order(MCHID, "AS-C1").status.value == "CLOSED"
     assert ledger.get_order(MCHID, "AS-C2").status.value == "CLOSED"
+
+
+def test_an_api_key_is_checked_from_the_loop_and_a_revocation_holds_at_once(ledger: Ledger) -> None:
+    keys = ApiKeys(ledger)
+    key = keys.issue_api_key(MCHID, "merchant")
+    key_id = key.split("_")[1]
+    forged = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+
+    async def check(*candidates: str) -> list[object]:
+        found = [await keys.authenticate_async(candidate) for candidate in candidates]
+        await store_of(ledger).close()
+        return found
+
+    holder, wrong, unknown = asyncio.run(check(key, forged, "zb_0000000000000000_" + "x" * 43))
+    assert holder is not None and holder.mchid == MCHID and holder.role == "merchant"  # type: ignore[attr-defined]
+    assert wrong is None and unknown is None
+    keys.revoke_api_key(key_id)
+    assert asyncio.run(check(key)) == [None]
