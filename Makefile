@@ -53,14 +53,14 @@ lint: $(STAMP)
 check: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/application tests/test_layers.py
 
-# The suite on every core (one test file per worker: a file's deployment is shared by its tests), without the
-# slow fault matrices; `make test-ha` runs those (README, "Tests and benchmarks").  One worker more than the
-# cores: the tests wait on their servers much of the time (measured on 2 cores: 3 workers 4.5 min, 2 workers 5).
+# Lint first (a red check stops the run), then the whole suite — the fast tier's tests too — on every core
+# (one test file per worker: a file's deployment is shared by its tests), without the slow fault matrices;
+# `make test-ha` runs those (README, "Tests and benchmarks").  One worker more than the cores: the tests wait
+# on their servers much of the time (measured on 2 cores: 3 workers 4.5 min, 2 workers 5).
 WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 
-test: check chromium deploy-tools
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not ha" --ignore=tests/unit --ignore=tests/application \
-	  --ignore=tests/test_layers.py $(PYTEST_ARGS)
+test: lint chromium deploy-tools
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not ha" $(PYTEST_ARGS)
 
 test-ha: $(STAMP) chromium deploy-tools
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m ha $(PYTEST_ARGS)
