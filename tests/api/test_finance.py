@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
-import sys
 import time
 from datetime import date, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import httpx
 from openpyxl import load_workbook
@@ -21,22 +23,26 @@ from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
 from tests.deploy import Deployment
 from tests.spec_merchant import SpecMerchant
 from tests.spec_wechat import SpecWechat, paid_resource
+from zhangben.cli import main
 
 
 def cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ZHANGBEN_CONFIG": str(deployment.root / "zhangben.toml"),
-        "ZHANGBEN_DATABASE_URL": deployment.database_url,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "zhangben.cli", *args],
-        env=env,
-        cwd=deployment.root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """``zhangben …`` as the finance clerk runs it, in the deployment's directory with its config and database —
+    in this process: ``zhangben.cli.main`` whole, its exit code and both streams (the CLI as a process of its own
+    is tests/integration/test_cli.py's; a process per command here cost the suite half a minute)."""
+    out, err = io.StringIO(), io.StringIO()
+    env = {"ZHANGBEN_CONFIG": str(deployment.root / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": deployment.database_url}
+    with (
+        patch.dict(os.environ, env),
+        contextlib.chdir(deployment.root),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's own refusals
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def sandbox_day(deployment: Deployment) -> date:

@@ -72,7 +72,7 @@ def test_no_5xx_and_every_4xx_is_problem_json(fuzz_app: Any) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case: Any) -> None:
             if case.query and "wait" in case.query:
                 case.query["wait"] = 0  # the long-poll would only make the fuzzer slow, not find more
@@ -82,4 +82,4 @@ def test_no_5xx_and_every_4xx_is_problem_json(fuzz_app: Any) -> None:
             problem_json_for_4xx(response)
 
         check()
-    assert len(statuses) >= 5 * len(operations) and any(400 <= s < 500 for s in statuses)
+    assert len(statuses) >= 3 * len(operations) and any(400 <= s < 500 for s in statuses)
