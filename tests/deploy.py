@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import subprocess
 from collections.abc import Iterator
+from unittest.mock import patch
 
 import pytest
 
+from zhangben.cli import main
 from zhangben.deployment import Deployment, deploy
+from zhangben.launch import Stack, StackError
 
-__all__ = ["STORES", "Deployment", "deploy", "deployment", "shared_postgres", "shared_sqlite", "sharing"]
+__all__ = [
+    "STORES",
+    "Deployment",
+    "cli_in_process",
+    "deploy",
+    "deployment",
+    "run_cli",
+    "shared_postgres",
+    "shared_sqlite",
+    "sharing",
+]
 
 STORES = ["sqlite", "postgres"]
 
@@ -49,3 +66,29 @@ def sharing(request: pytest.FixtureRequest) -> Deployment:
     shared: Deployment = request.getfixturevalue(f"shared_{request.param}")
     shared.faults(reset=True)
     return shared
+
+
+def cli_in_process(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """``zhangben …`` in the stack's directory, with its config and database — in this process:
+    ``zhangben.cli.main`` whole, its exit code and both streams.  The CLI as a process of its own is
+    tests/integration/test_cli.py's; a process per command elsewhere cost the suite a minute of imports."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        patch.dict(os.environ, stack.env),
+        contextlib.chdir(stack.root),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's own refusals
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def run_cli(stack: Stack, *args: str) -> str:
+    """What ``Stack.cli`` answers — the output, or ``StackError`` with the error line — run in this process."""
+    done = cli_in_process(stack, *args)
+    if done.returncode != 0:
+        raise StackError(f"zhangben {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()

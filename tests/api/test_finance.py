@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import subprocess
 import time
 from datetime import date, datetime, timedelta
 from typing import Any
-from unittest.mock import patch
 
 import httpx
 from openpyxl import load_workbook
@@ -20,29 +16,14 @@ from adapters.viewdb import ViewDatabase
 from application.bills import Bills
 from bootstrap.ledger import open_ledger
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
-from tests.deploy import Deployment
+from tests.deploy import Deployment, cli_in_process
 from tests.spec_merchant import SpecMerchant
 from tests.spec_wechat import SpecWechat, paid_resource
-from zhangben.cli import main
 
 
 def cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
-    """``zhangben …`` as the finance clerk runs it, in the deployment's directory with its config and database —
-    in this process: ``zhangben.cli.main`` whole, its exit code and both streams (the CLI as a process of its own
-    is tests/integration/test_cli.py's; a process per command here cost the suite half a minute)."""
-    out, err = io.StringIO(), io.StringIO()
-    env = {"ZHANGBEN_CONFIG": str(deployment.root / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": deployment.database_url}
-    with (
-        patch.dict(os.environ, env),
-        contextlib.chdir(deployment.root),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:  # argparse's own refusals
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+    """``zhangben …`` as the finance clerk runs it, in the deployment's directory (``tests.deploy.cli_in_process``)."""
+    return cli_in_process(deployment, *args)
 
 
 def sandbox_day(deployment: Deployment) -> date:

@@ -21,7 +21,7 @@ from adapters.secretbox import DataKeys
 from adapters.sessions import SessionKeys
 from adapters.viewdb import ViewDatabase
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID
-from tests.deploy import Deployment
+from tests.deploy import Deployment, run_cli
 from zhangben.demo import parse_metrics
 from zhangben.launch import StackError
 
@@ -412,11 +412,11 @@ def test_operations(deployment: Deployment) -> None:
 
 
 def test_api_keys_are_listed_rotated_and_revoked_at_once_in_every_worker(deployment: Deployment) -> None:
-    key = deployment.cli(
-        "apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant", "--expires-in-days", "30"
+    key = run_cli(
+        deployment, "apikey", "create", "--merchant", DIRECT.mchid, "--role", "merchant", "--expires-in-days", "30"
     )
     key_id = key[3:19]
-    listed = deployment.cli("apikey", "list", "--merchant", DIRECT.mchid)
+    listed = run_cli(deployment, "apikey", "list", "--merchant", DIRECT.mchid)
     assert key_id in listed and key not in listed and "expires" in listed
 
     def statuses(k: str) -> set[int]:  # several requests: both workers answer on PostgreSQL
@@ -426,22 +426,22 @@ def test_api_keys_are_listed_rotated_and_revoked_at_once_in_every_worker(deploym
         }
 
     assert statuses(key) == {200}
-    new = deployment.cli("apikey", "rotate", key_id, "--grace-hours", "1")
+    new = run_cli(deployment, "apikey", "rotate", key_id, "--grace-hours", "1")
     assert new.startswith("zb_") and new != key
     assert statuses(key) == {200} and statuses(new) == {200}  # the old one during its grace period
-    deployment.cli("apikey", "revoke", key_id)
+    run_cli(deployment, "apikey", "revoke", key_id)
     assert statuses(key) == {401} and statuses(new) == {200}
-    deployment.cli("apikey", "revoke", key_id)  # again: nothing changes
-    newer = deployment.cli("apikey", "rotate", new[3:19], "--grace-hours", "0")
+    run_cli(deployment, "apikey", "revoke", key_id)  # again: nothing changes
+    newer = run_cli(deployment, "apikey", "rotate", new[3:19], "--grace-hours", "0")
     assert statuses(new) == {401} and statuses(newer) == {200}
-    states = deployment.cli("apikey", "list")
+    states = run_cli(deployment, "apikey", "list")
     assert f"{key_id}" in states and "revoked" in states and "expired" in states
     with pytest.raises(StackError, match="not found"):
-        deployment.cli("apikey", "revoke", "0123456789abcdef")
+        run_cli(deployment, "apikey", "revoke", "0123456789abcdef")
     with pytest.raises(StackError, match="is not a key id"):
-        deployment.cli("apikey", "revoke", "nope")
+        run_cli(deployment, "apikey", "revoke", "nope")
     with pytest.raises(StackError, match="revoked or expired"):
-        deployment.cli("apikey", "rotate", key_id)
+        run_cli(deployment, "apikey", "rotate", key_id)
 
 
 def test_every_time_shown_is_beijing_time_with_its_offset(deployment: Deployment) -> None:
