@@ -2,8 +2,8 @@
 
 ``serve``'s workers answer on an asyncio event loop, and every command used to
 go to a thread (``asyncio.to_thread``) because the event store library is
-synchronous: the hand-off and the contention for the GIL that follows it were
-the largest single cost a worker had per callback (docs/performance.md).
+synchronous: the hand-off, and the contention for the GIL that follows it, were
+the largest single item in a worker's profile per callback (docs/performance.md).
 This store does the two things a callback's command needs — read a few
 aggregates, save what changed — with psycopg's ``AsyncConnection``
 (https://www.psycopg.org/psycopg3/docs/advanced/async.html) on the worker's
