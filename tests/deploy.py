@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import pytest
 
+from sandbox.keyset import init_keyset
+from zhangben import deployment as deployments
 from zhangben.cli import main
-from zhangben.deployment import Deployment, deploy
+from zhangben.deployment import Deployment
 from zhangben.launch import Stack, StackError
 
 __all__ = [
@@ -28,6 +35,47 @@ __all__ = [
 ]
 
 STORES = ["sqlite", "postgres"]
+
+
+# The keyset's RSA keys and certificates: generating them is most of a keyset's cost (1.4 s of CPU), so a test
+# process makes them once and lays them into each deployment's keys folder before the stack writes the rest —
+# `init_keyset` keeps files that exist, and every deployment still gets its own APIv3, v2, cashier and data keys.
+RSA_FILES = (
+    "*/apiclient_key.pem",
+    "*/apiclient_cert.pem",
+    "wechatpay/platform_key.pem",
+    "wechatpay/platform_cert.pem",
+    "wechatpay/pub_key_private.pem",
+    "wechatpay/pub_key.pem",
+    "wechatpay/tls_*.pem",
+)
+
+
+@functools.cache
+def _rsa_made() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="zhangben-rsa-"))
+    init_keyset(root / "keys", root / "zhangben.toml", "http://127.0.0.1:1", "http://127.0.0.1:2")
+    return root / "keys"
+
+
+def seed_rsa_keys(keys_dir: Path) -> None:
+    """Lay this test process's RSA keys and certificates into ``keys_dir`` (0700 folders, 0600 files)."""
+    made = _rsa_made()
+    for pattern in RSA_FILES:
+        for source in made.glob(pattern):
+            target = keys_dir / source.relative_to(made)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+    keys_dir.chmod(0o700)
+
+
+@contextlib.contextmanager
+def deploy(root: Path, database_url: str, workers: int = 1, **plan: Any) -> Iterator[Deployment]:
+    """``zhangben.deployment.deploy``, its keyset's RSA keys laid in first (``seed_rsa_keys``)."""
+    seed_rsa_keys(root / "keys")
+    with deployments.deploy(root, database_url, workers, **plan) as running:
+        yield running
 
 
 def _deployed(store: str, request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Iterator[Deployment]:
