@@ -32,17 +32,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import psycopg
 import psycopg_pool
-from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
 
 from adapters import pg_liveness
-from adapters.persistence import StoreUrl
-from adapters.recorders import GROUP_MAX, LedgerPostgresRecorder, columns, replay
+from adapters.persistence import StoreUrl, connection_kwargs
+from adapters.recorders import GROUP_MAX, LedgerPostgresRecorder, columns, decoded_streams, replay
 
 POOL_SIZE = 4  # one commit at a time per worker, and the reads of the callbacks in flight beside it
 WAIT_SECONDS = 2.0  # for a pooled connection (as the synchronous store's POSTGRES_CONNECT_TIMEOUT)
@@ -78,14 +77,11 @@ class AsyncEventStore:
 
     async def load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
         """Several aggregates in one query, replayed (absent ones left out)."""
-        streams: dict[UUID, list[DomainEvent]] = {}
         async with (await self._connections()).connection() as conn:
             cursor = await conn.execute(self.select_sql, (list(set(aggregate_ids)),), prepare=True, binary=True)
             rows = await cursor.fetchall()
-        for originator_id, version, topic, state in rows:
-            stored = StoredEvent(originator_id=originator_id, originator_version=version, topic=topic, state=state)
-            event = cast(DomainEvent, self.mapper.to_domain_event(stored))
-            streams.setdefault(event.originator_id, []).append(event)
+        stored = (StoredEvent(originator_id=i, originator_version=v, topic=t, state=s) for i, v, t, s in rows)
+        streams = decoded_streams(self.mapper, stored)
         return {aggregate_id: replay(None, events) for aggregate_id, events in streams.items()}
 
     async def save(self, *aggregates: Any) -> None:
@@ -150,15 +146,7 @@ class AsyncEventStore:
             async with self._opening:
                 if self._pool is None:
                     pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
-                        kwargs={
-                            "host": self.store.host,
-                            "port": self.store.port,
-                            "user": self.store.user,
-                            "password": self.store.password,
-                            "dbname": self.store.dbname,
-                            "connect_timeout": int(WAIT_SECONDS),
-                            "autocommit": True,
-                        },
+                        kwargs=connection_kwargs(self.store, int(WAIT_SECONDS), autocommit=True),
                         min_size=1,
                         max_size=POOL_SIZE,
                         timeout=WAIT_SECONDS,
@@ -174,4 +162,4 @@ class AsyncEventStore:
 async def _checked(conn: psycopg.AsyncConnection[Any]) -> None:
     """The pool's ``check``: a connection the server hung up on (it restarted) is dropped, not handed out."""
     if pg_liveness.dropped(conn):
-        raise psycopg.OperationalError("the server closed this pooled connection (it restarted); replaced")
+        raise pg_liveness.hung_up()

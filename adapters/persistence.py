@@ -169,17 +169,22 @@ def event_store_env(store: StoreUrl, *, create_tables: bool) -> dict[str, str]:
     return {ENV_PREFIX + key: value for key, value in env.items()}
 
 
+def connection_kwargs(store: StoreUrl, timeout: int, *, autocommit: bool = False) -> dict[str, Any]:
+    """How to connect to ``store``, giving up after ``timeout`` seconds (``connect``, the async store's pool)."""
+    return {
+        "host": store.host,
+        "port": store.port,
+        "user": store.user,
+        "password": store.password,
+        "dbname": store.dbname,
+        "connect_timeout": timeout,
+        "autocommit": autocommit,
+    }
+
+
 def connect(store: StoreUrl, timeout: int, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
     """A new PostgreSQL connection to ``store`` that gives up after ``timeout`` seconds."""
-    return psycopg.connect(
-        host=store.host,
-        port=store.port,
-        user=store.user,
-        password=store.password,
-        dbname=store.dbname,
-        connect_timeout=timeout,
-        autocommit=autocommit,
-    )
+    return psycopg.connect(**connection_kwargs(store, timeout, autocommit=autocommit))
 
 
 def ping(store: StoreUrl, timeout: int = 1) -> None:

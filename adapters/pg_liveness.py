@@ -68,7 +68,12 @@ class CheckoutGuard:
                 self._pool.check()
             finally:
                 self._sweeping.release()
-        raise psycopg.OperationalError("the server closed this pooled connection (it restarted); replaced")
+        raise hung_up()
+
+
+def hung_up() -> psycopg.OperationalError:
+    """What a pool's ``check`` raises for a connection the server hung up on: the pool replaces it."""
+    return psycopg.OperationalError("the server closed this pooled connection (it restarted); replaced")
 
 
 def guard(pool: psycopg_pool.ConnectionPool[Any]) -> None:

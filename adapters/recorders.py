@@ -305,8 +305,13 @@ def read_streams(
     recorder: ApplicationRecorder, mapper: Mapper[UUID], originator_ids: Iterable[UUID]
 ) -> dict[UUID, list[DomainEvent]]:
     """Several aggregates' events, decoded and grouped by aggregate (absent ones left out), in one query."""
+    return decoded_streams(mapper, select_streams(recorder, set(originator_ids)))
+
+
+def decoded_streams(mapper: Mapper[UUID], stored_events: Iterable[StoredEvent]) -> dict[UUID, list[DomainEvent]]:
+    """Stored events (by aggregate, then version) decoded and grouped by aggregate."""
     streams: dict[UUID, list[DomainEvent]] = {}
-    for stored in select_streams(recorder, set(originator_ids)):
+    for stored in stored_events:
         event = cast(DomainEvent, mapper.to_domain_event(stored))
         streams.setdefault(event.originator_id, []).append(event)
     return streams

@@ -42,10 +42,8 @@ from bootstrap.settings import AdmissionLimits as Limits
 EXEMPT = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json")
 PRIORITY = ("/wechatpay/", "/pay/")  # WeChat's callbacks, the payer's cashier page
 MERCHANT, FIRST = "merchant", "priority"
-EWMA_WEIGHT = 0.1
-DRAIN_LIMIT = (
-    64 * 1024
-)  # a WeChat notification's bound (api/callbacks.py); a merchant body is far smaller  # how fast the service-time estimate follows the work
+EWMA_WEIGHT = 0.1  # how fast the service-time estimate follows the work
+DRAIN_LIMIT = callbacks.MAX_CALLBACK_BYTES  # a WeChat notification's bound; a merchant body is far smaller
 
 
 class Shed(Exception):

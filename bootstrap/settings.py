@@ -124,7 +124,7 @@ def _admission(config_path: Path, table: Any) -> AdmissionLimits:
     """``[admission]``: positive numbers only, each checked (a zero limit would refuse every request)."""
     if not isinstance(table, dict):
         raise SettingsError(f"{config_path}: [admission] must be a table")
-    known = {f.name: f.type for f in dataclasses.fields(AdmissionLimits)}
+    known = [f.name for f in dataclasses.fields(AdmissionLimits)]
     for name, value in table.items():
         if name not in known:
             raise SettingsError(f"{config_path}: [admission] has no setting {name!r}; it has {', '.join(known)}")

@@ -102,6 +102,9 @@ class EventLog:
     repository: Repository[UUID]
     kept: KeptStreams = field(default_factory=KeptStreams, compare=False, repr=False)
     _decoded: dict[int, DomainEvent] = field(default_factory=dict, compare=False, repr=False)
+    _grouped: dict[tuple[int, int], dict[UUID, list[DomainEvent]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0
@@ -120,12 +123,8 @@ class EventLog:
         """A stream reader for this batch of the log: every event of each aggregate asked for, at least through
         the batch's last id — kept ones carried forward with the batch's own events, the rest read in one query."""
         first, last = notifications[0].id, notifications[-1].id
-        in_batch: dict[UUID, list[DomainEvent]] = {}
-        for n in notifications:
-            event = self.event(n)
-            in_batch.setdefault(event.originator_id, []).append(event)
+        in_batch = self._batch(first, last, notifications)
         kept = self.kept
-        kept.advance(first, last, in_batch)
 
         def read(aggregate_ids: Iterable[UUID]) -> dict[UUID, list[DomainEvent]]:
             found: dict[UUID, list[DomainEvent]] = {}
@@ -149,6 +148,21 @@ class EventLog:
             return found | loaded
 
         return read
+
+    def _batch(self, first: int, last: int, notifications: Sequence[Notification]) -> dict[UUID, list[DomainEvent]]:
+        """The batch's events by aggregate, applied to what is kept — once per batch, however many projections
+        (and calls of each) read for it: the followers of one round process the same stretch of the log."""
+        known = self._grouped.get((first, last))
+        if known is not None:
+            return known
+        in_batch: dict[UUID, list[DomainEvent]] = {}
+        for n in notifications:
+            event = self.event(n)
+            in_batch.setdefault(event.originator_id, []).append(event)
+        self.kept.advance(first, last, in_batch)
+        self._grouped.clear()  # only the latest batch: a lagging follower's batch is grouped again, harmlessly
+        self._grouped[(first, last)] = in_batch
+        return in_batch
 
     def aggregates(self, aggregate_ids: Iterable[UUID], notifications: Sequence[Notification]) -> dict[UUID, Any]:
         """Several aggregates as of this batch (kept, carried forward, or read in one query); absent ones left out."""
