@@ -9,7 +9,8 @@ aggregates, save what changed — with psycopg's ``AsyncConnection``
 (https://www.psycopg.org/psycopg3/docs/advanced/async.html) on the worker's
 own loop, through the same SQL as the synchronous recorder
 (``adapters.recorders``): the same stream query, the same insert function,
-which takes the table lock, so ids still become visible in commit order.
+which takes its ids under the log's counter row, so ids still become visible
+in commit order.
 
 **Group commit among the loop's tasks.**  Saves that arrive while a commit is
 under way wait; the commit task then inserts all of them in one statement —

@@ -5,10 +5,12 @@ What the library's recorders do not do and the hot path needs (docs/performance.
 - **Group commit** (PostgreSQL): inserts from threads that arrive while a
   commit is under way share one transaction, each caller answered only after
   that commit, each alone again if the group conflicts.
-- **One statement per insert** (PostgreSQL): a function made by ``db init``
-  takes ``LOCK TABLE … IN EXCLUSIVE MODE`` and inserts; on an autocommit
-  connection the statement's transaction holds the lock until it commits.
-  No pipeline, no ``NOTIFY`` (nothing LISTENs: the projections poll the log).
+- **One statement per insert, ordered by a counter row, not a table lock**
+  (PostgreSQL): a function made by ``db init`` takes the next ids from the
+  log's one-row counter (``UPDATE … RETURNING``) and inserts; on an autocommit
+  connection the statement's transaction holds the row's lock until it
+  commits.  No pipeline, no ``NOTIFY`` (nothing LISTENs: the projections poll
+  the log).
 - **Several streams in one query** (``select_streams``, ``existing``): a
   command that needs a payment and a transaction index, or a projection batch
   that touches two hundred orders, reads them in one round trip.
@@ -18,11 +20,15 @@ What the library's recorders do not do and the hot path needs (docs/performance.
 - **Statements rendered once**: the library composes its ``SELECT`` from
   ``psycopg.sql`` pieces on every call.
 
-The ordering guarantee followers rely on is the library's, unchanged: each
-insert transaction takes the table lock before inserting and holds it to its
-commit, so notification ids become visible in the order they were issued and
-a follower never passes over an id that a slower transaction fills in later
-(``tests/integration/test_followers_pg.py`` hammers this).  The library is
+The ordering guarantee followers rely on is the one the library's
+``LOCK TABLE … IN EXCLUSIVE MODE`` gives, kept by a narrower lock: each insert
+transaction locks the counter row before it takes ids and holds it to its
+commit, so ids become visible in the order they were issued and a follower
+never passes over an id that a slower transaction fills in later
+(``tests/integration/test_followers_pg.py`` hammers this, with a negative
+control).  The counter is the log's own (one per schema), so logs in other
+schemas — other partitions — never wait for it, where the table lock of a
+distributed engine would be taken on every node.  The library is
 pinned (``pyproject.toml``) because these classes override its recorders'
 protected methods.
 """
@@ -53,6 +59,21 @@ from adapters import pg_liveness
 GROUP_MAX = 64  # callers per group commit
 SQLITE_CHUNK = 500  # SQLite's limit on bound parameters is 999 in old builds; stay well below it
 
+# The log's one insert path.  The counter row's lock is taken first and held to the commit, so transactions
+# take their ids in the order they commit and a follower never passes an id a slower transaction fills in
+# later; inserts into another log (another partition's schema) take another row and never wait for these.
+INSERT_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) RETURNS SETOF bigint "
+    "LANGUAGE plpgsql AS $BODY$ DECLARE head bigint; BEGIN "
+    "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+    "UPDATE {schema}.{counter} SET last_id = last_id + cardinality(events) RETURNING last_id INTO head; "
+    "RETURN QUERY INSERT INTO {schema}.{table} (notification_id, originator_id, originator_version, topic, state) "
+    "SELECT head - cardinality(events) + n, originator_id, originator_version, topic, state "
+    "FROM unnest(events) WITH ORDINALITY AS u(originator_id, originator_version, topic, state, n) ORDER BY n "
+    "RETURNING notification_id; "
+    "END; $BODY$"
+)
+
 
 class _Waiting:
     """One caller's events waiting to be committed with others' (group commit)."""
@@ -79,25 +100,30 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         pg_liveness.guard(datastore.pool)  # a connection that died with a restarted server is never handed out
-        # One statement per insert: a function that takes the table lock and inserts (made by `db init`, below)
+        # One statement per insert: a function that takes the log's next ids from its counter row and inserts
+        # (made by `db init`, below)
         names = {
             "schema": Identifier(datastore.schema),
             "table": Identifier(events_table_name),
-            "function": Identifier(f"{events_table_name}_insert_locked"),
+            "counter": Identifier(f"{events_table_name}_head"),
+            "function": Identifier(f"{events_table_name}_insert_ordered"),
             "event": Identifier(self.stored_event_type_name),
         }
-        self.sql_create_statements.append(
+        self.sql_create_statements += [
             SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) RETURNS SETOF bigint "
-                "LANGUAGE plpgsql AS $BODY$ BEGIN "
-                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
-                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
-                "RETURN QUERY INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-                "SELECT originator_id, originator_version, topic, state FROM unnest(events) "
-                "RETURNING notification_id; "
-                "END; $BODY$"
-            ).format(lock_timeout=datastore.lock_timeout, **names)
-        )
+                "CREATE TABLE IF NOT EXISTS {schema}.{counter} ("
+                "one boolean PRIMARY KEY DEFAULT true CHECK (one), last_id bigint NOT NULL)"
+            ).format(**names),
+            # a log written before the counter existed (ids from the table's sequence) goes on after its last id
+            SQL(
+                "INSERT INTO {schema}.{counter} (last_id) "
+                "SELECT COALESCE(MAX(notification_id), 0) FROM {schema}.{table} ON CONFLICT DO NOTHING"
+            ).format(**names),
+            SQL("DROP FUNCTION IF EXISTS {schema}.{old}").format(
+                schema=names["schema"], old=Identifier(f"{events_table_name}_insert_locked")
+            ),
+            SQL(INSERT_FUNCTION).format(lock_timeout=datastore.lock_timeout, **names),
+        ]
         # the rows go as four plain arrays in binary, made into the function's composite array by the server:
         # psycopg dumps those several times faster than a list of composite values in text (the hot path)
         self.insert_sql = (
@@ -130,7 +156,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         """Group commit: the inserts of threads that arrive while a commit is under way go in one transaction.
 
         The first caller leads: it commits what is waiting (itself included) in
-        one transaction — one table lock, one ``COMMIT``, one fsync — and wakes
+        one transaction — one turn of the counter, one ``COMMIT``, one fsync — and wakes
         each caller only after that commit, so nobody hears "stored" before its
         own events are durable.  If the group's insert hits a conflict (two
         callers wrote the same aggregate version), each caller's events are
@@ -138,8 +164,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         ``IntegrityError`` exactly as without grouping.  A caller alone pays
         nothing extra: there is no waiting window.
         """
-        if not stored_events or any(value is not None for value in kwargs.values()):  # `tracking=None` always comes
-            return cast(Sequence[int] | None, super().insert_events(stored_events, **kwargs))
+        if any(value is not None for value in kwargs.values()):  # `tracking=None` always comes
+            # the library's insert takes ids from the table's sequence, behind the counter: never mixed in
+            raise NotImplementedError("the ledger's log takes no tracking records")
+        if not stored_events:
+            return []
         mine = _Waiting(stored_events)
         with self._group_lock:
             self._waiting.append(mine)
@@ -189,15 +218,16 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _insert(self, stored_events: Sequence[StoredEvent]) -> list[int]:
-        """One statement on an autocommit connection: lock, insert and commit in one round trip.
+        """One statement on an autocommit connection: take ids, insert and commit in one round trip.
 
-        The function takes ``LOCK TABLE … IN EXCLUSIVE MODE`` before inserting,
-        and the statement's own transaction holds it until it commits — the
-        same insert-order-equals-commit-order guarantee as the library's
-        ``LOCK`` + ``INSERT`` + ``COMMIT``, without the three round trips and
-        the pipeline's bookkeeping.  (The library's own function, used with
-        ``POSTGRES_ENABLE_DB_FUNCTIONS``, lacks the lock and lets followers
-        skip events: docs/performance.md.)
+        The function locks the log's counter row as it takes the ids, and the
+        statement's own transaction holds it until it commits — the same
+        insert-order-equals-commit-order guarantee as the library's ``LOCK`` +
+        ``INSERT`` + ``COMMIT``, without the three round trips, the pipeline's
+        bookkeeping, or a lock on the whole table.  (The library's own
+        function, used with ``POSTGRES_ENABLE_DB_FUNCTIONS``, takes ids from
+        the sequence without any lock and lets followers skip events:
+        docs/performance.md.)
         """
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.insert_sql, columns(stored_events), prepare=True)

@@ -6,6 +6,13 @@ record payments while a follower pages through the log the way
 ``projections.core`` does, remembering only its position.  Whatever it saw
 must be exactly what the table holds when the writers stop: an id committed
 after the follower had passed it would be lost for good.
+
+The log's ids are ordered by its counter row (``adapters.recorders``).  The
+same hammering runs with a random pause inside each insert's transaction,
+after the ids are taken, so commits that could overtake each other would; and
+a negative control swaps in an insert that takes its ids from the table's
+sequence without the counter (what the library's own function does): the
+follower must then miss events, which shows the check can fail.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from psycopg.sql import SQL, Identifier
 
-from adapters.recorders import LedgerPostgresRecorder
+from adapters.recorders import INSERT_FUNCTION, LedgerPostgresRecorder
 from application.ledger import Ledger
 from application.orders import Orders
 from bootstrap.ledger import open_ledger
@@ -40,7 +48,60 @@ def ledgers(postgres: ThrowawayPostgres) -> Iterator[tuple[Ledger, Ledger]]:
     second.close()
 
 
-def test_a_follower_misses_nothing_while_writers_hammer_the_log(ledgers: tuple[Ledger, Ledger]) -> None:
+PAUSE = "PERFORM pg_sleep(random() * 0.003); "
+# ids from the table's sequence, no counter: a transaction that took a smaller id may commit after a larger one
+UNORDERED = (
+    "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) RETURNS SETOF bigint "
+    "LANGUAGE plpgsql AS $BODY$ BEGIN "
+    "RETURN QUERY INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+    "SELECT originator_id, originator_version, topic, state FROM unnest(events) RETURNING notification_id; "
+    "PERFORM pg_sleep(random() * 0.003); "
+    "END; $BODY$"
+)
+
+
+def recorder_of(ledger: Ledger) -> LedgerPostgresRecorder:
+    assert isinstance(ledger.recorder, LedgerPostgresRecorder)
+    return ledger.recorder
+
+
+def replace_insert_function(ledger: Ledger, body: str) -> None:
+    """Swap the log's insert function for ``body`` (the shipped one, paused, or the negative control)."""
+    recorder = recorder_of(ledger)
+    table = recorder.events_table_name
+    names = {
+        "schema": Identifier(recorder.datastore.schema),
+        "table": Identifier(table),
+        "counter": Identifier(f"{table}_head"),
+        "function": Identifier(f"{table}_insert_ordered"),
+        "event": Identifier(recorder.stored_event_type_name),
+    }
+    with recorder.datastore.transaction(commit=True) as curs:
+        curs.execute(SQL(body).format(lock_timeout=5, **names))  # type: ignore[arg-type]  # our own constants
+
+
+@pytest.mark.parametrize("insert", ["shipped", "paused"])
+def test_a_follower_misses_nothing_while_writers_hammer_the_log(ledgers: tuple[Ledger, Ledger], insert: str) -> None:
+    if insert == "paused":  # every insert's transaction dawdles after taking its ids: still nothing skipped
+        replace_insert_function(ledgers[0], INSERT_FUNCTION.replace("INTO head; ", "INTO head; " + PAUSE))
+    seen, stored, writes = hammer(ledgers)
+    assert writes > 100  # the writers really ran
+    assert max(recorder_of(ledger).largest_group for ledger in ledgers) > 1  # and their commits were grouped
+    assert seen == stored  # every id, in order, none skipped, none twice
+    assert len(set(stored)) == len(stored)
+
+
+def test_negative_control_a_follower_misses_events_when_ids_are_not_ordered_by_commit(
+    ledgers: tuple[Ledger, Ledger],
+) -> None:
+    replace_insert_function(ledgers[0], UNORDERED)
+    seen, stored, writes = hammer(ledgers)
+    assert writes > 100
+    assert set(seen) < set(stored)  # the follower passed ids that were committed after it had read past them
+
+
+def hammer(ledgers: tuple[Ledger, Ledger]) -> tuple[list[int], list[int], int]:
+    """Twelve writers for a few seconds and one follower: (ids the follower saw, ids stored, orders written)."""
     assert all(isinstance(ledger.recorder, LedgerPostgresRecorder) for ledger in ledgers)
     stop, written = threading.Event(), threading.Event()
     seen: list[int] = []
@@ -92,10 +153,7 @@ def test_a_follower_misses_nothing_while_writers_hammer_the_log(ledgers: tuple[L
     written.set()
     follower.join(timeout=60)
     stored = [n.id for n in ledgers[0].recorder.select_notifications(1, 10_000_000)]
-    assert writes[0] > 100  # the writers really ran
-    assert max(ledger.recorder.largest_group for ledger in ledgers) > 1  # and their commits were grouped
-    assert seen == stored  # every id, in order, none skipped, none twice
-    assert len(set(stored)) == len(stored)
+    return seen, stored, writes[0]
 
 
 def test_group_commit_answers_each_caller_alone_when_one_conflicts(ledgers: tuple[Ledger, Ledger]) -> None:
@@ -127,3 +185,31 @@ def test_group_commit_answers_each_caller_alone_when_one_conflicts(ledgers: tupl
     topics = [n.topic for n in ledger.recorder.select_notifications(1, 100_000)]
     assert topics.count("zhangben.Payment.Paid") == 1 + len(others)
     assert topics.count("zhangben.Order.Paid") == 1 + len(others)
+
+
+def test_a_log_written_before_the_counter_goes_on_after_its_last_id(postgres: ThrowawayPostgres) -> None:
+    """``db init`` on a log whose ids came from the table's sequence (no counter row yet) starts after them."""
+    url = postgres.create_database("upgrade")
+    ledger = open_ledger(url, create_tables=True)
+    try:
+        recorder = ledger.recorder
+        assert isinstance(recorder, LedgerPostgresRecorder)
+        replace_insert_function(ledger, UNORDERED.replace(PAUSE, ""))  # as today's `main` wrote: sequence ids
+        for i in range(3):
+            Orders(ledger).create_order(MCHID, f"U-{i}", OrderTerms(100, "upgrade", "native"))
+        with recorder.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("DROP TABLE {}").format(Identifier(recorder.datastore.schema, "ledger_events_head")))
+            curs.execute(SQL("SELECT setval(pg_get_serial_sequence('ledger_events', 'notification_id'), 1000)"))
+        before = recorder.max_notification_id()
+    finally:
+        ledger.close()
+    ledger = open_ledger(url, create_tables=True)  # `zhangben db init` again, with the counter
+    try:
+        Orders(ledger).create_order(MCHID, "U-after", OrderTerms(100, "upgrade", "native"))
+        ids = [n.id for n in ledger.recorder.select_notifications(1, 1000)]
+        assert before is not None and before < 1000
+        new = [i for i in ids if i > before]
+        assert len(ids) == len(set(ids)) and ids == sorted(ids)  # no id reused
+        assert new == list(range(before + 1, before + 1 + len(new))) and new  # none skipped after the old log's last
+    finally:
+        ledger.close()
