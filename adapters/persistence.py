@@ -15,7 +15,7 @@ One URL configures the store.  What we always set, and why
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -75,9 +75,24 @@ class StoreUrl:
     user: str = ""
     password: str = ""
     dbname: str = ""
+    # PostgreSQL: the schema the ledger's tables are in (a partition's `pNNN`, or `directory`); its connections
+    # see it first on their search_path.  A URL alone names partition 0 (docs/scale-out.md).
+    schema: str = ""
 
     def __str__(self) -> str:
         return redact(self.raw)
+
+    def in_schema(self, schema: str) -> StoreUrl:
+        """The same database, another schema (PostgreSQL; SQLite and memory have one of everything)."""
+        return replace(self, schema=schema) if self.kind == "postgres" else self
+
+
+def partition_schema(partition: int) -> str:
+    """Partition ``partition``'s schema: ``p000`` … ``p999``."""
+    return f"p{partition:03d}"
+
+
+DIRECTORY_SCHEMA = "directory"  # what is not one merchant's money: merchants' partitions, the partition map
 
 
 def redact(url: str) -> str:
@@ -130,6 +145,7 @@ def parse_url(url: str) -> StoreUrl:
             user=unquote(parts.username),
             password=unquote(parts.password or ""),
             dbname=dbname,
+            schema=partition_schema(0),
         )
     raise DatabaseUrlError(
         f"unsupported database URL {redact(url)!r}: use sqlite:///path or postgresql://user:pass@host/db"
@@ -156,6 +172,7 @@ def event_store_env(store: StoreUrl, *, create_tables: bool) -> dict[str, str]:
             "POSTGRES_USER": store.user,
             "POSTGRES_PASSWORD": store.password,
             "POSTGRES_DBNAME": store.dbname,
+            "POSTGRES_SCHEMA": store.schema,
             # also the wait for a pooled connection, which the library retries ten times: kept short so a
             # dead server is noticed in seconds (api/db_gate.py), not minutes
             "POSTGRES_CONNECT_TIMEOUT": "2",
@@ -179,7 +196,7 @@ def connection_kwargs(store: StoreUrl, timeout: int, *, autocommit: bool = False
         "dbname": store.dbname,
         "connect_timeout": timeout,
         "autocommit": autocommit,
-    }
+    } | ({"options": f"-c search_path={store.schema}"} if store.schema else {})
 
 
 def connect(store: StoreUrl, timeout: int, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:

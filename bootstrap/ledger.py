@@ -6,7 +6,7 @@ Kept apart from ``bootstrap.wiring`` so that ``zhangben history`` or
 
 from __future__ import annotations
 
-from adapters import persistence
+from adapters import persistence, schemas
 from application.ledger import Clock, Ledger
 from bootstrap.clock import system_clock
 
@@ -17,9 +17,20 @@ def open_ledger(
     create_tables: bool = False,
     clock: Clock = system_clock,
 ) -> Ledger:
-    """Open the ledger on ``database_url``, failing in one clear line if it cannot."""
-    store = persistence.parse_url(database_url)
+    """Open the ledger on ``database_url`` (partition 0's), failing in one clear line if it cannot."""
+    return open_store(persistence.parse_url(database_url), create_tables=create_tables, clock=clock)
+
+
+def open_store(
+    store: persistence.StoreUrl,
+    *,
+    create_tables: bool = False,
+    clock: Clock = system_clock,
+) -> Ledger:
+    """Open the ledger on ``store`` (one partition's schema), failing in one clear line if it cannot."""
     persistence.check_reachable(store, create=create_tables)
+    if create_tables:
+        schemas.prepare(store)  # its schema made; a database of before partitions moved into partition 0
     ledger = Ledger(env=persistence.event_store_env(store, create_tables=create_tables), clock=clock)
     try:
         ledger.recorder.max_notification_id()

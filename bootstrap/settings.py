@@ -18,6 +18,8 @@ from typing import Any
 from adapters.persistence import DEFAULT_DATABASE_URL
 from adapters.secretbox import DataKeyError, read_keyring
 from adapters.wechatpay import miniprogram, oauth
+from domain.errors import InvalidInput
+from domain.partitions import check_count
 
 DEFAULT_CONFIG = "zhangben.toml"
 DEFAULT_WECHATPAY_BASE_URL = "https://api.mch.weixin.qq.com"
@@ -62,6 +64,8 @@ class Settings:
     public_base_url: str | None = None
     merchants: list[dict[str, Any]] = field(default_factory=list)
     admission: AdmissionLimits = AdmissionLimits()
+    # `[partitioning] partitions`: the deployment's logical partitions, fixed once chosen (docs/scale-out.md)
+    partitions: int = 1
 
     def merchant_ids(self, api: str | None = None) -> list[str]:
         """The ids orders are kept under: ``sub_mchid`` for a partner's sub-merchant, else ``mchid``.
@@ -117,7 +121,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         public_base_url=(env.get("ZHANGBEN_PUBLIC_BASE_URL") or data.get("public_base_url") or "").rstrip("/") or None,
         merchants=merchants,
         admission=_admission(path, data.get("admission", {})),
+        partitions=_partitions(path, data.get("partitioning", {})),
     )
+
+
+def _partitions(config_path: Path, table: Any) -> int:
+    """``[partitioning] partitions = N``: 1 … 1000 (SQLite holds one: it is one file)."""
+    if not isinstance(table, dict):
+        raise SettingsError(f"{config_path}: [partitioning] must be a table")
+    unknown = sorted(set(table) - {"partitions"})
+    if unknown:
+        raise SettingsError(f"{config_path}: [partitioning] has no setting {unknown[0]!r}; it has partitions")
+    try:
+        return check_count(table.get("partitions", 1))
+    except InvalidInput as exc:
+        raise SettingsError(f"{config_path}: [partitioning] {exc}") from None
 
 
 def _admission(config_path: Path, table: Any) -> AdmissionLimits:

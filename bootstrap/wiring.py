@@ -8,12 +8,14 @@ read models to the use cases that read them.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from typing import cast
 
-from adapters import metrics, persistence
+from adapters import metrics, persistence, schemas
 from adapters.async_store import AsyncEventStore
 from adapters.bill_archive import BillArchive
+from adapters.directory import Directory
 from adapters.leases import Leases
 from adapters.recorders import LedgerPostgresRecorder
 from adapters.refusals import RefusalCounter
@@ -30,6 +32,7 @@ from application.callbacks import Callbacks
 from application.cashier_links import CashierLinks
 from application.finance import Finance
 from application.ledger import Clock, Ledger
+from application.partitions import Partitions
 from application.payers import Payers
 from application.payments import PaymentService
 from application.products import Products
@@ -38,8 +41,8 @@ from application.refunding import RefundService
 from application.rooms import Rooms
 from application.webhooks import Webhooks
 from bootstrap.clock import system_clock
-from bootstrap.ledger import open_ledger
-from bootstrap.settings import DEFAULT_WECHATPAY_BASE_URL, Settings
+from bootstrap.ledger import open_ledger, open_store
+from bootstrap.settings import DEFAULT_WECHATPAY_BASE_URL, Settings, SettingsError
 from projections.business_events import BusinessEvents
 from projections.core import EventLog, Follower
 from projections.journal import Journal
@@ -117,10 +120,36 @@ def reseal_secrets(settings: Settings) -> tuple[int, int]:
         db.close()
 
 
-def init_database(settings: Settings) -> None:
-    """``zhangben db init``: the event store's tables, the views' and the scheduler's leases, once."""
-    ledger = open_ledger(settings.database_url, create_tables=True)
-    db = ViewDatabase(persistence.parse_url(settings.database_url))
+def init_database(settings: Settings, *, clock: Clock = system_clock) -> None:
+    """``zhangben db init``: the directory, then each partition's event store, views and leases, once.
+
+    The directory comes first: it refuses a number of partitions other than
+    the one the database was made with before any schema is made for it.
+    """
+    store = persistence.parse_url(settings.database_url)
+    persistence.check_reachable(store, create=True)
+    if store.kind != "postgres" and settings.partitions > 1:
+        raise SettingsError(
+            f"[partitioning] partitions = {settings.partitions} needs PostgreSQL: {store} holds one partition"
+        )
+    directory_store = store.in_schema(persistence.DIRECTORY_SCHEMA)
+    schemas.prepare(directory_store)
+    with closing(ViewDatabase(directory_store)) as db:
+        directory = Directory(db)
+        directory.create_tables()
+        directory.fix_partitions(
+            settings.partitions, {p: persistence.partition_schema(p) for p in range(settings.partitions)}
+        )
+    for partition in range(settings.partitions):
+        init_partition(settings, store.in_schema(persistence.partition_schema(partition)))
+    with closing(ViewDatabase(directory_store)) as db:
+        Partitions(Directory(db), clock).place_configured(settings.merchant_ids())
+
+
+def init_partition(settings: Settings, store: persistence.StoreUrl) -> None:
+    """One partition's tables: its event log (a database of before partitions moved into partition 0), views, state."""
+    ledger = open_store(store, create_tables=True)
+    db = ViewDatabase(store)
     try:
         views = build_views(ledger, db)
         for follower in views.followers.values():
@@ -143,6 +172,11 @@ def init_database(settings: Settings) -> None:
 
 
 def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
+    if settings.partitions > 1:  # routing each merchant to its partition's store is the next step of issue 26
+        raise SettingsError(
+            f"[partitioning] partitions = {settings.partitions}: this release serves one partition; "
+            "`db init` and `zhangben partitions` already work with more"
+        )
     # against the real WeChat Pay, notify URLs must be https; the sandbox takes http
     real = settings.wechatpay_base_url.rstrip("/") == DEFAULT_WECHATPAY_BASE_URL
     merchants = load_merchants(settings.merchants, settings.config_path, https_only=real)

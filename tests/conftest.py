@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from adapters import schemas
+from adapters.persistence import parse_url
 from zhangben.pgserver import PostgresUnavailable, ThrowawayPostgres
 
 pytest_plugins = ["tests.fixtures_sandbox"]
@@ -36,7 +38,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/ledger.db"
     server: ThrowawayPostgres = request.getfixturevalue("postgres")
-    return server.create_database()
+    url = server.create_database()
+    schemas.prepare(parse_url(url))  # partition 0's schema, as `db init` leaves it, for tests that make tables alone
+    return url
 
 
 class FakeClock:

@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_rotate.set_defaults(handler="zhangben.commands:cmd_apikey_rotate")
 
     _finance_commands(commands)
+    _partition_commands(commands)
     _scheduler_commands(commands)
     _webhook_commands(commands)
 
@@ -220,6 +221,20 @@ def _finance_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     run = sub.add_parser("run", help="run one projection in this process")
     run.add_argument("name", choices=PROJECTIONS, help="the projection this process follows the log for")
     run.set_defaults(handler="zhangben.cli_finance:cmd_projections_run")
+
+
+def _partition_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("partitions", help="where each merchant's money lives ([partitioning])")
+    sub = parser.add_subparsers(title="partitions commands", metavar="COMMAND")
+    listing = sub.add_parser("list", help="each partition: its schema and database, merchants, log head, lag")
+    listing.add_argument("--merchants", action="store_true", help="also every merchant and its partition")
+    listing.set_defaults(handler="zhangben.cli_partitions:cmd_partitions_list")
+    place = sub.add_parser(
+        "place", help="put a merchant on a partition before it is first configured (a big one); never moved after"
+    )
+    place.add_argument("merchant", metavar="MCHID", help="the merchant: mchid, or sub_mchid of a sub-merchant")
+    place.add_argument("--partition", type=int, required=True, metavar="P", help="the partition, from 0")
+    place.set_defaults(handler="zhangben.cli_partitions:cmd_partitions_place")
 
 
 def _scheduler_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

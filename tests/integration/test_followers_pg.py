@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 import pytest
 from psycopg.sql import SQL, Identifier
 
+from adapters.persistence import parse_url, partition_schema
 from adapters.recorders import INSERT_FUNCTION, LedgerPostgresRecorder
 from application.ledger import Ledger
 from application.orders import Orders
-from bootstrap.ledger import open_ledger
+from bootstrap.ledger import open_ledger, open_store
 from domain.notices import TransactionNotice
 from domain.requests import OrderTerms
 from zhangben.pgserver import ThrowawayPostgres
@@ -89,6 +90,37 @@ def test_a_follower_misses_nothing_while_writers_hammer_the_log(ledgers: tuple[L
     assert max(recorder_of(ledger).largest_group for ledger in ledgers) > 1  # and their commits were grouped
     assert seen == stored  # every id, in order, none skipped, none twice
     assert len(set(stored)) == len(stored)
+
+
+@pytest.mark.parametrize("insert", ["shipped", "paused"])
+def test_each_partition_s_follower_misses_nothing_while_both_partitions_are_hammered(
+    postgres: ThrowawayPostgres, insert: str
+) -> None:
+    """Two partitions (two schemas, each its own log and counter) written at once: each follower exact on its own."""
+    store = parse_url(postgres.create_database("parts"))
+    pairs = []
+    for partition in (0, 1):
+        schema = store.in_schema(partition_schema(partition))
+        pairs.append((open_store(schema, create_tables=True), open_store(schema)))
+    try:
+        if insert == "paused":
+            for first, _ in pairs:
+                replace_insert_function(first, INSERT_FUNCTION.replace("INTO head; ", "INTO head; " + PAUSE))
+        results: list[tuple[list[int], list[int], int]] = []
+        threads = [threading.Thread(target=lambda pair=pair: results.append(hammer(pair))) for pair in pairs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for pair in pairs:
+            for ledger in pair:
+                ledger.close()
+    assert len(results) == 2
+    for seen, stored, writes in results:
+        assert writes > 50
+        assert seen == stored and len(set(stored)) == len(stored)
+    assert results[0][1][:5] == results[1][1][:5] == [1, 2, 3, 4, 5]  # each partition numbers its own log
 
 
 def test_negative_control_a_follower_misses_events_when_ids_are_not_ordered_by_commit(
@@ -199,7 +231,8 @@ def test_a_log_written_before_the_counter_goes_on_after_its_last_id(postgres: Th
             Orders(ledger).create_order(MCHID, f"U-{i}", OrderTerms(100, "upgrade", "native"))
         with recorder.datastore.transaction(commit=True) as curs:
             curs.execute(SQL("DROP TABLE {}").format(Identifier(recorder.datastore.schema, "ledger_events_head")))
-            curs.execute(SQL("SELECT setval(pg_get_serial_sequence('ledger_events', 'notification_id'), 1000)"))
+            log = f"{recorder.datastore.schema}.ledger_events"
+            curs.execute("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), 1000)", (log,))
         before = recorder.max_notification_id()
     finally:
         ledger.close()

@@ -1,0 +1,60 @@
+"""The directory and the partitions as the commands see them: ``zhangben partitions list|place`` (docs/scale-out.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+
+from adapters import persistence
+from adapters.directory import Directory
+from adapters.viewdb import ViewDatabase
+from application.ledger import Clock
+from application.partitions import Partitions
+from bootstrap.clock import system_clock
+from bootstrap.ledger import open_store
+from bootstrap.settings import Settings
+from bootstrap.wiring import build_views
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """One partition as ``partitions list`` shows it."""
+
+    partition: int
+    schema: str
+    database: str
+    merchants: int
+    head: int  # the last id of its event log
+    lag: dict[str, int]  # events each projection has still to read
+
+
+@contextmanager
+def directory(settings: Settings, clock: Clock = system_clock) -> Iterator[Partitions]:
+    """The deployment's placements, on the directory's own connection (closed after)."""
+    store = persistence.parse_url(settings.database_url)
+    persistence.check_reachable(store)
+    with closing(ViewDatabase(store.in_schema(persistence.DIRECTORY_SCHEMA))) as db:
+        if not db.columns("partition_map"):
+            raise persistence.DatabaseNotInitialised(f"database {store} has no directory: run `zhangben db init` first")
+        yield Partitions(Directory(db), clock)
+
+
+def partition_states(settings: Settings) -> list[PartitionState]:
+    """Every partition: where it lives, how many merchants, its log's head and each projection's lag."""
+    store = persistence.parse_url(settings.database_url)
+    with directory(settings) as partitions:
+        where = partitions.directory.databases()
+        placed = [p.partition for p in partitions.directory.placements()]
+    states = []
+    for partition, (schema, database) in where.items():
+        ledger = open_store(store.in_schema(schema))
+        try:
+            with closing(ViewDatabase(store.in_schema(schema))) as db:
+                followers = build_views(ledger, db).followers
+                head = ledger.recorder.max_notification_id() or 0
+                lag = {name: max(0, head - follower.position) for name, follower in followers.items()}
+        finally:
+            ledger.close()
+        states.append(PartitionState(partition, schema, database, placed.count(partition), head, lag))
+    return states

@@ -1,0 +1,96 @@
+"""A database written before partitions, upgraded in place: ``db init`` moves it into partition 0, losing nothing.
+
+``data/before-partitions.sql`` is a ``pg_dump`` of a deployment run by
+``main`` before partitions existed (commit in ``before-partitions.json``,
+with what its API answered then): three orders — paid, paid and refunded,
+open — their feed, and a merchant's API key.  Restored into a fresh database
+and started by today's code, the same key reads the same orders and the same
+feed, the feed's cursor goes on, and new payments land after the old log's
+last id.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from bootstrap.ledger import open_ledger
+from tests.deploy import deploy
+from zhangben.pgserver import ThrowawayPostgres
+
+DATA = Path(__file__).parent / "data"
+IDENTITY = ("merchant_order_no", "amount_fen", "description", "created_at", "mchid")
+
+
+def restored(postgres: ThrowawayPostgres) -> str:
+    url = postgres.create_database("upgrade")
+    subprocess.run(
+        [
+            str(postgres.bindir / "psql"),
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-f",
+            str(DATA / "before-partitions.sql"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return url
+
+
+def test_a_database_of_before_partitions_is_moved_into_partition_0_and_reads_as_before(
+    postgres: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    before: dict[str, Any] = json.loads((DATA / "before-partitions.json").read_text())
+    url = restored(postgres)
+    with psycopg.connect(url) as conn:
+        (old_head,) = conn.execute("SELECT max(notification_id) FROM public.ledger_events").fetchone() or (0,)
+    with deploy(tmp_path, url) as d:  # `serve` runs `db init` first, as compose's migrate does
+        old_key = httpx.Client(base_url=d.ledger, headers={"Authorization": f"Bearer {before['merchant_key']}"})
+        with old_key as http:
+            for no in ("OLD-PAID", "OLD-REFUNDED"):  # settled: exactly as they were
+                assert http.get(f"/v1/orders/{no}").json() == before["views"][no]
+            still_open = http.get("/v1/orders/OLD-OPEN").json()  # the jobs may have asked WeChat about it since
+            assert {k: still_open[k] for k in IDENTITY} == {k: before["views"]["OLD-OPEN"][k] for k in IDENTITY}
+            feed = http.get("/v1/events", params={"limit": 100}).json()
+            assert feed == before["feed"]  # the same events, ids and cursor
+            created = http.post(
+                "/v1/orders",
+                json={"merchant_order_no": "NEW-1", "amount_fen": 300, "description": "after", "channel": "native"},
+            )
+            assert created.status_code == 201, created.text
+            d.pay(created.json()["payment"]["out_trade_no"])
+            d.wait_status("NEW-1", "PAID")
+            after = http.get("/v1/events", params={"after": before["feed"]["next_cursor"]}).json()
+            assert [e["type"] for e in after["events"]] == ["order.paid"]
+            assert after["events"][0]["data"]["order"]["merchant_order_no"] == "NEW-1"
+        ledger = open_ledger(url)
+        try:
+            ids = [n.id for n in ledger.recorder.select_notifications(1, 100_000)]
+        finally:
+            ledger.close()
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
+    assert ids[: ids.index(old_head) + 1] == list(range(1, old_head + 1))  # the old log kept whole
+    assert ids[-1] > old_head  # and new events after it
+    schemas = tables_by_schema(url)
+    assert "public" not in schemas  # everything moved
+    assert {"ledger_events", "ledger_events_head", "order_status", "business_events"} <= schemas["p000"]
+
+
+def tables_by_schema(url: str) -> dict[str, set[str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+    found: dict[str, set[str]] = {}
+    for schema, table in rows:
+        found.setdefault(schema, set()).add(table)
+    return found

@@ -1,0 +1,37 @@
+"""``zhangben partitions list|place``: where merchants' money lives (docs/scale-out.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from bootstrap.partitioning import directory, partition_states
+from bootstrap.settings import load_settings
+from zhangben import terminal
+
+
+def cmd_partitions_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    states = partition_states(settings)
+    names = sorted({name for state in states for name in state.lag})
+    numbers = ("merchants", "head", *(f"lag {name}" for name in names))
+    rows = [
+        (str(s.partition), s.schema, s.database, str(s.merchants), str(s.head), *(str(s.lag[n]) for n in names))
+        for s in states
+    ]
+    terminal.table(("partition", "schema", "database", *numbers), rows, right=numbers)
+    if args.merchants:
+        with directory(settings) as partitions:
+            placements = partitions.directory.placements()
+        terminal.table(
+            ("merchant", "partition", "placed by", "placed at"),
+            [(p.merchant, str(p.partition), p.placed_by, p.placed_at.isoformat()) for p in placements],
+            right=("partition",),
+        )
+    return 0
+
+
+def cmd_partitions_place(args: argparse.Namespace) -> int:
+    with directory(load_settings()) as partitions:
+        placement = partitions.place(args.merchant, args.partition)
+    print(f"merchant {placement.merchant} is on partition {placement.partition} (placed by {placement.placed_by})")
+    return 0
