@@ -152,8 +152,16 @@ def parse_url(url: str) -> StoreUrl:
     )
 
 
-def event_store_env(store: StoreUrl, *, create_tables: bool) -> dict[str, str]:
-    """The library's settings for ``store``, prefixed for the ``Ledger`` application."""
+POOL_SIZE = 4  # connections an event store keeps open (more are opened as needed, up to 16 more)
+
+
+def event_store_env(store: StoreUrl, *, create_tables: bool, pool_size: int = POOL_SIZE) -> dict[str, str]:
+    """The library's settings for ``store``, prefixed for the ``Ledger`` application.
+
+    ``pool_size`` is how many connections stay open while idle: a process
+    with many partitions keeps none (each partition's pool opens them on
+    first use), so connections grow with use, not with partitions × pools.
+    """
     env: dict[str, str] = {"CREATE_TABLE": "y" if create_tables else "n"}
     if store.kind == "memory":
         env["PERSISTENCE_MODULE"] = "eventsourcing.popo"
@@ -177,7 +185,7 @@ def event_store_env(store: StoreUrl, *, create_tables: bool) -> dict[str, str]:
             # dead server is noticed in seconds (api/db_gate.py), not minutes
             "POSTGRES_CONNECT_TIMEOUT": "2",
             "POSTGRES_LOCK_TIMEOUT": "5",
-            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_POOL_SIZE": str(pool_size),
             "POSTGRES_MAX_OVERFLOW": "16",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             # the library's recorder, subclassed: several streams per query, no NOTIFY (adapters/recorders.py)

@@ -16,7 +16,7 @@ from api.admission import Admission
 from api.db_gate import DatabaseGate
 from api.observe import Observe
 from bootstrap.settings import load_settings
-from bootstrap.wiring import Runtime, build_runtime
+from bootstrap.wiring import Runtime, build_runtimes
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -31,14 +31,15 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         owned = rt is None
         if owned:  # a worker of `serve --workers N` is a process of its own, spawned with no logging set up
             logs.configure()
-        app.state.runtime = rt or build_runtime(load_settings())
+        app.state.runtime = rt or build_runtimes(load_settings()).home  # every partition's, routed by merchant
         app.state.metrics = ops.Metrics(app.state.runtime)
         app.state.db_gate = DatabaseGate(partial(_probe, app.state.runtime))
         app.state.projection_running = projection_running
         yield
-        store = app.state.runtime.ledger.async_store
-        if store is not None:  # its connections belong to this event loop
-            await store.close()
+        fleet = app.state.runtime.fleet
+        for ledger in [*(rt.ledger for rt in fleet.partitions), fleet.shared.keys_ledger]:
+            if ledger.async_store is not None:  # its connections belong to this event loop
+                await ledger.async_store.close()
         if owned:
             app.state.runtime.close()
 

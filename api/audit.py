@@ -61,9 +61,7 @@ def refused_callbacks(
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-22T00:00:00+08:00")
-    found = rt.rooms.audit.refused_callbacks_seen_by(
-        None if who.role == OPERATOR else who.mchid, reason or "", from_, to
-    )
+    found = rt.fleet.refused_callbacks_seen_by(None if who.role == OPERATOR else who.mchid, reason or "", from_, to)
     return {"refused": [_refused_view(r) for r in reversed(found[-limit:])]}
 
 

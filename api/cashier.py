@@ -26,7 +26,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from adapters.wechatpay.beijing import beijing_iso
-from api.deps import runtime
+from api.deps import runtimes
 from bootstrap.wiring import Runtime
 from domain.errors import PaymentNotFound
 from domain.money import fen_to_yuan
@@ -53,15 +53,16 @@ _sync_lock = threading.Lock()
 Token = Annotated[str, Query(alias="t", max_length=128, description="the capability in the cashier_url")]
 
 
-def _payment(rt: Runtime, out_trade_no: str, token: str) -> Payment:
-    """The payment, if ``token`` opens its order; else the same 404 as for a payment that does not exist."""
+def _payment(request: Request, out_trade_no: str, token: str) -> tuple[Runtime, Payment]:
+    """The payment and its partition's runtime, if ``token`` opens its order; else the same 404 as for a payment
+    that does not exist."""
     try:
-        payment = rt.ledger.get_payment(out_trade_no)
+        rt, payment = runtimes(request).payment(out_trade_no)
     except PaymentNotFound:
         raise HTTPException(404, "no such payment") from None
     if not rt.cashier.opens(token, payment):
         raise HTTPException(404, "no such payment")
-    return payment
+    return rt, payment
 
 
 def _status(rt: Runtime, payment: Payment) -> dict[str, Any]:
@@ -71,8 +72,7 @@ def _status(rt: Runtime, payment: Payment) -> dict[str, Any]:
 
 @router.get("/pay/{out_trade_no}", response_class=HTMLResponse)
 def cashier_page(out_trade_no: str, request: Request, t: Token = "") -> HTMLResponse:
-    rt = runtime(request)
-    payment = _payment(rt, out_trade_no, t)
+    rt, payment = _payment(request, out_trade_no, t)
     state = _status(rt, payment)
     qr = segno.make(payment.code_url, error="m").svg_inline(border=2, omitsize=True) if payment.code_url else ""
     page = TEMPLATE.format(
@@ -100,8 +100,7 @@ async def cashier_status(
     wait: Annotated[int, Query(ge=0, le=30)] = 0,
     after_version: Annotated[int, Query(ge=0)] | None = None,
 ) -> dict[str, Any]:
-    rt = runtime(request)
-    payment = await asyncio.to_thread(_payment, rt, out_trade_no, t)
+    rt, payment = await asyncio.to_thread(_payment, request, out_trade_no, t)
     state = await asyncio.to_thread(_status, rt, payment)
     deadline = time.monotonic() + wait
     while after_version is not None and state["version"] <= after_version and time.monotonic() < deadline:
@@ -112,8 +111,7 @@ async def cashier_status(
 
 @router.post("/pay/{out_trade_no}/sync")
 def cashier_sync(out_trade_no: str, request: Request, t: Token = "") -> dict[str, Any]:
-    rt = runtime(request)
-    payment = _payment(rt, out_trade_no, t)
+    rt, payment = _payment(request, out_trade_no, t)
     with _sync_lock:
         recent = time.monotonic() - _last_sync.get(out_trade_no, -1e9) < SYNC_INTERVAL_SECONDS
         if not recent:
@@ -126,8 +124,7 @@ def cashier_sync(out_trade_no: str, request: Request, t: Token = "") -> dict[str
 @router.post("/pay/{out_trade_no}/refresh")
 def cashier_refresh(out_trade_no: str, request: Request, t: Token = "") -> dict[str, Any]:
     """A new QR code once this one has expired: a new attempt of the same order (the same ``t`` opens it)."""
-    rt = runtime(request)
-    payment = _payment(rt, out_trade_no, t)
+    rt, payment = _payment(request, out_trade_no, t)
     if datetime.now(UTC) < payment.expire_at:
         raise HTTPException(409, "this QR code has not expired yet")
     checkout = rt.service.new_payment(NewAttempt(payment.mchid, payment.merchant_order_no, "native"))

@@ -28,7 +28,7 @@ from fastapi.templating import Jinja2Templates
 from adapters.exports import FORMATS, render
 from adapters.wechatpay.beijing import BEIJING, shown
 from adapters.wechatpay.errors import WechatPayError
-from api.deps import runtime
+from api.deps import runtimes
 from application.finance_exports import EXPORTS, FUND_FLOW_ITEMS, RESULTS, export_workbook
 from bootstrap.wiring import Runtime
 from domain.apikey import OPERATOR, Principal
@@ -70,6 +70,12 @@ class Session:
         self.csrf = csrf_token(key)
 
 
+def _rt(request: Request, session: Session) -> Runtime:
+    """The runtime of the session's merchant's partition (an operator's, naming none: the first partition's)."""
+    fleet = runtimes(request)
+    return fleet.at(session.who.mchid) if session.who.mchid else fleet.home
+
+
 def csrf_token(key: str) -> str:
     """Bound to the session's key: computable only by someone who holds the key."""
     return hmac.new(key.encode(), b"zhangben console csrf", hashlib.sha256).hexdigest()[:40]
@@ -79,7 +85,7 @@ def _session(request: Request) -> Session | None:
     key = request.cookies.get(COOKIE)
     if not key:
         return None
-    who = runtime(request).rooms.keys.authenticate(key)
+    who = runtimes(request).keys.authenticate(key)
     return Session(who, key) if who is not None else None
 
 
@@ -165,7 +171,7 @@ def login(
     key: Annotated[str, Form(max_length=200)],
     next_page: Annotated[str, Form(alias="next")] = "/console",
 ) -> Response:
-    who = runtime(request).rooms.keys.authenticate(key.strip())
+    who = runtimes(request).keys.authenticate(key.strip())
     if who is None:
         return _page(request, "login.html", None, next=_inside(next_page), msg="API key 无效、已撤销或已过期")
     home = _inside(next_page) if who.role in ORDER_READERS else MENU[who.role][0][0]
@@ -204,7 +210,7 @@ def orders(
 ) -> Response:
     """Search: a number (商户订单号, out_trade_no or 微信支付订单号) opens its order; else the list, filtered."""
     session = _require(request, *ORDER_READERS)
-    rt = runtime(request)
+    rt = _rt(request, session)
     if q:
         found = rt.rooms.reads.find_order_no(session.who.mchid, q)
         if found is not None:
@@ -253,7 +259,7 @@ def _day_start(text: str) -> datetime | None:
 def order_page(request: Request, merchant_order_no: str, as_of: str = "", msg: str = "") -> Response:
     """The order: its state (now, or as of a moment of its timeline), every event, payments, refunds, actions."""
     session = _require(request, *ORDER_READERS)
-    rt = runtime(request)
+    rt = _rt(request, session)
     mchid = session.who.mchid
     moment = None
     if as_of:
@@ -299,7 +305,7 @@ def resolve(
     session = _checked(request, csrf, "merchant")
     path = f"/console/orders/{quote(merchant_order_no)}"
     try:
-        runtime(request).refunding.resolve_review(
+        _rt(request, session).refunding.resolve_review(
             session.who.mchid, merchant_order_no, note, action, session.who.actor, out_trade_no or None
         )
     except REFUSED as exc:
@@ -322,7 +328,7 @@ def refund(
     number = out_refund_no if re.fullmatch(r"CR[0-9a-f]{20}", out_refund_no) else "CR" + secrets.token_hex(10)
     try:
         refund = NewRefund(session.who.mchid, merchant_order_no, number, amount_fen, reason, out_trade_no or None)
-        runtime(request).refunding.refund(refund)
+        _rt(request, session).refunding.refund(refund)
     except REFUSED as exc:
         return _back(path, f"未能退款：{exc}")
     return _back(path, f"退款 {number} 已提交")
@@ -331,7 +337,7 @@ def refund(
 @router.post("/orders/{merchant_order_no}/sync")
 def sync(request: Request, merchant_order_no: str, csrf: Annotated[str, Form()] = "") -> Response:
     session = _checked(request, csrf, "merchant", "support")
-    runtime(request).service.sync(session.who.mchid, merchant_order_no)
+    _rt(request, session).service.sync(session.who.mchid, merchant_order_no)
     return _back(f"/console/orders/{quote(merchant_order_no)}", "已向微信查询")
 
 
@@ -345,7 +351,7 @@ def note(
     session = _checked(request, csrf, "merchant", "support")
     path = f"/console/orders/{quote(merchant_order_no)}"
     try:
-        runtime(request).refunding.note_review(session.who.mchid, merchant_order_no, text, session.who.actor)
+        _rt(request, session).refunding.note_review(session.who.mchid, merchant_order_no, text, session.who.actor)
     except REFUSED as exc:
         return _back(path, f"未能记录：{exc}")
     return _back(path, "备注已记录")
@@ -363,7 +369,7 @@ def abnormal_refund(
     session = _checked(request, csrf, "merchant")
     path = f"/console/orders/{quote(order)}"
     try:
-        runtime(request).refunding.handle_abnormal_refund(
+        _rt(request, session).refunding.handle_abnormal_refund(
             session.who.mchid, out_refund_no, action, note, session.who.actor
         )
     except REFUSED as exc:
@@ -375,7 +381,7 @@ def abnormal_refund(
 def reviews(request: Request) -> Response:
     """NEEDS_REVIEW, oldest first: the queue a person works through."""
     session = _require(request, "merchant", "support")
-    queue = runtime(request).orders.oldest(session.who.mchid, OrderStatus.NEEDS_REVIEW.value, REVIEW_QUEUE_MAX)
+    queue = _rt(request, session).orders.oldest(session.who.mchid, OrderStatus.NEEDS_REVIEW.value, REVIEW_QUEUE_MAX)
     return _page(request, "reviews.html", session, queue=queue)
 
 
@@ -387,7 +393,7 @@ def reconciliation(
     request: Request, day: Annotated[str, Query(alias="date", max_length=10)] = "", msg: str = ""
 ) -> Response:
     session = _require(request, "finance")
-    rt = runtime(request)
+    rt = _rt(request, session)
     bill_date = _date(day) if day else _latest_day(rt, session.who.mchid)
     report = rt.finance.report(session.who.mchid, bill_date)
     return _page(
@@ -426,7 +432,7 @@ def acknowledge(
     session = _checked(request, csrf, "finance")
     path = f"/console/reconciliation?date={day}"
     try:
-        result = runtime(request).finance.acknowledge(
+        result = _rt(request, session).finance.acknowledge(
             session.who.mchid, _date(day), difference_id, text, session.who.actor
         )
     except LedgerError as exc:
@@ -452,7 +458,7 @@ def export_file(
     start, end = _date(day), _date(to) if to else _date(day)
     if end < start:
         raise HTTPException(422, "结束日期早于开始日期")
-    rt = runtime(request)
+    rt = _rt(request, session)
     book = export_workbook(what, rt.finance, rt.orders.created_on, [session.who.mchid], start, end)
     media = (
         "text/csv; charset=utf-8"
@@ -471,8 +477,7 @@ def export_file(
 @router.get("/refused", response_class=HTMLResponse)
 def refused(request: Request, reason: Annotated[str, Query(max_length=100)] = "") -> Response:
     session = _require(request, "auditor", OPERATOR)
-    rt = runtime(request)
-    found = rt.rooms.audit.refused_callbacks_seen_by(
+    found = runtimes(request).refused_callbacks_seen_by(
         None if session.who.role == OPERATOR else session.who.mchid, reason
     )
     return _page(request, "refused.html", session, refused=list(reversed(found[-200:])), reason=reason)
@@ -481,9 +486,9 @@ def refused(request: Request, reason: Annotated[str, Query(max_length=100)] = ""
 @router.get("/webhooks", response_class=HTMLResponse)
 def webhooks(request: Request) -> Response:
     session = _require(request, "merchant")
-    rt = runtime(request)
+    rt = _rt(request, session)
     endpoints = rt.webhooks.endpoints(session.who.mchid)
     attempts = rt.webhooks.store.recent_attempts([e.id for e in endpoints])
     for attempt in attempts:
-        attempt["event_id"] = event_id(attempt["seq"])
+        attempt["event_id"] = event_id(attempt["seq"], rt.number)
     return _page(request, "webhooks.html", session, endpoints=endpoints, attempts=attempts)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from bootstrap.wiring import Runtime
+from bootstrap.wiring import Runtime, Runtimes
 from domain.apikey import Principal
 
 # Shown in /openapi.json as the "bearer" security scheme; the 401 below is ours, not FastAPI's.
@@ -16,16 +17,14 @@ bearer = HTTPBearer(auto_error=False, description="an API key from `zhangben api
 
 
 def runtime(request: Request) -> Runtime:
+    """The first partition's runtime: the process's settings and clients, and what names no merchant."""
     rt: Runtime = request.app.state.runtime
     return rt
 
 
-async def runtime_dependency(request: Request) -> Runtime:
-    """``runtime`` as a dependency: ``async`` because it does no I/O, so FastAPI does not hop to a thread for it."""
-    return runtime(request)
-
-
-Rt = Annotated[Runtime, Depends(runtime_dependency)]
+def runtimes(request: Request) -> Runtimes:
+    """Every partition's runtime, and the way to a merchant's (``Runtimes.at``)."""
+    return runtime(request).fleet
 
 
 def await_projection(request: Request, rt: Runtime, name: str) -> None:
@@ -43,7 +42,7 @@ async def principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     """The key's holder, read on the event loop (``ApiKeys.authenticate_async``): no thread hop before the route."""
-    keys = runtime(request).rooms.keys
+    keys = runtimes(request).keys  # keys are the directory's: a key names its merchant, and so its partition
     found = await keys.authenticate_async(credentials.credentials.strip()) if credentials else None
     if found is None:
         raise HTTPException(
@@ -60,6 +59,18 @@ def role(*allowed: str) -> Callable[[Principal], Awaitable[Principal]]:
         return who
 
     return check
+
+
+async def caller_partition(request: Request, who: Annotated[Principal, Depends(principal)]) -> Runtime:
+    """The runtime of the caller's merchant's partition (no I/O once its placement is known: no thread hop)."""
+    fleet = runtimes(request)
+    if len(fleet.partitions) == 1 or not who.mchid:  # an operator's key names no merchant: the first partition
+        return fleet.home
+    return await asyncio.to_thread(fleet.at, who.mchid) if who.mchid not in fleet.placed else fleet.at(who.mchid)
+
+
+# The runtime a route works in: its caller's partition (every route that takes it also takes its caller's key)
+Rt = Annotated[Runtime, Depends(caller_partition)]
 
 
 # The caller of a route only a merchant's own key may use (orders, refunds, products, events, webhooks)

@@ -27,13 +27,15 @@ from api.models import (
     WebhookEndpointWithSecret,
 )
 from application.webhooks import EVENT_TYPES
-from projections.business_events import NAME, event_id, seq_of
+from bootstrap.wiring import Runtime
+from projections.business_events import NAME, seq_of
 
 router = APIRouter(prefix="/v1", tags=["events and webhooks"])
 
 
-def _seq(text: str) -> int:
-    seq = seq_of(text)
+def _seq(text: str, rt: Runtime) -> int:
+    """The feed position an event id names in the caller's partition (another partition's id: not found)."""
+    seq = seq_of(text, rt.number)
     if seq is None:
         raise HTTPException(404, f"event {text!r} not found")
     return seq
@@ -51,16 +53,16 @@ async def list_events(
     unknown = sorted(set(type or ()) - set(EVENT_TYPES))
     if unknown:
         raise HTTPException(422, f"unknown event types {unknown}")
-    start = _seq(after) if after else 0
+    start = _seq(after, rt) if after else 0
     await asyncio.to_thread(await_projection, request, rt, NAME)
     events = await asyncio.to_thread(rt.events.page, who.mchid, start, limit, type or ())
-    next_cursor = event_id(events[-1].seq) if events else after
+    next_cursor = events[-1].id if events else after
     return {"events": [e.body for e in events], "next_cursor": next_cursor}
 
 
 @router.get("/events/{event}", response_model=BusinessEventModel, summary="One business event")
 def get_event(event: str, who: Merchant, rt: Rt) -> dict[str, Any]:
-    found = rt.events.get(who.mchid, _seq(event))
+    found = rt.events.get(who.mchid, _seq(event, rt))
     if found is None:
         raise HTTPException(404, f"event {event!r} not found")
     return found.body
@@ -68,7 +70,7 @@ def get_event(event: str, who: Merchant, rt: Rt) -> dict[str, Any]:
 
 @router.get("/events/{event}/deliveries", response_model=DeliveryList, summary="Every attempt to push this event")
 def event_deliveries(event: str, who: Merchant, rt: Rt) -> dict[str, Any]:
-    seq = _seq(event)
+    seq = _seq(event, rt)
     if rt.events.get(who.mchid, seq) is None:
         raise HTTPException(404, f"event {event!r} not found")
     return {"deliveries": rt.webhooks.deliveries(who.mchid, seq)}
@@ -76,7 +78,7 @@ def event_deliveries(event: str, who: Merchant, rt: Rt) -> dict[str, Any]:
 
 @router.post("/events/{event}/redeliver", status_code=202, response_model=Redelivered, summary="Push this event again")
 def redeliver(event: str, who: Merchant, rt: Rt) -> dict[str, Any]:
-    seq = _seq(event)
+    seq = _seq(event, rt)
     if rt.events.get(who.mchid, seq) is None:
         raise HTTPException(404, f"event {event!r} not found")
     return {"queued": rt.webhooks.redeliver(who.mchid, seq)}

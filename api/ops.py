@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,15 +44,26 @@ class _LedgerCollector(Collector):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
+    @property
+    def parts(self) -> list[Runtime]:
+        """Every partition's runtime: the figures are the deployment's, summed."""
+        return self.rt.fleet.partitions
+
     def collect(self) -> Iterator[Any]:
         yield from self._orders()
         orders = GaugeMetricFamily("zhangben_orders", "Orders by status (status view)", labels=["status"])
         lag = GaugeMetricFamily("zhangben_projection_lag_events", "Events not yet in the view", labels=["projection"])
-        try:
-            for status, count in sorted(self.rt.orders.counts_by_status().items()):
+        try:  # summed over the partitions; a projection's lag is its most behind partition's
+            statuses: Counter[str] = Counter()
+            lags: dict[str, int] = {}
+            for rt in self.parts:
+                statuses.update(rt.orders.counts_by_status())
+                for name, follower in rt.followers.items():
+                    lags[name] = max(lags.get(name, 0), follower.lag())
+            for status, count in sorted(statuses.items()):
                 orders.add_metric([status], count)
-            for name, follower in self.rt.followers.items():
-                lag.add_metric([name], follower.lag())
+            for name, behind in lags.items():
+                lag.add_metric([name], behind)
         except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked
             pass
         yield orders
@@ -68,9 +80,12 @@ class _LedgerCollector(Collector):
             "zhangben_order_paid_seconds", "From an order's creation to WeChat's success_time, for paid orders"
         )
         try:
-            total, paid_total, within, sum_ms = self.rt.orders.paid_latency(PAID_BOUNDS_MS)
+            figures = [rt.orders.paid_latency(PAID_BOUNDS_MS) for rt in self.parts]
         except Exception:  # noqa: BLE001 — a scrape must not fail because the database blinked
             return
+        total, paid_total = sum(f[0] for f in figures), sum(f[1] for f in figures)
+        sum_ms = sum(f[3] for f in figures)
+        within = [sum(counts) for counts in zip(*(f[2] for f in figures), strict=True)]
         created.add_metric([], total)
         paid.add_metric([], paid_total)
         buckets = [(f"{b / 1000:g}", count) for b, count in zip(PAID_BOUNDS_MS, within, strict=True)]
@@ -81,11 +96,13 @@ class _LedgerCollector(Collector):
         runs = CounterMetricFamily("zhangben_job_runs", "Scheduled job runs", labels=["job"])
         failures = CounterMetricFamily("zhangben_job_failures", "Scheduled job failures", labels=["job"])
         duration = GaugeMetricFamily("zhangben_job_last_duration_seconds", "Last run's duration", labels=["job"])
-        try:
-            for state in self.rt.leases.states():
-                runs.add_metric([state.name], state.runs)
-                failures.add_metric([state.name], state.failures)
-                duration.add_metric([state.name], (state.last_duration_ms or 0) / 1000)
+        try:  # each partition runs its own jobs: runs and failures summed, the longest last run
+            states = [state for rt in self.parts for state in rt.leases.states()]
+            for name in dict.fromkeys(state.name for state in states):
+                mine = [state for state in states if state.name == name]
+                runs.add_metric([name], sum(state.runs for state in mine))
+                failures.add_metric([name], sum(state.failures for state in mine))
+                duration.add_metric([name], max((state.last_duration_ms or 0) for state in mine) / 1000)
         except Exception:  # noqa: BLE001, S110 — no scheduler tables yet: no job metrics
             pass
         yield from (runs, failures, duration)
@@ -113,23 +130,27 @@ class _LedgerCollector(Collector):
             labels=["kind"],
         )
         try:
-            counts = self.rt.events.counts(("order.needs_review", "payment.duplicate"))
+            counts: Counter[str] = Counter()
+            for rt in self.parts:
+                counts.update(rt.events.counts(("order.needs_review", "payment.duplicate")))
             reviews.add_metric(["needs_review"], counts.get("order.needs_review", 0))
             reviews.add_metric(["duplicate"], counts.get("payment.duplicate", 0))
         except Exception:  # noqa: BLE001, S110 — a scrape must not fail because the database blinked
             pass
         yield reviews
-        try:
-            for mchid, day, matched_lines, count in self.rt.reconciliation.latest_results():
-                differences.add_metric([mchid, day], count)
-                matched.add_metric([mchid, day], matched_lines)
-            for mchid, day, count in self.rt.reconciliation.latest_fund_flow_results():
-                fund_flow.add_metric([mchid, day], count)
+        try:  # a merchant's figures are in its own partition
+            for rt in self.parts:
+                for mchid, day, matched_lines, count in rt.reconciliation.latest_results():
+                    differences.add_metric([mchid, day], count)
+                    matched.add_metric([mchid, day], matched_lines)
+                for mchid, day, count in rt.reconciliation.latest_fund_flow_results():
+                    fund_flow.add_metric([mchid, day], count)
             abnormal.add_metric(
                 [],
                 sum(
                     1
-                    for o in self.rt.orders.orders_with_open_refunds()
+                    for rt in self.parts
+                    for o in rt.orders.orders_with_open_refunds()
                     for r in o["refunds"]
                     if r["status"] == RefundStatus.ABNORMAL
                 ),
@@ -146,7 +167,10 @@ class _LedgerCollector(Collector):
             "zhangben_webhook_endpoints_failing", "Webhook endpoints that gave up after a day of retries (alert on > 0)"
         )
         try:
-            counts = self.rt.webhooks.store.counts()
+            deliveries_by: Counter[str] = Counter()
+            for rt in self.parts:
+                deliveries_by.update(rt.webhooks.store.counts())
+            counts = deliveries_by
             for state in ("pending", "delivered", "failed"):
                 deliveries.add_metric([state], counts.get(state, 0))
             failing.add_metric([], counts.get("endpoints_failing", 0))
@@ -168,7 +192,10 @@ def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "unavailable", "database": "unreachable; probing"}, status_code=503)
     try:
         rt.ledger.recorder.max_notification_id()  # the database answers
-        lags = {name: follower.lag() for name, follower in rt.followers.items()}
+        lags: dict[str, int] = {}  # each projection's most behind partition
+        for part in rt.fleet.partitions:
+            for name, follower in part.followers.items():
+                lags[name] = max(lags.get(name, 0), follower.lag())
     except Exception as exc:  # noqa: BLE001 — not ready, and say why
         if is_unavailable(exc) and gate is not None:
             gate.suspect(str(exc))

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import StoredEvent
 
 from application.ledger import Ledger, retry_on_conflict
 from domain.apikey import ROLES, ApiKey, Principal
@@ -141,3 +142,27 @@ class ApiKeys:
         old.expire(now + grace, f"rotated to {new.key_id}")
         self.ledger.save(old, new)
         return key, new
+
+
+KEY_TOPICS = (ApiKey.Created.TOPIC, ApiKey.Expiring.TOPIC, ApiKey.Revoked.TOPIC)
+
+
+def move_keys_to_directory(partition: Ledger, directory: Ledger) -> int:
+    """Copy the API keys a database of before partitions kept in its one log into the directory's log, once.
+
+    A key names its merchant only once it is checked, so keys live in the
+    directory, not a partition (docs/scale-out.md).  Each event is copied as
+    stored (same aggregate, version, topic and state), so a key issued
+    before the upgrade still works; a directory that already holds keys is
+    left alone.  Returns the number of events copied.
+    """
+    if directory.recorder.select_notifications(1, 1, topics=KEY_TOPICS):
+        return 0
+    copied: list[StoredEvent] = []
+    start = 1
+    while page := partition.recorder.select_notifications(start, 1000, topics=KEY_TOPICS):
+        copied += [StoredEvent(n.originator_id, n.originator_version, n.topic, n.state) for n in page]
+        start = page[-1].id + 1
+    if copied:
+        directory.recorder.insert_events(copied)
+    return len(copied)

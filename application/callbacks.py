@@ -67,6 +67,9 @@ class Callbacks:
         self.audit = audit  # where refusals are kept
         self.keys = keys  # WeChat's keys per merchant (the v3 client's), to verify v3 notifications
         self.refusals = refusals  # per-source counts and the limit on refusals kept (None: keep every one)
+        # the Callbacks of a merchant's partition (docs/scale-out.md): a callback names its merchant once read,
+        # and is applied there; one partition: this one
+        self.route: Callable[[str], Callbacks] = lambda merchant: self
         # each API's merchants, once: a notification is verified against its own API's only
         self.v3_merchants = {key: m for key, m in payments.merchants.items() if not m.is_v2}
         self.v2_merchants = {key: m for key, m in payments.merchants.items() if m.is_v2}
@@ -120,13 +123,14 @@ class Callbacks:
         (``PaymentService.apply_transaction_async``); anything else, and a refusal's record, go to a thread."""
         try:
             callback = read(self._named(merchants, arrival.mchid))
+            desk = self.route(callback.merchant.mchid)
             if callback.event_type != "TRANSACTION.SUCCESS":
-                return await asyncio.to_thread(self.dispatch[callback.event_type], callback)
+                return await asyncio.to_thread(desk.dispatch[callback.event_type], callback)
             notice = callback.notice
             assert isinstance(notice, TransactionNotice)  # noqa: S101 — TRANSLATIONS gives this type for this event
             mchid = callback.merchant.mchid
             try:
-                outcome = await self.payments.apply_transaction_async(
+                outcome = await desk.payments.apply_transaction_async(
                     notice, "notification", callback.notification, mchid
                 )
             except PaymentNotFound:
@@ -149,7 +153,7 @@ class Callbacks:
         try:
             callback = read(self._named(merchants, arrival.mchid))
             # the readers translate only the types in TRANSLATIONS, each of which has a use case here
-            return self.dispatch[callback.event_type](callback)
+            return self.route(callback.merchant.mchid).dispatch[callback.event_type](callback)
         except (SignatureError, CallbackRejected, CallbackRefused) as exc:
             self.refused(arrival, str(exc))
             raise
@@ -174,7 +178,9 @@ class Callbacks:
                 raise RefusalsThrottled(source)
         if arrival.mchid is not None and arrival.mchid not in self.payments.merchants:
             arrival = replace(arrival, mchid=None)
-        self.audit.record_refused_callback(arrival, reason)
+        # kept in the partition of the merchant its path names; naming none, in this one (the first partition's)
+        desk = self if arrival.mchid is None else self.route(arrival.mchid)
+        desk.audit.record_refused_callback(arrival, reason)
         log.warning("refused a callback from %s: %s", source, reason)
 
     def payment_succeeded(self, callback: Callback) -> NotificationOutcome:

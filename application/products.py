@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
 from adapters.wechatpay.beijing import beijing_iso
 from adapters.wechatpay.config import Merchant
@@ -48,6 +49,8 @@ class Products:
         self.catalogue = catalogue
         self.payments = payments
         self.callbacks = callbacks
+        # the Products of a merchant's partition: a scan names its merchant once read (one partition: this one)
+        self.route: Callable[[str], Products] = lambda merchant: self
 
     def save(
         self, mchid: str, product_id: str, amount_fen: int, description: str, active: bool = True
@@ -90,7 +93,7 @@ class Products:
         except (SignatureError, WechatPayError) as exc:
             self.callbacks.refused(arrival, str(exc))
             raise
-        return self._answer(scan)
+        return self.route(scan.merchant.mchid)._answer(scan)
 
     def _answer(self, scan: ProductScan) -> bytes:
         merchant = scan.merchant

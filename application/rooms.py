@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from application.apikeys import ApiKeys
 from application.audit import Audit
 from application.bills import Bills
 from application.catalogue import Catalogue
@@ -30,7 +29,6 @@ class Rooms:
     reviews: Reviews
     refunds: Refunds
     bills: Bills
-    keys: ApiKeys
     catalogue: Catalogue
     audit: Audit
     reads: OrderReads
@@ -43,7 +41,6 @@ class Rooms:
             Reviews(ledger),
             Refunds(ledger),
             Bills(ledger),
-            ApiKeys(ledger),
             Catalogue(ledger),
             Audit(ledger),
             OrderReads(ledger),

@@ -21,17 +21,30 @@ def open_ledger(
     return open_store(persistence.parse_url(database_url), create_tables=create_tables, clock=clock)
 
 
+def open_directory(
+    database_url: str = persistence.DEFAULT_DATABASE_URL,
+    *,
+    create_tables: bool = False,
+    clock: Clock = system_clock,
+) -> Ledger:
+    """The directory's own event log (API keys): the ``directory`` schema; on SQLite, the one file's log."""
+    store = persistence.parse_url(database_url).in_schema(persistence.DIRECTORY_SCHEMA)
+    return open_store(store, create_tables=create_tables, clock=clock)
+
+
 def open_store(
     store: persistence.StoreUrl,
     *,
     create_tables: bool = False,
     clock: Clock = system_clock,
+    pool_size: int = persistence.POOL_SIZE,
 ) -> Ledger:
     """Open the ledger on ``store`` (one partition's schema), failing in one clear line if it cannot."""
     persistence.check_reachable(store, create=create_tables)
     if create_tables:
         schemas.prepare(store)  # its schema made; a database of before partitions moved into partition 0
-    ledger = Ledger(env=persistence.event_store_env(store, create_tables=create_tables), clock=clock)
+    env = persistence.event_store_env(store, create_tables=create_tables, pool_size=pool_size)
+    ledger = Ledger(env=env, clock=clock)
     try:
         ledger.recorder.max_notification_id()
     except Exception as exc:  # noqa: BLE001 — the library wraps every driver error in its own types

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from adapters import persistence
 from adapters.directory import Directory
 from adapters.viewdb import ViewDatabase
-from application.ledger import Clock
+from application.ledger import Clock, Ledger
 from application.partitions import Partitions
 from bootstrap.clock import system_clock
 from bootstrap.ledger import open_store
@@ -38,6 +38,17 @@ def directory(settings: Settings, clock: Clock = system_clock) -> Iterator[Parti
         if not db.columns("partition_map"):
             raise persistence.DatabaseNotInitialised(f"database {store} has no directory: run `zhangben db init` first")
         yield Partitions(Directory(db), clock)
+
+
+@contextmanager
+def merchant_ledger(settings: Settings, merchant: str) -> Iterator[Ledger]:
+    """The event log of ``merchant``'s partition (a merchant never placed: partition 0's, where it has nothing)."""
+    store = persistence.parse_url(settings.database_url)
+    with directory(settings) as partitions:
+        placement = partitions.directory.placement(merchant)
+    schema = persistence.partition_schema(placement.partition if placement else 0)
+    with closing(open_store(store.in_schema(schema))) as ledger:
+        yield ledger
 
 
 def partition_states(settings: Settings) -> list[PartitionState]:

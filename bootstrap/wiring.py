@@ -9,7 +9,8 @@ read models to the use cases that read them.
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import cast
 
 from adapters import metrics, persistence, schemas
@@ -28,6 +29,7 @@ from adapters.wechatpay.client import WechatPayClient
 from adapters.wechatpay.config import load_merchants
 from adapters.wechatpay.platform import REFRESH_COOLDOWN_SECONDS
 from adapters.wechatpay.v2_client import WechatPayV2Client
+from application.apikeys import ApiKeys, move_keys_to_directory
 from application.callbacks import Callbacks
 from application.cashier_links import CashierLinks
 from application.finance import Finance
@@ -41,8 +43,11 @@ from application.refunding import RefundService
 from application.rooms import Rooms
 from application.webhooks import Webhooks
 from bootstrap.clock import system_clock
-from bootstrap.ledger import open_ledger, open_store
+from bootstrap.ledger import open_directory, open_store
 from bootstrap.settings import DEFAULT_WECHATPAY_BASE_URL, Settings, SettingsError
+from domain.audit import RefusedCallback
+from domain.errors import PaymentNotFound
+from domain.payment import Payment
 from projections.business_events import BusinessEvents
 from projections.core import EventLog, Follower
 from projections.journal import Journal
@@ -61,8 +66,32 @@ class Views:
     followers: dict[str, Follower]
 
 
+PAYMENTS_REMEMBERED = 10_000  # a payer's page asks again every few seconds: where its payment is, remembered
+
+
+@dataclass
+class Shared:
+    """What a process's partitions share: the WeChat clients, the directory (placements, API keys, throttles)."""
+
+    client: WechatPayClient
+    v2: WechatPayV2Client
+    directory_db: ViewDatabase
+    keys_ledger: Ledger
+    keys: ApiKeys
+    placements: Partitions
+    cashier: CashierLinks
+
+    def close(self) -> None:
+        self.client.close_http()
+        self.v2.close_http()
+        self.directory_db.close()
+        self.keys_ledger.close()
+
+
 @dataclass
 class Runtime:
+    """One partition's stores and the use cases over them, with what every partition shares (``fleet``)."""
+
     settings: Settings
     ledger: Ledger
     rooms: Rooms
@@ -83,13 +112,91 @@ class Runtime:
     events: BusinessEvents
     webhooks: Webhooks
     cashier: CashierLinks
+    number: int = 0  # the partition
+    fleet: Runtimes = field(init=False, repr=False)
 
     def close(self) -> None:
+        """The whole process's runtime, from its first partition's (what a caller of ``build_runtime`` holds)."""
+        self.fleet.close()
+
+    def merchants(self) -> list[str]:
+        """The configured merchants whose money is in this partition."""
+        return [m for m in self.service.merchants if self.fleet.at(m) is self]
+
+    def close_own(self) -> None:
         self.webhooks.http.close()
-        self.client.close_http()
-        self.v2.close_http()
         self.db.close()
         self.ledger.close()
+
+
+@dataclass
+class Runtimes:
+    """Every partition's runtime in this process, and the way to a merchant's (docs/scale-out.md)."""
+
+    settings: Settings
+    shared: Shared
+    partitions: list[Runtime]
+    _where: dict[str, int] = field(default_factory=dict, repr=False)
+    _payments: dict[str, int] = field(default_factory=dict, repr=False)  # out_trade_no → partition, found before
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def home(self) -> Runtime:
+        """Partition 0: what belongs to no merchant is kept there (refused callbacks naming none)."""
+        return self.partitions[0]
+
+    @property
+    def keys(self) -> ApiKeys:
+        return self.shared.keys
+
+    @property
+    def placed(self) -> dict[str, int]:
+        """The placements this process has read (a merchant's partition, once known, is known for good)."""
+        return self._where
+
+    def at(self, merchant: str) -> Runtime:
+        """The runtime of ``merchant``'s partition; placements never change, so each is read once."""
+        if len(self.partitions) == 1:
+            return self.home
+        number = self._where.get(merchant)
+        if number is None:
+            number = self._where[merchant] = self.shared.placements.partition_of(merchant)
+        return self.partitions[number]
+
+    def payment(self, out_trade_no: str) -> tuple[Runtime, Payment]:
+        """A payment found by its ``out_trade_no`` alone (a payer's link names no merchant), with its partition's
+        runtime; raises ``PaymentNotFound``.  Where each was found is remembered (it never moves)."""
+        known = self._payments.get(out_trade_no)
+        for rt in [self.partitions[known]] if known is not None else self.partitions:
+            try:
+                payment = rt.ledger.get_payment(out_trade_no)
+            except PaymentNotFound:
+                continue
+            if len(self._payments) >= PAYMENTS_REMEMBERED:
+                self._payments.clear()
+            self._payments[out_trade_no] = rt.number
+            return rt, payment
+        raise PaymentNotFound(out_trade_no)
+
+    def refused_callbacks_seen_by(
+        self, mchid: str | None, reason: str = "", start: datetime | None = None, end: datetime | None = None
+    ) -> list[RefusedCallback]:
+        """Refused callbacks a merchant's auditor sees (its partition's), or every partition's for the operator
+        (``mchid`` None), oldest first."""
+        if mchid:
+            return self.at(mchid).rooms.audit.refused_callbacks_seen_by(mchid, reason, start, end)
+        found = [
+            r for rt in self.partitions for r in rt.rooms.audit.refused_callbacks_seen_by(None, reason, start, end)
+        ]
+        return sorted(found, key=lambda r: r.received_at)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for rt in reversed(self.partitions):
+            rt.close_own()
+        self.shared.close()
 
 
 def event_log(ledger: Ledger) -> EventLog:
@@ -97,10 +204,10 @@ def event_log(ledger: Ledger) -> EventLog:
     return EventLog(ledger.recorder, ledger.mapper, ledger.repository)
 
 
-def build_views(ledger: Ledger, db: ViewDatabase) -> Views:
+def build_views(ledger: Ledger, db: ViewDatabase, partition: int = 0) -> Views:
     log, reads = event_log(ledger), OrderReads(ledger)
     orders, journal = OrderStatusView(log, db, reads.views_of_many), Journal(log, db)
-    events = BusinessEvents(log, db, reads.views_at_many)
+    events = BusinessEvents(log, db, reads.views_at_many, partition)
     followers: dict[str, Follower] = {p.name: Follower(log, db, p) for p in (orders, journal, events)}
     return Views(orders, journal, Reconciliation(db), events, followers)
 
@@ -144,6 +251,11 @@ def init_database(settings: Settings, *, clock: Clock = system_clock) -> None:
         init_partition(settings, store.in_schema(persistence.partition_schema(partition)))
     with closing(ViewDatabase(directory_store)) as db:
         Partitions(Directory(db), clock).place_configured(settings.merchant_ids())
+        SharedThrottle(db).create_tables()  # deployment-wide: platform certificate downloads, refused callbacks
+        RefusalCounter(db).create_tables()
+    if store.kind == "postgres":  # SQLite's directory is the one file's log: its keys are where they were
+        with closing(open_store(directory_store, create_tables=True)) as keys, closing(open_store(store)) as first:
+            move_keys_to_directory(first, keys)
 
 
 def init_partition(settings: Settings, store: persistence.StoreUrl) -> None:
@@ -161,8 +273,6 @@ def init_partition(settings: Settings, store: persistence.StoreUrl) -> None:
         webhooks, sessions = WebhookStore(db, box), SessionKeys(db, box)
         webhooks.create_tables()
         sessions.create_tables()
-        RefusalCounter(db).create_tables()
-        SharedThrottle(db).create_tables()
         # secrets kept in clear before sealing existed (or under a rotated-out key) are sealed now
         webhooks.reseal()
         sessions.reseal()
@@ -172,22 +282,41 @@ def init_partition(settings: Settings, store: persistence.StoreUrl) -> None:
 
 
 def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
-    if settings.partitions > 1:  # routing each merchant to its partition's store is the next step of issue 26
-        raise SettingsError(
-            f"[partitioning] partitions = {settings.partitions}: this release serves one partition; "
-            "`db init` and `zhangben partitions` already work with more"
-        )
+    """A deployment of one partition as one runtime (the tour, tests, benchmarks); ``close()`` closes it all."""
+    fleet = build_runtimes(settings, clock=clock)
+    if len(fleet.partitions) > 1:
+        fleet.close()
+        raise SettingsError(f"[partitioning] partitions = {settings.partitions}: use build_runtimes")
+    return fleet.home
+
+
+def build_runtimes(settings: Settings, *, clock: Clock = system_clock) -> Runtimes:
+    """Every partition's runtime over the shared clients and directory, each merchant routed to its own."""
+    shared = build_shared(settings, clock)
+    try:
+        fleet = Runtimes(settings, shared, [])
+        for number in range(settings.partitions):
+            fleet.partitions.append(_partition_runtime(settings, shared, number, clock))
+            fleet.partitions[-1].fleet = fleet
+            # a callback names its merchant only once read: it is recorded in that merchant's partition
+            fleet.partitions[-1].callbacks.route = lambda merchant: fleet.at(merchant).callbacks
+            fleet.partitions[-1].products.route = lambda merchant: fleet.at(merchant).products
+    except BaseException:
+        for rt in fleet.partitions:
+            rt.close_own()
+        shared.close()
+        raise
+    return fleet
+
+
+def build_shared(settings: Settings, clock: Clock) -> Shared:
     # against the real WeChat Pay, notify URLs must be https; the sandbox takes http
     real = settings.wechatpay_base_url.rstrip("/") == DEFAULT_WECHATPAY_BASE_URL
     merchants = load_merchants(settings.merchants, settings.config_path, https_only=real)
-    ledger = open_ledger(settings.database_url, clock=clock)
     store = persistence.parse_url(settings.database_url)
-    if store.kind == "postgres":  # a worker's callbacks record from its event loop (opened there on first use)
-        ledger.async_store = AsyncEventStore(store, cast(LedgerPostgresRecorder, ledger.recorder), ledger.mapper)
-    rooms = Rooms.over(ledger)
-    db = ViewDatabase(persistence.parse_url(settings.database_url))
-    box = data_keys(settings)
-    throttle = SharedThrottle(db)
+    persistence.check_reachable(store)  # one clear line for a mistyped URL, and no SQLite file made by a reader
+    directory_db = ViewDatabase(store.in_schema(persistence.DIRECTORY_SCHEMA))
+    throttle = SharedThrottle(directory_db)
     client = WechatPayClient(  # each client keeps its API's merchants
         settings.wechatpay_base_url,
         merchants,
@@ -201,19 +330,46 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     )
     metrics.instruments().listen(client.stats, "v3")  # every WeChat call this runtime makes is counted and timed
     metrics.instruments().listen(v2.stats, "v2")
-    views = build_views(ledger, db)
-    service = PaymentService(rooms, client, v2)
+    keys_ledger = open_directory(settings.database_url, clock=clock)
+    with_async_store(keys_ledger, store.in_schema(persistence.DIRECTORY_SCHEMA))
+    return Shared(
+        client,
+        v2,
+        directory_db,
+        keys_ledger,
+        ApiKeys(keys_ledger),
+        Partitions(Directory(directory_db), clock),
+        CashierLinks(settings.cashier_key, clock),
+    )
+
+
+def with_async_store(ledger: Ledger, store: persistence.StoreUrl) -> None:
+    """On PostgreSQL a worker's hot path reads and saves from its event loop (opened there on first use)."""
+    if store.kind == "postgres":
+        ledger.async_store = AsyncEventStore(store, cast(LedgerPostgresRecorder, ledger.recorder), ledger.mapper)
+
+
+def _partition_runtime(settings: Settings, shared: Shared, number: int, clock: Clock) -> Runtime:
+    store = persistence.parse_url(settings.database_url).in_schema(persistence.partition_schema(number))
+    # many partitions: each one's pool opens connections on first use and keeps none idle (docs/scale-out.md)
+    ledger = open_store(store, clock=clock, pool_size=persistence.POOL_SIZE if settings.partitions == 1 else 0)
+    with_async_store(ledger, store)
+    rooms = Rooms.over(ledger)
+    db = ViewDatabase(store)
+    box = data_keys(settings)
+    views = build_views(ledger, db, number)
+    service = PaymentService(rooms, shared.client, shared.v2)
     refunding = RefundService(service, rooms.refunds, rooms.reviews)
     payers = Payers(service, settings.wechat_api_base_url, settings.wechat_open_base_url, SessionKeys(db, box))
     finance = Finance(
         rooms.bills, refunding, views.reconciliation, views.journal, views.followers["journal"], archive=BillArchive(db)
     )
-    callbacks = Callbacks(service, refunding, rooms.audit, client.keys, RefusalCounter(db))
+    callbacks = Callbacks(service, refunding, rooms.audit, shared.client.keys, RefusalCounter(shared.directory_db))
     return Runtime(
         settings,
         ledger,
         rooms,
-        client,
+        shared.client,
         service,
         refunding,
         payers,
@@ -225,9 +381,10 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         views.reconciliation,
         views.followers,
         Leases(db),
-        v2,
+        shared.v2,
         Products(rooms.catalogue, service, callbacks),
         views.events,
         Webhooks(WebhookStore(db, box), views.events, clock, settings.webhooks_time_factor),
-        CashierLinks(settings.cashier_key, clock),
+        shared.cashier,
+        number,
     )

@@ -67,14 +67,22 @@ _PAID_TOPICS = frozenset({Order.Paid.TOPIC, Order.ReviewResolved.TOPIC})
 _DUPLICATE_REASON = "duplicate_payment"
 
 
-def event_id(seq: int) -> str:
-    return f"evt_{seq:016d}"
+def event_id(seq: int, partition: int = 0) -> str:
+    """A business event's id: its partition's feed position, naming the partition (docs/scale-out.md).
+
+    Partition 0's ids are the ones a deployment of one partition has always
+    handed out (``evt_`` and 16 digits), so they stay valid; another
+    partition's carry its number (``evt_p003_`` …), so no two merchants'
+    events share an id whatever partitions they are on.
+    """
+    return f"evt_{seq:016d}" if partition == 0 else f"evt_p{partition:03d}_{seq:016d}"
 
 
-def seq_of(event_id_text: str) -> int | None:
-    if not event_id_text.startswith("evt_") or not event_id_text[4:].isdigit():
-        return None
-    return int(event_id_text[4:])
+def seq_of(event_id_text: str, partition: int = 0) -> int | None:
+    """The feed position an id names in ``partition``; None for an id that is not one of that partition's."""
+    prefix = "evt_" if partition == 0 else f"evt_p{partition:03d}_"
+    rest = event_id_text[len(prefix) :] if event_id_text.startswith(prefix) else ""
+    return int(rest) if rest.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -85,19 +93,21 @@ class BusinessEvent:
     order_id: str
     created_at: str
     body: dict[str, Any]
+    partition: int = 0
 
     @property
     def id(self) -> str:
-        return event_id(self.seq)
+        return event_id(self.seq, self.partition)
 
 
 class BusinessEvents:
     name = NAME
     tables = ("business_events",)
 
-    def __init__(self, log: EventLog, db: ViewDatabase, views_at: ViewsAt) -> None:
+    def __init__(self, log: EventLog, db: ViewDatabase, views_at: ViewsAt, partition: int = 0) -> None:
         self.log = log
         self.db = db
+        self.partition = partition  # named in every event id
         self.views_at = views_at
 
     def create_tables(self) -> bool:
@@ -134,7 +144,7 @@ class BusinessEvents:
             for index, kind in enumerate(_kinds(n.topic, event)):
                 seq = n.id * PER_POSITION + index
                 body = {
-                    "id": event_id(seq),
+                    "id": event_id(seq, self.partition),
                     "type": kind,
                     "created_at": event.timestamp.astimezone(BEIJING).isoformat(),
                     "mchid": view["mchid"],
@@ -175,7 +185,7 @@ class BusinessEvents:
             "ORDER BY seq LIMIT ?",
             (*params, limit),
         )
-        return [_event(r) for r in rows]
+        return [_event(r, self.partition) for r in rows]
 
     def counts(self, types: Sequence[str]) -> dict[str, int]:
         """How many events of each type there are, all merchants (durable totals for ``/metrics``)."""
@@ -193,14 +203,14 @@ class BusinessEvents:
         rows = self.db.execute(
             "SELECT seq, mchid, type, order_id, created_at, body FROM business_events WHERE seq = ?", (seq,)
         )
-        return _event(rows[0]) if rows else None
+        return _event(rows[0], self.partition) if rows else None
 
     def get(self, mchid: str, seq: int) -> BusinessEvent | None:
         rows = self.db.execute(
             "SELECT seq, mchid, type, order_id, created_at, body FROM business_events WHERE seq = ? AND mchid = ?",
             (seq, mchid),
         )
-        return _event(rows[0]) if rows else None
+        return _event(rows[0], self.partition) if rows else None
 
 
 _ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
@@ -215,8 +225,8 @@ def _kinds(topic: str, event: DomainEvent) -> list[str]:
     return [kind]
 
 
-def _event(row: tuple[Any, ...]) -> BusinessEvent:
-    return BusinessEvent(int(row[0]), row[1], row[2], row[3], row[4], json.loads(row[5]))
+def _event(row: tuple[Any, ...], partition: int) -> BusinessEvent:
+    return BusinessEvent(int(row[0]), row[1], row[2], row[3], row[4], json.loads(row[5]), partition)
 
 
 def _plain(value: Any) -> Any:

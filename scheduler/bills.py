@@ -11,6 +11,7 @@ logged as warnings finance can alert on and counted in
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
 from adapters.leases import Leases
@@ -23,13 +24,16 @@ log = logging.getLogger("zhangben.scheduler")
 READY_HOUR = 10
 
 
-def run(finance: Finance, bills: Reconciliation, leases: Leases, now: datetime) -> dict[str, int]:
+def run(
+    finance: Finance, bills: Reconciliation, leases: Leases, now: datetime, merchants: Iterable[str]
+) -> dict[str, int]:
+    """Yesterday's bills of ``merchants`` (a partition's: each partition reconciles its own)."""
     local = now.astimezone(BEIJING)
     if local.hour < READY_HOUR:
         return {"imported": 0, "not_ready": 0, "differences": 0}
     day = local.date() - timedelta(days=1)
     imported = not_ready = differences = 0
-    for mchid in finance.payments.merchants:
+    for mchid in merchants:
         if not bills.has_bill(mchid, day):
             try:
                 report = finance.import_bill(mchid, day)

@@ -48,17 +48,24 @@ JOBS = (
     Job(
         "daily_bill",
         timedelta(minutes=10),
-        lambda rt, leases, now: bills.run(rt.finance, rt.reconciliation, leases, now),
+        lambda rt, leases, now: bills.run(rt.finance, rt.reconciliation, leases, now, rt.merchants()),
     ),
     Job("certificates", timedelta(hours=12), lambda rt, leases, now: certificates.run(rt.client, leases, now)),
 )
+# a partition after the first: the same jobs over its own merchants; WeChat's certificates are the process's
+PARTITION_JOBS = tuple(job for job in JOBS if job.name != "certificates")
+
+
+def jobs_of(runtime: Runtime) -> tuple[Job, ...]:
+    """The jobs a partition's scheduler runs."""
+    return JOBS if runtime.number == 0 else PARTITION_JOBS
 
 
 class Scheduler:
-    def __init__(self, runtime: Runtime, clock: Clock, jobs: tuple[Job, ...] = JOBS) -> None:
+    def __init__(self, runtime: Runtime, clock: Clock, jobs: tuple[Job, ...] | None = None) -> None:
         self.rt = runtime
         self.clock = clock
-        self.jobs = jobs
+        self.jobs = jobs_of(runtime) if jobs is None else jobs
         self.leases = runtime.leases
         self._ticker: BackgroundScheduler | None = None
 

@@ -10,12 +10,15 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import pytest
 
+from adapters.persistence import DIRECTORY_SCHEMA, StoreUrl, parse_url, partition_schema
+from adapters.viewdb import ViewDatabase
 from sandbox.keyset import init_keyset
 from zhangben import deployment as deployments
 from zhangben.cli import main
@@ -23,18 +26,24 @@ from zhangben.deployment import Deployment
 from zhangben.launch import Stack, StackError
 
 __all__ = [
+    "PARTITIONED",
     "STORES",
     "Deployment",
     "cli_in_process",
     "deploy",
     "deployment",
+    "merchant_store",
     "run_cli",
+    "shared_partitioned",
     "shared_postgres",
     "shared_sqlite",
     "sharing",
 ]
 
 STORES = ["sqlite", "postgres"]
+# the same suites again with eight partitions on PostgreSQL: the test merchants are hashed onto 7, 6, 2 and 0
+PARTITIONED = [*STORES, "partitioned"]
+PARTITIONS = 8
 
 
 # The keyset's RSA keys and certificates: generating them is most of a keyset's cost (1.4 s of CPU), so a test
@@ -78,13 +87,23 @@ def deploy(root: Path, database_url: str, workers: int = 1, **plan: Any) -> Iter
         yield running
 
 
+def merchant_store(deployment: Deployment, mchid: str) -> StoreUrl:
+    """Where ``mchid``'s money is kept in ``deployment``'s database: its partition's schema (any store)."""
+    store = parse_url(deployment.database_url)
+    with closing(ViewDatabase(store.in_schema(DIRECTORY_SCHEMA))) as directory:
+        rows = directory.execute("SELECT partition FROM merchant_partitions WHERE merchant = ?", (mchid,))
+    return store.in_schema(partition_schema(int(rows[0][0]) if rows else 0))
+
+
 def _deployed(store: str, request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = factory.mktemp(f"deploy-{store}")
-    if store == "postgres":
+    extra = ""
+    if store in ("postgres", "partitioned"):
         url, workers = request.getfixturevalue("postgres").create_database("api"), 2
+        extra = f"\n[partitioning]\npartitions = {PARTITIONS}\n" if store == "partitioned" else ""
     else:
         url, workers = f"sqlite:///{root}/ledger.db", 1
-    with deploy(root, url, workers) as deployment:
+    with deploy(root, url, workers, config_extra=extra) as deployment:
         yield deployment
 
 
@@ -105,6 +124,14 @@ def shared_sqlite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 def shared_postgres(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """The session's PostgreSQL deployment (one per test worker), likewise."""
     yield from _deployed("postgres", request, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def shared_partitioned(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """The session's deployment of eight partitions on PostgreSQL, likewise."""
+    yield from _deployed("partitioned", request, tmp_path_factory)
 
 
 def sharing(request: pytest.FixtureRequest) -> Deployment:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
+import threading
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -15,7 +17,7 @@ from adapters.wechatpay.errors import WechatPayBusinessError
 from api import logs
 from application.finance_exports import export_workbook
 from bootstrap.settings import Settings, load_settings
-from bootstrap.wiring import Runtime, build_runtime
+from bootstrap.wiring import Runtime, build_runtimes
 from projections.core import Runner
 from zhangben import terminal
 from zhangben.usage import UsageError
@@ -41,9 +43,12 @@ def chosen_merchants(settings: Settings, explicit: str | None) -> list[str]:
 
 
 def command_runtime() -> Runtime:
-    """The runtime for one command.  No command but ``db init`` (and ``serve``) runs DDL: a read command
-    never creates a database, and many workers may start at once (``tuple concurrently updated``)."""
-    return build_runtime(load_settings())
+    """The runtime for one command: the first partition's, with every partition's behind it (``rt.fleet``).
+
+    No command but ``db init`` (and ``serve``) runs DDL: a read command never
+    creates a database, and many workers may start at once (``tuple concurrently updated``).
+    """
+    return build_runtimes(load_settings()).home
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -59,7 +64,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         for mchid in merchants:
             try:
                 with terminal.progress(f"merchant {mchid}'s {bill_date} bill: lines") as advance:
-                    report = rt.finance.import_bill(mchid, bill_date, content, advance)
+                    report = rt.fleet.at(mchid).finance.import_bill(mchid, bill_date, content, advance)
             except WechatPayBusinessError as exc:
                 if not exc.is_code("NO_STATEMENT_EXIST"):
                     raise
@@ -67,14 +72,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                     f"{bill_date} merchant {mchid}: no bill from WeChat (no trades that day, or not ready before 10:00)"
                 )
                 if content is None or fund_flow is not None:  # the balance may have moved all the same
-                    differences += _reconcile_fund_flow(rt, mchid, bill_date, fund_flow)
+                    differences += _reconcile_fund_flow(rt.fleet.at(mchid), mchid, bill_date, fund_flow)
                 continue
             except BillFormatError as exc:  # BillMismatch too: a damaged file
                 raise UsageError(f"the bill cannot be read: {exc}") from None
             differences += report["differences_total"]
             _print_report(bill_date, mchid, report)
             if content is None or fund_flow is not None:
-                differences += _reconcile_fund_flow(rt, mchid, bill_date, fund_flow)
+                differences += _reconcile_fund_flow(rt.fleet.at(mchid), mchid, bill_date, fund_flow)
     finally:
         rt.close()
     return 0 if not differences else 3
@@ -151,6 +156,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     rt = command_runtime()
     try:
         mchids = chosen_merchants(rt.settings, args.merchant)
+        partitions = {rt.fleet.at(m).number for m in mchids}
+        if len(partitions) > 1:
+            raise UsageError(
+                f"the merchants chosen are on partitions {sorted(partitions)}: export one merchant at a time (--merchant)"
+            )
+        rt = rt.fleet.partitions[partitions.pop()] if partitions else rt
         if args.what == "orders":
             rt.followers["order_status"].catch_up()  # no runner in this process: the view as of now
         book = export_workbook(args.what, rt.finance, rt.orders.created_on, mchids, day_from, day_to)
@@ -180,56 +191,72 @@ def export_format(out: Path, given: str | None) -> str:
 
 
 def cmd_projections_status(args: argparse.Namespace) -> int:
-    rt = command_runtime()
+    home = command_runtime()
     try:
-        head = rt.followers["order_status"].log.head()
-        print(f"event log head: {head}")
-        rows = []
-        for name, follower in rt.followers.items():
-            position = follower.position
-            lag = follower.lag_seconds(datetime.now(UTC)) if position < head else 0.0
-            rows.append((name, position, head - position, f"{lag:.1f}" if lag else "0"))
-        numbers = ("position", "lag (events)", "lag (seconds)")
-        terminal.table(("projection", *numbers), rows, right=numbers)
+        several = len(home.fleet.partitions) > 1
+        for rt in home.fleet.partitions:
+            head = rt.followers["order_status"].log.head()
+            print(f"partition {rt.number}: event log head {head}" if several else f"event log head: {head}")
+            rows = []
+            for name, follower in rt.followers.items():
+                position = follower.position
+                lag = follower.lag_seconds(datetime.now(UTC)) if position < head else 0.0
+                rows.append((name, position, head - position, f"{lag:.1f}" if lag else "0"))
+            numbers = ("position", "lag (events)", "lag (seconds)")
+            terminal.table(("projection", *numbers), rows, right=numbers)
     finally:
-        rt.close()
+        home.close()
     return 0
 
 
 def cmd_projections_rebuild(args: argparse.Namespace) -> int:
-    rt = command_runtime()
+    home = command_runtime()
     try:
-        head = rt.followers["order_status"].log.head()
-        for name in [args.name] if args.name else [*rt.followers, "reconciliation"]:
-            start = time.perf_counter()
-            if name == "reconciliation":  # after the journal: its ledger_money is what the bills are compared with
-                with terminal.progress("rebuilding reconciliation: days") as advance:
-                    done = rt.finance.rebuild_reconciliation(advance)
-                print(f"reconciliation: {len(done['rebuilt'])} day(s) from their kept bill files")
-                if done["not_kept"]:
-                    print(f"  left as they were (no file kept): {', '.join(done['not_kept'])}")
-                continue
-            with terminal.progress(f"rebuilding {name}: events", total=head) as advance:
-                count = rt.followers[name].rebuild(advance)
-            elapsed = time.perf_counter() - start
-            rate = count / elapsed if elapsed else 0
-            print(f"{name}: replayed {count} events in {elapsed:.1f}s ({rate:,.0f} events/s)")
+        for rt in home.fleet.partitions:
+            _rebuild(rt, args.name, f"partition {rt.number}: " if len(home.fleet.partitions) > 1 else "")
     finally:
-        rt.close()
+        home.close()
     return 0
+
+
+def _rebuild(rt: Runtime, only: str | None, where: str) -> None:
+    """One partition's projections (or the one named) replayed from its log."""
+    head = rt.followers["order_status"].log.head()
+    for name in [only] if only else [*rt.followers, "reconciliation"]:
+        start = time.perf_counter()
+        if name == "reconciliation":  # after the journal: its ledger_money is what the bills are compared with
+            with terminal.progress("rebuilding reconciliation: days") as advance:
+                done = rt.finance.rebuild_reconciliation(advance)
+            print(f"{where}reconciliation: {len(done['rebuilt'])} day(s) from their kept bill files")
+            if done["not_kept"]:
+                print(f"  left as they were (no file kept): {', '.join(done['not_kept'])}")
+            continue
+        with terminal.progress(f"rebuilding {name}: events", total=head) as advance:
+            count = rt.followers[name].rebuild(advance)
+        elapsed = time.perf_counter() - start
+        rate = count / elapsed if elapsed else 0
+        print(f"{where}{name}: replayed {count} events in {elapsed:.1f}s ({rate:,.0f} events/s)")
 
 
 def cmd_projections_run(args: argparse.Namespace) -> int:
     """A projection in its own process (scale-out); run ``serve --no-projections`` beside it."""
     logs.configure()  # JSON lines, as every long-running process
-    rt = command_runtime()  # several runners may start at once: DDL is `zhangben db init`'s
-    runner = Runner([rt.followers[args.name]])
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
-    print(f"projection {args.name} following the log from position {rt.followers[args.name].position}", flush=True)
+    home = command_runtime()  # several runners may start at once: DDL is `zhangben db init`'s
+    runners = [Runner([rt.followers[args.name]]) for rt in home.fleet.partitions]  # a thread per partition
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for rt, runner in zip(home.fleet.partitions, runners, strict=True):
+        print(
+            f"projection {args.name} following the log of partition {rt.number} from {rt.followers[args.name].position}"
+        )
+        runner.start()
+    sys.stdout.flush()
     try:
-        runner.run()
+        stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        rt.close()
+        for runner in runners:
+            runner.stop()
+        home.close()
     return 0

@@ -20,26 +20,29 @@ def cmd_webhooks_run(args: argparse.Namespace) -> int:
     in the database, so exactly one process sends it at a time.
     """
     logs.configure()  # JSON lines, as every long-running process
-    rt = command_runtime()  # DDL is `zhangben db init`'s, as for the scheduler
-    worker = DeliveryWorker(rt.webhooks)
+    home = command_runtime()  # DDL is `zhangben db init`'s, as for the scheduler
+    workers = [(rt, DeliveryWorker(rt.webhooks)) for rt in home.fleet.partitions]  # each partition's deliveries
     try:
         if args.once:
-            rt.followers["business_events"].catch_up()
-            while worker.tick() or not worker.idle():
-                time.sleep(0.05)
+            for rt, worker in workers:
+                rt.followers["business_events"].catch_up()
+                while worker.tick() or not worker.idle():
+                    time.sleep(0.05)
             return 0
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print("webhook delivery running (Ctrl-C stops it)", flush=True)
-        worker.start()
+        for _, worker in workers:
+            worker.start()
         try:
             stop.wait()
         except KeyboardInterrupt:
             pass
         return 0
     finally:
-        worker.stop()
-        rt.close()
+        for _, worker in workers:
+            worker.stop()
+        home.close()
 
 
 def cmd_webhooks_create(args: argparse.Namespace) -> int:
@@ -47,7 +50,7 @@ def cmd_webhooks_create(args: argparse.Namespace) -> int:
     try:
         mchid = chosen_merchants(rt.settings, args.merchant)[0]
         types = [t.strip() for t in args.events.split(",") if t.strip()] if args.events else None
-        endpoint = rt.webhooks.create_endpoint(mchid, args.url, types)
+        endpoint = rt.fleet.at(mchid).webhooks.create_endpoint(mchid, args.url, types)
         print(f"endpoint {endpoint.id} for {mchid}: {endpoint.url}")
         print(f"events: {', '.join(endpoint.types)}")
         print(f"signing secret (shown once, keep it in the receiver's secret store): {endpoint.secret}")
@@ -60,7 +63,7 @@ def cmd_webhooks_list(args: argparse.Namespace) -> int:
     rt = command_runtime()
     try:
         mchid = chosen_merchants(rt.settings, args.merchant)[0]
-        endpoints = rt.webhooks.endpoints(mchid)
+        endpoints = rt.fleet.at(mchid).webhooks.endpoints(mchid)
         if not endpoints:
             print(f"no webhook endpoint for {mchid}")
         else:
@@ -85,7 +88,7 @@ def cmd_webhooks_delete(args: argparse.Namespace) -> int:
     rt = command_runtime()
     try:
         mchid = chosen_merchants(rt.settings, args.merchant)[0]
-        rt.webhooks.delete_endpoint(mchid, args.endpoint_id)
+        rt.fleet.at(mchid).webhooks.delete_endpoint(mchid, args.endpoint_id)
         print(f"endpoint {args.endpoint_id} deleted")
     finally:
         rt.close()

@@ -14,10 +14,10 @@ from adapters.secretbox import rotate
 from adapters.wechatpay.beijing import BEIJING
 from application.apikeys import ApiKeys
 from application.history import HistoryEvent
-from application.ledger import Ledger
 from application.reads import OrderReads
 from application.views import OrderView
-from bootstrap.ledger import open_ledger
+from bootstrap.ledger import open_directory
+from bootstrap.partitioning import merchant_ledger
 from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import reseal_secrets
 from domain.apikey import DEPLOYMENT, OPERATOR, ApiKey
@@ -40,7 +40,7 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     days = getattr(args, "expires_in_days", None)
     if days is not None and days < 1:
         raise UsageError("--expires-in-days must be at least 1")
-    ledger = open_ledger(settings.database_url)
+    ledger = open_directory(settings.database_url)
     try:
         expires = ledger.clock() + timedelta(days=days) if days else None
         key = ApiKeys(ledger).issue_api_key(args.merchant, args.role, expires)
@@ -72,7 +72,7 @@ def _key_state(key: ApiKey, now: datetime) -> str:
 
 
 def cmd_apikey_list(args: argparse.Namespace) -> int:
-    ledger = open_ledger(load_settings().database_url)
+    ledger = open_directory(load_settings().database_url)
     try:
         keys, now = ApiKeys(ledger).api_keys(args.merchant), ledger.clock()
     finally:
@@ -94,7 +94,7 @@ def cmd_apikey_list(args: argparse.Namespace) -> int:
 
 
 def cmd_apikey_revoke(args: argparse.Namespace) -> int:
-    ledger = open_ledger(load_settings().database_url)
+    ledger = open_directory(load_settings().database_url)
     try:
         key = ApiKeys(ledger).revoke_api_key(_key_id(args.key_id))
     finally:
@@ -106,7 +106,7 @@ def cmd_apikey_revoke(args: argparse.Namespace) -> int:
 def cmd_apikey_rotate(args: argparse.Namespace) -> int:
     if args.grace_hours < 0:
         raise UsageError("--grace-hours must not be negative")
-    ledger = open_ledger(load_settings().database_url)
+    ledger = open_directory(load_settings().database_url)
     try:
         key, record = ApiKeys(ledger).rotate_api_key(_key_id(args.key_id), timedelta(hours=args.grace_hours))
     finally:
@@ -137,16 +137,13 @@ def parse_moment(text: str) -> datetime:
 def cmd_history(args: argparse.Namespace) -> int:
     settings = load_settings()
     as_of = parse_moment(args.as_of) if args.as_of else None
-    ledger = open_ledger(settings.database_url)
-    try:
-        mchid = _find_merchant(ledger, settings, args.merchant, args.merchant_order_no)
+    mchid = _find_merchant(settings, args.merchant, args.merchant_order_no)
+    with merchant_ledger(settings, mchid) as ledger:  # the order is in its merchant's partition
         events = OrderReads(ledger).order_history(mchid, args.merchant_order_no, as_of)
         if as_of is None:
             state = OrderReads(ledger).order_view(mchid, args.merchant_order_no)
         else:
             state = OrderReads(ledger).order_state_as_of(mchid, args.merchant_order_no, as_of)
-    finally:
-        ledger.close()
     if args.json:
         payload = {
             "merchant": mchid,
@@ -161,8 +158,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_merchant(ledger: Ledger, settings: Settings, merchant: str | None, order_no: str) -> str:
-    """The merchant named, or the one configured merchant that has this order."""
+def _find_merchant(settings: Settings, merchant: str | None, order_no: str) -> str:
+    """The merchant named, or the one configured merchant that has this order (each looked for in its partition)."""
     if merchant:
         return merchant
     candidates = settings.merchant_ids()
@@ -170,10 +167,11 @@ def _find_merchant(ledger: Ledger, settings: Settings, merchant: str | None, ord
         raise UsageError("no merchant configured: pass --merchant MCHID")
     found = []
     for mchid in candidates:
-        try:
-            ledger.get_order(mchid, order_no)
-        except OrderNotFound:
-            continue
+        with merchant_ledger(settings, mchid) as ledger:
+            try:
+                ledger.get_order(mchid, order_no)
+            except OrderNotFound:
+                continue
         found.append(mchid)
     if not found:
         raise OrderNotFound(", ".join(candidates), order_no)

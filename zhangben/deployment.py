@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from application.apikeys import ApiKeys
-from bootstrap.ledger import open_ledger
+from bootstrap.ledger import open_directory
 from domain.apikey import DEPLOYMENT, OPERATOR
 from sandbox.keyset import DIRECT, PARTNER, V2, V2_PARTNER
 from zhangben.launch import Stack, StackError, StackPlan, running_stack
@@ -75,7 +75,7 @@ def deploy(
             "v2": (V2.mchid, "merchant"),
             "v2_partner": (V2_PARTNER.sub_mchid, "merchant"),
         }
-        ledger = open_ledger(database_url)
+        ledger = open_directory(database_url)
         try:
             keys = {name: ApiKeys(ledger).issue_api_key(mchid, role) for name, (mchid, role) in wanted.items()}
         finally:

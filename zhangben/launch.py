@@ -26,7 +26,7 @@ from typing import IO
 import httpx
 
 from application.apikeys import ApiKeys, parse
-from bootstrap.ledger import open_ledger
+from bootstrap.ledger import open_directory
 from bootstrap.settings import load_settings
 from bootstrap.wiring import init_database
 from sandbox.keyset import DIRECT, V2, init_keyset
@@ -200,7 +200,7 @@ def demo_api_key(database_url: str) -> str:
         key = KEY_FILE.read_text().strip()
         if parse(key):
             return key
-    ledger = open_ledger(database_url)
+    ledger = open_directory(database_url)
     try:
         key = ApiKeys(ledger).issue_api_key(DIRECT.mchid, "merchant")
     finally:

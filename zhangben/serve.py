@@ -30,7 +30,7 @@ from api import logs
 from application.webhooks import DeliveryWorker
 from bootstrap.clock import system_clock
 from bootstrap.settings import Settings, load_settings
-from bootstrap.wiring import build_runtime, init_database
+from bootstrap.wiring import build_runtimes, init_database
 from projections.core import Runner
 from scheduler.runner import Scheduler
 from zhangben.usage import UsageError
@@ -74,22 +74,23 @@ def background(settings: Settings, *, projections: bool, scheduler: bool, webhoo
     """The work that is not answering requests, each on its own runtime (connections and threads), stopped in order."""
     stack = ExitStack()
     with stack:
+        # each partition's log is followed, and its jobs and deliveries run, on their own threads
         if projections:
-            rt = stack.enter_context(closing(build_runtime(settings)))
-            runner = Runner(list(rt.followers.values()))
-            runner.start()
-            stack.callback(runner.stop)
+            for rt in stack.enter_context(closing(build_runtimes(settings))).partitions:
+                runner = Runner(list(rt.followers.values()))
+                runner.start()
+                stack.callback(runner.stop)
         if scheduler:
-            jobs_rt = stack.enter_context(closing(build_runtime(settings)))
-            jobs = Scheduler(jobs_rt, system_clock)
-            jobs.register_jobs()  # the tables were made by `db init` (or serve's init_database)
-            jobs.start()
-            stack.callback(jobs.stop)
+            for rt in stack.enter_context(closing(build_runtimes(settings))).partitions:
+                jobs = Scheduler(rt, system_clock)
+                jobs.register_jobs()  # the tables were made by `db init` (or serve's init_database)
+                jobs.start()
+                stack.callback(jobs.stop)
         if webhooks:  # on its own connections and threads: a slow endpoint never holds a request
-            hooks_rt = stack.enter_context(closing(build_runtime(settings)))
-            delivery = DeliveryWorker(hooks_rt.webhooks)
-            delivery.start()
-            stack.callback(delivery.stop)
+            for rt in stack.enter_context(closing(build_runtimes(settings))).partitions:
+                delivery = DeliveryWorker(rt.webhooks)
+                delivery.start()
+                stack.callback(delivery.stop)
         yield
 
 
@@ -113,7 +114,7 @@ def serve(
     metrics_dir = Path(os.environ.get(metrics.MULTIPROC_ENV) or tempfile.mkdtemp(prefix="zhangben-metrics-"))
     metrics.share_across_processes(metrics_dir)
     init_database(settings)  # once, here: workers never run DDL
-    build_runtime(settings).close()  # checks every merchant's configuration before serving
+    build_runtimes(settings).close()  # checks every merchant's configuration before serving
     # read-after-write: the API waits for the projections wherever they run (`zhangben work` with --api-only)
     os.environ["ZHANGBEN_PROJECTIONS_RUNNING"] = "1" if projections or projections_elsewhere else "0"
     logs.configure()

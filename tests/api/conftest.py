@@ -1,3 +1,3 @@
-from tests.deploy import Deployment, deployment, shared_postgres, shared_sqlite
+from tests.deploy import Deployment, deployment, shared_partitioned, shared_postgres, shared_sqlite
 
-__all__ = ["Deployment", "deployment", "shared_postgres", "shared_sqlite"]
+__all__ = ["Deployment", "deployment", "shared_partitioned", "shared_postgres", "shared_sqlite"]

@@ -12,17 +12,17 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from adapters.persistence import parse_url
+from adapters.persistence import DIRECTORY_SCHEMA, parse_url
 from adapters.refusals import RefusalCounter
 from adapters.viewdb import ViewDatabase
 from application.audit import Audit
 from bootstrap.ledger import open_ledger
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
-from tests.deploy import STORES, Deployment, sharing
+from tests.deploy import PARTITIONED, Deployment, sharing
 from tests.spec_wechat import SpecWechat, paid_resource
 
 
-@pytest.fixture(scope="module", params=STORES)
+@pytest.fixture(scope="module", params=PARTITIONED)
 def deployment(request: pytest.FixtureRequest) -> Deployment:
     """This module shares the session's deployment: its orders are its own, it moves no clock."""
     return sharing(request)
@@ -206,7 +206,7 @@ def test_a_flood_of_forged_callbacks_is_counted_not_stored(deployment: Deploymen
     assert recorded and max(per_minute.values()) <= 60, per_minute
     assert all(len(r.body) <= 4096 and r.body_bytes == len(forged) for r in recorded)
     assert sum(len(r.body) + len(json.dumps(r.headers)) for r in recorded) < 1_000_000  # was 66 MB for 300
-    database = ViewDatabase(parse_url(deployment.database_url))
+    database = ViewDatabase(parse_url(deployment.database_url).in_schema(DIRECTORY_SCHEMA))  # deployment-wide
     try:
         counted = RefusalCounter(database).by_source()["127.0.0.1"]
     finally:

@@ -16,14 +16,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from adapters.persistence import parse_url
 from adapters.secretbox import DataKeys
 from adapters.sessions import SessionKeys
 from adapters.viewdb import ViewDatabase
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID
-from tests.deploy import Deployment, run_cli
+from tests.deploy import PARTITIONED, Deployment, merchant_store, run_cli
 from zhangben.demo import parse_metrics
 from zhangben.launch import StackError
+
+# the merchant API again with eight partitions: every route reaches its merchant's partition
+pytestmark = pytest.mark.parametrize("deployment", PARTITIONED, indirect=True, scope="module")
 
 PROBLEM = "application/problem+json"
 
@@ -274,7 +276,7 @@ def test_miniprogram_login(deployment: Deployment) -> None:
         is_problem(http.post("/v1/wechat/miniprogram/login", json={"code": code}), 409)  # single use
         is_problem(http.post("/v1/wechat/miniprogram/login", json={}), 422)
     # the session key is kept in the database, for every worker and after a restart; never answered or logged
-    db = ViewDatabase(parse_url(deployment.database_url))
+    db = ViewDatabase(merchant_store(deployment, DIRECT.mchid))
     try:
         [(sealed,)] = db.execute(
             "SELECT session_key FROM miniprogram_sessions WHERE appid = ? AND openid = ?", (DIRECT.appid, "oMiniApi1")

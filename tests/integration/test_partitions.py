@@ -58,7 +58,14 @@ def test_db_init_makes_each_partition_and_the_directory_and_places_the_merchants
         tables.setdefault(schema, set()).add(table)
     for p in range(4):
         assert {"ledger_events", "ledger_events_head", "order_status", "projection_tracking"} <= tables[f"p00{p}"]
-    assert tables[DIRECTORY_SCHEMA] == {"partition_map", "merchant_partitions"}
+    assert tables[DIRECTORY_SCHEMA] == {  # placements, the API keys' own log, deployment-wide counters
+        "partition_map",
+        "merchant_partitions",
+        "ledger_events",
+        "ledger_events_head",
+        "throttles",
+        "refused_callback_sources",
+    }
     assert "public" not in tables
     with directory(load_settings(env)) as partitions:
         placed = {p.merchant: (p.partition, p.placed_by) for p in partitions.directory.placements()}

@@ -23,7 +23,7 @@ from application.ledger import Ledger
 from application.orders import Orders
 from application.refunds import Refunds
 from bootstrap.settings import Settings, load_settings
-from bootstrap.wiring import Runtime, build_runtime, init_database
+from bootstrap.wiring import Runtime, build_runtime, build_runtimes, init_database
 from domain.bill import BillSummary
 from domain.notices import RefundNotice, TransactionNotice
 from domain.requests import NewRefund, OrderTerms
@@ -33,11 +33,24 @@ from zhangben.pgserver import ThrowawayPostgres
 MCHID = "1900000001"
 
 
-@pytest.fixture
-def runtime(database_url: str, keyset: Path) -> Iterator[Runtime]:
-    settings = load_settings({"ZHANGBEN_CONFIG": str(keyset / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": database_url})
+@pytest.fixture(params=[("sqlite", 1), ("postgres", 1), ("postgres", 8)], ids=["sqlite", "postgres", "partitioned"])
+def runtime(request: pytest.FixtureRequest, keyset: Path, tmp_path: Path) -> Iterator[Runtime]:
+    """The merchant's partition's runtime: on SQLite, on PostgreSQL, and on PostgreSQL with eight partitions
+    (the merchant on partition 7: each partition's projections follow its own log)."""
+    store, partitions = request.param
+    if store == "sqlite":
+        url = f"sqlite:///{tmp_path}/ledger.db"
+    else:
+        url = request.getfixturevalue("postgres").create_database("proj")
+    config = tmp_path / "zhangben.toml"
+    config.write_text(
+        (keyset / "zhangben.toml").read_text(encoding="utf-8") + f"\n[partitioning]\npartitions = {partitions}\n",
+        encoding="utf-8",
+    )
+    settings = load_settings({"ZHANGBEN_CONFIG": str(config), "ZHANGBEN_DATABASE_URL": url})
     init_database(settings)
-    rt = build_runtime(settings)
+    rt = build_runtimes(settings).at(MCHID)
+    assert rt.number == (7 if partitions == 8 else 0)
     yield rt
     rt.close()
 

@@ -61,7 +61,8 @@ def test_a_database_of_before_partitions_is_moved_into_partition_0_and_reads_as_
             still_open = http.get("/v1/orders/OLD-OPEN").json()  # the jobs may have asked WeChat about it since
             assert {k: still_open[k] for k in IDENTITY} == {k: before["views"]["OLD-OPEN"][k] for k in IDENTITY}
             feed = http.get("/v1/events", params={"limit": 100}).json()
-            assert feed == before["feed"]  # the same events, ids and cursor
+            old = before["feed"]["events"]
+            assert feed["events"][: len(old)] == old  # the same events and ids (OLD-OPEN may have expired since)
             created = http.post(
                 "/v1/orders",
                 json={"merchant_order_no": "NEW-1", "amount_fen": 300, "description": "after", "channel": "native"},
@@ -69,9 +70,10 @@ def test_a_database_of_before_partitions_is_moved_into_partition_0_and_reads_as_
             assert created.status_code == 201, created.text
             d.pay(created.json()["payment"]["out_trade_no"])
             d.wait_status("NEW-1", "PAID")
-            after = http.get("/v1/events", params={"after": before["feed"]["next_cursor"]}).json()
-            assert [e["type"] for e in after["events"]] == ["order.paid"]
-            assert after["events"][0]["data"]["order"]["merchant_order_no"] == "NEW-1"
+            after = http.get("/v1/events", params={"after": before["feed"]["next_cursor"]}).json()["events"]
+            new = [e for e in after if e["data"]["order"]["merchant_order_no"] == "NEW-1"]
+            assert [e["type"] for e in new] == ["order.paid"]  # the old cursor goes on to what came after it
+            assert {e["data"]["order"]["merchant_order_no"] for e in after} <= {"NEW-1", "OLD-OPEN"}
         ledger = open_ledger(url)
         try:
             ids = [n.id for n in ledger.recorder.select_notifications(1, 100_000)]

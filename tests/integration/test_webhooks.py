@@ -21,7 +21,7 @@ import pytest
 
 from sandbox.keyset import DIRECT, PARTNER
 from tests.api.test_review_api import duplicate_paid
-from tests.deploy import Deployment, deploy
+from tests.deploy import PARTITIONS, Deployment, deploy, merchant_store
 from zhangben.launch import free_port
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
@@ -100,12 +100,17 @@ class Workers:
         self.log.close()
 
 
-@pytest.fixture(scope="module")
-def stack(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+@pytest.fixture(scope="module", params=[1, PARTITIONS])
+def stack(
+    postgres: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Deployment]:
+    """One partition, then eight (the test merchants hashed onto four of them)."""
     root = tmp_path_factory.mktemp("webhooks")
     os.environ["ZHANGBEN_WEBHOOKS_TIME_FACTOR"] = "1000"  # retries after 5 ms, 30 ms, 120 ms, 0.6 s, 1.8 s, …
+    extra = f"[partitioning]\npartitions = {request.param}\n"
     try:
-        with deploy(root, postgres.create_database("webhooks"), workers=2, serve_args=("--no-webhooks",)) as d:
+        url = postgres.create_database("webhooks")
+        with deploy(root, url, workers=2, serve_args=("--no-webhooks",), config_extra=extra) as d:
             yield d
     finally:
         del os.environ["ZHANGBEN_WEBHOOKS_TIME_FACTOR"]
@@ -244,6 +249,9 @@ def test_the_feed_pages_oldest_first_and_its_cursor_survives_a_rebuild(stack: De
             "refund.succeeded": "REFUNDED",
         }
         assert all(e["mchid"] == DIRECT.mchid for e in before)
+        schema = merchant_store(stack, DIRECT.mchid).schema  # p000 with one partition, p007 with eight
+        prefix = "evt_" if schema == "p000" else f"evt_{schema}_"
+        assert all(e["id"].startswith(prefix) and e["id"][len(prefix) :].isdigit() for e in before)  # ids name it
         only_paid = http.get("/v1/events", params={"type": "order.paid", "after": mine[0]["id"]}).json()["events"]
         assert mine[0]["merchant_order_no"] == "WH-F0"
         assert [e["merchant_order_no"] for e in only_paid if e["merchant_order_no"].startswith("WH-F")] == [
