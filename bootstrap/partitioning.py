@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
 from adapters import persistence
 from adapters.directory import Directory
+from adapters.follower_leases import FollowerLeases
 from adapters.viewdb import ViewDatabase
 from application.ledger import Clock, Ledger
 from application.partitions import Partitions
@@ -27,6 +29,7 @@ class PartitionState:
     merchants: int
     head: int  # the last id of its event log
     lag: dict[str, int]  # events each projection has still to read
+    followed_by: str | None  # the process holding its projections' lease (None: nobody now)
 
 
 @contextmanager
@@ -57,6 +60,7 @@ def partition_states(settings: Settings) -> list[PartitionState]:
     with directory(settings) as partitions:
         where = partitions.directory.databases()
         placed = [p.partition for p in partitions.directory.placements()]
+        holders = FollowerLeases(partitions.directory.db).holders(time.time())
     states = []
     for partition, (schema, database) in where.items():
         ledger = open_store(store.in_schema(schema))
@@ -67,5 +71,7 @@ def partition_states(settings: Settings) -> list[PartitionState]:
                 lag = {name: max(0, head - follower.position) for name, follower in followers.items()}
         finally:
             ledger.close()
-        states.append(PartitionState(partition, schema, database, placed.count(partition), head, lag))
+        states.append(
+            PartitionState(partition, schema, database, placed.count(partition), head, lag, holders.get(partition))
+        )
     return states

@@ -17,6 +17,7 @@ from adapters import metrics, persistence, schemas
 from adapters.async_store import AsyncEventStore
 from adapters.bill_archive import BillArchive
 from adapters.directory import Directory
+from adapters.follower_leases import FollowerLeases
 from adapters.leases import Leases
 from adapters.recorders import LedgerPostgresRecorder
 from adapters.refusals import RefusalCounter
@@ -253,6 +254,7 @@ def init_database(settings: Settings, *, clock: Clock = system_clock) -> None:
         Partitions(Directory(db), clock).place_configured(settings.merchant_ids())
         SharedThrottle(db).create_tables()  # deployment-wide: platform certificate downloads, refused callbacks
         RefusalCounter(db).create_tables()
+        FollowerLeases(db).create_tables(settings.partitions)  # which process follows which partition
     if store.kind == "postgres":  # SQLite's directory is the one file's log: its keys are where they were
         with closing(open_store(directory_store, create_tables=True)) as keys, closing(open_store(store)) as first:
             move_keys_to_directory(first, keys)

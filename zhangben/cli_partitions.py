@@ -15,10 +15,18 @@ def cmd_partitions_list(args: argparse.Namespace) -> int:
     names = sorted({name for state in states for name in state.lag})
     numbers = ("merchants", "head", *(f"lag {name}" for name in names))
     rows = [
-        (str(s.partition), s.schema, s.database, str(s.merchants), str(s.head), *(str(s.lag[n]) for n in names))
+        (
+            str(s.partition),
+            s.schema,
+            s.database,
+            str(s.merchants),
+            str(s.head),
+            *(str(s.lag[n]) for n in names),
+            s.followed_by or "-",
+        )
         for s in states
     ]
-    terminal.table(("partition", "schema", "database", *numbers), rows, right=numbers)
+    terminal.table(("partition", "schema", "database", *numbers, "followed by"), rows, right=numbers)
     if args.merchants:
         with directory(settings) as partitions:
             placements = partitions.directory.placements()

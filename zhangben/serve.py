@@ -25,6 +25,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from adapters import metrics
+from adapters.follower_leases import FollowerLeases
 from adapters.persistence import parse_url
 from api import logs
 from application.webhooks import DeliveryWorker
@@ -32,6 +33,7 @@ from bootstrap.clock import system_clock
 from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import build_runtimes, init_database
 from projections.core import Runner
+from projections.sharing import SharedFollowing
 from scheduler.runner import Scheduler
 from zhangben.usage import UsageError
 
@@ -75,11 +77,15 @@ def background(settings: Settings, *, projections: bool, scheduler: bool, webhoo
     stack = ExitStack()
     with stack:
         # each partition's log is followed, and its jobs and deliveries run, on their own threads
-        if projections:
-            for rt in stack.enter_context(closing(build_runtimes(settings))).partitions:
-                runner = Runner(list(rt.followers.values()))
-                runner.start()
-                stack.callback(runner.stop)
+        if projections:  # the partitions' projections, shared with the other processes that run them
+            fleet = stack.enter_context(closing(build_runtimes(settings)))
+            following = SharedFollowing(
+                FollowerLeases(fleet.shared.directory_db),
+                lambda partition: Runner(list(fleet.partitions[partition].followers.values())),
+                len(fleet.partitions),
+            )
+            following.start()
+            stack.callback(following.stop)
         if scheduler:
             for rt in stack.enter_context(closing(build_runtimes(settings))).partitions:
                 jobs = Scheduler(rt, system_clock)
