@@ -66,7 +66,9 @@ async def caller_partition(request: Request, who: Annotated[Principal, Depends(p
     fleet = runtimes(request)
     if len(fleet.partitions) == 1 or not who.mchid:  # an operator's key names no merchant: the first partition
         return fleet.home
-    return await asyncio.to_thread(fleet.at, who.mchid) if who.mchid not in fleet.placed else fleet.at(who.mchid)
+    if who.mchid in fleet.placed:
+        return fleet.at(who.mchid)
+    return await asyncio.to_thread(fleet.at, who.mchid)  # its first request here: read from the directory
 
 
 # The runtime a route works in: its caller's partition (every route that takes it also takes its caller's key)

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
-from adapters.persistence import parse_url
+from adapters.persistence import DIRECTORY_SCHEMA, StoreUrl, connect, parse_url, partition_schema
 from adapters.viewdb import ViewDatabase
 from application.orders import Orders
 from bench import console as console_bench
@@ -47,17 +46,27 @@ from bench.load import (
     postgres_pids,
     process_tree,
 )
-from bootstrap.ledger import open_ledger
+from bootstrap.ledger import open_ledger, open_store
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_views, init_database
 from domain.requests import OrderTerms
-from sandbox.keyset import DIRECT
+from sandbox.keyset import DIRECT, PARTNER
 from sandbox.notices import WechatSender, paid_transaction
 from zhangben import terminal
 from zhangben.deployment import Deployment, deploy
 from zhangben.pgserver import ThrowawayPostgres
 
 MCHID = DIRECT.mchid
+V3_MERCHANTS = (DIRECT, PARTNER)  # the direct merchant and the provider's sub-merchant: partitions 7 and 6 of 8
+PARTITIONED = 8
+
+
+def merchant_store(url: str, merchant: str) -> StoreUrl:
+    """The schema of ``merchant``'s partition in the bench's database."""
+    store = parse_url(url)
+    with connect(store.in_schema(DIRECTORY_SCHEMA), 10) as directory:
+        row = directory.execute("SELECT partition FROM merchant_partitions WHERE merchant = %s", (merchant,)).fetchone()
+    return store.in_schema(partition_schema(int(row[0]) if row else 0))
 
 
 @dataclass(frozen=True)
@@ -116,9 +125,11 @@ class Load:
         self.d = d
         self.server = server
         self.url = url
-        self.wechat = WechatSender.from_keyset(keys, MCHID)
+        self.keys = keys
+        self.wechat = {m.key: WechatSender.from_keyset(keys, m.mchid) for m in V3_MERCHANTS}
         self.clients = Clients(d.client)
-        self.ledger = open_ledger(url)
+        self.ledgers = {m.key: open_store(merchant_store(url, m.key)) for m in V3_MERCHANTS}  # each in its partition
+        self.ledger = self.ledgers[MCHID]
         self.serial = 0
         self.senders = {size: Senders(size, self.clients) for size in (8, 16, 32, 64, 200)}
 
@@ -126,7 +137,8 @@ class Load:
         for senders in self.senders.values():
             senders.close()
         self.clients.close()
-        self.ledger.close()
+        for ledger in self.ledgers.values():
+            ledger.close()
 
     def healthz(self, _: object) -> bool:
         return self.clients.get().get("/healthz").status_code == 200
@@ -142,37 +154,49 @@ class Load:
         body, headers = signed  # type: ignore[misc]
         return self.clients.get().post("/wechatpay/v3/notify", content=body, headers=headers).status_code == 204
 
-    def unpaid_orders(self, prefix: str, count: int) -> list[tuple[str, str]]:
-        """(merchant_order_no, out_trade_no) of ``count`` new orders, made in the ledger directly (no prepay)."""
+    def unpaid_orders(self, prefix: str, count: int, merchant: str = MCHID) -> list[tuple[str, str]]:
+        """(merchant_order_no, out_trade_no) of ``count`` new orders of ``merchant`` (the direct one, or the
+        partner's sub-merchant), made in its partition's ledger directly (no prepay)."""
 
         def one(i: int) -> tuple[str, str]:
             no = f"{prefix}{i}"
-            _, payment = Orders(self.ledger).create_order(MCHID, no, OrderTerms(1000, "双十一", "native"))
+            terms = OrderTerms(1000, "双十一", "native")
+            _, payment = Orders(self.ledgers[merchant]).create_order(merchant, no, terms)
             return no, payment.out_trade_no
 
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(one, range(count)))
 
-    def signed_callbacks(self, orders: list[tuple[str, str]]) -> list[tuple[bytes, dict[str, str]]]:
+    def signed_callbacks(
+        self, orders: list[tuple[str, str]], merchant: str = MCHID
+    ) -> list[tuple[bytes, dict[str, str]]]:
+        """Each order's TRANSACTION.SUCCESS as WeChat sends it to ``merchant`` (sealed with its APIv3 key)."""
+        who = next(m for m in V3_MERCHANTS if m.key == merchant)
         signed = []
         for _, out_trade_no in orders:
             self.serial += 1
-            resource = paid_transaction(MCHID, DIRECT.appid, out_trade_no, 1000, f"42{self.serial:026d}")
-            body = self.wechat.body("TRANSACTION.SUCCESS", resource)
-            signed.append((body, self.wechat.headers(body)))
+            txid = f"42{self.serial:026d}"
+            resource = paid_transaction(who.mchid, who.appid, out_trade_no, 1000, txid, who.sub_mchid)
+            body = self.wechat[merchant].body("TRANSACTION.SUCCESS", resource)
+            signed.append((body, self.wechat[merchant].headers(body)))
         return signed
 
     def settled(self, timeout: float = 120) -> None:
         """Wait until the projections have caught up with the log (a phase starts from a quiet server)."""
         deadline = time.monotonic() + timeout
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while time.monotonic() < deadline:
-                head = conn.execute("SELECT COALESCE(MAX(notification_id), 0) FROM ledger_events").fetchone()
-                low = conn.execute("SELECT MIN(position) FROM projection_tracking").fetchone()
-                if head and low and low[0] is not None and low[0] >= head[0]:
-                    return
-                time.sleep(0.1)
-        raise RuntimeError("the projections did not catch up within the timeout")
+        store = parse_url(self.url)
+        with connect(store.in_schema(DIRECTORY_SCHEMA), 10, autocommit=True) as directory:
+            schemas = [row[0] for row in directory.execute("SELECT schema_name FROM partition_map")]
+        for schema in schemas:  # every partition's projections
+            with connect(store.in_schema(schema), 10, autocommit=True) as conn:
+                while time.monotonic() < deadline:
+                    head = conn.execute("SELECT COALESCE(MAX(notification_id), 0) FROM ledger_events").fetchone()
+                    low = conn.execute("SELECT MIN(position) FROM projection_tracking").fetchone()
+                    if head and (head[0] == 0 or (low and low[0] is not None and low[0] >= head[0])):
+                        break
+                    time.sleep(0.1)
+                else:
+                    raise RuntimeError("the projections did not catch up within the timeout")
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of each kind of process: ledger workers (``serve``), ``work``, PostgreSQL, sandbox."""
@@ -216,7 +240,7 @@ def rush_numbers(count: int) -> list[str]:
 
 def duplicates(url: str, prefix: str) -> int:
     """Orders made twice for one merchant order number, or with more than one payment attempt."""
-    with psycopg.connect(url) as conn:
+    with connect(parse_url(url), 10) as conn:
         row = conn.execute(
             "SELECT COUNT(*) FROM order_status WHERE mchid = %s AND merchant_order_no LIKE %s "
             "AND (json_array_length((view::json)->'payments') <> 1)",
@@ -247,7 +271,7 @@ def projection_lag(load: Load, count: int, rate: float) -> tuple[Outcome, list[f
 
     def watch() -> None:
         give_up = time.perf_counter() + 600
-        with psycopg.connect(load.url, autocommit=True) as conn:
+        with connect(parse_url(load.url), 10, autocommit=True) as conn:
             while (not done.is_set() or len(seen) < len(acked)) and time.perf_counter() < give_up:
                 now = time.perf_counter()
                 for (no,) in conn.execute(
@@ -269,7 +293,7 @@ def projection_lag(load: Load, count: int, rate: float) -> tuple[Outcome, list[f
 
 def raw_scan(url: str) -> tuple[int, float]:
     """Baseline: page through the events table 5,000 rows at a time (what any replay must at least do)."""
-    with psycopg.connect(url) as conn:
+    with connect(parse_url(url), 10) as conn:
         start, position, total = time.perf_counter(), 0, 0
         while rows := conn.execute(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM ledger_events"
@@ -322,6 +346,7 @@ def measure(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> None:
             load.settled()
         finally:
             load.close()
+    phase_partitions(table, sizes, server)
     init_database(Settings(config_path=Path("zhangben.toml"), database_url=url))
     events, raw = raw_scan(url)
     count, rebuilt = rebuild_order_status(url)
@@ -392,6 +417,50 @@ def phase_callbacks(table: Table, load: Load, sizes: Sizes) -> None:
                 note=split_note(split, senders_ms),
             )
         load.settled()
+
+
+def phase_partitions(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> None:
+    """Callbacks for two merchants on one PostgreSQL: the whole log on one partition, then spread over eight.
+
+    Issue 26: each partition's log takes its ids under its own counter, so the
+    two merchants' callbacks (partitions 7 and 6 of 8) never wait for each
+    other's commits; with one partition they share one log and one counter.
+    """
+    for partitions in (1, PARTITIONED):
+        url = server.create_database(f"parts{partitions}")
+        extra = f"[partitioning]\npartitions = {partitions}\n"
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            deploy(Path(tmp), url, workers=2, work=True, config_extra=extra) as d,
+        ):
+            d.faults(notifications="drop")
+            load = Load(d, Path(tmp) / "keys", server, url)
+            try:
+                closed_loop(load.senders[8], range(400), load.healthz)
+                half = sizes.callbacks // 2
+                signed = [
+                    callback
+                    for pair in zip(
+                        *(load.signed_callbacks(load.unpaid_orders("PT-", half, m.key), m.key) for m in V3_MERCHANTS),
+                        strict=True,
+                    )
+                    for callback in pair
+                ]
+                load.settled()
+                base = closed_loop(load.senders[32], range(len(signed)), load.healthz)
+                outcome = closed_loop(load.senders[32], signed, load.notify)
+                load.settled()
+            finally:
+                load.close()
+        table.add(
+            f"v3 callbacks /s, 32 senders, two merchants, {partitions} partition(s)",
+            outcome.rate,
+            "callbacks/s",
+            "≥ 0.6× /healthz",
+            outcome.rate >= 0.6 * base.rate and outcome.errors == 0,
+            ("GET /healthz /s, 32 senders", base.rate),
+            note=f"p50 {outcome.p(0.5):.0f} ms, p99 {outcome.p(0.99):.0f} ms, {outcome.errors} errors",
+        )
 
 
 def phase_creates(table: Table, load: Load, sizes: Sizes) -> None:
@@ -474,7 +543,8 @@ def main() -> int:
     )
     server = ThrowawayPostgres(durable=True)
     server.start()
-    figures = 9 + (4 if sizes.bill_lines else 0)  # callbacks 3, creates 3, overload 1, lag 1, rebuild 1; bills 2
+    # callbacks 3, creates 3, overload 1, lag 1, partitions 2, rebuild 1; bills 4
+    figures = 11 + (4 if sizes.bill_lines else 0)
     try:
         with terminal.progress("bench: figures measured", total=figures) as advance:
             table = Table(advance)

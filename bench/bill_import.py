@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 
+from adapters.persistence import connect, parse_url
 from bootstrap.settings import load_settings
 from bootstrap.wiring import build_runtime, init_database
 from sandbox.bills import HEADER, SUMMARY_HEADER
@@ -44,7 +45,7 @@ def write_bill(path: Path, lines: int) -> None:
 
 def seed_journal(url: str, lines: int) -> None:
     """The journal's money rows for every payment of the bill, as if the ledger had recorded them all."""
-    with psycopg.connect(url) as conn, conn.cursor() as cursor:
+    with connect(parse_url(url), 10) as conn, conn.cursor() as cursor:  # partition 0's view tables
         columns = "kind, key, mchid, day, out_trade_no, amount_fen, event_ref"
         with cursor.copy(f"COPY ledger_money ({columns}) FROM STDIN") as copy:
             for i in range(lines):

@@ -24,7 +24,7 @@ from uuid import uuid4
 
 import psycopg
 
-from adapters.persistence import parse_url
+from adapters.persistence import connect, parse_url
 from adapters.viewdb import ViewDatabase
 from adapters.wechatpay.callbacks import open_notification
 from adapters.wechatpay.client import WechatPayClient
@@ -226,7 +226,7 @@ def replay(ledger: Ledger) -> tuple[int, float]:
 
 
 def raw_pg_scan(url: str) -> float:
-    with psycopg.connect(url) as conn:
+    with connect(parse_url(url), 10) as conn:  # partition 0's schema
         start = time.perf_counter()
         position, total = 0, 0
         while True:

@@ -38,9 +38,12 @@ def open_store(
     create_tables: bool = False,
     clock: Clock = system_clock,
     pool_size: int = persistence.POOL_SIZE,
+    reachable: bool = False,
 ) -> Ledger:
-    """Open the ledger on ``store`` (one partition's schema), failing in one clear line if it cannot."""
-    persistence.check_reachable(store, create=create_tables)
+    """Open the ledger on ``store`` (one partition's schema), failing in one clear line if it cannot
+    (``reachable``: the caller has just checked that the server answers, for the partitions' ledgers)."""
+    if not reachable:
+        persistence.check_reachable(store, create=create_tables)
     if create_tables:
         schemas.prepare(store)  # its schema made; a database of before partitions moved into partition 0
     env = persistence.event_store_env(store, create_tables=create_tables, pool_size=pool_size)

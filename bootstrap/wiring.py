@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
+import httpx
+
 from adapters import metrics, persistence, schemas
 from adapters.async_store import AsyncEventStore
 from adapters.bill_archive import BillArchive
@@ -42,6 +44,7 @@ from application.products import Products
 from application.reads import OrderReads
 from application.refunding import RefundService
 from application.rooms import Rooms
+from application.webhooks import TIMEOUT as WEBHOOK_TIMEOUT
 from application.webhooks import Webhooks
 from bootstrap.clock import system_clock
 from bootstrap.ledger import open_directory, open_store
@@ -81,8 +84,10 @@ class Shared:
     keys: ApiKeys
     placements: Partitions
     cashier: CashierLinks
+    webhooks_http: httpx.Client  # one pool of connections to the merchants' endpoints for every partition
 
     def close(self) -> None:
+        self.webhooks_http.close()
         self.client.close_http()
         self.v2.close_http()
         self.directory_db.close()
@@ -125,7 +130,6 @@ class Runtime:
         return [m for m in self.service.merchants if self.fleet.at(m) is self]
 
     def close_own(self) -> None:
-        self.webhooks.http.close()
         self.db.close()
         self.ledger.close()
 
@@ -342,6 +346,7 @@ def build_shared(settings: Settings, clock: Clock) -> Shared:
         ApiKeys(keys_ledger),
         Partitions(Directory(directory_db), clock),
         CashierLinks(settings.cashier_key, clock),
+        httpx.Client(timeout=WEBHOOK_TIMEOUT, follow_redirects=False),
     )
 
 
@@ -354,7 +359,8 @@ def with_async_store(ledger: Ledger, store: persistence.StoreUrl) -> None:
 def _partition_runtime(settings: Settings, shared: Shared, number: int, clock: Clock) -> Runtime:
     store = persistence.parse_url(settings.database_url).in_schema(persistence.partition_schema(number))
     # many partitions: each one's pool opens connections on first use and keeps none idle (docs/scale-out.md)
-    ledger = open_store(store, clock=clock, pool_size=persistence.POOL_SIZE if settings.partitions == 1 else 0)
+    pool_size = persistence.POOL_SIZE if settings.partitions == 1 else 0
+    ledger = open_store(store, clock=clock, pool_size=pool_size, reachable=True)  # build_shared checked it
     with_async_store(ledger, store)
     rooms = Rooms.over(ledger)
     db = ViewDatabase(store)
@@ -386,7 +392,7 @@ def _partition_runtime(settings: Settings, shared: Shared, number: int, clock: C
         shared.v2,
         Products(rooms.catalogue, service, callbacks),
         views.events,
-        Webhooks(WebhookStore(db, box), views.events, clock, settings.webhooks_time_factor),
+        Webhooks(WebhookStore(db, box), views.events, clock, settings.webhooks_time_factor, shared.webhooks_http),
         shared.cashier,
         number,
     )

@@ -42,6 +42,11 @@ class DemoMerchant:
     # [[merchants.apps]]: (appid, channels) of more apps under the same mchid, each with its own appsecret
     apps: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
+    @property
+    def key(self) -> str:
+        """The id its orders are kept under (and its partition placed by): the sub-merchant's, else the mchid."""
+        return self.sub_mchid or self.mchid
+
 
 # The direct merchant's main app is its 小程序 (and Native, H5, app); its 公众号 pays for JSAPI.
 DIRECT_OA_APPID = "wx5f6e7d8c9b0a1f2e"

@@ -97,11 +97,16 @@ class WechatSender:
         return signed_headers(self.key, self.serial, body)
 
 
-def paid_transaction(mchid: str, appid: str, out_trade_no: str, total: int, transaction_id: str) -> dict[str, Any]:
-    """A direct merchant's Native transaction paid in full, as a notification or a query carries it."""
+def paid_transaction(
+    mchid: str, appid: str, out_trade_no: str, total: int, transaction_id: str, sub_mchid: str = ""
+) -> dict[str, Any]:
+    """A Native transaction paid in full, as a notification or a query carries it: a direct merchant's, or a
+    sub-merchant's (``sub_mchid``) under its service provider's ``mchid`` and ``appid``."""
     return transaction_json(
         {
-            "partner": False,
+            "partner": bool(sub_mchid),
+            "sub_mchid": sub_mchid,
+            "sub_appid": "",
             "appid": appid,
             "mchid": mchid,
             "out_trade_no": out_trade_no,

@@ -65,6 +65,8 @@ def test_db_init_makes_each_partition_and_the_directory_and_places_the_merchants
         "ledger_events_head",
         "throttles",
         "refused_callback_sources",
+        "follower_leases",
+        "follower_processes",
     }
     assert "public" not in tables
     with directory(load_settings(env)) as partitions:
