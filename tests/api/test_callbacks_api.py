@@ -18,11 +18,11 @@ from adapters.viewdb import ViewDatabase
 from application.audit import Audit
 from bootstrap.ledger import open_ledger
 from sandbox.keyset import DIRECT, PUBLIC_KEY_ID
-from tests.deploy import PARTITIONED, Deployment, sharing
+from tests.deploy import STORES, Deployment, sharing
 from tests.spec_wechat import SpecWechat, paid_resource
 
 
-@pytest.fixture(scope="module", params=PARTITIONED)
+@pytest.fixture(scope="module", params=STORES)
 def deployment(request: pytest.FixtureRequest) -> Deployment:
     """This module shares the session's deployment: its orders are its own, it moves no clock."""
     return sharing(request)

@@ -20,12 +20,9 @@ from adapters.secretbox import DataKeys
 from adapters.sessions import SessionKeys
 from adapters.viewdb import ViewDatabase
 from sandbox.keyset import DIRECT, DIRECT_OA_APPID
-from tests.deploy import PARTITIONED, Deployment, merchant_store, run_cli
+from tests.deploy import Deployment, merchant_store, run_cli
 from zhangben.demo import parse_metrics
 from zhangben.launch import StackError
-
-# the merchant API again with eight partitions: every route reaches its merchant's partition
-pytestmark = pytest.mark.parametrize("deployment", PARTITIONED, indirect=True, scope="module")
 
 PROBLEM = "application/problem+json"
 

@@ -8,12 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 
 from application.audit import Audit
 from bootstrap.ledger import open_ledger
 from sandbox.keyset import V2, V2_PARTNER
-from tests.deploy import PARTITIONED, Deployment
+from tests.deploy import Deployment
 from tests.spec_v2 import SpecV2Wechat, parse, read_key, sign
 
 V2_NOTIFY, V2_REFUND_NOTIFY = "/wechatpay/v2/notify", "/wechatpay/v2/refund-notify"
@@ -22,10 +21,6 @@ V2_NOTIFY, V2_REFUND_NOTIFY = "/wechatpay/v2/notify", "/wechatpay/v2/refund-noti
 def _wechat(d: Deployment, who: Any = V2) -> SpecV2Wechat:
     partner = {"sub_mch_id": who.sub_mchid, "sub_appid": who.sub_appid} if who.mode == "partner" else {}
     return SpecV2Wechat(who.mchid, who.appid, read_key(d.root / "keys", who.mchid), who.v2_sign_type, partner)
-
-
-# v2 merchants, mode-1 scans and v2 refund results again with eight partitions
-pytestmark = pytest.mark.parametrize("deployment", PARTITIONED, indirect=True, scope="module")
 
 
 def _create(d: Deployment, no: str, role: str = "v2", **body: Any) -> dict[str, Any]:

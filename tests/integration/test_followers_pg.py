@@ -10,9 +10,11 @@ after the follower had passed it would be lost for good.
 The log's ids are ordered by its counter row (``adapters.recorders``).  The
 same hammering runs with a random pause inside each insert's transaction,
 after the ids are taken, so commits that could overtake each other would; and
-a negative control swaps in an insert that takes its ids from the table's
-sequence without the counter (what the library's own function does): the
-follower must then miss events, which shows the check can fail.
+on two partitions at once.  A negative control makes two inserts overlap by
+hand — the first takes its id and stays open while the second commits — with
+the shipped function (the second waits) and with one that takes ids from the
+table's sequence without the counter (what the library's own function does):
+only there does the follower read past the first's id and never see it.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 from psycopg.sql import SQL, Identifier
 
-from adapters.persistence import parse_url, partition_schema
-from adapters.recorders import INSERT_FUNCTION, LedgerPostgresRecorder
+from adapters.persistence import connect, parse_url, partition_schema
+from adapters.recorders import INSERT_FUNCTION, LedgerPostgresRecorder, columns
 from application.ledger import Ledger
 from application.orders import Orders
 from bootstrap.ledger import open_ledger, open_store
@@ -40,8 +44,12 @@ SECONDS = 4.0
 
 
 @pytest.fixture
-def ledgers(postgres: ThrowawayPostgres) -> Iterator[tuple[Ledger, Ledger]]:
-    url = postgres.create_database("follow")
+def url(postgres: ThrowawayPostgres) -> str:
+    return postgres.create_database("follow")
+
+
+@pytest.fixture
+def ledgers(url: str) -> Iterator[tuple[Ledger, Ledger]]:
     first = open_ledger(url, create_tables=True)
     second = open_ledger(url)
     yield first, second
@@ -123,13 +131,55 @@ def test_each_partition_s_follower_misses_nothing_while_both_partitions_are_hamm
     assert results[0][1][:5] == results[1][1][:5] == [1, 2, 3, 4, 5]  # each partition numbers its own log
 
 
-def test_negative_control_a_follower_misses_events_when_ids_are_not_ordered_by_commit(
-    ledgers: tuple[Ledger, Ledger],
+@pytest.mark.parametrize("insert", ["shipped", "unordered"])
+def test_negative_control_an_id_committed_after_a_larger_one_is_missed_only_without_the_counter(
+    ledgers: tuple[Ledger, Ledger], url: str, insert: str
 ) -> None:
-    replace_insert_function(ledgers[0], UNORDERED)
-    seen, stored, writes = hammer(ledgers)
-    assert writes > 100
-    assert set(seen) < set(stored)  # the follower passed ids that were committed after it had read past them
+    """Two inserts made to overlap by hand: the first takes its id and stays open, the second commits.
+
+    With the shipped function the second waits for the first's commit (the
+    counter row is locked), so ids become visible in order and the follower
+    sees both.  With ids from the sequence and no counter (the negative
+    control) the second commits first, the follower reads past the first's
+    id, and when the first commits its event is never read: the check fails
+    exactly where the counter is missing.
+    """
+    if insert == "unordered":
+        replace_insert_function(ledgers[0], UNORDERED.replace("PERFORM pg_sleep(random() * 0.003); ", ""))
+    recorder = recorder_of(ledgers[0])
+    store = parse_url(url)
+    seen: list[int] = []
+
+    def follow() -> None:
+        position = seen[-1] if seen else 0
+        seen.extend(n.id for n in recorder.select_notifications(position, 100, inclusive_of_start=False))
+
+    follow()
+    with connect(store, 5) as first, connect(store, 5, autocommit=True) as second:
+        (own,) = first.execute(recorder.insert_sql, columns([stored()])).fetchone() or (0,)  # open: not committed
+        later: list[int] = []
+        overtaking = threading.Thread(
+            target=lambda: later.extend(r[0] for r in second.execute(recorder.insert_sql, columns([stored()])))
+        )
+        overtaking.start()
+        overtaking.join(timeout=1.0)
+        follow()  # what a follower reads while the first is still open
+        waited = overtaking.is_alive()
+        first.commit()
+        overtaking.join(timeout=10)
+    follow()
+    stored_ids = [n.id for n in recorder.select_notifications(1, 1000)]
+    if insert == "shipped":
+        assert waited  # the second insert waited for the first's commit
+        assert seen == stored_ids == sorted([own, *later])  # and the follower saw both, in order
+    else:
+        assert not waited and later[0] > own  # the second took a larger id and committed first
+        assert own in stored_ids and own not in seen  # the first's event, committed later, was never read
+
+
+def stored() -> StoredEvent:
+    """An event of a new aggregate (followers read ids; they need not decode it)."""
+    return StoredEvent(originator_id=uuid4(), originator_version=1, topic="test.Overlap", state=b"{}")
 
 
 def hammer(ledgers: tuple[Ledger, Ledger]) -> tuple[list[int], list[int], int]:

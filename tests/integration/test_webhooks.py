@@ -21,7 +21,7 @@ import pytest
 
 from sandbox.keyset import DIRECT, PARTNER
 from tests.api.test_review_api import duplicate_paid
-from tests.deploy import PARTITIONS, Deployment, deploy, merchant_store
+from tests.deploy import Deployment, deploy, merchant_store
 from zhangben.launch import free_port
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
@@ -100,20 +100,23 @@ class Workers:
         self.log.close()
 
 
-@pytest.fixture(scope="module", params=[1, PARTITIONS])
-def stack(
-    postgres: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Deployment]:
-    """One partition, then eight (the test merchants hashed onto four of them)."""
-    root = tmp_path_factory.mktemp("webhooks")
+def running(postgres: Any, factory: pytest.TempPathFactory, partitions: int) -> Iterator[Deployment]:
+    """The stack this module's tests share: webhooks delivered by the test's own workers, retries sped up."""
+    root = factory.mktemp("webhooks")
     os.environ["ZHANGBEN_WEBHOOKS_TIME_FACTOR"] = "1000"  # retries after 5 ms, 30 ms, 120 ms, 0.6 s, 1.8 s, …
-    extra = f"[partitioning]\npartitions = {request.param}\n"
+    extra = f"[partitioning]\npartitions = {partitions}\n"
     try:
         url = postgres.create_database("webhooks")
         with deploy(root, url, workers=2, serve_args=("--no-webhooks",), config_extra=extra) as d:
             yield d
     finally:
         del os.environ["ZHANGBEN_WEBHOOKS_TIME_FACTOR"]
+
+
+@pytest.fixture(scope="module")
+def stack(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """One partition (``test_webhooks_partitioned`` runs these tests again with eight)."""
+    yield from running(postgres, tmp_path_factory, 1)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
