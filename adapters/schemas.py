@@ -50,39 +50,33 @@ def _legacy(conn: psycopg.Connection[Any], schema: str) -> bool:
     return bool(old) and not new
 
 
+# What moves, in this order: tables (with their indexes, constraints, owned sequences and row types), the
+# sequences no table owns, then free-standing composite types (the library's stored event row)
+MOVES = (
+    (["r", "p"], SQL("ALTER TABLE {} SET SCHEMA {}")),
+    (["S"], SQL("ALTER SEQUENCE {} SET SCHEMA {}")),
+    (["c"], SQL("ALTER TYPE {} SET SCHEMA {}")),
+)
+
+
 def _move_public_into(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Every table, free-standing sequence and composite type of ``public`` into ``schema``; functions dropped.
+    """Every table, sequence and composite type of ``public`` into ``schema``; the ledger's functions dropped.
 
     The functions are the ledger's insert function (and the library's own,
     unused), made again in the new schema by the library's table creation
-    right after; tables take their
-    indexes, constraints and owned sequences with them.
+    right after.
     """
-    target = Identifier(schema)
-    tables = conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
-        (LEGACY_SCHEMA,),
-    ).fetchall()
-    for (table,) in tables:
-        conn.execute(SQL("ALTER TABLE {} SET SCHEMA {}").format(Identifier(LEGACY_SCHEMA, table), target))
-    sequences = conn.execute(  # those no table owns (owned ones moved with their table)
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind = 'S'",
-        (LEGACY_SCHEMA,),
-    ).fetchall()
-    for (sequence,) in sequences:
-        conn.execute(SQL("ALTER SEQUENCE {} SET SCHEMA {}").format(Identifier(LEGACY_SCHEMA, sequence), target))
+    for kinds, statement in MOVES:
+        names = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind::text = ANY(%s)",
+            (LEGACY_SCHEMA, kinds),
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(statement.format(Identifier(LEGACY_SCHEMA, name), Identifier(schema)))
     conn.execute(
         "DO $$ DECLARE f regprocedure; BEGIN FOR f IN "
         "SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
         "WHERE n.nspname = 'public' AND (p.proname LIKE 'ledger_events%' OR p.proname LIKE 'es_insert_events%') "
         "LOOP EXECUTE 'DROP FUNCTION ' || f; END LOOP; END $$"
     )
-    types = conn.execute(  # free-standing composite types (the library's stored event row)
-        "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
-        "JOIN pg_class c ON c.oid = t.typrelid WHERE n.nspname = %s AND c.relkind = 'c'",
-        (LEGACY_SCHEMA,),
-    ).fetchall()
-    for (name,) in types:
-        conn.execute(SQL("ALTER TYPE {} SET SCHEMA {}").format(Identifier(LEGACY_SCHEMA, name), target))

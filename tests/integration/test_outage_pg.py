@@ -90,6 +90,7 @@ class Load:
         self._thread.join(60)
 
 
+@pytest.mark.ha  # half a minute of load through a PostgreSQL restart: `make test-ha`
 def test_a_database_restart_under_load_recovers_by_itself(server: ThrowawayPostgres, tmp_path: Path) -> None:
     with deploy(tmp_path, server.create_database("outage"), workers=2) as d:
         d.faults(notifications="drop")  # the callback below comes from our own signer

@@ -54,6 +54,7 @@ def zhangben(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.ha  # a disk filled and made read-only under the CLI: `make test-ha`
 def test_a_full_then_read_only_disk_is_one_line_and_nothing_half_written(keyset: Path, small_disk: Path) -> None:
     env = {"ZHANGBEN_CONFIG": str(keyset / "zhangben.toml"), "ZHANGBEN_DATABASE_URL": f"sqlite:///{small_disk}/l.db"}
     assert zhangben("db", "init", env=env).returncode == 0
@@ -82,6 +83,7 @@ def test_a_full_then_read_only_disk_is_one_line_and_nothing_half_written(keyset:
     assert listed.returncode == 0 and len(keys) == 2  # the two keys written before the disk filled
 
 
+@pytest.mark.ha  # a full disk under `serve`, then space freed: `make test-ha`
 def test_serve_notices_by_itself_that_space_is_back(small_disk: Path, tmp_path: Path) -> None:
     """Issue 23, point 9: a full disk is a 503; once space is freed the next creates go through, no restart."""
     with running_stack(tmp_path / "stack", f"sqlite:///{small_disk}/l.db") as stack:
