@@ -8,10 +8,11 @@ read models to the use cases that read them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import cast
+from datetime import date, datetime
+from typing import Any, cast
 
 import httpx
 
@@ -202,6 +203,32 @@ class Runtimes:
         for rt in reversed(self.partitions):
             rt.close_own()
         self.shared.close()
+
+
+@dataclass(frozen=True)
+class RoutedBooks:
+    """Each merchant's finance books in its own partition, read as one: an export or a total over merchants on
+    several partitions (``application.finance_exports.Books``, and its ``OrdersOn``)."""
+
+    fleet: Runtimes
+
+    def has_bill(self, mchid: str, bill_date: date) -> bool:
+        return self.fleet.at(mchid).finance.has_bill(mchid, bill_date)
+
+    def lines(self, mchid: str, bill_date: date) -> Iterator[dict[str, Any]]:
+        return self.fleet.at(mchid).finance.lines(mchid, bill_date)
+
+    def bill_totals(self, mchid: str, bill_date: date) -> dict[str, int]:
+        return self.fleet.at(mchid).finance.bill_totals(mchid, bill_date)
+
+    def journal_report(self, mchid: str, day_from: date, day_to: date) -> dict[str, Any]:
+        return self.fleet.at(mchid).finance.journal_report(mchid, day_from, day_to)
+
+    def fund_flow_if_imported(self, mchid: str, bill_date: date) -> dict[str, Any] | None:
+        return self.fleet.at(mchid).finance.fund_flow_if_imported(mchid, bill_date)
+
+    def orders_on(self, mchid: str, day_from: date, day_to: date) -> Iterator[dict[str, Any]]:
+        return self.fleet.at(mchid).orders.created_on(mchid, day_from, day_to)
 
 
 def event_log(ledger: Ledger) -> EventLog:

@@ -17,7 +17,7 @@ from adapters.wechatpay.errors import WechatPayBusinessError
 from api import logs
 from application.finance_exports import export_workbook
 from bootstrap.settings import Settings, load_settings
-from bootstrap.wiring import Runtime, build_runtimes
+from bootstrap.wiring import RoutedBooks, Runtime, build_runtimes
 from projections.core import Runner
 from zhangben import terminal
 from zhangben.usage import UsageError
@@ -156,15 +156,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     rt = command_runtime()
     try:
         mchids = chosen_merchants(rt.settings, args.merchant)
-        partitions = {rt.fleet.at(m).number for m in mchids}
-        if len(partitions) > 1:
-            raise UsageError(
-                f"the merchants chosen are on partitions {sorted(partitions)}: export one merchant at a time (--merchant)"
-            )
-        rt = rt.fleet.partitions[partitions.pop()] if partitions else rt
         if args.what == "orders":
-            rt.followers["order_status"].catch_up()  # no runner in this process: the view as of now
-        book = export_workbook(args.what, rt.finance, rt.orders.created_on, mchids, day_from, day_to)
+            for number in sorted({rt.fleet.at(m).number for m in mchids}):  # no runner here: the views as of now
+                rt.fleet.partitions[number].followers["order_status"].catch_up()
+        books = RoutedBooks(rt.fleet)  # each merchant's rows from its own partition, in one file
+        book = export_workbook(args.what, books, books.orders_on, mchids, day_from, day_to)
         with terminal.progress(f"{args.what} export: rows") as advance:
             tally = terminal.Tally(advance)
             for sheet in book.sheets:

@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 from unittest.mock import patch
 
@@ -14,13 +15,15 @@ import psycopg
 import pytest
 
 from adapters.persistence import DIRECTORY_SCHEMA, parse_url, partition_schema
+from adapters.wechatpay.beijing import BEIJING
 from application.orders import Orders
 from bootstrap.ledger import open_store
 from bootstrap.partitioning import directory
 from bootstrap.settings import Settings, SettingsError, load_settings
-from bootstrap.wiring import init_database
+from bootstrap.wiring import build_runtimes, init_database
 from domain.partitions import MerchantAlreadyPlaced, PartitionCountChanged, hashed_partition
 from domain.requests import OrderTerms
+from sandbox.keyset import DIRECT, PARTNER
 from zhangben.cli import main
 from zhangben.pgserver import ThrowawayPostgres
 
@@ -146,3 +149,26 @@ def test_a_partition_s_inserts_never_wait_for_another_partition_s(postgres: Thro
     finally:
         first.close()
         second.close()
+
+
+def test_an_export_over_merchants_on_several_partitions_has_each_one_s_orders(
+    postgres: ThrowawayPostgres, keyset: Path, tmp_path: Path
+) -> None:
+    """Finance reads that span merchants merge the partitions' answers: one file, every merchant's rows."""
+    config = tmp_path / "zhangben.toml"
+    config.write_text((keyset / "zhangben.toml").read_text(encoding="utf-8") + "\n[partitioning]\npartitions = 8\n")
+    env = {"ZHANGBEN_CONFIG": str(config), "ZHANGBEN_DATABASE_URL": postgres.create_database("export")}
+    init_database(load_settings(env))
+    fleet = build_runtimes(load_settings(env))
+    try:
+        for merchant, no in ((DIRECT.key, "EX-DIRECT"), (PARTNER.key, "EX-PARTNER")):
+            Orders(fleet.at(merchant).ledger).create_order(merchant, no, OrderTerms(100, "export", "native"))
+        assert fleet.at(DIRECT.key).number != fleet.at(PARTNER.key).number
+    finally:
+        fleet.close()
+    today = datetime.now(BEIJING).date().isoformat()
+    out = tmp_path / "orders.csv"
+    code, _, err = zhangben(env, "export", "orders", "--date", today, "--out", str(out))
+    assert code == 0, err
+    written = out.read_text(encoding="utf-8-sig")
+    assert "EX-DIRECT" in written and "EX-PARTNER" in written
