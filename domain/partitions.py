@@ -63,9 +63,8 @@ def check_count(partitions: int) -> int:
 def check_partition(partition: int, partitions: int) -> int:
     """``partition`` is one of the deployment's ``partitions`` (numbered from 0)."""
     if not 0 <= partition < partitions:
-        raise InvalidInput(
-            "partition", f"partition {partition} does not exist: this deployment has 0 to {partitions - 1}"
-        )
+        which = "only partition 0" if partitions == 1 else f"partitions 0 to {partitions - 1}"
+        raise InvalidInput("partition", f"partition {partition} does not exist: this deployment has {which}")
     return partition
 
 
