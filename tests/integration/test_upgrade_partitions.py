@@ -6,20 +6,29 @@ with what its API answered then): three orders — paid, paid and refunded,
 open — their feed, and a merchant's API key.  Restored into a fresh database
 and started by today's code, the same key reads the same orders and the same
 feed, the feed's cursor goes on, and new payments land after the old log's
-last id.
+last id.  ``data/before-partitions.db`` is a SQLite file written by the same
+commit (a key and an order): SQLite stays one partition, read as it was.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
-from bootstrap.ledger import open_ledger
+from application.apikeys import ApiKeys
+from application.orders import Orders
+from bootstrap.ledger import open_directory, open_ledger
+from bootstrap.partitioning import partition_states
+from bootstrap.settings import Settings
+from bootstrap.wiring import init_database
+from domain.requests import OrderTerms
 from tests.deploy import deploy
 from zhangben.pgserver import ThrowawayPostgres
 
@@ -96,3 +105,24 @@ def tables_by_schema(url: str) -> dict[str, set[str]]:
     for schema, table in rows:
         found.setdefault(schema, set()).add(table)
     return found
+
+
+def test_a_sqlite_database_of_before_partitions_is_partition_0_as_it_is(tmp_path: Path) -> None:
+    """SQLite is one partition: ``db init`` adds the directory's tables to the file and moves nothing; the old
+    key, order and log read as before (``data/before-partitions.db`` was written by the same commit)."""
+    before = json.loads((DATA / "before-partitions-sqlite.json").read_text())
+    db = tmp_path / "ledger.db"
+    shutil.copy(DATA / "before-partitions.db", db)
+    url = f"sqlite:///{db}"
+    settings = Settings(config_path=tmp_path / "zhangben.toml", database_url=url)
+    init_database(settings)
+    with closing(open_directory(url)) as keys:
+        who = ApiKeys(keys).authenticate(before["merchant_key"])
+    assert who is not None and who.mchid == "1900000001"
+    with closing(open_ledger(url)) as ledger:
+        assert ledger.get_order("1900000001", before["order"]).amount_fen == 100
+        Orders(ledger).create_order("1900000001", "NEW-SQLITE", OrderTerms(100, "after", "native"))
+        ids = [n.id for n in ledger.recorder.select_notifications(1, 1000)]
+    assert ids[: before["head"]] == list(range(1, before["head"] + 1)) and ids[-1] > before["head"]
+    [state] = partition_states(settings)
+    assert state.partition == 0 and state.head == ids[-1]
