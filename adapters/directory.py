@@ -62,10 +62,10 @@ class Directory:
             "ON CONFLICT (merchant) DO NOTHING",
             (merchant, partition, placed_by, sortable(at)),
         )
-        rows = self.db.execute(
-            "SELECT merchant, partition, placed_by, placed_at FROM merchant_partitions WHERE merchant = ?", (merchant,)
-        )
-        return _placement(rows[0])  # just written, or written before
+        placed = self.placement(merchant)  # just written, or written before
+        if placed is None:
+            raise LookupError(f"merchant {merchant} was placed and is not found")  # the row above is never deleted
+        return placed
 
     def placement(self, merchant: str) -> Placement | None:
         rows = self.db.execute(

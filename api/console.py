@@ -72,8 +72,7 @@ class Session:
 
 def _rt(request: Request, session: Session) -> Runtime:
     """The runtime of the session's merchant's partition (an operator's, naming none: the first partition's)."""
-    fleet = runtimes(request)
-    return fleet.at(session.who.mchid) if session.who.mchid else fleet.home
+    return runtimes(request).at(session.who.mchid)
 
 
 def csrf_token(key: str) -> str:

@@ -64,9 +64,7 @@ def role(*allowed: str) -> Callable[[Principal], Awaitable[Principal]]:
 async def caller_partition(request: Request, who: Annotated[Principal, Depends(principal)]) -> Runtime:
     """The runtime of the caller's merchant's partition (no I/O once its placement is known: no thread hop)."""
     fleet = runtimes(request)
-    if len(fleet.partitions) == 1 or not who.mchid:  # an operator's key names no merchant: the first partition
-        return fleet.home
-    if who.mchid in fleet.placed:
+    if len(fleet.partitions) == 1 or not who.mchid or who.mchid in fleet.placed:
         return fleet.at(who.mchid)
     return await asyncio.to_thread(fleet.at, who.mchid)  # its first request here: read from the directory
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from adapters.persistence import DIRECTORY_SCHEMA, StoreUrl, connect, parse_url, partition_schema
+from adapters.persistence import DIRECTORY_SCHEMA, connect, parse_url
 from adapters.viewdb import ViewDatabase
 from application.orders import Orders
 from bench import console as console_bench
@@ -47,6 +47,7 @@ from bench.load import (
     process_tree,
 )
 from bootstrap.ledger import open_ledger, open_store
+from bootstrap.partitioning import merchant_store
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_views, init_database
 from domain.requests import OrderTerms
@@ -59,14 +60,6 @@ from zhangben.pgserver import ThrowawayPostgres
 MCHID = DIRECT.mchid
 V3_MERCHANTS = (DIRECT, PARTNER)  # the direct merchant and the provider's sub-merchant: partitions 7 and 6 of 8
 PARTITIONED = 8
-
-
-def merchant_store(url: str, merchant: str) -> StoreUrl:
-    """The schema of ``merchant``'s partition in the bench's database."""
-    store = parse_url(url)
-    with connect(store.in_schema(DIRECTORY_SCHEMA), 10) as directory:
-        row = directory.execute("SELECT partition FROM merchant_partitions WHERE merchant = %s", (merchant,)).fetchone()
-    return store.in_schema(partition_schema(int(row[0]) if row else 0))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from bootstrap.clock import system_clock
 from bootstrap.ledger import open_store
 from bootstrap.settings import Settings
 from bootstrap.wiring import build_views
+from projections.sharing import now_ms
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,23 @@ def directory(settings: Settings, clock: Clock = system_clock) -> Iterator[Parti
 @contextmanager
 def merchant_ledger(settings: Settings, merchant: str) -> Iterator[Ledger]:
     """The event log of ``merchant``'s partition (a merchant never placed: partition 0's, where it has nothing)."""
-    store = persistence.parse_url(settings.database_url)
-    with directory(settings) as partitions:
-        placement = partitions.directory.placement(merchant)
-    schema = persistence.partition_schema(placement.partition if placement else 0)
-    with closing(open_store(store.in_schema(schema))) as ledger:
+    with directory(settings) as partitions:  # reachable and initialised, or one clear line
+        store = placed_store(persistence.parse_url(settings.database_url), partitions.directory, merchant)
+    with closing(open_store(store)) as ledger:
         yield ledger
+
+
+def placed_store(store: persistence.StoreUrl, placements: Directory, merchant: str) -> persistence.StoreUrl:
+    """``store`` in the schema of ``merchant``'s partition (a merchant never placed: partition 0's)."""
+    placement = placements.placement(merchant)
+    return store.in_schema(persistence.partition_schema(placement.partition if placement else 0))
+
+
+def merchant_store(database_url: str, merchant: str) -> persistence.StoreUrl:
+    """Where ``merchant``'s money is kept in the database at ``database_url`` (the tests and the bench look)."""
+    store = persistence.parse_url(database_url)
+    with closing(ViewDatabase(store.in_schema(persistence.DIRECTORY_SCHEMA))) as db:
+        return placed_store(store, Directory(db), merchant)
 
 
 def partition_states(settings: Settings) -> list[PartitionState]:
@@ -60,7 +71,7 @@ def partition_states(settings: Settings) -> list[PartitionState]:
     with directory(settings) as partitions:
         where = partitions.directory.databases()
         placed = [p.partition for p in partitions.directory.placements()]
-        holders = FollowerLeases(partitions.directory.db).holders(time.time())
+        holders = FollowerLeases(partitions.directory.db).holders(now_ms())
     states = []
     for partition, (schema, database) in where.items():
         ledger = open_store(store.in_schema(schema))

@@ -161,8 +161,11 @@ class Runtimes:
         return self._where
 
     def at(self, merchant: str) -> Runtime:
-        """The runtime of ``merchant``'s partition; placements never change, so each is read once."""
-        if len(self.partitions) == 1:
+        """The runtime of ``merchant``'s partition; placements never change, so each is read once.
+
+        No merchant (an operator's key, the deployment's own): the first partition.
+        """
+        if len(self.partitions) == 1 or not merchant:
             return self.home
         number = self._where.get(merchant)
         if number is None:

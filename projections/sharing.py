@@ -6,7 +6,7 @@ divided by the processes alive, rounded up.  It runs the followers of the
 partitions it holds (a ``Runner`` each: a partition's three projections read
 each stretch of its log once, together — which is why the lease is the
 partition's, and each (projection, partition) pair is then followed by one
-process).  A process killed stops renewing; within ``TTL_SECONDS`` its
+process).  A process killed stops renewing; within ``TTL_MS`` its
 leases lapse and the others take them.  Two processes that both believe they
 hold a partition for a moment (one stalled past its lease) do no harm: a
 batch is written with its position in one transaction, and a second write of
@@ -30,8 +30,13 @@ from projections.core import Runner
 
 log = logging.getLogger("zhangben.projections")
 
-BEAT_SECONDS = 2.0  # how often a process renews, and looks for leases to take or give back
-TTL_SECONDS = 6.0  # a lease not renewed for this long lapses: a killed process's partitions move within ~8 s
+BEAT_MS = 2_000  # how often a process renews, and looks for leases to take or give back
+TTL_MS = 6_000  # a lease not renewed for this long lapses: a killed process's partitions move within ~8 s
+
+
+def now_ms() -> int:
+    """This process's clock in whole milliseconds since the epoch (what the lease rows hold)."""
+    return time.time_ns() // 1_000_000
 
 
 class SharedFollowing:
@@ -43,9 +48,9 @@ class SharedFollowing:
         runner_for: Callable[[int], Runner],
         partitions: int,
         *,
-        clock: Callable[[], float] = time.time,
-        beat: float = BEAT_SECONDS,
-        ttl: float = TTL_SECONDS,
+        clock: Callable[[], int] = now_ms,
+        beat: int = BEAT_MS,
+        ttl: int = TTL_MS,
     ) -> None:
         self.leases = leases
         self.runner_for = runner_for
@@ -68,10 +73,10 @@ class SharedFollowing:
                 self.tick()
             except Exception as exc:  # supervised: an outage drops nothing; the leases lapse, the runners wait
                 if is_unavailable(exc):
-                    log.warning("projection leases: database unavailable; trying again in %.0fs", self.beat)
+                    log.warning("projection leases: database unavailable; trying again in %d ms", self.beat)
                 else:
-                    log.exception("projection leases failed; trying again in %.0fs", self.beat)
-            self._stop.wait(self.beat)
+                    log.exception("projection leases failed; trying again in %d ms", self.beat)
+            self._stop.wait(self.beat / 1000)
 
     def tick(self) -> set[int]:
         """One round: alive, renew, take or give back to hold this process's part; returns the partitions held."""
@@ -112,4 +117,4 @@ class SharedFollowing:
         try:
             self.leases.leave(self.holder)
         except Exception as exc:  # noqa: BLE001 — stopping with the database down: the leases lapse by themselves
-            log.warning("projection leases not given back (%s); they lapse in %.0fs", exc, self.ttl)
+            log.warning("projection leases not given back (%s); they lapse in %d ms", exc, self.ttl)

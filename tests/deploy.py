@@ -10,15 +10,14 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import pytest
 
-from adapters.persistence import DIRECTORY_SCHEMA, StoreUrl, parse_url, partition_schema
-from adapters.viewdb import ViewDatabase
+from adapters.persistence import StoreUrl
+from bootstrap.partitioning import merchant_store as placed
 from sandbox.keyset import init_keyset
 from zhangben import deployment as deployments
 from zhangben.cli import main
@@ -26,7 +25,6 @@ from zhangben.deployment import Deployment
 from zhangben.launch import Stack, StackError
 
 __all__ = [
-    "PARTITIONED",
     "STORES",
     "Deployment",
     "cli_in_process",
@@ -41,8 +39,8 @@ __all__ = [
 ]
 
 STORES = ["sqlite", "postgres"]
-# the same suites again with eight partitions on PostgreSQL: the test merchants are hashed onto 7, 6, 2 and 0
-PARTITIONED = [*STORES, "partitioned"]
+# the "partitioned" store: eight partitions on PostgreSQL (the test merchants are hashed onto 7, 6, 2 and 0),
+# which the `*_partitioned.py` files run their suites on again
 PARTITIONS = 8
 
 
@@ -89,10 +87,7 @@ def deploy(root: Path, database_url: str, workers: int = 1, **plan: Any) -> Iter
 
 def merchant_store(deployment: Deployment, mchid: str) -> StoreUrl:
     """Where ``mchid``'s money is kept in ``deployment``'s database: its partition's schema (any store)."""
-    store = parse_url(deployment.database_url)
-    with closing(ViewDatabase(store.in_schema(DIRECTORY_SCHEMA))) as directory:
-        rows = directory.execute("SELECT partition FROM merchant_partitions WHERE merchant = ?", (mchid,))
-    return store.in_schema(partition_schema(int(rows[0][0]) if rows else 0))
+    return placed(deployment.database_url, mchid)
 
 
 def _deployed(store: str, request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Iterator[Deployment]:

@@ -26,6 +26,7 @@ from adapters.persistence import DIRECTORY_SCHEMA, parse_url, partition_schema
 from adapters.viewdb import ViewDatabase
 from bootstrap.partitioning import partition_states
 from bootstrap.settings import load_settings
+from projections.sharing import now_ms
 from tests.deploy import PARTITIONS, Deployment, deploy, run_cli
 from zhangben.pgserver import ThrowawayPostgres
 
@@ -40,7 +41,7 @@ TABLES = {
 
 def holders(d: Deployment) -> dict[int, str | None]:
     with closing(ViewDatabase(parse_url(d.database_url).in_schema(DIRECTORY_SCHEMA))) as db:
-        return FollowerLeases(db).holders(time.time())
+        return FollowerLeases(db).holders(now_ms())
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
