@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve demo check test test-ha lint bench install clean chromium deploy-tools
+.PHONY: serve demo check test test-ha lint bench install clean chromium deploy-tools cluster-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "zhangben needs Python >= 3.11"'
@@ -42,6 +42,20 @@ deploy-tools:
 	    echo "the going-live tests skip without caddy and a Compose (apt-get install caddy docker-compose)"; \
 	  fi; }
 
+# The cells' tests and `zhangben dev cluster up` run etcd (Debian's etcd-server, not started as a service) and
+# Patroni from PyPI, in .patroni: a venv made from the system's /usr/bin/python3, so the postgres user can run it.
+cluster-tools:
+	@command -v etcd >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's etcd-server for the cells' tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; \
+	  else \
+	    echo "the cells' tests need etcd: apt-get install etcd-server"; exit 1; \
+	  fi; }
+	@test -x .patroni/bin/patroni || { \
+	  PY=$$(test -x /usr/bin/python3 && echo /usr/bin/python3 || echo $(PYTHON)); \
+	  $$PY -m venv .patroni && .patroni/bin/pip install --quiet 'patroni[etcd3,psycopg3]>=4.0'; }
+
 # Lint, format and type checks first: a red check stops the run before the suite.
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -59,14 +73,14 @@ check: lint
 # on their servers much of the time (measured on 2 cores: 3 workers 4.5 min, 2 workers 5).
 WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 
-test: lint chromium deploy-tools
+test: lint chromium deploy-tools cluster-tools
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not ha" $(PYTEST_ARGS)
 
-test-ha: $(STAMP) chromium deploy-tools
+test-ha: $(STAMP) chromium deploy-tools cluster-tools
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m ha $(PYTEST_ARGS)
 
 bench: $(STAMP)  # QUICK=1: smaller loads, under 3 minutes
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 clean:
-	rm -rf $(VENV) var/test-* .pytest_cache
+	rm -rf $(VENV) .patroni var/test-* .pytest_cache

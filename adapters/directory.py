@@ -21,7 +21,7 @@ DDL = [
     "CREATE TABLE IF NOT EXISTS merchant_partitions (merchant TEXT PRIMARY KEY, partition INTEGER NOT NULL, "
     "placed_by TEXT NOT NULL, placed_at TEXT NOT NULL)",
 ]
-HOME_DATABASE = "main"  # the deployment's own database (ZHANGBEN_DATABASE_URL); other databases come with cells
+HOME_DATABASE = "main"  # the deployment's own database (ZHANGBEN_DATABASE_URL); with [[cells]], the first cell
 
 
 class Directory:
@@ -34,8 +34,11 @@ class Directory:
         for statement in DDL:
             self.db.execute(statement)
 
-    def fix_partitions(self, partitions: int, schema_of: dict[int, str]) -> None:
-        """Record the deployment's partitions on its first ``db init``; afterwards, check the number is the same."""
+    def fix_partitions(self, partitions: int, schema_of: dict[int, str], cells: list[str] | None = None) -> None:
+        """Record the deployment's partitions on its first ``db init``, dealt over ``cells`` in turn (partition
+        *p* on cell *p* mod the cells; ``main`` when none are named); afterwards, check the number is the same.
+        A cell named later gets partitions by ``zhangben partitions move``."""
+        cells = cells or [HOME_DATABASE]
         with self.db.transaction():
             stored = self.partition_count()
             if stored and stored != partitions:
@@ -43,7 +46,7 @@ class Directory:
             if not stored:
                 self.db.executemany(
                     "INSERT INTO partition_map (partition, schema_name, database) VALUES (?, ?, ?)",
-                    [(p, schema_of[p], HOME_DATABASE) for p in range(partitions)],
+                    [(p, schema_of[p], cells[p % len(cells)]) for p in range(partitions)],
                 )
 
     def partition_count(self) -> int:

@@ -14,11 +14,12 @@ One URL configures the store.  What we always set, and why
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg
 import psycopg_pool
@@ -70,14 +71,18 @@ class StoreUrl:
     kind: str  # "sqlite" | "postgres" | "memory"
     raw: str
     path: str = ""
+    # PostgreSQL: libpq's lists — one host and port, or every node of a cell ("h1,h2,h3", "5432,5432,5432"):
+    # libpq tries them in turn and keeps the one that takes writes (``target_session_attrs``)
     host: str = ""
-    port: int = 5432
+    port: str = "5432"
     user: str = ""
     password: str = ""
     dbname: str = ""
     # PostgreSQL: the schema the ledger's tables are in (a partition's `pNNN`, or `directory`); its connections
     # see it first on their search_path.  A URL alone names partition 0 (docs/scale-out.md).
     schema: str = ""
+    # libpq parameters from the URL's query (``target_session_attrs``, ``sslmode`` …), over ``RESILIENCE``
+    params: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         return redact(self.raw)
@@ -126,30 +131,91 @@ def parse_url(url: str) -> StoreUrl:
             )
         return StoreUrl(kind="sqlite", raw=url, path=path[1:])
     if parts.scheme in ("postgresql", "postgres"):
-        try:
-            port = parts.port or 5432
-        except ValueError:
-            raise DatabaseUrlError(f"malformed database URL {redact(url)!r}: bad port") from None
-        query = parse_qs(parts.query)
-        host = parts.hostname or query.get("host", [""])[0]
-        dbname = unquote(parts.path.lstrip("/"))
-        if not host or not dbname or not parts.username:
-            raise DatabaseUrlError(
-                f"incomplete PostgreSQL URL {redact(url)!r}: need postgresql://user:password@host:port/dbname"
-            )
-        return StoreUrl(
-            kind="postgres",
-            raw=url,
-            host=host,
-            port=port,
-            user=unquote(parts.username),
-            password=unquote(parts.password or ""),
-            dbname=dbname,
-            schema=partition_schema(0),
-        )
+        return _parse_postgres(url, parts.netloc, parts.path, parts.query)
     raise DatabaseUrlError(
         f"unsupported database URL {redact(url)!r}: use sqlite:///path or postgresql://user:pass@host/db"
     )
+
+
+# What every PostgreSQL connection carries unless its URL says otherwise, so that a primary that dies,
+# freezes or is cut off never hangs a pool (docs/scale-out.md, "What a failure looks like"): keepalives
+# notice a silent peer in 5 + 2×3 s, tcp_user_timeout gives up on data unacknowledged for 10 s, and a URL
+# naming several nodes lands on the one that takes writes.  No statement_timeout: a commit waiting for
+# the synchronous standby that is cancelled is still committed on the primary
+# (https://www.postgresql.org/docs/15/warm-standby.html#SYNCHRONOUS-REPLICATION-HA).
+RESILIENCE: dict[str, str] = {
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+    "target_session_attrs": "read-write",
+}
+QUERY_PARAMS = frozenset(
+    {"host", "target_session_attrs", "sslmode", "sslrootcert", "sslcert", "sslkey", "application_name"}
+    | set(RESILIENCE)
+)
+
+
+def _parse_postgres(url: str, netloc: str, path: str, query: str) -> StoreUrl:
+    """``postgresql://user:password@h1:5432,h2:5432/dbname?target_session_attrs=read-write`` (libpq's URI form,
+    https://www.postgresql.org/docs/15/libpq-connect.html#LIBPQ-CONNSTRING): one node or every node of a cell."""
+    userinfo, _, hostlist = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    try:
+        params = dict(parse_qsl(query, strict_parsing=bool(query)))
+    except ValueError:
+        raise DatabaseUrlError(f"malformed database URL {redact(url)!r}: bad query") from None
+    unknown = sorted(set(params) - QUERY_PARAMS)
+    if unknown:
+        raise DatabaseUrlError(
+            f"database URL {redact(url)!r}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(QUERY_PARAMS))})"
+        )
+    hosts, ports = [], []
+    for node in hostlist.split(",") if hostlist else []:
+        host, port = _host_port(url, node)
+        hosts.append(host)
+        ports.append(port)
+    socket_dir = params.pop("host", "")
+    if socket_dir and not hosts:
+        hosts, ports = [socket_dir], ["5432"]
+    dbname = unquote(path.lstrip("/"))
+    if not hosts or not dbname or not user:
+        raise DatabaseUrlError(
+            f"incomplete PostgreSQL URL {redact(url)!r}: need postgresql://user:password@host:port/dbname"
+        )
+    return StoreUrl(
+        kind="postgres",
+        raw=url,
+        host=",".join(hosts),
+        port=",".join(ports),
+        user=unquote(user),
+        password=unquote(password),
+        dbname=dbname,
+        schema=partition_schema(0),
+        params=tuple(sorted(params.items())),
+    )
+
+
+def _host_port(url: str, node: str) -> tuple[str, str]:
+    """One ``host[:port]`` of a URL's node list (``[::1]:5432`` for IPv6)."""
+    if node.startswith("["):
+        host, _, rest = node[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = node.partition(":")
+    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise DatabaseUrlError(f"malformed database URL {redact(url)!r}: bad host or port {redact_node(node)!r}")
+    return unquote(host), port or "5432"
+
+
+def redact_node(node: str) -> str:
+    return node if "@" not in node else "***"
+
+
+def libpq_params(store: StoreUrl) -> dict[str, str]:
+    """The libpq parameters beyond the address: ``RESILIENCE``, then what the URL asks."""
+    return RESILIENCE | dict(store.params)
 
 
 POOL_SIZE = 4  # connections an event store keeps open (more are opened as needed, up to 16 more)
@@ -174,9 +240,8 @@ def event_store_env(store: StoreUrl, *, create_tables: bool, pool_size: int = PO
         }
     else:
         env |= {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_HOST": store.host,
-            "POSTGRES_PORT": str(store.port),
+            "POSTGRES_PORT": store.port,
             "POSTGRES_USER": store.user,
             "POSTGRES_PASSWORD": store.password,
             "POSTGRES_DBNAME": store.dbname,
@@ -190,21 +255,28 @@ def event_store_env(store: StoreUrl, *, create_tables: bool, pool_size: int = PO
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             # the library's recorder, subclassed: several streams per query, no NOTIFY (adapters/recorders.py)
             "APPLICATION_RECORDER_TOPIC": "adapters.recorders:LedgerPostgresRecorder",
+            # the library's factory, subclassed to give its pool keepalives and the cell's primary
+            "PERSISTENCE_MODULE": "adapters.recorders:LedgerPostgresFactory",
+            "POSTGRES_LIBPQ_PARAMS": json.dumps(libpq_params(store)),
         }
     return {ENV_PREFIX + key: value for key, value in env.items()}
 
 
 def connection_kwargs(store: StoreUrl, timeout: int, *, autocommit: bool = False) -> dict[str, Any]:
     """How to connect to ``store``, giving up after ``timeout`` seconds (``connect``, the async store's pool)."""
-    return {
-        "host": store.host,
-        "port": store.port,
-        "user": store.user,
-        "password": store.password,
-        "dbname": store.dbname,
-        "connect_timeout": timeout,
-        "autocommit": autocommit,
-    } | ({"options": f"-c search_path={store.schema}"} if store.schema else {})
+    return (
+        {
+            "host": store.host,
+            "port": store.port,
+            "user": store.user,
+            "password": store.password,
+            "dbname": store.dbname,
+            "connect_timeout": timeout,
+            "autocommit": autocommit,
+        }
+        | libpq_params(store)
+        | ({"options": f"-c search_path={store.schema}"} if store.schema else {})
+    )
 
 
 def connect(store: StoreUrl, timeout: int, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:

@@ -35,6 +35,7 @@ protected methods.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, cast
@@ -49,7 +50,7 @@ from eventsourcing.persistence import (
     OperationalError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
@@ -92,6 +93,23 @@ class _Waiting:
         if self.error is not None:
             raise self.error
         return self.ids
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """The library's factory, its pool's connections given ``persistence.libpq_params`` before the first opens.
+
+    The library passes libpq only an address; a cell's URL names every node
+    and wants the one that takes writes, and every connection wants
+    keepalives and a bound on unacknowledged data (docs/scale-out.md).
+    """
+
+    POSTGRES_LIBPQ_PARAMS = "POSTGRES_LIBPQ_PARAMS"
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        params = json.loads(self.env.get(self.POSTGRES_LIBPQ_PARAMS) or "{}")
+        kwargs = cast(dict[str, Any], self.datastore.pool.kwargs)
+        kwargs.update(params)
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):

@@ -10,10 +10,10 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from adapters.persistence import parse_url, ping
+from adapters.persistence import StoreUrl, parse_url, ping
 from api import audit, callbacks, cashier, console, errors, events, finance, logs, merchant, ops, products
 from api.admission import Admission
-from api.db_gate import DatabaseGate
+from api.db_gate import DatabaseGates
 from api.observe import Observe
 from bootstrap.settings import load_settings
 from bootstrap.wiring import Runtime, build_runtimes
@@ -33,7 +33,11 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
             logs.configure()
         app.state.runtime = rt or build_runtimes(load_settings()).home  # every partition's, routed by merchant
         app.state.metrics = ops.Metrics(app.state.runtime)
-        app.state.db_gate = DatabaseGate(partial(_probe, app.state.runtime))
+        fleet = app.state.runtime.fleet
+        app.state.db_gate = DatabaseGates({cell: partial(_probe, parts) for cell, parts in fleet.cells().items()})
+        fleet.cell_open = app.state.db_gate.cell_open  # a merchant on a closed cell: 503 at once
+        directory_cell = fleet.home.settings.cell_names()[0]
+        fleet.keys.available = lambda: app.state.db_gate.cell_open(directory_cell)
         app.state.projection_running = projection_running
         yield
         fleet = app.state.runtime.fleet
@@ -67,18 +71,25 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
 
 
 def _probe_store(rt: Runtime) -> None:
-    ping(parse_url(rt.settings.database_url))
+    """Every cell answers on a fresh connection (a slow request's check: which cell it was for is not known)."""
+    for parts in rt.fleet.cells().values():
+        ping(_cell_store(parts[0]))
 
 
-def _probe(rt: Runtime) -> None:
-    """Back when a fresh connection answers and the event store's own pool does too.
+def _cell_store(rt: Runtime) -> StoreUrl:
+    return parse_url(rt.settings.database_of(rt.cell))
 
-    The pool's idle connections all died with the server: ``check()`` replaces
+
+def _probe(parts: list[Runtime]) -> None:
+    """A cell is back when a fresh connection answers and its partitions' event store pools do too.
+
+    The pools' idle connections all died with the server: ``check()`` replaces
     them now, rather than each failing one request after the restart.
     """
-    _probe_store(rt)
-    pool = getattr(getattr(rt.ledger.recorder, "datastore", None), "pool", None)
-    check = getattr(pool, "check", None)  # psycopg_pool's; SQLite's pool has none (a missing one kept the gate shut)
-    if callable(check):
-        check()
-    rt.ledger.recorder.max_notification_id()
+    ping(_cell_store(parts[0]))
+    for rt in parts:
+        pool = getattr(getattr(rt.ledger.recorder, "datastore", None), "pool", None)
+        check = getattr(pool, "check", None)  # psycopg_pool's; SQLite's pool has none (a missing one kept it shut)
+        if callable(check):
+            check()
+    parts[0].ledger.recorder.max_notification_id()

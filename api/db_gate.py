@@ -24,8 +24,9 @@ PROBE_INTERVAL_SECONDS = 0.5
 
 
 class DatabaseGate:
-    def __init__(self, probe: Callable[[], None], interval: float = PROBE_INTERVAL_SECONDS) -> None:
+    def __init__(self, probe: Callable[[], None], interval: float = PROBE_INTERVAL_SECONDS, name: str = "") -> None:
         self._probe = probe
+        self._what = f"cell {name}" if name else "database"
         self._interval = interval
         self._lock = threading.Lock()
         self._down_since: float | None = None
@@ -65,7 +66,7 @@ class DatabaseGate:
             if self._down_since is not None:
                 return
             self._down_since = time.monotonic()
-            log.warning("database unavailable (%s); answering 503 until it is back", reason[:200])
+            log.warning("%s unavailable (%s); answering 503 until it is back", self._what, reason[:200])
             self._prober = threading.Thread(target=self._probe_until_back, name="db-probe", daemon=True)
             self._prober.start()
 
@@ -79,5 +80,42 @@ class DatabaseGate:
             with self._lock:
                 down_for = time.monotonic() - (self._down_since or time.monotonic())
                 self._down_since = None
-            log.warning("database reachable again after %.1fs", down_for)
+            log.warning("%s reachable again after %.1fs", self._what, down_for)
             return
+
+
+class DatabaseGates:
+    """One gate per cell (``[[cells]]``; one, ``main``, without): a cell failing over closes its own gate only.
+
+    Requests for merchants on an open cell go through while another cell is
+    down; the worker answers every request 503 at once only when no cell
+    answers.  Suspicion (a request failed as if its database were down) is
+    checked on every cell, each by its own probe, off the request's path.
+    """
+
+    def __init__(self, probes: dict[str, Callable[[], None]], interval: float = PROBE_INTERVAL_SECONDS) -> None:
+        named = len(probes) > 1
+        self.gates = {cell: DatabaseGate(probe, interval, cell if named else "") for cell, probe in probes.items()}
+
+    @property
+    def is_open(self) -> bool:
+        """Some cell takes requests (with one cell: that one does)."""
+        return any(gate.is_open for gate in self.gates.values())
+
+    def cell_open(self, cell: str) -> bool:
+        gate = self.gates.get(cell)
+        return gate is None or gate.is_open
+
+    def closed(self) -> list[str]:
+        return [cell for cell, gate in self.gates.items() if not gate.is_open]
+
+    def suspect(self, reason: str) -> None:
+        for gate in self.gates.values():
+            gate.suspect(reason)
+
+    def trip(self, reason: str) -> None:
+        """A slow request met an unanswering database: each cell is checked, and those that do not answer close."""
+        if len(self.gates) == 1:
+            next(iter(self.gates.values())).trip(reason)
+            return
+        self.suspect(reason)

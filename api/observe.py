@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import callbacks, errors, logs
-from api.db_gate import DatabaseGate
+from api.db_gate import DatabaseGates
 
 log = logging.getLogger("zhangben.http")
 
@@ -67,7 +67,7 @@ class Observe:
         (the database is checked beside any request slower than ``QUICK_CHECK_SECONDS``), and after the budget
         if a call hangs on a database that answers."""
         app_state = scope["app"].state
-        gate: DatabaseGate | None = getattr(app_state, "db_gate", None)
+        gate: DatabaseGates | None = getattr(app_state, "db_gate", None)
         path: str = scope["path"]
         if gate is None or path.startswith(_NO_DATABASE):
             await self.app(scope, receive, send)
@@ -92,6 +92,10 @@ class Observe:
                 task.result()
                 return
             failure = probe.exception() if probe.done() else None
+            if failure is not None:
+                gate.trip(str(failure))  # the cells that do not answer close; with one cell, that one
+                if gate.is_open:  # another cell failed, or this one: not known here, so the request goes on
+                    failure = None
             if failure is None and await _finished(task, max(0.0, deadline - loop.time())):
                 return
         except BaseException:
@@ -100,8 +104,7 @@ class Observe:
         await _cancel(task)
         if started[0]:
             raise TimeoutError("the answer had begun when the budget ran out")  # nothing better can be sent now
-        if failure is not None:  # the database is the reason: say so, and stop sending it work
-            gate.trip(str(failure))
+        if failure is not None:  # the database is the reason: say so (its gate is closed: no more work for it)
             await _unavailable(path)(scope, receive, send)
             return
         busy = errors.problem(503, "Busy", f"no answer within {REQUEST_BUDGET_SECONDS:.0f}s; retry", "busy")

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -83,11 +84,25 @@ def checked(record: ApiKey | None, secret: str, now: datetime) -> Principal | No
     return Principal(key_id=record.key_id, mchid=record.mchid, role=record.role)
 
 
+# A key's record read from the directory stands in for it while the directory's cell fails over (Patroni
+# promotes within its TTL and a loop: ~20 s), for at most this long after it was read: a revocation needs the
+# directory to be written, so none can be made while it is down; one made in the minute before may be late.
+RECENT_SECONDS = 60
+RECENT_KEYS = 10_000
+RETRY_SECONDS = 1.0
+
+
 class ApiKeys:
     """The commands on API keys, over the ledger's store; only hashes are ever saved."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, unavailable: Callable[[BaseException], bool] = lambda exc: False) -> None:
         self.ledger = ledger
+        # the keys live in the directory, on the first cell: while that cell fails over, a key read from it
+        # within the last RECENT_SECONDS still opens its merchant's partition on another cell (docs/scale-out.md)
+        self.unavailable = unavailable
+        self.available: Callable[[], bool] = lambda: True  # the directory's cell takes requests (the HTTP gates)
+        self._recent: dict[UUID, tuple[ApiKey, float]] = {}
+        self._down_until = 0.0  # the directory failed a read: recent keys stand in until then
 
     def issue_api_key(self, mchid: str, role: str, expires_at: datetime | None = None) -> str:
         """A new API key for ``mchid`` in ``role``: returned once, only its hash is stored."""
@@ -110,8 +125,24 @@ class ApiKeys:
             return None
         key_id, secret = parsed
         aggregate_id = ApiKey.create_id(key_id)
-        found = await store.load_many([aggregate_id])
-        return checked(found.get(aggregate_id), secret, self.ledger.clock())
+        recent = self._recent.get(aggregate_id)
+        if recent is not None and time.monotonic() - recent[1] > RECENT_SECONDS:
+            recent = None
+        if recent is not None and (not self.available() or time.monotonic() < self._down_until):
+            return checked(recent[0], secret, self.ledger.clock())
+        try:
+            found = await store.load_many([aggregate_id])
+        except Exception as exc:
+            if recent is None or not self.unavailable(exc):
+                raise
+            self._down_until = time.monotonic() + RETRY_SECONDS  # the next requests do not wait on it too
+            return checked(recent[0], secret, self.ledger.clock())
+        record = found.get(aggregate_id)
+        if record is not None:
+            if len(self._recent) >= RECENT_KEYS:
+                self._recent.clear()
+            self._recent[aggregate_id] = (record, time.monotonic())
+        return checked(record, secret, self.ledger.clock())
 
     def api_keys(self, mchid: str | None = None) -> list[ApiKey]:
         """Every key issued (revoked and expired ones too), oldest first; never a secret, only ids."""

@@ -121,7 +121,7 @@ class Load:
         self.keys = keys
         self.wechat = {m.key: WechatSender.from_keyset(keys, m.mchid) for m in V3_MERCHANTS}
         self.clients = Clients(d.client)
-        self.ledgers = {m.key: open_store(merchant_store(url, m.key)) for m in V3_MERCHANTS}  # each in its partition
+        self.ledgers = {m.key: open_store(merchant_store(d.env, m.key)) for m in V3_MERCHANTS}  # each in its partition
         self.ledger = self.ledgers[MCHID]
         self.serial = 0
         self.senders = {size: Senders(size, self.clients) for size in (8, 16, 32, 64, 200)}

@@ -14,8 +14,8 @@ from application.ledger import Clock, Ledger
 from application.partitions import Partitions
 from bootstrap.clock import system_clock
 from bootstrap.ledger import open_store
-from bootstrap.settings import Settings
-from bootstrap.wiring import build_views
+from bootstrap.settings import Settings, load_settings
+from bootstrap.wiring import build_views, partition_stores
 from projections.sharing import now_ms
 
 
@@ -25,7 +25,7 @@ class PartitionState:
 
     partition: int
     schema: str
-    database: str
+    database: str  # its cell (``main``: the deployment's one database)
     merchants: int
     head: int  # the last id of its event log
     lag: dict[str, int]  # events each projection has still to read
@@ -47,36 +47,37 @@ def directory(settings: Settings, clock: Clock = system_clock) -> Iterator[Parti
 def merchant_ledger(settings: Settings, merchant: str) -> Iterator[Ledger]:
     """The event log of ``merchant``'s partition (a merchant never placed: partition 0's, where it has nothing)."""
     with directory(settings) as partitions:  # reachable and initialised, or one clear line
-        store = placed_store(persistence.parse_url(settings.database_url), partitions.directory, merchant)
+        store = placed_store(settings, partitions.directory, merchant)
     with closing(open_store(store)) as ledger:
         yield ledger
 
 
-def placed_store(store: persistence.StoreUrl, placements: Directory, merchant: str) -> persistence.StoreUrl:
-    """``store`` in the schema of ``merchant``'s partition (a merchant never placed: partition 0's)."""
+def placed_store(settings: Settings, placements: Directory, merchant: str) -> persistence.StoreUrl:
+    """The schema of ``merchant``'s partition on its cell (a merchant never placed: partition 0's)."""
     placement = placements.placement(merchant)
-    return store.in_schema(persistence.partition_schema(placement.partition if placement else 0))
+    return partition_stores(settings, placements)[placement.partition if placement else 0]
 
 
-def merchant_store(database_url: str, merchant: str) -> persistence.StoreUrl:
-    """Where ``merchant``'s money is kept in the database at ``database_url`` (the tests and the bench look)."""
-    store = persistence.parse_url(database_url)
+def merchant_store(environ: dict[str, str], merchant: str) -> persistence.StoreUrl:
+    """Where ``merchant``'s money is kept in the deployment that ``environ`` configures (the tests and the bench)."""
+    settings = load_settings(environ)
+    store = persistence.parse_url(settings.database_url)
     with closing(ViewDatabase(store.in_schema(persistence.DIRECTORY_SCHEMA))) as db:
-        return placed_store(store, Directory(db), merchant)
+        return placed_store(settings, Directory(db), merchant)
 
 
 def partition_states(settings: Settings) -> list[PartitionState]:
     """Every partition: where it lives, how many merchants, its log's head and each projection's lag."""
-    store = persistence.parse_url(settings.database_url)
     with directory(settings) as partitions:
         where = partitions.directory.databases()
+        stores = partition_stores(settings, partitions.directory)
         placed = [p.partition for p in partitions.directory.placements()]
         holders = FollowerLeases(partitions.directory.db).holders(now_ms())
     states = []
     for partition, (schema, database) in where.items():
-        ledger = open_store(store.in_schema(schema))
+        ledger = open_store(stores[partition])
         try:
-            with closing(ViewDatabase(store.in_schema(schema))) as db:
+            with closing(ViewDatabase(stores[partition])) as db:
                 followers = build_views(ledger, db).followers
                 head = ledger.recorder.max_notification_id() or 0
                 lag = {name: max(0, head - follower.position) for name, follower in followers.items()}

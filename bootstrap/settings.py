@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,9 +42,23 @@ class AdmissionLimits:
 
 
 @dataclass(frozen=True)
+class Cell:
+    """A PostgreSQL cluster the partitions live on (``[[cells]]``): its name and URL (every node, or a proxy).
+
+    The URL is never printed (``repr=False``): it holds the password."""
+
+    name: str
+    url: str = field(repr=False)
+
+
+MAIN_CELL = "main"  # the deployment's one database when no cells are named; with cells, the first (the directory's)
+CELL_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+@dataclass(frozen=True)
 class Settings:
     config_path: Path
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # holds the password: never printed
     wechatpay_base_url: str = DEFAULT_WECHATPAY_BASE_URL
     wechat_api_base_url: str = miniprogram.DEFAULT_BASE_URL
     # API v2 refunds (/secapi/…) over mutual TLS: the same host at WeChat; the sandbox's TLS listener in development
@@ -66,6 +81,28 @@ class Settings:
     admission: AdmissionLimits = AdmissionLimits()
     # `[partitioning] partitions`: the deployment's logical partitions, fixed once chosen (docs/scale-out.md)
     partitions: int = 1
+    # `[[cells]]`: the PostgreSQL clusters partitions are spread over; the first holds the directory
+    # (docs/scale-out.md).  None named: the one database at database_url, called "main".
+    cells: tuple[Cell, ...] = ()
+
+    def cell_names(self) -> list[str]:
+        return [cell.name for cell in self.cells] or [MAIN_CELL]
+
+    def cell_name(self, cell: str) -> str:
+        """``main`` (a partition placed before cells were named) is the first cell."""
+        return self.cell_names()[0] if cell == MAIN_CELL else cell
+
+    def database_of(self, cell: str) -> str:
+        """The URL of ``cell`` (``main``: the first, where the directory is); one that is not configured is refused."""
+        if cell == MAIN_CELL or (self.cells and cell == self.cells[0].name):
+            return self.database_url
+        for named in self.cells:
+            if named.name == cell:
+                return named.url
+        raise SettingsError(
+            f"{self.config_path}: a partition lives on cell {cell!r}, which has no [[cells]] table "
+            f"(cells: {', '.join(self.cell_names())})"
+        )
 
     def merchant_ids(self, api: str | None = None) -> list[str]:
         """The ids orders are kept under: ``sub_mchid`` for a partner's sub-merchant, else ``mchid``.
@@ -96,12 +133,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for i, merchant in enumerate(merchants):
         if not merchant.get("mchid"):
             raise SettingsError(f"{path}: [[merchants]] number {i + 1} has no mchid")
-    return Settings(
-        config_path=path,
-        database_url=env.get("ZHANGBEN_DATABASE_URL")
+    cells = _cells(path, data.get("cells", []))
+    database_url = (
+        env.get("ZHANGBEN_DATABASE_URL")
         or _database_url_file(path, env.get("ZHANGBEN_DATABASE_URL_FILE") or data.get("database_url_file"))
         or data.get("database_url")
-        or DEFAULT_DATABASE_URL,
+    )
+    if cells and database_url and database_url != cells[0].url:
+        raise SettingsError(
+            f"{path}: [[cells]] are named, and so is another database URL: the directory lives on the first cell "
+            f"({cells[0].name}); leave database_url and ZHANGBEN_DATABASE_URL unset"
+        )
+    return Settings(
+        config_path=path,
+        database_url=cells[0].url if cells else database_url or DEFAULT_DATABASE_URL,
         wechatpay_base_url=env.get("ZHANGBEN_WECHATPAY_BASE_URL")
         or data.get("wechatpay_base_url")
         or DEFAULT_WECHATPAY_BASE_URL,
@@ -122,7 +167,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         merchants=merchants,
         admission=_admission(path, data.get("admission", {})),
         partitions=_partitions(path, data.get("partitioning", {})),
+        cells=cells,
     )
+
+
+def _cells(config_path: Path, tables: Any) -> tuple[Cell, ...]:
+    """``[[cells]]``: each a ``name`` and a PostgreSQL ``url`` or ``url_file`` (a secret's file), names unique."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise SettingsError(f"{config_path}: `cells` must be a list of [[cells]] tables")
+    cells: list[Cell] = []
+    for i, table in enumerate(tables):
+        unknown = sorted(set(table) - {"name", "url", "url_file"})
+        if unknown:
+            raise SettingsError(f"{config_path}: [[cells]] number {i + 1} has no setting {unknown[0]!r}")
+        name = table.get("name")
+        if not isinstance(name, str) or not CELL_NAME.fullmatch(name):
+            raise SettingsError(
+                f"{config_path}: [[cells]] number {i + 1} needs a name of lower-case letters, digits and '-' "
+                "(at most 32, a letter first)"
+            )
+        if name in [c.name for c in cells]:
+            raise SettingsError(f"{config_path}: two [[cells]] are named {name!r}")
+        url = table.get("url") or _database_url_file(config_path, table.get("url_file"))
+        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+            raise SettingsError(f"{config_path}: cell {name!r} needs a PostgreSQL url or url_file")
+        cells.append(Cell(name, url))
+    return tuple(cells)
 
 
 def _partitions(config_path: Path, table: Any) -> int:

@@ -8,7 +8,7 @@ read models to the use cases that read them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -49,7 +49,7 @@ from application.webhooks import TIMEOUT as WEBHOOK_TIMEOUT
 from application.webhooks import Webhooks
 from bootstrap.clock import system_clock
 from bootstrap.ledger import open_directory, open_store
-from bootstrap.settings import DEFAULT_WECHATPAY_BASE_URL, Settings, SettingsError
+from bootstrap.settings import DEFAULT_WECHATPAY_BASE_URL, MAIN_CELL, Settings, SettingsError
 from domain.audit import RefusedCallback
 from domain.errors import PaymentNotFound
 from domain.payment import Payment
@@ -120,6 +120,7 @@ class Runtime:
     webhooks: Webhooks
     cashier: CashierLinks
     number: int = 0  # the partition
+    cell: str = MAIN_CELL  # the PostgreSQL cluster it lives on ([[cells]]; "main": the one database)
     fleet: Runtimes = field(init=False, repr=False)
 
     def close(self) -> None:
@@ -145,6 +146,9 @@ class Runtimes:
     _where: dict[str, int] = field(default_factory=dict, repr=False)
     _payments: dict[str, int] = field(default_factory=dict, repr=False)  # out_trade_no → partition, found before
     _closed: bool = field(default=False, repr=False)
+    # whether a cell is taking requests now (the HTTP workers' gates, api/db_gate.py): a merchant on a cell that
+    # is failing over is answered 503 at once, and the other cells' merchants go on (docs/scale-out.md)
+    cell_open: Callable[[str], bool] = field(default=lambda cell: True, repr=False)
 
     @property
     def home(self) -> Runtime:
@@ -170,7 +174,17 @@ class Runtimes:
         number = self._where.get(merchant)
         if number is None:
             number = self._where[merchant] = self.shared.placements.partition_of(merchant)
-        return self.partitions[number]
+        found = self.partitions[number]
+        if not self.cell_open(found.cell):
+            raise persistence.DatabaseUnavailable(f"cell {found.cell} is unavailable (failing over?); retry shortly")
+        return found
+
+    def cells(self) -> dict[str, list[Runtime]]:
+        """Each cell's partitions in this process."""
+        found: dict[str, list[Runtime]] = {}
+        for rt in self.partitions:
+            found.setdefault(rt.cell, []).append(rt)
+        return found
 
     def payment(self, out_trade_no: str) -> tuple[Runtime, Payment]:
         """A payment found by its ``out_trade_no`` alone (a payer's link names no merchant), with its partition's
@@ -280,10 +294,15 @@ def init_database(settings: Settings, *, clock: Clock = system_clock) -> None:
         directory = Directory(db)
         directory.create_tables()
         directory.fix_partitions(
-            settings.partitions, {p: persistence.partition_schema(p) for p in range(settings.partitions)}
+            settings.partitions,
+            {p: persistence.partition_schema(p) for p in range(settings.partitions)},
+            settings.cell_names(),
         )
-    for partition in range(settings.partitions):
-        init_partition(settings, store.in_schema(persistence.partition_schema(partition)))
+        where = partition_stores(settings, directory)
+    for cell in settings.cells[1:]:
+        persistence.check_reachable(persistence.parse_url(cell.url))
+    for partition_store in where.values():
+        init_partition(settings, partition_store)
     with closing(ViewDatabase(directory_store)) as db:
         Partitions(Directory(db), clock).place_configured(settings.merchant_ids())
         SharedThrottle(db).create_tables()  # deployment-wide: platform certificate downloads, refused callbacks
@@ -292,6 +311,17 @@ def init_database(settings: Settings, *, clock: Clock = system_clock) -> None:
     if store.kind == "postgres":  # SQLite's directory is the one file's log: its keys are where they were
         with closing(open_store(directory_store, create_tables=True)) as keys, closing(open_store(store)) as first:
             move_keys_to_directory(first, keys)
+
+
+def partition_stores(settings: Settings, directory: Directory) -> dict[int, persistence.StoreUrl]:
+    """Each partition's schema on its cell, as the directory's partition map says (docs/scale-out.md)."""
+    cells: dict[str, persistence.StoreUrl] = {}
+    stores = {}
+    for partition, (schema, cell) in directory.databases().items():
+        if cell not in cells:
+            cells[cell] = persistence.parse_url(settings.database_of(cell))
+        stores[partition] = cells[cell].in_schema(schema)
+    return stores
 
 
 def init_partition(settings: Settings, store: persistence.StoreUrl) -> None:
@@ -331,8 +361,11 @@ def build_runtimes(settings: Settings, *, clock: Clock = system_clock) -> Runtim
     shared = build_shared(settings, clock)
     try:
         fleet = Runtimes(settings, shared, [])
+        where = partition_stores(settings, shared.placements.directory)
+        cells = shared.placements.directory.databases()
         for number in range(settings.partitions):
-            fleet.partitions.append(_partition_runtime(settings, shared, number, clock))
+            fleet.partitions.append(_partition_runtime(settings, shared, where[number], number, clock))
+            fleet.partitions[-1].cell = settings.cell_name(cells[number][1])
             fleet.partitions[-1].fleet = fleet
             # a callback names its merchant only once read: it is recorded in that merchant's partition
             fleet.partitions[-1].callbacks.route = lambda merchant: fleet.at(merchant).callbacks
@@ -373,7 +406,7 @@ def build_shared(settings: Settings, clock: Clock) -> Shared:
         v2,
         directory_db,
         keys_ledger,
-        ApiKeys(keys_ledger),
+        ApiKeys(keys_ledger, persistence.is_unavailable),
         Partitions(Directory(directory_db), clock),
         CashierLinks(settings.cashier_key, clock),
         httpx.Client(timeout=WEBHOOK_TIMEOUT, follow_redirects=False),
@@ -386,8 +419,9 @@ def with_async_store(ledger: Ledger, store: persistence.StoreUrl) -> None:
         ledger.async_store = AsyncEventStore(store, cast(LedgerPostgresRecorder, ledger.recorder), ledger.mapper)
 
 
-def _partition_runtime(settings: Settings, shared: Shared, number: int, clock: Clock) -> Runtime:
-    store = persistence.parse_url(settings.database_url).in_schema(persistence.partition_schema(number))
+def _partition_runtime(
+    settings: Settings, shared: Shared, store: persistence.StoreUrl, number: int, clock: Clock
+) -> Runtime:
     # many partitions: each one's pool opens connections on first use and keeps none idle (docs/scale-out.md)
     pool_size = persistence.POOL_SIZE if settings.partitions == 1 else 0
     ledger = open_store(store, clock=clock, pool_size=pool_size, reachable=True)  # build_shared checked it

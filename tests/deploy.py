@@ -87,7 +87,7 @@ def deploy(root: Path, database_url: str, workers: int = 1, **plan: Any) -> Iter
 
 def merchant_store(deployment: Deployment, mchid: str) -> StoreUrl:
     """Where ``mchid``'s money is kept in ``deployment``'s database: its partition's schema (any store)."""
-    return placed(deployment.database_url, mchid)
+    return placed(deployment.env, mchid)
 
 
 def _deployed(store: str, request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Iterator[Deployment]:

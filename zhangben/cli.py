@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _finance_commands(commands)
     _partition_commands(commands)
+    _dev_commands(commands)
     _scheduler_commands(commands)
     _webhook_commands(commands)
 
@@ -235,6 +236,23 @@ def _partition_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     place.add_argument("merchant", metavar="MCHID", help="the merchant: mchid, or sub_mchid of a sub-merchant")
     place.add_argument("--partition", type=int, required=True, metavar="P", help="the partition, from 0")
     place.set_defaults(handler="zhangben.cli_partitions:cmd_partitions_place")
+
+
+def _dev_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("dev", help="development: cells of Patroni nodes on this machine")
+    sub = parser.add_subparsers(title="dev commands", metavar="COMMAND")
+    cluster = sub.add_parser("cluster", help="etcd and cells of three Patroni nodes on loopback ports")
+    actions = cluster.add_subparsers(title="cluster commands", metavar="COMMAND")
+    up = actions.add_parser("up", help="start them and print the [[cells]] tables for zhangben.toml")
+    up.add_argument("--cells", type=int, default=2, help="how many cells (default 2: a and b)")
+    up.add_argument("--nodes", type=int, default=3, help="nodes per cell (default 3)")
+    up.set_defaults(handler="zhangben.cli_dev:cmd_cluster_up")
+    status = actions.add_parser("status", help="each node: its port, its role, its state")
+    status.set_defaults(handler="zhangben.cli_dev:cmd_cluster_status")
+    down = actions.add_parser("down", help="stop them and remove their files")
+    down.set_defaults(handler="zhangben.cli_dev:cmd_cluster_down")
+    for command in (up, status, down):
+        command.add_argument("--dir", default="var/cluster", help="where it lives (default var/cluster)")
 
 
 def _scheduler_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -26,7 +26,7 @@ def cmd_partitions_list(args: argparse.Namespace) -> int:
         )
         for s in states
     ]
-    terminal.table(("partition", "schema", "database", *numbers, "followed by"), rows, right=numbers)
+    terminal.table(("partition", "schema", "cell", *numbers, "followed by"), rows, right=numbers)
     if args.merchants:
         with directory(settings) as partitions:
             placements = partitions.directory.placements()
