@@ -205,12 +205,8 @@ def _host_port(url: str, node: str) -> tuple[str, str]:
     else:
         host, _, port = node.partition(":")
     if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-        raise DatabaseUrlError(f"malformed database URL {redact(url)!r}: bad host or port {redact_node(node)!r}")
+        raise DatabaseUrlError(f"malformed database URL {redact(url)!r}: bad host or port {node!r}")
     return unquote(host), port or "5432"
-
-
-def redact_node(node: str) -> str:
-    return node if "@" not in node else "***"
 
 
 def libpq_params(store: StoreUrl) -> dict[str, str]:

@@ -106,9 +106,6 @@ class DatabaseGates:
         gate = self.gates.get(cell)
         return gate is None or gate.is_open
 
-    def closed(self) -> list[str]:
-        return [cell for cell, gate in self.gates.items() if not gate.is_open]
-
     def suspect(self, reason: str) -> None:
         for gate in self.gates.values():
             gate.suspect(reason)

@@ -318,7 +318,7 @@ def bill(url: str, lines: int, known: bool) -> dict[str, Any]:
 
 def measure(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> None:
     url = server.create_database("bench")
-    with tempfile.TemporaryDirectory() as tmp, deploy(Path(tmp), url, workers=2, work=True) as d:
+    with tempfile.TemporaryDirectory() as tmp, deploy(Path(tmp), url, workers=2, work=1) as d:
         d.faults(notifications="drop")  # every callback comes from the senders here
         load = Load(d, Path(tmp) / "keys", server, url)
         try:
@@ -424,7 +424,7 @@ def phase_partitions(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> N
         extra = f"[partitioning]\npartitions = {partitions}\n"
         with (
             tempfile.TemporaryDirectory() as tmp,
-            deploy(Path(tmp), url, workers=2, work=True, config_extra=extra) as d,
+            deploy(Path(tmp), url, workers=2, work=1, config_extra=extra) as d,
         ):
             d.faults(notifications="drop")
             load = Load(d, Path(tmp) / "keys", server, url)

@@ -55,22 +55,21 @@ def merchant_ledger(settings: Settings, merchant: str) -> Iterator[Ledger]:
 def placed_store(settings: Settings, placements: Directory, merchant: str) -> persistence.StoreUrl:
     """The schema of ``merchant``'s partition on its cell (a merchant never placed: partition 0's)."""
     placement = placements.placement(merchant)
-    return partition_stores(settings, placements)[placement.partition if placement else 0]
+    return partition_stores(settings, placements.databases())[placement.partition if placement else 0]
 
 
 def merchant_store(environ: dict[str, str], merchant: str) -> persistence.StoreUrl:
     """Where ``merchant``'s money is kept in the deployment that ``environ`` configures (the tests and the bench)."""
     settings = load_settings(environ)
-    store = persistence.parse_url(settings.database_url)
-    with closing(ViewDatabase(store.in_schema(persistence.DIRECTORY_SCHEMA))) as db:
-        return placed_store(settings, Directory(db), merchant)
+    with directory(settings) as partitions:
+        return placed_store(settings, partitions.directory, merchant)
 
 
 def partition_states(settings: Settings) -> list[PartitionState]:
     """Every partition: where it lives, how many merchants, its log's head and each projection's lag."""
     with directory(settings) as partitions:
         where = partitions.directory.databases()
-        stores = partition_stores(settings, partitions.directory)
+        stores = partition_stores(settings, where)
         placed = [p.partition for p in partitions.directory.placements()]
         holders = FollowerLeases(partitions.directory.db).holders(now_ms())
     states = []

@@ -94,7 +94,7 @@ class Settings:
 
     def database_of(self, cell: str) -> str:
         """The URL of ``cell`` (``main``: the first, where the directory is); one that is not configured is refused."""
-        if cell == MAIN_CELL or (self.cells and cell == self.cells[0].name):
+        if cell == MAIN_CELL:
             return self.database_url
         for named in self.cells:
             if named.name == cell:

@@ -298,7 +298,7 @@ def init_database(settings: Settings, *, clock: Clock = system_clock) -> None:
             {p: persistence.partition_schema(p) for p in range(settings.partitions)},
             settings.cell_names(),
         )
-        where = partition_stores(settings, directory)
+        where = partition_stores(settings, directory.databases())
     for cell in settings.cells[1:]:
         persistence.check_reachable(persistence.parse_url(cell.url))
     for partition_store in where.values():
@@ -313,11 +313,11 @@ def init_database(settings: Settings, *, clock: Clock = system_clock) -> None:
             move_keys_to_directory(first, keys)
 
 
-def partition_stores(settings: Settings, directory: Directory) -> dict[int, persistence.StoreUrl]:
-    """Each partition's schema on its cell, as the directory's partition map says (docs/scale-out.md)."""
+def partition_stores(settings: Settings, where: dict[int, tuple[str, str]]) -> dict[int, persistence.StoreUrl]:
+    """Each partition's schema on its cell, from the directory's partition map (``Directory.databases()``)."""
     cells: dict[str, persistence.StoreUrl] = {}
     stores = {}
-    for partition, (schema, cell) in directory.databases().items():
+    for partition, (schema, cell) in where.items():
         if cell not in cells:
             cells[cell] = persistence.parse_url(settings.database_of(cell))
         stores[partition] = cells[cell].in_schema(schema)
@@ -361,11 +361,11 @@ def build_runtimes(settings: Settings, *, clock: Clock = system_clock) -> Runtim
     shared = build_shared(settings, clock)
     try:
         fleet = Runtimes(settings, shared, [])
-        where = partition_stores(settings, shared.placements.directory)
-        cells = shared.placements.directory.databases()
+        where = shared.placements.directory.databases()
+        stores = partition_stores(settings, where)
         for number in range(settings.partitions):
-            fleet.partitions.append(_partition_runtime(settings, shared, where[number], number, clock))
-            fleet.partitions[-1].cell = settings.cell_name(cells[number][1])
+            fleet.partitions.append(_partition_runtime(settings, shared, stores[number], number, clock))
+            fleet.partitions[-1].cell = settings.cell_name(where[number][1])
             fleet.partitions[-1].fleet = fleet
             # a callback names its merchant only once read: it is recorded in that merchant's partition
             fleet.partitions[-1].callbacks.route = lambda merchant: fleet.at(merchant).callbacks

@@ -10,7 +10,7 @@ the same shape on three machines per cell (docs/scale-out.md).
 Patroni comes from PyPI (``patroni[etcd3,psycopg3]``), in a virtual
 environment made from the system's ``/usr/bin/python3`` so that the
 ``postgres`` user (PostgreSQL's ``initdb`` refuses root) can run it; etcd is
-Debian's ``etcd-server`` (``make cluster-tools`` installs both).
+Debian's ``etcd-server``.  ``make cluster-tools`` installs both.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,9 +32,8 @@ import httpx
 import psycopg
 
 from zhangben.launch import free_port
-from zhangben.pgserver import USER, PostgresUnavailable, find_bindir
+from zhangben.pgserver import USER, find_bindir
 
-PATRONI_REQUIREMENT = "patroni[etcd3,psycopg3]>=4.0"
 PATRONI_VENV = Path(__file__).resolve().parent.parent / ".patroni"
 # Patroni's timings (https://patroni.readthedocs.io/en/latest/dynamic_configuration.html): a dead primary's
 # leader key lapses after TTL, and a replica is promoted within a loop after; ttl ≥ loop_wait + 2×retry_timeout
@@ -51,20 +49,10 @@ class ClusterError(RuntimeError):
 
 
 def patroni_bin() -> Path:
-    """Patroni's command, installed on first use in ``.patroni`` (a venv from ``/usr/bin/python3``)."""
-    explicit = os.environ.get("ZHANGBEN_PATRONI")
-    if explicit:
-        return Path(explicit)
-    command = PATRONI_VENV / "bin" / "patroni"
-    if command.exists():
-        return command
-    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    steps = [[python, "-m", "venv", str(PATRONI_VENV)], [str(PATRONI_VENV / "bin" / "pip"), "install", "-q"]]
-    steps[1].append(PATRONI_REQUIREMENT)
-    for step in steps:
-        result = subprocess.run(step, capture_output=True, text=True)  # noqa: S603 — pip and venv, fixed arguments
-        if result.returncode != 0:
-            raise ClusterError(f"could not install Patroni ({' '.join(step[:3])}): {result.stderr.strip()[-400:]}")
+    """Patroni's command: ``ZHANGBEN_PATRONI``, else the one ``make cluster-tools`` installs in ``.patroni``."""
+    command = Path(os.environ.get("ZHANGBEN_PATRONI") or PATRONI_VENV / "bin" / "patroni")
+    if not command.exists():
+        raise ClusterError(f"Patroni not found at {command}: run `make cluster-tools` (or set ZHANGBEN_PATRONI)")
     return command
 
 
@@ -101,14 +89,6 @@ class Node:
         """Patroni and its PostgreSQL: what a machine's loss takes away."""
         return [p for p in [self.pid, *self.postgres_pids()] if p and _alive(p)]
 
-    def role(self) -> str:
-        """What Patroni says this node is (``primary``, ``replica``, ``sync_standby`` …), or ``down``."""
-        try:
-            answer = httpx.get(f"http://127.0.0.1:{self.api_port}/patroni", timeout=1)
-            return str(answer.json().get("role", "down"))
-        except (httpx.HTTPError, ValueError):
-            return "down"
-
 
 @dataclass
 class Cell:
@@ -140,9 +120,6 @@ class Cell:
     def sync_standby(self) -> Node | None:
         standbys = {m["name"] for m in self.members() if m.get("role") == "sync_standby"}
         return next((n for n in self.nodes if n.name in standbys), None)
-
-    def node(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name)
 
     def healthy(self) -> bool:
         """A primary that takes writes and a synchronous standby streaming from it, every node running."""
@@ -252,35 +229,11 @@ class DevCluster:
 
     def kill(self, node: Node) -> None:
         """A machine lost: Patroni and every PostgreSQL process of ``node`` stopped, then killed (SIGKILL)."""
-        pids = node.processes()
-        _signal(pids, signal.SIGSTOP)  # frozen first, so the postmaster cannot restart a child killed before it
-        _signal(node.processes(), signal.SIGSTOP)
+        for _ in range(2):  # frozen first (twice: a child forked meanwhile too), so nothing restarts what dies
+            _signal(node.processes(), signal.SIGSTOP)
         pids = node.processes()
         _signal(pids, signal.SIGKILL)
         _reap(pids)
-
-    def freeze(self, node: Node) -> list[int]:
-        """A machine that stops answering (SIGSTOP to Patroni and PostgreSQL); ``thaw`` with what it returns."""
-        pids = node.processes()
-        _signal(pids, signal.SIGSTOP)
-        return pids
-
-    def thaw(self, pids: list[int]) -> None:
-        _signal(pids, signal.SIGCONT)
-
-    def switchover(self, cell: Cell) -> Node:
-        """A planned switchover to the synchronous standby (Patroni's REST API); returns the new primary."""
-        primary, standby = cell.primary(), cell.sync_standby()
-        if primary is None or standby is None:
-            raise ClusterError(f"cell {cell.name} has no primary and synchronous standby to switch over")
-        answer = httpx.post(
-            f"http://127.0.0.1:{primary.api_port}/switchover",
-            json={"leader": primary.name, "candidate": standby.name},
-            timeout=60,
-        )
-        if answer.status_code != 200:
-            raise ClusterError(f"cell {cell.name}: switchover refused: {answer.text.strip()}")
-        return standby
 
     def log_tail(self, node: Node, lines: int = 5) -> str:
         try:
@@ -330,7 +283,7 @@ class DevCluster:
                 f"--listen-peer-urls=http://127.0.0.1:{peer}",
                 f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
                 f"--initial-cluster=etcd=http://127.0.0.1:{peer}",
-                "--unsafe-no-fsync" if not self.durable else "--snapshot-count=10000",
+                *([] if self.durable else ["--unsafe-no-fsync"]),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -487,6 +440,3 @@ def _reap(pids: list[int], timeout: float = 10) -> None:
             except ChildProcessError:
                 pass
             time.sleep(0.02)
-
-
-__all__ = ["Cell", "ClusterError", "DevCluster", "Node", "PostgresUnavailable", "patroni_bin"]

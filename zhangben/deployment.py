@@ -60,10 +60,10 @@ def deploy(
     workers: int = 1,
     serve_args: tuple[str, ...] = (),
     config_extra: str = "",
-    work: bool = False,
+    work: int = 0,
 ) -> Iterator[Deployment]:
     """``zhangben sandbox`` and ``zhangben serve`` as processes on free ports, with keys for every role
-    (``work``: ``serve --api-only`` with ``zhangben work`` beside it, production's shape)."""
+    (``work``: ``serve --api-only`` with that many ``zhangben work`` processes beside it, production's shape)."""
     plan = StackPlan(workers=workers, serve_args=serve_args, config_extra=config_extra, work=work)
     with running_stack(root, database_url, plan) as stack:
         # what `zhangben apikey create` does (tests/integration/test_cli.py runs the command), in this process:

@@ -130,7 +130,8 @@ class StackPlan:
     keys_dir: Path | None = None
     log_path: Path | None = None
     config_extra: str = ""  # TOML appended to the config the stack writes (a test's [admission] limits, say)
-    work: bool = False  # production's shape: `serve --api-only` and `zhangben work` beside it (docs/going-live.md)
+    # production's shape: `serve --api-only` and this many `zhangben work` processes beside it (docs/going-live.md)
+    work: int = 0
 
 
 @contextmanager
@@ -177,7 +178,7 @@ def running_stack(root: Path, database_url: str, plan: StackPlan = StackPlan()) 
                 stderr=stderr,
             )
         )
-        if plan.work:
+        for _ in range(plan.work):
             stack.processes.append(subprocess.Popen([*python, "work"], env=env, cwd=root, stdout=log, stderr=stderr))
         _wait(f"{sandbox}/sandbox/clock", stack.processes[0], where)
         _wait(f"{ledger}/healthz", stack.processes[1], where)
