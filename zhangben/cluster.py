@@ -36,8 +36,9 @@ from zhangben.pgserver import USER, find_bindir
 
 PATRONI_VENV = Path(__file__).resolve().parent.parent / ".patroni"
 # Patroni's timings (https://patroni.readthedocs.io/en/latest/dynamic_configuration.html): a dead primary's
-# leader key lapses after TTL, and a replica is promoted within a loop after; ttl ≥ loop_wait + 2×retry_timeout
-TTL = 10
+# leader key lapses after TTL, and a replica is promoted within a loop after; ttl ≥ loop_wait + 2×retry_timeout.
+# 20 s is the least TTL Patroni takes (a smaller one is raised to it: promotions took 20 s with 10 asked for)
+TTL = 20
 LOOP_WAIT = 1
 RETRY_TIMEOUT = 4
 DATABASE = "zhangben"

@@ -3,8 +3,7 @@
 The other cell's merchants notice nothing; the killed cell's get 503s until
 Patroni promotes its synchronous standby, then 2xx again without a restart;
 and everything that was acknowledged is there, every view equal to a
-rebuild.  In ``make test-ha`` for now: on two cores under the whole suite's load Patroni took longer than
-its TTL + 15 s to promote (20–21 s when the machine is not shared with the other tests' servers).
+rebuild.  In ``make test-ha`` for now (about 75 s; ``make test`` is over its time budget already).
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ def test_a_primary_killed_under_the_storm_loses_nothing_and_the_other_cell_notic
     storm = Storm(d)
     storm.start()
     time.sleep(3)
-    killed_at = time.monotonic()
+    killing = time.monotonic()
     c.kill(victim)
+    killed_at = time.monotonic()  # what cell a is asked from now on meets a dead primary
     recovered_at = None
     deadline = killed_at + TTL + 15
     while time.monotonic() < deadline:
@@ -51,8 +51,8 @@ def test_a_primary_killed_under_the_storm_loses_nothing_and_the_other_cell_notic
     assert promoted is not None and promoted.name != victim.name, cell_a.members()
     c.start_node(victim)  # the lost machine comes back and rejoins as a replica
     time.sleep(3)
+    ended = time.monotonic()  # asked to stop: cell a's last callbacks may still be retried until acknowledged
     storm.stop()
-    ended = time.monotonic()
 
     assert storm.errors == []
     assert recovered_at is not None, f"cell a did not answer 2xx within {TTL + 15}s of its primary's death"
@@ -60,7 +60,7 @@ def test_a_primary_killed_under_the_storm_loses_nothing_and_the_other_cell_notic
     assert {a.status for a in b_answers} <= {200, 201, 204}, [
         (a.what, round(a.at - killed_at, 1)) for a in b_answers if a.status >= 300
     ]
-    gap_b = longest_gap(storm.on("b", killed_at - 5), killed_at, ended)
+    gap_b = longest_gap(storm.on("b", killing - 5), killing, ended)
     assert gap_b <= 1.0, (
         f"cell b went {gap_b:.1f}s without an answer while cell a failed over: "
         f"{[(a.what, round(a.at - killed_at, 2)) for a in b_answers if a.at >= killed_at]}"
