@@ -13,14 +13,20 @@ from __future__ import annotations
 from datetime import datetime
 
 from adapters.viewdb import ViewDatabase, sortable
-from domain.partitions import PartitionCountChanged, Placement, check_partition
+from domain.partitions import MoveUnderWay, PartitionCountChanged, Placement, check_partition
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS partition_map (partition INTEGER PRIMARY KEY, schema_name TEXT NOT NULL, "
     "database TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS merchant_partitions (merchant TEXT PRIMARY KEY, partition INTEGER NOT NULL, "
     "placed_by TEXT NOT NULL, placed_at TEXT NOT NULL)",
+    # ``zhangben partitions move``: one row per move, kept (who moved what, when, and how it ended); a partition
+    # whose move is ``frozen`` takes no writes anywhere (every process answers its merchants 503 meanwhile)
+    "CREATE TABLE IF NOT EXISTS partition_moves (move TEXT PRIMARY KEY, partition INTEGER NOT NULL, "
+    "from_cell TEXT NOT NULL, to_cell TEXT NOT NULL, state TEXT NOT NULL, started_at TEXT NOT NULL, "
+    "finished_at TEXT, note TEXT NOT NULL DEFAULT '')",
 ]
+MOVING, FROZEN, DONE, FAILED = "copying", "frozen", "done", "failed"
 HOME_DATABASE = "main"  # the deployment's own database (ZHANGBEN_DATABASE_URL); with [[cells]], the first cell
 
 
@@ -56,6 +62,60 @@ class Directory:
         """Each partition's (schema, database)."""
         rows = self.db.execute("SELECT partition, schema_name, database FROM partition_map ORDER BY partition")
         return {int(p): (str(schema), str(database)) for p, schema, database in rows}
+
+    def cells_now(self) -> dict[int, tuple[str, str, str | None]]:
+        """Each partition's schema and cell, and the cell it is frozen to move to (None: it takes writes): what
+        every process polls to follow a move (``bootstrap.wiring.Runtimes.follow``)."""
+        rows = self.db.execute(
+            "SELECT m.partition, m.schema_name, m.database, v.to_cell FROM partition_map m "
+            "LEFT JOIN partition_moves v ON v.partition = m.partition AND v.state = ? ORDER BY m.partition",
+            (FROZEN,),
+        )
+        return {int(p): (str(schema), str(cell), None if to is None else str(to)) for p, schema, cell, to in rows}
+
+    def begin_move(self, move: str, partition: int, from_cell: str, to_cell: str, at: datetime) -> None:
+        """A move starts copying; refused while another move of the same partition is unfinished."""
+        with self.db.transaction():
+            busy = self.db.execute(
+                "SELECT move FROM partition_moves WHERE partition = ? AND state IN (?, ?)", (partition, MOVING, FROZEN)
+            )
+            if busy:
+                raise MoveUnderWay(f"partition {partition} is being moved already (move {busy[0][0]})")
+            self.db.execute(
+                "INSERT INTO partition_moves (move, partition, from_cell, to_cell, state, started_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (move, partition, from_cell, to_cell, MOVING, sortable(at)),
+            )
+
+    def freeze_move(self, move: str) -> None:
+        self.db.execute("UPDATE partition_moves SET state = ? WHERE move = ?", (FROZEN, move))
+
+    def finish_move(self, move: str, partition: int, to_cell: str, at: datetime, note: str) -> None:
+        """The map flipped and the freeze lifted in one transaction: every process sees both at once."""
+        with self.db.transaction():
+            self.db.execute("UPDATE partition_map SET database = ? WHERE partition = ?", (to_cell, partition))
+            self.db.execute(
+                "UPDATE partition_moves SET state = ?, finished_at = ?, note = ? WHERE move = ?",
+                (DONE, sortable(at), note, move),
+            )
+
+    def fail_move(self, move: str, at: datetime, note: str) -> None:
+        """The move given up: the partition stays where it was and takes writes again."""
+        self.db.execute(
+            "UPDATE partition_moves SET state = ?, finished_at = ?, note = ? WHERE move = ?",
+            (FAILED, sortable(at), note[:500], move),
+        )
+
+    def moves(self) -> list[tuple[str, int, str, str, str, str, str | None, str]]:
+        """Every move, oldest first: (move, partition, from, to, state, started, finished, note)."""
+        rows = self.db.execute(
+            "SELECT move, partition, from_cell, to_cell, state, started_at, finished_at, note FROM partition_moves "
+            "ORDER BY started_at"
+        )
+        return [
+            (str(m), int(p), str(f), str(t), str(s), str(a), None if b is None else str(b), str(n))
+            for m, p, f, t, s, a, b, n in rows
+        ]
 
     def place(self, merchant: str, partition: int, placed_by: str, at: datetime) -> Placement:
         """Place ``merchant`` unless it is placed already: the placement that holds, new or old."""

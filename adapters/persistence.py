@@ -41,6 +41,10 @@ class DatabaseUnavailable(PersistenceError):
     pass
 
 
+class PartitionFrozen(DatabaseUnavailable):
+    """A partition frozen for a move (``zhangben partitions move``): its database is fine, a 503 to retry."""
+
+
 # The database cannot be used right now (down, restarting, unreachable, locked, read-only, full), whatever
 # raised it — psycopg, its pool, the event store library (which wraps driver errors in its own PEP 249 types),
 # sqlite3: the client gets the same answer, a 503 to retry, never a 500.

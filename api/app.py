@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,8 +16,9 @@ from api import audit, callbacks, cashier, console, errors, events, finance, log
 from api.admission import Admission
 from api.db_gate import DatabaseGates
 from api.observe import Observe
+from bootstrap.placement_watch import watch_moves
 from bootstrap.settings import load_settings
-from bootstrap.wiring import Runtime, build_runtimes
+from bootstrap.wiring import RETIRE_SECONDS, Runtime, Runtimes, build_runtimes
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -34,12 +36,16 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         app.state.runtime = rt or build_runtimes(load_settings()).home  # every partition's, routed by merchant
         app.state.metrics = ops.Metrics(app.state.runtime)
         fleet = app.state.runtime.fleet
-        app.state.db_gate = DatabaseGates({cell: partial(_probe, parts) for cell, parts in fleet.cells().items()})
+        cells = fleet.settings.cell_names()
+        app.state.db_gate = DatabaseGates({cell: partial(_probe, fleet, cell) for cell in cells})
         fleet.cell_open = app.state.db_gate.cell_open  # a merchant on a closed cell: 503 at once
-        directory_cell = fleet.home.settings.cell_names()[0]
-        fleet.keys.available = lambda: app.state.db_gate.cell_open(directory_cell)
+        fleet.keys.available = lambda: app.state.db_gate.cell_open(cells[0])  # the directory's cell
         app.state.projection_running = projection_running
+        loop = asyncio.get_running_loop()
+        fleet.moved.append(lambda partition, old: _retire_async(old, loop))
+        stop_watching = watch_moves(fleet)  # `zhangben partitions move`: frozen partitions 503, moved ones reopened
         yield
+        stop_watching()
         fleet = app.state.runtime.fleet
         for ledger in [*(rt.ledger for rt in fleet.partitions), fleet.shared.keys_ledger]:
             if ledger.async_store is not None:  # its connections belong to this event loop
@@ -80,16 +86,31 @@ def _cell_store(rt: Runtime) -> StoreUrl:
     return parse_url(rt.settings.database_of(rt.cell))
 
 
-def _probe(parts: list[Runtime]) -> None:
+def _retire_async(old: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+    """A moved partition's old event loop store closed on its loop, once requests under way on it are done."""
+    store = old.ledger.async_store
+    if store is not None:
+
+        async def retire() -> None:
+            await asyncio.sleep(RETIRE_SECONDS)
+            await store.close()
+
+        asyncio.run_coroutine_threadsafe(retire(), loop)
+
+
+def _probe(fleet: Runtimes, cell: str) -> None:
     """A cell is back when a fresh connection answers and its partitions' event store pools do too.
 
     The pools' idle connections all died with the server: ``check()`` replaces
-    them now, rather than each failing one request after the restart.
+    them now, rather than each failing one request after the restart.  The
+    cell's partitions are looked up each time: a move changes them.
     """
-    ping(_cell_store(parts[0]))
+    parts = fleet.cells().get(cell, [])
+    ping(parse_url(fleet.settings.database_of(cell)))
     for rt in parts:
         pool = getattr(getattr(rt.ledger.recorder, "datastore", None), "pool", None)
         check = getattr(pool, "check", None)  # psycopg_pool's; SQLite's pool has none (a missing one kept it shut)
         if callable(check):
             check()
-    parts[0].ledger.recorder.max_notification_id()
+    if parts:
+        parts[0].ledger.recorder.max_notification_id()

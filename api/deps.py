@@ -17,8 +17,9 @@ bearer = HTTPBearer(auto_error=False, description="an API key from `zhangben api
 
 
 def runtime(request: Request) -> Runtime:
-    """The first partition's runtime: the process's settings and clients, and what names no merchant."""
-    rt: Runtime = request.app.state.runtime
+    """The first partition's runtime: the process's settings and clients, and what names no merchant (looked up
+    each time: ``zhangben partitions move`` may have reopened it on another cell)."""
+    rt: Runtime = request.app.state.runtime.fleet.home
     return rt
 
 

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.persistence import UNAVAILABLE
+from adapters.persistence import UNAVAILABLE, PartitionFrozen
 from adapters.wechatpay.errors import (
     MerchantConfigError,
     SignatureError,
@@ -47,7 +47,7 @@ def database_unavailable() -> JSONResponse:
 def trip_gate(request: Request, exc: BaseException) -> None:
     """Tell this worker's gate (api/db_gate.py) the database may be down: it checks, and closes if so."""
     gate = getattr(request.app.state, "db_gate", None)
-    if gate is not None:
+    if gate is not None and not isinstance(exc, PartitionFrozen):  # a move's freeze: the database is fine
         gate.suspect(str(exc))
 
 
@@ -116,6 +116,8 @@ def install(app: FastAPI) -> None:
         (which would log a traceback and may drop the connection).
         """
         trip_gate(request, exc)
+        if isinstance(exc, PartitionFrozen):
+            return problem(503, "Partition moving", str(exc), "database")
         return database_unavailable()
 
     for kind in UNAVAILABLE:

@@ -8,6 +8,8 @@ read models to the use cases that read them.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -59,6 +61,8 @@ from projections.journal import Journal
 from projections.order_status import OrderStatusView
 from projections.reconciliation import Reconciliation
 
+log = logging.getLogger("zhangben.partitions")
+
 
 @dataclass
 class Views:
@@ -71,6 +75,7 @@ class Views:
     followers: dict[str, Follower]
 
 
+RETIRE_SECONDS = 30.0  # a moved partition's old runtime is closed this long after the new one took over
 PAYMENTS_REMEMBERED = 10_000  # a payer's page asks again every few seconds: where its payment is, remembered
 
 
@@ -149,6 +154,11 @@ class Runtimes:
     # whether a cell is taking requests now (the HTTP workers' gates, api/db_gate.py): a merchant on a cell that
     # is failing over is answered 503 at once, and the other cells' merchants go on (docs/scale-out.md)
     cell_open: Callable[[str], bool] = field(default=lambda cell: True, repr=False)
+    clock: Clock = field(default=system_clock, repr=False)
+    # ``zhangben partitions move``: the partitions frozen for a move now (→ the cell they go to), and who is told
+    # when a partition has been reopened on its new cell (with its old runtime, closed RETIRE_SECONDS later)
+    frozen: dict[int, str] = field(default_factory=dict, repr=False)
+    moved: list[Callable[[int, Runtime], None]] = field(default_factory=list, repr=False)
 
     @property
     def home(self) -> Runtime:
@@ -170,14 +180,58 @@ class Runtimes:
         No merchant (an operator's key, the deployment's own): the first partition.
         """
         if len(self.partitions) == 1 or not merchant:
+            if self.frozen:
+                self.check_not_frozen(0)
             return self.home
         number = self._where.get(merchant)
         if number is None:
             number = self._where[merchant] = self.shared.placements.partition_of(merchant)
         found = self.partitions[number]
+        self.check_not_frozen(number)
         if not self.cell_open(found.cell):
             raise persistence.DatabaseUnavailable(f"cell {found.cell} is unavailable (failing over?); retry shortly")
         return found
+
+    def check_not_frozen(self, number: int) -> None:
+        """A partition frozen for a move takes no requests: a 503 to retry (WeChat's FAIL for a callback)."""
+        to = self.frozen.get(number)
+        if to is not None:
+            raise persistence.PartitionFrozen(f"partition {number} is moving to cell {to}; retry in a few seconds")
+
+    def follow(self, cells: dict[int, tuple[str, str, str | None]]) -> list[int]:
+        """The directory's partition map now (``Directory.cells_now``): each partition frozen for a move answers
+        503, and one whose cell changed is reopened there; returns the partitions reopened."""
+        reopened = []
+        for number, (schema, database, _) in cells.items():
+            cell = self.settings.cell_name(database)
+            if number < len(self.partitions) and cell != self.partitions[number].cell:
+                self._reopen(number, schema, cell)
+                reopened.append(number)
+        self.frozen = {number: to for number, (_, _, to) in cells.items() if to is not None}
+        return reopened
+
+    def _reopen(self, number: int, schema: str, cell: str) -> None:
+        old = self.partitions[number]
+        store = partition_stores(self.settings, {number: (schema, cell)})[number]
+        self.partitions[number] = self.adopt(
+            _partition_runtime(self.settings, self.shared, store, number, self.clock), cell
+        )
+        log.info("partition %d: now on cell %s", number, cell)
+        for listener in self.moved:
+            listener(number, old)
+        retire = threading.Timer(RETIRE_SECONDS, old.close_own)  # requests under way on it finish first
+        retire.daemon = True
+        retire.start()
+
+    def adopt(self, rt: Runtime, database: str) -> Runtime:
+        """``rt`` made one of this fleet's: its cell (``database`` in the map), callbacks and products routed by
+        merchant."""
+        rt.cell = self.settings.cell_name(database)
+        rt.fleet = self
+        # a callback names its merchant only once read: it is recorded in that merchant's partition
+        rt.callbacks.route = lambda merchant: self.at(merchant).callbacks
+        rt.products.route = lambda merchant: self.at(merchant).products
+        return rt
 
     def cells(self) -> dict[str, list[Runtime]]:
         """Each cell's partitions in this process."""
@@ -191,6 +245,7 @@ class Runtimes:
         runtime; raises ``PaymentNotFound``.  Where each was found is remembered (it never moves)."""
         known = self._payments.get(out_trade_no)
         for rt in [self.partitions[known]] if known is not None else self.partitions:
+            self.check_not_frozen(rt.number)
             try:
                 payment = rt.ledger.get_payment(out_trade_no)
             except PaymentNotFound:
@@ -360,16 +415,13 @@ def build_runtimes(settings: Settings, *, clock: Clock = system_clock) -> Runtim
     """Every partition's runtime over the shared clients and directory, each merchant routed to its own."""
     shared = build_shared(settings, clock)
     try:
-        fleet = Runtimes(settings, shared, [])
+        fleet = Runtimes(settings, shared, [], clock=clock)
         where = shared.placements.directory.databases()
         stores = partition_stores(settings, where)
         for number in range(settings.partitions):
-            fleet.partitions.append(_partition_runtime(settings, shared, stores[number], number, clock))
-            fleet.partitions[-1].cell = settings.cell_name(where[number][1])
-            fleet.partitions[-1].fleet = fleet
-            # a callback names its merchant only once read: it is recorded in that merchant's partition
-            fleet.partitions[-1].callbacks.route = lambda merchant: fleet.at(merchant).callbacks
-            fleet.partitions[-1].products.route = lambda merchant: fleet.at(merchant).products
+            fleet.partitions.append(
+                fleet.adopt(_partition_runtime(settings, shared, stores[number], number, clock), where[number][1])
+            )
     except BaseException:
         for rt in fleet.partitions:
             rt.close_own()

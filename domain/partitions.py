@@ -41,6 +41,14 @@ class MerchantAlreadyPlaced(Conflict):
         )
 
 
+class MoveUnderWay(Conflict):
+    """A partition is moved by one ``zhangben partitions move`` at a time."""
+
+
+class MoveFailed(Conflict):
+    """A move that was given up: the partition stays on its cell and takes writes again (docs/scale-out.md)."""
+
+
 @dataclass(frozen=True)
 class Placement:
     """A merchant's partition, and how and when it was chosen."""

@@ -51,6 +51,7 @@ class SharedFollowing:
         clock: Callable[[], int] = now_ms,
         beat: int = BEAT_MS,
         ttl: int = TTL_MS,
+        paused: Callable[[int], bool] = lambda partition: False,
     ) -> None:
         self.leases = leases
         self.runner_for = runner_for
@@ -60,6 +61,8 @@ class SharedFollowing:
         self.ttl = ttl
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.running: dict[int, Runner] = {}
+        self.paused = paused  # a partition frozen for a move: its lease is kept, its projections wait
+        self._stale: set[int] = set()  # partitions reopened on another cell: their runners start again
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -96,11 +99,17 @@ class SharedFollowing:
         self._follow(held)
         return held
 
+    def restart(self, partition: int) -> None:
+        """``partition``'s runner starts again at the next beat, on the runtime it has then (after a move)."""
+        self._stale.add(partition)
+
     def _follow(self, held: set[int]) -> None:
-        for partition in set(self.running) - held:
+        stale, self._stale = self._stale, set()
+        wanted = {partition for partition in held if not self.paused(partition)}
+        for partition in (set(self.running) - wanted) | (stale & set(self.running)):
             self.running.pop(partition).stop()
             log.info("projections of partition %d: no longer followed here", partition)
-        for partition in sorted(held - set(self.running)):
+        for partition in sorted(wanted - set(self.running)):
             runner = self.runner_for(partition)
             runner.start()
             self.running[partition] = runner

@@ -229,6 +229,7 @@ def _partition_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     sub = parser.add_subparsers(title="partitions commands", metavar="COMMAND")
     listing = sub.add_parser("list", help="each partition: its schema and database, merchants, log head, lag")
     listing.add_argument("--merchants", action="store_true", help="also every merchant and its partition")
+    listing.add_argument("--moves", action="store_true", help="also every partition move, how it went")
     listing.set_defaults(handler="zhangben.cli_partitions:cmd_partitions_list")
     place = sub.add_parser(
         "place", help="put a merchant on a partition before it is first configured (a big one); never moved after"
@@ -236,6 +237,12 @@ def _partition_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     place.add_argument("merchant", metavar="MCHID", help="the merchant: mchid, or sub_mchid of a sub-merchant")
     place.add_argument("--partition", type=int, required=True, metavar="P", help="the partition, from 0")
     place.set_defaults(handler="zhangben.cli_partitions:cmd_partitions_place")
+    move = sub.add_parser(
+        "move", help="move a partition to another cell while the ledger runs (a few seconds' freeze of it alone)"
+    )
+    move.add_argument("partition", type=int, metavar="P", help="the partition, from 0")
+    move.add_argument("--to", required=True, metavar="CELL", help="the cell it goes to (a [[cells]] name)")
+    move.set_defaults(handler="zhangben.cli_partitions:cmd_partitions_move")
 
 
 def _dev_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from bootstrap.moving import move_partition
 from bootstrap.partitioning import directory, partition_states
 from bootstrap.settings import load_settings
 from zhangben import terminal
@@ -35,6 +36,23 @@ def cmd_partitions_list(args: argparse.Namespace) -> int:
             [(p.merchant, str(p.partition), p.placed_by, p.placed_at.isoformat()) for p in placements],
             right=("partition",),
         )
+    if args.moves:
+        with directory(settings) as partitions:
+            moves = partitions.directory.moves()
+        terminal.table(
+            ("move", "partition", "from", "to", "state", "started", "finished", "note"),
+            [["-" if value is None else str(value) for value in move] for move in moves],
+        )
+    return 0
+
+
+def cmd_partitions_move(args: argparse.Namespace) -> int:
+    report = move_partition(load_settings(), args.partition, args.to, say=lambda line: print(line, flush=True))
+    print(
+        f"moved partition {report.partition} from cell {report.from_cell} to cell {report.to_cell}: copied in "
+        f"{report.copy_seconds:.1f} s, its merchants waited {report.frozen_seconds:.1f} s "
+        f"(the last writes applied in {report.catch_up_seconds:.2f} s)"
+    )
     return 0
 
 

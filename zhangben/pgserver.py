@@ -100,6 +100,7 @@ class ThrowawayPostgres:
     def up(self) -> None:
         """Start the server on the existing data directory (after ``start``, or after ``down``)."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=1000"
+        options += " -c wal_level=logical"  # `zhangben partitions move` between two databases of this server
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.datadir), "-o", options, "-l", str(self.root / "log"), "-w", "start")

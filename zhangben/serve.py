@@ -17,7 +17,7 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 
@@ -30,8 +30,9 @@ from adapters.persistence import parse_url
 from api import logs
 from application.webhooks import DeliveryWorker
 from bootstrap.clock import system_clock
+from bootstrap.placement_watch import watch_moves
 from bootstrap.settings import Settings, load_settings
-from bootstrap.wiring import build_runtimes, init_database
+from bootstrap.wiring import Runtime, Runtimes, build_runtimes, init_database
 from projections.core import Runner
 from projections.sharing import SharedFollowing
 from scheduler.runner import Scheduler
@@ -73,7 +74,12 @@ def cmd_work(args: argparse.Namespace) -> int:
 
 @contextmanager
 def background(settings: Settings, *, projections: bool, scheduler: bool, webhooks: bool) -> Iterator[None]:
-    """The work that is not answering requests, each on its own runtime (connections and threads), stopped in order."""
+    """The work that is not answering requests, each on its own runtime (connections and threads), stopped in order.
+
+    Each runtime follows ``zhangben partitions move`` (``watch_moves``): a
+    partition reopened on another cell has its projections, jobs and
+    deliveries started again there.
+    """
     stack = ExitStack()
     with stack:
         # each partition's log is followed, and its jobs and deliveries run, on their own threads
@@ -83,21 +89,45 @@ def background(settings: Settings, *, projections: bool, scheduler: bool, webhoo
                 FollowerLeases(fleet.shared.directory_db),
                 lambda partition: Runner(list(fleet.partitions[partition].followers.values())),
                 len(fleet.partitions),
+                paused=lambda partition: partition in fleet.frozen,
             )
+            fleet.moved.append(lambda partition, old: following.restart(partition))
             following.start()
             stack.callback(following.stop)
+            stack.callback(watch_moves(fleet))
         if scheduler:
-            for rt in stack.enter_context(closing(build_runtimes(settings))).partitions:
-                jobs = Scheduler(rt, system_clock)
-                jobs.register_jobs()  # the tables were made by `db init` (or serve's init_database)
-                jobs.start()
-                stack.callback(jobs.stop)
+            each_partition(stack, build_runtimes(settings), _start_jobs)
         if webhooks:  # on its own connections and threads: a slow endpoint never holds a request
-            for rt in stack.enter_context(closing(build_runtimes(settings))).partitions:
-                delivery = DeliveryWorker(rt.webhooks)
-                delivery.start()
-                stack.callback(delivery.stop)
+            each_partition(stack, build_runtimes(settings), _start_deliveries)
         yield
+
+
+def each_partition(stack: ExitStack, fleet: Runtimes, start: Callable[[Runtime], Callable[[], None]]) -> None:
+    """``start`` run on every partition's runtime (it returns how to stop what it started), and again on a
+    partition's new runtime after a move; all stopped with ``stack``."""
+    stack.enter_context(closing(fleet))
+    stops = {rt.number: start(rt) for rt in fleet.partitions}
+
+    def moved(partition: int, old: Runtime) -> None:
+        stops.pop(partition)()
+        stops[partition] = start(fleet.partitions[partition])
+
+    fleet.moved.append(moved)
+    stack.callback(lambda: [stop() for stop in list(stops.values())])
+    stack.callback(watch_moves(fleet))
+
+
+def _start_jobs(rt: Runtime) -> Callable[[], None]:
+    jobs = Scheduler(rt, system_clock)
+    jobs.register_jobs()  # the tables were made by `db init` (or serve's init_database)
+    jobs.start()
+    return jobs.stop
+
+
+def _start_deliveries(rt: Runtime) -> Callable[[], None]:
+    delivery = DeliveryWorker(rt.webhooks)
+    delivery.start()
+    return delivery.stop
 
 
 def serve(

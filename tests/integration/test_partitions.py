@@ -70,6 +70,7 @@ def test_db_init_makes_each_partition_and_the_directory_and_places_the_merchants
         "refused_callback_sources",
         "follower_leases",
         "follower_processes",
+        "partition_moves",
     }
     assert "public" not in tables
     with directory(load_settings(env)) as partitions:

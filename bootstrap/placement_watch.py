@@ -1,0 +1,47 @@
+"""Each process follows ``zhangben partitions move`` by itself: it polls the directory's partition map.
+
+A partition frozen for a move answers 503 in this process within a poll; a
+partition whose cell changed is reopened on its new cell (its runtime built
+again, its projections, jobs and deliveries restarted by their listeners,
+``Runtimes.moved``).  Only a deployment of several cells polls: a move needs
+two.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from adapters.persistence import is_unavailable
+from bootstrap.wiring import Runtimes
+
+log = logging.getLogger("zhangben.partitions")
+WATCH_SECONDS = 1.0  # how soon a process sees a freeze or a flip (the move waits twice this before it relies on it)
+
+
+def watch_moves(fleet: Runtimes, interval: float = WATCH_SECONDS) -> Callable[[], None]:
+    """Start following the partition map on a thread of its own (none for one cell); returns how to stop it."""
+    if len(fleet.settings.cells) < 2:
+        return lambda: None
+    stop = threading.Event()
+
+    def run() -> None:
+        quiet = False  # an outage of the directory's cell is logged once, not every second
+        while not stop.wait(interval):
+            try:
+                fleet.follow(fleet.shared.placements.directory.cells_now())
+                quiet = False
+            except Exception as exc:  # noqa: BLE001 — the watch outlives a failover; it tries again next poll
+                if not quiet:
+                    log.warning("partition map not read (%s); trying again every %.0f s", exc, interval)
+                    quiet = is_unavailable(exc)
+
+    thread = threading.Thread(target=run, name="partition-map", daemon=True)
+    thread.start()
+
+    def stopped() -> None:
+        stop.set()
+        thread.join(timeout=5)
+
+    return stopped
