@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from adapters.persistence import DIRECTORY_SCHEMA, connect, parse_url
+from adapters.persistence import connect, parse_url
 from adapters.viewdb import ViewDatabase
 from application.orders import Orders
 from bench import console as console_bench
@@ -47,13 +47,14 @@ from bench.load import (
     process_tree,
 )
 from bootstrap.ledger import open_ledger, open_store
-from bootstrap.partitioning import merchant_store
-from bootstrap.settings import Settings
-from bootstrap.wiring import build_views, init_database
+from bootstrap.partitioning import directory, merchant_store
+from bootstrap.settings import Settings, load_settings
+from bootstrap.wiring import build_views, init_database, partition_stores
 from domain.requests import OrderTerms
 from sandbox.keyset import DIRECT, PARTNER
 from sandbox.notices import WechatSender, paid_transaction
 from zhangben import terminal
+from zhangben.cluster import ClusterError, DevCluster, patroni_bin
 from zhangben.deployment import Deployment, deploy
 from zhangben.pgserver import ThrowawayPostgres
 
@@ -114,7 +115,7 @@ class Table:
 class Load:
     """The running deployment and what the loads need from it."""
 
-    def __init__(self, d: Deployment, keys: Path, server: ThrowawayPostgres, url: str) -> None:
+    def __init__(self, d: Deployment, keys: Path, server: ThrowawayPostgres | None, url: str) -> None:
         self.d = d
         self.server = server
         self.url = url
@@ -177,11 +178,11 @@ class Load:
     def settled(self, timeout: float = 120) -> None:
         """Wait until the projections have caught up with the log (a phase starts from a quiet server)."""
         deadline = time.monotonic() + timeout
-        store = parse_url(self.url)
-        with connect(store.in_schema(DIRECTORY_SCHEMA), 10, autocommit=True) as directory:
-            schemas = [row[0] for row in directory.execute("SELECT schema_name FROM partition_map")]
-        for schema in schemas:  # every partition's projections
-            with connect(store.in_schema(schema), 10, autocommit=True) as conn:
+        settings = load_settings(self.d.env)
+        with directory(settings) as partitions:
+            stores = partition_stores(settings, partitions.directory.databases())
+        for store in stores.values():  # every partition's projections, on whichever cell it is
+            with connect(store, 10, autocommit=True) as conn:
                 while time.monotonic() < deadline:
                     head = conn.execute("SELECT COALESCE(MAX(notification_id), 0) FROM ledger_events").fetchone()
                     low = conn.execute("SELECT MIN(position) FROM projection_tracking").fetchone()
@@ -197,7 +198,7 @@ class Load:
         groups = {
             "ledger workers": process_tree(serve.pid),
             "work": process_tree(work.pid),
-            "PostgreSQL": postgres_pids(self.server.datadir),
+            "PostgreSQL": postgres_pids(self.server.datadir) if self.server else [],
             "sandbox": process_tree(sandbox.pid),
         }
         return {name: cpu_seconds(pids) for name, pids in groups.items()}
@@ -340,6 +341,7 @@ def measure(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> None:
         finally:
             load.close()
     phase_partitions(table, sizes, server)
+    phase_cells(table, sizes)
     init_database(Settings(config_path=Path("zhangben.toml"), database_url=url))
     events, raw = raw_scan(url)
     count, rebuilt = rebuild_order_status(url)
@@ -422,29 +424,7 @@ def phase_partitions(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> N
     for partitions in (1, PARTITIONED):
         url = server.create_database(f"parts{partitions}")
         extra = f"[partitioning]\npartitions = {partitions}\n"
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            deploy(Path(tmp), url, workers=2, work=1, config_extra=extra) as d,
-        ):
-            d.faults(notifications="drop")
-            load = Load(d, Path(tmp) / "keys", server, url)
-            try:
-                closed_loop(load.senders[8], range(400), load.healthz)
-                half = sizes.callbacks // 2
-                signed = [
-                    callback
-                    for pair in zip(
-                        *(load.signed_callbacks(load.unpaid_orders("PT-", half, m.key), m.key) for m in V3_MERCHANTS),
-                        strict=True,
-                    )
-                    for callback in pair
-                ]
-                load.settled()
-                base = closed_loop(load.senders[32], range(len(signed)), load.healthz)
-                outcome = closed_loop(load.senders[32], signed, load.notify)
-                load.settled()
-            finally:
-                load.close()
+        base, outcome = two_merchants(sizes, url, extra, server)
         table.add(
             f"v3 callbacks /s, 32 senders, two merchants, {partitions} partition(s)",
             outcome.rate,
@@ -454,6 +434,66 @@ def phase_partitions(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> N
             ("GET /healthz /s, 32 senders", base.rate),
             note=f"p50 {outcome.p(0.5):.0f} ms, p99 {outcome.p(0.99):.0f} ms, {outcome.errors} errors",
         )
+
+
+def two_merchants(sizes: Sizes, url: str, extra: str, server: ThrowawayPostgres | None) -> tuple[Outcome, Outcome]:
+    """A deployment of ``extra``'s shape: /healthz at 32 senders, then both merchants' callbacks interleaved."""
+    with tempfile.TemporaryDirectory() as tmp, deploy(Path(tmp), url, workers=2, work=1, config_extra=extra) as d:
+        d.faults(notifications="drop")
+        load = Load(d, Path(tmp) / "keys", server, url)
+        try:
+            closed_loop(load.senders[8], range(400), load.healthz)
+            half = sizes.callbacks // 2
+            signed = [
+                callback
+                for pair in zip(
+                    *(load.signed_callbacks(load.unpaid_orders("PT-", half, m.key), m.key) for m in V3_MERCHANTS),
+                    strict=True,
+                )
+                for callback in pair
+            ]
+            load.settled()
+            base = closed_loop(load.senders[32], range(len(signed)), load.healthz)
+            outcome = closed_loop(load.senders[32], signed, load.notify)
+            load.settled()
+        finally:
+            load.close()
+    return base, outcome
+
+
+def phase_cells(table: Table, sizes: Sizes) -> None:
+    """Issue 27: the same two merchants on eight partitions of one Patroni cell, then dealt over two cells
+    (partition 6 on cell a, 7 on cell b), each cell three nodes with synchronous replication and fsync on."""
+    try:
+        patroni_bin()
+    except ClusterError as exc:
+        print(f"cells not measured: {exc}")
+        return
+    made = DevCluster.create(Path(tempfile.mkdtemp(prefix="zhangben-cells-")), cells=2, durable=True)
+    try:
+        made.start()
+        for count in (1, 2):
+            lines = []
+            for cell in made.cells[:count]:
+                with connect(parse_url(cell.url("postgres")), 10, autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "bench{count}"')
+                secret = made.root / f"bench{count}-{cell.name}.url"
+                secret.write_text(cell.url(f"bench{count}"), encoding="utf-8")
+                secret.chmod(0o600)
+                lines.append(f'[[cells]]\nname = "{cell.name}"\nurl_file = "{secret}"\n')
+            extra = f"[partitioning]\npartitions = {PARTITIONED}\n\n" + "\n".join(lines)
+            base, outcome = two_merchants(sizes, made.cells[0].url(f"bench{count}"), extra, None)
+            table.add(
+                f"v3 callbacks /s, 32 senders, two merchants, {count} Patroni cell(s)",
+                outcome.rate,
+                "callbacks/s",
+                "≥ 0.6× /healthz",
+                outcome.rate >= 0.6 * base.rate and outcome.errors == 0,
+                ("GET /healthz /s, 32 senders", base.rate),
+                note=f"p50 {outcome.p(0.5):.0f} ms, p99 {outcome.p(0.99):.0f} ms, {outcome.errors} errors",
+            )
+    finally:
+        made.stop()
 
 
 def phase_creates(table: Table, load: Load, sizes: Sizes) -> None:
@@ -536,8 +576,8 @@ def main() -> int:
     )
     server = ThrowawayPostgres(durable=True)
     server.start()
-    # callbacks 3, creates 3, overload 1, lag 1, partitions 2, rebuild 1; bills 4
-    figures = 11 + (4 if sizes.bill_lines else 0)
+    # callbacks 3, creates 3, overload 1, lag 1, partitions 2, cells 2, rebuild 1; bills 4
+    figures = 13 + (4 if sizes.bill_lines else 0)
     try:
         with terminal.progress("bench: figures measured", total=figures) as advance:
             table = Table(advance)

@@ -13,7 +13,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from adapters.persistence import is_unavailable
+from adapters.directory import Directory
+from adapters.persistence import DIRECTORY_SCHEMA, is_unavailable, parse_url
+from adapters.viewdb import ViewDatabase
 from bootstrap.wiring import Runtimes
 
 log = logging.getLogger("zhangben.partitions")
@@ -25,12 +27,16 @@ def watch_moves(fleet: Runtimes, interval: float = WATCH_SECONDS) -> Callable[[]
     if len(fleet.settings.cells) < 2:
         return lambda: None
     stop = threading.Event()
+    # a connection of its own: a poll that hangs on a frozen primary holds no one else's (requests share the
+    # directory's other connection)
+    own = ViewDatabase(parse_url(fleet.settings.database_url).in_schema(DIRECTORY_SCHEMA))
+    directory = Directory(own)
 
     def run() -> None:
         quiet = False  # an outage of the directory's cell is logged once, not every second
         while not stop.wait(interval):
             try:
-                fleet.follow(fleet.shared.placements.directory.cells_now())
+                fleet.follow(directory.cells_now())
                 quiet = False
             except Exception as exc:  # noqa: BLE001 — the watch outlives a failover; it tries again next poll
                 if not quiet:
@@ -42,6 +48,7 @@ def watch_moves(fleet: Runtimes, interval: float = WATCH_SECONDS) -> Callable[[]
 
     def stopped() -> None:
         stop.set()
-        thread.join(timeout=5)
+        thread.join(timeout=15)
+        own.close()
 
     return stopped

@@ -15,7 +15,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,8 @@ from tests.spec_wechat import SpecWechat, paid_resource
 from tests.views import current, equal_to_a_rebuild, wait_for
 from zhangben.cluster import DevCluster
 
-CELL_OF = {"merchant": "b", "v2": "a"}  # the role's merchant → the cell its partition is on
+CELL_OF = {"merchant": "b", "v2": "a"}
+GIVE_UP_SECONDS = 30.0  # a callback still refused this long after the storm stopped is written down, not retried  # the role's merchant → the cell its partition is on
 
 
 @contextmanager
@@ -65,6 +66,7 @@ class Answer:
     at: float  # when it came
     sent: float  # when it was asked
     problem: bool  # a refusal came as problem+json (creates) or as the FAIL WeChat retries (callbacks)
+    detail: str = ""  # a refusal's own words
 
 
 @dataclass
@@ -76,6 +78,8 @@ class Storm:
     created: dict[str, set[str]] = field(default_factory=dict)  # role → orders answered 201
     paid: dict[str, set[str]] = field(default_factory=dict)  # role → orders whose callback was acknowledged
     errors: list[str] = field(default_factory=list)
+    unacknowledged: list[str] = field(default_factory=list)  # callbacks never acknowledged (given up after stop)
+    _stopped_at: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,9 +93,10 @@ class Storm:
                 self._threads.append(thread)
 
     def stop(self) -> None:
+        self._stopped_at = time.monotonic()
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=60)
+            thread.join(timeout=GIVE_UP_SECONDS + 60)
         assert not any(t.is_alive() for t in self._threads), "a storm thread hangs"
 
     def on(self, cell: str, since: float = 0.0) -> list[Answer]:
@@ -112,20 +117,28 @@ class Storm:
                 i += 1
                 try:
                     otn = self._create(http, role, no)
-                    if otn is not None:
-                        while not send(role, otn):  # WeChat retries until it is acknowledged
-                            time.sleep(0.2)
+                    if otn is not None and self._acknowledged(send, role, otn):
                         self.paid[role].add(no)
                 except httpx.HTTPError as exc:  # a hung or refused connection is a failure of the test's subject
                     self.errors.append(f"{role} {no}: {type(exc).__name__}: {exc}")
                     time.sleep(0.2)
+
+    def _acknowledged(self, send: Callable[[str, str], bool], role: str, otn: str) -> bool:
+        """WeChat retries until it is acknowledged; once the storm is stopped, for ``GIVE_UP_SECONDS`` more."""
+        while not send(role, otn):
+            if self._stop.is_set() and time.monotonic() - self._stopped_at > GIVE_UP_SECONDS:
+                self.unacknowledged.append(otn)
+                return False
+            time.sleep(0.2)
+        return True
 
     def _create(self, http: httpx.Client, role: str, no: str) -> str | None:
         body = {"merchant_order_no": no, "amount_fen": 100, "description": "风暴", "channel": "native"}
         sent = time.monotonic()
         answer = http.post("/v1/orders", json=body, timeout=30)
         problem = answer.headers.get("content-type", "").startswith("application/problem+json")
-        self._keep(Answer(role, "create", answer.status_code, time.monotonic(), sent, problem))
+        detail = answer.text[:160] if answer.status_code >= 300 else ""
+        self._keep(Answer(role, "create", answer.status_code, time.monotonic(), sent, problem, detail))
         if answer.status_code != 201:
             time.sleep(0.1)
             return None

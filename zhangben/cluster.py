@@ -122,21 +122,23 @@ class Cell:
         standbys = {m["name"] for m in self.members() if m.get("role") == "sync_standby"}
         return next((n for n in self.nodes if n.name in standbys), None)
 
-    def healthy(self) -> bool:
-        """A primary that takes writes and a synchronous standby streaming from it, every node running."""
+    def healthy(self, synchronous: bool = True) -> bool:
+        """A primary that takes writes and a synchronous standby streaming from it (any replica streaming, for
+        an asynchronous cell), every node running."""
         members = self.members()
+        standby = "sync_standby" if synchronous else "replica"
         return (
             len(members) == len(self.nodes)
             and all(m.get("state") in ("running", "streaming") for m in members)
             and any(m.get("role") == "leader" for m in members)
-            and any(m.get("role") == "sync_standby" for m in members)
+            and any(m.get("role") == standby and m.get("state") == "streaming" for m in members)
         )
 
-    def wait_healthy(self, timeout: float = 90) -> Node:
+    def wait_healthy(self, timeout: float = 90, synchronous: bool = True) -> Node:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             primary = self.primary()
-            if primary and self.healthy() and _writable(self.url("postgres")):
+            if primary and self.healthy(synchronous) and _writable(self.url("postgres")):
                 return primary
             time.sleep(0.3)
         raise ClusterError(f"cell {self.name} has no healthy primary and synchronous standby after {timeout:.0f}s")
@@ -199,7 +201,7 @@ class DevCluster:
             for node in cell.nodes[1:]:
                 self.start_node(node, patroni)
         for cell in self.cells:
-            cell.wait_healthy()
+            cell.wait_healthy(synchronous=self.synchronous)
             with psycopg.connect(cell.url("postgres"), autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
 
@@ -235,6 +237,40 @@ class DevCluster:
         pids = node.processes()
         _signal(pids, signal.SIGKILL)
         _reap(pids)
+
+    def freeze(self, node: Node) -> list[int]:
+        """A machine that stops answering without closing anything (SIGSTOP to Patroni and PostgreSQL): its
+        sockets stay open, its kernel still acknowledges; returns what ``thaw`` wakes."""
+        frozen: list[int] = []
+        for _ in range(2):
+            pids = [p for p in node.processes() if p not in frozen]
+            _signal(pids, signal.SIGSTOP)
+            frozen += pids
+        return frozen
+
+    def stall_replication(self, node: Node) -> list[int]:
+        """A replica that stops receiving WAL (its walreceiver stopped) while everything else of it runs."""
+        receivers = [p for p in node.postgres_pids() if b"walreceiver" in _cmdline(p)]
+        _signal(receivers, signal.SIGSTOP)
+        return receivers
+
+    def thaw(self, pids: list[int]) -> None:
+        _signal([p for p in pids if _alive(p)], signal.SIGCONT)
+
+    def switchover(self, cell: Cell) -> Node:
+        """A planned switchover to the synchronous standby (Patroni's ``POST /switchover``); returns the new
+        primary once Patroni reports it (https://patroni.readthedocs.io/en/latest/rest_api.html)."""
+        primary, standby = cell.primary(), cell.sync_standby()
+        if primary is None or standby is None:
+            raise ClusterError(f"cell {cell.name} has no primary and synchronous standby to switch over")
+        answer = httpx.post(
+            f"http://127.0.0.1:{primary.api_port}/switchover",
+            json={"leader": primary.name, "candidate": standby.name},
+            timeout=60,
+        )
+        if answer.status_code != 200:
+            raise ClusterError(f"switchover refused: {answer.status_code} {answer.text[:200]}")
+        return standby
 
     def log_tail(self, node: Node, lines: int = 5) -> str:
         try:
@@ -314,8 +350,8 @@ class DevCluster:
             "wal_log_hints": "on",
             "unix_socket_directories": str(root),
         }
-        if not self.durable:
-            parameters |= {"fsync": "off", "full_page_writes": "off"}
+        if not self.durable:  # full_page_writes stays on: pg_rewind needs it to rejoin a deposed primary
+            parameters |= {"fsync": "off"}
         config = {
             "scope": f"cell-{cell.name}",
             "namespace": self.namespace,
@@ -328,7 +364,8 @@ class DevCluster:
                     "ttl": TTL,
                     "loop_wait": LOOP_WAIT,
                     "retry_timeout": RETRY_TIMEOUT,
-                    "maximum_lag_on_failover": 1048576,
+                    # an asynchronous cell (the tests' negative control) fails over whatever its replicas lack
+                    "maximum_lag_on_failover": 1048576 if self.synchronous else 1 << 40,
                     "synchronous_mode": self.synchronous,
                     "synchronous_mode_strict": self.synchronous,
                     "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": parameters},
@@ -408,6 +445,13 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(status.parent.name))
     return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _alive(pid: int) -> bool:
