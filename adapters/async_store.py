@@ -100,6 +100,11 @@ class AsyncEventStore:
             self._committer = asyncio.get_running_loop().create_task(self._commit_waiting())
         await save.answer
 
+    async def drain(self) -> None:
+        """Every pooled connection replaced (after a failover: the old ones may lead to a deposed, frozen primary)."""
+        if self._pool is not None:
+            await self._pool.drain()
+
     async def close(self) -> None:
         """Finish the commit under way and close the pool; the next use (on another loop, say) opens a new one."""
         committer, pool = self._committer, self._pool

@@ -37,11 +37,14 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
         app.state.metrics = ops.Metrics(app.state.runtime)
         fleet = app.state.runtime.fleet
         cells = fleet.settings.cell_names()
-        app.state.db_gate = DatabaseGates({cell: partial(_probe, fleet, cell) for cell in cells})
+        loop = asyncio.get_running_loop()
+        app.state.db_gate = DatabaseGates(
+            {cell: partial(_probe, fleet, cell) for cell in cells},
+            backs={cell: partial(_fresh_connections, fleet, cell, loop) for cell in cells},
+        )
         fleet.cell_open = app.state.db_gate.cell_open  # a merchant on a closed cell: 503 at once
         fleet.keys.available = lambda: app.state.db_gate.cell_open(cells[0])  # the directory's cell
         app.state.projection_running = projection_running
-        loop = asyncio.get_running_loop()
         fleet.moved.append(lambda partition, old: _retire_async(old, loop))
         stop_watching = watch_moves(fleet)  # `zhangben partitions move`: frozen partitions 503, moved ones reopened
         yield
@@ -99,18 +102,22 @@ def _retire_async(old: Runtime, loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _probe(fleet: Runtimes, cell: str) -> None:
-    """A cell is back when a fresh connection answers and its partitions' event store pools do too.
-
-    The pools' idle connections all died with the server: ``check()`` replaces
-    them now, rather than each failing one request after the restart.  The
-    cell's partitions are looked up each time: a move changes them.
-    """
-    parts = fleet.cells().get(cell, [])
+    """A cell is back when a fresh connection to its primary answers (each node tried in turn, each within its
+    connect timeout: a frozen old primary is passed over).  Nothing pooled is used: a connection to a frozen
+    server never fails, it waits (its kernel still acknowledges), and the probe must not wait with it."""
     ping(parse_url(fleet.settings.database_of(cell)))
-    for rt in parts:
-        pool = getattr(getattr(rt.ledger.recorder, "datastore", None), "pool", None)
-        check = getattr(pool, "check", None)  # psycopg_pool's; SQLite's pool has none (a missing one kept it shut)
-        if callable(check):
-            check()
-    if parts:
-        parts[0].ledger.recorder.max_notification_id()
+
+
+def _fresh_connections(fleet: Runtimes, cell: str, loop: asyncio.AbstractEventLoop) -> None:
+    """Every pool of the cell's partitions (and of the directory, on the first cell) replaces its connections
+    before the gate opens: after a restart they are dead, after a failover they lead to the old primary."""
+    ledgers = [rt.ledger for rt in fleet.cells().get(cell, [])]
+    if cell == fleet.settings.cell_names()[0]:
+        ledgers.append(fleet.shared.keys_ledger)
+    for ledger in ledgers:
+        pool = getattr(getattr(ledger.recorder, "datastore", None), "pool", None)
+        drain = getattr(pool, "drain", None)  # psycopg_pool's; SQLite's pool has none
+        if callable(drain):
+            drain()
+        if ledger.async_store is not None:
+            asyncio.run_coroutine_threadsafe(ledger.async_store.drain(), loop).result(timeout=5)

@@ -24,8 +24,15 @@ PROBE_INTERVAL_SECONDS = 0.5
 
 
 class DatabaseGate:
-    def __init__(self, probe: Callable[[], None], interval: float = PROBE_INTERVAL_SECONDS, name: str = "") -> None:
+    def __init__(
+        self,
+        probe: Callable[[], None],
+        interval: float = PROBE_INTERVAL_SECONDS,
+        name: str = "",
+        back: Callable[[], None] = lambda: None,
+    ) -> None:
         self._probe = probe
+        self._back = back  # run once the probe passes, before the gate opens: the pools' old connections replaced
         self._what = f"cell {name}" if name else "database"
         self._interval = interval
         self._lock = threading.Lock()
@@ -77,6 +84,10 @@ class DatabaseGate:
                 self._probe()
             except Exception:  # noqa: BLE001, S112 — still down: probe again
                 continue
+            try:
+                self._back()
+            except Exception as exc:  # noqa: BLE001 — the pools then replace their dead connections as they meet them
+                log.warning("%s: pooled connections not replaced (%s)", self._what, exc)
             with self._lock:
                 down_for = time.monotonic() - (self._down_since or time.monotonic())
                 self._down_since = None
@@ -93,9 +104,17 @@ class DatabaseGates:
     checked on every cell, each by its own probe, off the request's path.
     """
 
-    def __init__(self, probes: dict[str, Callable[[], None]], interval: float = PROBE_INTERVAL_SECONDS) -> None:
-        named = len(probes) > 1
-        self.gates = {cell: DatabaseGate(probe, interval, cell if named else "") for cell, probe in probes.items()}
+    def __init__(
+        self,
+        probes: dict[str, Callable[[], None]],
+        interval: float = PROBE_INTERVAL_SECONDS,
+        backs: dict[str, Callable[[], None]] | None = None,
+    ) -> None:
+        named, backs = len(probes) > 1, backs or {}
+        self.gates = {
+            cell: DatabaseGate(probe, interval, cell if named else "", backs.get(cell, lambda: None))
+            for cell, probe in probes.items()
+        }
 
     @property
     def is_open(self) -> bool:

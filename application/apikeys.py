@@ -90,6 +90,7 @@ def checked(record: ApiKey | None, secret: str, now: datetime) -> Principal | No
 RECENT_SECONDS = 60
 RECENT_KEYS = 10_000
 RETRY_SECONDS = 1.0
+WAIT_SECONDS = 1.0  # how long a key read recently waits for the directory before it stands in
 
 
 class ApiKeys:
@@ -130,8 +131,15 @@ class ApiKeys:
             recent = None
         if recent is not None and (not self.available() or time.monotonic() < self._down_until):
             return checked(recent[0], secret, self.ledger.clock())
+        load = asyncio.ensure_future(store.load_many([aggregate_id]))
+        if recent is not None:  # a frozen primary does not fail, it hangs: a key read recently does not wait for it
+            await asyncio.wait({load}, timeout=WAIT_SECONDS)
+            if not load.done():  # left to end by itself: cancelling a query on a frozen server waits for it too
+                load.add_done_callback(lambda done: done.cancelled() or done.exception())
+                self._down_until = time.monotonic() + RETRY_SECONDS
+                return checked(recent[0], secret, self.ledger.clock())
         try:
-            found = await store.load_many([aggregate_id])
+            found = await load
         except Exception as exc:
             if recent is None or not self.unavailable(exc):
                 raise

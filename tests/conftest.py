@@ -14,6 +14,15 @@ from zhangben.pgserver import PostgresUnavailable, ThrowawayPostgres
 
 pytest_plugins = ["tests.fixtures_sandbox"]
 
+# Tests that mostly wait (a Patroni cell failing over, a partition moving) are handed out first: their waits then
+# overlap the CPU-bound rest of the suite instead of ending it (pytest-xdist deals files in collection order)
+STARTED_FIRST = ("tests/integration/test_cells.py", "tests/integration/test_partition_move.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(STARTED_FIRST))  # stable: the rest keep their order
+
+
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 

@@ -248,11 +248,13 @@ class DevCluster:
             frozen += pids
         return frozen
 
-    def stall_replication(self, node: Node) -> list[int]:
-        """A replica that stops receiving WAL (its walreceiver stopped) while everything else of it runs."""
-        receivers = [p for p in node.postgres_pids() if b"walreceiver" in _cmdline(p)]
-        _signal(receivers, signal.SIGSTOP)
-        return receivers
+    def stall_replication(self, primary: Node) -> list[int]:
+        """The primary stops sending WAL to its replicas (its walsenders stopped) while it takes writes: what it
+        commits from now on is on it alone (stopping a replica's walreceiver is not enough: the WAL already sent
+        waits in its socket's buffer)."""
+        senders = [p for p in primary.postgres_pids() if b"walsender" in _cmdline(p)]
+        _signal(senders, signal.SIGSTOP)
+        return senders
 
     def thaw(self, pids: list[int]) -> None:
         _signal([p for p in pids if _alive(p)], signal.SIGCONT)

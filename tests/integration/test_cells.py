@@ -7,8 +7,9 @@ equal to a rebuild.  The negative control runs the kill on a cell without
 synchronous replication whose replicas have stalled: acknowledged writes are
 lost there, and the same checker says so.
 
-The kill of the primary is the first test (``make test-ha`` runs them all);
-the cell is made whole again between tests.
+The kill of the primary runs in ``make test`` (about 75 s, mostly waiting
+for Patroni, handed out first: tests/conftest.py); ``make test-ha`` runs them
+all, the cell made whole again between tests.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cells import Storm, check_nothing_lost, cluster, deployed, longest_gap
+from tests.cells import Storm, check_nothing_lost, cluster, deployed, longest_gap, lost
 from tests.deploy import Deployment
 from zhangben.cluster import TTL, DevCluster
 
@@ -100,7 +101,6 @@ def survived(c: DevCluster, d: Deployment, what: str, fault: Callable[[], Callab
     return back - struck
 
 
-@pytest.mark.ha
 def test_a_primary_killed(cells: tuple[DevCluster, Deployment]) -> None:
     c, d = cells
     cell_a = c.cell("a")
@@ -205,15 +205,14 @@ def test_the_negative_control_loses_writes_without_synchronous_replication() -> 
             primary = cell_a.primary()
             assert primary is not None
             with storm_on(d) as storm:
-                stalled = [p for n in cell_a.nodes if n is not primary for p in made.stall_replication(n)]
-                assert stalled, "no walreceiver found to stall"
+                assert made.stall_replication(primary), "no walsender found to stall"
                 time.sleep(3)  # writes acknowledged by the primary alone
                 made.kill(primary)
-                made.thaw(stalled)
                 back = first_2xx_on_a(storm, time.monotonic(), RECOVERY + 30)
                 time.sleep(2)
             assert back is not None, "the asynchronous cell did not fail over"
-            with pytest.raises(AssertionError, match="lost|acknowledged"):
-                check_nothing_lost(d, storm)
+            missing = lost(d, storm)  # what check_nothing_lost asserts first
+            assert missing, "the negative control lost nothing: the checker is not shown to fail"
+            print(f"negative control: {len(missing)} acknowledged write(s) lost, e.g. {missing[0]}")
     finally:
         made.stop()
