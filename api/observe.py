@@ -80,7 +80,13 @@ class Observe:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REQUEST_BUDGET_SECONDS
-        task = asyncio.ensure_future(self.app(scope, receive, send))
+        abandoned = [False]
+
+        async def answering(message: Message) -> None:  # an abandoned request's late answer is dropped
+            if not abandoned[0]:
+                await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, answering))
         try:
             if await _finished(task, QUICK_CHECK_SECONDS):
                 return
@@ -99,9 +105,11 @@ class Observe:
             if failure is None and await _finished(task, max(0.0, deadline - loop.time())):
                 return
         except BaseException:
-            await _cancel(task)
+            abandoned[0] = True
+            _abandon(task)
             raise
-        await _cancel(task)
+        abandoned[0] = True
+        _abandon(task)
         if started[0]:
             raise TimeoutError("the answer had begun when the budget ran out")  # nothing better can be sent now
         if failure is not None:  # the database is the reason: say so (its gate is closed: no more work for it)
@@ -143,13 +151,12 @@ async def _finished(task: asyncio.Future[None], seconds: float) -> bool:
     return bool(done)
 
 
-async def _cancel(task: asyncio.Future[None]) -> None:
+def _abandon(task: asyncio.Future[None]) -> None:
+    """Cancelled and left to end by itself: its answer is no longer wanted, and waiting for the cancellation of a
+    query on a frozen server (SIGSTOP: its kernel still acknowledges) would hold this answer ten seconds more."""
     if not task.done():
         task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 — abandoned: its answer is no longer wanted
-            pass
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def is_long(scope: Scope) -> bool:
