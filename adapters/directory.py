@@ -87,6 +87,14 @@ class Directory:
                 (move, partition, from_cell, to_cell, MOVING, sortable(at)),
             )
 
+    def unfinished_move(self, partition: int) -> tuple[str, str, str] | None:
+        """The move of ``partition`` under way (or cut off: its process died), as (move, from, to)."""
+        rows = self.db.execute(
+            "SELECT move, from_cell, to_cell FROM partition_moves WHERE partition = ? AND state IN (?, ?)",
+            (partition, MOVING, FROZEN),
+        )
+        return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
     def freeze_move(self, move: str) -> None:
         self.db.execute("UPDATE partition_moves SET state = ? WHERE move = ?", (FROZEN, move))
 

@@ -104,6 +104,23 @@ def move_partition(
     return MoveReport(partition, from_cell, to_cell, copied, frozen, caught_up)
 
 
+def give_up_move(settings: Settings, partition: int, *, clock: Clock = system_clock) -> str:
+    """An unfinished move of ``partition`` undone (its ``partitions move`` was killed, say, leaving it frozen):
+    the partition stays on its cell and takes writes again; returns the move's id.  Safe at any step: the map
+    flips only with the move's end, in one transaction."""
+    with directory(settings, clock) as partitions:
+        placements = partitions.directory
+        unfinished = placements.unfinished_move(partition)
+        if unfinished is None:
+            raise MoveFailed(f"partition {partition} has no move under way")
+        move, from_cell, to_cell = unfinished
+        schema = placements.databases()[partition][0]
+        source = persistence.parse_url(settings.database_of(from_cell)).in_schema(schema)
+        target = persistence.parse_url(settings.database_of(to_cell)).in_schema(schema)
+        _give_up(SchemaCopy(source, target, schema, move), placements, move, clock, MoveFailed("given up by hand"))
+    return move
+
+
 def _give_up(copy: SchemaCopy, placements: Directory, move: str, clock: Clock, exc: BaseException) -> None:
     """Undo what the move made; the directory says why (even if the undo itself fails)."""
     try:

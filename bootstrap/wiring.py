@@ -244,8 +244,11 @@ class Runtimes:
         """A payment found by its ``out_trade_no`` alone (a payer's link names no merchant), with its partition's
         runtime; raises ``PaymentNotFound``.  Where each was found is remembered (it never moves)."""
         known = self._payments.get(out_trade_no)
+        frozen = None  # a partition frozen for a move is not asked: not found elsewhere, the answer is its 503
         for rt in [self.partitions[known]] if known is not None else self.partitions:
-            self.check_not_frozen(rt.number)
+            if rt.number in self.frozen:
+                frozen = rt.number
+                continue
             try:
                 payment = rt.ledger.get_payment(out_trade_no)
             except PaymentNotFound:
@@ -254,6 +257,8 @@ class Runtimes:
                 self._payments.clear()
             self._payments[out_trade_no] = rt.number
             return rt, payment
+        if frozen is not None:
+            self.check_not_frozen(frozen)
         raise PaymentNotFound(out_trade_no)
 
     def refused_callbacks_seen_by(

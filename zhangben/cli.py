@@ -241,7 +241,10 @@ def _partition_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "move", help="move a partition to another cell while the ledger runs (a few seconds' freeze of it alone)"
     )
     move.add_argument("partition", type=int, metavar="P", help="the partition, from 0")
-    move.add_argument("--to", required=True, metavar="CELL", help="the cell it goes to (a [[cells]] name)")
+    move.add_argument("--to", metavar="CELL", help="the cell it goes to (a [[cells]] name)")
+    move.add_argument(
+        "--give-up", action="store_true", help="undo a move of P that did not finish (its command was killed)"
+    )
     move.set_defaults(handler="zhangben.cli_partitions:cmd_partitions_move")
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from bootstrap.moving import move_partition
+from bootstrap.moving import give_up_move, move_partition
 from bootstrap.partitioning import directory, partition_states
 from bootstrap.settings import load_settings
 from zhangben import terminal
+from zhangben.usage import UsageError
 
 
 def cmd_partitions_list(args: argparse.Namespace) -> int:
@@ -47,6 +48,12 @@ def cmd_partitions_list(args: argparse.Namespace) -> int:
 
 
 def cmd_partitions_move(args: argparse.Namespace) -> int:
+    if args.give_up:
+        move = give_up_move(load_settings(), args.partition)
+        print(f"move {move} of partition {args.partition} given up: it stays where it was and takes writes")
+        return 0
+    if not args.to:
+        raise UsageError("say where to: zhangben partitions move P --to CELL (or --give-up)")
     report = move_partition(load_settings(), args.partition, args.to, say=lambda line: print(line, flush=True))
     print(
         f"moved partition {report.partition} from cell {report.from_cell} to cell {report.to_cell}: copied in "

@@ -11,6 +11,10 @@ import pytest
 from tests.api.test_callbacks_api import *  # noqa: F403 — every test of that module, run here again
 from tests.deploy import Deployment, sharing
 
+# `make test-ha`: the storms of tests/integration/test_cells.py and test_partition_move.py drive creates,
+# callbacks (v3 and v2), reads and the feed through eight partitions in `make test`
+pytestmark = pytest.mark.ha
+
 
 @pytest.fixture(scope="module", params=["partitioned"])
 def deployment(request: pytest.FixtureRequest) -> Deployment:

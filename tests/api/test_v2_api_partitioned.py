@@ -10,4 +10,9 @@ import pytest
 
 from tests.api.test_v2_api import *  # noqa: F403 — every test of that module, run here again
 
-pytestmark = pytest.mark.parametrize("deployment", ["partitioned"], indirect=True, scope="module")
+# `make test-ha`: the storms of tests/integration/test_cells.py and test_partition_move.py drive creates,
+# callbacks (v3 and v2), reads and the feed through eight partitions in `make test`
+pytestmark = [
+    pytest.mark.ha,
+    pytest.mark.parametrize("deployment", ["partitioned"], indirect=True, scope="module"),
+]

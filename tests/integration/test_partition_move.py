@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from bootstrap.partitioning import partition_states
+from adapters.persistence import parse_url
+from adapters.schema_copy import SchemaCopy
+from bootstrap.partitioning import directory, partition_states
 from bootstrap.settings import load_settings
+from bootstrap.wiring import init_partition
 from tests.cells import Storm, check_nothing_lost, cluster, deployed, longest_gap
 from tests.deploy import PARTITIONS, Deployment, cli_in_process, deploy
 from zhangben.pgserver import ThrowawayPostgres
@@ -74,7 +78,8 @@ def moved_under_the_storm(d: Deployment) -> None:
     assert storm.errors == []
     on_b = storm.on("b")  # DIRECT's partition, on cell b all along
     assert {a.status for a in on_b} <= {200, 201, 204}, [(a.what, a.status) for a in on_b if a.status >= 300]
-    assert longest_gap(on_b, started, ended) <= 1.0
+    noise = longest_gap(on_b, started - 2, started)  # the machine's own gaps, in the same storm (tests/cells.py)
+    assert longest_gap(on_b, started, ended) <= max(1.0, 2 * noise)
     v2 = storm.on("a")  # V2's answers, its partition moving from a to b
     refused = [a for a in v2 if a.status >= 300]
     assert {a.status for a in refused} <= {503} and all(a.problem for a in refused), [
@@ -114,3 +119,43 @@ def schemas(d: Deployment, cell: str) -> set[str]:
     url = next(c.url for c in load_settings(d.env).cells if c.name == cell)
     with psycopg.connect(url) as conn:
         return {str(r[0]) for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+
+
+def test_a_move_cut_off_while_frozen_is_given_up_by_hand(two_databases: Deployment) -> None:
+    """The move's command killed after the freeze: the partition stays frozen (its merchants 503, its old copy
+    refusing writes) until ``--give-up``, which leaves it where it was, taking writes, with nothing left over."""
+    d, partition, schema = two_databases, 4, "p004"
+    settings = load_settings(d.env)
+    with directory(settings) as partitions:
+        placements = partitions.directory
+        assert placements.databases()[partition] == (schema, "a")
+        source, target = (parse_url(c.url).in_schema(schema) for c in settings.cells)
+        copy = SchemaCopy(source, target, schema, "cutoff")
+        placements.begin_move("cutoff", partition, "a", "b", datetime.now(UTC))
+        init_partition(settings, target)
+        copy.prepare_target()
+        copy.publish()
+        copy.subscribe()
+        copy.wait_copied(60)
+        placements.freeze_move("cutoff")
+        copy.freeze()  # ... and here the command dies
+    touch = "UPDATE p004.projection_tracking SET position = position"
+    with psycopg.connect(source_url(settings)) as conn, pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+        conn.execute(touch)
+    again = cli_in_process(d, "partitions", "move", str(partition), "--to", "b")
+    assert again.returncode != 0 and "being moved already (move cutoff)" in again.stderr
+
+    undone = cli_in_process(d, "partitions", "move", str(partition), "--give-up")
+    assert undone.returncode == 0, undone.stderr
+    with psycopg.connect(source_url(settings)) as conn:
+        conn.execute(touch)  # writes taken again
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
+    assert schema not in schemas(d, "b")
+    states = {s.partition: s.database for s in partition_states(settings)}
+    assert states[partition] == "a"
+    assert "failed" in cli_in_process(d, "partitions", "list", "--moves").stdout
+
+
+def source_url(settings: Any) -> str:
+    return str(settings.cells[0].url)
