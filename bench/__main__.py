@@ -424,16 +424,19 @@ def phase_partitions(table: Table, sizes: Sizes, server: ThrowawayPostgres) -> N
     for partitions in (1, PARTITIONED):
         url = server.create_database(f"parts{partitions}")
         extra = f"[partitioning]\npartitions = {partitions}\n"
-        base, outcome = two_merchants(sizes, url, extra, server)
-        table.add(
-            f"v3 callbacks /s, 32 senders, two merchants, {partitions} partition(s)",
-            outcome.rate,
-            "callbacks/s",
-            "≥ 0.6× /healthz",
-            outcome.rate >= 0.6 * base.rate and outcome.errors == 0,
-            ("GET /healthz /s, 32 senders", base.rate),
-            note=f"p50 {outcome.p(0.5):.0f} ms, p99 {outcome.p(0.99):.0f} ms, {outcome.errors} errors",
-        )
+        add_two_merchants(table, f"{partitions} partition(s)", *two_merchants(sizes, url, extra, server))
+
+
+def add_two_merchants(table: Table, shape: str, base: Outcome, outcome: Outcome) -> None:
+    table.add(
+        f"v3 callbacks /s, 32 senders, two merchants, {shape}",
+        outcome.rate,
+        "callbacks/s",
+        "≥ 0.6× /healthz",
+        outcome.rate >= 0.6 * base.rate and outcome.errors == 0,
+        ("GET /healthz /s, 32 senders", base.rate),
+        note=f"p50 {outcome.p(0.5):.0f} ms, p99 {outcome.p(0.99):.0f} ms, {outcome.errors} errors",
+    )
 
 
 def two_merchants(sizes: Sizes, url: str, extra: str, server: ThrowawayPostgres | None) -> tuple[Outcome, Outcome]:
@@ -482,16 +485,8 @@ def phase_cells(table: Table, sizes: Sizes) -> None:
                 secret.chmod(0o600)
                 lines.append(f'[[cells]]\nname = "{cell.name}"\nurl_file = "{secret}"\n')
             extra = f"[partitioning]\npartitions = {PARTITIONED}\n\n" + "\n".join(lines)
-            base, outcome = two_merchants(sizes, made.cells[0].url(f"bench{count}"), extra, None)
-            table.add(
-                f"v3 callbacks /s, 32 senders, two merchants, {count} Patroni cell(s)",
-                outcome.rate,
-                "callbacks/s",
-                "≥ 0.6× /healthz",
-                outcome.rate >= 0.6 * base.rate and outcome.errors == 0,
-                ("GET /healthz /s, 32 senders", base.rate),
-                note=f"p50 {outcome.p(0.5):.0f} ms, p99 {outcome.p(0.99):.0f} ms, {outcome.errors} errors",
-            )
+            measured = two_merchants(sizes, made.cells[0].url(f"bench{count}"), extra, None)
+            add_two_merchants(table, f"{count} Patroni cell(s)", *measured)
     finally:
         made.stop()
 

@@ -14,9 +14,9 @@ from zhangben.pgserver import PostgresUnavailable, ThrowawayPostgres
 
 pytest_plugins = ["tests.fixtures_sandbox"]
 
-# Tests that mostly wait (a Patroni cell failing over, a partition moving) are handed out first: their waits then
-# overlap the CPU-bound rest of the suite instead of ending it (pytest-xdist deals files in collection order)
-STARTED_FIRST = ("tests/integration/test_cells.py", "tests/integration/test_partition_move.py")
+# A test that mostly waits (a partition moving under a storm) is handed out first: its waits then overlap the
+# CPU-bound rest of the suite instead of ending it (pytest-xdist deals files in collection order)
+STARTED_FIRST = ("tests/integration/test_partition_move.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -79,16 +79,24 @@ class Node:
         return Path(self.root) / "data"
 
     def postgres_pids(self) -> list[int]:
-        """The postmaster and every process it forked (backends, walsender, checkpointer …)."""
+        """The postmaster and every process it forked (backends, walsender, checkpointer …).
+
+        ``postmaster.pid`` outlives a killed server, and its number may since
+        be another process's (pids are reused): the postmaster counts only
+        if its command line names this node's data directory."""
         try:
             postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return []
+        if str(self.data_dir).encode() not in _cmdline(postmaster):
+            return []
         return [postmaster, *_children(postmaster)]
 
     def processes(self) -> list[int]:
-        """Patroni and its PostgreSQL: what a machine's loss takes away."""
-        return [p for p in [self.pid, *self.postgres_pids()] if p and _alive(p)]
+        """Patroni and its PostgreSQL: what a machine's loss takes away (Patroni only while its command line is
+        still this node's: a number reused by another process is never signalled)."""
+        patroni = [self.pid] if self.pid and str(Path(self.root) / "patroni.yml").encode() in _cmdline(self.pid) else []
+        return [p for p in [*patroni, *self.postgres_pids()] if _alive(p)]
 
 
 @dataclass
@@ -222,7 +230,7 @@ class DevCluster:
     def stop(self) -> None:
         """Everything stopped at once (SIGKILL: nothing here is kept) and the files removed."""
         pids = [p for cell in self.cells for n in cell.nodes for p in n.processes()]
-        if self.etcd_pid and _alive(self.etcd_pid):
+        if self.etcd_pid and _alive(self.etcd_pid) and str(self.root).encode() in _cmdline(self.etcd_pid):
             pids.append(self.etcd_pid)
         _signal(pids, signal.SIGKILL)
         _reap(pids)

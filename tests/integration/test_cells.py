@@ -7,9 +7,10 @@ equal to a rebuild.  The negative control runs the kill on a cell without
 synchronous replication whose replicas have stalled: acknowledged writes are
 lost there, and the same checker says so.
 
-The kill of the primary runs in ``make test`` (about 75 s, mostly waiting
-for Patroni, handed out first: tests/conftest.py); ``make test-ha`` runs them
-all, the cell made whole again between tests.
+The kill of the primary runs in ``make test`` (about 75 s), the others in
+``make test-ha``, the cell made whole again between tests; marked ``cells``,
+they run alone after the rest of the suite, whose load would otherwise make
+the gaps they time.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.cells import Storm, check_nothing_lost, cluster, deployed, longest_gap, lost
 from tests.deploy import Deployment
-from zhangben.cluster import TTL, DevCluster
+from zhangben.cluster import TTL, DevCluster, Node
 
+pytestmark = pytest.mark.cells  # run alone, after the rest of the suite: they time failovers (Makefile)
 RECOVERY = TTL + 15  # the issue's bound: Patroni's TTL, and fifteen seconds to notice and reconnect
 
 
@@ -75,17 +78,19 @@ def judged(d: Deployment, storm: Storm, struck: float, ended: float, what: str) 
         (a.what, a.status, round(a.at - struck, 1), a.detail) for a in b_answers if a.status >= 300
     ]
     gap_b = longest_gap(storm.on("b", struck - 5), struck, ended)
-    # the issue's bound is 1 s; a machine starved by the rest of `make test` has gaps of its own, measured in the
-    # same storm before the fault, and the failover may add none beyond twice those
-    noise = longest_gap(storm.on("b"), struck - 3, struck)
-    assert gap_b <= max(1.0, 2 * noise), (
-        f"cell b went {gap_b:.1f}s without an answer while cell a had {what} (before it: {noise:.2f}s at most)"
-    )
+    noise = longest_gap(storm.on("b"), struck - 3, struck)  # printed: the machine's own gaps, before the fault
+    assert gap_b <= 1.0, f"cell b went {gap_b:.1f}s without an answer while cell a had {what} ({noise:.2f}s before)"
     a_refused = [a for a in storm.on("a") if a.status >= 300]
     assert {a.status for a in a_refused} <= {503}, sorted({a.status for a in a_refused})
     assert all(a.problem for a in a_refused)
     check_nothing_lost(d, storm)
     print(f"{what}: cell a refused {len(a_refused)} answer(s); cell b's longest gap {gap_b:.2f}s ({noise:.2f}s before)")
+
+
+def lost_machine(c: DevCluster, node: Node) -> Callable[[], None]:
+    """``node`` killed (Patroni and PostgreSQL); its undoing: the machine comes back and rejoins as a replica."""
+    c.kill(node)
+    return lambda: c.start_node(node)
 
 
 def survived(c: DevCluster, d: Deployment, what: str, fault: Callable[[], Callable[[], None]]) -> float:
@@ -112,11 +117,7 @@ def test_a_primary_killed(cells: tuple[DevCluster, Deployment]) -> None:
     victim = cell_a.primary()
     assert victim is not None
 
-    def kill() -> Callable[[], None]:
-        c.kill(victim)
-        return lambda: c.start_node(victim)  # the lost machine comes back and rejoins as a replica
-
-    survived(c, d, "its primary killed", kill)
+    survived(c, d, "its primary killed", partial(lost_machine, c, victim))
     promoted = cell_a.primary()
     assert promoted is not None and promoted.name != victim.name, cell_a.members()
 
@@ -141,11 +142,7 @@ def test_the_synchronous_standby_killed(cells: tuple[DevCluster, Deployment]) ->
     standby = cell_a.sync_standby()
     assert standby is not None
 
-    def kill() -> Callable[[], None]:
-        c.kill(standby)
-        return lambda: c.start_node(standby)
-
-    survived(c, d, "its synchronous standby killed", kill)
+    survived(c, d, "its synchronous standby killed", partial(lost_machine, c, standby))
 
 
 @pytest.mark.ha

@@ -56,6 +56,7 @@ def test_a_partition_moved_under_the_storm_loses_nothing(two_databases: Deployme
 
 
 @pytest.mark.ha
+@pytest.mark.cells
 def test_a_partition_moved_between_patroni_cells_under_the_storm(tmp_path: Path) -> None:
     with cluster() as c, deployed(c, tmp_path) as d:
         moved_under_the_storm(d)
