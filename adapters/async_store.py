@@ -74,6 +74,7 @@ class AsyncEventStore:
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._opening = asyncio.Lock()
         self._waiting: list[_Save] = []
+        self._inflight: list[_Save] = []  # the group the committer is inserting now
         self._committer: asyncio.Task[None] | None = None
 
     async def load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
@@ -101,7 +102,22 @@ class AsyncEventStore:
         await save.answer
 
     async def drain(self) -> None:
-        """Every pooled connection replaced (after a failover: the old ones may lead to a deposed, frozen primary)."""
+        """Every pooled connection replaced (after a failover: the old ones may lead to a deposed, frozen primary).
+
+        A commit under way on such a connection would hold every save behind
+        it until that server wakes: its saves are answered "unavailable" now
+        (never success: their outcome is unknown, and a retry is idempotent)
+        and the saves behind it go on with a new committer.
+        """
+        stuck, committer = self._inflight, self._committer
+        if committer is not None and not committer.done() and stuck:
+            self._committer, self._inflight = None, []
+            committer.cancel()
+            committer.add_done_callback(lambda done: done.cancelled() or done.exception())
+            for save in stuck:
+                save.settle(psycopg.OperationalError("the commit was cut off by a failover; its outcome is unknown"))
+            if self._waiting:
+                self._committer = asyncio.get_running_loop().create_task(self._commit_waiting())
         if self._pool is not None:
             await self._pool.drain()
 
@@ -117,6 +133,7 @@ class AsyncEventStore:
     async def _commit_waiting(self) -> None:
         while self._waiting:
             group, self._waiting = self._waiting[:GROUP_MAX], self._waiting[GROUP_MAX:]
+            self._inflight = group
             self.largest_group = max(self.largest_group, len(group))
             try:
                 await self._insert([event for save in group for event in save.events])

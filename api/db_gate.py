@@ -21,6 +21,7 @@ from collections.abc import Callable
 log = logging.getLogger("zhangben.database")
 
 PROBE_INTERVAL_SECONDS = 0.5
+REFRESH_SECONDS = 5.0  # a hung call replaces the pools' connections at most this often
 
 
 class DatabaseGate:
@@ -38,6 +39,7 @@ class DatabaseGate:
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._checking = False
+        self._refreshed = -REFRESH_SECONDS
         self._prober: threading.Thread | None = None
 
     @property
@@ -45,27 +47,48 @@ class DatabaseGate:
         """Requests may use the database (no outage noticed, or the last probe reached it)."""
         return self._down_since is None
 
-    def suspect(self, reason: str) -> None:
-        """A call failed as if the database were down: check once, off the request's path, before closing the gate.
+    def suspect(self, reason: str, hung: bool = False) -> None:
+        """A call failed as if the database were down (or ``hung``: got no answer within its budget): check once,
+        off the request's path, before closing the gate.
 
         A call that was on the wire when the server restarted fails although
         the database is back (idle pooled connections are checked at checkout,
         ``adapters/pg_liveness.py``); the check passes, and the gate stays open.
+        A call that hung while a fresh connection answers may be on a pooled
+        connection to a deposed primary frozen in place (its kernel still
+        acknowledges, so the connection never fails): the pools are refreshed.
         """
         with self._lock:
             if self._down_since is not None or self._checking:
                 return
             self._checking = True
-        threading.Thread(target=self._check_once, args=(reason,), name="db-check", daemon=True).start()
+        threading.Thread(target=self._check_once, args=(reason, hung), name="db-check", daemon=True).start()
 
-    def _check_once(self, reason: str) -> None:
+    def _check_once(self, reason: str, hung: bool) -> None:
         try:
             self._probe()
         except Exception:  # noqa: BLE001 — really down: close the gate and probe until it is back
             self.trip(reason)
+            return
         finally:
             with self._lock:
                 self._checking = False
+        if hung:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """The pools' connections replaced (``back``), at most once every ``REFRESH_SECONDS``."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._refreshed < REFRESH_SECONDS:
+                return
+            self._refreshed = now
+        try:
+            self._back()
+        except Exception as exc:  # noqa: BLE001 — the next hung call tries again
+            log.warning("%s: pooled connections not replaced (%s)", self._what, exc)
+        else:
+            log.warning("%s: a call hung while the database answers; pooled connections replaced", self._what)
 
     def trip(self, reason: str) -> None:
         """An outage was seen: close the gate and start probing (once, however many requests saw it)."""
@@ -125,9 +148,9 @@ class DatabaseGates:
         gate = self.gates.get(cell)
         return gate is None or gate.is_open
 
-    def suspect(self, reason: str) -> None:
+    def suspect(self, reason: str, hung: bool = False) -> None:
         for gate in self.gates.values():
-            gate.suspect(reason)
+            gate.suspect(reason, hung)
 
     def trip(self, reason: str) -> None:
         """A slow request met an unanswering database: each cell is checked, and those that do not answer close."""

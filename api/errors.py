@@ -48,7 +48,7 @@ def trip_gate(request: Request, exc: BaseException) -> None:
     """Tell this worker's gate (api/db_gate.py) the database may be down: it checks, and closes if so."""
     gate = getattr(request.app.state, "db_gate", None)
     if gate is not None and not isinstance(exc, PartitionFrozen):  # a move's freeze: the database is fine
-        gate.suspect(str(exc))
+        gate.suspect(str(exc), hung=isinstance(exc, TimeoutError))
 
 
 def _field(location: tuple[Any, ...]) -> str:

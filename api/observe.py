@@ -115,6 +115,7 @@ class Observe:
         if failure is not None:  # the database is the reason: say so (its gate is closed: no more work for it)
             await _unavailable(path)(scope, receive, send)
             return
+        gate.suspect(f"no answer within {REQUEST_BUDGET_SECONDS:.0f}s", hung=True)  # a deposed, frozen primary?
         busy = errors.problem(503, "Busy", f"no answer within {REQUEST_BUDGET_SECONDS:.0f}s; retry", "busy")
         await busy(scope, receive, send)
 

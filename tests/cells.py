@@ -174,7 +174,8 @@ class Storm:
         ok = answer.status_code == 200 and code == "SUCCESS"
         # v2 says FAIL in XML, over HTTP 200 or 503: WeChat retries it either way (kept as a 503 here)
         status = 200 if ok else 503 if code == "FAIL" else answer.status_code
-        self._keep(Answer(role, "callback", status, time.monotonic(), sent, ok or code == "FAIL"))
+        detail = "" if ok else answer.text[:160]
+        self._keep(Answer(role, "callback", status, time.monotonic(), sent, ok or code == "FAIL", detail))
         return ok
 
 

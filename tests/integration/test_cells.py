@@ -105,7 +105,8 @@ def survived(c: DevCluster, d: Deployment, what: str, fault: Callable[[], Callab
         undo()
         time.sleep(3)
         ended = time.monotonic()
-    assert back is not None, f"cell a did not answer 2xx within {RECOVERY}s of {what}"
+    seen = sorted({(a.what, a.status, a.detail[:100]) for a in storm.on("a", struck)})
+    assert back is not None, f"cell a did not answer 2xx within {RECOVERY}s of {what}: {seen}"
     judged(d, storm, striking, ended, what)
     print(f"{what}: cell a back after {back - struck:.1f}s")
     return back - struck
