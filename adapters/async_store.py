@@ -31,6 +31,7 @@ the pool's ``PoolTimeout`` — the same errors the API already answers with a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ from adapters.recorders import GROUP_MAX, LedgerPostgresRecorder, columns, decod
 
 POOL_SIZE = 4  # one commit at a time per worker, and the reads of the callbacks in flight beside it
 WAIT_SECONDS = 2.0  # for a pooled connection (as the synchronous store's POSTGRES_CONNECT_TIMEOUT)
+STUCK_SECONDS = 5.0  # a commit under way this long when the pools are refreshed is cut off (a frozen primary)
 
 
 @dataclass
@@ -74,7 +76,8 @@ class AsyncEventStore:
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._opening = asyncio.Lock()
         self._waiting: list[_Save] = []
-        self._inflight: list[_Save] = []  # the group the committer is inserting now
+        self._inflight: list[_Save] = []  # the group the committer is inserting now, and since when
+        self._inflight_since = 0.0
         self._committer: asyncio.Task[None] | None = None
 
     async def load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
@@ -104,13 +107,14 @@ class AsyncEventStore:
     async def drain(self) -> None:
         """Every pooled connection replaced (after a failover: the old ones may lead to a deposed, frozen primary).
 
-        A commit under way on such a connection would hold every save behind
-        it until that server wakes: its saves are answered "unavailable" now
+        A commit under way on such a connection for ``STUCK_SECONDS`` would hold
+        every save behind it until that server wakes: its saves are answered "unavailable" now
         (never success: their outcome is unknown, and a retry is idempotent)
         and the saves behind it go on with a new committer.
         """
         stuck, committer = self._inflight, self._committer
-        if committer is not None and not committer.done() and stuck:
+        waited = time.monotonic() - self._inflight_since
+        if committer is not None and not committer.done() and stuck and waited > STUCK_SECONDS:
             self._committer, self._inflight = None, []
             committer.cancel()
             committer.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -133,7 +137,7 @@ class AsyncEventStore:
     async def _commit_waiting(self) -> None:
         while self._waiting:
             group, self._waiting = self._waiting[:GROUP_MAX], self._waiting[GROUP_MAX:]
-            self._inflight = group
+            self._inflight, self._inflight_since = group, time.monotonic()
             self.largest_group = max(self.largest_group, len(group))
             try:
                 await self._insert([event for save in group for event in save.events])

@@ -46,18 +46,37 @@ def free_port() -> int:
     connection draws from too: with tests on every core, one of them could take the port before the server
     binds it ("Address already in use").  Below that range only another ``free_port`` could, at random.
     """
-    low = _ephemeral_low()
     for _ in range(200):
-        port = secrets.choice(range(max(1024, low - 12_000), low))
+        port = secrets.choice(_our_ports())
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     with socket.socket() as sock:  # a crowded machine: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_HANDED_OUT: set[int] = set()  # this process never hands out a port twice (two servers of one stack, say)
+SLICES = 4
+
+
+def _our_ports() -> range:
+    """The ports below the ephemeral range; under pytest-xdist, a slice of its own per test worker (``gw0`` …),
+    so two workers never pick the same port in the moment before their servers bind it."""
+    low = _ephemeral_low()
+    start = max(1024, low - 12_000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return range(start, low)
+    width = (low - start) // SLICES
+    first = start + (int(worker[2:]) % SLICES) * width
+    return range(first, first + width)
 
 
 def _ephemeral_low() -> int:
