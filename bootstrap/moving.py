@@ -94,6 +94,7 @@ def move_partition(
             frozen = time.monotonic() - frozen_at
             placements.finish_move(move, partition, to_cell, clock(), f"frozen {frozen:.1f} s")
         except BaseException as exc:
+            _unless_flipped(placements, move, partition, (schema, from_cell, to_cell), exc)
             _give_up(copy, placements, move, clock, exc)
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
@@ -119,6 +120,27 @@ def give_up_move(settings: Settings, partition: int, *, clock: Clock = system_cl
         target = persistence.parse_url(settings.database_of(to_cell)).in_schema(schema)
         _give_up(SchemaCopy(source, target, schema, move), placements, move, clock, MoveFailed("given up by hand"))
     return move
+
+
+def _unless_flipped(
+    placements: Directory, move: str, partition: int, where: tuple[str, str, str], exc: BaseException
+) -> None:
+    """Raise rather than give up when the map may already name the target (a flip committed whose answer was
+    lost): giving up would drop the partition's live copy."""
+    schema, from_cell, to_cell = where
+    try:
+        flipped = placements.databases()[partition][1] == to_cell
+    except Exception:  # noqa: BLE001 — not known: nothing is undone
+        raise MoveFailed(
+            f"move {move}: {exc}; the directory does not say whether it finished: once it answers, `zhangben "
+            f"partitions list` shows where partition {partition} is, and `partitions move {partition} --give-up` "
+            "undoes the move if it did not"
+        ) from None
+    if flipped:
+        raise MoveFailed(
+            f"move {move} finished (partition {partition} is on cell {to_cell}) and then {exc}: drop the old copy "
+            f"(schema {schema} on cell {from_cell}) by hand"
+        ) from None
 
 
 def _give_up(copy: SchemaCopy, placements: Directory, move: str, clock: Clock, exc: BaseException) -> None:
