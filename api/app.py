@@ -11,7 +11,7 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from adapters.persistence import StoreUrl, parse_url, ping
+from adapters.persistence import parse_url, ping
 from api import audit, callbacks, cashier, console, errors, events, finance, logs, merchant, ops, products
 from api.admission import Admission
 from api.db_gate import DatabaseGates
@@ -81,12 +81,8 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
 
 def _probe_store(rt: Runtime) -> None:
     """Every cell answers on a fresh connection (a slow request's check: which cell it was for is not known)."""
-    for parts in rt.fleet.cells().values():
-        ping(_cell_store(parts[0]))
-
-
-def _cell_store(rt: Runtime) -> StoreUrl:
-    return parse_url(rt.settings.database_of(rt.cell))
+    for cell in rt.fleet.settings.cell_names():
+        _probe(rt.fleet, cell)
 
 
 def _retire_async(old: Runtime, loop: asyncio.AbstractEventLoop) -> None:

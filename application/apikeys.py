@@ -15,12 +15,13 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import StoredEvent
 
-from application.ledger import Ledger, retry_on_conflict
+from application.ledger import AsyncStore, Ledger, retry_on_conflict
 from domain.apikey import ROLES, ApiKey, Principal
 from domain.errors import Conflict, NotFound
 
@@ -131,26 +132,37 @@ class ApiKeys:
             recent = None
         if recent is not None and (not self.available() or time.monotonic() < self._down_until):
             return checked(recent[0], secret, self.ledger.clock())
-        load = asyncio.ensure_future(store.load_many([aggregate_id]))
-        if recent is not None:  # a frozen primary does not fail, it hangs: a key read recently does not wait for it
-            await asyncio.wait({load}, timeout=WAIT_SECONDS)
-            if not load.done():  # left to end by itself: cancelling a query on a frozen server waits for it too
-                load.add_done_callback(lambda done: done.cancelled() or done.exception())
-                self._down_until = time.monotonic() + RETRY_SECONDS
+        if recent is None:  # nothing stands in for a key never read: it waits, and a failure is the request's
+            found = await store.load_many([aggregate_id])
+        else:
+            read = await self._read_or_give_up(store, aggregate_id)
+            if read is None:
                 return checked(recent[0], secret, self.ledger.clock())
-        try:
-            found = await load
-        except Exception as exc:
-            if recent is None or not self.unavailable(exc):
-                raise
-            self._down_until = time.monotonic() + RETRY_SECONDS  # the next requests do not wait on it too
-            return checked(recent[0], secret, self.ledger.clock())
+            found = read
         record = found.get(aggregate_id)
         if record is not None:
             if len(self._recent) >= RECENT_KEYS:
                 self._recent.clear()
             self._recent[aggregate_id] = (record, time.monotonic())
         return checked(record, secret, self.ledger.clock())
+
+    async def _read_or_give_up(self, store: AsyncStore, aggregate_id: UUID) -> dict[UUID, Any] | None:
+        """The key's record from the directory, or None when the read hangs past ``WAIT_SECONDS`` (a frozen primary
+        does not fail, it hangs; the read is left to end by itself, since cancelling a query on a frozen server
+        waits for it too) or fails as an unavailable database does: a recent record then stands in, and for
+        ``RETRY_SECONDS`` the next requests do not ask."""
+        load = asyncio.ensure_future(store.load_many([aggregate_id]))
+        await asyncio.wait({load}, timeout=WAIT_SECONDS)
+        if not load.done():
+            load.add_done_callback(lambda done: done.cancelled() or done.exception())
+        else:
+            try:
+                return load.result()
+            except Exception as exc:
+                if not self.unavailable(exc):
+                    raise
+        self._down_until = time.monotonic() + RETRY_SECONDS
+        return None
 
     def api_keys(self, mchid: str | None = None) -> list[ApiKey]:
         """Every key issued (revoked and expired ones too), oldest first; never a secret, only ids."""

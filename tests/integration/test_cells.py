@@ -26,7 +26,7 @@ import pytest
 
 from tests.cells import Storm, check_nothing_lost, cluster, deployed, longest_gap, lost
 from tests.deploy import Deployment
-from zhangben.cluster import TTL, DevCluster, Node
+from zhangben.cluster import TTL, Cell, DevCluster, Node
 
 pytestmark = pytest.mark.cells  # run alone, after the rest of the suite: they time failovers (Makefile)
 RECOVERY = TTL + 15  # the issue's bound: Patroni's TTL, and fifteen seconds to notice and reconnect
@@ -87,6 +87,14 @@ def judged(d: Deployment, storm: Storm, struck: float, ended: float, what: str) 
     print(f"{what}: cell a refused {len(a_refused)} answer(s); cell b's longest gap {gap_b:.2f}s ({noise:.2f}s before)")
 
 
+def of_whole_cell_a(c: DevCluster, which: Callable[[Cell], Node | None]) -> Node:
+    """Every cell whole again, then ``which`` node of cell a (its primary, its synchronous standby)."""
+    whole(c)
+    node = which(c.cell("a"))
+    assert node is not None, c.cell("a").members()
+    return node
+
+
 def lost_machine(c: DevCluster, node: Node) -> Callable[[], None]:
     """``node`` killed (Patroni and PostgreSQL); its undoing: the machine comes back and rejoins as a replica."""
     c.kill(node)
@@ -138,21 +146,14 @@ def test_a_planned_switchover(cells: tuple[DevCluster, Deployment]) -> None:
 @pytest.mark.ha
 def test_the_synchronous_standby_killed(cells: tuple[DevCluster, Deployment]) -> None:
     c, d = cells
-    cell_a = c.cell("a")
-    whole(c)
-    standby = cell_a.sync_standby()
-    assert standby is not None
-
+    standby = of_whole_cell_a(c, Cell.sync_standby)
     survived(c, d, "its synchronous standby killed", partial(lost_machine, c, standby))
 
 
 @pytest.mark.ha
 def test_the_primary_frozen_for_30_seconds(cells: tuple[DevCluster, Deployment]) -> None:
     c, d = cells
-    cell_a = c.cell("a")
-    whole(c)
-    victim = cell_a.primary()
-    assert victim is not None
+    victim = of_whole_cell_a(c, Cell.primary)
 
     def freeze() -> Callable[[], None]:
         frozen, at = c.freeze(victim), time.monotonic()
