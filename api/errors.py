@@ -25,7 +25,7 @@ from adapters.wechatpay.errors import (
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
-from domain.errors import ConcurrencyConflict, Conflict, InvalidInput, LedgerError, NotFound
+from domain.errors import ConcurrencyConflict, Conflict, Forbidden, InvalidInput, LedgerError, NotFound
 from projections.order_status import CursorError
 
 log = logging.getLogger("zhangben.api")
@@ -84,6 +84,8 @@ def install(app: FastAPI) -> None:
             return problem(422, "Invalid request", str(exc), "validation", field=exc.field)
         if isinstance(exc, NotFound):
             return problem(404, "Not found", str(exc), "not-found")
+        if isinstance(exc, Forbidden):
+            return problem(403, "Forbidden", str(exc), "forbidden")
         if isinstance(exc, Conflict):
             return problem(409, "Conflict", str(exc), "conflict")
         if isinstance(exc, ConcurrencyConflict):

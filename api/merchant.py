@@ -66,8 +66,9 @@ def create_order(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX_CHARS)] = None,
 ) -> dict[str, Any]:
+    lifetime = rt.service.merchant(who.mchid).order_ttl_seconds  # the merchant's default, for a body naming none
     answer = rt.service.create_order(
-        body.request(who.mchid, _client_ip(request, body.payer_client_ip), idempotency_key or None)
+        body.request(who.mchid, _client_ip(request, body.payer_client_ip), idempotency_key or None, lifetime)
     )
     if not answer.created:
         response.status_code = 200  # the same request again: the same answer

@@ -22,7 +22,8 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from application.views import OrderView
-from domain import limits
+from domain import checkout, limits
+from domain.checkout import LineItem
 from domain.money import MAX_FEN
 from domain.requests import NewAttempt, NewOrder, NewRefund, OrderTerms
 from domain.status import Channel
@@ -38,6 +39,13 @@ AppId = Annotated[StrictStr, Field(min_length=1, max_length=32, pattern=r"^[A-Za
 # -- requests ------------------------------------------------------------------------------
 
 
+class LineItemBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[StrictStr, Field(min_length=1, max_length=checkout.ITEM_NAME_MAX_CHARS)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=checkout.ITEM_QUANTITY_MAX)]
+    unit_price_fen: Annotated[StrictInt, Field(ge=0, le=MAX_FEN, description="integer number of fen (分)")]
+
+
 class CreateOrder(BaseModel):
     model_config = ConfigDict(extra="forbid")
     merchant_order_no: Key
@@ -46,19 +54,51 @@ class CreateOrder(BaseModel):
     description: Annotated[StrictStr, Field(min_length=1, max_length=limits.DESCRIPTION_MAX_BYTES)]
     channel: Channel
     payer_openid: OpenId | None = None
-    expire_seconds: Annotated[StrictInt, Field(ge=limits.EXPIRE_SECONDS_MIN, le=limits.EXPIRE_SECONDS_MAX)] = (
-        limits.EXPIRE_SECONDS_DEFAULT
+    expire_seconds: Annotated[StrictInt, Field(ge=limits.EXPIRE_SECONDS_MIN, le=limits.EXPIRE_SECONDS_MAX)] | None = (
+        Field(None, description="the order's lifetime; default: the merchant's order_ttl_minutes (10 minutes)")
     )
     attach: Annotated[StrictStr, Field(max_length=limits.ATTACH_MAX_BYTES)] | None = None
+    user_id: Annotated[StrictStr, Field(min_length=1, max_length=checkout.USER_ID_MAX_CHARS)] | None = Field(
+        None, description="the shop's own id of the buyer"
+    )
+    items: Annotated[list[LineItemBody], Field(max_length=checkout.ITEMS_MAX)] | None = Field(
+        None, description="what is sold; quantity × unit_price_fen summed over the items must equal amount_fen"
+    )
+    return_url: Annotated[StrictStr, Field(min_length=9, max_length=checkout.RETURN_URL_MAX_CHARS)] | None = Field(
+        None,
+        description="https; its host one of the merchant's return_url_hosts: where the cashier page sends the payer "
+        "once paid, with the order number and a signature (docs/api.md)",
+    )
+    currency: Literal["CNY"] = "CNY"
+    meta: dict[str, Any] | None = Field(
+        None, description=f"the shop's own JSON, at most {checkout.META_MAX_BYTES} bytes"
+    )
     appid: AppId | None = Field(None, description="one of the merchant's apps; default: the app claiming the channel")
     payer_client_ip: IPvAnyAddress | None = Field(
         None, description="the payer's IP as your back end saw it (H5 needs it); default: from trusted proxies"
     )
 
-    def request(self, mchid: str, client_ip: str, idempotency_key: str | None) -> NewOrder:
-        """The request as the ledger takes it, whole (``domain.requests.NewOrder``)."""
+    def request(
+        self,
+        mchid: str,
+        client_ip: str,
+        idempotency_key: str | None,
+        expire_seconds: int = limits.EXPIRE_SECONDS_DEFAULT,
+    ) -> NewOrder:
+        """The request as the ledger takes it, whole (``domain.requests.NewOrder``); ``expire_seconds`` is the
+        merchant's default lifetime, for a body that names none."""
         terms = OrderTerms(
-            self.amount_fen, self.description, str(self.channel), self.payer_openid, self.expire_seconds, self.attach
+            self.amount_fen,
+            self.description,
+            str(self.channel),
+            self.payer_openid,
+            self.expire_seconds if self.expire_seconds is not None else expire_seconds,
+            self.attach,
+            self.user_id,
+            tuple(LineItem(i.name, i.quantity, i.unit_price_fen) for i in self.items or ()),
+            self.return_url,
+            self.currency,
+            checkout.meta_text(self.meta),
         )
         return NewOrder(mchid, self.merchant_order_no, terms, idempotency_key, self.appid, client_ip)
 

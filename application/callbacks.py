@@ -71,8 +71,8 @@ class Callbacks:
         # and is applied there; one partition: this one
         self.route: Callable[[str], Callbacks] = lambda merchant: self
         # each API's merchants, once: a notification is verified against its own API's only
-        self.v3_merchants = {key: m for key, m in payments.merchants.items() if not m.is_v2}
-        self.v2_merchants = {key: m for key, m in payments.merchants.items() if m.is_v2}
+        self.v3_merchants = payments.merchants.on_api("v3")  # views of the one book: sub-merchants added live
+        self.v2_merchants = payments.merchants.on_api("v2")
         # event type → use case: every type the adapter translates has exactly one.
         self.dispatch: dict[str, Callable[[Callback], NotificationOutcome]] = {
             "TRANSACTION.SUCCESS": self.payment_succeeded,

@@ -48,6 +48,22 @@ class OpenedOrder:
     created: bool
 
 
+# WeChat wants an attempt's time_expire at least a minute away (https://pay.weixin.qq.com/doc/v3/merchant/4012791856
+# ``time_expire``); an attempt opened closer to the order's deadline than this gets a lifetime of its own
+MIN_ATTEMPT = timedelta(seconds=60)
+
+
+def attempt_expiry(order: Order, now: datetime, qr_seconds: int | None) -> datetime:
+    """When an attempt (its QR code) opened ``now`` expires: after ``qr_seconds`` (None: the order's lifetime),
+    never past the order's deadline (``Order.deadline``) — so a cashier page renewing it shortly before it
+    expires keeps one payable attempt until the deadline.  An order reopened after its deadline (a merchant's new
+    attempt of an expired order) gets a lifetime from now, as it always did."""
+    lifetime = timedelta(seconds=min(qr_seconds or order.expire_seconds, order.expire_seconds))
+    if order.deadline - now >= MIN_ATTEMPT:
+        return min(now + lifetime, order.deadline)
+    return now + lifetime
+
+
 class Orders:
     """The commands on orders and attempts, over the ledger's store."""
 
@@ -73,8 +89,7 @@ class Orders:
         mchid, merchant_order_no = request.mchid, request.merchant_order_no
         require_key(merchant_order_no, "merchant_order_no")
         terms = request.terms.checked()
-        fields = terms.as_dict()  # once: the request's digest and the order's Created event
-        digest = body_digest({"merchant_order_no": merchant_order_no, **fields})
+        digest = body_digest({"merchant_order_no": merchant_order_no, **terms.digest_fields()})
         claim: list[IdempotencyKey] = []
         if request.idempotency_key is not None:
             key = request.idempotency_key
@@ -93,8 +108,10 @@ class Orders:
                 self.ledger.save(*claim)
             return OpenedOrder(existing, self.ledger.get_payment(existing.attempts[-1]), created=False)
         now = self.ledger.clock()
-        order = Order(mchid=mchid, merchant_order_no=merchant_order_no, created_at=now, **fields)
-        payment = self._new_attempt(order, terms.channel, terms.payer_openid, now, request.appid or "")
+        order = Order(mchid=mchid, merchant_order_no=merchant_order_no, created_at=now, **terms.as_dict())
+        payment = self._new_attempt(
+            order, terms.channel, terms.payer_openid, now, request.appid or "", request.qr_seconds
+        )
         self.ledger.save(order, payment, *claim)
         return OpenedOrder(order, payment, created=True)
 
@@ -105,8 +122,10 @@ class Orders:
         channel: str | None = None,
         payer_openid: str | None = None,
         appid: str | Callable[[str], str] = "",
+        qr_seconds: int | None = None,
     ) -> Payment:
-        """A new payment attempt with a new ``out_trade_no`` for an unpaid order.
+        """A new payment attempt with a new ``out_trade_no`` for an unpaid order (its QR code living
+        ``qr_seconds`` within the order's deadline: ``_new_attempt``).
 
         ``appid`` may be a function of the attempt's channel (known only here,
         when the channel is the order's): the app that pays for it.  ``order``
@@ -126,14 +145,16 @@ class Orders:
         if len(order.attempts) >= MAX_ATTEMPTS_PER_ORDER:
             raise InvalidInput("payments", f"order {order.merchant_order_no!r} has too many payment attempts")
         now, app = self.ledger.clock(), appid(channel) if callable(appid) else appid
-        payment = self._new_attempt(order, channel, payer_openid, now, app)
+        payment = self._new_attempt(order, channel, payer_openid, now, app, qr_seconds)
         self.ledger.save(order, payment)
         return payment
 
     @staticmethod
-    def _new_attempt(order: Order, channel: str, payer_openid: str | None, now: datetime, appid: str) -> Payment:
+    def _new_attempt(
+        order: Order, channel: str, payer_openid: str | None, now: datetime, appid: str, qr_seconds: int | None = None
+    ) -> Payment:
         out_trade_no = order.next_out_trade_no()
-        expire_at = now + timedelta(seconds=order.expire_seconds)
+        expire_at = attempt_expiry(order, now, qr_seconds)
         order.start_attempt(out_trade_no, channel, payer_openid, expire_at)
         return Payment(
             out_trade_no=out_trade_no,

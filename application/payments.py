@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,12 +27,14 @@ from adapters.wechatpay.errors import (
 )
 from adapters.wechatpay.evidence import Exchange, captured
 from adapters.wechatpay.gateway import Gateway
+from adapters.wechatpay.merchant_book import MerchantBook
 from adapters.wechatpay.v2_client import WechatPayV2Client
 from application.orders import PaymentOutcome
 from application.rooms import Rooms
 from application.views import OrderView
 from domain import ids
-from domain.errors import ConcurrencyConflict, InvalidInput, InvalidTransition
+from domain.checkout import require_return_url
+from domain.errors import ConcurrencyConflict, Forbidden, InvalidInput, InvalidTransition
 from domain.notices import TransactionNotice
 from domain.notification import Notification
 from domain.order import RULES as ORDER_RULES
@@ -86,6 +88,11 @@ class OrderAnswer:
         return {**self.view, "payment": self.checkout.view()}
 
 
+def qr_seconds(merchant: Merchant) -> int | None:
+    """How long each of the merchant's QR codes (attempts) lives (``qr_ttl_minutes``); None: the order's lifetime."""
+    return merchant.qr_ttl_minutes * 60 if merchant.qr_ttl_minutes else None
+
+
 class PaymentService:
     """Each use case once; the merchant's ``api`` setting picks the v3 or the v2 client (``Gateway``)."""
 
@@ -94,11 +101,11 @@ class PaymentService:
         self.orders, self.reads = rooms.orders, rooms.reads
         self.client = client
         self.v2 = v2
-        self._merchants: dict[str, Merchant] = {**client.merchants, **(v2.merchants if v2 else {})}
+        self._merchants: MerchantBook = client.book  # the v2 client's is the same book (bootstrap.wiring)
 
     @property
-    def merchants(self) -> Mapping[str, Merchant]:
-        """Every configured merchant, v3 and v2, by the id its orders are kept under."""
+    def merchants(self) -> MerchantBook:
+        """Every merchant, v3 and v2, configured or a provider's sub-merchant, by the id its orders are kept under."""
         return self._merchants
 
     def merchant(self, mchid: str) -> Merchant:
@@ -124,8 +131,11 @@ class PaymentService:
         transaction as the order; the order is loaded once.
         """
         merchant = self.merchant(request.mchid)
+        if not merchant.active:
+            raise Forbidden(f"merchant {merchant.mchid} is deactivated: it takes no new orders")
+        require_return_url(request.terms.return_url, merchant.return_url_hosts)
         app = self.app_for(merchant, request.terms.channel, request.appid)
-        opened = self.orders.open_order(replace(request, appid=app))
+        opened = self.orders.open_order(replace(request, appid=app, qr_seconds=qr_seconds(merchant)))
         checkout = self._checkout(merchant, opened.order, opened.payment, request.client_ip, request.product_id)
         return OrderAnswer(opened.order, self.reads.view_of(opened.order, checkout.payment), checkout, opened.created)
 
@@ -146,7 +156,11 @@ class PaymentService:
         if appid is not None:
             self.app_for(merchant, request.channel or order.channel, appid)  # an unknown appid is refused first
         payment = self.orders.start_payment(
-            seen, request.channel, request.payer_openid, lambda chosen: self.app_for(merchant, chosen, appid)
+            seen,
+            request.channel,
+            request.payer_openid,
+            lambda chosen: self.app_for(merchant, chosen, appid),
+            qr_seconds(merchant),
         )
         order = self.ledger.get_order(mchid, merchant_order_no)
         checkout = self._checkout(merchant, order, payment, request.client_ip)

@@ -15,6 +15,7 @@ from typing_extensions import (
 )
 
 from adapters.wechatpay.beijing import beijing_iso
+from domain.checkout import meta_object
 from domain.order import Order
 from domain.payment import Payment
 from domain.refund import Refund
@@ -65,6 +66,12 @@ class OrderView(TypedDict):
     refunded_fen: int
     description: str
     attach: str | None
+    # the shop's checkout (absent in views written before it existed): domain/checkout.py
+    currency: NotRequired[str]
+    user_id: NotRequired[str | None]
+    items: NotRequired[list[dict[str, Any]]]  # name, quantity, unit_price_fen; they add up to amount_fen
+    return_url: NotRequired[str | None]
+    meta: NotRequired[dict[str, Any] | None]
     created_at: str | None
     paid_at: str | None
     expire_at: str | None
@@ -142,6 +149,11 @@ def order_view(order: Order, payments: Sequence[Payment], refunds: Sequence[Refu
         "refunded_fen": order.refunded_fen,
         "description": order.description,
         "attach": order.attach,
+        "currency": order.currency,
+        "user_id": order.user_id,
+        "items": [item.as_dict() for item in order.items],
+        "return_url": order.return_url,
+        "meta": meta_object(order.meta),
         "created_at": _iso(order.created_at),
         "paid_at": _iso(order.paid_at),
         "expire_at": _iso(order.expire_at),

@@ -78,6 +78,8 @@ class Settings:
     # where payers reach the ledger (https://pay.example.com); None: the base URL of the create request
     public_base_url: str | None = None
     merchants: list[dict[str, Any]] = field(default_factory=list)
+    # `[[providers]]`: service providers (服务商) whose sub-merchants are added through the API
+    providers: list[dict[str, Any]] = field(default_factory=list)
     admission: AdmissionLimits = AdmissionLimits()
     # `[partitioning] partitions`: the deployment's logical partitions, fixed once chosen (docs/scale-out.md)
     partitions: int = 1
@@ -133,6 +135,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for i, merchant in enumerate(merchants):
         if not merchant.get("mchid"):
             raise SettingsError(f"{path}: [[merchants]] number {i + 1} has no mchid")
+    providers = data.get("providers", [])
+    if not isinstance(providers, list) or not all(isinstance(p, dict) and p.get("mchid") for p in providers):
+        raise SettingsError(f"{path}: `providers` must be a list of [[providers]] tables, each with its mchid")
     cells = _cells(path, data.get("cells", []))
     database_url = (
         env.get("ZHANGBEN_DATABASE_URL")
@@ -165,6 +170,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_key_file=_data_key_file(path, env.get("ZHANGBEN_DATA_KEY_FILE") or data.get("data_key_file")),
         public_base_url=(env.get("ZHANGBEN_PUBLIC_BASE_URL") or data.get("public_base_url") or "").rstrip("/") or None,
         merchants=merchants,
+        providers=providers,
         admission=_admission(path, data.get("admission", {})),
         partitions=_partitions(path, data.get("partitioning", {})),
         cells=cells,

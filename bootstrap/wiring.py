@@ -32,7 +32,8 @@ from adapters.throttles import SharedThrottle
 from adapters.viewdb import ViewDatabase
 from adapters.webhooks import WebhookStore
 from adapters.wechatpay.client import WechatPayClient
-from adapters.wechatpay.config import load_merchants
+from adapters.wechatpay.config import load_merchants, load_providers
+from adapters.wechatpay.merchant_book import MerchantBook
 from adapters.wechatpay.platform import REFRESH_COOLDOWN_SECONDS
 from adapters.wechatpay.v2_client import WechatPayV2Client
 from application.apikeys import ApiKeys, move_keys_to_directory
@@ -47,10 +48,12 @@ from application.products import Products
 from application.reads import OrderReads
 from application.refunding import RefundService
 from application.rooms import Rooms
+from application.submerchants import SubMerchants
 from application.webhooks import TIMEOUT as WEBHOOK_TIMEOUT
 from application.webhooks import Webhooks
 from bootstrap.clock import system_clock
 from bootstrap.ledger import open_directory, open_store
+from bootstrap.merchant_watch import watch_sub_merchants
 from bootstrap.settings import DEFAULT_WECHATPAY_BASE_URL, MAIN_CELL, Settings, SettingsError
 from domain.audit import RefusedCallback
 from domain.errors import PaymentNotFound
@@ -91,8 +94,11 @@ class Shared:
     placements: Partitions
     cashier: CashierLinks
     webhooks_http: httpx.Client  # one pool of connections to the merchants' endpoints for every partition
+    sub_merchants: SubMerchants  # a service provider's, in the directory, followed by this process
+    stop_watching: Callable[[], None] = lambda: None
 
     def close(self) -> None:
+        self.stop_watching()
         self.webhooks_http.close()
         self.client.close_http()
         self.v2.close_http()
@@ -438,7 +444,10 @@ def build_runtimes(settings: Settings, *, clock: Clock = system_clock) -> Runtim
 def build_shared(settings: Settings, clock: Clock) -> Shared:
     # against the real WeChat Pay, notify URLs must be https; the sandbox takes http
     real = settings.wechatpay_base_url.rstrip("/") == DEFAULT_WECHATPAY_BASE_URL
-    merchants = load_merchants(settings.merchants, settings.config_path, https_only=real)
+    merchants = MerchantBook(
+        load_merchants(settings.merchants, settings.config_path, https_only=real),
+        load_providers(settings.providers, settings.config_path, https_only=real),
+    )
     store = persistence.parse_url(settings.database_url)
     persistence.check_reachable(store)  # one clear line for a mistyped URL, and no SQLite file made by a reader
     directory_db = ViewDatabase(store.in_schema(persistence.DIRECTORY_SCHEMA))
@@ -458,16 +467,23 @@ def build_shared(settings: Settings, clock: Clock) -> Shared:
     metrics.instruments().listen(v2.stats, "v2")
     keys_ledger = open_directory(settings.database_url, clock=clock)
     with_async_store(keys_ledger, store.in_schema(persistence.DIRECTORY_SCHEMA))
-    return Shared(
+    keys = ApiKeys(keys_ledger, persistence.is_unavailable)
+    sub_merchants = SubMerchants(keys_ledger, merchants, keys)
+    shared = Shared(
         client,
         v2,
         directory_db,
         keys_ledger,
-        ApiKeys(keys_ledger, persistence.is_unavailable),
+        keys,
         Partitions(Directory(directory_db), clock),
         CashierLinks(settings.cashier_key, clock),
         httpx.Client(timeout=WEBHOOK_TIMEOUT, follow_redirects=False),
+        sub_merchants,
     )
+    if merchants.providers:  # every sub-merchant known before the first request, then followed each second
+        sub_merchants.follow()
+        shared.stop_watching = watch_sub_merchants(sub_merchants)
+    return shared
 
 
 def with_async_store(ledger: Ledger, store: persistence.StoreUrl) -> None:

@@ -23,6 +23,10 @@ class InvalidAmount(InvalidInput):
     """An amount that is not a positive integer number of fen."""
 
 
+class Forbidden(LedgerError):
+    """The caller may not do this now (a 403): a deactivated sub-merchant's new order, say."""
+
+
 class NotFound(LedgerError):
     """The thing asked for does not exist (or belongs to someone else)."""
 

@@ -9,14 +9,15 @@ concurrency on the order is what keeps the refund total within what was paid.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain import ids
+from domain.checkout import CURRENCY, LineItem
 from domain.errors import InvalidInput, InvalidTransition, RefundConflict, RefundExceedsPaid, RefundLimitReached
 from domain.requests import OrderTerms
 from domain.status import OrderStatus as S
@@ -61,6 +62,17 @@ class Order(Aggregate):
         expire_seconds: int
         attach: str | None
         created_at: datetime
+        # the shop's checkout (domain/checkout.py); absent from orders created before it existed
+        user_id: str | None
+        items: list[dict[str, Any]]
+        return_url: str | None
+        currency: str
+        meta: str | None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.update({"user_id": None, "items": [], "return_url": None, "currency": CURRENCY, "meta": None})
 
     class AttemptStarted(Aggregate.Event):
         TOPIC = "zhangben.Order.AttemptStarted"
@@ -218,6 +230,11 @@ class Order(Aggregate):
         expire_seconds: int,
         attach: str | None,
         created_at: datetime,
+        user_id: str | None = None,
+        items: Sequence[Mapping[str, Any]] = (),
+        return_url: str | None = None,
+        currency: str = CURRENCY,
+        meta: str | None = None,
     ) -> None:
         self.mchid = mchid
         self.merchant_order_no = merchant_order_no
@@ -230,7 +247,24 @@ class Order(Aggregate):
         self.created_at = created_at
         # The creation body, kept apart from what later attempts change:
         # the idempotency check compares a repeated create against it.
-        self.terms = OrderTerms(amount_fen, description, channel, payer_openid, expire_seconds, attach)
+        self.user_id = user_id
+        self.items = tuple(LineItem(i["name"], i["quantity"], i["unit_price_fen"]) for i in items)
+        self.return_url = return_url
+        self.currency = currency
+        self.meta = meta
+        self.terms = OrderTerms(
+            amount_fen,
+            description,
+            channel,
+            payer_openid,
+            expire_seconds,
+            attach,
+            user_id,
+            self.items,
+            return_url,
+            currency,
+            meta,
+        )
         self.status = S.CREATED
         self.attempts: list[str] = []
         self.expire_at: datetime | None = None
@@ -290,6 +324,12 @@ class Order(Aggregate):
         guard(RULES, "order", self.merchant_order_no, command, self.status)
 
     # -- commands ----------------------------------------------------------
+
+    @property
+    def deadline(self) -> datetime:
+        """The order's own deadline: its creation plus its lifetime (``expire_seconds``).  Its QR codes
+        (attempts) live within it; a cashier page renews one until then (application/orders.py)."""
+        return self.created_at + timedelta(seconds=self.expire_seconds)
 
     def next_out_trade_no(self) -> str:
         return ids.out_trade_no_for(self.id, len(self.attempts) + 1)

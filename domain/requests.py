@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from domain.checkout import CURRENCY, LineItem, require_currency, require_items, require_user_id, return_host
 from domain.limits import (
     EXPIRE_SECONDS_DEFAULT,
     require_attach,
@@ -30,19 +31,52 @@ class OrderTerms:
     payer_openid: str | None = None
     expire_seconds: int = EXPIRE_SECONDS_DEFAULT
     attach: str | None = None
+    # the shop's checkout (domain/checkout.py): who buys, what, where the payer goes after paying, and its own data
+    user_id: str | None = None
+    items: tuple[LineItem, ...] = ()
+    return_url: str | None = None
+    currency: str = CURRENCY
+    meta: str | None = None  # a JSON object's text, compact with sorted keys (``checkout.meta_text``)
 
     def checked(self) -> OrderTerms:
-        """These terms, if every one is within WeChat's and the ledger's limits; else ``InvalidInput``."""
+        """These terms, if every one is within WeChat's and the ledger's limits; else ``InvalidInput``.
+
+        The return URL's form is checked here; whether its host is the merchant's is the use case's to check."""
         require_fen(self.amount_fen, "amount_fen")
         require_description(self.description)
         require_channel(self.channel, self.payer_openid)
         require_expire_seconds(self.expire_seconds)
         require_attach(self.attach)
+        require_currency(self.currency)
+        require_user_id(self.user_id)
+        require_items(self.items, self.amount_fen)
+        if self.return_url is not None:
+            return_host(self.return_url)
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        """The terms by name, as the order's ``Created`` event and the request digest carry them."""
-        return asdict(self)
+        """The terms by name, as the order's ``Created`` event carries them (items as plain dicts)."""
+        fields = asdict(self)
+        fields["items"] = [item.as_dict() for item in self.items]
+        return fields
+
+    def digest_fields(self) -> dict[str, Any]:
+        """The terms an ``Idempotency-Key`` digest covers: the checkout's only when given, so a key saved before
+        the checkout fields existed still matches its own request sent again."""
+        fields = self.as_dict()
+        for name, default in CHECKOUT_DEFAULTS.items():
+            if fields[name] == default:
+                del fields[name]
+        return fields
+
+
+CHECKOUT_DEFAULTS: dict[str, Any] = {
+    "user_id": None,
+    "items": [],
+    "return_url": None,
+    "currency": CURRENCY,
+    "meta": None,
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +95,7 @@ class NewOrder:
     appid: str | None = None
     client_ip: str = LOOPBACK
     product_id: str | None = None
+    qr_seconds: int | None = None  # how long each QR code (attempt) lives within the order's lifetime; None: all of it
 
 
 @dataclass(frozen=True)

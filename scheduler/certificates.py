@@ -19,7 +19,9 @@ API_CERT_WARN_BEFORE = timedelta(days=30)
 
 def run(client: WechatPayClient, leases: Leases, now: datetime) -> dict[str, int]:
     refreshed = expiring = 0
-    for mchid, merchant in client.merchants.items():
+    # one merchant per account that signs: a provider's sub-merchants share its certificate and WeChat's keys
+    for mchid in client.keys.accounts().values():
+        merchant = client.merchants[mchid]
         last = merchant.last_api_certificate  # a renewed one beside it ends the warnings about the old
         if last is not None and last.not_after is not None and last.not_after - now < API_CERT_WARN_BEFORE:
             expiring += 1

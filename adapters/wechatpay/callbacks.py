@@ -72,7 +72,11 @@ def open_notification(
     verify the signature and whose APIv3 key decrypts the resource.
     """
     errors: list[str] = []
+    tried: set[str] = set()  # accounts whose keys failed: a provider's sub-merchants share one, tried once
     for mchid, merchant in merchants.items():
+        if merchant.account_mchid in tried:
+            continue
+        tried.add(merchant.account_mchid)
         try:
             keys[mchid].verify(headers, body, now)
         except SignatureError as exc:
@@ -91,6 +95,7 @@ def open_notification(
             raise CallbackRejected("decrypted resource is not JSON") from None
         if not isinstance(decrypted, dict):
             raise CallbackRejected("decrypted resource is not a JSON object")
+        merchant = _sub_merchant(decrypted, merchant, merchants)
         check_merchant(decrypted, merchant)
         return merchant, Notification(
             id=notification_id,
@@ -103,6 +108,17 @@ def open_notification(
     if any("probe" in e for e in errors):
         reason = next(e for e in errors if "probe" in e)
     raise SignatureError(reason)
+
+
+def _sub_merchant(resource: Mapping[str, Any], merchant: Merchant, merchants: Mapping[str, Merchant]) -> Merchant:
+    """The provider's sub-merchant the resource names (``sub_mchid``), when it is one of ``merchants`` under the same
+    account; else ``merchant`` (whose check then says what does not match)."""
+    named = resource.get("sub_mchid")
+    if merchant.is_partner and isinstance(named, str) and named != merchant.sub_mchid:
+        other = merchants.get(named)
+        if other is not None and other.account_mchid == merchant.account_mchid and other.is_partner:
+            return other
+    return merchant
 
 
 def check_merchant(resource: Mapping[str, Any], merchant: Merchant) -> None:

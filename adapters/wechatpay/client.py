@@ -13,8 +13,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import partial
@@ -36,6 +37,7 @@ from adapters.wechatpay.errors import (
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
+from adapters.wechatpay.merchant_book import MerchantBook
 from adapters.wechatpay.platform import PlatformCertificate, PlatformKeys, decrypt_certificates
 from adapters.wechatpay.retries import CallStats, Retry, endpoint_of
 from domain.notices import RefundNotice, TransactionNotice
@@ -112,7 +114,7 @@ class WechatPayClient:
     def __init__(
         self,
         base_url: str,
-        merchants: dict[str, Merchant],
+        merchants: Mapping[str, Merchant],
         *,
         http: httpx.Client | None = None,
         max_attempts: int = 4,
@@ -123,7 +125,8 @@ class WechatPayClient:
         """``refresh_claim(mchid)`` says whether this process may download that merchant's platform certificates
         now, shared with the other workers (``adapters.throttles``); without it, each process decides alone."""
         self.base_url = base_url.rstrip("/")
-        self.merchants = {mchid: m for mchid, m in merchants.items() if not m.is_v2}  # v2 ones have their client
+        self.book = merchants if isinstance(merchants, MerchantBook) else MerchantBook(merchants)
+        self.merchants = self.book.on_api("v3")  # v2 ones have their client
         self.http = http or httpx.Client(
             timeout=httpx.Timeout(10.0, connect=3.0), limits=httpx.Limits(max_connections=50)
         )
@@ -131,13 +134,8 @@ class WechatPayClient:
         self.backoff_seconds = backoff_seconds
         self.sleep = sleep
         self.stats = CallStats()
-        self.keys: dict[str, PlatformKeys] = {}
-        for mchid, merchant in merchants.items():
-            known = {merchant.public_key_id: merchant.platform_public_key} if merchant.platform_public_key else {}
-            claim = partial(refresh_claim, mchid) if refresh_claim is not None else None
-            self.keys[mchid] = PlatformKeys(
-                known, downloader=partial(self.download_certificates, merchant), claim=claim
-            )
+        # WeChat's keys, one set per account that signs (a provider's serve all its sub-merchants), made on first use
+        self.keys = PlatformKeysBook(self.merchants, self.download_certificates, refresh_claim)
 
     def merchant(self, mchid: str) -> Merchant:
         try:
@@ -419,3 +417,45 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(answer, dict):
         raise WechatPayError(f"WeChat Pay answered {response.status_code} without a JSON object")
     return answer
+
+
+class PlatformKeysBook(Mapping[str, PlatformKeys]):
+    """WeChat's keys for each merchant, kept per account that signs (``account_mchid``): a provider's sub-merchants,
+    however many, share the provider's one set — one download, one refresh (``scheduler.certificates``)."""
+
+    def __init__(
+        self,
+        merchants: Mapping[str, Merchant],
+        download: Callable[[Merchant], Any],
+        refresh_claim: Callable[[str], bool] | None,
+    ) -> None:
+        self.merchants = merchants
+        self.download = download
+        self.refresh_claim = refresh_claim
+        self._by_account: dict[str, PlatformKeys] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, mchid: str) -> PlatformKeys:
+        merchant = self.merchants[mchid]
+        keys = self._by_account.get(merchant.account_mchid)
+        if keys is None:
+            with self._lock:
+                keys = self._by_account.get(merchant.account_mchid)
+                if keys is None:
+                    keys = self._by_account[merchant.account_mchid] = self._made(merchant)
+        return keys
+
+    def _made(self, merchant: Merchant) -> PlatformKeys:
+        known = {merchant.public_key_id: merchant.platform_public_key} if merchant.platform_public_key else {}
+        claim = partial(self.refresh_claim, merchant.account_mchid) if self.refresh_claim is not None else None
+        return PlatformKeys(known, downloader=partial(self.download, merchant), claim=claim)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.merchants)
+
+    def __len__(self) -> int:
+        return len(self.merchants)
+
+    def accounts(self) -> dict[str, str]:
+        """One merchant id per account that signs: whose keys a refresh downloads."""
+        return {self.merchants[m].account_mchid: m for m in self.merchants}

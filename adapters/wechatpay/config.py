@@ -8,7 +8,9 @@ is refused: the key would already be leaked to every account on the host.
 from __future__ import annotations
 
 import dataclasses
+import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +25,8 @@ from adapters.wechatpay.signing import load_private_key, load_public_key
 from domain.status import Channel
 
 CHANNELS = tuple(channel.value for channel in Channel)
+ORDER_TTL_MINUTES = 10  # seed 000: "后端设置订单 expire_at（如 10 分钟）"
+TTL_MINUTES_MAX = 120  # WeChat keeps a Native code_url usable for 2 hours
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,17 @@ class Merchant:
     apps: tuple[App, ...] = ()  # [[merchants.apps]]: more appids under this mchid (sub_appids for a sub-merchant)
     # every configured API certificate, the one in `cert_file` first; empty for v2 and hand-made merchants
     api_certificates: tuple[ApiCertificate, ...] = ()
+    # the checkout (seed 000): an order's default lifetime, each QR code's (None: the order's), the hosts a
+    # return_url may name, and whether new orders are taken (a deactivated sub-merchant's are refused)
+    order_ttl_minutes: int = ORDER_TTL_MINUTES
+    qr_ttl_minutes: int | None = None
+    return_url_hosts: tuple[str, ...] = ()
+    active: bool = True
+    provider: str = ""  # the service provider's sp_mchid, for a sub-merchant added through the API
+
+    @property
+    def order_ttl_seconds(self) -> int:
+        return self.order_ttl_minutes * 60
 
     @property
     def is_partner(self) -> bool:
@@ -232,10 +247,34 @@ def load_merchant(table: dict[str, Any], base: Path, where: str, https_only: boo
         "appsecret": _appsecret(base, table, where),
         "api": api,
         "apps": _apps(base, table, where),
+        **checkout_settings(table, where),
     }
     if api == "v2":
         return Merchant(**common, **_v2_settings(base, table, where))
     return Merchant(**common, **_v3_settings(base, table, where))
+
+
+def checkout_settings(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``order_ttl_minutes`` (1-120, default 10), ``qr_ttl_minutes`` (1-120, at most the order's; absent: the
+    order's) and ``return_url_hosts`` (host names) of a ``[[merchants]]`` table or a sub-merchant."""
+    order_ttl = table.get("order_ttl_minutes", ORDER_TTL_MINUTES)
+    qr_ttl = table.get("qr_ttl_minutes")
+    for name, value in (("order_ttl_minutes", order_ttl), ("qr_ttl_minutes", qr_ttl)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 120):
+            raise MerchantConfigError(
+                f"{where}: `{name}` must be a whole number of minutes from 1 to {TTL_MINUTES_MAX}"
+            )
+    hosts = table.get("return_url_hosts", [])
+    if not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) and HOST.fullmatch(h) for h in hosts):
+        raise MerchantConfigError(f"{where}: `return_url_hosts` must be a list of host names (shop.example.com)")
+    return {
+        "order_ttl_minutes": order_ttl,
+        "qr_ttl_minutes": qr_ttl,
+        "return_url_hosts": tuple(h.lower() for h in hosts),
+    }
+
+
+HOST = re.compile(r"(?i)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 
 
 def _private_key(base: Path, table: dict[str, Any], key: str, where: str) -> rsa.RSAPrivateKey:
@@ -432,3 +471,24 @@ def load_merchants(
         merchant = load_merchant(table, config_path.parent, where, https_only)
         merchants[merchant.mchid] = merchant
     return merchants
+
+
+def load_providers(tables: list[dict[str, Any]], config_path: Path, https_only: bool = False) -> dict[str, Merchant]:
+    """``[[providers]]``: each service provider's keys, configured once, keyed by its ``mchid`` (sp_mchid).
+
+    A table is a partner ``[[merchants]]`` table without ``sub_mchid``: ``mchid``, ``appid``, ``api``, the key
+    files, and ``notify_url`` — each sub-merchant's is that URL with its ``sub_mchid`` after it.  Its
+    sub-merchants are added through the API (``POST /v1/sub-merchants``), not here.
+    """
+    providers: dict[str, Merchant] = {}
+    for i, table in enumerate(tables):
+        where = f"{config_path} [[providers]] {table.get('name') or i + 1}"
+        if table.get("sub_mchid"):
+            raise MerchantConfigError(f"{where}: a provider has no `sub_mchid`; its sub-merchants are added by the API")
+        merchant = load_merchant(
+            {**table, "mode": "partner", "sub_mchid": "provider"}, config_path.parent, where, https_only
+        )
+        if merchant.account_mchid in providers:
+            raise MerchantConfigError(f"{where}: provider {merchant.account_mchid} is configured twice")
+        providers[merchant.account_mchid] = dataclasses.replace(merchant, sub_mchid="")
+    return providers

@@ -129,7 +129,8 @@ def _parse(body: bytes) -> dict[str, str]:
 def _merchant_named(fields: Mapping[str, str], merchants: Mapping[str, Merchant]) -> Merchant:
     """The v2 merchant the envelope names: ``mch_id`` (+ ``sub_mch_id`` in partner mode) and ``appid``."""
     mch_id, sub_mch_id = fields.get("mch_id", ""), fields.get("sub_mch_id", "")
-    for merchant in merchants.values():
+    named = merchants.get(sub_mch_id or mch_id)  # the id orders are kept under: found at once, however many
+    for merchant in [named] if named is not None else merchants.values():
         if not merchant.is_v2 or merchant.account_mchid != mch_id:
             continue
         if merchant.is_partner and merchant.sub_mchid != sub_mch_id:

@@ -33,6 +33,7 @@ from adapters.wechatpay.errors import (
     WechatPayRateLimited,
     WechatPayUnavailable,
 )
+from adapters.wechatpay.merchant_book import MerchantBook
 from adapters.wechatpay.retries import CallStats, Retry, endpoint_of
 from adapters.wechatpay.v2_callbacks import v2_refund_notice, v2_transaction_notice
 from domain.notices import RefundNotice, TransactionNotice
@@ -49,7 +50,7 @@ class WechatPayV2Client:
     def __init__(
         self,
         base_url: str,
-        merchants: dict[str, Merchant],
+        merchants: Mapping[str, Merchant],
         *,
         secapi_base_url: str | None = None,
         ca_file: str | None = None,
@@ -60,7 +61,8 @@ class WechatPayV2Client:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.secapi_base_url = (secapi_base_url or base_url).rstrip("/")
-        self.merchants = {mchid: m for mchid, m in merchants.items() if m.is_v2}
+        self.book = merchants if isinstance(merchants, MerchantBook) else MerchantBook(merchants)
+        self.merchants = self.book.on_api("v2")
         self.ca_file = ca_file
         self.http = http or httpx.Client(
             timeout=httpx.Timeout(10.0, connect=3.0), limits=httpx.Limits(max_connections=50), verify=self._context()
@@ -83,10 +85,10 @@ class WechatPayV2Client:
         return context
 
     def _client_with_certificate(self, merchant: Merchant) -> httpx.Client:
-        client = self._tls.get(merchant.mchid)
+        client = self._tls.get(merchant.account_mchid)  # the API certificate is the account's (a provider's)
         if client is None:
             client = httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0), verify=self._context(merchant))
-            self._tls[merchant.mchid] = client
+            self._tls[merchant.account_mchid] = client
         return client
 
     def merchant(self, mchid: str) -> Merchant:

@@ -15,6 +15,7 @@ from typing import Any
 from adapters.wechatpay.client import PrepayRequest, PrepayResult, RefundRequest
 from adapters.wechatpay.config import Merchant
 from adapters.wechatpay.errors import WechatPayBusinessError, WechatPayNotFound
+from adapters.wechatpay.merchant_book import MerchantBook
 from domain.notices import RefundNotice, TransactionNotice
 
 _ids = itertools.count(1)
@@ -27,6 +28,11 @@ class FakeWechat:
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     refuse_refunds: str = ""  # a WeChat code every new refund is refused with (NOT_ENOUGH …), or ""
     calls: list[str] = field(default_factory=list)
+
+    @property
+    def book(self) -> MerchantBook:
+        """The merchants as the real clients hold them (``PaymentService`` reads this one)."""
+        return MerchantBook(self.merchants)
 
     # -- what the ledger asks (the Gateway protocol) ------------------------------------------
 
