@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from adapters.persistence import parse_url, ping
-from api import audit, callbacks, cashier, console, errors, events, finance, logs, merchant, ops, products
+from api import audit, callbacks, cashier, console, errors, events, finance, logs, merchant, ops, products, providers
 from api.admission import Admission
 from api.db_gate import DatabaseGates
 from api.observe import Observe
@@ -68,7 +68,7 @@ def create_app(rt: Runtime | None = None, *, projection_running: bool | None = N
     errors.install(app)
     # routes are matched in order, one after another: WeChat's callbacks (their own /wechatpay/ prefix) first,
     # then the merchant API — the hot paths of a peak do not walk the other routers' patterns first
-    routers = (callbacks, merchant, cashier, products, events, audit, finance, ops, console)
+    routers = (callbacks, merchant, cashier, products, providers, events, audit, finance, ops, console)
     for module in routers[:-1]:
         app.include_router(module.router)
     console.install(app)

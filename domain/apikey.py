@@ -17,7 +17,9 @@ from domain.ids import NAMESPACE
 
 # support (客服): sees orders, asks WeChat, notes; no refunds.  operator: the deployment's, not a merchant's (its
 # key names no merchant): sees what no merchant owns, such as callbacks refused on a shared notify path
-ROLES = ("merchant", "auditor", "finance", "support", "operator")
+# provider: a service provider's (服务商) own key, naming its sp_mchid: adds and changes its sub-merchants
+ROLES = ("merchant", "auditor", "finance", "support", "operator", "provider")
+PROVIDER = "provider"
 OPERATOR = "operator"
 DEPLOYMENT = ""  # the "merchant" of an operator's key: none
 

@@ -111,8 +111,11 @@ def sandbox_config(data: dict[str, Any], config_path: Path) -> SandboxConfig:
     if not isinstance(sandbox, dict):
         raise SandboxConfigError(f"{config_path}: no [sandbox] table (the sandbox's own keys)")
     merchants: dict[str, SandboxMerchant] = {}
-    for i, table in enumerate(data.get("merchants", [])):
-        where = f"{config_path} [[merchants]] {i + 1}"
+    tables = [("merchants", t) for t in data.get("merchants", [])] + [
+        ("providers", t) for t in data.get("providers", [])
+    ]
+    for i, (kind, table) in enumerate(tables):
+        where = f"{config_path} [[{kind}]] {i + 1}"
         mchid = str(table.get("sp_mchid") or table.get("mchid") or "")
         if not mchid:
             raise SandboxConfigError(f"{where}: no mchid")
@@ -138,7 +141,9 @@ def sandbox_config(data: dict[str, Any], config_path: Path) -> SandboxConfig:
             mchid=mchid,
             appids=frozenset(appids),
             apiv3_key=_read(base, table, "apiv3_key_file", where).strip(),
-            v2_key=_read(base, table, "v2_key_file", where).decode().strip() if table.get("v2_key_file") else "",
+            v2_key=_read(base, table, "v2_key_file", where).decode().strip()
+            if table.get("v2_key_file")
+            else (existing.v2_key if existing else ""),
             sub_merchants=subs,
             appsecrets=secrets_by_app,
             cert_pem=cert,

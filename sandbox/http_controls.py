@@ -56,6 +56,14 @@ def routes(sandbox: Sandbox) -> list[Route]:
 
         return endpoint
 
+    async def sandbox_sub_merchants(request: Request) -> Any:
+        """``{"sp_mchid", "sub_mchid", "sub_appids"}``: WeChat now knows this sub-merchant of the provider (进件)."""
+        data = await control_json(request)
+        appids = data.get("sub_appids", [])
+        if not isinstance(appids, list) or not all(isinstance(a, str) for a in appids):
+            raise param_error("sub_appids", "sub_appids is a list of appids", appids)
+        return sandbox.register_sub_merchant(str(data.get("sp_mchid", "")), str(data.get("sub_mchid", "")), appids)
+
     async def sandbox_pay(request: Request) -> Any:
         data = await control_json(request)
         result = data.get("result", "SUCCESS")
@@ -193,6 +201,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
     return [
         Route("/sandbox/fund-flow", control(sandbox_fund_flow), methods=["POST"]),
         Route("/sandbox/pay", control(sandbox_pay), methods=["POST"]),
+        Route("/sandbox/sub-merchants", control(sandbox_sub_merchants), methods=["POST"]),
         Route("/sandbox/scan", control(sandbox_scan), methods=["POST"]),
         Route("/sandbox/faults", control(sandbox_faults), methods=["GET", "POST"]),
         Route("/sandbox/notifications", control(sandbox_notifications), methods=["GET"]),

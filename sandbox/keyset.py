@@ -212,6 +212,8 @@ def init_keyset(
         for appid, _ in merchant.apps:
             _random_text(folder / f"appsecret_{appid}", 32, string.hexdigits.lower()[:16])
         merchant_tables.append(_merchant_toml(merchant, folder, serial, keys_dir, ledger_url))
+        if merchant is PARTNER:  # the same service provider, whose further sub-merchants are added by the API
+            merchant_tables.append(_provider_toml(merchant, folder, serial, keys_dir, ledger_url))
         done.append(f"merchant {merchant.mchid} ({merchant.label}): key, certificate {serial}, APIv3 key, v2 key")
     platform = keys_dir / "wechatpay"
     platform_key = _rsa_key(platform / "platform_key.pem")
@@ -283,6 +285,32 @@ def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
             f'appsecret_file = "{folder / f"appsecret_{appid}"}"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _provider_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: Path, ledger_url: str) -> str:
+    """The provider's keys once, as ``[[providers]]``: each sub-merchant added through the API
+    (``POST /v1/sub-merchants``) is served with them, its notify path ``…/notify/{sub_mchid}``."""
+    return (
+        "\n".join(
+            [
+                "# A service provider (服务商): its sub-merchants are added through the API, not here (docs/wechatpay.md)",
+                "[[providers]]",
+                f'name = "{merchant.label} provider"',
+                f'mchid = "{merchant.mchid}"',
+                f'appid = "{merchant.appid}"',
+                f'api = "{merchant.api}"',
+                f'notify_url = "{ledger_url}/wechatpay/{merchant.api}/notify"',
+                f'private_key_file = "{folder / "apiclient_key.pem"}"',
+                f'cert_file = "{folder / "apiclient_cert.pem"}"',
+                f'cert_serial_no = "{serial}"',
+                f'apiv3_key_file = "{folder / "apiv3_key"}"',
+                f'platform_public_key_file = "{keys_dir / "wechatpay" / "pub_key.pem"}"',
+                f'public_key_id = "{PUBLIC_KEY_ID}"',
+                f'appsecret_file = "{folder / "appsecret"}"',
+            ]
+        )
+        + "\n"
+    )
 
 
 def _config_toml(merchant_tables: list[str], keys_dir: Path, sandbox_url: str, tls_url: str) -> str:

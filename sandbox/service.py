@@ -62,6 +62,29 @@ class Sandbox:
         )
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        for onboarded in self.store.all("sub_merchant"):  # those registered by earlier runs
+            self._onboard(onboarded)
+
+    # -- sub-merchants (进件) ---------------------------------------------------------------
+
+    def register_sub_merchant(self, sp_mchid: str, sub_mchid: str, sub_appids: list[str]) -> dict[str, Any]:
+        """A provider's sub-merchant, as WeChat knows it once its 进件 is approved (the provider's partner platform:
+        https://pay.weixin.qq.com/doc/v3/partner/4012069852); kept across restarts."""
+        if sp_mchid not in self.config.merchants:
+            raise param_error("sp_mchid", f"no service provider {sp_mchid} in the sandbox's config", sp_mchid)
+        if not sub_mchid.isdigit():
+            raise param_error("sub_mchid", "sub_mchid is digits", sub_mchid)
+        entry = {"sp_mchid": sp_mchid, "sub_mchid": sub_mchid, "sub_appids": sorted(set(sub_appids))}
+        self.store.put("sub_merchant", f"{sp_mchid}/{sub_mchid}", entry)
+        self._onboard(entry)
+        return entry
+
+    def _onboard(self, entry: dict[str, Any]) -> None:
+        merchant = self.config.merchants.get(entry["sp_mchid"])
+        if merchant is not None:
+            merchant.sub_merchants[entry["sub_mchid"]] = frozenset(entry["sub_appids"])
+            for appid in entry["sub_appids"]:  # the provider's app secret stands in for the sub_appid's
+                merchant.appsecrets.setdefault(appid, merchant.appsecrets.get(next(iter(merchant.appids)), ""))
 
     # -- faults ------------------------------------------------------------------------
 
