@@ -109,10 +109,13 @@ class PaymentService:
         return self._merchants
 
     def merchant(self, mchid: str) -> Merchant:
-        try:
-            return self._merchants[mchid]
-        except KeyError:
-            raise MerchantConfigError(f"merchant {mchid} is not configured") from None
+        """The merchant, also one a provider added a moment ago in another process (``MerchantBook.catch_up``)."""
+        merchant = self._merchants.get(mchid)
+        if merchant is None and self._merchants.catch_up():
+            merchant = self._merchants.get(mchid)
+        if merchant is None:
+            raise MerchantConfigError(f"merchant {mchid} is not configured")
+        return merchant
 
     def wechat(self, merchant: Merchant) -> Gateway:
         """The client that speaks this merchant's API version."""
@@ -133,7 +136,7 @@ class PaymentService:
         merchant = self.merchant(request.mchid)
         if not merchant.active:
             raise Forbidden(f"merchant {merchant.mchid} is deactivated: it takes no new orders")
-        require_return_url(request.terms.return_url, merchant.return_url_hosts)
+        require_return_url(request.terms.checked().return_url, merchant.return_url_hosts)
         app = self.app_for(merchant, request.terms.channel, request.appid)
         opened = self.orders.open_order(replace(request, appid=app, qr_seconds=qr_seconds(merchant)))
         checkout = self._checkout(merchant, opened.order, opened.payment, request.client_ip, request.product_id)

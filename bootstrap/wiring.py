@@ -481,6 +481,7 @@ def build_shared(settings: Settings, clock: Clock) -> Shared:
         sub_merchants,
     )
     if merchants.providers:  # every sub-merchant known before the first request, then followed each second
+        merchants.follow = sub_merchants.follow
         sub_merchants.follow()
         shared.stop_watching = watch_sub_merchants(sub_merchants)
     return shared

@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=ROLES,
         help="merchant: orders; finance: bills and exports; auditor: read-only; support: 客服; "
-        "operator: the deployment's (no merchant): every refused callback",
+        "operator: the deployment's (no merchant): every refused callback; provider: a [[providers]] mchid, its "
+        "sub-merchants",
     )
     apikey_create.add_argument("--expires-in-days", type=int, metavar="N", help="the key stops working after N days")
     apikey_create.set_defaults(handler="zhangben.commands:cmd_apikey_create")
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dev_commands(commands)
     _scheduler_commands(commands)
     _webhook_commands(commands)
+    _merchant_commands(commands)
 
     sandbox = commands.add_parser("sandbox", help="run the local WeChat Pay sandbox")
     sandbox.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
@@ -295,6 +297,39 @@ def _webhook_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     delete.add_argument("--merchant", required=True, metavar="MCHID", help="whose endpoint")
     delete.add_argument("endpoint_id", help="the endpoint's id (see `webhooks list`)")
     delete.set_defaults(handler="zhangben.cli_webhooks:cmd_webhooks_delete")
+
+
+def _merchant_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("merchants", help="a service provider's sub-merchants (特约商户), added while it runs")
+    sub = parser.add_subparsers(title="merchants commands", metavar="COMMAND")
+
+    def settings_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--name", help="the shop's name")
+        command.add_argument(
+            "--app", action="append", metavar="APPID:CHANNELS", help="a sub_appid and its channels (wx…:jsapi,native)"
+        )
+        command.add_argument("--order-ttl-minutes", type=int, metavar="N", help="an order's default lifetime (10)")
+        command.add_argument("--qr-ttl-minutes", type=int, metavar="N", help="each QR code's lifetime within it")
+        command.add_argument(
+            "--return-url-host", action="append", metavar="HOST", help="a host return_url may name (repeat)"
+        )
+
+    add = sub.add_parser("add", help="add a sub-merchant and print its first API key (shown once)")
+    add.add_argument("sub_mchid", help="WeChat's id of the sub-merchant (its 进件 done)")
+    add.add_argument("--provider", metavar="SP_MCHID", help="the [[providers]] it belongs to (default: the only one)")
+    settings_options(add)
+    add.set_defaults(handler="zhangben.cli_merchants:cmd_merchants_add")
+    listing = sub.add_parser("list", help="every merchant: configured ones and sub-merchants, active or not")
+    listing.add_argument("--provider", metavar="SP_MCHID", help="only this provider's sub-merchants")
+    listing.set_defaults(handler="zhangben.cli_merchants:cmd_merchants_list")
+    change = sub.add_parser("set", help="change a sub-merchant's settings (only those named)")
+    change.add_argument("sub_mchid")
+    settings_options(change)
+    change.add_argument("--active", choices=("yes", "no"), help="no: new orders are refused (403)")
+    change.set_defaults(handler="zhangben.cli_merchants:cmd_merchants_set")
+    off = sub.add_parser("deactivate", help="refuse a sub-merchant's new orders; its money paths go on")
+    off.add_argument("sub_mchid")
+    off.set_defaults(handler="zhangben.cli_merchants:cmd_merchants_deactivate")
 
 
 if __name__ == "__main__":

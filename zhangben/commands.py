@@ -20,8 +20,9 @@ from bootstrap.ledger import open_directory
 from bootstrap.partitioning import merchant_ledger
 from bootstrap.settings import Settings, load_settings
 from bootstrap.wiring import reseal_secrets
-from domain.apikey import DEPLOYMENT, OPERATOR, ApiKey
+from domain.apikey import DEPLOYMENT, OPERATOR, PROVIDER, ApiKey
 from domain.errors import OrderNotFound
+from domain.submerchant import SubMerchant
 from zhangben import terminal
 from zhangben.usage import UsageError
 
@@ -35,13 +36,18 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
         args.merchant = DEPLOYMENT
     elif not args.merchant:
         raise UsageError(f"--merchant is needed for a {args.role} key")
-    elif known and args.merchant not in known:
-        raise UsageError(f"merchant {args.merchant} is not in {settings.config_path} (known: {', '.join(known)})")
+    elif args.role == PROVIDER:
+        providers = [str(p.get("mchid")) for p in settings.providers]
+        if args.merchant not in providers:
+            raise UsageError(f"{args.merchant} is not a [[providers]] mchid in {settings.config_path}: {providers}")
     days = getattr(args, "expires_in_days", None)
     if days is not None and days < 1:
         raise UsageError("--expires-in-days must be at least 1")
     ledger = open_directory(settings.database_url)
     try:
+        added = ledger.find(SubMerchant.create_id(args.merchant)) is not None  # a provider's, through the API
+        if args.role != PROVIDER and known and args.merchant not in known and not added:
+            raise UsageError(f"merchant {args.merchant} is not in {settings.config_path} (known: {', '.join(known)})")
         expires = ledger.clock() + timedelta(days=days) if days else None
         key = ApiKeys(ledger).issue_api_key(args.merchant, args.role, expires)
     finally:

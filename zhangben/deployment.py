@@ -72,6 +72,7 @@ def deploy(
         wanted |= {
             "operator": (DEPLOYMENT, OPERATOR),
             "partner": (PARTNER.sub_mchid, "merchant"),
+            "provider": (PARTNER.mchid, "provider"),
             "v2": (V2.mchid, "merchant"),
             "v2_partner": (V2_PARTNER.sub_mchid, "merchant"),
         }

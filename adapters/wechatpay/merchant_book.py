@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from adapters.wechatpay.config import App, Merchant, checkout_settings
 from adapters.wechatpay.errors import MerchantConfigError
+
+CATCH_UP_SECONDS = 0.25
 
 
 class MerchantBook(Mapping[str, Merchant]):
@@ -32,6 +35,19 @@ class MerchantBook(Mapping[str, Merchant]):
         self._all: dict[str, Merchant] = dict(self.configured)
         self._lock = threading.Lock()
         self.generation = 0
+        # reads the records changed since the last poll (``SubMerchants.follow``, set by bootstrap); None: none
+        self.follow: Callable[[], object] | None = None
+        self._caught_up = 0.0
+
+    def catch_up(self) -> bool:
+        """Read the latest records now, at most every ``CATCH_UP_SECONDS``, for an id not (yet) in the book: a
+        sub-merchant added through another process a moment ago is served at once, not after the next poll.
+        Called from threads only (it reads the directory); True when it read."""
+        if self.follow is None or time.monotonic() - self._caught_up < CATCH_UP_SECONDS:
+            return False
+        self._caught_up = time.monotonic()
+        self.follow()
+        return True
 
     def __getitem__(self, mchid: str) -> Merchant:
         return self._all[mchid]
