@@ -17,7 +17,7 @@ import html
 import json
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +46,11 @@ STATUS_TEXTS = {
     "NEEDS_REVIEW": "支付已收到，正在核对",
 }
 SYNC_INTERVAL_SECONDS = 3.0  # "I have paid" may not hammer WeChat
+# seed 000: "如果支付 1-2 分钟未成功，显示'如已付款请稍等'并持续检测" — after this long the page says so and asks WeChat
+PATIENCE_SECONDS = 90
+# a QR code is renewed by the page this long before it expires, and the ledger accepts a renewal in the last minute
+RENEW_AHEAD_SECONDS = 20
+RENEW_WINDOW = timedelta(seconds=60)
 _last_sync: dict[str, float] = {}
 _sync_lock = threading.Lock()
 
@@ -66,14 +71,25 @@ def _payment(request: Request, out_trade_no: str, token: str) -> tuple[Runtime, 
 
 
 def _status(rt: Runtime, payment: Payment) -> dict[str, Any]:
+    """What the page follows: the order's status, its current attempt (a renewal elsewhere moves it), and once paid
+    the signed way back to the shop (``return_to``)."""
     view = rt.rooms.reads.order_view(payment.mchid, payment.merchant_order_no)
-    return {"status": view["status"], "version": view["version"], "expire_at": beijing_iso(payment.expire_at)}
+    current = view["payments"][-1]["out_trade_no"] if view["payments"] else payment.out_trade_no
+    state = {
+        "status": view["status"],
+        "version": view["version"],
+        "expire_at": beijing_iso(payment.expire_at),
+        "current": current,
+    }
+    back = rt.cashier.return_to(view)
+    return state | ({"return_to": back} if back else {})
 
 
 @router.get("/pay/{out_trade_no}", response_class=HTMLResponse)
 def cashier_page(out_trade_no: str, request: Request, t: Token = "") -> HTMLResponse:
     rt, payment = _payment(request, out_trade_no, t)
     state = _status(rt, payment)
+    order = rt.ledger.get_order(payment.mchid, payment.merchant_order_no)
     qr = segno.make(payment.code_url, error="m").svg_inline(border=2, omitsize=True) if payment.code_url else ""
     page = TEMPLATE.format(
         description=html.escape(payment.description),
@@ -87,6 +103,16 @@ def cashier_page(out_trade_no: str, request: Request, t: Token = "") -> HTMLResp
         status_text=STATUS_TEXTS.get(state["status"], state["status"]),
         status_texts=json.dumps(STATUS_TEXTS, ensure_ascii=False),
         token=html.escape(t),
+        # relative to the server's clock, so a payer's computer whose clock is off counts down right
+        items="".join(
+            f"<li>{html.escape(i.name)} × {i.quantity}<span>¥{fen_to_yuan(i.total_fen)}</span></li>"
+            for i in order.items
+        ),
+        expires_in=max(0, int((payment.expire_at - datetime.now(UTC)).total_seconds())),
+        waited=max(0, int((datetime.now(UTC) - order.created_at).total_seconds())),
+        renewable="1" if payment.expire_at < order.deadline else "0",  # renewed shortly before it expires
+        patience=PATIENCE_SECONDS,
+        renew_ahead=RENEW_AHEAD_SECONDS,
     )
     # the link is a capability: not cached, not sent on in a Referer
     return HTMLResponse(page, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
@@ -119,6 +145,23 @@ def cashier_sync(out_trade_no: str, request: Request, t: Token = "") -> dict[str
     if not recent:
         rt.service.sync(payment.mchid, payment.merchant_order_no)
     return _status(rt, payment)
+
+
+@router.post("/pay/{out_trade_no}/renew")
+def cashier_renew(out_trade_no: str, request: Request, t: Token = "") -> dict[str, Any]:
+    """A new QR code shortly before this one expires, while the order's deadline is later: a new attempt of the same
+    order, this one closed at WeChat first (one payable attempt per order).  Asked twice (two tabs), the second
+    gets the attempt the first opened."""
+    rt, payment = _payment(request, out_trade_no, t)
+    order = rt.ledger.get_order(payment.mchid, payment.merchant_order_no)
+    if order.attempts[-1] != payment.out_trade_no:
+        return {"out_trade_no": order.attempts[-1]}
+    if payment.expire_at >= order.deadline:
+        raise HTTPException(409, "this QR code lasts until the order's deadline: it is not renewed")
+    if payment.expire_at - datetime.now(UTC) > RENEW_WINDOW:
+        raise HTTPException(409, "this QR code is not about to expire yet")
+    checkout = rt.service.new_payment(NewAttempt(payment.mchid, payment.merchant_order_no, "native"))
+    return {"out_trade_no": checkout.payment.out_trade_no}
 
 
 @router.post("/pay/{out_trade_no}/refresh")

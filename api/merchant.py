@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import StreamingResponse
 
 from api.client_ip import payer_ip
-from api.deps import Merchant, Rt, await_projection, role
+from api.deps import Merchant, Rt, await_projection, role, runtimes
 from api.models import (
     AuthorizeUrl,
     CreateOrder,
@@ -80,6 +80,15 @@ def _with_cashier_url(answer: OrderAnswer, rt: Runtime, request: Request) -> dic
     base = rt.settings.public_base_url or str(request.base_url)
     url = rt.cashier.url(base, answer.order, answer.checkout.payment)
     return answer.as_json() | ({"cashier_url": url} if url else {})
+
+
+@router.get("/return-key", summary="The public key that signs the payer's way back to a return_url (no key needed)")
+def return_key(request: Request) -> dict[str, str]:
+    """Public: a shop verifies the ``sig`` on its return URL with it (docs/api.md, "Back to the shop")."""
+    signer = runtimes(request).home.cashier.signer
+    if signer is None:
+        raise HTTPException(404, "payer pages are off (no cashier_key_file): nothing is signed")
+    return {"algorithm": "Ed25519", "key_id": signer.key_id, "public_key_pem": signer.public_pem}
 
 
 @router.post(

@@ -9,21 +9,46 @@ paid, not forever.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from adapters import capabilities
+from adapters.return_signature import ReturnSigner
 from domain.order import Order
 from domain.payment import Payment
 
 LIFETIME = timedelta(days=7)
 
 
+# The statuses in which the payer is sent back to the shop: the money was taken and the order is settled
+RETURNING = frozenset({"PAID", "PARTIALLY_REFUNDED", "REFUNDED"})
+
+
 class CashierLinks:
     def __init__(self, key: bytes | None, clock: Callable[[], datetime]) -> None:
         self._key = key
         self.clock = clock
+        self.signer = ReturnSigner(key) if key is not None else None
+
+    def return_to(self, view: Mapping[str, Any]) -> str | None:
+        """The order's ``return_url`` with its number, status, paid amount, the time and the signature added
+        (``adapters.return_signature``); None before it is paid or without a return URL."""
+        url = view.get("return_url")
+        if not url or self.signer is None or view["status"] not in RETURNING:
+            return None
+        params = {
+            "mchid": view["mchid"],
+            "merchant_order_no": view["merchant_order_no"],
+            "status": view["status"],
+            "paid_fen": str(view["paid_fen"]),
+            "ts": str(int(self.clock().timestamp())),
+        }
+        params |= {"kid": self.signer.key_id, "sig": self.signer.sign(params)}
+        parts = urlsplit(str(url))
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+        return urlunsplit(parts._replace(query=urlencode(kept + list(params.items()))))
 
     @property
     def enabled(self) -> bool:
