@@ -32,7 +32,7 @@ from api.deps import runtimes
 from application.finance_exports import EXPORTS, FUND_FLOW_ITEMS, RESULTS, export_workbook
 from bootstrap.wiring import Runtime
 from domain.apikey import OPERATOR, Principal
-from domain.errors import LedgerError
+from domain.errors import InvalidInput, LedgerError, NotFound
 from domain.money import fen_to_yuan
 from domain.requests import NewRefund
 from domain.status import ORDER_STATUS_NAMES, OrderStatus
@@ -212,6 +212,8 @@ def orders(
     rt = _rt(request, session)
     if q:
         found = rt.rooms.reads.find_order_no(session.who.mchid, q)
+        if found is None and q.strip().isdigit() and len(q.strip()) >= 20:  # a 微信支付订单号 the ledger never saw
+            found = _asked_of_wechat(rt, session.who.mchid, q.strip())
         if found is not None:
             return RedirectResponse(f"/console/orders/{quote(found)}", 303)
         return _page(
@@ -243,6 +245,14 @@ def orders(
         next_cursor=next_cursor,
         msg="",
     )
+
+
+def _asked_of_wechat(rt: Runtime, mchid: str, transaction_id: str) -> str | None:
+    """The order WeChat says ``transaction_id`` paid (its answer applied, so a payment never heard of is recorded)."""
+    try:
+        return str(rt.service.find_by_transaction(mchid, transaction_id)["merchant_order_no"])
+    except (NotFound, InvalidInput, WechatPayError):
+        return None
 
 
 def _day_start(text: str) -> datetime | None:

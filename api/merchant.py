@@ -137,7 +137,12 @@ def list_orders(
     created_to: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    transaction_id: Annotated[
+        str | None, Query(max_length=64, description="WeChat's number: the one order it paid (WeChat asked if need be)")
+    ] = None,
 ) -> Any:
+    if transaction_id is not None:  # a payer's receipt or a bill line: found in the ledger, else asked of WeChat
+        return {"orders": [rt.service.find_by_transaction(who.mchid, transaction_id)], "next_cursor": None}
     for name, value in (("created_from", created_from), ("created_to", created_to)):
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-22T00:00:00+08:00")

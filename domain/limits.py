@@ -28,7 +28,9 @@ PRODUCT_ID_MAX_CHARS = 32  # Native mode 1's product_id (https://pay.weixin.qq.c
 PRODUCT_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 MAX_ATTEMPTS_PER_ORDER = 99  # the out_trade_no has two digits for it
 
+TRANSACTION_ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"  # WeChat's 28 digits; the pattern is loose, the lookup exact
 _KEY = re.compile(KEY_PATTERN)
+_TRANSACTION_ID = re.compile(TRANSACTION_ID_PATTERN)
 _PRODUCT_ID = re.compile(PRODUCT_ID_PATTERN)
 
 
@@ -72,4 +74,10 @@ def require_description(value: object) -> str:
 def require_attach(value: str | None) -> str | None:
     if value is not None and len(value.encode()) > ATTACH_MAX_BYTES:
         raise InvalidInput("attach", f"attach is longer than WeChat's {ATTACH_MAX_BYTES} bytes")
+    return value
+
+
+def require_transaction_id(value: object) -> str:
+    if not isinstance(value, str) or not _TRANSACTION_ID.match(value):
+        raise InvalidInput("transaction_id", "transaction_id is WeChat's number: 1-64 letters and digits")
     return value

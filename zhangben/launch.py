@@ -242,11 +242,12 @@ zhangben is running
   API key         {key}
                   (demo merchant {DIRECT.mchid}, role merchant; kept in {KEY_FILE})
 
-Create an order (Native QR):
+Create an order (Native QR) and print the payer's link, the answer's cashier_url:
   curl -s {ledger}/v1/orders -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
-       -d '{{"merchant_order_no": "A1001", "amount_fen": 1000, "description": "奶茶", "channel": "native"}}'
-Show the PC cashier page (QR code, countdown, live status) for the out_trade_no in the answer:
-  {ledger}/pay/<out_trade_no>
+       -d '{{"merchant_order_no": "A1001", "amount_fen": 1000, "description": "奶茶", "channel": "native"}}' \\
+       | python3 -c 'import json, sys; print(json.load(sys.stdin)["cashier_url"])'
+Open that cashier_url (/pay/<out_trade_no>?t=…, signed for the order) for the PC cashier page: QR code,
+countdown, live status; /pay/<out_trade_no> without its t= is a 404.
 Pay it in the sandbox (use the code_url or the out_trade_no from the answer):
   curl -s {sandbox}/sandbox/pay -d '{{"code_url": "weixin://wxpay/bizpayurl?pr=..."}}'
 Watch it:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import partial
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 
@@ -264,6 +264,13 @@ class WechatPayClient:
     def transaction(self, merchant: Merchant, out_trade_no: str) -> TransactionNotice:
         """What WeChat says about one attempt, read the way a notification is read."""
         return transaction_notice(self.query(merchant, out_trade_no))
+
+    def transaction_by_id(self, merchant: Merchant, transaction_id: str) -> TransactionNotice:
+        """The same, asked by WeChat's own number (微信支付订单号查询: a payer's receipt, a bill line names it)
+        https://pay.weixin.qq.com/doc/v3/merchant/4012791858"""
+        prefix = "/v3/pay/partner/transactions" if merchant.is_partner else "/v3/pay/transactions"
+        path = f"{prefix}/id/{quote(transaction_id, safe='')}?{self._query_string(merchant)}"
+        return transaction_notice(_json(self.call(merchant, "GET", path)))
 
     def close(self, merchant: Merchant, out_trade_no: str) -> None:
         prefix = "/v3/pay/partner/transactions" if merchant.is_partner else "/v3/pay/transactions"

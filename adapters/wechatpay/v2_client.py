@@ -212,6 +212,11 @@ class WechatPayV2Client:
     def transaction(self, merchant: Merchant, out_trade_no: str) -> TransactionNotice:
         return v2_transaction_notice(self.call(merchant, "/pay/orderquery", {"out_trade_no": out_trade_no}))
 
+    def transaction_by_id(self, merchant: Merchant, transaction_id: str) -> TransactionNotice:
+        """``orderquery`` by ``transaction_id`` (it takes either number:
+        https://pay.weixin.qq.com/wiki/doc/api/native.php?chapter=9_2)."""
+        return v2_transaction_notice(self.call(merchant, "/pay/orderquery", {"transaction_id": transaction_id}))
+
     def close(self, merchant: Merchant, out_trade_no: str) -> None:
         self.call(merchant, "/pay/closeorder", {"out_trade_no": out_trade_no})
 

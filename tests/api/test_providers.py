@@ -155,3 +155,32 @@ def test_provider_routes_belong_to_providers(deployment: Deployment) -> None:
         assert bad.status_code == 422
         key = provider.post(f"/v1/sub-merchants/{sub_mchid}/api-keys")
         assert key.status_code == 201 and key.json()["api_key"].startswith("zb_")
+
+
+@pytest.mark.parametrize("key", ["merchant", "v2"])
+def test_an_order_is_found_by_wechats_transaction_id(deployment: Deployment, key: str) -> None:
+    """A payer's receipt names WeChat's number: the ledger finds the order by it, asking WeChat (v3
+    /v3/pay/transactions/id/{id}, v2 orderquery with transaction_id) when the notification never came."""
+    no = f"TXN-{key}-{next(_numbers)}"
+    with deployment.client(key) as http:
+        created = http.post(
+            "/v1/orders", json={"merchant_order_no": no, "amount_fen": 500, "description": "茶", "channel": "native"}
+        )
+        assert created.status_code == 201, created.text
+        deployment.faults(notifications="drop")
+        try:
+            paid = deployment.pay(created.json()["payment"]["out_trade_no"])
+            transaction_id = paid["transaction_id"]
+            found = http.get("/v1/orders", params={"transaction_id": transaction_id})
+            assert found.status_code == 200, found.text
+            (order,) = found.json()["orders"]
+            assert order["merchant_order_no"] == no and order["status"] == "PAID"  # WeChat's answer was applied
+            assert order["payments"][0]["transaction_id"] == transaction_id
+        finally:
+            deployment.faults(reset=True)
+        again = http.get("/v1/orders", params={"transaction_id": transaction_id})  # now from the ledger's index
+        assert again.json()["orders"][0]["merchant_order_no"] == no
+        assert http.get("/v1/orders", params={"transaction_id": "4200000000000000000000000001"}).status_code == 404
+        assert http.get("/v1/orders", params={"transaction_id": "42-00"}).status_code == 422
+    with deployment.client("partner" if key == "merchant" else "v2_partner") as other:  # another merchant's: absent
+        assert other.get("/v1/orders", params={"transaction_id": transaction_id}).status_code == 404

@@ -260,6 +260,14 @@ def test_make_serve_prints_a_console_key_that_logs_in(tmp_path: Path) -> None:
             logged = http.post(console.group(1) + "/login", data={"key": key.group(1)})
             assert logged.status_code == 303 and logged.headers["location"] == "/console"
             assert http.get(console.group(1)).status_code == 200
+        # the banner's own create command, as a newcomer pastes it: it prints the cashier_url, and that page opens
+        command = text[text.index("curl -s http://127.0.0.1") : text.index("Open that cashier_url")]
+        printed = subprocess.run(["sh", "-c", command.replace("\\\n", " ")], capture_output=True, text=True, timeout=30)
+        link = printed.stdout.strip()
+        assert link.startswith("http://127.0.0.1") and "/pay/" in link and "?t=" in link, printed
+        page = httpx.get(link)
+        assert page.status_code == 200 and "奶茶" in page.text
+        assert httpx.get(link.split("?")[0]).status_code == 404  # the bare /pay/<out_trade_no> opens nothing
     finally:
         serve.terminate()
         serve.wait(30)
