@@ -21,6 +21,7 @@ from api.models import (
     CreateOrder,
     CreateRefund,
     HandleAbnormalRefund,
+    MiniProgramDecrypt,
     MiniProgramLogin,
     MiniProgramSession,
     NewPayment,
@@ -248,6 +249,12 @@ def miniprogram_login(body: MiniProgramLogin, who: Merchant, rt: Rt) -> Any:
     # The session key stays server-side, in the database: never returned, never logged.
     session = rt.payers.miniprogram_login(who.mchid, body.code, body.appid)
     return {"openid": session.openid, "unionid": session.unionid}
+
+
+@router.post("/wechat/miniprogram/decrypt", summary="Mini-program encryptedData → its JSON (the session key's use)")
+def miniprogram_decrypt(body: MiniProgramDecrypt, who: Merchant, rt: Rt) -> dict[str, Any]:
+    # opened server-side with the session key kept at login; the key itself never leaves the ledger
+    return rt.payers.miniprogram_decrypt(who.mchid, body.openid, body.encrypted_data, body.iv, body.appid)
 
 
 @router.get(

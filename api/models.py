@@ -163,6 +163,14 @@ class MiniProgramLogin(BaseModel):
     appid: AppId | None = None
 
 
+class MiniProgramDecrypt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    openid: OpenId = Field(description="the payer, as /v1/wechat/miniprogram/login answered")
+    encrypted_data: Annotated[StrictStr, Field(min_length=1, max_length=16384, description="encryptedData, base64")]
+    iv: Annotated[StrictStr, Field(min_length=1, max_length=64, description="iv, base64")]
+    appid: AppId | None = None
+
+
 class OAuthCode(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: Annotated[StrictStr, Field(min_length=1, max_length=128, description="the code WeChat sent back")]

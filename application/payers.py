@@ -10,10 +10,18 @@ server-side, sealed, never answered.
 
 from __future__ import annotations
 
+from typing import Any
+
 from adapters.sessions import SessionKeys
 from adapters.wechatpay import oauth
 from adapters.wechatpay.config import Merchant
-from adapters.wechatpay.miniprogram import DEFAULT_BASE_URL, MiniProgramSession, code_to_session
+from adapters.wechatpay.miniprogram import (
+    DEFAULT_BASE_URL,
+    EncryptedDataError,
+    MiniProgramSession,
+    code_to_session,
+    decrypt_data,
+)
 from application.payments import PaymentService
 from domain.errors import Conflict, InvalidInput
 
@@ -46,6 +54,22 @@ class Payers:
         if self.session_keys is not None:
             self.session_keys.keep(app.payer_appid, session.openid, session.session_key, self.payments.ledger.clock())
         return session
+
+    def miniprogram_decrypt(
+        self, mchid: str, openid: str, encrypted_data: str, iv: str, appid: str | None = None
+    ) -> dict[str, Any]:
+        """``encryptedData`` from the mini-program, opened with the payer's session key kept at login; its
+        watermark must name the mini-program.  No session (never logged in here, or the key rotated by a newer
+        ``wx.login`` on the payer's side) is a 409 that says to log in again."""
+        merchant = self.payments.merchant(mchid)
+        app = merchant.with_app(self.payments.app_for(merchant, "miniprogram", appid))
+        session_key = self.session_keys.get(app.payer_appid, openid) if self.session_keys is not None else None
+        if session_key is None:
+            raise Conflict(f"no session for {openid} in {app.payer_appid}: log in first (/v1/wechat/miniprogram/login)")
+        try:
+            return decrypt_data(session_key, encrypted_data, iv, app.payer_appid)
+        except EncryptedDataError as exc:
+            raise InvalidInput("encrypted_data", str(exc)) from None
 
     def oauth_authorize_url(self, mchid: str, redirect_uri: str, state: str, appid: str | None = None) -> str:
         """Where a 公众号 page sends the payer's browser for ``snsapi_base`` (the openid, asking nothing)."""

@@ -7,10 +7,15 @@ session: it is returned to the ledger only, never shown in ``repr`` or a log.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from adapters.wechatpay.errors import WechatPayBusinessError, WechatPayUnavailable
 
@@ -58,3 +63,34 @@ def code_to_session(http: httpx.Client, base_url: str, appid: str, secret: str, 
         "ask wx.login again",
     )
     return MiniProgramSession(str(answer["openid"]), answer.get("unionid") or None, str(answer.get("session_key", "")))
+
+
+class EncryptedDataError(ValueError):
+    """``encryptedData`` that the session key does not open, or whose watermark names another app."""
+
+
+def decrypt_data(session_key: str, encrypted_data: str, iv: str, appid: str) -> dict[str, Any]:
+    """A mini-program's ``encryptedData`` (a phone number, WeRun steps, shared user data), opened with the payer's
+    session key: AES-128-CBC, the key and IV base64, PKCS#7 padding; the JSON inside carries a ``watermark`` whose
+    ``appid`` must be this app's — data encrypted for another app is refused
+    (https://developers.weixin.qq.com/miniprogram/dev/framework/open-ability/signature.html).
+    """
+    try:
+        key, vector, data = base64.b64decode(session_key), base64.b64decode(iv), base64.b64decode(encrypted_data)
+    except (ValueError, binascii.Error):
+        raise EncryptedDataError("encrypted_data, iv and the session key must be base64") from None
+    if len(key) != 16 or len(vector) != 16 or not data or len(data) % 16:
+        raise EncryptedDataError("encrypted_data is not AES-128-CBC under this session (16-byte key, IV and blocks)")
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(vector)).decryptor()
+    unpadder = padding.PKCS7(128).unpadder()
+    try:
+        plain = unpadder.update(decryptor.update(data) + decryptor.finalize()) + unpadder.finalize()
+        opened = json.loads(plain)
+    except (ValueError, UnicodeDecodeError):
+        raise EncryptedDataError(
+            "encrypted_data does not open with the payer's current session key: log in again (wx.login)"
+        ) from None
+    watermark = opened.get("watermark") if isinstance(opened, dict) else None
+    if not isinstance(watermark, dict) or watermark.get("appid") != appid:
+        raise EncryptedDataError(f"encrypted_data's watermark does not name this mini-program ({appid})")
+    return dict(opened)
