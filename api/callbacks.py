@@ -8,6 +8,7 @@ reason otherwise, which WeChat retries), with the same HTTP statuses as v3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from adapters.persistence import is_unavailable
 from adapters.wechatpay.callbacks import CallbackRejected
 from adapters.wechatpay.errors import SignatureError, WechatPayError
 from adapters.wechatpay.v2_callbacks import SUCCESS_XML, fail_xml
+from api.client_ip import source_ip, within
 from api.deps import runtime
 from api.errors import trip_gate
 from application.callbacks import CallbackRefused, NotificationOutcome, RefusalsThrottled
@@ -55,9 +57,25 @@ async def _bounded_body(request: Request) -> tuple[bytes, bool]:
 
 
 def _arrival(request: Request, body: bytes) -> Arrival:
-    """The callback as it arrived, with the merchant its path names (``…/{merchant}``; None on a shared path)."""
-    remote = request.client.host if request.client else ""
+    """The callback as it arrived, with the merchant its path names (``…/{merchant}``; None on a shared path) and
+    its source (the peer, or the address a trusted proxy forwarded for)."""
+    remote = source_ip(request, runtime(request).settings.trusted_proxies)
     return Arrival(request.url.path, remote, dict(request.headers), body, request.path_params.get("merchant"))
+
+
+async def _from_elsewhere(request: Request, body: bytes) -> bool:
+    """``[callbacks] allowed_networks`` is set and the source is outside it: the refusal is kept (throttled per
+    source, like every refusal) and True.  Seed 000 §7: an extra guard, never instead of the signature."""
+    networks = runtime(request).settings.callback_networks
+    if not networks:
+        return False
+    arrival = _arrival(request, body)
+    if within(arrival.remote, networks):
+        return False
+    with contextlib.suppress(RefusalsThrottled):
+        reason = f"source {arrival.remote} is not in [callbacks] allowed_networks"
+        await asyncio.to_thread(runtime(request).callbacks.refused, arrival, reason)
+    return True
 
 
 async def _refuse_oversized(request: Request, body_start: bytes) -> int:
@@ -134,6 +152,9 @@ async def _notify(
     if not whole:
         metrics.callbacks.labels("refused_content").inc()
         return reply.failure(await _refuse_oversized(request, body), "通知内容过大")
+    if await _from_elsewhere(request, body):
+        metrics.callbacks.labels("refused_source").inc()
+        return reply.failure(403, "来源地址不在允许的网络内")
     try:
         await within_budget(handle(_arrival(request, body)))
     except RefusalsThrottled as exc:
@@ -186,6 +207,8 @@ async def native_callback(request: Request) -> Response:
     body, whole = await _bounded_body(request)
     if not whole:
         return _xml(fail_xml("请求内容过大"), await _refuse_oversized(request, body))
+    if await _from_elsewhere(request, body):
+        return _xml(fail_xml("来源地址不在允许的网络内"), 403)
     try:
         answer = await within_budget(asyncio.to_thread(rt.products.scan, _arrival(request, body)))
     except RefusalsThrottled as exc:

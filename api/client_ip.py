@@ -50,3 +50,14 @@ def payer_ip(request: Request, from_body: str | None, proxies: Sequence[Network]
     if forwarded and _address(forwarded[0]) is not None:
         return str(_address(forwarded[0]))  # every hop was a trusted proxy: the leftmost is the client
     return peer
+
+
+def source_ip(request: Request, proxies: Sequence[Network]) -> str:
+    """Who sent the request: the peer, or behind a trusted proxy the address it forwarded for (a notification's
+    source, checked against ``[callbacks] allowed_networks``)."""
+    return payer_ip(request, None, proxies)
+
+
+def within(address: str, networks: Sequence[Network]) -> bool:
+    found = _address(address)
+    return found is not None and any(found in network for network in networks)

@@ -71,6 +71,9 @@ class Settings:
     wechat_open_base_url: str = oauth.DEFAULT_OPEN_BASE_URL
     # proxies whose X-Forwarded-For / X-Real-IP name the payer (H5's payer_client_ip); nobody else's are read
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # `[callbacks] allowed_networks`: WeChat's notifications are taken only from these (seen through
+    # trusted_proxies); empty: from anywhere (the signature is what proves them: docs/wechatpay.md)
+    callback_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # the key that signs payer links (cashier_url); None: payer pages are off.  Never printed (repr=False).
     cashier_key: bytes | None = field(default=None, repr=False)
     # the keyring that seals the secrets kept in the database (adapters/secretbox.py); None: none are kept
@@ -166,6 +169,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         or data.get("wechat_open_base_url")
         or oauth.DEFAULT_OPEN_BASE_URL,
         trusted_proxies=_networks(path, env.get("ZHANGBEN_TRUSTED_PROXIES"), data.get("trusted_proxies")),
+        callback_networks=_networks(
+            path,
+            env.get("ZHANGBEN_CALLBACK_ALLOWED_NETWORKS"),
+            _table(path, data, "callbacks").get("allowed_networks"),
+            "[callbacks] allowed_networks",
+        ),
         cashier_key=_cashier_key(path, env.get("ZHANGBEN_CASHIER_KEY_FILE") or data.get("cashier_key_file")),
         data_key_file=_data_key_file(path, env.get("ZHANGBEN_DATA_KEY_FILE") or data.get("data_key_file")),
         public_base_url=(env.get("ZHANGBEN_PUBLIC_BASE_URL") or data.get("public_base_url") or "").rstrip("/") or None,
@@ -274,10 +283,18 @@ def _data_key_file(config_path: Path, value: str | None) -> Path | None:
     return Path(path_text)
 
 
+def _table(path: Path, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise SettingsError(f"{path}: `{name}` must be a table ([{name}])")
+    return table
+
+
 def _networks(
-    path: Path, from_env: str | None, from_file: object
+    path: Path, from_env: str | None, from_file: object, name: str = "trusted_proxies"
 ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """``trusted_proxies``: addresses or CIDR blocks, a list in the file or comma-separated in the environment."""
+    """``trusted_proxies`` (or ``name``): addresses or CIDR blocks, a list in the file or comma-separated in the
+    environment."""
     if from_env:
         items: list[object] = [part for part in from_env.split(",") if part.strip()]
     elif from_file is None:
@@ -285,13 +302,13 @@ def _networks(
     elif isinstance(from_file, list):
         items = list(from_file)
     else:
-        raise SettingsError(f'{path}: `trusted_proxies` must be a list, e.g. ["10.0.0.0/8", "127.0.0.1"]')
+        raise SettingsError(f'{path}: `{name}` must be a list, e.g. ["10.0.0.0/8", "127.0.0.1"]')
     networks = []
     for item in items:
         try:
             networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
         except ValueError:
-            raise SettingsError(f"trusted_proxies: {item!r} is not an IP address or CIDR block") from None
+            raise SettingsError(f"{name}: {item!r} is not an IP address or CIDR block") from None
     return tuple(networks)
 
 
