@@ -121,6 +121,8 @@ class Callbacks:
         """``_apply`` without a thread for what a peak is made of: the signature is checked and the resource
         decrypted here (CPU in C, no I/O), and money taken is recorded through the store's async path
         (``PaymentService.apply_transaction_async``); anything else, and a refusal's record, go to a thread."""
+        if self._unknown(arrival):  # a sub-merchant added a moment ago in another process: read it first
+            await asyncio.to_thread(self.payments.merchants.catch_up)
         try:
             callback = read(self._named(merchants, arrival.mchid))
             desk = self.route(callback.merchant.mchid)
@@ -140,6 +142,10 @@ class Callbacks:
             await asyncio.to_thread(self.refused, arrival, str(exc))
             raise
 
+    def _unknown(self, arrival: Arrival) -> bool:
+        """The path names a merchant this process does not know (yet): a provider may have just added it."""
+        return arrival.mchid is not None and arrival.mchid not in self.payments.merchants
+
     @staticmethod
     def _named(merchants: Mapping[str, Merchant], merchant: str | None) -> Mapping[str, Merchant]:
         """Every merchant of that API, or only the one a notify path names (none if it names another)."""
@@ -150,6 +156,8 @@ class Callbacks:
     def _apply(
         self, read: Callable[[Mapping[str, Merchant]], Callback], merchants: Mapping[str, Merchant], arrival: Arrival
     ) -> NotificationOutcome:
+        if self._unknown(arrival):
+            self.payments.merchants.catch_up()
         try:
             callback = read(self._named(merchants, arrival.mchid))
             # the readers translate only the types in TRANSLATIONS, each of which has a use case here

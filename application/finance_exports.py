@@ -9,6 +9,7 @@ the 合计 row.  Every sum is in integer fen.  The files are written by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -287,6 +288,10 @@ ORDER_COLUMNS = [
     Column("refunded_fen", "已退款", "fen"),
     Column("created_at", "下单时间", "datetime", 20),
     Column("paid_at", "支付时间", "datetime", 20),
+    Column("currency", "币种", width=6),
+    Column("user_id", "买家", width=16),
+    Column("items", "商品明细", width=40),
+    Column("meta", "meta", width=30),
 ]
 
 
@@ -331,4 +336,9 @@ def _order_row(view: Mapping[str, Any]) -> dict[str, Any]:
         "refunded_fen": view["refunded_fen"],
         "created_at": view.get("created_at"),
         "paid_at": view.get("paid_at"),
+        "currency": view.get("currency", "CNY"),
+        "user_id": view.get("user_id"),
+        # 珍珠奶茶×2@1800; 芝士蛋糕×1@990 — each line's quantity and unit price in fen, as the order keeps them
+        "items": "; ".join(f"{i['name']}×{i['quantity']}@{i['unit_price_fen']}" for i in view.get("items") or []),
+        "meta": json.dumps(view["meta"], ensure_ascii=False, sort_keys=True) if view.get("meta") else None,
     }

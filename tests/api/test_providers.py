@@ -89,6 +89,14 @@ def test_a_provider_onboards_a_shop_that_sells_an_itemised_order(deployment: Dep
         deployment.pay(order["payment"]["out_trade_no"])  # WeChat notifies on the sub-merchant's own path
         paid = wait_for(lambda: http.get("/v1/orders/SUB-1").json()["status"] == "PAID")
         assert paid, http.get("/v1/orders/SUB-1").json()
+        # the feed (and so every webhook) carries the order view with its checkout fields
+        feed = wait_for(
+            lambda: [
+                e for e in http.get("/v1/events", params={"wait": 0}).json()["events"] if e["type"] == "order.paid"
+            ]
+        )
+        assert feed and feed[0]["data"]["order"]["items"] == order["items"], feed
+        assert feed[0]["data"]["order"]["meta"] == order["meta"]
         # the same create again is the same order; the fields are part of it
         assert http.post("/v1/orders", json=itemised("SUB-1")).status_code == 200
         assert http.post("/v1/orders", json=itemised("SUB-1", user_id="u-43")).status_code == 409
