@@ -33,6 +33,7 @@ from adapters.persistence import connect, parse_url
 from adapters.viewdb import ViewDatabase
 from application.orders import Orders
 from bench import console as console_bench
+from bench import sub_merchants as sub_merchants_bench
 from bench.load import (
     Clients,
     Outcome,
@@ -577,6 +578,8 @@ def main() -> int:
         with terminal.progress("bench: figures measured", total=figures) as advance:
             table = Table(advance)
             measure(table, sizes, server)
+        print("a provider's start-up with 5 and with 5,000 sub-merchants (issue 28):")
+        subs = sub_merchants_bench.measure(server)
     finally:
         server.stop()
     print("console pages on the embedded default (SQLite):")
@@ -593,6 +596,7 @@ def main() -> int:
                 "python": sys.version.split()[0],
                 "figures": table.rows,
                 "console_pages": pages,
+                "sub_merchants": subs,
             },
             indent=2,
             ensure_ascii=False,

@@ -45,7 +45,7 @@ def test_the_tour_holds_every_step_and_writes_no_secret(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "16 of 16 steps held" in result.stdout
+    assert "17 of 17 steps held" in result.stdout
     assert "paySign = MD5(" in result.stdout and "for the scanned product is PAID" in result.stdout
     assert "✗" not in result.stdout and "Traceback" not in result.stderr
     assert "/console" in result.stdout  # the tour ends by pointing at the console

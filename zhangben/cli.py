@@ -323,12 +323,12 @@ def _merchant_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     listing.add_argument("--provider", metavar="SP_MCHID", help="only this provider's sub-merchants")
     listing.set_defaults(handler="zhangben.cli_merchants:cmd_merchants_list")
     change = sub.add_parser("set", help="change a sub-merchant's settings (only those named)")
-    change.add_argument("sub_mchid")
+    change.add_argument("sub_mchid", help="the sub-merchant (see `zhangben merchants list`)")
     settings_options(change)
     change.add_argument("--active", choices=("yes", "no"), help="no: new orders are refused (403)")
     change.set_defaults(handler="zhangben.cli_merchants:cmd_merchants_set")
     off = sub.add_parser("deactivate", help="refuse a sub-merchant's new orders; its money paths go on")
-    off.add_argument("sub_mchid")
+    off.add_argument("sub_mchid", help="the sub-merchant (see `zhangben merchants list`)")
     off.set_defaults(handler="zhangben.cli_merchants:cmd_merchants_deactivate")
 
 

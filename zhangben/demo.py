@@ -28,6 +28,7 @@ import httpx
 import segno
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.return_signature import verify as verify_return
 from adapters.webhooks import verify_signature
 from adapters.wechatpay.beijing import BEIJING
 from adapters.wechatpay.client import PrepayRequest
@@ -185,6 +186,63 @@ class Tour:
         self.pay(code_url=code_url, openid="oTourPayer")
         say("the payer scans and pays in the sandbox; WeChat notifies the ledger")
         check(self.wait_status("TOUR-1", "PAID")["paid_fen"] == 1000, "order TOUR-1 is PAID, 1000 fen")
+
+    def provider_onboards_a_shop(self) -> None:
+        """Seed 000: a 服务商 adds a 特约商户 through the API (no restart); its shop sells an itemised order, and the
+        payer lands back on the shop's page with a signature the shop checks."""
+        provider_key = self.stack.cli("apikey", "create", "--merchant", PARTNER.mchid, "--role", "provider")
+        provider = httpx.Client(base_url=self.ledger, headers={"Authorization": f"Bearer {provider_key}"}, timeout=30)
+        sub_mchid, sub_appid = "1900000388", "wx38838838838838a0"
+        self.control.post(  # WeChat knows the sub-merchant once its 进件 is approved: the sandbox is told so
+            "/sandbox/sub-merchants",
+            json={"sp_mchid": PARTNER.mchid, "sub_mchid": sub_mchid, "sub_appids": [sub_appid]},
+        )
+        added = provider.post(
+            "/v1/sub-merchants",
+            json={
+                "sub_mchid": sub_mchid,
+                "name": "好茶小铺",
+                "apps": [{"appid": sub_appid, "channels": ["jsapi", "miniprogram"]}],
+                "return_url_hosts": ["shop.example.com"],
+            },
+        )
+        if added.status_code != 201:
+            raise StepFailed(f"POST /v1/sub-merchants: {added.status_code} {added.text}")
+        sub = added.json()
+        say(f"provider {PARTNER.mchid}: POST /v1/sub-merchants → 201, {sub_mchid} 好茶小铺, notify {sub['notify_url']}")
+        shop = httpx.Client(base_url=self.ledger, headers={"Authorization": f"Bearer {sub['api_key']}"}, timeout=30)
+        created = shop.post(
+            "/v1/orders",
+            json={
+                "merchant_order_no": "TOUR-SHOP-1",
+                "amount_fen": 4590,
+                "description": "奶茶两杯和蛋糕",
+                "channel": "native",
+                "user_id": "u-42",
+                "items": [
+                    {"name": "珍珠奶茶", "quantity": 2, "unit_price_fen": 1800},
+                    {"name": "芝士蛋糕", "quantity": 1, "unit_price_fen": 990},
+                ],
+                "return_url": "https://shop.example.com/orders/TOUR-SHOP-1",
+                "meta": {"table": 7},
+            },
+        ).json()
+        items = ", ".join(f"{i['name']}×{i['quantity']}" for i in created["items"])
+        say(f"the shop's own key: POST /v1/orders → {created['status']}, {items}, {created['expire_at']} deadline")
+        self.pay(out_trade_no=created["payment"]["out_trade_no"], openid="oShopPayer")
+        link = urlsplit(created["cashier_url"])
+        status_url = f"{link.path}/status?{link.query}"
+        deadline = time.monotonic() + 10
+        while "return_to" not in (state := httpx.get(self.ledger + status_url).json()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        back = state.get("return_to", "")
+        say(f"paid; the cashier page sends the payer to {back[:96]}…")
+        key = httpx.get(f"{self.ledger}/v1/return-key").json()
+        params = {k: v[0] for k, v in parse_qs(urlsplit(back).query).items()}
+        check(
+            verify_return(key["public_key_pem"], params) and params.get("merchant_order_no") == "TOUR-SHOP-1",
+            "the payer is back on the shop's page; the shop verifies the signature with GET /v1/return-key",
+        )
 
     def miniprogram(self) -> None:
         code = self.control.post("/sandbox/wx-login", json={"appid": DIRECT.appid, "openid": "oMiniTour"}).json()[
@@ -478,6 +536,7 @@ class Tour:
 
 STEPS: list[tuple[str, Callable[[Tour], None]]] = [
     ("A Native order, paid by scan", Tour.native_paid_by_scan),
+    ("A provider adds a shop; an itemised order; back to the shop", Tour.provider_onboards_a_shop),
     ("A mini-program order and its pay_params", Tour.miniprogram),
     ("A 公众号 payer: openid by web authorisation, then JSAPI", Tour.official_account_oauth),
     ("An API v2 mini-program order, paid with an MD5 paySign", Tour.v2_miniprogram_md5),

@@ -55,6 +55,10 @@ def restored(postgres: ThrowawayPostgres) -> str:
     return url
 
 
+# the checkout's fields (issue 28) on an order created before they existed: its Created event upcast to them
+CHECKOUT_UNSET = {"currency": "CNY", "user_id": None, "items": [], "return_url": None, "meta": None}
+
+
 def test_a_database_of_before_partitions_is_moved_into_partition_0_and_reads_as_before(
     postgres: ThrowawayPostgres, tmp_path: Path
 ) -> None:
@@ -65,8 +69,8 @@ def test_a_database_of_before_partitions_is_moved_into_partition_0_and_reads_as_
     with deploy(tmp_path, url) as d:  # `serve` runs `db init` first, as compose's migrate does
         old_key = httpx.Client(base_url=d.ledger, headers={"Authorization": f"Bearer {before['merchant_key']}"})
         with old_key as http:
-            for no in ("OLD-PAID", "OLD-REFUNDED"):  # settled: exactly as they were
-                assert http.get(f"/v1/orders/{no}").json() == before["views"][no]
+            for no in ("OLD-PAID", "OLD-REFUNDED"):  # settled: exactly as they were, the checkout (issue 28) unset
+                assert http.get(f"/v1/orders/{no}").json() == before["views"][no] | CHECKOUT_UNSET
             still_open = http.get("/v1/orders/OLD-OPEN").json()  # the jobs may have asked WeChat about it since
             assert {k: still_open[k] for k in IDENTITY} == {k: before["views"]["OLD-OPEN"][k] for k in IDENTITY}
             feed = http.get("/v1/events", params={"limit": 100}).json()
