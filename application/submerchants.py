@@ -10,17 +10,18 @@ since money already taken must still be accounted for.
 
 from __future__ import annotations
 
+import builtins  # the class below has a method named `list`
 import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from adapters.wechatpay.config import CHANNELS, checkout_settings
 from adapters.wechatpay.errors import MerchantConfigError
 from adapters.wechatpay.merchant_book import MerchantBook
 from application.apikeys import ApiKeys
 from application.ledger import Ledger, retry_on_conflict
-from domain import ids
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.submerchant import SETTINGS, SubMerchant
 
@@ -98,6 +99,7 @@ class SubMerchants:
         self.book = book
         self.keys = keys
         self.position = 0  # the directory's last notification read
+        self._records: dict[UUID, SubMerchant] = {}  # every record, as folded from its events
         self._following = threading.Lock()
 
     # -- commands ----------------------------------------------------------------------------
@@ -162,15 +164,36 @@ class SubMerchants:
 
     def follow(self) -> int:
         """Read the records changed since the last call into the book; how many changed.  Each page of events is
-        one query, and its records one more: 5,000 sub-merchants are five pages at start-up."""
+        one query, folded into the records held here (``_fold``): 5,000 sub-merchants are five queries at start."""
         with self._following:
             changed, start = 0, max(0, self.position - LOOK_BACK) + 1
             while page := self.directory.recorder.select_notifications(start, PAGE, topics=TOPICS):
-                wanted = list(dict.fromkeys(ids.as_uuid(n.originator_id) for n in page))
-                records = self.directory.load_many(wanted)
-                changed += len(self.book.replace_sub_merchants((r.provider, r.state()) for r in records.values()))
+                touched = self._fold(page)
+                records = [self._records[i] for i in touched]
+                changed += len(self.book.replace_sub_merchants((r.provider, r.state()) for r in records))
                 self.position = max(self.position, page[-1].id)
                 start = page[-1].id + 1
                 if len(page) < PAGE:
                     break
             return changed
+
+    def _fold(self, page: Sequence[Any]) -> Sequence[UUID]:
+        """Apply each event to the record it belongs to; an event read again (the look-back) changes nothing, and a
+        record whose events are not all here (one committed out of order) is read whole from the store."""
+        touched: dict[UUID, None] = {}
+        missing: builtins.list[UUID] = []
+        for notification in page:
+            event: Any = self.directory.mapper.to_domain_event(notification)  # a SubMerchant event: it mutates
+            known = self._records.get(event.originator_id)
+            version = known.version if known is not None else 0
+            if event.originator_version <= version:
+                continue
+            if event.originator_version != version + 1:
+                missing.append(event.originator_id)
+                continue
+            self._records[event.originator_id] = event.mutate(known)
+            touched[event.originator_id] = None
+        if missing:
+            self._records |= self.directory.load_many(missing)
+            touched |= dict.fromkeys(missing)
+        return tuple(touched)
