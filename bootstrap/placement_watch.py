@@ -10,12 +10,12 @@ two.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from adapters.directory import Directory
-from adapters.persistence import DIRECTORY_SCHEMA, is_unavailable, parse_url
+from adapters.persistence import DIRECTORY_SCHEMA, parse_url
 from adapters.viewdb import ViewDatabase
+from bootstrap.polling import poll
 from bootstrap.wiring import Runtimes
 
 log = logging.getLogger("zhangben.partitions")
@@ -26,29 +26,14 @@ def watch_moves(fleet: Runtimes, interval: float = WATCH_SECONDS) -> Callable[[]
     """Start following the partition map on a thread of its own (none for one cell); returns how to stop it."""
     if len(fleet.settings.cells) < 2:
         return lambda: None
-    stop = threading.Event()
     # a connection of its own: a poll that hangs on a frozen primary holds no one else's (requests share the
     # directory's other connection)
     own = ViewDatabase(parse_url(fleet.settings.database_url).in_schema(DIRECTORY_SCHEMA))
     directory = Directory(own)
-
-    def run() -> None:
-        quiet = False  # an outage of the directory's cell is logged once, not every second
-        while not stop.wait(interval):
-            try:
-                fleet.follow(directory.cells_now())
-                quiet = False
-            except Exception as exc:  # noqa: BLE001 — the watch outlives a failover; it tries again next poll
-                if not quiet:
-                    log.warning("partition map not read (%s); trying again every %.0f s", exc, interval)
-                    quiet = is_unavailable(exc)
-
-    thread = threading.Thread(target=run, name="partition-map", daemon=True)
-    thread.start()
+    stop = poll("partition-map", interval, lambda: fleet.follow(directory.cells_now()), log, "partition map")
 
     def stopped() -> None:
-        stop.set()
-        thread.join(timeout=15)
+        stop()
         own.close()
 
     return stopped

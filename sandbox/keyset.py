@@ -258,13 +258,8 @@ def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
             f'sub_mchid = "{merchant.sub_mchid}"',
             f'sub_appid = "{merchant.sub_appid}"',
         ]
+    lines += _v3_key_lines(folder, serial, keys_dir)
     lines += [
-        f'private_key_file = "{folder / "apiclient_key.pem"}"',
-        f'cert_file = "{folder / "apiclient_cert.pem"}"',
-        f'cert_serial_no = "{serial}"',
-        f'apiv3_key_file = "{folder / "apiv3_key"}"',
-        f'platform_public_key_file = "{keys_dir / "wechatpay" / "pub_key.pem"}"',
-        f'public_key_id = "{PUBLIC_KEY_ID}"',
         f'v2_key_file = "{folder / "v2_key"}"',
         f'v2_sign_type = "{merchant.v2_sign_type}"',
         f'client_cert_file = "{folder / "apiclient_cert.pem"}"',
@@ -287,6 +282,18 @@ def _merchant_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
     return "\n".join(lines) + "\n"
 
 
+def _v3_key_lines(folder: Path, serial: str, keys_dir: Path) -> list[str]:
+    """The API certificate, its key, the APIv3 key and WeChat's public key: a merchant's or a provider's."""
+    return [
+        f'private_key_file = "{folder / "apiclient_key.pem"}"',
+        f'cert_file = "{folder / "apiclient_cert.pem"}"',
+        f'cert_serial_no = "{serial}"',
+        f'apiv3_key_file = "{folder / "apiv3_key"}"',
+        f'platform_public_key_file = "{keys_dir / "wechatpay" / "pub_key.pem"}"',
+        f'public_key_id = "{PUBLIC_KEY_ID}"',
+    ]
+
+
 def _provider_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: Path, ledger_url: str) -> str:
     """The provider's keys once, as ``[[providers]]``: each sub-merchant added through the API
     (``POST /v1/sub-merchants``) is served with them, its notify path ``…/notify/{sub_mchid}``."""
@@ -300,12 +307,7 @@ def _provider_toml(merchant: DemoMerchant, folder: Path, serial: str, keys_dir: 
                 f'appid = "{merchant.appid}"',
                 f'api = "{merchant.api}"',
                 f'notify_url = "{ledger_url}/wechatpay/{merchant.api}/notify"',
-                f'private_key_file = "{folder / "apiclient_key.pem"}"',
-                f'cert_file = "{folder / "apiclient_cert.pem"}"',
-                f'cert_serial_no = "{serial}"',
-                f'apiv3_key_file = "{folder / "apiv3_key"}"',
-                f'platform_public_key_file = "{keys_dir / "wechatpay" / "pub_key.pem"}"',
-                f'public_key_id = "{PUBLIC_KEY_ID}"',
+                *_v3_key_lines(folder, serial, keys_dir),
                 f'appsecret_file = "{folder / "appsecret"}"',
             ]
         )
