@@ -127,6 +127,7 @@ def test_deactivated_refuses_new_orders_and_keeps_money_paths(deployment: Deploy
         order = http.post("/v1/orders", json=itemised("SUB-OFF-1")).json()
         deployment.pay(order["payment"]["out_trade_no"])
         assert wait_for(lambda: http.get("/v1/orders/SUB-OFF-1").json()["status"] == "PAID")
+        unpaid = http.post("/v1/orders", json=itemised("SUB-OFF-0")).json()
         changed = provider.patch(f"/v1/sub-merchants/{sub_mchid}", json={"active": False})
         assert changed.status_code == 200 and changed.json()["active"] is False
         # every worker sees it within seconds (PostgreSQL runs two)
@@ -138,6 +139,9 @@ def test_deactivated_refuses_new_orders_and_keeps_money_paths(deployment: Deploy
         assert problem["status"] == 403 and "deactivated" in problem["detail"]
         refund = http.post("/v1/orders/SUB-OFF-1/refunds", json={"amount_fen": 990, "reason": "蛋糕售罄"})
         assert refund.status_code in (201, 202), refund.text
+        # a payer who scanned before the deactivation pays: WeChat's notification is taken, the money recorded
+        deployment.pay(unpaid["payment"]["out_trade_no"])
+        assert wait_for(lambda: http.get("/v1/orders/SUB-OFF-0").json()["status"] == "PAID")
         detail = provider.get(f"/v1/sub-merchants/{sub_mchid}").json()
         assert [h["type"] for h in detail["history"]] == ["Created", "Changed"]
         assert detail["history"][1]["changes"] == {"active": False}
@@ -190,5 +194,19 @@ def test_an_order_is_found_by_wechats_transaction_id(deployment: Deployment, key
         assert again.json()["orders"][0]["merchant_order_no"] == no
         assert http.get("/v1/orders", params={"transaction_id": "4200000000000000000000000001"}).status_code == 404
         assert http.get("/v1/orders", params={"transaction_id": "42-00"}).status_code == 422
+    with httpx.Client(base_url=deployment.ledger, follow_redirects=False) as console:  # the console's search box
+        assert console.post("/console/login", data={"key": deployment.keys[key]}).status_code == 303
+        found = console.get("/console", params={"q": transaction_id})
+        assert found.status_code == 303 and found.headers["location"] == f"/console/orders/{no}"
+        with deployment.client(key) as http:  # a number the ledger never heard of: the console asks WeChat too
+            body = {"merchant_order_no": f"{no}-C", "amount_fen": 700, "description": "茶", "channel": "native"}
+            unheard = http.post("/v1/orders", json=body)
+            deployment.faults(notifications="drop")
+            try:
+                tid = deployment.pay(unheard.json()["payment"]["out_trade_no"])["transaction_id"]
+                asked = console.get("/console", params={"q": tid})
+            finally:
+                deployment.faults(reset=True)
+            assert asked.status_code == 303 and asked.headers["location"] == f"/console/orders/{no}-C"
     with deployment.client("partner" if key == "merchant" else "v2_partner") as other:  # another merchant's: absent
         assert other.get("/v1/orders", params={"transaction_id": transaction_id}).status_code == 404
