@@ -7,14 +7,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from sandbox.keyset import PARTNER
-from tests.deploy import Deployment, deploy, run_cli
+from tests.deploy import Deployment, run_cli
 from zhangben.launch import free_port
 
 SUB = "1900000777"
@@ -22,34 +21,34 @@ SUB_APPID = "wx00000000000007a7"
 
 
 @pytest.fixture(scope="module")
-def two_processes(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, str]]:
-    root: Path = tmp_path_factory.mktemp("two-serves")
-    with deploy(root, postgres.create_database("subs"), 1) as deployment:
-        port = free_port()
-        log = (root / "second.log").open("wb")
-        second = subprocess.Popen(
-            [sys.executable, "-m", "zhangben.cli", "serve", "--port", str(port), "--workers", "1", "--api-only"],
-            env=deployment.env,
-            cwd=root,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert second.poll() is None and time.monotonic() < deadline, (root / "second.log").read_text()
-                time.sleep(0.2)
-            yield deployment, url
-        finally:
-            second.terminate()
-            second.wait(20)
-            log.close()
+def two_processes(shared_postgres: Deployment) -> Iterator[tuple[Deployment, str]]:
+    """The session's PostgreSQL deployment (``serve --workers 2``) and a second ``serve`` process beside it, on the
+    same database and config (its own sub-merchant id: nothing the other modules count)."""
+    deployment, root, port = shared_postgres, shared_postgres.root, free_port()
+    log = (root / "second-serve.log").open("wb")
+    second = subprocess.Popen(
+        [sys.executable, "-m", "zhangben.cli", "serve", "--port", str(port), "--workers", "1", "--api-only"],
+        env=deployment.env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert second.poll() is None and time.monotonic() < deadline, (root / "second-serve.log").read_text()
+            time.sleep(0.2)
+        yield deployment, url
+    finally:
+        second.terminate()
+        second.wait(20)
+        log.close()
 
 
 def order(no: str) -> dict[str, Any]:
