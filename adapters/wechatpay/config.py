@@ -255,8 +255,9 @@ def load_merchant(table: dict[str, Any], base: Path, where: str, https_only: boo
 
 
 def checkout_settings(table: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``order_ttl_minutes`` (1-120, default 10), ``qr_ttl_minutes`` (1-120, at most the order's; absent: the
-    order's) and ``return_url_hosts`` (host names) of a ``[[merchants]]`` table or a sub-merchant."""
+    """``order_ttl_minutes`` (1-120, default 10), ``qr_ttl_minutes`` (1-120, absent: the order's; an order's
+    lifetime caps it, ``application.orders.attempt_expiry``) and ``return_url_hosts`` (host names) of a
+    ``[[merchants]]`` table or a sub-merchant."""
     order_ttl = table.get("order_ttl_minutes", ORDER_TTL_MINUTES)
     qr_ttl = table.get("qr_ttl_minutes")
     for name, value in (("order_ttl_minutes", order_ttl), ("qr_ttl_minutes", qr_ttl)):

@@ -34,7 +34,6 @@ class MerchantBook(Mapping[str, Merchant]):
         self.providers = dict(providers or {})  # sp_mchid → the provider's merchant, sub_mchid left empty
         self._all: dict[str, Merchant] = dict(self.configured)
         self._lock = threading.Lock()
-        self.generation = 0
         # reads the records changed since the last poll (``SubMerchants.follow``, set by bootstrap); None: none
         self.follow: Callable[[], object] | None = None
         self._caught_up = 0.0
@@ -96,7 +95,6 @@ class MerchantBook(Mapping[str, Merchant]):
                 merged[mchid] = self.sub_merchant(provider, state)
                 changed.append(mchid)
             self._all = merged
-            self.generation += 1
             return changed
 
 
