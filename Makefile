@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve demo check test test-ha lint bench install clean chromium deploy-tools cluster-tools
+.PHONY: serve demo check test test-ha test-image lint bench install clean chromium deploy-tools cluster-tools image-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "zhangben needs Python >= 3.11"'
@@ -75,12 +75,27 @@ WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 
 # the tests marked `cells` time Patroni failovers (a gap of a second is a failure): they run alone, after the rest
 test: lint chromium deploy-tools cluster-tools
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not ha and not cells" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not ha and not cells and not image" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m "cells and not ha" $(PYTEST_ARGS)
 
 test-ha: $(STAMP) chromium deploy-tools cluster-tools
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "ha and not cells" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "ha and not cells and not image" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m cells $(PYTEST_ARGS)  # the whole cells' matrix: make test's kill too
+
+# The image built from the Dockerfile and run under podman: its commands, its healthcheck, its user, compose.yaml's
+# services (docs/going-live.md, "The image, proven").  Debian's podman and mmdebstrap; the base image is made from
+# Debian's packages and cached in var/image-cache (no registry needed).  Not in `make test`: about 3 minutes.
+image-tools:
+	@{ command -v podman >/dev/null 2>&1 && command -v mmdebstrap >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's podman and mmdebstrap for the image's tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman mmdebstrap >/dev/null; \
+	  else \
+	    echo "make test-image needs podman and mmdebstrap (as root): apt-get install podman mmdebstrap"; exit 1; \
+	  fi; }
+
+test-image: $(STAMP) image-tools
+	$(BIN)/python -m pytest -m image -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 bench: $(STAMP)  # QUICK=1: smaller loads, under 3 minutes
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
