@@ -317,9 +317,18 @@ def check_reachable(store: StoreUrl, *, create: bool = False) -> None:
             raise DatabaseUnavailable(f"cannot open database {store}: {exc}") from None
         return
     try:
-        connect(store, 5).close()
+        with connect(store, 5) as conn:
+            (encoding,) = conn.execute("SHOW server_encoding").fetchone() or ("UTF8",)
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if store.password:
             reason = reason.replace(store.password, "***")
         raise DatabaseUnavailable(f"cannot reach database {store}: {reason}") from None
+    if isinstance(encoding, bytes):  # how a SQL_ASCII server answers text
+        encoding = encoding.decode("ascii", errors="replace")
+    if str(encoding).upper() not in ("UTF8", "UTF-8"):
+        # SQL_ASCII (initdb's default without a UTF-8 locale) makes every text column bytes to the driver
+        raise DatabaseUrlError(
+            f"database {store} is encoded {encoding}: the ledger keeps Chinese text and needs UTF8 "
+            "(CREATE DATABASE … ENCODING 'UTF8' TEMPLATE template0, or initdb -E UTF8)"
+        )
