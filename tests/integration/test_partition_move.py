@@ -80,7 +80,9 @@ def moved_under_the_storm(d: Deployment) -> None:
     on_b = storm.on("b")  # DIRECT's partition, on cell b all along
     assert {a.status for a in on_b} <= {200, 201, 204}, [(a.what, a.status) for a in on_b if a.status >= 300]
     noise = longest_gap(on_b, started - 2, started)  # the machine's own gaps, in the same storm (tests/cells.py)
-    assert longest_gap(on_b, started, ended) <= max(1.0, 2 * noise)
+    # the moved partition is frozen ~3 s: a gap of half that on the other one would mean it was held too.  Under
+    # the parallel suite a loaded 2-core machine showed gaps of 1.09 s while b was never frozen (CI, issue 28)
+    assert longest_gap(on_b, started, ended) <= max(1.5, 2 * noise)
     v2 = storm.on("a")  # V2's answers, its partition moving from a to b
     refused = [a for a in v2 if a.status >= 300]
     assert {a.status for a in refused} <= {503} and all(a.problem for a in refused), [
