@@ -26,7 +26,6 @@ COPY wheelhouse/ wheelhouse/
 RUN python3 -m venv /opt/build && /opt/build/bin/pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${BASE}
-ARG PIP_NO_INDEX=0
 RUN useradd --system --uid 10001 --user-group --home-dir /srv/zhangben --create-home zhangben
 COPY --from=build /wheels /tmp/wheels
 RUN python3 -m venv /opt/zhangben \
