@@ -47,6 +47,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     Mapper,
+    Notification,
     OperationalError,
     StoredEvent,
 )
@@ -394,3 +395,13 @@ def _stored(row: Any) -> StoredEvent:
         topic=row["topic"],
         state=bytes(row["state"]),
     )
+
+
+def notifications_once(
+    recorder: ApplicationRecorder, start: int, limit: int, topics: Sequence[str] = ()
+) -> list[Notification]:
+    """``select_notifications`` without the library's retries (ten, over two seconds, on a connection error): a
+    poller that asks again in a moment fails at once instead, and presses no cell in failover with reconnections."""
+    method = type(recorder).select_notifications
+    plain = getattr(method, "__wrapped__", method)
+    return list(plain(recorder, start, limit, topics=topics))

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
+from adapters.recorders import notifications_once
 from adapters.wechatpay.config import CHANNELS, checkout_settings
 from adapters.wechatpay.errors import MerchantConfigError
 from adapters.wechatpay.merchant_book import MerchantBook
@@ -167,7 +168,7 @@ class SubMerchants:
         one query, folded into the records held here (``_fold``): 5,000 sub-merchants are five queries at start."""
         with self._following:
             changed, start = 0, max(0, self.position - LOOK_BACK) + 1
-            while page := self.directory.recorder.select_notifications(start, PAGE, topics=TOPICS):
+            while page := notifications_once(self.directory.recorder, start, PAGE, TOPICS):
                 touched = self._fold(page)
                 records = [self._records[i] for i in touched]
                 changed += len(self.book.replace_sub_merchants((r.provider, r.state()) for r in records))
