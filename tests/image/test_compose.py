@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -116,9 +116,9 @@ def composed(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         podman("rm", "-f", "-t", "2", sandbox, check=False)
 
 
-def wait_for(check: object, seconds: float, what: str) -> None:
+def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
-    while not (callable(check) and check()):
+    while not check():
         assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
         time.sleep(0.5)
 

@@ -12,7 +12,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from sandbox.keyset import DIRECT, init_keyset
-from tests.image.podman import IMAGE, podman
+from tests.image.podman import IMAGE, env, podman
 from zhangben.launch import free_port
 from zhangben.pgserver import ThrowawayPostgres
 
@@ -90,11 +90,11 @@ def running(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
         server.stop()
 
 
-def wait_until(check: object, seconds: float, what: str) -> None:
+def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            if callable(check) and check():
+            if check():
                 return
         except httpx.HTTPError:
             pass
@@ -180,13 +180,7 @@ def test_sigterm_stops_each_container_within_ten_seconds(running: Running) -> No
     history = subprocess.run(
         ["podman", "run", "--rm", *run_args(running.config, running.database_url), IMAGE,
          "history", "IMG-1", "--merchant", DIRECT.mchid, "--json"],
-        capture_output=True, text=True, timeout=120, env=podman_env(),
+        capture_output=True, text=True, timeout=120, env=env(),
     )  # fmt: skip
     assert history.returncode == 0, history.stderr
     assert json.loads(history.stdout)["state"]["status"] == "REFUNDED"
-
-
-def podman_env() -> dict[str, str]:
-    from tests.image.podman import env
-
-    return env()
