@@ -63,13 +63,12 @@ def _arrival(request: Request, body: bytes) -> Arrival:
     return Arrival(request.url.path, remote, dict(request.headers), body, request.path_params.get("merchant"))
 
 
-async def _from_elsewhere(request: Request, body: bytes) -> bool:
+async def _from_elsewhere(request: Request, arrival: Arrival) -> bool:
     """``[callbacks] allowed_networks`` is set and the source is outside it: the refusal is kept (throttled per
     source, like every refusal) and True.  Seed 000 §7: an extra guard, never instead of the signature."""
     networks = runtime(request).settings.callback_networks
     if not networks:
         return False
-    arrival = _arrival(request, body)
     if within(arrival.remote, networks):
         return False
     with contextlib.suppress(RefusalsThrottled):
@@ -152,11 +151,12 @@ async def _notify(
     if not whole:
         metrics.callbacks.labels("refused_content").inc()
         return reply.failure(await _refuse_oversized(request, body), "通知内容过大")
-    if await _from_elsewhere(request, body):
+    arrival = _arrival(request, body)  # once: the source check and the handling read the same
+    if await _from_elsewhere(request, arrival):
         metrics.callbacks.labels("refused_source").inc()
         return reply.failure(403, "来源地址不在允许的网络内")
     try:
-        await within_budget(handle(_arrival(request, body)))
+        await within_budget(handle(arrival))
     except RefusalsThrottled as exc:
         metrics.callbacks.labels("refused_throttled").inc()
         return reply.failure(429, str(exc))
@@ -207,10 +207,11 @@ async def native_callback(request: Request) -> Response:
     body, whole = await _bounded_body(request)
     if not whole:
         return _xml(fail_xml("请求内容过大"), await _refuse_oversized(request, body))
-    if await _from_elsewhere(request, body):
+    arrival = _arrival(request, body)
+    if await _from_elsewhere(request, arrival):
         return _xml(fail_xml("来源地址不在允许的网络内"), 403)
     try:
-        answer = await within_budget(asyncio.to_thread(rt.products.scan, _arrival(request, body)))
+        answer = await within_budget(asyncio.to_thread(rt.products.scan, arrival))
     except RefusalsThrottled as exc:
         return _xml(fail_xml(str(exc)), 429)
     except SignatureError as exc:

@@ -35,7 +35,6 @@ from application.views import OrderView
 from domain import ids
 from domain.checkout import require_return_url
 from domain.errors import ConcurrencyConflict, Forbidden, InvalidInput, InvalidTransition, NotFound
-from domain.index import TransactionIndex
 from domain.limits import require_transaction_id
 from domain.notices import TransactionNotice
 from domain.notification import Notification
@@ -317,28 +316,26 @@ class PaymentService:
         else by asking WeChat (https://pay.weixin.qq.com/doc/v3/merchant/4012791858) — and what WeChat answers is
         applied like any query's answer, so a payment the ledger never heard of is recorded, not only found."""
         require_transaction_id(transaction_id)
-        index: TransactionIndex | None = self.ledger.find(ids.transaction_index_id(transaction_id))
-        out_trade_no = index.out_trade_no if index is not None else self._ask_by_transaction(mchid, transaction_id)
-        payment = self.ledger.find(ids.payment_id(out_trade_no))
-        if payment is None or payment.mchid != mchid:
-            raise NotFound(f"transaction {transaction_id} is not one of merchant {mchid}'s payments")
+        payment = self.reads.paid_by(mchid, transaction_id)
+        if payment is None:
+            payment = self._ask_by_transaction(mchid, transaction_id)
         return self.reads.order_view(mchid, payment.merchant_order_no)
 
-    def _ask_by_transaction(self, mchid: str, transaction_id: str) -> str:
+    def _ask_by_transaction(self, mchid: str, transaction_id: str) -> Payment:
         merchant = self.merchant(mchid)
         with captured() as calls:
             try:
                 notice = self.wechat(merchant).transaction_by_id(merchant, transaction_id)
             except WechatPayNotFound:
                 raise NotFound(f"WeChat Pay knows no transaction {transaction_id} of merchant {mchid}") from None
-        payment = self.ledger.find(ids.payment_id(notice.out_trade_no))
-        if payment is None or payment.mchid != mchid:
+        payment = self.reads.payment(mchid, notice.out_trade_no)
+        if payment is None:
             raise NotFound(
                 f"transaction {transaction_id} paid out_trade_no {notice.out_trade_no}, which the ledger did not issue"
             )
         self.keep(payment.id, calls)  # what was asked and what WeChat answered, on the payment
         self.apply_transaction(notice, "query", mchid=mchid)
-        return notice.out_trade_no
+        return payment
 
     def sync_payment(self, merchant: Merchant, out_trade_no: str) -> PaymentOutcome | None:
         try:

@@ -83,12 +83,18 @@ class OrderReads:
             return self.ledger.get_order(mchid, number).merchant_order_no
         except OrderNotFound:
             pass
-        index: TransactionIndex | None = self.ledger.find(ids.transaction_index_id(number))
-        out_trade_no = index.out_trade_no if index is not None else number
+        payment = self.paid_by(mchid, number) or self.payment(mchid, number)
+        return str(payment.merchant_order_no) if payment is not None else None
+
+    def paid_by(self, mchid: str, transaction_id: str) -> Payment | None:
+        """``mchid``'s payment that WeChat's ``transaction_id`` paid, from the ledger's index (None: not recorded)."""
+        index: TransactionIndex | None = self.ledger.find(ids.transaction_index_id(transaction_id))
+        return self.payment(mchid, index.out_trade_no) if index is not None else None
+
+    def payment(self, mchid: str, out_trade_no: str) -> Payment | None:
+        """The attempt ``out_trade_no`` when it is ``mchid``'s (another merchant's is None, as if absent)."""
         payment: Payment | None = self.ledger.find(ids.payment_id(out_trade_no))
-        if payment is None or payment.mchid != mchid:
-            return None
-        return str(payment.merchant_order_no)
+        return payment if payment is not None and payment.mchid == mchid else None
 
     def order_history(self, mchid: str, merchant_order_no: str, as_of: datetime | None = None) -> list[HistoryEvent]:
         """Every event of the order, its payments and its refunds, oldest first."""

@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from adapters.recorders import notifications_once
-from adapters.wechatpay.config import CHANNELS, checkout_settings
+from adapters.wechatpay.config import CHANNELS, ORDER_TTL_MINUTES, checkout_settings
 from adapters.wechatpay.errors import MerchantConfigError
 from adapters.wechatpay.merchant_book import MerchantBook
 from application.apikeys import ApiKeys
@@ -35,7 +35,7 @@ MCHID = re.compile(r"[0-9]{8,12}")  # WeChat's merchant ids are digits (19000001
 APPID = re.compile(r"wx[0-9a-f]{16}")  # WeChat appids: wx and 16 hex digits
 DEFAULTS: dict[str, Any] = {
     "apps": [],
-    "order_ttl_minutes": 10,
+    "order_ttl_minutes": ORDER_TTL_MINUTES,
     "qr_ttl_minutes": None,
     "return_url_hosts": [],
     "notify_url": None,

@@ -22,10 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.wechatpay.errors import MerchantConfigError
 from adapters.wechatpay.signing import load_private_key, load_public_key
+from domain.limits import EXPIRE_SECONDS_DEFAULT
 from domain.status import Channel
 
 CHANNELS = tuple(channel.value for channel in Channel)
-ORDER_TTL_MINUTES = 10  # seed 000: "后端设置订单 expire_at（如 10 分钟）"
+ORDER_TTL_MINUTES = EXPIRE_SECONDS_DEFAULT // 60  # seed 000: "后端设置订单 expire_at（如 10 分钟）"
 TTL_MINUTES_MAX = 120  # WeChat keeps a Native code_url usable for 2 hours
 
 
@@ -90,7 +91,6 @@ class Merchant:
     qr_ttl_minutes: int | None = None
     return_url_hosts: tuple[str, ...] = ()
     active: bool = True
-    provider: str = ""  # the service provider's sp_mchid, for a sub-merchant added through the API
 
     @property
     def order_ttl_seconds(self) -> int:

@@ -80,7 +80,6 @@ class MerchantBook(Mapping[str, Merchant]):
             notify_url=notify_url,
             refund_notify_url=_refund_notify(template, notify_url),
             active=bool(state.get("active", True)),
-            provider=provider,
             **checkout_settings(state, where),
         )
 
